@@ -1,0 +1,226 @@
+"""An ordered, case-insensitive header store that keeps what it was given.
+
+RFC 3261 §7.3: header names are case-insensitive, may use a compact form, may repeat, and a
+list-valued header may be split over several lines or joined with commas — all equivalent.
+A proxy must forward what it does not understand intact, so the store keeps each line's
+original name and value and only normalises the lookup key. Typed views (Via, CSeq, ...) are
+parsed on demand and cached per name until that header changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# RFC 3261 §7.3.3 and the IANA registry of compact forms.
+COMPACT_FORMS: dict[str, str] = {
+    "i": "call-id",
+    "m": "contact",
+    "e": "content-encoding",
+    "l": "content-length",
+    "f": "from",
+    "s": "subject",
+    "k": "supported",
+    "t": "to",
+    "v": "via",
+    "c": "content-type",
+    "o": "event",
+    "u": "allow-events",
+    "r": "refer-to",
+    "b": "referred-by",
+    "x": "session-expires",
+    "y": "identity",
+    "a": "accept-contact",
+    "j": "reject-contact",
+    "d": "request-disposition",
+}
+
+
+def header_key(name: str) -> str:
+    """The lookup key of a header name: lower case, compact form expanded."""
+    key = name.lower()
+    return COMPACT_FORMS.get(key, key)
+
+
+def split_list(value: str) -> list[str]:
+    """Split a comma-joined header value, respecting quoted strings and <URIs> (§7.3.1)."""
+    if "," not in value:
+        stripped = value.strip()
+        return [stripped] if stripped else []
+    items: list[str] = []
+    depth_angle = False
+    in_quote = False
+    escaped = False
+    start = 0
+    for index, char in enumerate(value):
+        if in_quote:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_quote = False
+        elif char == '"':
+            in_quote = True
+        elif char == "<":
+            depth_angle = True
+        elif char == ">":
+            depth_angle = False
+        elif char == "," and not depth_angle:
+            item = value[start:index].strip()
+            if item:
+                items.append(item)
+            start = index + 1
+    item = value[start:].strip()
+    if item:
+        items.append(item)
+    return items
+
+
+class Headers:
+    """Header lines in order, each kept as (lookup key, name as received, value)."""
+
+    __slots__ = ("_cache", "_lines")
+
+    def __init__(self, lines: list[tuple[str, str]] | None = None) -> None:
+        self._lines: list[tuple[str, str, str]] = []
+        self._cache: dict[str, Any] = {}
+        if lines:
+            for name, value in lines:
+                self._lines.append((header_key(name), name, value))
+
+    @classmethod
+    def _from_keyed(cls, lines: list[tuple[str, str, str]]) -> Headers:
+        headers = cls.__new__(cls)
+        headers._lines = lines
+        headers._cache = {}
+        return headers
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _key, name, value in self._lines:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        key = header_key(name)
+        return any(line[0] == key for line in self._lines)
+
+    def __repr__(self) -> str:
+        return f"Headers({[(name, value) for _k, name, value in self._lines]!r})"
+
+    def copy(self) -> Headers:
+        return Headers._from_keyed(list(self._lines))
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        """The value of the first line with this name."""
+        key = header_key(name)
+        for line in self._lines:
+            if line[0] == key:
+                return line[2]
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """The value of every line with this name, in order."""
+        key = header_key(name)
+        return [line[2] for line in self._lines if line[0] == key]
+
+    def values(self, name: str) -> list[str]:
+        """Every list element of a list-valued header, across lines and commas, in order."""
+        key = header_key(name)
+        items: list[str] = []
+        for line in self._lines:
+            if line[0] == key:
+                items.extend(split_list(line[2]))
+        return items
+
+    def count(self, name: str) -> int:
+        key = header_key(name)
+        return sum(1 for line in self._lines if line[0] == key)
+
+    def view(self, name: str, parse: Callable[[str], T]) -> T | None:
+        """The first value parsed by `parse`, cached until a line with this name changes."""
+        key = header_key(name)
+        cached = self._cache.get(key, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
+        raw = self.get(key)
+        result = None if raw is None else parse(raw)
+        self._cache[key] = result
+        return result
+
+    def add(self, name: str, value: str) -> None:
+        """Append a line at the end."""
+        key = header_key(name)
+        self._lines.append((key, name, value))
+        self._cache.pop(key, None)
+
+    def prepend(self, name: str, value: str) -> None:
+        """Insert a line before the first line of this name (or at the top), as a Via push."""
+        key = header_key(name)
+        for index, line in enumerate(self._lines):
+            if line[0] == key:
+                self._lines.insert(index, (key, name, value))
+                break
+        else:
+            self._lines.insert(0, (key, name, value))
+        self._cache.pop(key, None)
+
+    def set(self, name: str, value: str) -> None:
+        """Replace every line of this name with one line, kept where the first one was."""
+        key = header_key(name)
+        new_lines: list[tuple[str, str, str]] = []
+        placed = False
+        for line in self._lines:
+            if line[0] == key:
+                if not placed:
+                    new_lines.append((key, name, value))
+                    placed = True
+            else:
+                new_lines.append(line)
+        if not placed:
+            new_lines.append((key, name, value))
+        self._lines = new_lines
+        self._cache.pop(key, None)
+
+    def remove(self, name: str) -> int:
+        """Remove every line of this name; returns how many went."""
+        key = header_key(name)
+        before = len(self._lines)
+        self._lines = [line for line in self._lines if line[0] != key]
+        self._cache.pop(key, None)
+        return before - len(self._lines)
+
+    def pop_first_value(self, name: str) -> str | None:
+        """Remove the first list element of a header (the top Via, the first Route).
+
+        If the first line holds several comma-joined values only the first is removed and the
+        rest stay on that line, as RFC 3261 §7.3.1 makes the two forms equivalent.
+        """
+        key = header_key(name)
+        for index, (line_key, line_name, value) in enumerate(self._lines):
+            if line_key != key:
+                continue
+            items = split_list(value)
+            if not items:
+                del self._lines[index]
+                self._cache.pop(key, None)
+                return None
+            if len(items) == 1:
+                del self._lines[index]
+            else:
+                self._lines[index] = (key, line_name, ", ".join(items[1:]))
+            self._cache.pop(key, None)
+            return items[0]
+        return None
+
+    def serialise(self) -> str:
+        return "".join(f"{name}: {value}\r\n" for _key, name, value in self._lines)
+
+
+_MISSING = object()

@@ -1,0 +1,260 @@
+"""SIP requests and responses (RFC 3261 §7) and building a response from a request (§8.2.6).
+
+A message is its start line, a `Headers` store and a body of bytes. Typed views (`vias`,
+`cseq`, `from_addr`, ...) parse on first use and are cached by the header store, so the route
+can ask for them as often as it likes. Every view raises only SipParseError.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from core.sip.address import NameAddr, parse_contacts, parse_name_addr
+from core.sip.errors import SipParseError
+from core.sip.fields import (
+    CSeq,
+    Via,
+    parse_cseq,
+    parse_expires,
+    parse_max_forwards,
+    parse_via,
+)
+from core.sip.headers import Headers
+from core.sip.uri import Uri
+
+REASON_PHRASES: dict[int, str] = {
+    100: "Trying",
+    180: "Ringing",
+    181: "Call Is Being Forwarded",
+    182: "Queued",
+    183: "Session Progress",
+    200: "OK",
+    202: "Accepted",
+    301: "Moved Permanently",
+    302: "Moved Temporarily",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
+    408: "Request Timeout",
+    410: "Gone",
+    413: "Request Entity Too Large",
+    414: "Request-URI Too Long",
+    415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme",
+    420: "Bad Extension",
+    423: "Interval Too Brief",
+    480: "Temporarily Unavailable",
+    481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected",
+    483: "Too Many Hops",
+    484: "Address Incomplete",
+    486: "Busy Here",
+    487: "Request Terminated",
+    488: "Not Acceptable Here",
+    491: "Request Pending",
+    500: "Server Internal Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Server Time-out",
+    505: "Version Not Supported",
+    513: "Message Too Large",
+    600: "Busy Everywhere",
+    603: "Decline",
+    604: "Does Not Exist Anywhere",
+    606: "Not Acceptable",
+}
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def new_branch() -> str:
+    return "z9hG4bK" + secrets.token_hex(8)
+
+
+class Message:
+    """What requests and responses share: headers, body, and typed views of common headers."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, headers: Headers, body: bytes = b"") -> None:
+        self.headers = headers
+        self.body = body
+
+    # -- typed views ---------------------------------------------------------------------
+    @property
+    def call_id(self) -> str | None:
+        return self.headers.get("call-id")
+
+    @property
+    def cseq(self) -> CSeq | None:
+        return self.headers.view("cseq", parse_cseq)
+
+    @property
+    def vias(self) -> list[Via]:
+        """Every Via element, across lines and commas; the view caches the whole list."""
+        headers = self.headers
+        return headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")]) or []
+
+    @property
+    def top_via(self) -> Via | None:
+        vias = self.vias
+        return vias[0] if vias else None
+
+    @property
+    def from_addr(self) -> NameAddr | None:
+        return self.headers.view("from", parse_name_addr)
+
+    @property
+    def to_addr(self) -> NameAddr | None:
+        return self.headers.view("to", parse_name_addr)
+
+    @property
+    def from_tag(self) -> str | None:
+        address = self.from_addr
+        return address.tag if address else None
+
+    @property
+    def to_tag(self) -> str | None:
+        address = self.to_addr
+        return address.tag if address else None
+
+    @property
+    def contacts(self) -> list[NameAddr] | None:
+        """Contact addresses; None for `Contact: *`; [] when there is none."""
+        values = self.headers.values("contact")
+        if not values:
+            return []
+        return parse_contacts(values)
+
+    @property
+    def expires(self) -> int | None:
+        return self.headers.view("expires", parse_expires)
+
+    @property
+    def max_forwards(self) -> int | None:
+        return self.headers.view("max-forwards", parse_max_forwards)
+
+    @property
+    def user_agent(self) -> str | None:
+        return self.headers.get("user-agent")
+
+    def start_line(self) -> str:
+        raise NotImplementedError
+
+    def to_bytes(self) -> bytes:
+        """Serialise; Content-Length always states the body actually sent (§20.14)."""
+        self.headers.set("Content-Length", str(len(self.body)))
+        head = self.start_line() + "\r\n" + self.headers.serialise() + "\r\n"
+        return head.encode("utf-8", "surrogateescape") + self.body
+
+
+class Request(Message):
+    __slots__ = ("method", "uri", "version")
+
+    def __init__(
+        self,
+        method: str,
+        uri: Uri,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers if headers is not None else Headers(), body)
+        self.method = method
+        self.uri = uri
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.method} {self.uri} {self.version}"
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri} call-id={self.call_id!r}>"
+
+    @property
+    def is_initial(self) -> bool:
+        """Out of dialog: no To-tag (RFC 3261 §12.2 vs §8.1)."""
+        return self.to_tag is None
+
+
+class Response(Message):
+    __slots__ = ("reason", "status", "version")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str | None = None,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        version: str = "SIP/2.0",
+    ) -> None:
+        super().__init__(headers if headers is not None else Headers(), body)
+        self.status = status
+        self.reason = reason if reason is not None else REASON_PHRASES.get(status, "Unknown")
+        self.version = version
+
+    def start_line(self) -> str:
+        return f"{self.version} {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} call-id={self.call_id!r}>"
+
+    @property
+    def is_provisional(self) -> bool:
+        return self.status < 200
+
+    @property
+    def is_final(self) -> bool:
+        return self.status >= 200
+
+
+def make_response(
+    request: Request,
+    status: int,
+    reason: str | None = None,
+    *,
+    to_tag: str | None = None,
+    extra: list[tuple[str, str]] | None = None,
+    body: bytes = b"",
+) -> Response:
+    """A response to `request` as a UAS builds it (RFC 3261 §8.2.6).
+
+    Via (all of them, in order), From, Call-ID and CSeq are copied; To too, with `to_tag`
+    added unless the request already had a To-tag or the response is 100 Trying (§8.2.6.2).
+    Header values are copied as text, so a request with a malformed (but present) header can
+    still be answered with a 400.
+    """
+    headers = Headers()
+    source = request.headers
+    for value in source.get_all("via"):
+        headers.add("Via", value)
+    from_value = source.get("from")
+    if from_value is not None:
+        headers.add("From", from_value)
+    to_value = source.get("to")
+    if to_value is not None:
+        if to_tag and status > 100 and not _has_tag(to_value):
+            to_value = f"{to_value};tag={to_tag}"
+        headers.add("To", to_value)
+    call_id = source.get("call-id")
+    if call_id is not None:
+        headers.add("Call-ID", call_id)
+    cseq = source.get("cseq")
+    if cseq is not None:
+        headers.add("CSeq", cseq)
+    if extra:
+        for name, value in extra:
+            headers.add(name, value)
+    return Response(status, reason, headers, body)
+
+
+def _has_tag(to_value: str) -> bool:
+    try:
+        return parse_name_addr(to_value).tag is not None
+    except SipParseError:
+        return ";tag=" in to_value.lower()
