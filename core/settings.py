@@ -46,36 +46,57 @@ class RegistrarSettings:
 class AuthSettings:
     nonce_lifetime: float = 300.0  # an older nonce gets stale=true
     algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in this order (RFC 8760 §2.4)
+    max_tracked_nonces: int = 100_000  # last nonce-count per nonce, for replay checks; oldest go
 
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    # Flood detection (pike-like): requests per source in a sliding window.
+    """Defaults for `core.security`; the reasoning behind each is in `core/flood.py` and
+    `core/scanners.py`.
+
+    The flood limits count every SIP message a source sends (requests and responses) in the
+    window. A phone's normal chatter is a handful per minute: REGISTER every 60-3600 s (two
+    requests with the digest round), an OPTIONS or CRLF keep-alive every 15-30 s, answers to
+    our NAT pings, and a call's INVITE/ACK/BYE with their challenges, 5-8 messages over a few
+    seconds. 60 in 2 s is several calls set up at once from one address that never logged in;
+    a phone that has authenticated (and a whole office behind its NAT) gets 400, remembered for
+    a day, so a burst of phones re-registering together after an outage is not mistaken for
+    a flood. Scanners and floods run at hundreds to thousands a second and trip it at once.
+    """
+
+    # Flood detection (pike-like): messages per source in a sliding window.
     flood_window: float = 2.0
-    flood_limit: int = 60  # ~30 req/s sustained from one address that never authenticated
+    flood_limit: int = 60  # ~30 msg/s sustained from one address that never authenticated
     flood_limit_authenticated: int = 400  # a NATed office re-registering after an outage
     flood_limit_carrier: int = 1_000
     flood_ban_seconds: float = 600.0
-    max_tracked_sources: int = 100_000  # per-IP state cap; oldest evicted first
-    # Scanners.
+    max_tracked_sources: int = 100_000  # per-IP state cap; least recently seen evicted first
+    # A source that passed digest auth keeps the higher limit this long (a day outlasts the
+    # longest registration interval and an overnight outage) and this many such sources.
+    authenticated_memory_seconds: float = 86_400.0
+    max_authenticated_sources: int = 20_000
+    # Scanners: case-insensitive, matched as whole words in User-Agent and in the From
+    # display name / user (svmap, svwar and svcrack send `From: "sipvicious"<sip:100@...>`).
+    # Left out on purpose: "sipsak" (monitoring probes such as check_sip use it), "cirpack"
+    # (a carrier softswitch vendor), "exec" (matches ordinary product names).
     scanner_user_agents: tuple[str, ...] = (
         "friendly-scanner",
-        "sipcli",
+        "friendly-request",
         "sipvicious",
+        "sip-vicious",
+        "sipcli",
         "sip-scan",
-        "sipsak",
         "vaxsipuseragent",
+        "vaxipuseragent",
         "pplsip",
         "sundayddr",
         "iwar",
+        "sivus",
         "sipptk",
         "siparmyknife",
         "smap",
         "nessus",
-        "sip-vicious",
         "voiper",
-        "cirpack",
-        "exec",
         "l4sip",
     )
     scanner_ban_after: int = 3
@@ -87,6 +108,11 @@ class SecuritySettings:
     auth_fail_ban_seconds: float = 1_800.0
     max_bans: int = 100_000
     allow_list: tuple[str, ...] = ()  # CIDR ranges never banned nor rate-limited
+    # Repeated drops (from a banned source, a scanner, bad requests) are counted and published
+    # at most once per source and kind per interval; at most this many such reports a second
+    # overall, the rest summed into one warning, so a spoofed flood cannot flood the feed/log.
+    report_interval: float = 5.0
+    max_reports_per_second: int = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +121,10 @@ class ProxySettings:
     max_call_seconds: float = 4 * 3_600.0
     max_active_calls: int = 10_000
     max_calls_global: int = 200  # concurrent calls, all users (toll-fraud limit)
+    # Live SIP transactions (core/sip/transaction_table.py). Over UDP a finished INVITE's
+    # transactions linger 32 s (RFC 6026 timers L/M) and a BYE's too (timer J), so a call
+    # holds three or four for half a minute: 131,072 carries about 1,000 call setups/s.
+    max_transactions: int = 131_072
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +137,22 @@ class EventSettings:
 class UiSettings:
     lock_after_seconds: float = 900.0
     refresh_hz: float = 8.0
+    # The Traffic pane's history: the oldest dialog (or a dialog's oldest message) goes first.
+    traffic_dialogs: int = 2_000
+    traffic_messages_per_dialog: int = 200
+    # Messages decoded per refresh; past that the newest are kept and the rest counted as missed.
+    traffic_per_refresh: int = 2_000
+    max_table_rows: int = 1_000  # rows any live table shows (the newest)
+
+
+@dataclass(frozen=True, slots=True)
+class DialplanSettings:
+    """How numbers are written here, so DIDs and dialled numbers compare in one canonical form
+    (see `core.users.normalise_number`)."""
+
+    country_code: str = ""  # e.g. "44"; empty: national numbers are kept as dialled
+    national_prefix: str = "0"  # trunk prefix dialled before a national number
+    international_prefix: str = "00"  # dialled before a country code (as well as "+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +171,7 @@ class Settings:
     proxy: ProxySettings = field(default_factory=ProxySettings)
     events: EventSettings = field(default_factory=EventSettings)
     ui: UiSettings = field(default_factory=UiSettings)
+    dialplan: DialplanSettings = field(default_factory=DialplanSettings)
 
     @property
     def realm(self) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from core.sip.errors import SipParseError
-from core.sip.uri import Uri, format_params, parse_params, parse_uri
+from core.sip.fields import parse_delta_seconds, read_quoted
+from core.sip.uri import Uri, format_params, params_hash, parse_params, parse_uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,9 +26,24 @@ class NameAddr:
         display = f'"{_escape_quoted(self.display_name)}" ' if self.display_name else ""
         return f"{display}<{self.uri}>{format_params(self.params)}"
 
+    def __hash__(self) -> int:
+        return hash((self.uri, self.display_name)) ^ params_hash(self.params)
+
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
+
+    @property
+    def expires(self) -> int | None:
+        """A Contact's `expires` parameter in seconds (RFC 3261 §10.2.1.1), or None if absent.
+
+        Values past 2**32-1 mean 2**32-1, as for the Expires header (§20.19); anything that is
+        not delta-seconds raises SipParseError.
+        """
+        value = self.params.get("expires")
+        if value is None:
+            return None
+        return parse_delta_seconds(value, "Bad Contact expires")
 
     def param(self, name: str) -> str | None:
         return self.params.get(name.lower())
@@ -42,57 +58,56 @@ def _escape_quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def _read_quoted(text: str, start: int) -> tuple[str, int]:
-    """Read a quoted-string starting at text[start] == '"'; returns (value, index after it)."""
-    chars: list[str] = []
-    index = start + 1
-    while index < len(text):
-        char = text[index]
-        if char == "\\" and index + 1 < len(text):
-            chars.append(text[index + 1])
-            index += 2
-            continue
-        if char == '"':
-            return "".join(chars), index + 1
-        chars.append(char)
-        index += 1
-    raise SipParseError("Unterminated quoted string")
-
-
 def parse_name_addr(text: str) -> NameAddr:
-    """Parse a From/To/Contact/Route element; malformed → SipParseError."""
-    raw = text
-    text = text.strip()
-    if not text:
+    """Parse a From/To/Contact/Route element; malformed → SipParseError.
+
+    The display name is a quoted-string, unquoted tokens, or nothing (`caller<sip:...>` is
+    fine, RFC 4475 §3.1.1.6). A `<` is only the start of a name-addr when what comes before
+    it could be a display name: in `sip:a@b;p="<x>"` it sits in a parameter of an addr-spec.
+    """
+    raw = text.strip()
+    if not raw:
         raise SipParseError("Empty address")
     display: str | None = None
-    rest = text
-    if text.startswith('"'):
-        display, end = _read_quoted(text, 0)
-        rest = text[end:].lstrip()
+    rest = raw
+    if raw[0] == '"':
+        display, end = read_quoted(raw, 0)
+        rest = raw[end:].lstrip()
         if not rest.startswith("<"):
             raise SipParseError("Bad name-addr")
-    elif "<" in text:
-        lt = text.index("<")
-        display = text[:lt].strip() or None
-        rest = text[lt:]
-    if rest.startswith("<"):
+    else:
+        lt = raw.find("<")
+        if lt > 0 and not _is_display_prefix(raw[:lt]):
+            lt = -1
+        if lt >= 0:
+            display = raw[:lt].strip() or None
+            rest = raw[lt:]
+    if rest[0] == "<":
         gt = rest.find(">")
         if gt < 0:
             raise SipParseError("Missing '>' in address")
         uri = parse_uri(rest[1:gt].strip())
         tail = rest[gt + 1 :].strip()
-        if tail and not tail.startswith(";"):
+        if tail and tail[0] != ";":
             raise SipParseError("Bad address parameters")
         params = parse_params(tail[1:]) if tail else {}
     else:
-        # addr-spec: the URI ends at the first ';' and what follows are header params.
+        # addr-spec: the URI ends at the first ';' and what follows are header params (§20).
         uri_text, _, param_text = rest.partition(";")
         if "?" in uri_text or "," in uri_text:
             raise SipParseError("Bad addr-spec")
         uri = parse_uri(uri_text.strip())
         params = parse_params(param_text)
-    return NameAddr(uri=uri, display_name=display, params=params, raw=raw.strip())
+    return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
+
+
+def _is_display_prefix(text: str) -> bool:
+    """Could `text` (everything before a `<`) be an unquoted display name?
+
+    A display name never holds `;`: when one turns up before the `<`, the text is an
+    addr-spec and the `<` sits in a quoted parameter value (`;+sip.instance="<urn:...>"`).
+    """
+    return ";" not in text
 
 
 def parse_contacts(values: list[str]) -> list[NameAddr] | None:

@@ -10,14 +10,57 @@ import re
 from dataclasses import dataclass, field
 
 from core.sip.errors import SipParseError
-from core.sip.uri import format_host, format_params, parse_hostport, parse_params
+from core.sip.uri import format_host, format_params, params_hash, parse_hostport, parse_params
 
-_TOKEN = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
+_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
+# sent-protocol LWS sent-by *( SEMI via-params ), with SWS allowed around each SLASH (§25.1).
+# Possessive quantifiers throughout: the engine never backtracks, so matching is linear.
+_VIA = re.compile(
+    r"\s*+([^\s/;]++)\s*+/\s*+([^\s/;]++)\s*+/\s*+([^\s/;]++)\s++([^;]*+)(?:;(.*))?",
+    re.DOTALL,
+)
+_AROUND_COLON = re.compile(r"\s*:\s*")
+# quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE, §25.1; possessive, so no backtracking.
+_QUOTED = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+_AUTH_SCHEME = re.compile(r"\s*([^\s,]+)\s*")
+_MAX_DELTA_SECONDS = 2**32 - 1  # §20.19: larger values mean this
+_MAX_CSEQ = 2**32 - 1  # §20.16: a 32-bit unsigned integer
 
 
 def is_token(text: str) -> bool:
-    return bool(_TOKEN.match(text))
+    return _TOKEN.fullmatch(text) is not None
+
+
+def is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects."""
+    return text.isascii() and text.isdigit()
+
+
+def read_quoted(text: str, start: int) -> tuple[str, int]:
+    """Read a quoted-string at text[start] == '"'; returns (unescaped value, index after it)."""
+    match = _QUOTED.match(text, start)
+    if match is None:
+        raise SipParseError("Unterminated quoted string")
+    value = match.group(1)
+    if "\\" in value:
+        value = _QUOTED_PAIR.sub(r"\1", value)
+    return value, match.end()
+
+
+def _small_int(text: str, max_digits: int) -> int | None:
+    """ASCII digits as an int, or None when they are not digits or have too many of them.
+
+    Leading zeros are allowed and do not count (RFC 4475 §3.1.1.1 sends Max-Forwards 0068);
+    the digit cap keeps int() away from its 4,300-digit limit and from huge numbers.
+    """
+    if not is_digits(text):
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > max_digits:
+        return None
+    return int(significant) if significant else 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +75,13 @@ class Via:
 
     def __str__(self) -> str:
         port = "" if self.port is None else f":{self.port}"
-        return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{format_params(self.params)}"
+        params = format_params(self.params)
+        return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{params}"
+
+    def __hash__(self) -> int:
+        return hash((self.transport, self.host, self.port, self.protocol)) ^ params_hash(
+            self.params
+        )
 
     @property
     def branch(self) -> str | None:
@@ -46,7 +95,8 @@ class Via:
     def rport(self) -> int | None:
         """The rport value a server filled in, or None (absent, or asked for but empty)."""
         value = self.params.get("rport")
-        return int(value) if value and value.isdigit() else None
+        port = _small_int(value, 5) if value else None
+        return port if port is not None and 0 < port < 65536 else None
 
     @property
     def wants_rport(self) -> bool:
@@ -59,7 +109,8 @@ class Via:
     @property
     def ttl(self) -> int | None:
         value = self.params.get("ttl")
-        return int(value) if value and value.isdigit() else None
+        ttl = _small_int(value, 3) if value else None
+        return ttl if ttl is not None and ttl <= 255 else None
 
     @property
     def sent_by(self) -> tuple[str, int | None]:
@@ -77,25 +128,22 @@ class Via:
 
 
 def parse_via(text: str) -> Via:
-    """One Via element (the list split is done by Headers.values)."""
-    text = text.strip()
-    proto, _, rest = text.partition(" ")
-    rest = rest.strip()
-    parts = [part.strip() for part in proto.split("/")]
-    if len(parts) != 3 or not rest:
-        # Tolerate "SIP / 2.0 / UDP host" spacing allowed by the grammar (LWS around SLASH).
-        collapsed = re.sub(r"\s*/\s*", "/", text)
-        proto, _, rest = collapsed.partition(" ")
-        parts = proto.split("/")
-        rest = rest.strip()
-        if len(parts) != 3 or not rest:
-            raise SipParseError("Bad Via")
-    name, version, transport = parts
-    if name.upper() != "SIP" or not version or not is_token(transport):
+    """One Via element (the list split is done by Headers.values).
+
+    `SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bK1` is as valid as the compact spelling
+    (RFC 4475 §3.1.1.1), so whitespace is allowed wherever the grammar has SWS or LWS.
+    """
+    match = _VIA.fullmatch(text)
+    if match is None:
         raise SipParseError("Bad Via")
-    sent_by, _, param_text = rest.partition(";")
-    host, port = parse_hostport(sent_by.strip())
-    params = parse_params(param_text)
+    name, version, transport, sent_by, param_text = match.groups()
+    if name.upper() != "SIP" or not is_token(version) or not is_token(transport):
+        raise SipParseError("Bad Via")
+    sent_by = sent_by.strip()
+    if ":" in sent_by and (" " in sent_by or "\t" in sent_by):
+        sent_by = _AROUND_COLON.sub(":", sent_by)  # host [ COLON port ], COLON = SWS ":" SWS
+    host, port = parse_hostport(sent_by)
+    params = parse_params(param_text) if param_text is not None else {}
     return Via(transport.upper(), host, port, params, f"{name}/{version}")
 
 
@@ -109,15 +157,13 @@ class CSeq:
 
 
 def parse_cseq(text: str) -> CSeq:
-    """`CSeq: 4711 INVITE`: a 32-bit number (RFC 3261 §8.1.1.5) and a method token."""
+    """`CSeq: 4711 INVITE`: a 32-bit unsigned number (§20.16) and a method token."""
     parts = text.split()
     if len(parts) != 2:
         raise SipParseError("Bad CSeq")
     number_text, method = parts
-    if not number_text.isdigit() or len(number_text) > 10:
-        raise SipParseError("Bad CSeq number")
-    number = int(number_text)
-    if number >= 2**31:
+    number = _small_int(number_text, 10)
+    if number is None or number > _MAX_CSEQ:
         raise SipParseError("Bad CSeq number")
     if not is_token(method):
         raise SipParseError("Bad CSeq method")
@@ -125,25 +171,33 @@ def parse_cseq(text: str) -> CSeq:
 
 
 def parse_max_forwards(text: str) -> int:
-    text = text.strip()
-    if not text.isdigit() or len(text) > 3 or int(text) > 255:
+    """0..255 (§20.22); leading zeros are fine."""
+    hops = _small_int(text.strip(), 3)
+    if hops is None or hops > 255:
         raise SipParseError("Bad Max-Forwards")
-    return int(text)
+    return hops
+
+
+def parse_delta_seconds(text: str, reason: str = "Bad Expires") -> int:
+    """delta-seconds; values over 2**32-1 mean 2**32-1, however many digits (§20.19)."""
+    text = text.strip()
+    if not is_digits(text):
+        raise SipParseError(reason)
+    seconds = _small_int(text, 10)
+    return _MAX_DELTA_SECONDS if seconds is None else min(seconds, _MAX_DELTA_SECONDS)
 
 
 def parse_expires(text: str) -> int:
-    """Delta-seconds; RFC 3261 §20.19 says values over 2**32-1 mean 2**32-1."""
-    text = text.strip()
-    if not text.isdigit():
-        raise SipParseError("Bad Expires")
-    return min(int(text), 2**32 - 1)
+    """The Expires header: delta-seconds (§20.19)."""
+    return parse_delta_seconds(text, "Bad Expires")
 
 
 def parse_content_length(text: str) -> int:
-    text = text.strip()
-    if not text.isdigit() or len(text) > 9:
+    """Octets of body (§20.14); at most nine significant digits, far past any message limit."""
+    length = _small_int(text.strip(), 9)
+    if length is None:
         raise SipParseError("Bad Content-Length")
-    return int(text)
+    return length
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,19 +207,27 @@ class AuthParams:
     scheme: str
     params: dict[str, str]
 
+    def __hash__(self) -> int:
+        return hash(self.scheme) ^ params_hash(self.params)  # type: ignore[arg-type]
+
     def get(self, name: str) -> str | None:
         return self.params.get(name.lower())
 
 
 def parse_auth(text: str) -> AuthParams:
-    """Authorization / WWW-Authenticate / Proxy-* values (RFC 3261 §25.1, RFC 7616 §3.4)."""
-    text = text.strip()
-    scheme, _, rest = text.partition(" ")
-    if not scheme or not is_token(scheme):
+    """Authorization / WWW-Authenticate / Proxy-* values (RFC 3261 §25.1, RFC 7616 §3.4).
+
+    `Digest realm="a", nonce="b"` and Zoiper's `Digest realm="a",nonce="b"` are the same; a
+    parameter given twice is malformed (RFC 7616 §3.4: each may appear once).
+    """
+    match = _AUTH_SCHEME.match(text)
+    scheme = match.group(1) if match else ""
+    if not is_token(scheme):
         raise SipParseError("Bad authentication header")
-    params: dict[str, str] = {}
-    index = 0
+    rest = text
+    index = match.end() if match else 0
     length = len(rest)
+    params: dict[str, str] = {}
     while index < length:
         while index < length and rest[index] in " \t,":
             index += 1
@@ -175,23 +237,13 @@ def parse_auth(text: str) -> AuthParams:
         if eq < 0:
             raise SipParseError("Bad authentication parameter")
         name = rest[index:eq].strip().lower()
-        if not name or not is_token(name):
+        if not is_token(name):
             raise SipParseError("Bad authentication parameter")
         index = eq + 1
         while index < length and rest[index] in " \t":
             index += 1
         if index < length and rest[index] == '"':
-            chars: list[str] = []
-            index += 1
-            while index < length and rest[index] != '"':
-                if rest[index] == "\\" and index + 1 < length:
-                    index += 1
-                chars.append(rest[index])
-                index += 1
-            if index >= length:
-                raise SipParseError("Unterminated quoted string")
-            index += 1
-            value = "".join(chars)
+            value, index = read_quoted(rest, index)
         else:
             end = rest.find(",", index)
             end = length if end < 0 else end

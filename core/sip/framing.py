@@ -2,7 +2,8 @@
 
 Sans-I/O: `feed(bytes)` returns what became complete. The buffer is bounded: a peer that
 streams headers without ever ending them, or announces a huge body, gets a SipParseError
-(413) and the transport closes the connection.
+(413) and the transport closes the connection. A head that cannot be framed (no or
+conflicting Content-Length) is a 400 for the same reason: the stream cannot be resynchronised.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 from core.sip.errors import SipParseError
 from core.sip.fields import parse_content_length
+from core.sip.parser import find_blank_line
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,13 +22,19 @@ class KeepAlive:
 
 KEEPALIVE = KeepAlive()
 _CONTENT_LENGTH_NAMES = (b"content-length", b"l")
+_PING = b"\r\n\r\n"
 
 
 class StreamFramer:
-    __slots__ = ("_buffer", "max_buffer", "max_message")
+    """One per connection: bytes in, whole messages (bytes) and keep-alives out."""
+
+    __slots__ = ("_buffer", "_searched", "max_buffer", "max_message")
 
     def __init__(self, max_message: int = 65_535, max_buffer: int = 131_072) -> None:
         self._buffer = bytearray()
+        # How much of the buffer is known to hold no blank line yet: a peer sending a head a
+        # byte at a time must not make every feed rescan it (quadratic work).
+        self._searched = 0
         self.max_message = max_message
         self.max_buffer = max_buffer
 
@@ -35,41 +43,67 @@ class StreamFramer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
-        if len(self._buffer) + len(data) > self.max_buffer:
+        buffer = self._buffer
+        if len(buffer) + len(data) > self.max_buffer:
             raise SipParseError("Message Too Large", 413)
-        self._buffer += data
+        buffer += data
         out: list[bytes | KeepAlive] = []
-        while self._buffer:
-            if self._buffer.startswith(b"\r\n\r\n"):
-                del self._buffer[:4]
-                out.append(KEEPALIVE)
+        while buffer:
+            if buffer[0] == 10:
+                del buffer[:1]  # a stray LF before a start line is ignored, like a CRLF (§7.5)
                 continue
-            if self._buffer.startswith(b"\r\n"):
-                # A lone CRLF (a pong, or padding before a start line) carries nothing.
-                if len(self._buffer) < 4 and b"\r\n\r\n".startswith(bytes(self._buffer)):
-                    break
-                del self._buffer[:2]
-                continue
-            end = self._buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self._buffer) > self.max_message:
+            if buffer[0] == 13:  # CR: a keep-alive ping, a pong, or padding before a message
+                if buffer.startswith(_PING):
+                    del buffer[:4]
+                    self._searched = 0
+                    out.append(KEEPALIVE)
+                    continue
+                if len(buffer) < 4 and _PING.startswith(buffer):
+                    break  # maybe the start of a ping: wait for more
+                if buffer.startswith(b"\r\n"):
+                    del buffer[:2]  # a lone CRLF (a pong) carries nothing
+                    self._searched = 0
+                    continue
+            found = find_blank_line(buffer, max(self._searched - 2, 0))
+            if found is None:
+                if len(buffer) > self.max_message:
                     raise SipParseError("Message Too Large", 413)
+                self._searched = len(buffer)
                 break
-            length = _content_length(bytes(self._buffer[:end]))
-            total = end + 4 + length
+            head_end, body_start = found
+            total = body_start + _content_length(bytes(buffer[:head_end]))
             if total > self.max_message:
                 raise SipParseError("Message Too Large", 413)
-            if len(self._buffer) < total:
+            if len(buffer) < total:
+                self._searched = head_end  # the blank line is found again at once next time
                 break
-            out.append(bytes(self._buffer[:total]))
-            del self._buffer[:total]
+            out.append(bytes(buffer[:total]))
+            del buffer[:total]
+            self._searched = 0
         return out
 
 
 def _content_length(head: bytes) -> int:
-    """Content-Length from raw header bytes; mandatory on a stream (§20.14)."""
-    for line in head.split(b"\r\n")[1:]:
+    """Content-Length from raw header bytes; mandatory on a stream (§20.14).
+
+    Folded lines are joined first (`Content-Length:` CRLF SP `42` is legal), and every
+    Content-Length line must agree: framing on one of two different values would leave the
+    stream out of step with the peer.
+    """
+    lengths: set[int] = set()
+    lines = head.split(b"\n")
+    for index in range(1, len(lines)):
+        line = lines[index]
         name, colon, value = line.partition(b":")
-        if colon and name.strip().lower() in _CONTENT_LENGTH_NAMES:
-            return parse_content_length(value.decode("latin-1"))
-    raise SipParseError("Missing Content-Length")
+        if not colon or name.rstrip(b" \t").lower() not in _CONTENT_LENGTH_NAMES:
+            continue
+        for continuation in lines[index + 1 :]:
+            if not continuation.startswith((b" ", b"\t")):
+                break
+            value += b" " + continuation
+        lengths.add(parse_content_length(value.decode("latin-1").strip()))
+    if not lengths:
+        raise SipParseError("Missing Content-Length")
+    if len(lengths) > 1:
+        raise SipParseError("Conflicting Content-Length")
+    return lengths.pop()

@@ -9,6 +9,7 @@ parsed on demand and cached per name until that header changes.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -38,37 +39,67 @@ COMPACT_FORMS: dict[str, str] = {
 }
 
 
+# Keys of the names seen so far, so the hot path skips lower() and the compact-form lookup.
+# Bounded: a peer inventing header names must not grow it without limit.
+_KEY_CACHE: dict[str, str] = {}
+_KEY_CACHE_LIMIT = 2_048
+
+
 def header_key(name: str) -> str:
     """The lookup key of a header name: lower case, compact form expanded."""
+    key = _KEY_CACHE.get(name)
+    if key is not None:
+        return key
     key = name.lower()
-    return COMPACT_FORMS.get(key, key)
+    key = COMPACT_FORMS.get(key, key)
+    if len(_KEY_CACHE) < _KEY_CACHE_LIMIT:
+        _KEY_CACHE[name] = key
+    return key
+
+
+def check_line(name: str, value: str) -> None:
+    """Refuse a header that would not serialise as one line (header injection, §7.3.1).
+
+    A parsed value never holds CR or LF; this guards values that code builds from other
+    sources (a display name from the database, text from the console).
+    """
+    if "\n" in value or "\r" in value or "\n" in name or "\r" in name or ":" in name or not name:
+        raise ValueError(f"header {name!r} would not serialise as one line")
 
 
 def split_list(value: str) -> list[str]:
-    """Split a comma-joined header value, respecting quoted strings and <URIs> (§7.3.1)."""
+    """Split a comma-joined header value, respecting quoted strings and <URIs> (§7.3.1).
+
+    Only the characters that change state are visited (a regex jumps between them), so a
+    long value costs little more than `str.split`.
+    """
     if "," not in value:
         stripped = value.strip()
         return [stripped] if stripped else []
+    if '"' not in value and "<" not in value:
+        return [item for item in (part.strip() for part in value.split(",")) if item]
     items: list[str] = []
-    depth_angle = False
+    in_angle = False
     in_quote = False
-    escaped = False
+    escaped_at = -1
     start = 0
-    for index, char in enumerate(value):
+    for match in _LIST_SPECIALS.finditer(value):
+        index = match.start()
+        char = value[index]
         if in_quote:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
+            if index == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = index + 1
             elif char == '"':
                 in_quote = False
         elif char == '"':
             in_quote = True
         elif char == "<":
-            depth_angle = True
+            in_angle = True
         elif char == ">":
-            depth_angle = False
-        elif char == "," and not depth_angle:
+            in_angle = False
+        elif char == "," and not in_angle:
             item = value[start:index].strip()
             if item:
                 items.append(item)
@@ -77,6 +108,9 @@ def split_list(value: str) -> list[str]:
     if item:
         items.append(item)
     return items
+
+
+_LIST_SPECIALS = re.compile(r'[",<>\\]')
 
 
 class Headers:
@@ -89,6 +123,7 @@ class Headers:
         self._cache: dict[str, Any] = {}
         if lines:
             for name, value in lines:
+                check_line(name, value)
                 self._lines.append((header_key(name), name, value))
 
     @classmethod
@@ -113,6 +148,14 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({[(name, value) for _k, name, value in self._lines]!r})"
+
+    def name_of(self, name: str) -> str | None:
+        """The name as received (`l`, `Content-Length`) of the first line with this name."""
+        key = header_key(name)
+        for line in self._lines:
+            if line[0] == key:
+                return line[1]
+        return None
 
     def copy(self) -> Headers:
         return Headers._from_keyed(list(self._lines))
@@ -156,12 +199,14 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a line at the end."""
+        check_line(name, value)
         key = header_key(name)
         self._lines.append((key, name, value))
         self._cache.pop(key, None)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a line before the first line of this name (or at the top), as a Via push."""
+        check_line(name, value)
         key = header_key(name)
         for index, line in enumerate(self._lines):
             if line[0] == key:
@@ -173,6 +218,7 @@ class Headers:
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of this name with one line, kept where the first one was."""
+        check_line(name, value)
         key = header_key(name)
         new_lines: list[tuple[str, str, str]] = []
         placed = False

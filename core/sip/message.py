@@ -97,9 +97,14 @@ class Message:
 
     @property
     def vias(self) -> list[Via]:
-        """Every Via element, across lines and commas; the view caches the whole list."""
+        """Every Via element, across lines and commas; the view caches the whole list.
+
+        Each call returns a fresh list, so a caller popping the top Via cannot corrupt the
+        cache; the Via objects themselves are frozen and shared.
+        """
         headers = self.headers
-        return headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")]) or []
+        vias = headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")])
+        return list(vias) if vias else []
 
     @property
     def top_via(self) -> Via | None:
@@ -126,11 +131,18 @@ class Message:
 
     @property
     def contacts(self) -> list[NameAddr] | None:
-        """Contact addresses; None for `Contact: *`; [] when there is none."""
-        values = self.headers.values("contact")
-        if not values:
+        """Contact addresses; None for `Contact: *`; [] when there is none.
+
+        Cached like the other views (wrapped in a tuple, as None means the wildcard here).
+        """
+        headers = self.headers
+        cached: tuple[list[NameAddr] | None] | None = headers.view(
+            "contact", lambda _first: (parse_contacts(headers.values("contact")),)
+        )
+        if cached is None:
             return []
-        return parse_contacts(values)
+        contacts = cached[0]
+        return None if contacts is None else list(contacts)
 
     @property
     def expires(self) -> int | None:
@@ -148,9 +160,16 @@ class Message:
         raise NotImplementedError
 
     def to_bytes(self) -> bytes:
-        """Serialise; Content-Length always states the body actually sent (§20.14)."""
-        self.headers.set("Content-Length", str(len(self.body)))
-        head = self.start_line() + "\r\n" + self.headers.serialise() + "\r\n"
+        """Serialise; Content-Length always states the body actually sent (§20.14).
+
+        A message that already says the right length keeps its line as it was (`l: 0` stays
+        compact); otherwise one Content-Length line replaces whatever was there.
+        """
+        headers = self.headers
+        length = str(len(self.body))
+        if headers.get_all("content-length") != [length]:
+            headers.set(headers.name_of("content-length") or "Content-Length", length)
+        head = self.start_line() + "\r\n" + headers.serialise() + "\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
 
 
@@ -226,8 +245,8 @@ def make_response(
 
     Via (all of them, in order), From, Call-ID and CSeq are copied; To too, with `to_tag`
     added unless the request already had a To-tag or the response is 100 Trying (§8.2.6.2).
-    Header values are copied as text, so a request with a malformed (but present) header can
-    still be answered with a 400.
+    A 100 Trying also copies Timestamp (§8.2.6.1). Header values are copied as text, so a
+    request with a malformed (but present) header can still be answered with a 400.
     """
     headers = Headers()
     source = request.headers
@@ -247,6 +266,10 @@ def make_response(
     cseq = source.get("cseq")
     if cseq is not None:
         headers.add("CSeq", cseq)
+    if status == 100:
+        timestamp = source.get("timestamp")
+        if timestamp is not None:
+            headers.add("Timestamp", timestamp)
     if extra:
         for name, value in extra:
             headers.add(name, value)

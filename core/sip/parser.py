@@ -17,19 +17,37 @@ from core.sip.uri import parse_uri
 
 MAX_HEADER_LINES = 256
 MAX_REQUEST_URI = 4_096
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~]+$")
-_STATUS_LINE = re.compile(r"^SIP/(\d+\.\d+) (\d{3}) ?(.*)$")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# SIP-Version is case-insensitive on receipt (§7.1); the status code is exactly three digits.
+_STATUS_LINE = re.compile(r"SIP/([0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?", re.IGNORECASE | re.DOTALL)
+SIP_VERSION = "SIP/2.0"
+
+
+def find_blank_line(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
+    """Where the head ends and the body starts, or None while no blank line has arrived.
+
+    The blank line is the first `\n` followed by `\n` or `\r\n`, whichever comes first, so
+    bare-LF heads (as many embedded stacks send) work, and a bare-LF message whose body holds
+    a CRLF pair is still cut in the right place. The head end excludes the final line's LF.
+    """
+    end = data.find(b"\n\r\n", start)
+    bare = data.find(b"\n\n", start, end + 1 if end >= 0 else len(data))
+    if bare >= 0:
+        return bare, bare + 2
+    if end >= 0:
+        return end, end + 3
+    return None
 
 
 def split_head(data: bytes) -> tuple[bytes, bytes]:
-    """Split at the blank line; tolerates bare LF line ends as many embedded stacks send."""
-    end = data.find(b"\r\n\r\n")
-    if end >= 0:
-        return data[:end], data[end + 4 :]
-    end = data.find(b"\n\n")
-    if end >= 0:
-        return data[:end], data[end + 2 :]
-    raise SipParseError("Missing blank line after headers")
+    """Split at the first blank line into the head (without its last line end) and the body."""
+    found = find_blank_line(data)
+    if found is None:
+        raise SipParseError("Missing blank line after headers")
+    head_end, body_start = found
+    if head_end and data[head_end - 1] == 13:  # the CR of the head's last CRLF
+        head_end -= 1
+    return data[:head_end], data[body_start:]
 
 
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
@@ -37,14 +55,26 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 
     `stream` is True for TCP, where the framer has already cut the body to Content-Length
     and Content-Length is mandatory (§18.3, §20.14).
+
+    Bytes that are not UTF-8 (RFC 3261 §7.3.1 wants UTF-8) become U+FFFD rather than failing
+    the message: old phones send Latin-1 display names, and every string handed out then
+    encodes cleanly wherever it goes next (SQLite, hashlib, the console).
     """
+    if type(data) is not bytes:
+        data = bytes(data)
     # §7.5: implementations should ignore CRLFs before the start line.
-    data = data.lstrip(b"\r\n")
+    if data[:1] in (b"\r", b"\n"):
+        data = data.lstrip(b"\r\n")
     if not data:
         raise SipParseError("Empty message")
     head_bytes, body = split_head(data)
-    head = head_bytes.decode("utf-8", "surrogateescape")
-    lines = head.replace("\r\n", "\n").split("\n")
+    head = head_bytes.decode("utf-8", "replace")
+    if "\r" in head:
+        head = head.replace("\r\n", "\n")
+        if "\r" in head:
+            # A CR alone is not a line end, and no header value may hold one (§25.1).
+            raise SipParseError("Bare CR in message head")
+    lines = head.split("\n")
     if len(lines) > MAX_HEADER_LINES:
         raise SipParseError("Too many header lines")
     message = _start_line(lines[0])
@@ -54,8 +84,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
 
 
 def _start_line(line: str) -> Message:
-    if line.startswith("SIP/"):
-        match = _STATUS_LINE.match(line)
+    if line[:4].upper() == "SIP/":
+        match = _STATUS_LINE.fullmatch(line)
         if not match:
             raise SipParseError("Bad status line")
         if match.group(1) != "2.0":
@@ -63,28 +93,34 @@ def _start_line(line: str) -> Message:
         status = int(match.group(2))
         if not 100 <= status <= 699:
             raise SipParseError("Bad status code")
-        return Response(status, match.group(3))
+        return Response(status, match.group(3) or "")
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError("Bad request line")
     method, uri_text, version = parts
     if not is_token(method):
         raise SipParseError("Bad method")
-    if version != "SIP/2.0":
-        if version.upper().startswith("SIP/") and version.upper() != "SIP/2.0":
-            raise SipParseError("Version Not Supported", 505)
-        raise SipParseError("Bad SIP version")
+    if version != SIP_VERSION:
+        upper = version.upper()
+        if upper != SIP_VERSION:
+            if upper.startswith("SIP/"):
+                raise SipParseError("Version Not Supported", 505)
+            raise SipParseError("Bad SIP version")
     if len(uri_text) > MAX_REQUEST_URI:
         raise SipParseError("Request-URI Too Long", 414)
     return Request(method, parse_uri(uri_text))
 
 
 def _header_lines(lines: list[str]) -> Headers:
+    """The lines after the start line, unfolded, in order, each keyed for lookup."""
     keyed: list[tuple[str, str, str]] = []
+    append = keyed.append
+    known = _KEYS_OF_VALID_NAMES
     for line in lines:
         if not line:
             continue
-        if line[0] in " \t":
+        first = line[0]
+        if first == " " or first == "\t":
             # Line folding (§7.3.1): a continuation joins the previous value with one space.
             if not keyed:
                 raise SipParseError("Continuation before first header")
@@ -92,11 +128,25 @@ def _header_lines(lines: list[str]) -> Headers:
             keyed[-1] = (key, name, f"{value} {line.strip()}".strip())
             continue
         name, colon, value = line.partition(":")
-        name = name.rstrip(" \t")
-        if not colon or not name or not _HEADER_NAME.match(name):
+        if not colon:
             raise SipParseError("Malformed header line")
-        keyed.append((header_key(name), name, value.strip(" \t")))
+        key = known.get(name)
+        if key is None:
+            stripped = name.rstrip(" \t")
+            if not _HEADER_NAME.fullmatch(stripped):
+                raise SipParseError("Malformed header line")
+            key = header_key(stripped)
+            if stripped == name and len(known) < _KNOWN_NAMES_LIMIT:
+                known[name] = key  # only names that need no rstrip, so a hit needs no work
+            name = stripped
+        append((key, name, value.strip(" \t")))
     return Headers._from_keyed(keyed)
+
+
+# Header names already validated, mapped to their keys: most lines skip the name regex.
+# Bounded, like the header_key cache, against peers that invent names.
+_KEYS_OF_VALID_NAMES: dict[str, str] = {}
+_KNOWN_NAMES_LIMIT = 1_024
 
 
 def _attach_body(message: Message, body: bytes, stream: bool) -> None:

@@ -14,11 +14,23 @@ from urllib.parse import quote, unquote
 
 from core.sip.errors import SipParseError
 
-_HOSTNAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9\-]*[A-Za-z0-9])?)*\.?$")
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9\-.!%*_+`'~\[\]:/&$]*$")
+# RFC 3261 §25.1 hostname, written so the engine never backtracks (possessive quantifiers):
+# a label is runs of letters and digits joined by hyphens, labels are joined by dots. An
+# IPv4 address matches it too. A backtracking form of the same grammar costs quadratic time
+# on a long host, which a 64 KiB datagram could turn into a CPU sink.
+_LABEL = r"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
+_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*+\.?")
 # user = 1*( unreserved / escaped / user-unreserved ), RFC 3261 §25.1
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+\-.]*$")
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+_PASSWORD_SAFE = "-_.!~*'()&=+$,"
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_NOT_IN_SIP_URI = re.compile(r'[\s<>"]')
+
+
+def _is_digits(text: str) -> bool:
+    """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects."""
+    return text.isascii() and text.isdigit()
 
 
 def format_host(host: str) -> str:
@@ -30,16 +42,19 @@ def parse_host(text: str) -> str:
     """Validate a host (name, IPv4, or bracketed IPv6); returns it without brackets."""
     if not text:
         raise SipParseError("Empty host")
-    if text.startswith("["):
-        if not text.endswith("]"):
+    if text[0] == "[":
+        if text[-1] != "]":
             raise SipParseError("Bad IPv6 reference")
         inner = text[1:-1]
+        address, _, zone = inner.partition("%")
         try:
-            ipaddress.IPv6Address(inner.split("%", 1)[0])
+            ipaddress.IPv6Address(address)
         except ValueError:
             raise SipParseError("Bad IPv6 reference") from None
+        if "%" in inner and not (zone and zone.isascii() and zone.isalnum()):
+            raise SipParseError("Bad IPv6 reference")
         return inner
-    if not _HOSTNAME.match(text):
+    if not _HOSTNAME.fullmatch(text):
         raise SipParseError("Bad host")
     return text
 
@@ -54,7 +69,7 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
         rest = text[end + 1 :]
         if not rest:
             return host, None
-        if not rest.startswith(":"):
+        if rest[0] != ":":
             raise SipParseError("Bad host:port")
         return host, parse_port(rest[1:])
     host_text, sep, port_text = text.partition(":")
@@ -63,7 +78,7 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
 
 
 def parse_port(text: str) -> int:
-    if not text.isdigit() or len(text) > 5:
+    if not _is_digits(text) or len(text) > 5:
         raise SipParseError("Bad port")
     port = int(text)
     if not 0 < port < 65536:
@@ -72,24 +87,71 @@ def parse_port(text: str) -> int:
 
 
 def parse_params(text: str) -> dict[str, str | None]:
-    """`;a=b;c` (without the leading `;`) → {"a": "b", "c": None}; names lower-cased."""
+    """`a=b;c` (without the leading `;`) → {"a": "b", "c": None}; names lower-cased.
+
+    Whitespace around `;` and `=` is allowed (SEMI and EQUAL are SWS-padded, §25.1). An empty
+    parameter between two semicolons is malformed (RFC 4475 §3.1.2.1 answers it with 400);
+    one trailing `;` is tolerated, as some phones send it. A quoted value may hold `;`.
+    """
     params: dict[str, str | None] = {}
     if not text:
         return params
-    for part in text.split(";"):
-        part = part.strip()
-        if not part:
-            continue
+    if '"' not in text or ("\\" not in text and ";" not in "".join(text.split('"')[1::2])):
+        parts = text.split(";")  # no `;` inside a quoted value, so a plain split is exact
+    else:
+        parts = _split_outside_quotes(text, ";")
+    last = len(parts) - 1
+    for index, part in enumerate(parts):
         name, sep, value = part.partition("=")
         name = name.strip().lower()
         if not name:
-            raise SipParseError("Bad parameter")
+            if not sep and not value and index == last and index > 0:
+                break
+            raise SipParseError("Empty parameter" if not sep else "Bad parameter")
         params[name] = value.strip() if sep else None
     return params
 
 
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    """Split at `separator` where it is not inside a quoted-string.
+
+    Only quotes, backslashes and separators are visited; an unterminated quote runs to the end.
+    """
+    parts: list[str] = []
+    start = 0
+    in_quote = False
+    escaped_at = -1
+    for match in _QUOTE_SPECIALS[separator].finditer(text):
+        index = match.start()
+        char = text[index]
+        if in_quote:
+            if index == escaped_at:
+                continue
+            if char == "\\":
+                escaped_at = index + 1
+            elif char == '"':
+                in_quote = False
+        elif char == '"':
+            in_quote = True
+        elif char == separator:
+            parts.append(text[start:index])
+            start = index + 1
+    parts.append(text[start:])
+    return parts
+
+
+_QUOTE_SPECIALS = {separator: re.compile(rf'["\\{separator}]') for separator in ";,"}
+
+
 def format_params(params: dict[str, str | None]) -> str:
-    return "".join(f";{name}" if value is None else f";{name}={value}" for name, value in params.items())
+    return "".join(
+        f";{name}" if value is None else f";{name}={value}" for name, value in params.items()
+    )
+
+
+def params_hash(params: dict[str, str | None]) -> int:
+    """Hash of a parameter dict, so the frozen dataclasses holding one stay hashable."""
+    return hash(frozenset(params.items()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +172,9 @@ class SipUri:
             return self.raw
         text = self.scheme + ":"
         if self.user is not None:
-            text += quote(self.user, safe=_USER_SAFE)
+            text += _escape(self.user, _USER_SAFE)
             if self.password is not None:
-                text += ":" + quote(self.password, safe=_USER_SAFE)
+                text += ":" + _escape(self.password, _PASSWORD_SAFE)
             text += "@"
         text += format_host(self.host)
         if self.port is not None:
@@ -121,6 +183,11 @@ class SipUri:
         if self.headers:
             text += "?" + self.headers
         return text
+
+    def __hash__(self) -> int:
+        return hash(
+            (self.scheme, self.user, self.password, self.host, self.port, self.headers)
+        ) ^ params_hash(self.params)
 
     def replace(self, **changes: object) -> SipUri:
         """A copy with some parts changed, printed from its parts."""
@@ -159,8 +226,13 @@ class SipUri:
     @property
     def aor(self) -> str:
         """Address-of-record form: `sip:user@host` without port or params (RFC 3261 §10.3)."""
-        user = "" if self.user is None else quote(self.user, safe=_USER_SAFE) + "@"
+        user = "" if self.user is None else _escape(self.user, _USER_SAFE) + "@"
         return f"sip:{user}{format_host(self.host).lower()}"
+
+
+def _escape(text: str, safe: str) -> str:
+    """%-escape for printing from parts; a lone surrogate goes out as the byte it stood for."""
+    return quote(text, safe=safe, errors="surrogateescape")
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +250,9 @@ class TelUri:
             return self.raw
         return f"tel:{self.number}{format_params(self.params)}"
 
+    def __hash__(self) -> int:
+        return hash(self.number) ^ params_hash(self.params)
+
     @property
     def user(self) -> str:
         return self.number
@@ -185,12 +260,18 @@ class TelUri:
 
 @dataclass(frozen=True, slots=True)
 class OtherUri:
-    """Any other absolute URI (mailto:, http:, urn:): kept as text; a proxy answers 416."""
+    """Any other absolute URI (mailto:, http:, urn:): kept as text; a proxy answers 416.
+
+    `scheme` is lower case; `raw` keeps the text as received so it prints back unchanged.
+    """
 
     scheme: str
     rest: str
+    raw: str | None = field(default=None, compare=False, repr=False)
 
     def __str__(self) -> str:
+        if self.raw is not None:
+            return self.raw
         return f"{self.scheme}:{self.rest}"
 
     @property
@@ -204,38 +285,45 @@ Uri = SipUri | TelUri | OtherUri
 def parse_uri(text: str) -> Uri:
     """Parse any URI; a malformed sip:/sips:/tel: URI raises SipParseError."""
     scheme, sep, rest = text.partition(":")
-    if not sep or not _SCHEME.match(scheme):
+    if not sep or not _SCHEME.fullmatch(scheme):
         raise SipParseError("Bad URI")
     lower = scheme.lower()
-    if lower in ("sip", "sips"):
+    if lower == "sip" or lower == "sips":
         return _parse_sip(lower, rest, text)
+    if not rest or _NOT_IN_SIP_URI.search(rest):
+        raise SipParseError("Bad tel URI" if lower == "tel" else "Bad URI")
     if lower == "tel":
         number, _, params = rest.partition(";")
-        if not number or any(c.isspace() for c in number):
+        if not number:
             raise SipParseError("Bad tel URI")
         return TelUri(number=number, params=parse_params(params), raw=text)
-    if not rest or any(c.isspace() for c in rest):
-        raise SipParseError("Bad URI")
-    return OtherUri(lower, rest)
+    return OtherUri(lower, rest, raw=text)
 
 
 def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
-    if not rest or any(c in rest for c in " \t\r\n<>\""):
+    """sip:[user[:password]@]host[:port][;params][?headers] (RFC 3261 §19.1.1).
+
+    The first `@` ends the userinfo: `@` is not allowed unescaped anywhere else in a valid
+    URI, while `;`, `?`, `/` and `:` may appear in the user part (RFC 4475 §3.1.1.2 and
+    §3.1.1.10), so the userinfo is cut off before looking for params and headers.
+    """
+    if not rest or _NOT_IN_SIP_URI.search(rest):
         raise SipParseError("Bad SIP URI")
-    rest, _, headers = rest.partition("?")
     user: str | None = None
     password: str | None = None
-    at = rest.rfind("@")
+    at = rest.find("@")
     if at >= 0:
         userinfo, rest = rest[:at], rest[at + 1 :]
         user_text, colon, password_text = userinfo.partition(":")
         if not user_text:
             raise SipParseError("Bad SIP URI user")
         try:
-            user = unquote(user_text, errors="strict")
-            password = unquote(password_text, errors="strict") if colon else None
+            user = unquote(user_text, errors="strict") if "%" in user_text else user_text
+            if colon:
+                password = unquote(password_text, errors="strict")
         except UnicodeDecodeError:
             raise SipParseError("Bad SIP URI user") from None
+    rest, _, headers = rest.partition("?")
     hostport, _, param_text = rest.partition(";")
     host, port = parse_hostport(hostport)
     return SipUri(

@@ -1,0 +1,317 @@
+"""Server-side digest authentication: is this request from a user who knows their password?
+
+The route calls `DigestAuthenticator.check(request, now, proxy=...)` for every request that
+is not from a carrier, and gets back an `AuthResult`: either the authenticated username, or a
+complete 401/407 to send as is plus the reason (for the security log and the brute-force
+counters, never for the wire).
+
+What the answer must not reveal (DESIGN.md "Unknown user and wrong password get the same
+answer"): an unknown user is verified against a dummy HA1 so both cost one digest, and both
+get the same fresh challenge. Every failure gets the same challenge shape; only a correct
+answer to an expired nonce gets `stale=true` (RFC 7616 §3.3), so phones retry silently.
+
+State is a secret (nonces are stateless HMACs, `core.sip.digest.NonceFactory`) plus a bounded
+table of the last nonce-count per nonce to reject replays (RFC 7616 §3.4 "nc", §5.5).
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.settings import AuthSettings
+from core.sip import Request, Response, SipParseError, SipUri, Uri, make_response, new_tag
+from core.sip.digest import (
+    NonceFactory,
+    NonceState,
+    canonical_algorithm,
+    compute_response,
+    ha1,
+    parse_digest_header,
+)
+from core.sip.fields import AuthParams, format_auth
+from core.sip.uri import parse_uri
+
+# (ha1_md5, ha1_sha256) of an enabled user of the realm, or None.
+UserLookup = Callable[[str], tuple[str, str] | None]
+
+# Which stored HA1 each algorithm the server can verify uses: the -sess forms derive their
+# session key from the same stored HA1 (RFC 7616 §3.4.2).
+_HA1_INDEX_BY_ALGORITHM = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+class AuthFailure(enum.StrEnum):
+    """Why a request was challenged, for the security log (never sent to the client)."""
+
+    UNKNOWN_USER = "unknown user"
+    WRONG_PASSWORD = "wrong password"
+    STALE_NONCE = "stale nonce"
+    BAD_NONCE = "bad nonce"
+    REPLAYED_NC = "replayed nc"
+    REALM_MISMATCH = "realm mismatch"
+    URI_MISMATCH = "uri mismatch"
+    MALFORMED = "malformed credentials"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthResult:
+    """The verdict on one request.
+
+    Exactly one of `username` (authenticated) and `challenge` (the 401/407 to send as is) is
+    set. `failure` is None for a success and for a first request that carried no credentials;
+    `counts_as_failure` tells the brute-force counters whether to count it (a stale nonce with
+    the right password is a phone doing its job, not an attack). `claimed_user` is the
+    username the client gave, whether or not it exists.
+    """
+
+    username: str | None = None
+    challenge: Response | None = None
+    failure: AuthFailure | None = None
+    claimed_user: str | None = None
+    counts_as_failure: bool = False
+
+    @property
+    def authenticated(self) -> bool:
+        return self.username is not None
+
+
+class NonceCounts:
+    """The highest nonce-count seen per nonce, so a captured request cannot be replayed.
+
+    RFC 7616 §3.4 (nc) and §5.5: the client counts the requests it sends with one nonce; a
+    server that remembers the count can reject a repeat. Entries are kept in first-seen order:
+    those older than a nonce can stay valid are dropped as new ones arrive, and past `capacity`
+    the oldest go first (evicting a live nonce only re-opens a replay window for that nonce).
+    """
+
+    __slots__ = ("_capacity", "_last_nc_by_nonce", "_max_age")
+
+    def __init__(self, capacity: int, max_age: float) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._capacity = capacity
+        self._max_age = max_age
+        # nonce → (highest nc accepted, when the nonce was first seen)
+        self._last_nc_by_nonce: OrderedDict[str, tuple[int, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last_nc_by_nonce)
+
+    def accept(self, nonce: str, nc: int, now: float) -> bool:
+        """Record `nc` for `nonce` if it is higher than any seen before; False for a replay."""
+        table = self._last_nc_by_nonce
+        entry = table.get(nonce)
+        if entry is not None:
+            if nc <= entry[0]:
+                return False
+            table[nonce] = (nc, entry[1])
+            return True
+        expired_before = now - self._max_age
+        while table:
+            oldest_nonce, (_nc, first_seen) = next(iter(table.items()))
+            if first_seen >= expired_before and len(table) < self._capacity:
+                break
+            del table[oldest_nonce]
+        table[nonce] = (nc, now)
+        return True
+
+
+class DigestAuthenticator:
+    """Verifies Authorization / Proxy-Authorization and builds the challenges.
+
+    `realm` is the SIP domain (HA1s depend on it); `secret` is the per-install nonce key;
+    `lookup(username)` returns the stored (ha1_md5, ha1_sha256) of an enabled user or None.
+    """
+
+    __slots__ = (
+        "_algorithm_by_upper",
+        "_challenge_parts",
+        "_dummy_ha1s",
+        "_lookup",
+        "_nc_by_nonce",
+        "_nonces",
+        "realm",
+    )
+
+    def __init__(
+        self,
+        realm: str,
+        secret: bytes,
+        settings: AuthSettings,
+        lookup: UserLookup,
+    ) -> None:
+        if not settings.algorithms:
+            raise ValueError("at least one digest algorithm must be offered")
+        offered = [canonical_algorithm(name) for name in settings.algorithms]
+        for algorithm in offered:
+            if algorithm.upper() not in _HA1_INDEX_BY_ALGORITHM:
+                raise ValueError(f"no stored HA1 for digest algorithm {algorithm!r}")
+        self.realm = realm
+        self._lookup = lookup
+        self._nonces = NonceFactory(secret, settings.nonce_lifetime)
+        self._nc_by_nonce = NonceCounts(settings.max_tracked_nonces, self._nonces.max_validity)
+        self._algorithm_by_upper = {algorithm.upper(): algorithm for algorithm in offered}
+        # Same order as settings: RFC 8760 §2.4, the server's preferred algorithm first. Each
+        # challenge is pre-printed around its nonce, the only part that changes.
+        realm_param = format_auth("Digest", [("realm", realm, True)])
+        self._challenge_parts = tuple(
+            (f'{realm_param}, nonce="', f'", algorithm={algorithm}, qop="auth"')
+            for algorithm in offered
+        )
+        # An unknown user is checked against these, so its answer costs what a real one does.
+        dummy_user, dummy_password = secrets.token_hex(8), secrets.token_hex(16)
+        self._dummy_ha1s = (
+            ha1(dummy_user, realm, dummy_password, "MD5"),
+            ha1(dummy_user, realm, dummy_password, "SHA-256"),
+        )
+
+    # -- challenges -----------------------------------------------------------------------
+    def challenge(
+        self, request: Request, now: float, *, proxy: bool, stale: bool = False
+    ) -> Response:
+        """A 401 with WWW-Authenticate (proxy=False) or 407 with Proxy-Authenticate, one header
+        per offered algorithm, all sharing one fresh nonce (RFC 3261 §22.1, §22.3)."""
+        nonce = self._nonces.make(now)  # base64: nothing in it needs quoting
+        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        tail = ", stale=true" if stale else ""
+        extra = [(header, before + nonce + after + tail) for before, after in self._challenge_parts]
+        return make_response(request, 407 if proxy else 401, to_tag=new_tag(), extra=extra)
+
+    # -- verification ---------------------------------------------------------------------
+    def check(self, request: Request, now: float, *, proxy: bool) -> AuthResult:
+        """Authenticate `request`: REGISTER uses proxy=False (401), everything else the route
+        challenges uses proxy=True (407), per RFC 3261 §22.3 and the route in DESIGN.md."""
+        values = request.headers.get_all("proxy-authorization" if proxy else "authorization")
+        if not values:
+            return AuthResult(challenge=self.challenge(request, now, proxy=proxy))
+        credentials = self._ours(values)
+        if isinstance(credentials, tuple):
+            failure, claimed_user = credentials
+            return self._fail(request, now, proxy, failure, claimed_user)
+        return self._verify(request, now, proxy, credentials)
+
+    def _ours(self, values: list[str]) -> AuthParams | tuple[AuthFailure, str | None]:
+        """Of possibly several credentials (one per realm, RFC 3261 §22.3), the Digest one for
+        our realm, or why there is none."""
+        other_realm: AuthParams | None = None
+        unparsable = False
+        for value in values:
+            try:
+                credentials = parse_digest_header(value)
+            except SipParseError:
+                unparsable = True
+                continue
+            realm = credentials.get("realm")
+            if credentials.scheme.lower() != "digest" or realm is None:
+                unparsable = True
+            elif realm == self.realm:
+                return credentials
+            elif other_realm is None:
+                other_realm = credentials
+        if unparsable or other_realm is None:
+            return AuthFailure.MALFORMED, None
+        return AuthFailure.REALM_MISMATCH, other_realm.get("username")
+
+    def _verify(
+        self, request: Request, now: float, proxy: bool, credentials: AuthParams
+    ) -> AuthResult:
+        params = credentials.params
+        username = params.get("username")
+        nonce = params.get("nonce")
+        uri = params.get("uri")
+        response = params.get("response")
+        algorithm = self._algorithm_by_upper.get(params.get("algorithm", "MD5").upper())
+        qop = params.get("qop")
+        nc = params.get("nc")
+        cnonce = params.get("cnonce")
+        if username is None or nonce is None or uri is None or response is None:
+            return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+        if algorithm is None:  # not one we offered
+            return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+        if qop is not None:
+            # We offer qop="auth" only; RFC 7616 §3.4 then requires nc (8LHEX) and cnonce.
+            if qop.lower() != "auth" or cnonce is None or nc is None:
+                return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+            if len(nc) != 8 or not _HEX_DIGITS.issuperset(nc):
+                return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+        elif algorithm.endswith("-sess") and cnonce is None:
+            return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+
+        nonce_state = self._nonces.check(nonce, now)
+        if nonce_state is NonceState.INVALID:
+            return self._fail(request, now, proxy, AuthFailure.BAD_NONCE, username)
+        if not _same_uri(uri, request.uri):
+            return self._fail(request, now, proxy, AuthFailure.URI_MISMATCH, username)
+
+        # Known or not, compute one digest and compare in constant time: the answer and its
+        # timing must not tell an extension that exists from one that does not.
+        stored = self._lookup(username)
+        ha1_pair = self._dummy_ha1s if stored is None else stored
+        expected = compute_response(
+            ha1_pair[_HA1_INDEX_BY_ALGORITHM[algorithm.upper()]],
+            request.method,
+            uri,
+            nonce,
+            algorithm,
+            qop=qop,
+            nc=nc,
+            cnonce=cnonce,
+        )
+        matches = hmac.compare_digest(
+            expected.encode("ascii"), response.lower().encode("utf-8", "surrogateescape")
+        )
+        if stored is None:
+            return self._fail(request, now, proxy, AuthFailure.UNKNOWN_USER, username)
+        if not matches:
+            return self._fail(request, now, proxy, AuthFailure.WRONG_PASSWORD, username)
+        if nonce_state is NonceState.STALE:
+            # RFC 7616 §3.3: right password, old nonce → stale=true and the phone retries.
+            return AuthResult(
+                challenge=self.challenge(request, now, proxy=proxy, stale=True),
+                failure=AuthFailure.STALE_NONCE,
+                claimed_user=username,
+            )
+        # A qop-less answer (RFC 2617 §3.2.2 compatibility) carries no nc to track.
+        if (
+            qop is not None
+            and nc is not None
+            and not self._nc_by_nonce.accept(nonce, int(nc, 16), now)
+        ):
+            return self._fail(request, now, proxy, AuthFailure.REPLAYED_NC, username)
+        return AuthResult(username=username, claimed_user=username)
+
+    def _fail(
+        self,
+        request: Request,
+        now: float,
+        proxy: bool,
+        failure: AuthFailure,
+        claimed_user: str | None,
+    ) -> AuthResult:
+        return AuthResult(
+            challenge=self.challenge(request, now, proxy=proxy),
+            failure=failure,
+            claimed_user=claimed_user,
+            counts_as_failure=True,
+        )
+
+
+def _same_uri(uri_text: str, request_uri: Uri) -> bool:
+    """RFC 7616 §3.4.6 / RFC 3261 §22.4: the digest-uri must be the Request-URI. Byte-equal is
+    the common case; otherwise the two must parse to the same URI (host case aside)."""
+    if uri_text == str(request_uri):
+        return True
+    try:
+        claimed = parse_uri(uri_text)
+    except SipParseError:
+        return False
+    if isinstance(claimed, SipUri) and isinstance(request_uri, SipUri):
+        return claimed.replace(host=claimed.host.lower()) == request_uri.replace(
+            host=request_uri.host.lower()
+        )
+    return claimed == request_uri

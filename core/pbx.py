@@ -1,0 +1,318 @@
+"""The Pbx: builds every part of the SIP core, wires them together, starts and stops them.
+
+The headless runner and the console hold the same object. One clock for everything: wall
+time in epoch seconds (`time.time`), so binding expiry and ban ends mean the same thing after
+a restart as before it, and the console can show them without conversion. Timers armed on the
+event loop are converted to its monotonic clock at the moment they are armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.accounting import CdrWriter
+from core.admin import AdminApi
+from core.auth import DigestAuthenticator
+from core.calls import CallInfo, CallTable
+from core.events import EventBus, ServerEvent
+from core.identity import ServerIdentity
+from core.location import LocationService
+from core.natping import NatKeepalive
+from core.pipeline import Route
+from core.proxy import Proxy
+from core.registrar import Registrar
+from core.security import Security
+from core.settings import ListenAddress, Settings
+from core.store import Store, StoreError
+from core.transport import ListenError, Transport
+from core.users import UserDirectory
+
+log = logging.getLogger("pbxtui.pbx")
+
+HOUSEKEEPING_INTERVAL = 1.0  # binding expiry, ban expiry, NAT pings, reply-cache trimming
+
+
+class StartError(Exception):
+    """The Pbx cannot start: the message says why, in words for an admin."""
+
+
+@dataclass(frozen=True, slots=True)
+class PbxStats:
+    """Live figures for the console's header strip."""
+
+    messages_in: int
+    messages_out: int
+    contacts: int
+    calls_up: int
+    bans: int
+    users: int
+    dropped: int
+
+
+class Pbx:
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
+        self.users = UserDirectory()
+        self.store: Store = None  # type: ignore[assignment]  # set by start()
+        self.identity = ServerIdentity(settings.domain, settings.listen)
+        self.security: Security = None  # type: ignore[assignment]
+        self.location: LocationService = None  # type: ignore[assignment]
+        self.registrar: Registrar = None  # type: ignore[assignment]
+        self.natping: NatKeepalive = None  # type: ignore[assignment]
+        self.route: Route = None  # type: ignore[assignment]
+        self.proxy: Proxy = None  # type: ignore[assignment]
+        # The proxy's one loop timer (issue "Calls"): armed for proxy.next_deadline().
+        self._proxy_timer: asyncio.TimerHandle | None = None
+        self._proxy_timer_at = 0.0
+        self.transport = Transport(settings.transport, self._on_message, self._on_stream_error)
+        self.admin = AdminApi(self)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @property
+    def listening(self) -> list[ListenAddress]:
+        return list(self.transport.bound)
+
+    @property
+    def user_count(self) -> int:
+        return len(self.users)
+
+    async def start(self) -> None:
+        """Open the database, load it into memory, bind the sockets, start the timers."""
+        settings = self.settings
+        try:
+            self.store = await Store.open(settings.db_path)
+        except StoreError as error:
+            raise StartError(str(error)) from None
+        try:
+            await self._build()
+            await self.transport.start(settings.listen)
+        except ListenError as error:
+            await self.store.close()
+            raise StartError(str(error)) from None
+        # Our own Via / Record-Route must name the address actually bound (port 0 → real port).
+        self.identity = ServerIdentity(settings.domain, self.transport.bound)
+        self.route.identity = self.identity
+        self.security.set_own_addresses(self.identity.addresses)
+        self.store.start_writer()
+        self.store.watch_changes(self._reload_changed_tables)
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
+        self._started = True
+        self.bus.publish(
+            ServerEvent(f"listening on {', '.join(str(a) for a in self.transport.bound)}")
+        )
+
+    async def _build(self) -> None:
+        settings = self.settings
+        store = self.store
+        nonce_secret = bytes.fromhex(
+            await store.get_or_create_setting("nonce_secret", lambda: secrets.token_hex(32))
+        )
+        tag_secret = bytes.fromhex(
+            await store.get_or_create_setting("tag_secret", lambda: secrets.token_hex(16))
+        )
+        stored_realm = await store.get_or_create_setting("realm", lambda: settings.realm)
+        if stored_realm != settings.realm:
+            message = (
+                f"the domain changed from {stored_realm!r} to {settings.realm!r}: SIP passwords "
+                "are stored as HA1 hashes of the realm, so every user's password must be reset "
+                "(pbxtui user passwd NAME)"
+            )
+            log.warning(message)
+            self.bus.publish(ServerEvent(message, level="warning"))
+        self.users.replace_all(await store.list_users())
+        now = self.clock()
+
+        self.security = Security(settings.security, self.bus, own_addresses=self.identity.addresses)
+        self.security.sink = _BanWriter(store)
+        self.security.restore(await store.list_bans(active_at=now), now)
+
+        self.location = LocationService(settings.registrar, self.bus)
+        self.location.sink = _BindingWriter(store)
+        self.location.restore(await store.load_bindings(now), now)
+        self.registrar = Registrar(settings.registrar, self.location, self.bus)
+        self.natping = NatKeepalive(settings.registrar, self.location, self.bus, settings.domain)
+
+        authenticator = DigestAuthenticator(
+            settings.realm, nonce_secret, settings.auth, self._lookup_ha1
+        )
+        self.route = Route(
+            identity=self.identity,
+            bus=self.bus,
+            security=self.security,
+            authenticator=authenticator,
+            registrar=self.registrar,
+            natping=self.natping,
+            proxy=None,
+            trunks=None,
+            send=self.transport.send,
+            clock=self.clock,
+            tag_secret=tag_secret,
+            user_agent=settings.user_agent,
+        )
+        # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
+        calls = CallTable(self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store))
+        self.proxy = Proxy(
+            settings=settings.proxy,
+            realm=settings.realm,
+            relay=self.route,
+            users=self.users,
+            location=self.location,
+            calls=calls,
+            bus=self.bus,
+            route_secret=tag_secret,
+        )
+        self.route.proxy = self.proxy
+        await self.reload_carriers()
+
+    def _lookup_ha1(self, username: str) -> tuple[str, str] | None:
+        user = self.users.get(username)
+        if user is None or not user.enabled or user.realm != self.settings.realm:
+            return None
+        return user.ha1_md5, user.ha1_sha256
+
+    async def reload_carriers(self) -> None:
+        """Carrier addresses get a higher flood limit; the trunks see carriers and DIDs."""
+        carriers = await self.store.list_carriers()
+        networks = [
+            address for carrier in carriers if carrier.enabled for address in carrier.addresses
+        ]
+        self.security.set_carrier_networks(networks)
+
+    async def _reload_changed_tables(self) -> None:
+        """Another process (the CLI) wrote to the database: reload what the route reads."""
+        self.users.replace_all(await self.store.list_users())
+        await self.reload_carriers()
+        log.info("database changed elsewhere: reloaded %d users", len(self.users))
+
+    async def stop(self) -> None:
+        if self._proxy_timer is not None:
+            self._proxy_timer.cancel()
+            self._proxy_timer = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.transport.stop()
+        if self.store is not None:
+            with contextlib.suppress(Exception):
+                await self.store.flush()
+            await self.store.close()
+        self._started = False
+
+    # -- the loop's callbacks -------------------------------------------------------------
+    def _on_message(self, data: bytes, flow) -> None:  # noqa: ANN001 - Flow
+        try:
+            self.route.on_message(data, flow)
+        except Exception:
+            # A bug must never take the server down; it is logged with the message that hit it.
+            log.exception("unhandled error routing a message from %s", flow)
+        self._arm_proxy_timer()
+
+    # -- the proxy's timers (issue "Calls") -----------------------------------------------
+    def _arm_proxy_timer(self) -> None:
+        """One loop timer for the proxy's earliest deadline (transaction timers, ring
+        timeouts, call limits). Re-armed only when a message brought the deadline forward;
+        a timer that fires early finds nothing due and re-arms for the real deadline."""
+        proxy = self.proxy
+        if proxy is None:
+            return
+        deadline = proxy.next_deadline()
+        if deadline is None:
+            return
+        handle = self._proxy_timer
+        if handle is not None:
+            if self._proxy_timer_at <= deadline:
+                return
+            handle.cancel()
+        loop = asyncio.get_running_loop()
+        self._proxy_timer_at = deadline
+        delay = max(0.0, deadline - self.clock())
+        self._proxy_timer = loop.call_at(loop.time() + delay, self._on_proxy_timer)
+
+    def _on_proxy_timer(self) -> None:
+        self._proxy_timer = None
+        try:
+            self.proxy.on_timer(self.clock())
+        except Exception:
+            log.exception("proxy timer failed")
+        self._arm_proxy_timer()
+
+    def _on_stream_error(self, error, flow, data: bytes) -> None:  # noqa: ANN001
+        self.security.parse_failed(flow.remote[0], error.reason, self.clock())
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            now = self.clock()
+            try:
+                self.registrar.expire(now)
+                self.security.expire(now)
+                self.route.expire(now)
+                self.natping.on_timeout(now)
+                for binding, request in self.natping.due(now):
+                    target = binding.target()
+                    self.route.send(request.to_bytes(), target.flow)
+            except Exception:
+                log.exception("housekeeping failed")
+
+    # -- figures for the console ----------------------------------------------------------
+    def stats(self) -> PbxStats:
+        now = self.clock()
+        return PbxStats(
+            messages_in=self.transport.received_messages,
+            messages_out=self.transport.sent_messages,
+            contacts=self.location.contact_count if self.location else 0,
+            calls_up=len(self.proxy.calls) if self.proxy else 0,
+            bans=len(self.security.bans(now)) if self.security else 0,
+            users=len(self.users),
+            dropped=self.route.dropped if self.route else 0,
+        )
+
+    def calls(self) -> list[CallInfo]:
+        """Active calls, oldest first, for the console."""
+        return self.proxy.calls.snapshot() if self.proxy else []
+
+
+class _BindingWriter:
+    """Location changes → the store's batching writer (never awaited on the SIP path)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def binding_saved(self, binding) -> None:  # noqa: ANN001
+        from core.store import UpsertBinding
+
+        self.store.submit(UpsertBinding(binding.to_row()))
+
+    def binding_removed(self, binding) -> None:  # noqa: ANN001
+        from core.store import DeleteBinding
+
+        row = binding.to_row()
+        self.store.submit(DeleteBinding(row.aor, row.contact))
+
+
+class _BanWriter:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def ban_saved(self, ban) -> None:  # noqa: ANN001
+        from core.store import BanRow, UpsertBan
+
+        self.store.submit(UpsertBan(BanRow(ban.ip, ban.until, ban.reason, ban.count, time.time())))
+
+    def ban_removed(self, ip: str) -> None:
+        from core.store import DeleteBan
+
+        self.store.submit(DeleteBan(ip))

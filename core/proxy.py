@@ -1,0 +1,752 @@
+"""The stateful proxy (RFC 3261 §16): calls between registered users, and what follows them.
+
+The route (core/pipeline.py) has authenticated the caller; from there:
+
+    route_to_user   From must be the authenticated user (403) → our Route entries consumed,
+                    loop check (482) → not our domain: `outbound` (403 until trunks) →
+                    484 no user / 404 unknown user / 480 no contact / 503 too many calls →
+                    server transaction (100 Trying at once) → a branch per contact, each with
+                    our Via, Record-Route and a client transaction → the best answer (§16.7)
+    in_dialog       transaction match (retransmissions, ACK of a non-2xx: hop by hop) →
+                    loose routing (§16.4) → the dialog's peer (its NAT address / connection)
+                    or the next Route / Request-URI → stateless for an ACK to a 2xx,
+                    otherwise a server and a client transaction, responses relayed
+    cancel          200 to the CANCEL, CANCEL each ringing branch (§9.1), 487 to the INVITE
+    on_response     to its client transaction; stray ones dropped (RFC 6026 §8.5)
+    on_timer        the transaction timers, the ring timeout (timer C-like: CANCEL + 408),
+                    the CANCEL guard (64*T1), the maximum call duration
+
+Nothing here reads a clock or awaits: `now` comes in, bytes go out through the route's `send`,
+and the Pbx arms one loop timer for `next_deadline()`.
+
+Calls: an initial INVITE that gets this far becomes a `Call` in `self.calls`, followed through
+ringing and answered to ended or failed, with a CDR at the end (core/calls.py). At
+`max_call_seconds` after its INVITE a call is hung up: BYE to both sides, built from the dialog
+the proxy watched go by (tags, contacts, route sets, the highest CSeq each side used). That is
+the toll-fraud answer to a call left up for days; forgetting the call instead would leave both
+phones (and a carrier's meter) running.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Protocol
+
+from core.calls import ANSWERED, Call, CallTable
+from core.events import EventBus, SecurityEvent
+from core.flow import Flow
+from core.forking import Branch, ResponseContext, relayed
+from core.identity import ServerIdentity
+from core.location import LocationService, Target
+from core.pipeline import response_flow
+from core.routing import (
+    RecordRouter,
+    branch_id,
+    decrement_max_forwards,
+    flow_for_uri,
+    has_looped,
+    loop_hash,
+    next_hop,
+    push_via,
+    remove_own_credentials,
+)
+from core.settings import ProxySettings
+from core.sip.address import parse_name_addr
+from core.sip.errors import SipParseError
+from core.sip.headers import Headers
+from core.sip.message import Request, Response, new_branch, new_tag
+from core.sip.timers import TimerSettings
+from core.sip.transaction import (
+    Action,
+    Deliver,
+    Send,
+    State,
+    Terminated,
+    Timeout,
+    Transaction,
+    TransportError,
+    Unmatched,
+)
+from core.sip.transaction_client import make_cancel
+from core.sip.transaction_server import ServerTransaction
+from core.sip.transaction_table import TransactionTable, TransactionTableFull
+from core.sip.uri import SipUri, Uri, parse_uri
+from core.users import UserDirectory
+
+# §16.2 / §17.2.1: a proxy answers an INVITE with 100 Trying at once, so the caller stops
+# retransmitting while the callee's phone takes its time.
+PROXY_TIMERS = TimerSettings(trying_delay=0.0)
+# Requests that may create a dialog: we record-route them so the dialog comes back through us.
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+MAX_EARLY_DIALOGS = 16  # callee tags remembered per call (forked early dialogs)
+
+
+class Relay(Protocol):
+    """What the proxy needs of the route (core/pipeline.py `Route`)."""
+
+    identity: ServerIdentity
+    server_header: tuple[str, str]
+
+    def send(self, data: bytes, flow: Flow) -> bool: ...
+
+    def reply(
+        self,
+        request: Request,
+        flow: Flow,
+        status: int,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None: ...
+
+
+class Proxy:
+    """The proxy core. One per Pbx; every method runs on the event loop and returns at once.
+
+    `outbound(request, caller, flow, now)` is the hook for requests to other domains: it
+    answers 403 here, and the trunks replace it (assign `proxy.outbound = ...`) with the
+    carrier routing, which can hand the request back to `fork()` with a gateway target.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ProxySettings,
+        realm: str,
+        relay: Relay,
+        users: UserDirectory,
+        location: LocationService,
+        calls: CallTable,
+        bus: EventBus,
+        route_secret: bytes,
+        timers: TimerSettings = PROXY_TIMERS,
+    ) -> None:
+        self.settings = settings
+        self.realm = realm
+        self.relay = relay
+        self.users = users
+        self.location = location
+        self.calls = calls
+        self.bus = bus
+        self.table = TransactionTable(timers, max_transactions=settings.max_transactions)
+        self.record_router = RecordRouter(route_secret)
+        self.cancel_timeout = 64 * timers.t1  # §9.1: a cancelled INVITE's last chance
+        # Fixed-delay deadlines, so insertion order is deadline order: the first is the next.
+        self._ring_deadlines: OrderedDict[ResponseContext, float] = OrderedDict()
+        self._cancel_deadlines: OrderedDict[Branch, float] = OrderedDict()
+        self.forwarded = 0  # requests sent on (branches, in-dialog, ACKs)
+        self.relayed = 0  # responses sent back up
+
+    @property
+    def identity(self) -> ServerIdentity:
+        return self.relay.identity  # the Pbx replaces it once the sockets are bound
+
+    # -- the route's entry points ---------------------------------------------------------
+    def route_to_user(self, request: Request, caller: str | None, flow: Flow, now: float) -> None:
+        """An out-of-dialog request from `caller` (None: a trusted carrier) to route."""
+        reply = self.relay.reply
+        if caller is not None and _from_user(request) != caller:
+            reply(request, flow, 403, "From does not match the authenticated user")
+            return
+        if not self._consume_and_check_loop(request, flow, now):
+            return
+        uri = request.uri
+        if not isinstance(uri, SipUri) or not self.identity.is_us(uri):
+            self.outbound(request, caller, flow, now)
+            return
+        callee = uri.user
+        if not callee:
+            reply(request, flow, 484)
+            return
+        if self.users.get(callee) is None:
+            reply(request, flow, 404)
+            return
+        bindings = self.location.lookup(callee, now)
+        # Contacts the NAT keep-alive gave up on are tried only when nothing else is left.
+        reachable = [binding for binding in bindings if binding.reachable] or bindings
+        if not reachable:
+            reply(request, flow, 480)
+            return
+        targets = [binding.target() for binding in reachable]
+        self.fork(request, targets, flow, now, caller=caller, callee=callee)
+
+    def outbound(self, request: Request, caller: str | None, flow: Flow, now: float) -> None:
+        """A request for another domain (or a tel: URI). No carriers yet: 403."""
+        self.relay.reply(request, flow, 403, "Outbound calls not allowed")
+
+    def absorb_retransmission(self, request: Request, flow: Flow, now: float) -> bool:
+        """A request a server transaction already owns (a UDP retransmission): handled there."""
+        try:
+            actions = self.table.receive_request(request, flow, now)
+        except SipParseError:
+            return False
+        if actions and type(actions[0]) is Unmatched:
+            return False
+        self._run(actions, now)
+        return True
+
+    def in_dialog(self, request: Request, flow: Flow, now: float) -> None:
+        """A request with a To tag: a retransmission, an ACK, or a mid-dialog request to relay."""
+        method = request.method
+        try:
+            actions = self.table.receive_request(request, flow, now)
+        except SipParseError:
+            return
+        if not (actions and type(actions[0]) is Unmatched):
+            self._run(actions, now)
+            # An ACK reusing the INVITE's branch for a 2xx is end to end: pass it on (§13.2.2.4).
+            transaction = _transaction_of(actions)
+            if method != "ACK" or transaction is None or transaction.state is not State.ACCEPTED:
+                return
+        if method == "CANCEL":
+            self.cancel(request, flow, now)
+            return
+        identity = self.identity
+        call = self.calls.get(request.call_id)
+        peer = call.peer_flow(request.from_tag, request.to_tag) if call is not None else None
+        try:
+            recorded = self.record_router.consume(request, identity)
+            if not recorded and peer is None:
+                # Neither a Route we signed nor a dialog we know: not ours to relay.
+                if method != "ACK":
+                    self.relay.reply(request, flow, 404, "Not Here")
+                return
+            destination = self._in_dialog_destination(request, peer, flow)
+        except SipParseError:
+            if method != "ACK":
+                self.relay.reply(request, flow, 400, "Bad Route")
+            return
+        if destination is None:
+            if method != "ACK":
+                self.relay.reply(request, flow, 416)
+            return
+        if method == "ACK":
+            self._forward_ack(request, destination)
+            return
+        if has_looped(request, identity):
+            self._loop_detected(request, flow, now)
+            return
+        if call is not None:
+            self._follow_dialog(call, request, now)
+        self._forward_in_dialog(request, flow, destination, now)
+
+    def cancel(self, request: Request, flow: Flow, now: float) -> None:
+        """§16.10: 200 to the CANCEL, CANCEL the branches, 487 to the INVITE."""
+        try:
+            server = self.table.match_cancel(request)
+        except SipParseError:
+            self.relay.reply(request, flow, 400, "Bad CANCEL")
+            return
+        if server is None:
+            self.relay.reply(request, flow, 481)
+            return
+        self.relay.reply(request, flow, 200)
+        context = server.user_data
+        if not isinstance(context, ResponseContext) or context.final_sent:
+            return
+        self._cancel_branches(context, now)
+        answer = context.own_answer(487, None, self.relay.server_header)
+        self._final_to_caller(context, answer, now, "cancelled by caller")
+
+    def on_response(self, response: Response, flow: Flow, now: float) -> bool:
+        """A response from downstream. False when no transaction of ours owns it (dropped:
+        RFC 6026 §8.5 — a stray 2xx is the UAS's retransmission the caller already has)."""
+        try:
+            actions = self.table.receive_response(response, flow, now)
+        except SipParseError:
+            return False
+        if actions and type(actions[0]) is Unmatched:
+            return False
+        self._run(actions, now)
+        return True
+
+    # -- forking ----------------------------------------------------------------------------
+    def fork(
+        self,
+        request: Request,
+        targets: list[Target],
+        flow: Flow,
+        now: float,
+        *,
+        caller: str | None,
+        callee: str,
+        direction: str = "internal",
+    ) -> None:
+        """Forward `request` to every target at once (parallel forking, §16.6) and answer the
+        sender from their responses (§16.7). An INVITE becomes a tracked call."""
+        method = request.method
+        if method == "INVITE" and self.calls.full:
+            self.relay.reply(request, flow, 503, "Too many active calls", [("Retry-After", "30")])
+            return
+        started = self._new_server(request, flow, now)
+        if started is None:
+            return
+        server, server_actions = started
+        context = ResponseContext(server, request, new_tag())
+        server.user_data = context
+        self._run(server_actions, now)  # 100 Trying before anything else
+        if method == "INVITE":
+            context.call = self._start_call(request, caller, callee, flow, now, direction)
+            self._ring_deadlines[context] = now + self.settings.invite_timeout
+        request_hash = loop_hash(request, request.headers.values("via")[0])
+        record_route = method in DIALOG_CREATING
+        branches = []
+        for index, target in enumerate(targets):
+            try:
+                uri = parse_uri(target.request_uri)
+            except SipParseError:
+                continue
+            out = self._branch_request(
+                request, uri, target.route, flow, target.flow, branch_id(request_hash, index),
+                record_route,
+            )  # fmt: skip
+            branches.append(context.add_branch(out, target.flow))
+        if not branches:
+            self._final_to_caller(
+                context, context.own_answer(480, None, self.relay.server_header), now
+            )
+            return
+        # Every branch exists before the first is sent, so one failing at once cannot make
+        # the context look finished while others are still to start.
+        for branch in branches:
+            self._start_branch(branch, now)
+
+    # -- timers -----------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """The earliest time `on_timer` has work: transactions, ring timeouts, CANCEL guards,
+        or the oldest call reaching the maximum duration."""
+        deadline = self.table.next_deadline()
+        for queue in (self._ring_deadlines, self._cancel_deadlines):
+            if queue:
+                first = queue[next(iter(queue))]
+                if deadline is None or first < deadline:
+                    deadline = first
+        oldest = self.calls.oldest()
+        if oldest is not None:
+            limit = oldest.started_at + self.settings.max_call_seconds
+            if deadline is None or limit < deadline:
+                deadline = limit
+        return deadline
+
+    def on_timer(self, now: float) -> None:
+        self._run(self.table.on_timer(now), now)
+        ring = self._ring_deadlines
+        while ring:
+            context = next(iter(ring))
+            if ring[context] > now:
+                break
+            del ring[context]
+            self._ring_timeout(context, now)
+        guard = self._cancel_deadlines
+        while guard:
+            branch = next(iter(guard))
+            if guard[branch] > now:
+                break
+            del guard[branch]
+            if branch.pending and branch.transaction is not None:
+                # §9.1: no final answer 64*T1 after our CANCEL; give the branch up.
+                self._run(self.table.terminate(branch.transaction), now)
+        max_seconds = self.settings.max_call_seconds
+        while (call := self.calls.oldest()) is not None and call.started_at + max_seconds <= now:
+            self._end_overlong_call(call, now)
+
+    # -- transactions -----------------------------------------------------------------------
+    def _run(self, actions: list[Action], now: float) -> None:
+        """Carry out what the transaction layer asked for."""
+        for action in actions:
+            kind = type(action)
+            if kind is Send:
+                transaction = action.transaction  # type: ignore[union-attr]
+                if not self.relay.send(action.data, transaction.flow):  # type: ignore[union-attr]
+                    self._run(self.table.transport_error(transaction, now), now)
+            elif kind is Deliver:
+                branch = action.transaction.user_data  # type: ignore[union-attr]
+                if isinstance(branch, Branch) and isinstance(action.message, Response):  # type: ignore[union-attr]
+                    self._branch_response(branch, action.message, now)  # type: ignore[union-attr]
+            elif kind is Timeout:
+                branch = action.transaction.user_data  # type: ignore[union-attr]
+                if isinstance(branch, Branch):
+                    self._branch_failed(branch, 408, "Request Timeout", now)
+            elif kind is TransportError:
+                branch = action.transaction.user_data  # type: ignore[union-attr]
+                if isinstance(branch, Branch):
+                    self._branch_failed(branch, 503, "Service Unavailable", now)
+            elif kind is Terminated:
+                branch = action.transaction.user_data  # type: ignore[union-attr]
+                if isinstance(branch, Branch) and branch.pending:
+                    self._branch_failed(branch, 408, "Request Timeout", now)
+
+    def _new_server(
+        self, request: Request, flow: Flow, now: float
+    ) -> tuple[ServerTransaction, list[Action]] | None:
+        """A server transaction answering along §18.2.2; None (503 sent) when the table is full."""
+        try:
+            return self.table.new_server(request, response_flow(request.top_via, flow), now)
+        except TransactionTableFull as full:
+            extra = [("Retry-After", str(full.retry_after))]
+            self.relay.reply(request, flow, full.status, full.reason, extra)
+        except ValueError:
+            pass  # a live transaction owns it: a retransmission that raced its first copy
+        return None
+
+    def _start_branch(self, branch: Branch, now: float) -> None:
+        try:
+            transaction, actions = self.table.new_client(
+                branch.request, branch.flow, now, user_data=branch
+            )
+        except (TransactionTableFull, ValueError):
+            self._branch_failed(branch, 503, "Service Unavailable", now)
+            return
+        branch.transaction = transaction
+        self.forwarded += 1
+        self._run(actions, now)
+
+    def _branch_request(
+        self,
+        request: Request,
+        uri: Uri,
+        route: tuple[str, ...],
+        arrived: Flow,
+        out: Flow,
+        branch: str,
+        record_route: bool,
+    ) -> Request:
+        """The copy of `request` a branch sends (§16.6): new Request-URI, Path as Route,
+        Max-Forwards less one, our credentials removed, our Record-Route and Via on top."""
+        headers = request.headers.copy()
+        decrement_max_forwards(headers, request.max_forwards)
+        remove_own_credentials(headers, self.realm)
+        for value in reversed(route):
+            headers.prepend("Route", value)
+        identity = self.identity
+        if record_route:
+            self.record_router.record(headers, identity, arrived, out, request.call_id)
+        push_via(headers, identity, out, branch)
+        return Request(request.method, uri, headers, request.body)
+
+    # -- responses from branches ----------------------------------------------------------------
+    def _branch_response(self, branch: Branch, response: Response, now: float) -> None:
+        context = branch.context
+        status = response.status
+        if status < 200:
+            if not branch.provisional:
+                branch.provisional = True
+                if branch.cancel_pending:
+                    self._send_cancel(branch, now)  # §9.1: now a CANCEL may follow
+                    return
+            if status == 100 or context.cancelled or context.final_sent:
+                return
+            call = context.call
+            if call is not None:
+                _remember_callee_flow(call, response, branch)
+                self.calls.ringing(call, now)
+            self._to_caller(context, relayed(response), now)
+            return
+        if status < 300:
+            context.branch_finished(branch, status)
+            self._cancel_deadlines.pop(branch, None)
+            self._answered(context, branch, response, now)
+            return
+        if not context.branch_finished(branch, status):
+            return
+        self._cancel_deadlines.pop(branch, None)
+        context.consider(status, response.reason, relayed(response))
+        if status >= 600 and context.is_invite:
+            self._cancel_branches(context, now)  # §16.7 step 5: no branch will do better
+        if context.pending == 0:
+            self._conclude(context, now)
+
+    def _answered(
+        self, context: ResponseContext, branch: Branch, response: Response, now: float
+    ) -> None:
+        """Every 2xx goes up (§16.7 step 5); the first also ends the forking and the ringing."""
+        call = context.call
+        self._to_caller(context, relayed(response), now)
+        if context.answered:
+            if call is not None:
+                _remember_callee_flow(call, response, branch)
+            return
+        context.answered = True
+        context.final_sent = True
+        self._ring_deadlines.pop(context, None)
+        if call is not None:
+            self._call_answered(call, response, branch, now)
+        if context.is_invite:
+            self._cancel_branches(context, now)
+
+    def _branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
+        """A branch ended without a response of its own: timeout, transport error, abandoned."""
+        context = branch.context
+        if not context.branch_finished(branch, status):
+            return
+        self._cancel_deadlines.pop(branch, None)
+        context.consider(status, reason, None)
+        if context.pending == 0:
+            self._conclude(context, now)
+
+    def _conclude(self, context: ResponseContext, now: float) -> None:
+        """Every branch is done: the best final answer goes up, unless one already did."""
+        if not context.final_sent:
+            self._final_to_caller(context, context.best_answer(self.relay.server_header), now)
+
+    def _final_to_caller(
+        self, context: ResponseContext, response: Response, now: float, call_reason: str = ""
+    ) -> None:
+        """A non-2xx final answer to the sender; the call, if any, failed."""
+        context.final_sent = True
+        self._ring_deadlines.pop(context, None)
+        self._to_caller(context, response, now)
+        call = context.call
+        if call is not None:
+            self.calls.failed(call, now, response.status, call_reason or response.reason)
+
+    def _to_caller(self, context: ResponseContext, response: Response, now: float) -> None:
+        server = context.server
+        self.relayed += 1
+        if server.state is State.PROCEEDING or server.state is State.ACCEPTED:
+            self._run(self.table.respond(server, response, now), now)
+        elif 200 <= response.status < 300:
+            # A 2xx after our own final answer (a CANCEL raced the answer): it still goes up,
+            # straight along the Via (§16.7 step 5); the caller ACKs and hangs up.
+            self.relay.send(response.to_bytes(), server.flow)
+
+    # -- cancelling -------------------------------------------------------------------------
+    def _cancel_branches(self, context: ResponseContext, now: float) -> None:
+        for branch in context.branches_to_cancel():
+            if branch.provisional:
+                self._send_cancel(branch, now)
+            else:
+                branch.cancel_pending = True  # §9.1: not before a provisional response
+
+    def _send_cancel(self, branch: Branch, now: float) -> None:
+        branch.cancel_pending = False
+        branch.cancelled = True
+        if branch.transaction is None:
+            return
+        try:
+            _transaction, actions = self.table.new_client(
+                make_cancel(branch.request), branch.flow, now
+            )
+        except (TransactionTableFull, ValueError):
+            actions = []
+        self._cancel_deadlines[branch] = now + self.cancel_timeout
+        self._run(actions, now)
+
+    def _ring_timeout(self, context: ResponseContext, now: float) -> None:
+        """Nobody answered within `invite_timeout`: CANCEL the branches, 408 to the caller."""
+        if context.final_sent:
+            return
+        self._cancel_branches(context, now)
+        answer = context.own_answer(408, None, self.relay.server_header)
+        self._final_to_caller(context, answer, now, "no answer")
+
+    # -- in-dialog --------------------------------------------------------------------------
+    def _in_dialog_destination(
+        self, request: Request, peer: Flow | None, flow: Flow
+    ) -> Flow | None:
+        """A Route left after ours decides (another proxy); else the peer's own flow (its NAT
+        address, its TCP connection); else the Request-URI (§16.12)."""
+        if request.headers.get("route") is not None:
+            return flow_for_uri(next_hop(request), self.identity, flow)
+        if peer is not None:
+            return peer
+        return flow_for_uri(request.uri, self.identity, flow)
+
+    def _forward_in_dialog(
+        self, request: Request, flow: Flow, destination: Flow, now: float
+    ) -> None:
+        started = self._new_server(request, flow, now)
+        if started is None:
+            return
+        server, server_actions = started
+        context = ResponseContext(server, request, new_tag())
+        server.user_data = context
+        self._run(server_actions, now)
+        if request.method == "INVITE":
+            self._ring_deadlines[context] = now + self.settings.invite_timeout
+        request_hash = loop_hash(request, request.headers.values("via")[0])
+        out = self._branch_request(
+            request, request.uri, (), flow, destination, branch_id(request_hash, 0), False
+        )
+        self._start_branch(context.add_branch(out, destination), now)
+
+    def _forward_ack(self, ack: Request, destination: Flow) -> None:
+        """An ACK to a 2xx is its own transaction end to end: forwarded statelessly (§16.11)."""
+        headers = ack.headers.copy()
+        decrement_max_forwards(headers, ack.max_forwards)
+        remove_own_credentials(headers, self.realm)
+        branch = branch_id(loop_hash(ack, ack.headers.values("via")[0]), "a")
+        push_via(headers, self.identity, destination, branch)
+        self.forwarded += 1
+        self.relay.send(Request("ACK", ack.uri, headers, ack.body).to_bytes(), destination)
+
+    def _follow_dialog(self, call: Call, request: Request, now: float) -> None:
+        """Keep the CSeqs (for our own BYE) and end the call on the BYE of its dialog."""
+        cseq = request.cseq
+        number = cseq.number if cseq is not None else 0
+        from_caller = request.from_tag == call.caller_tag
+        if from_caller:
+            call.caller_cseq = max(call.caller_cseq, number)
+        else:
+            call.callee_cseq = max(call.callee_cseq, number)
+        if request.method != "BYE":
+            return
+        callee_tag = request.to_tag if from_caller else request.from_tag
+        if call.state != ANSWERED:
+            return  # the INVITE transaction decides how an unanswered call ends
+        if callee_tag == call.callee_tag:
+            self.calls.ended(call, now, "caller hung up" if from_caller else "callee hung up")
+        elif callee_tag is not None:
+            call.callee_flows.pop(callee_tag, None)  # another fork's dialog hung up
+
+    # -- calls ------------------------------------------------------------------------------
+    def _start_call(
+        self,
+        request: Request,
+        caller: str | None,
+        callee: str,
+        flow: Flow,
+        now: float,
+        direction: str,
+    ) -> Call | None:
+        """Track an initial INVITE as a call (not a spiral of one we already track)."""
+        call_id = request.call_id or ""
+        if call_id in self.calls:
+            return None
+        cseq = request.cseq
+        try:
+            contacts = request.contacts or []
+        except SipParseError:
+            contacts = []
+        call = Call(
+            call_id=call_id,
+            caller=caller or _from_user(request) or "",
+            callee=callee,
+            source=flow.remote,
+            started_at=now,
+            direction=direction,
+            caller_flow=flow,
+            caller_tag=request.from_tag or "",
+            caller_from=request.headers.get("from") or "",
+            caller_contact=contacts[0].uri if contacts else None,
+            caller_cseq=cseq.number if cseq is not None else 0,
+        )
+        return call if self.calls.start(call) else None
+
+    def _call_answered(self, call: Call, response: Response, branch: Branch, now: float) -> None:
+        """Learn the dialog from the first 2xx: the callee's tag, contact and route set."""
+        tag = response.to_tag or ""
+        call.callee_tag = tag
+        call.callee_to = response.headers.get("to") or ""
+        call.callee_flows[tag] = branch.flow
+        try:
+            contacts = response.contacts or []
+        except SipParseError:
+            contacts = []
+        call.callee_contact = contacts[0].uri if contacts else None
+        call.route_to_callee, call.route_to_caller = self._split_record_route(
+            response.headers.values("record-route"), call.call_id
+        )
+        self.calls.answered(call, now, response.status)
+
+    def _split_record_route(
+        self, values: list[str], call_id: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The Record-Route entries beyond ours: towards the callee (above ours, reversed into
+        route order) and towards the caller (below ours), per §12.1.1 / §12.1.2."""
+        identity = self.identity
+        token = self.record_router.token(call_id)
+        ours = []
+        for index, value in enumerate(values):
+            try:
+                uri = parse_name_addr(value).uri
+            except SipParseError:
+                return (), ()
+            if self.record_router.is_ours(identity, uri) and uri.param("pbx") == token:  # type: ignore[union-attr]
+                ours.append(index)
+        if not ours:
+            return (), ()
+        return tuple(reversed(values[: ours[0]])), tuple(values[ours[-1] + 1 :])
+
+    def _end_overlong_call(self, call: Call, now: float) -> None:
+        """`max_call_seconds` reached: hang up both sides (an unanswered one is just dropped)."""
+        if call.state == ANSWERED:
+            self._hang_up(call, towards_callee=True, now=now)
+            self._hang_up(call, towards_callee=False, now=now)
+            self.calls.ended(call, now, "maximum call duration")
+        else:
+            self.calls.failed(call, now, 408, "maximum call duration")
+
+    def _hang_up(self, call: Call, *, towards_callee: bool, now: float) -> None:
+        """A BYE from us in the name of the other side (§15.1.1), on a client transaction."""
+        if towards_callee:
+            uri, from_value, to_value = call.callee_contact, call.caller_from, call.callee_to
+            cseq, route, flow = call.caller_cseq + 1, call.route_to_callee, call.callee_flow
+        else:
+            uri, from_value, to_value = call.caller_contact, call.callee_to, call.caller_from
+            cseq, route, flow = call.callee_cseq + 1, call.route_to_caller, call.caller_flow
+        if uri is None or flow is None or not from_value or not to_value:
+            return
+        headers = Headers()
+        headers.add("Max-Forwards", "70")
+        for value in route:
+            headers.add("Route", value)
+        headers.add("From", from_value)
+        headers.add("To", to_value)
+        headers.add("Call-ID", call.call_id)
+        headers.add("CSeq", f"{cseq} BYE")
+        headers.add("Reason", 'Q.850;cause=102;text="Maximum call duration"')
+        headers.add("Content-Length", "0")
+        bye = Request("BYE", uri, headers)
+        destination = flow
+        if route:
+            try:
+                destination = flow_for_uri(next_hop(bye), self.identity, flow) or flow
+            except SipParseError:
+                return
+        push_via(headers, self.identity, destination, new_branch())
+        try:
+            _transaction, actions = self.table.new_client(bye, destination, now)
+        except (TransactionTableFull, ValueError):
+            return
+        self._run(actions, now)
+
+    # -- checks -----------------------------------------------------------------------------
+    def _consume_and_check_loop(self, request: Request, flow: Flow, now: float) -> bool:
+        """Our own Route entries off the top (an outbound-proxy setting puts one there), and
+        482 for a request that has been here before in the same shape (§16.3 step 4)."""
+        try:
+            self.record_router.consume(request, self.identity)
+        except SipParseError:
+            self.relay.reply(request, flow, 400, "Bad Route")
+            return False
+        if has_looped(request, self.identity):
+            self._loop_detected(request, flow, now)
+            return False
+        return True
+
+    def _loop_detected(self, request: Request, flow: Flow, now: float) -> None:
+        self.relay.reply(request, flow, 482)
+        detail = f"{request.method} {request.uri}"
+        self.bus.publish(
+            SecurityEvent("loop", flow.ip, detail, user_agent=request.user_agent or "", at=now)
+        )
+
+
+def _from_user(request: Request) -> str | None:
+    address = request.from_addr
+    return None if address is None else address.uri.user
+
+
+def _transaction_of(actions: list[Action]) -> Transaction | None:
+    for action in actions:
+        transaction = getattr(action, "transaction", None)
+        if transaction is not None:
+            return transaction  # type: ignore[no-any-return]
+    return None
+
+
+def _remember_callee_flow(call: Call, response: Response, branch: Branch) -> None:
+    """An early (or second) dialog's tag → the branch it came from, for requests within it."""
+    tag = response.to_tag
+    if tag and tag not in call.callee_flows and len(call.callee_flows) < MAX_EARLY_DIALOGS:
+        call.callee_flows[tag] = branch.flow

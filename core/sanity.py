@@ -1,0 +1,242 @@
+"""Is this request well-formed enough to act on? Kamailio's sanity module, check by check.
+
+The parser (core/sip/parser.py) has already rejected a bad request line, an unsupported SIP
+version, malformed header lines, a bad or conflicting Content-Length and a body shorter than
+it. What is left is whether the headers a request needs are present and make sense, which is
+this module. Kamailio's check numbers, for readers who know `sanity_check("17895", "7")`:
+
+| Kamailio check             | here                                                          |
+|----------------------------|---------------------------------------------------------------|
+| 1 R-URI SIP version        | parser (505)                                                  |
+| 2 R-URI scheme             | sip/sips/tel accepted, any other scheme → 416                 |
+| 4 required headers         | Via, From, To, Call-ID, CSeq → 400 "Missing From", ...        |
+|                            | (no Via: dropped, as no response could be routed)             |
+| 32 CSeq method             | equal to the request method, ACK and CANCEL included          |
+|                            | (RFC 3261 §17.1.1.3, §9.1) → 400 "Bad CSeq method"            |
+| 64 CSeq value              | 32-bit unsigned (§20.16; the parser) → 400 "Bad CSeq number"  |
+| 128 Content-Length         | parser; here: present on TCP (§20.14, §18.3)                  |
+| 256 Expires value          | delta-seconds → 400 "Bad Expires"                             |
+| 512 Proxy-Require          | we support no proxy extensions → 420 with Unsupported         |
+|                            | (§16.3 step 5); not for ACK/CANCEL, where it is ignored       |
+| 1024 parse URIs            | R-URI (parser), From, To, Contact → 400 "Bad From header", ...|
+| 4096 duplicated tags       | 400 "Duplicate From tag" / "Duplicate To tag"                 |
+| 16384 first Via            | every Via parses, top one is SIP/2.0 and has a branch         |
+|                            | (§8.1.1.7) → 400 "Bad Via" / "Missing Via branch"             |
+| 2048/8192 digest           | not here: the auth step parses credentials once and answers   |
+|                            | malformed ones itself, rather than parsing them twice         |
+
+Beyond Kamailio: single-valued headers may appear once (§7.3.1: only list headers repeat),
+Call-ID must be one word (§25.1), and From must carry a tag (§8.1.1.3). The tag rule applies
+to every request: ACK and CANCEL copy From from their INVITE, which needed the tag too. Only
+RFC 2543 equipment omits it, and such an INVITE is refused here before it can start anything
+an ACK or CANCEL would refer to.
+
+Max-Forwards is checked first (`check_max_forwards`): missing is fixed, not refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.sip import OtherUri, Request, SipParseError
+from core.sip.headers import split_list
+
+DEFAULT_MAX_FORWARDS = 70  # RFC 3261 §16.6 step 3, §8.1.1.6
+
+# Headers that hold one value (RFC 3261 §7.3.1): a second line makes the request ambiguous.
+# Keyed by every spelling, compact forms included (§7.3.3), lower case.
+_SINGLE_VALUED: dict[str, str] = {
+    "call-id": "Call-ID",
+    "i": "Call-ID",
+    "cseq": "CSeq",
+    "from": "From",
+    "f": "From",
+    "to": "To",
+    "t": "To",
+    "max-forwards": "Max-Forwards",
+    "expires": "Expires",
+}
+# Proxy-Require option tags this server implements as a proxy: none.
+SUPPORTED_PROXY_EXTENSIONS: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SanityFailure:
+    """Why a request is refused: the status, reason phrase and extra headers to answer with.
+
+    The caller drops instead of answering when the request is an ACK, or has no Via that a
+    response could be routed by (RFC 3261 §8.2.6.2, §18.2.2).
+    """
+
+    status: int
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def check_max_forwards(request: Request) -> SanityFailure | None:
+    """RFC 3261 §16.3 step 3: refuse at 0 with 483; add `Max-Forwards: 70` when missing.
+
+    An OPTIONS at 0 also gets 483. §16.3 lets a proxy answer it as the final recipient
+    instead (a MAY), but 483 is always correct and is what Kamailio does.
+    """
+    try:
+        hops = request.max_forwards
+    except SipParseError:
+        return SanityFailure(400, "Bad Max-Forwards")
+    if hops is None:
+        request.headers.add("Max-Forwards", str(DEFAULT_MAX_FORWARDS))
+        return None
+    if hops == 0:
+        return SanityFailure(483, "Too Many Hops")
+    return None
+
+
+def check_request(request: Request, *, reliable: bool) -> SanityFailure | None:
+    """The first thing wrong with `request`, or None. `reliable`: it came over TCP/TLS.
+
+    Presence is asked of the typed views (cached: the route reads the same ones later), so
+    a good request costs each header one parse and few scans of the header list.
+    """
+    if isinstance(request.uri, OtherUri):
+        return SanityFailure(416, "Unsupported URI Scheme")
+    return (
+        _vias(request)
+        or _addresses(request)
+        or _call_id(request)
+        or _cseq(request)
+        or _single_valued_headers(request)
+        or _expires(request)
+        or _content_length(request, reliable)
+        or _proxy_require(request)
+    )
+
+
+def _single_valued_headers(request: Request) -> SanityFailure | None:
+    seen: set[str] = set()
+    for name, _value in request.headers:
+        single = _SINGLE_VALUED.get(name.lower())
+        if single is not None:
+            if single in seen:
+                return SanityFailure(400, f"Duplicate {single} header")
+            seen.add(single)
+    return None
+
+
+def _cseq(request: Request) -> SanityFailure | None:
+    try:
+        cseq = request.cseq
+    except SipParseError as error:
+        return SanityFailure(400, error.reason)
+    if cseq is None:
+        return SanityFailure(400, "Missing CSeq")
+    # §8.1.1.5 (method), §17.1.1.3 (ACK), §9.1 (CANCEL): always the request's own method,
+    # compared case-sensitively like the method itself (§7.1).
+    if cseq.method != request.method:
+        return SanityFailure(400, "Bad CSeq method")
+    return None
+
+
+def _call_id(request: Request) -> SanityFailure | None:
+    call_id = request.call_id
+    if call_id is None:
+        return SanityFailure(400, "Missing Call-ID")
+    # callid = word [ "@" word ] (§25.1): one word, never blank or spaced (the parser has
+    # stripped the ends and a header line holds no CR or LF, so only inner blanks remain).
+    if not call_id or " " in call_id or "\t" in call_id:
+        return SanityFailure(400, "Bad Call-ID")
+    return None
+
+
+def _vias(request: Request) -> SanityFailure | None:
+    try:
+        top = request.top_via
+    except SipParseError:
+        return SanityFailure(400, "Bad Via")
+    if top is None:
+        return SanityFailure(400, "Missing Via")
+    if top.protocol.upper() != "SIP/2.0":
+        return SanityFailure(400, "Bad Via protocol")
+    if not top.branch:
+        return SanityFailure(400, "Missing Via branch")
+    return None
+
+
+def _addresses(request: Request) -> SanityFailure | None:
+    try:
+        sender = request.from_addr
+    except SipParseError:
+        return SanityFailure(400, "Bad From header")
+    if sender is None:
+        return SanityFailure(400, "Missing From")
+    try:
+        recipient = request.to_addr
+    except SipParseError:
+        return SanityFailure(400, "Bad To header")
+    if recipient is None:
+        return SanityFailure(400, "Missing To")
+    if not sender.tag:
+        return SanityFailure(400, "Missing From tag")
+    # §7.3.1: a parameter name appears at most once; the parsed view would keep just one tag.
+    if _has_duplicate_tag(sender.raw or ""):
+        return SanityFailure(400, "Duplicate From tag")
+    if _has_duplicate_tag(recipient.raw or ""):
+        return SanityFailure(400, "Duplicate To tag")
+    try:
+        contacts = request.contacts
+    except SipParseError:
+        return SanityFailure(400, "Bad Contact")
+    if contacts is None and request.method != "REGISTER":
+        # `Contact: *` only means "all my bindings" in a REGISTER (§10.2.2).
+        return SanityFailure(400, "Bad Contact")
+    return None
+
+
+def _has_duplicate_tag(address: str) -> bool:
+    """Does a From/To value carry `tag` twice among its header (not URI) parameters?"""
+    if address.lower().count("tag") < 2:
+        return False  # the common case, decided without splitting anything
+    end_of_uri = address.rfind(">")
+    if end_of_uri >= 0:
+        header_params = address[end_of_uri + 1 :]  # name-addr: after the <URI>
+    else:
+        header_params = address.partition(";")[2]  # addr-spec: after the first ';'
+        header_params = ";" + header_params if header_params else ""
+    tags = sum(
+        1
+        for param in header_params.split(";")[1:]
+        if param.partition("=")[0].strip().lower() == "tag"
+    )
+    return tags > 1
+
+
+def _expires(request: Request) -> SanityFailure | None:
+    try:
+        request.expires  # noqa: B018 - parsing is the check
+    except SipParseError:
+        return SanityFailure(400, "Bad Expires")
+    return None
+
+
+def _content_length(request: Request, reliable: bool) -> SanityFailure | None:
+    # §18.3 / §20.14: on a stream the length is the only framing, so it MUST be present.
+    if reliable and request.headers.get("content-length") is None:
+        return SanityFailure(400, "Missing Content-Length")
+    return None
+
+
+def _proxy_require(request: Request) -> SanityFailure | None:
+    # §8.2.2.3: Require/Proxy-Require are ignored in CANCEL and in an ACK for a non-2xx.
+    if request.method in ("ACK", "CANCEL"):
+        return None
+    values = request.headers.get_all("proxy-require")
+    if not values:
+        return None
+    unsupported = [
+        tag
+        for value in values
+        for tag in split_list(value)
+        if tag.lower() not in SUPPORTED_PROXY_EXTENSIONS
+    ]
+    if not unsupported:
+        return None
+    return SanityFailure(420, "Bad Extension", headers=(("Unsupported", ", ".join(unsupported)),))

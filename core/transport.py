@@ -1,0 +1,355 @@
+"""The thin asyncio layer: UDP and TCP sockets in, bytes and Flows out (RFC 3261 §18).
+
+Nothing here understands SIP beyond framing a TCP stream. Every received message is handed
+to one callback, `on_message(data, flow)`, synchronously; every send is `send(data, flow)`,
+non-blocking. All buffers are bounded: datagram size, per-connection stream buffer, the
+number of TCP connections, and outgoing data queued on a connection still being opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+import socket
+from collections.abc import Callable
+
+from core.flow import Flow
+from core.settings import ListenAddress, TransportSettings
+from core.sip.errors import SipParseError
+from core.sip.framing import KeepAlive, StreamFramer
+
+log = logging.getLogger("pbxtui.transport")
+
+MessageHandler = Callable[[bytes, Flow], None]
+StreamErrorHandler = Callable[[SipParseError, Flow, bytes], None]
+_MAX_PENDING_CONNECT_BYTES = 262_144
+
+
+class ListenError(OSError):
+    """A listen address could not be bound (taken, not local, no permission)."""
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def _enlarge_receive_buffer(sock: socket.socket, size: int) -> int:
+    """Raise SO_RCVBUF towards `size`: the kernel buffer absorbs short event-loop stalls.
+
+    SO_RCVBUFFORCE passes net.core.rmem_max when we have CAP_NET_ADMIN (root on a VPS);
+    otherwise SO_RCVBUF is capped silently by the kernel. Returns what the kernel granted.
+    """
+    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+
+def _peer(address: tuple) -> tuple[str, int]:
+    """(host, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4."""
+    host, port = address[0], address[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
+
+
+class _UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, transport_layer: Transport, local: tuple[str, int]) -> None:
+        self.layer = transport_layer
+        self.local = local
+        self.udp: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.udp = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        layer = self.layer
+        layer.received_messages += 1
+        if len(data) > layer.settings.max_message_bytes:
+            layer.oversized += 1
+            return
+        if data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
+            return  # NAT keep-alive padding some phones send over UDP
+        layer.on_message(data, Flow("udp", _peer(addr), self.local))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for an earlier send; nothing to do but count it.
+        self.layer.send_errors += 1
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, transport_layer: Transport, connection_id: int) -> None:
+        self.layer = transport_layer
+        self.connection_id = connection_id
+        self.stream: asyncio.Transport | None = None
+        self.flow: Flow | None = None
+        self.framer = StreamFramer(
+            transport_layer.settings.max_message_bytes,
+            transport_layer.settings.max_stream_buffer_bytes,
+        )
+        self.last_activity = 0.0
+        self.pending: list[bytes] = []  # outgoing data while an outbound connect is under way
+        self.connected = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.stream = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.flow = Flow("tcp", _peer(peer), _peer(local), self.connection_id)
+        self.last_activity = self.layer.loop_time()
+        self.layer._register_connection(self)
+        for data in self.pending:
+            self.stream.write(data)
+        self.pending.clear()
+        self.connected.set()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None and self.stream is not None
+        self.last_activity = self.layer.loop_time()
+        try:
+            items = self.framer.feed(data)
+        except SipParseError as error:
+            # Framing is lost for good: answer if we can, then close (§18.3).
+            self.layer.stream_errors += 1
+            self.layer.on_stream_error(error, self.flow, data[:2048])
+            self.stream.close()
+            return
+        for item in items:
+            if isinstance(item, KeepAlive):
+                self.stream.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+                continue
+            self.layer.received_messages += 1
+            self.layer.on_message(item, self.flow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.layer._forget_connection(self)
+        self.connected.set()
+
+    def send(self, data: bytes) -> None:
+        self.last_activity = self.layer.loop_time()
+        if self.stream is None:
+            if sum(map(len, self.pending)) + len(data) <= _MAX_PENDING_CONNECT_BYTES:
+                self.pending.append(data)
+            return
+        if self.stream.is_closing():
+            return
+        self.stream.write(data)
+
+
+class Transport:
+    """Owns every socket. `on_message` is called for each datagram / framed TCP message."""
+
+    def __init__(
+        self,
+        settings: TransportSettings,
+        on_message: MessageHandler,
+        on_stream_error: StreamErrorHandler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_message = on_message
+        self.on_stream_error = on_stream_error or (lambda error, flow, data: None)
+        self._udp: dict[tuple[str, int], _UdpEndpoint] = {}
+        self._udp_by_family: dict[socket.AddressFamily, _UdpEndpoint] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._tcp_local: dict[socket.AddressFamily, tuple[str, int]] = {}
+        self._connections: dict[int, _TcpConnection] = {}
+        self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
+        self._ids = itertools.count(1)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._connect_tasks: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.bound: list[ListenAddress] = []
+        self.udp_receive_buffer = 0
+        # counters for the header strip and benchmarks
+        self.received_messages = 0
+        self.sent_messages = 0
+        self.oversized = 0
+        self.send_errors = 0
+        self.stream_errors = 0
+        self.refused_connections = 0
+
+    def loop_time(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self, listen: tuple[ListenAddress, ...]) -> None:
+        """Bind every listen address; on any failure close what was bound and raise ListenError."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            for address in listen:
+                if address.transport == "udp":
+                    await self._listen_udp(address)
+                elif address.transport == "tcp":
+                    await self._listen_tcp(address)
+                else:
+                    raise ListenError(errno.EINVAL, f"unsupported transport {address.transport!r}")
+        except OSError as error:
+            await self.stop()
+            if isinstance(error, ListenError):
+                raise
+            reason = (
+                "address already in use"
+                if error.errno == errno.EADDRINUSE
+                else (error.strerror or str(error))
+            )
+            raise ListenError(error.errno or 0, f"cannot listen on {address}: {reason}") from None
+        self._sweeper = asyncio.create_task(self._sweep_idle(), name="tcp-idle-sweeper")
+
+    async def _listen_udp(self, address: ListenAddress) -> None:
+        assert self._loop is not None
+        family = _family(address.host)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.udp_receive_buffer = _enlarge_receive_buffer(
+            sock, self.settings.udp_receive_buffer_bytes
+        )
+        local = _peer(sock.getsockname())
+        endpoint = _UdpEndpoint(self, local)
+        await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        self._udp[local] = endpoint
+        self._udp_by_family.setdefault(family, endpoint)
+        self.bound.append(ListenAddress("udp", local[0], local[1]))
+
+    async def _listen_tcp(self, address: ListenAddress) -> None:
+        assert self._loop is not None
+        family = _family(address.host)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
+        self._servers.append(server)
+        local = _peer(sock.getsockname())
+        self._tcp_local.setdefault(family, local)
+        self.bound.append(ListenAddress("tcp", local[0], local[1]))
+
+    def _accept(self) -> asyncio.Protocol:
+        return _TcpConnection(self, next(self._ids))
+
+    def _register_connection(self, connection: _TcpConnection) -> None:
+        if len(self._connections) >= self.settings.max_tcp_connections:
+            self.refused_connections += 1
+            assert connection.stream is not None
+            connection.stream.abort()
+            return
+        self._connections[connection.connection_id] = connection
+        assert connection.flow is not None
+        self._connection_by_peer[connection.flow.remote] = connection
+
+    def _forget_connection(self, connection: _TcpConnection) -> None:
+        self._connections.pop(connection.connection_id, None)
+        if connection.flow is not None:
+            current = self._connection_by_peer.get(connection.flow.remote)
+            if current is connection:
+                del self._connection_by_peer[connection.flow.remote]
+
+    def is_open(self, connection_id: int) -> bool:
+        return connection_id in self._connections
+
+    def send(self, data: bytes, flow: Flow) -> bool:
+        """Send without blocking. Returns False when the data could not be handed to a socket."""
+        if flow.transport == "udp":
+            endpoint = self._udp.get(flow.local) or self._udp_by_family.get(_family(flow.remote[0]))
+            if endpoint is None or endpoint.udp is None:
+                self.send_errors += 1
+                return False
+            endpoint.udp.sendto(data, flow.remote)
+            self.sent_messages += 1
+            return True
+        if flow.transport == "tcp":
+            connection = None
+            if flow.connection_id is not None:
+                connection = self._connections.get(flow.connection_id)
+            if connection is None:
+                connection = self._connection_by_peer.get(flow.remote)
+            if connection is None:
+                connection = self._connect(flow.remote)
+                if connection is None:
+                    self.send_errors += 1
+                    return False
+            connection.send(data)
+            self.sent_messages += 1
+            return True
+        self.send_errors += 1
+        return False
+
+    def _connect(self, remote: tuple[str, int]) -> _TcpConnection | None:
+        """Open a TCP connection for a send (§18.2.2 when the original one is gone)."""
+        if self._loop is None or len(self._connections) >= self.settings.max_tcp_connections:
+            return None
+        connection = _TcpConnection(self, next(self._ids))
+
+        async def connect() -> None:
+            try:
+                await asyncio.wait_for(
+                    self._loop.create_connection(  # type: ignore[union-attr]
+                        lambda: connection, remote[0], remote[1]
+                    ),
+                    timeout=5.0,
+                )
+            except (OSError, TimeoutError) as error:
+                self.send_errors += 1
+                log.debug("tcp connect to %s failed: %s", remote, error)
+
+        task = asyncio.ensure_future(connect())
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
+        return connection
+
+    async def _sweep_idle(self) -> None:
+        """Close TCP connections idle longer than tcp_idle_seconds (RFC 5626 peers ping)."""
+        interval = min(10.0, max(0.5, self.settings.tcp_idle_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop_time()
+            limit = self.settings.tcp_idle_seconds
+            for connection in list(self._connections.values()):
+                if now - connection.last_activity > limit and connection.stream is not None:
+                    connection.stream.close()
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            if connection.stream is not None:
+                connection.stream.abort()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        for endpoint in self._udp.values():
+            if endpoint.udp is not None:
+                endpoint.udp.close()
+        self._udp.clear()
+        self._udp_by_family.clear()
+        self._connections.clear()
+        self._connection_by_peer.clear()

@@ -1,0 +1,287 @@
+"""SIP users: the record, the rules for names and passwords, and the in-memory directory.
+
+A SIP password is never stored. Digest authentication (RFC 2617, RFC 7616) only needs
+HA1 = H(username ":" realm ":" password), so that is what we keep, once per algorithm we offer.
+The cost is that HA1 depends on the realm: changing the SIP domain invalidates every stored
+password. The console password is different: it is checked by us, never by a phone, so it is
+kept as a slow bcrypt hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import bcrypt
+
+OUTBOUND_POLICIES: tuple[str, ...] = ("none", "local", "national", "international")
+"""What a user may dial through a carrier, widest last. 'none' is the default: toll fraud
+starts with a guessed password, so outbound calling is something an admin grants."""
+
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
+_USERNAME_CHARACTER = re.compile(r"[A-Za-z0-9._-]", re.ASCII)
+MAX_USERNAME_LENGTH = 64
+MAX_DISPLAY_NAME_LENGTH = 64
+_CALLER_ID = re.compile(r"\+?[0-9]{1,20}", re.ASCII)
+
+# Lower-case letters and digits without the look-alikes (0/o, 1/l) and without symbols that
+# hide on phone soft keyboards: 32 symbols, 5 bits each, 100 bits for 20 characters.
+_PASSWORD_ALPHABET = "abcdefghijkmnpqrstuvwxyz23456789"
+GENERATED_PASSWORD_LENGTH = 20
+
+ADMIN_BCRYPT_COST = 12  # ~280 ms on the target machine: slow for guessing, fine for a login
+_BCRYPT_MAX_BYTES = 72  # bcrypt ignores (bcrypt>=5: rejects) anything longer
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """One SIP account, as stored in the users table.
+
+    `max_concurrent_calls` and `max_calls_per_hour` of 0 mean no per-user limit (the global
+    limits in `ProxySettings` still apply). `allow_prefixes` / `deny_prefixes` refine the
+    outbound policy for dialled numbers; `caller_id` is the number presented to carriers.
+    """
+
+    username: str
+    realm: str
+    ha1_md5: str
+    ha1_sha256: str
+    display_name: str = ""
+    enabled: bool = True
+    outbound_policy: str = "none"
+    allow_prefixes: tuple[str, ...] = ()
+    deny_prefixes: tuple[str, ...] = ()
+    max_concurrent_calls: int = 0
+    max_calls_per_hour: int = 0
+    caller_id: str = ""
+    created_at: float = 0.0
+
+    def ha1(self, algorithm: str) -> str:
+        """The stored HA1 for a digest algorithm name as it appears on the wire."""
+        if algorithm.upper() in ("SHA-256", "SHA-256-SESS"):
+            return self.ha1_sha256
+        return self.ha1_md5
+
+    def __repr__(self) -> str:
+        # HA1 is password-equivalent for this realm; keep it out of logs and tracebacks.
+        return f"User(username={self.username!r}, realm={self.realm!r}, enabled={self.enabled})"
+
+
+def validate_username(name: str) -> None:
+    """Check a SIP username; raise `ValueError` saying what is wrong.
+
+    Rule: 1 to 64 characters, only ASCII letters, digits, `.`, `-` and `_`, starting with a
+    letter or digit. That keeps names valid unescaped in a SIP URI user part (RFC 3261 §25.1),
+    in HA1 (no ':'), in CSV files and in shell commands, and it rules out names such as `-rf`.
+    """
+    validate_name(name, "username")
+
+
+def validate_name(name: str, what: str) -> None:
+    """The username rule, for any name an admin types (carriers too); `what` names it in
+    the error message."""
+    if not name:
+        raise ValueError(f"{what} is empty")
+    if len(name) > MAX_USERNAME_LENGTH:
+        raise ValueError(f"{what} is longer than {MAX_USERNAME_LENGTH} characters")
+    if _USERNAME.fullmatch(name):
+        return
+    if not _USERNAME_CHARACTER.fullmatch(name[0]) or name[0] in "._-":
+        raise ValueError(f"{what} {name!r} must start with a letter or a digit")
+    bad = next(c for c in name if not _USERNAME_CHARACTER.fullmatch(c))
+    raise ValueError(
+        f"{what} {name!r} contains {bad!r}; use only letters, digits, '.', '-' and '_'"
+    )
+
+
+def validate_password(password: str) -> None:
+    """Reject passwords a phone could not send: empty, or with control characters."""
+    if not password:
+        raise ValueError("password is empty")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
+        raise ValueError("password contains a control character")
+
+
+def validate_display_name(display_name: str) -> None:
+    """A display name goes into From headers as a quoted-string (RFC 3261 §25.1): no quotes,
+    backslashes or control characters, so it never needs escaping."""
+    if len(display_name) > MAX_DISPLAY_NAME_LENGTH:
+        raise ValueError(f"display name is longer than {MAX_DISPLAY_NAME_LENGTH} characters")
+    if any(c in '"\\' or ord(c) < 0x20 or ord(c) == 0x7F for c in display_name):
+        raise ValueError("display name must not contain quotes, backslashes or control characters")
+
+
+def validate_caller_id(caller_id: str) -> None:
+    """The outbound caller ID is a number carriers accept: digits, optionally after a '+'."""
+    if caller_id and not _CALLER_ID.fullmatch(caller_id):
+        raise ValueError(f"caller ID {caller_id!r} must be digits, optionally after '+'")
+
+
+def validate_outbound_policy(policy: str) -> None:
+    """Raise `ValueError` unless `policy` is one of `OUTBOUND_POLICIES`."""
+    if policy not in OUTBOUND_POLICIES:
+        raise ValueError(f"outbound policy {policy!r} is not one of {', '.join(OUTBOUND_POLICIES)}")
+
+
+def generate_password() -> str:
+    """A random 20-character password (100 bits) that is easy to type on a phone keypad."""
+    return "".join(secrets.choice(_PASSWORD_ALPHABET) for _ in range(GENERATED_PASSWORD_LENGTH))
+
+
+def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
+    """HA1 = H(username:realm:password) as hex (RFC 7616 §3.4.2), for MD5 or SHA-256."""
+    material = f"{username}:{realm}:{password}".encode()
+    if algorithm.upper() == "SHA-256":
+        return hashlib.sha256(material).hexdigest()
+    if algorithm.upper() == "MD5":
+        return hashlib.md5(material, usedforsecurity=False).hexdigest()
+    raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+
+
+def make_user(
+    username: str,
+    password: str,
+    realm: str,
+    *,
+    display_name: str = "",
+    enabled: bool = True,
+    outbound_policy: str = "none",
+    allow_prefixes: Iterable[str] = (),
+    deny_prefixes: Iterable[str] = (),
+    max_concurrent_calls: int = 0,
+    max_calls_per_hour: int = 0,
+    caller_id: str = "",
+    created_at: float | None = None,
+) -> User:
+    """Validate the inputs and build a `User` holding only the HA1s of `password`."""
+    validate_username(username)
+    validate_password(password)
+    validate_outbound_policy(outbound_policy)
+    validate_display_name(display_name)
+    validate_caller_id(caller_id)
+    if max_concurrent_calls < 0 or max_calls_per_hour < 0:
+        raise ValueError("call limits must be 0 (no limit) or positive")
+    return User(
+        username=username,
+        realm=realm,
+        ha1_md5=compute_ha1(username, realm, password, "MD5"),
+        ha1_sha256=compute_ha1(username, realm, password, "SHA-256"),
+        display_name=display_name,
+        enabled=enabled,
+        outbound_policy=outbound_policy,
+        allow_prefixes=tuple(allow_prefixes),
+        deny_prefixes=tuple(deny_prefixes),
+        max_concurrent_calls=max_concurrent_calls,
+        max_calls_per_hour=max_calls_per_hour,
+        caller_id=caller_id,
+        created_at=time.time() if created_at is None else created_at,
+    )
+
+
+def with_password(user: User, password: str, realm: str | None = None) -> User:
+    """The same user with HA1s for a new password (and, optionally, a new realm)."""
+    validate_password(password)
+    new_realm = user.realm if realm is None else realm
+    return replace(
+        user,
+        realm=new_realm,
+        ha1_md5=compute_ha1(user.username, new_realm, password, "MD5"),
+        ha1_sha256=compute_ha1(user.username, new_realm, password, "SHA-256"),
+    )
+
+
+def hash_admin_password(password: str, cost: int = ADMIN_BCRYPT_COST) -> str:
+    """bcrypt hash of the console password; slow on purpose, never called on the SIP path."""
+    validate_password(password)
+    encoded = password.encode()
+    if len(encoded) > _BCRYPT_MAX_BYTES:
+        raise ValueError(f"password is longer than {_BCRYPT_MAX_BYTES} bytes")
+    return bcrypt.hashpw(encoded, bcrypt.gensalt(rounds=cost)).decode("ascii")
+
+
+def check_admin_password(password: str, bcrypt_hash: str) -> bool:
+    """True when `password` matches the stored bcrypt hash (constant-time in bcrypt)."""
+    encoded = password.encode()
+    if not encoded or len(encoded) > _BCRYPT_MAX_BYTES:
+        return False
+    try:
+        return bcrypt.checkpw(encoded, bcrypt_hash.encode("ascii"))
+    except ValueError:
+        return False
+
+
+class UserDirectory:
+    """Users by name, in memory, for the SIP hot path (which never awaits the database).
+
+    The directory is rebuilt wholesale from the store (`replace_all`) at start and whenever
+    another process changed the database; single-user edits from the console use `put` and
+    `remove`. Readers get plain dict look-ups.
+    """
+
+    __slots__ = ("_users_by_name",)
+
+    def __init__(self, users: Iterable[User] = ()) -> None:
+        self._users_by_name: dict[str, User] = {user.username: user for user in users}
+
+    def get(self, username: str) -> User | None:
+        return self._users_by_name.get(username)
+
+    def replace_all(self, users: Iterable[User]) -> None:
+        # Build first, then swap: a reader never sees a half-filled directory.
+        self._users_by_name = {user.username: user for user in users}
+
+    def put(self, user: User) -> None:
+        self._users_by_name[user.username] = user
+
+    def remove(self, username: str) -> None:
+        self._users_by_name.pop(username, None)
+
+    def __len__(self) -> int:
+        return len(self._users_by_name)
+
+    def __contains__(self, username: object) -> bool:
+        return username in self._users_by_name
+
+    def __iter__(self) -> Iterator[User]:
+        return iter(list(self._users_by_name.values()))
+
+
+# RFC 3966 §5.1.1 visual separators, which people and carriers put in numbers.
+_VISUAL_SEPARATORS = str.maketrans("", "", " -.()/\t")
+
+
+def normalise_number(
+    number: str,
+    national_prefix: str = "0",
+    country_code: str = "",
+    international_prefix: str = "00",
+) -> str:
+    """Canonical form of a telephone number, for DIDs and dialled numbers.
+
+    The canonical form is the digits alone. With a country code configured it is the full
+    E.164 number without the `+`, so all of these give `441632960001` for country code 44:
+    `+44 1632 960001`, `0044 1632 960001`, `01632 960001` and `441632960001` (the form many
+    carriers put in the Request-URI). Without a country code, `+`/`00` numbers still become
+    E.164 digits, and national numbers stay as dialled (minus separators). A number that is
+    not made of digits after removing `+` and visual separators raises `ValueError`.
+    """
+    compact = number.strip().translate(_VISUAL_SEPARATORS)
+    international = compact.startswith("+")
+    digits = compact[1:] if international else compact
+    if not digits or not digits.isascii() or not digits.isdigit():
+        raise ValueError(f"{number!r} is not a telephone number")
+    if international:
+        canonical = digits
+    elif international_prefix and digits.startswith(international_prefix):
+        canonical = digits[len(international_prefix) :]
+    elif country_code and national_prefix and digits.startswith(national_prefix):
+        canonical = country_code + digits[len(national_prefix) :]
+    else:
+        canonical = digits
+    if canonical in ("", country_code):
+        raise ValueError(f"{number!r} is only a prefix, not a telephone number")
+    return canonical

@@ -1,0 +1,5 @@
+"""`python -m pbxtui`: the same as the `pbxtui` console script."""
+
+from pbxtui.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,68 @@
+"""One log line per notable event, for `pbxtui --headless` under systemd/journald.
+
+Security decisions use the fail2ban-friendly format of core/seclog.py; the rest are short
+human sentences. SIP traffic is never logged here (it is on the bus for the console).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.events import (
+    CallEvent,
+    ContactExpired,
+    ContactRefreshed,
+    ContactRegistered,
+    ContactUnreachable,
+    ContactUnregistered,
+    Event,
+    SecurityEvent,
+    ServerEvent,
+    SourceBanned,
+    SourceUnbanned,
+)
+from core.seclog import format_log_line
+
+
+class EventLogger:
+    """A bus listener: `bus.subscribe(EventLogger(logger))`."""
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self.security_logger = logger.getChild("security")
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, SecurityEvent | SourceBanned | SourceUnbanned):
+            self.security_logger.warning(format_log_line(event))
+            return
+        line = describe(event)
+        if line is None:
+            return
+        level = logging.WARNING if isinstance(event, ServerEvent) and event.level != "info" else logging.INFO
+        self.logger.log(level, line)
+
+
+def describe(event: Event) -> str | None:
+    """A one-line sentence for an event, or None for events not worth a log line."""
+    match event:
+        case ContactRegistered():
+            nat = " (behind NAT)" if event.behind_nat else ""
+            return (
+                f"registered {event.user} at {event.contact} from "
+                f"{event.transport}:{event.source[0]}:{event.source[1]}{nat}, "
+                f"expires {event.expires}s, ua {event.user_agent!r}"
+            )
+        case ContactUnregistered():
+            return f"unregistered {event.user} {event.contact} ({event.reason})"
+        case ContactExpired():
+            return f"registration expired: {event.user} {event.contact}"
+        case ContactUnreachable():
+            return f"contact unreachable: {event.user} {event.contact} ({event.failures} pings lost)"
+        case CallEvent() if event.state in ("answered", "ended", "failed"):
+            status = f" {event.status}" if event.status else ""
+            return f"call {event.state}{status}: {event.caller} -> {event.callee} ({event.call_id})"
+        case ServerEvent():
+            return event.message
+        case ContactRefreshed():
+            return None
+    return None

@@ -1,0 +1,142 @@
+"""Pane 6, Calls: the calls up now, their durations ticking, and the recent call records."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Input, Label
+
+from core.store import CdrRow
+from screens.base import PbxScreen
+from screens.registrations import countdown
+from screens.widgets.tables import KeyedTable
+
+RELOAD_SECONDS = 5.0
+CDR_LIMIT = 200
+
+
+def clock(at: float | None) -> str:
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(at)) if at else ""
+
+
+def call_cells(call: Any, now: float) -> tuple[str | Text, ...]:
+    """A live call: duration counts from the answer, ringing time from the start."""
+    answered = call.answered_at
+    if answered:
+        duration = Text(countdown(now - answered), style="bold green")
+    else:
+        duration = Text(f"ringing {countdown(now - call.started_at)}", style="yellow")
+    return (clock(call.started_at), call.caller, call.callee, call.source, call.state, duration)
+
+
+def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
+    status = Text(f"{cdr.status} {cdr.reason}".strip(), style="green" if cdr.status == 200 else "red")
+    return (
+        clock(cdr.started_at),
+        cdr.caller,
+        cdr.callee,
+        cdr.source_ip,
+        cdr.direction,
+        status,
+        countdown(cdr.duration) if cdr.duration else "",
+    )
+
+
+class CallsScreen(PbxScreen):
+    PANE = "calls"
+    CSS_PATH = "calls.tcss"
+    BINDINGS: ClassVar = [
+        Binding("slash", "filter", "Filter CDRs"),
+        Binding("r", "reload", "Reload"),
+        Binding("escape", "unfilter", "Clear filter", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filter_text = ""
+        self.cdrs: list[CdrRow] = []
+        self._loaded_at = 0.0
+        self._calls_revision = -1
+
+    def compose_body(self) -> ComposeResult:
+        yield Label("Calls up", classes="section-title", id="calls-title")
+        yield KeyedTable(
+            [
+                ("started", "Started"),
+                ("caller", "Caller"),
+                ("callee", "Callee"),
+                ("source", "Source"),
+                ("state", "State"),
+                ("duration", "Duration"),
+            ],
+            id="calls",
+        )
+        with Horizontal(id="cdr-bar"):
+            yield Label("Recent calls", classes="section-title", id="cdr-title")
+            yield Input(
+                placeholder="/ filter: number, user, address, status",
+                id="cdr-filter",
+                compact=True,
+            )
+        yield KeyedTable(
+            [
+                ("started", "Started"),
+                ("caller", "Caller"),
+                ("callee", "Callee"),
+                ("source", "Source"),
+                ("direction", "Direction"),
+                ("status", "Result"),
+                ("duration", "Duration"),
+            ],
+            id="cdrs",
+        )
+
+    def on_mount(self) -> None:
+        self.query_one("#cdrs", KeyedTable).focus()
+
+    def refresh_view(self) -> None:
+        now = time.time()
+        calls = self.pbx.calls()
+        self.query_one("#calls", KeyedTable).sync(
+            {call.call_id: call_cells(call, now) for call in calls}
+        )
+        self.query_one("#calls-title", Label).update(f"Calls up ({len(calls)})")
+        stale = time.monotonic() - self._loaded_at >= RELOAD_SECONDS
+        if stale or self.state.calls_revision != self._calls_revision:
+            self._calls_revision = self.state.calls_revision
+            self._loaded_at = time.monotonic()
+            self.run_worker(self.load(), exclusive=True, group="load-cdrs")
+
+    async def load(self) -> None:
+        self.cdrs = await self.admin.list_cdrs(limit=CDR_LIMIT, text=self.filter_text or None)
+        self._loaded_at = time.monotonic()
+        self.query_one("#cdrs", KeyedTable).sync(
+            {str(cdr.id if cdr.id is not None else cdr.call_id): cdr_cells(cdr) for cdr in self.cdrs}
+        )
+        shown = f"matching {self.filter_text!r}" if self.filter_text else "most recent"
+        self.query_one("#cdr-title", Label).update(f"Recent calls ({len(self.cdrs)} {shown})")
+
+    @on(Input.Changed, "#cdr-filter")
+    async def _filter_changed(self, event: Input.Changed) -> None:
+        self.filter_text = event.value.strip()
+        self.run_worker(self.load(), exclusive=True, group="load-cdrs")
+
+    @on(Input.Submitted, "#cdr-filter")
+    def _filter_submitted(self) -> None:
+        self.query_one("#cdrs", KeyedTable).focus()
+
+    def action_filter(self) -> None:
+        self.query_one("#cdr-filter", Input).focus()
+
+    def action_unfilter(self) -> None:
+        self.query_one("#cdr-filter", Input).value = ""
+        self.query_one("#cdrs", KeyedTable).focus()
+
+    async def action_reload(self) -> None:
+        await self.load()

@@ -1,0 +1,76 @@
+"""Map an inbound number (DID) to the user whose phones ring for it."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Button, Input, Label, Select
+
+from core.store import DidRow
+from screens.form import FormScreen
+from screens.widgets.field import Field
+
+
+class DidForm(FormScreen[DidRow | None]):
+    ERROR_FIELDS = (
+        ("telephone number", "number"),
+        ("prefix", "number"),
+        ("did", "number"),
+        ("user", "user"),
+    )
+
+    def __init__(self, usernames: list[str]) -> None:
+        super().__init__()
+        self.usernames = usernames
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="form"):
+            yield Label("New DID", classes="form-title")
+            yield Field(
+                "Number",
+                Input(id="number", placeholder="+44 1632 960001", compact=True),
+                name="number",
+                hint="as the carrier sends it; spaces and dashes are fine",
+            )
+            yield Field(
+                "Rings user",
+                Select(
+                    [(name, name) for name in self.usernames],
+                    prompt="choose a user",
+                    id="user",
+                    compact=True,
+                ),
+                name="user",
+            )
+            yield Label("", id="form-error")
+            with Horizontal(classes="form-buttons"):
+                yield Button("Save", variant="primary", id="save", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#number", Input).focus()
+
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "save":
+            await self.action_submit()
+        else:
+            self.action_cancel()
+
+    async def submit(self) -> None:
+        number = self.value("number")
+        user = self.query_one("#user", Select).value
+        invalid = False
+        if not number:
+            self.field_error("number", "number is empty")
+            invalid = True
+        if user is Select.BLANK:
+            self.field_error("user", "choose the user this number rings")
+            invalid = True
+        if invalid:
+            return
+        try:
+            did = await self.pbx.admin.add_did(number, str(user))
+        except ValueError as error:
+            self.show_error(str(error))
+            return
+        self.dismiss(did)

@@ -1,0 +1,277 @@
+"""Pane 1, Traffic: sngrep inside the console.
+
+A live list of dialogs (grouped by Call-ID), the ladder of the one under the cursor and the
+raw text of the message picked in the ladder. The list follows the bus at the app's cadence
+unless paused; a filter narrows it by text, user, address and method; the selected dialog or
+every listed one can be saved as .pcap or .txt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Input, Label, Static
+
+from core.pcap import write_pcap
+from screens.base import PbxScreen
+from screens.dialogs import Dialog, TrafficFilter, export_text
+from screens.save_form import SaveForm, SaveRequest
+from screens.widgets.ladder import LadderTable, raw_message
+from screens.widgets.tables import KeyedTable
+
+STATE_STYLES = {
+    "IN CALL": "bold green",
+    "COMPLETED": "green",
+    "RINGING": "yellow",
+    "CALL SETUP": "yellow",
+    "CANCELLED": "dark_orange",
+    "CHALLENGED": "dark_orange",
+    "BUSY": "red",
+    "REJECTED": "red",
+    "UNPARSEABLE": "magenta",
+}
+
+
+def state_cell(state: str) -> Text:
+    if state in STATE_STYLES:
+        return Text(state, style=STATE_STYLES[state])
+    if state[:1] == "2":
+        return Text(state, style="green")
+    if state[:1] in "3456":
+        return Text(state, style="red")
+    return Text(state)
+
+
+def dialog_cells(dialog: Dialog) -> tuple[str | Text, ...]:
+    started = time.strftime("%H:%M:%S", time.localtime(dialog.first_at))
+    return (
+        started,
+        dialog.method or "?",
+        dialog.from_user,
+        dialog.to_user,
+        dialog.source,
+        state_cell(dialog.state),
+        str(dialog.message_count),
+    )
+
+
+def write_capture(request: SaveRequest, dialogs: list[Dialog]) -> int:
+    """Write the dialogs' messages in time order; returns how many were written."""
+    messages = sorted(
+        (message for dialog in dialogs for message in dialog.messages),
+        key=lambda message: message.traffic.at,
+    )
+    if request.format == "txt":
+        request.path.write_text(export_text(messages))
+        return len(messages)
+    with request.path.open("xb") as stream:
+        return write_pcap(stream, (message.traffic for message in messages))
+
+
+class TrafficScreen(PbxScreen):
+    PANE = "traffic"
+    CSS_PATH = "traffic.tcss"
+    BINDINGS: ClassVar = [
+        Binding("slash", "filter", "Filter"),
+        Binding("space", "pause", "Pause/resume"),
+        Binding("enter", "zoom", "Flow", show=False),
+        Binding("z", "zoom", "Zoom flow"),
+        Binding("s", "save", "Save"),
+        Binding("x", "clear", "Clear"),
+        Binding("escape", "back", "Back", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paused = False
+        self.filter = TrafficFilter()
+        self._matches: dict[str, tuple[int, bool]] = {}  # call-id → (revision, matched)
+        self._shown_revision = -1
+        self._paused_at_total = 0
+        self.listed: list[Dialog] = []
+
+    def compose_body(self) -> ComposeResult:
+        with Horizontal(id="traffic-bar"):
+            yield Input(
+                placeholder="/ filter: text  u:user  a:address  m:method",
+                id="traffic-filter",
+                compact=True,
+            )
+            yield Label("", id="traffic-info")
+        yield KeyedTable(
+            [
+                ("time", "Time"),
+                ("method", "Method"),
+                ("from", "From"),
+                ("to", "To"),
+                ("source", "Source"),
+                ("state", "State"),
+                ("count", "Msgs"),
+            ],
+            id="dialogs",
+        )
+        with Horizontal(id="detail"):
+            with Vertical(id="ladder-box"):
+                yield LadderTable(id="ladder")
+            with VerticalScroll(id="raw"):
+                yield Static("", id="raw-text", markup=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#dialogs", KeyedTable).focus()
+
+    # -- cadence --------------------------------------------------------------------------
+    def refresh_view(self) -> None:
+        log = self.state.dialogs
+        self._update_info()
+        if self.paused or log.revision == self._shown_revision:
+            return
+        self._shown_revision = log.revision
+        self.listed = self._filtered()
+        table = self.query_one("#dialogs", KeyedTable)
+        at_bottom = table.cursor_row >= table.row_count - 1
+        table.sync({dialog.call_id: dialog_cells(dialog) for dialog in self.listed})
+        if at_bottom and table.row_count:
+            # Following the newest dialog, like `tail -f`, until the admin moves up.
+            table.move_cursor(row=table.row_count - 1, animate=False)
+        self._show_selected()
+
+    def _filtered(self) -> list[Dialog]:
+        log = self.state.dialogs
+        limit = self.app_settings_rows()
+        if self.filter.empty:
+            dialogs = list(log)
+        else:
+            matches = self._matches
+            dialogs = []
+            for dialog in log:
+                cached = matches.get(dialog.call_id)
+                if cached is None or cached[0] != dialog.revision:
+                    cached = (dialog.revision, self.filter.matches(dialog))
+                    matches[dialog.call_id] = cached
+                if cached[1]:
+                    dialogs.append(dialog)
+            if len(matches) > 2 * max(len(log), 1):
+                live = {dialog.call_id for dialog in log}
+                self._matches = {key: value for key, value in matches.items() if key in live}
+        return dialogs[-limit:]
+
+    def app_settings_rows(self) -> int:
+        return self.pbx.settings.ui.max_table_rows
+
+    def _update_info(self) -> None:
+        log = self.state.dialogs
+        parts: list[tuple[str, str] | str] = []
+        if self.paused:
+            new = log.total_messages - self._paused_at_total
+            parts.append((f" ⏸ PAUSED +{new} ", "bold reverse yellow"))
+        else:
+            parts.append((" ● LIVE ", "bold green"))
+        shown = len(self.listed)
+        parts.append(f" {shown}/{len(log)} dialogs  {log.total_messages} msgs")
+        lost = log.dropped_messages + log.missed
+        if lost:
+            parts.append((f"  {lost} dropped", "yellow"))
+        self.query_one("#traffic-info", Label).update(Text.assemble(*parts))
+
+    def _show_selected(self) -> None:
+        key = self.query_one("#dialogs", KeyedTable).selected_key
+        dialog = self.state.dialogs.get(key) if key else None
+        ladder = self.query_one("#ladder", LadderTable)
+        if ladder.show(dialog):
+            self._show_message()
+
+    def _show_message(self) -> None:
+        message = self.query_one("#ladder", LadderTable).selected_message
+        self.query_one("#raw-text", Static).update(raw_message(message) if message else "")
+
+    # -- events ---------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#dialogs")
+    def _dialog_highlighted(self) -> None:
+        self._show_selected()
+
+    @on(DataTable.RowHighlighted, "#ladder")
+    def _message_highlighted(self) -> None:
+        self._show_message()
+
+    @on(DataTable.RowSelected, "#dialogs")
+    def _dialog_selected(self) -> None:
+        self.action_zoom()
+
+    @on(Input.Changed, "#traffic-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.apply_filter(event.value)
+
+    @on(Input.Submitted, "#traffic-filter")
+    def _filter_submitted(self) -> None:
+        self.query_one("#dialogs", KeyedTable).focus()
+
+    def apply_filter(self, query: str) -> None:
+        self.filter = TrafficFilter.parse(query)
+        self._matches = {}
+        self._shown_revision = -1
+        if not self.paused:
+            self.refresh_view()
+
+    # -- actions --------------------------------------------------------------------------
+    def action_filter(self) -> None:
+        self.query_one("#traffic-filter", Input).focus()
+
+    def action_pause(self) -> None:
+        self.paused = not self.paused
+        self._paused_at_total = self.state.dialogs.total_messages
+        if not self.paused:
+            self._shown_revision = -1
+            self.refresh_view()
+        else:
+            self._update_info()
+
+    def action_zoom(self) -> None:
+        zoomed = not self.has_class("-zoomed")
+        self.set_class(zoomed, "-zoomed")
+        target = "#ladder" if zoomed else "#dialogs"
+        self.query_one(target).focus()
+
+    def action_back(self) -> None:
+        if self.has_class("-zoomed"):
+            self.action_zoom()
+        elif self.focused is self.query_one("#traffic-filter", Input):
+            self.query_one("#dialogs", KeyedTable).focus()
+
+    def action_clear(self) -> None:
+        self.state.dialogs.clear()
+        self._matches = {}
+        self._shown_revision = -1
+        self.listed = []
+        self.query_one("#dialogs", KeyedTable).sync({})
+        self.query_one("#ladder", LadderTable).show(None)
+        self.query_one("#raw-text", Static).update("")
+        self._update_info()
+
+    def action_save(self) -> None:
+        selected = self.query_one("#dialogs", KeyedTable).selected_key
+        stem = "pbxtui-" + time.strftime("%Y%m%d-%H%M%S")
+        self.app.push_screen(SaveForm(stem, selected, len(self.listed)), self._save)
+
+    async def _save(self, request: SaveRequest | None) -> None:
+        if request is None:
+            return
+        if request.scope == "selected":
+            key = self.query_one("#dialogs", KeyedTable).selected_key
+            found = self.state.dialogs.get(key) if key else None
+            dialogs = [found] if found else []
+        else:
+            dialogs = list(self.listed)
+        try:
+            count = await asyncio.to_thread(write_capture, request, dialogs)
+        except OSError as error:
+            self.notify(f"could not save: {error.strerror or error}", severity="error")
+            return
+        self.notify(f"saved {count} messages to {Path(request.path)}")

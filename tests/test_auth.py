@@ -1,0 +1,480 @@
+"""The server-side authenticator (core/auth.py): challenges, verification, and what must not leak.
+
+Requests are parsed from bytes; the clock is a float moved by hand; the client side is the
+real `build_authorization`, so every success here is a client/server round trip.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from core.auth import AuthFailure, AuthResult, DigestAuthenticator, NonceCounts
+from core.settings import AuthSettings
+from core.sip import Request, Response, parse_message
+from core.sip.digest import build_authorization, ha1, pick_challenge
+from core.sip.fields import AuthParams, parse_auth
+
+REALM = "pbx.test"
+SECRET = b"per-install-secret-for-tests-0001"
+PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
+T0 = 1_700_000_000.0
+
+
+def lookup(username: str) -> tuple[str, str] | None:
+    password = PASSWORDS.get(username)
+    if password is None:
+        return None
+    return ha1(username, REALM, password, "MD5"), ha1(username, REALM, password, "SHA-256")
+
+
+def authenticator(**changes: object) -> DigestAuthenticator:
+    settings = replace(AuthSettings(), **changes)  # type: ignore[arg-type]
+    return DigestAuthenticator(REALM, SECRET, settings, lookup)
+
+
+def register(auth: str | None = None, header: str = "Authorization", uri: str = REALM) -> Request:
+    lines = [
+        f"REGISTER sip:{uri} SIP/2.0",
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK776asdhds;rport",
+        "Max-Forwards: 70",
+        f"From: <sip:alice@{REALM}>;tag=1928301774",
+        f"To: <sip:alice@{REALM}>",
+        "Call-ID: a84b4c76e66710@192.0.2.10",
+        "CSeq: 2 REGISTER",
+        "Contact: <sip:alice@192.0.2.10:5060>",
+    ]
+    if auth is not None:
+        lines.append(f"{header}: {auth}")
+    lines.append("Content-Length: 0")
+    message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def invite(auth: str | None = None, header: str = "Proxy-Authorization") -> Request:
+    body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.10\r\ns=-\r\n"
+    lines = [
+        f"INVITE sip:bob@{REALM} SIP/2.0",
+        "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bKnashds8",
+        "Max-Forwards: 70",
+        f"From: <sip:alice@{REALM}>;tag=8321234356",
+        f"To: <sip:bob@{REALM}>",
+        "Call-ID: 3848276298220188511@192.0.2.10",
+        "CSeq: 1 INVITE",
+        "Contact: <sip:alice@192.0.2.10:5060>",
+        "Content-Type: application/sdp",
+    ]
+    if auth is not None:
+        lines.append(f"{header}: {auth}")
+    lines.append(f"Content-Length: {len(body)}")
+    message = parse_message(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    assert isinstance(message, Request)
+    return message
+
+
+def challenges(response: Response | None, header: str = "WWW-Authenticate") -> list[AuthParams]:
+    assert response is not None, "expected a challenge"
+    return [parse_auth(value) for value in response.headers.get_all(header)]
+
+
+def answer(
+    result: AuthResult,
+    request: Request,
+    *,
+    username: str = "alice",
+    password: str | None = None,
+    algorithm: str = "SHA-256",
+    qop: bool = True,
+    nc: int = 1,
+    header: str = "WWW-Authenticate",
+) -> str:
+    """What a phone sends back for `result.challenge`, computed by the real client helper."""
+    assert result.challenge is not None
+    offered = [c for c in challenges(result.challenge, header) if c.get("algorithm") == algorithm]
+    assert offered, f"{algorithm} not offered"
+    challenge = offered[0]
+    if not qop:
+        challenge = AuthParams(
+            challenge.scheme, {k: v for k, v in challenge.params.items() if k != "qop"}
+        )
+    if password is None:
+        password = PASSWORDS.get(username, "whatever")
+    return build_authorization(
+        challenge, username, password, request.method, str(request.uri), cnonce="0a4f113b", nc=nc
+    )
+
+
+def first_round(server: DigestAuthenticator, now: float = T0) -> AuthResult:
+    result = server.check(register(), now, proxy=False)
+    assert result.challenge is not None
+    return result
+
+
+# -- challenges ---------------------------------------------------------------------------
+
+
+def test_a_request_without_credentials_gets_a_401_that_is_not_a_failure() -> None:
+    result = authenticator().check(register(), T0, proxy=False)
+    assert result.username is None and not result.authenticated
+    assert result.failure is None
+    assert result.counts_as_failure is False
+    assert result.claimed_user is None
+    response = result.challenge
+    assert response is not None
+    assert response.status == 401
+    assert response.reason == "Unauthorized"
+    assert response.to_tag is not None
+    assert response.call_id == "a84b4c76e66710@192.0.2.10"
+    offered = challenges(response)
+    assert [c.get("algorithm") for c in offered] == ["SHA-256", "MD5"]
+    for challenge in offered:
+        assert challenge.scheme == "Digest"
+        assert challenge.get("realm") == REALM
+        assert challenge.get("qop") == "auth"
+        assert challenge.get("stale") is None
+    assert offered[0].get("nonce") == offered[1].get("nonce")
+    assert pick_challenge(offered) is offered[0]
+    assert "Proxy-Authenticate" not in response.headers
+
+
+def test_algorithms_are_offered_in_settings_order() -> None:
+    result = authenticator(algorithms=("MD5",)).check(register(), T0, proxy=False)
+    assert result.challenge is not None
+    assert [c.get("algorithm") for c in challenges(result.challenge)] == ["MD5"]
+    result = authenticator(algorithms=("md5", "SHA-256")).check(register(), T0, proxy=False)
+    assert result.challenge is not None
+    assert [c.get("algorithm") for c in challenges(result.challenge)] == ["MD5", "SHA-256"]
+
+
+def test_proxy_mode_uses_407_and_proxy_headers() -> None:
+    server = authenticator()
+    result = server.check(invite(), T0, proxy=True)
+    assert result.challenge is not None
+    assert result.challenge.status == 407
+    assert len(challenges(result.challenge, "Proxy-Authenticate")) == 2
+    assert "WWW-Authenticate" not in result.challenge.headers
+    # An Authorization header is not a Proxy-Authorization: still a first request.
+    credentials = answer(result, invite(), header="Proxy-Authenticate")
+    ignored = server.check(invite(credentials, header="Authorization"), T0, proxy=True)
+    assert ignored.failure is None and ignored.challenge is not None
+    accepted = server.check(invite(credentials), T0 + 1, proxy=True)
+    assert accepted.username == "alice"
+
+
+def test_unsupported_algorithm_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        authenticator(algorithms=("SHA-1",))
+    with pytest.raises(ValueError):
+        authenticator(algorithms=())
+
+
+# -- round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+@pytest.mark.parametrize("qop", [True, False])
+def test_round_trip(algorithm: str, qop: bool) -> None:
+    server = authenticator()
+    credentials = answer(first_round(server), register(), algorithm=algorithm, qop=qop)
+    assert ("qop=auth" in credentials) is qop
+    result = server.check(register(credentials), T0 + 2, proxy=False)
+    assert result == AuthResult(username="alice", claimed_user="alice")
+    assert result.authenticated
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_round_trip_invite_with_body(algorithm: str) -> None:
+    server = authenticator()
+    challenge = server.check(invite(), T0, proxy=True)
+    credentials = answer(challenge, invite(), algorithm=algorithm, header="Proxy-Authenticate")
+    assert server.check(invite(credentials), T0 + 1, proxy=True).username == "alice"
+
+
+def test_sess_algorithm_when_offered() -> None:
+    server = authenticator(algorithms=("SHA-256-sess", "MD5"))
+    result = first_round(server)
+    credentials = answer(result, register(), algorithm="SHA-256-sess")
+    assert server.check(register(credentials), T0, proxy=False).username == "alice"
+
+
+def test_upper_case_hex_response_is_accepted() -> None:
+    server = authenticator()
+    credentials = answer(first_round(server), register())
+    response = re.search(r'response="([0-9a-f]+)"', credentials)
+    assert response is not None
+    shouting = credentials.replace(response.group(1), response.group(1).upper())
+    assert server.check(register(shouting), T0, proxy=False).username == "alice"
+
+
+def test_several_credentials_pick_the_one_for_our_realm() -> None:
+    server = authenticator()
+    ours = answer(first_round(server), register())
+    theirs = ours.replace(f'realm="{REALM}"', 'realm="upstream.example"')
+    request = register(theirs)
+    request.headers.add("Authorization", ours)
+    assert server.check(request, T0, proxy=False).username == "alice"
+
+
+# -- nonces -------------------------------------------------------------------------------
+
+
+def test_stale_nonce_with_the_right_password_gets_stale_true_and_is_not_counted() -> None:
+    server = authenticator(nonce_lifetime=300.0)
+    credentials = answer(first_round(server, T0), register())
+    later = T0 + 301.0
+    result = server.check(register(credentials), later, proxy=False)
+    assert result.failure is AuthFailure.STALE_NONCE
+    assert result.failure == "stale nonce"
+    assert result.counts_as_failure is False
+    assert result.claimed_user == "alice"
+    assert result.username is None
+    assert result.challenge is not None and result.challenge.status == 401
+    offered = challenges(result.challenge)
+    assert [c.get("stale") for c in offered] == ["true", "true"]
+    # The phone retries silently with the fresh nonce, and gets in.
+    retry = answer(result, register())
+    assert server.check(register(retry), later + 0.1, proxy=False).username == "alice"
+
+
+def test_stale_nonce_with_a_wrong_password_is_a_plain_failure() -> None:
+    server = authenticator(nonce_lifetime=300.0)
+    credentials = answer(first_round(server, T0), register(), password="guess")
+    result = server.check(register(credentials), T0 + 301.0, proxy=False)
+    assert result.failure is AuthFailure.WRONG_PASSWORD
+    assert result.counts_as_failure is True
+    assert result.challenge is not None
+    assert all(c.get("stale") is None for c in challenges(result.challenge))
+
+
+def test_nonce_just_inside_its_lifetime_is_fine() -> None:
+    server = authenticator(nonce_lifetime=300.0)
+    credentials = answer(first_round(server, T0), register())
+    assert server.check(register(credentials), T0 + 299.0, proxy=False).username == "alice"
+
+
+def test_forged_and_tampered_nonces_are_bad_nonces() -> None:
+    server = authenticator()
+    credentials = answer(first_round(server), register())
+    nonce = re.search(r'nonce="([^"]+)"', credentials)
+    assert nonce is not None
+    tampered = nonce.group(1)[:-1] + ("A" if nonce.group(1)[-1] != "A" else "B")
+    for forged in (tampered, "dcd98b7102dd2f0e8b11d0f600bfb0c093"):
+        challenge = AuthParams("Digest", {"realm": REALM, "nonce": forged, "algorithm": "MD5"})
+        sent = build_authorization(
+            challenge, "alice", PASSWORDS["alice"], "REGISTER", "sip:pbx.test"
+        )
+        result = server.check(register(sent), T0, proxy=False)
+        assert result.failure is AuthFailure.BAD_NONCE, forged
+        assert result.counts_as_failure is True
+        assert result.claimed_user == "alice"
+    # A nonce from another install (another secret) is not ours either.
+    other = DigestAuthenticator(REALM, b"another-install-secret-0002", AuthSettings(), lookup)
+    foreign = answer(first_round(other), register())
+    assert server.check(register(foreign), T0, proxy=False).failure is AuthFailure.BAD_NONCE
+
+
+def test_replayed_nonce_count_is_rejected() -> None:
+    server = authenticator()
+    result = first_round(server)
+    first = answer(result, register(), nc=1)
+    assert server.check(register(first), T0, proxy=False).username == "alice"
+    replay = server.check(register(first), T0 + 1, proxy=False)
+    assert replay.failure is AuthFailure.REPLAYED_NC
+    assert replay.counts_as_failure is True
+    assert replay.challenge is not None
+    second = answer(result, register(), nc=2)
+    assert server.check(register(second), T0 + 2, proxy=False).username == "alice"
+    fifth = answer(result, register(), nc=5)
+    assert server.check(register(fifth), T0 + 3, proxy=False).username == "alice"
+    # Going backwards is a replay too, even with a count never used before.
+    fourth = answer(result, register(), nc=4)
+    assert server.check(register(fourth), T0 + 4, proxy=False).failure is AuthFailure.REPLAYED_NC
+
+
+def test_answers_without_qop_are_accepted_repeatedly() -> None:
+    # RFC 2617 compatibility (SIPp, old phones): no nc, so nothing to track.
+    server = authenticator()
+    credentials = answer(first_round(server), register(), qop=False)
+    for offset in range(3):
+        assert server.check(register(credentials), T0 + offset, proxy=False).username == "alice"
+
+
+def test_a_failed_attempt_does_not_burn_the_nonce_count() -> None:
+    server = authenticator()
+    result = first_round(server)
+    wrong = answer(result, register(), password="guess", nc=1)
+    assert server.check(register(wrong), T0, proxy=False).failure is AuthFailure.WRONG_PASSWORD
+    right = answer(result, register(), nc=1)
+    assert server.check(register(right), T0, proxy=False).username == "alice"
+
+
+def test_nonce_counts_are_bounded_and_forget_expired_nonces() -> None:
+    counts = NonceCounts(capacity=3, max_age=10.0)
+    assert counts.accept("a", 1, 0.0)
+    assert counts.accept("b", 1, 1.0)
+    assert counts.accept("c", 1, 2.0)
+    assert counts.accept("d", 1, 3.0)  # full: "a" goes
+    assert len(counts) == 3
+    assert counts.accept("a", 1, 3.0)  # forgotten, so accepted again ("b" goes)
+    assert not counts.accept("c", 1, 3.0)
+    assert counts.accept("c", 2, 4.0)  # an update keeps "c" where it was, first seen at 2.0
+    assert counts.accept("e", 1, 12.5)  # "c" is older than max_age and goes
+    assert len(counts) == 3
+    assert not counts.accept("d", 1, 12.5)
+    assert counts.accept("c", 1, 12.5)
+    with pytest.raises(ValueError):
+        NonceCounts(capacity=0, max_age=1.0)
+
+
+# -- checks against the request -----------------------------------------------------------
+
+
+def test_credentials_for_another_realm_are_a_realm_mismatch() -> None:
+    server = authenticator()
+    foreign = AuthParams("Digest", {"realm": "other.example", "nonce": "n", "qop": "auth"})
+    sent = build_authorization(foreign, "alice", PASSWORDS["alice"], "REGISTER", "sip:pbx.test")
+    result = server.check(register(sent), T0, proxy=False)
+    assert result.failure is AuthFailure.REALM_MISMATCH
+    assert result.claimed_user == "alice"
+    assert result.counts_as_failure is True
+    assert result.challenge is not None and result.challenge.status == 401
+
+
+def test_digest_uri_must_be_the_request_uri() -> None:
+    server = authenticator()
+    result = first_round(server)
+    challenge = challenges(result.challenge)[0]
+    sent = build_authorization(
+        challenge, "alice", PASSWORDS["alice"], "REGISTER", "sip:elsewhere.example", cnonce="c"
+    )
+    mismatch = server.check(register(sent), T0, proxy=False)
+    assert mismatch.failure is AuthFailure.URI_MISMATCH
+    assert mismatch.counts_as_failure is True
+    # The same URI spelled with a differently cased host still names the same resource.
+    sent = build_authorization(challenge, "alice", PASSWORDS["alice"], "REGISTER", "sip:pbx.test")
+    request = register(sent, uri="PBX.Test")
+    assert str(request.uri) == "sip:PBX.Test"
+    assert server.check(request, T0, proxy=False).username == "alice"
+    # A URI that does not even parse is a mismatch, not an exception.
+    sent = build_authorization(challenge, "alice", "x", "REGISTER", "sip:bad host", cnonce="d")
+    assert server.check(register(sent), T0, proxy=False).failure is AuthFailure.URI_MISMATCH
+
+
+def test_method_is_part_of_the_digest() -> None:
+    server = authenticator()
+    result = first_round(server)
+    challenge = challenges(result.challenge)[0]
+    sent = build_authorization(challenge, "alice", PASSWORDS["alice"], "INVITE", "sip:pbx.test")
+    assert server.check(register(sent), T0, proxy=False).failure is AuthFailure.WRONG_PASSWORD
+
+
+def test_username_swapped_after_signing_fails() -> None:
+    server = authenticator()
+    credentials = answer(first_round(server), register())
+    as_bob = credentials.replace('username="alice"', 'username="bob"')
+    result = server.check(register(as_bob), T0, proxy=False)
+    assert result.failure is AuthFailure.WRONG_PASSWORD
+    assert result.claimed_user == "bob"
+    as_nobody = credentials.replace('username="alice"', 'username="mallory"')
+    result = server.check(register(as_nobody), T0, proxy=False)
+    assert result.failure is AuthFailure.UNKNOWN_USER
+    assert result.claimed_user == "mallory"
+
+
+# -- what must not leak -------------------------------------------------------------------
+
+
+def _shape(response: Response) -> list[tuple[str, str]]:
+    """Every header but with the nonce and To-tag blanked: what an attacker can compare."""
+    shape = [("status", f"{response.status} {response.reason}")]
+    for name, value in response.headers:
+        value = re.sub(r'nonce="[^"]*"', 'nonce="*"', value)
+        value = re.sub(r";tag=[^;>]*", ";tag=*", value)
+        shape.append((name, value))
+    shape.append(("body", response.body.decode()))
+    return shape
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_unknown_user_and_wrong_password_look_the_same(algorithm: str) -> None:
+    server = authenticator()
+    wrong = answer(first_round(server), register(), password="guess", algorithm=algorithm)
+    unknown = answer(
+        first_round(server), register(), username="mallory", password="guess", algorithm=algorithm
+    )
+    wrong_result = server.check(register(wrong), T0, proxy=False)
+    unknown_result = server.check(register(unknown), T0, proxy=False)
+    assert wrong_result.failure is AuthFailure.WRONG_PASSWORD
+    assert unknown_result.failure is AuthFailure.UNKNOWN_USER
+    assert wrong_result.counts_as_failure and unknown_result.counts_as_failure
+    assert wrong_result.challenge is not None and unknown_result.challenge is not None
+    assert _shape(wrong_result.challenge) == _shape(unknown_result.challenge)
+    # ...and the same as the challenge to a first request: nothing says "try again".
+    first = first_round(server).challenge
+    assert first is not None
+    assert _shape(wrong_result.challenge) == _shape(first)
+    assert wrong_result.challenge.to_bytes().count(b"\r\n") == (
+        unknown_result.challenge.to_bytes().count(b"\r\n")
+    )
+
+
+# -- malformed input never raises ---------------------------------------------------------
+
+MALFORMED = [
+    "Digest",
+    "garbage",
+    'Digest username="alice", realm="pbx.test", nonce="unterminated',
+    'Digest username="alice", username="alice", realm="pbx.test"',
+    "Basic YWxpY2U6YWxpY2Utc2VjcmV0LTE=",
+    'Digest username="alice", realm="pbx.test", uri="sip:pbx.test", response="00"',  # no nonce
+    'Digest realm="pbx.test", nonce="n", uri="sip:pbx.test", response="00"',  # no username
+]
+
+
+@pytest.mark.parametrize("value", MALFORMED)
+def test_malformed_credentials_get_a_fresh_challenge(value: str) -> None:
+    result = authenticator().check(register(value), T0, proxy=False)
+    assert result.failure is AuthFailure.MALFORMED
+    assert result.counts_as_failure is True
+    assert result.username is None
+    assert result.challenge is not None and result.challenge.status == 401
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        ("qop=auth", "qop=auth-int"),  # not offered
+        ("nc=00000001", "nc=1"),  # not 8 hex digits
+        ("nc=00000001", "nc=0000000g"),
+        (", nc=00000001", ""),  # qop without nc
+        ('cnonce="0a4f113b", ', ""),  # qop without cnonce
+        ("algorithm=SHA-256", "algorithm=SHA-512-256"),  # not offered
+    ],
+)
+def test_broken_digest_parameters_are_malformed(old: str, new: str) -> None:
+    server = authenticator()
+    credentials = answer(first_round(server), register())
+    assert old in credentials
+    result = server.check(register(credentials.replace(old, new)), T0, proxy=False)
+    assert result.failure is AuthFailure.MALFORMED
+    assert result.claimed_user == "alice"
+
+
+def test_algorithm_not_offered_is_malformed() -> None:
+    sha_only = authenticator(algorithms=("SHA-256",))
+    md5_only = authenticator(algorithms=("MD5",))
+    credentials = answer(first_round(md5_only), register(), algorithm="MD5")
+    # The nonce is from another authenticator with the same secret: only the algorithm differs.
+    assert sha_only.check(register(credentials), T0, proxy=False).failure is AuthFailure.MALFORMED
+    assert md5_only.check(register(credentials), T0, proxy=False).username == "alice"
+
+
+def test_missing_algorithm_means_md5() -> None:
+    server = authenticator()
+    credentials = answer(first_round(server), register(), algorithm="MD5")
+    bare = credentials.replace(", algorithm=MD5", "")
+    assert "algorithm" not in bare
+    assert server.check(register(bare), T0, proxy=False).username == "alice"

@@ -1,0 +1,432 @@
+"""Digest maths, nonces and the client helper (core/sip/digest.py), against the RFC vectors."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Callable
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from core.sip.digest import (
+    SUPPORTED_ALGORITHMS,
+    DigestChallengeError,
+    NonceFactory,
+    NonceState,
+    _parse_common_shape,
+    build_authorization,
+    canonical_algorithm,
+    compute_response,
+    ha1,
+    parse_digest_header,
+    pick_challenge,
+    session_ha1,
+)
+from core.sip.errors import SipParseError
+from core.sip.fields import AuthParams, parse_auth
+
+SECRET = b"0123456789abcdef-install-secret"
+
+# RFC 2617 §3.5.
+RFC2617 = {
+    "username": "Mufasa",
+    "realm": "testrealm@host.com",
+    "password": "Circle Of Life",
+    "nonce": "dcd98b7102dd2f0e8b11d0f600bfb0c093",
+    "uri": "/dir/index.html",
+    "cnonce": "0a4f113b",
+    "opaque": "5ccc069c403ebaf9f0171e9517f40e41",
+    "response": "6629fae49393a05397450978507c4ef1",
+}
+
+# RFC 7616 §3.9.1: the same request answered with SHA-256 and with MD5.
+RFC7616_REALM = "http-auth@example.org"
+RFC7616_NONCE = "7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"
+RFC7616_CNONCE = "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"
+RFC7616_OPAQUE = "FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"
+RFC7616_RESPONSES = {
+    "SHA-256": "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1",
+    "MD5": "8ca523f5e9506fed4657c9700eebdbec",
+}
+
+
+def rfc7616_challenge(algorithm: str) -> AuthParams:
+    return parse_auth(
+        f'Digest realm="{RFC7616_REALM}", qop="auth, auth-int", algorithm={algorithm}, '
+        f'nonce="{RFC7616_NONCE}", opaque="{RFC7616_OPAQUE}"'
+    )
+
+
+def h(algorithm: str, text: str) -> str:
+    name = {"MD5": "md5", "SHA-256": "sha256"}[algorithm]
+    return hashlib.new(name, text.encode()).hexdigest()
+
+
+# -- the maths ----------------------------------------------------------------------------
+
+
+def test_rfc2617_vector() -> None:
+    v = RFC2617
+    stored = ha1(v["username"], v["realm"], v["password"])
+    assert stored == h("MD5", "Mufasa:testrealm@host.com:Circle Of Life")
+    response = compute_response(
+        stored, "GET", v["uri"], v["nonce"], "MD5", qop="auth", nc="00000001", cnonce=v["cnonce"]
+    )
+    assert response == v["response"]
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_rfc7616_vectors(algorithm: str) -> None:
+    stored = ha1("Mufasa", RFC7616_REALM, "Circle of Life", algorithm)
+    response = compute_response(
+        stored,
+        "GET",
+        "/dir/index.html",
+        RFC7616_NONCE,
+        algorithm,
+        qop="auth",
+        nc=1,
+        cnonce=RFC7616_CNONCE,
+    )
+    assert response == RFC7616_RESPONSES[algorithm]
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_response_without_qop_is_rfc2069_form(algorithm: str) -> None:
+    stored = ha1("alice", "pbx.test", "pw", algorithm)
+    ha2 = h(algorithm, "REGISTER:sip:pbx.test")
+    expected = h(algorithm, f"{stored}:abc:{ha2}")
+    assert compute_response(stored, "REGISTER", "sip:pbx.test", "abc", algorithm) == expected
+
+
+def test_auth_int_hashes_the_body() -> None:
+    stored = ha1("alice", "pbx.test", "pw", "SHA-256")
+    body = b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"
+    ha2 = h("SHA-256", "INVITE:sip:bob@pbx.test:" + hashlib.sha256(body).hexdigest())
+    expected = h("SHA-256", f"{stored}:n:00000002:c:auth-int:{ha2}")
+    args = (stored, "INVITE", "sip:bob@pbx.test", "n", "SHA-256")
+    assert compute_response(*args, qop="auth-int", nc=2, cnonce="c", body=body) == expected
+    other = compute_response(*args, qop="auth-int", nc=2, cnonce="c", body=body + b"x")
+    assert other != expected
+
+
+@pytest.mark.parametrize("algorithm", ["MD5-sess", "SHA-256-sess"])
+def test_sess_algorithms_use_the_session_key(algorithm: str) -> None:
+    base = algorithm.removesuffix("-sess")
+    stored = ha1("alice", "pbx.test", "pw", algorithm)
+    assert stored == ha1("alice", "pbx.test", "pw", base)
+    key = session_ha1(stored, "n", "c", algorithm)
+    assert key == h(base, f"{stored}:n:c")
+    plain = compute_response(key, "REGISTER", "sip:pbx.test", "n", base, "auth", 1, "c")
+    sess = compute_response(stored, "REGISTER", "sip:pbx.test", "n", algorithm, "auth", 1, "c")
+    assert sess == plain
+    with pytest.raises(ValueError):
+        compute_response(stored, "REGISTER", "sip:pbx.test", "n", algorithm)
+
+
+def test_algorithm_names() -> None:
+    assert canonical_algorithm("md5") == "MD5"
+    assert canonical_algorithm("sha-256-SESS") == "SHA-256-sess"
+    assert {"MD5", "SHA-256", "MD5-sess", "SHA-256-sess"} <= set(SUPPORTED_ALGORITHMS)
+    assert ha1("a", "r", "p", "md5") == ha1("a", "r", "p", "MD5")
+    with pytest.raises(ValueError):
+        canonical_algorithm("SHA-1")
+    with pytest.raises(ValueError):
+        ha1("a", "r", "p", "AKAv1-MD5")
+    with pytest.raises(ValueError):
+        compute_response("x", "GET", "/", "n", "MD5", qop="auth-conf", nc=1, cnonce="c")
+    with pytest.raises(ValueError):
+        compute_response("x", "GET", "/", "n", "MD5", qop="auth")  # no nc / cnonce
+
+
+def test_utf8_credentials_hash_as_utf8() -> None:
+    assert ha1("jürgen", "pbx.test", "päss") == h("MD5", "jürgen:pbx.test:päss")
+
+
+# -- parsing ------------------------------------------------------------------------------
+
+HEADERS = [
+    'Digest username="alice", realm="pbx.test", nonce="abc", uri="sip:pbx.test", '
+    'response="0123", algorithm=MD5, cnonce="c", qop=auth, nc=00000001',
+    'Digest username="alice",realm="pbx.test",nonce="abc",uri="sip:pbx.test",response="1"',
+    'Digest realm="pbx.test", nonce="n", algorithm=SHA-256, qop="auth", stale=true',
+    'Digest  qop=auth ,  nc = 00000001 ,USERNAME="Bob"',
+    'digest username="a\\"b", realm="r"',
+    'Digest username="a, b=c", realm="r"',
+    'Digest realm="r",,, nonce="n",',
+    'Digest a="x"b="y"',
+    "Digest a=b c=d",
+    'Digest a="unterminated',
+    'Digest a="x" junk',
+    "Digest a=1, a=2",
+    'Digest a="1", A="2"',
+    "Digest =x",
+    "Digest a b=1",
+    "Digest a=",
+    "Digest a=  , b=1",
+    'Digest a=  "x"',
+    'Digest a=b"c"',
+    "Digest",
+    "Bad@scheme a=1",
+    "Basic dXNlcjpwYXNz",
+    'Digest a="\\',
+    'Digest a="x\\"',
+    "Digest a=1\t,\tb=2\t",
+    'Digest a="é", b=ü',
+    ' Digest a="1"',
+    'Digest a="1"\n',
+    "Digest\ta=1",
+    "Digest, a=1",
+]
+
+
+def _parse_or_error(parser: Callable[[str], AuthParams], text: str) -> AuthParams | str:
+    try:
+        return parser(text)
+    except SipParseError:
+        return "error"
+
+
+@pytest.mark.parametrize("text", HEADERS)
+def test_fast_parser_agrees_with_reference(text: str) -> None:
+    assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
+
+
+@pytest.mark.parametrize("text", HEADERS[:3])
+def test_common_headers_take_the_fast_path(text: str) -> None:
+    assert _parse_common_shape(text) == parse_auth(text)
+
+
+def test_fast_parser_reads_a_typical_header() -> None:
+    parsed = parse_digest_header(HEADERS[0])
+    assert parsed.scheme == "Digest"
+    assert parsed.get("Username") == "alice"
+    assert parsed.get("nc") == "00000001"
+    assert parsed.get("qop") == "auth"
+
+
+_AUTH_PIECES = st.sampled_from([*'aAbz=",\\ \t;:@-1', "username", "realm", "é"])
+_NAMES = st.sampled_from(["username", "Realm", "nonce", "qop", "nc", "x-y", "a"])
+_VALUES = st.text(alphabet='abc 0/=,;"\\é\t', max_size=8)
+_SEPARATORS = st.sampled_from(["", ",", ", ", " ,", "\t,\t", ",,", " "])
+
+
+@st.composite
+def _header_shaped(draw: st.DrawFn) -> str:
+    """Mostly well-formed parameter lists, with the quoting and spacing phones vary."""
+    parts = []
+    for name in draw(st.lists(_NAMES, max_size=6)):
+        value = draw(_VALUES)
+        if draw(st.booleans()):
+            value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        spaces = draw(st.sampled_from(["", " ", "\t"]))
+        parts.append(draw(_SEPARATORS) + name + spaces + "=" + spaces + value)
+    return "".join(parts) + draw(_SEPARATORS)
+
+
+@given(
+    st.sampled_from(["Digest ", "Digest", " Digest ", "Digest\t", "digest  ", "Di gest "]),
+    st.one_of(st.lists(_AUTH_PIECES, max_size=30).map("".join), _header_shaped()),
+    st.sampled_from(["", " ", "\n", "\r\n", ",\t"]),
+)
+def test_fast_parser_agrees_with_reference_on_anything(scheme: str, rest: str, end: str) -> None:
+    text = scheme + rest + end
+    fast = _parse_common_shape(text)
+    if fast is not None:
+        assert fast == parse_auth(text)
+    assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
+
+
+# -- nonces -------------------------------------------------------------------------------
+
+
+def test_nonce_is_valid_until_its_lifetime_then_stale() -> None:
+    factory = NonceFactory(SECRET, lifetime=300.0)
+    nonce = factory.make(1_000.0)
+    assert factory.check(nonce, 1_000.0) is NonceState.VALID
+    assert factory.check(nonce, 1_299.9) is NonceState.VALID
+    assert factory.check(nonce, 1_300.1) is NonceState.STALE
+    assert factory.check(nonce, 90_000.0) is NonceState.STALE
+
+
+def test_nonce_from_the_future_is_stale_not_invalid() -> None:
+    # A clock stepped back: the nonce is ours, so the phone may retry silently.
+    factory = NonceFactory(SECRET, lifetime=300.0)
+    nonce = factory.make(1_000.0)
+    assert factory.check(nonce, 999.5) is NonceState.VALID
+    assert factory.check(nonce, 900.0) is NonceState.STALE
+
+
+def test_nonce_is_base64_of_time_random_and_hmac_sha256() -> None:
+    factory = NonceFactory(SECRET, lifetime=300.0)
+    raw = base64.b64decode(factory.make(1_000.25))
+    assert int.from_bytes(raw[:8], "big", signed=True) == 1_000_250
+    assert raw[17:] == hmac.digest(SECRET, raw[:17], "sha256")[:16]
+
+
+def test_nonces_differ_even_at_the_same_instant() -> None:
+    factory = NonceFactory(SECRET, lifetime=300.0)
+    nonces = {factory.make(5.0) for _ in range(50)}
+    assert len(nonces) == 50
+    assert all(len(nonce) == 44 for nonce in nonces)
+
+
+def test_tampered_and_forged_nonces_are_invalid() -> None:
+    factory = NonceFactory(SECRET, lifetime=300.0)
+    nonce = factory.make(1_000.0)
+    for index in range(len(nonce)):
+        replacement = "A" if nonce[index] != "A" else "B"
+        tampered = nonce[:index] + replacement + nonce[index + 1 :]
+        assert factory.check(tampered, 1_000.0) is NonceState.INVALID, index
+    # A nonce re-signed with another install's secret.
+    assert NonceFactory(b"another-install-secret!", 300.0).check(nonce, 1_000.0) is (
+        NonceState.INVALID
+    )
+    # Pushing the time stamp forward to dodge expiry breaks the MAC.
+    raw = bytearray(base64.b64decode(nonce))
+    raw[7] ^= 0x40
+    moved = base64.b64encode(bytes(raw)).decode()
+    assert factory.check(moved, 1_000.0) is NonceState.INVALID
+
+
+@pytest.mark.parametrize(
+    "nonce", ["", "x", "dcd98b7102dd2f0e8b11d0f600bfb0c093", "!" * 44, "A" * 44, "é" * 44]
+)
+def test_garbage_nonces_are_invalid(nonce: str) -> None:
+    assert NonceFactory(SECRET, 300.0).check(nonce, 0.0) is NonceState.INVALID
+
+
+def test_nonce_factory_rejects_weak_settings() -> None:
+    with pytest.raises(ValueError):
+        NonceFactory(b"short", 300.0)
+    with pytest.raises(ValueError):
+        NonceFactory(SECRET, 0.0)
+
+
+# -- the client side ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
+def test_build_authorization_reproduces_rfc7616(algorithm: str) -> None:
+    value = build_authorization(
+        rfc7616_challenge(algorithm),
+        "Mufasa",
+        "Circle of Life",
+        "GET",
+        "/dir/index.html",
+        cnonce=RFC7616_CNONCE,
+        nc=1,
+    )
+    sent = parse_auth(value)
+    assert sent.scheme == "Digest"
+    assert sent.params == {
+        "username": "Mufasa",
+        "realm": RFC7616_REALM,
+        "nonce": RFC7616_NONCE,
+        "uri": "/dir/index.html",
+        "response": RFC7616_RESPONSES[algorithm],
+        "algorithm": algorithm,
+        "cnonce": RFC7616_CNONCE,
+        "qop": "auth",
+        "nc": "00000001",
+        "opaque": RFC7616_OPAQUE,
+    }
+
+
+def test_build_authorization_reproduces_rfc2617() -> None:
+    v = RFC2617
+    challenge = parse_auth(
+        f'Digest realm="{v["realm"]}", qop="auth,auth-int", nonce="{v["nonce"]}", '
+        f'opaque="{v["opaque"]}"'
+    )
+    sent = parse_auth(
+        build_authorization(
+            challenge, v["username"], v["password"], "GET", v["uri"], cnonce=v["cnonce"]
+        )
+    )
+    assert sent.get("response") == v["response"]
+    assert sent.get("algorithm") == "MD5"
+    assert sent.get("opaque") == v["opaque"]
+
+
+def test_build_authorization_without_qop() -> None:
+    challenge = parse_auth('Digest realm="carrier", nonce="xyz"')
+    sent = parse_auth(build_authorization(challenge, "trunk", "pw", "INVITE", "sip:1@carrier"))
+    assert "qop" not in sent.params and "nc" not in sent.params and "cnonce" not in sent.params
+    expected = compute_response(ha1("trunk", "carrier", "pw"), "INVITE", "sip:1@carrier", "xyz")
+    assert sent.get("response") == expected
+
+
+def test_build_authorization_auth_int_only() -> None:
+    challenge = parse_auth('Digest realm="r", nonce="n", qop="auth-int", algorithm=SHA-256')
+    body = b"v=0\r\n"
+    sent = parse_auth(
+        build_authorization(challenge, "u", "p", "INVITE", "sip:x@r", cnonce="c", nc=3, body=body)
+    )
+    assert sent.get("qop") == "auth-int"
+    assert sent.get("nc") == "00000003"
+    key = ha1("u", "r", "p", "SHA-256")
+    assert sent.get("response") == compute_response(
+        key, "INVITE", "sip:x@r", "n", "SHA-256", "auth-int", 3, "c", body
+    )
+
+
+def test_build_authorization_hashes_the_username_when_asked() -> None:
+    challenge = parse_auth('Digest realm="r", nonce="n", qop="auth", userhash=true')
+    sent = parse_auth(build_authorization(challenge, "alice", "p", "REGISTER", "sip:r", "c"))
+    assert sent.get("username") == h("MD5", "alice:r")
+    assert sent.get("userhash") == "true"
+
+
+def test_build_authorization_sess_sends_a_cnonce() -> None:
+    challenge = parse_auth('Digest realm="r", nonce="n", algorithm=MD5-sess')
+    sent = parse_auth(build_authorization(challenge, "u", "p", "REGISTER", "sip:r", cnonce="c"))
+    assert sent.get("cnonce") == "c"
+    assert sent.get("algorithm") == "MD5-sess"
+    assert sent.get("response") == compute_response(
+        ha1("u", "r", "p"), "REGISTER", "sip:r", "n", "MD5-sess", cnonce="c"
+    )
+
+
+def test_build_authorization_escapes_quotes() -> None:
+    challenge = parse_auth('Digest realm="r", nonce="n"')
+    sent = parse_auth(build_authorization(challenge, 'we"ird\\', "p", "REGISTER", "sip:r"))
+    assert sent.get("username") == 'we"ird\\'
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Basic realm="r"',
+        'Digest nonce="n"',
+        'Digest realm="r"',
+        'Digest realm="r", nonce="n", algorithm=SHA-1',
+        'Digest realm="r", nonce="n", qop="auth-conf"',
+    ],
+)
+def test_unanswerable_challenges(text: str) -> None:
+    challenge = parse_auth(text)
+    assert pick_challenge([challenge]) is None
+    with pytest.raises(DigestChallengeError):
+        build_authorization(challenge, "u", "p", "REGISTER", "sip:r")
+
+
+def test_pick_challenge_takes_the_first_answerable() -> None:
+    sha1 = parse_auth('Digest realm="r", nonce="n", algorithm=SHA-1')
+    sha256 = parse_auth('Digest realm="r", nonce="n", algorithm=SHA-256')
+    md5 = parse_auth('Digest realm="r", nonce="n", algorithm=MD5')
+    assert pick_challenge([sha1, sha256, md5]) is sha256
+    assert pick_challenge([md5, sha256]) is md5
+    assert pick_challenge([]) is None
+
+
+@pytest.mark.skipif("SHA-512-256" not in SUPPORTED_ALGORITHMS, reason="no SHA-512/256 here")
+def test_sha512_256_when_available() -> None:
+    expected = hashlib.new("sha512_256", b"u:r:p").hexdigest()
+    assert ha1("u", "r", "p", "SHA-512-256") == expected
+    challenge = parse_auth('Digest realm="r", nonce="n", algorithm=SHA-512-256, qop="auth"')
+    sent = parse_auth(build_authorization(challenge, "u", "p", "REGISTER", "sip:r", cnonce="c"))
+    assert len(sent.get("response") or "") == 64

@@ -1,0 +1,123 @@
+"""`pbxtui --headless` as a real process: starts, answers, stops cleanly, fails clearly."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from support.ports import free_port
+
+
+def _command(tmp_path: Path, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "pbxtui",
+        "--headless",
+        "--db",
+        str(tmp_path / "pbx.db"),
+        "--listen",
+        f"udp:127.0.0.1:{port}",
+        "--listen",
+        f"tcp:127.0.0.1:{port}",
+        "--domain",
+        "pbx.test",
+        *extra,
+    ]
+
+
+def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 10.0) -> list[str]:
+    assert process.stderr is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    os.set_blocking(process.stderr.fileno(), False)
+    while time.monotonic() < deadline:
+        line = process.stderr.readline()
+        if line:
+            lines.append(line)
+            if needle in line:
+                return lines
+        elif process.poll() is not None:
+            break
+        else:
+            time.sleep(0.02)
+    raise AssertionError(f"{needle!r} not seen; stderr so far:\n{''.join(lines)}")
+
+
+def _options(port: int) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.settimeout(2.0)
+        local = sock.getsockname()
+        sock.sendto(
+            (
+                f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP 127.0.0.1:{local[1]};branch=z9hG4bKheadless;rport\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:probe@pbx.test>;tag=1\r\n"
+                f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: headless-1\r\nCSeq: 1 OPTIONS\r\n"
+                "Content-Length: 0\r\n\r\n"
+            ).encode(),
+            ("127.0.0.1", port),
+        )
+        data, _ = sock.recvfrom(65535)
+        return data
+
+
+def test_headless_starts_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(_command(tmp_path, port), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(process, "pbxtui ready")
+        assert _options(port).startswith(b"SIP/2.0 200 OK")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+        assert process.stderr is not None
+        rest = process.stderr.read() or ""
+        assert "stopped" in rest
+        assert "Traceback" not in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_headless_stops_on_sigint(tmp_path: Path) -> None:
+    port = free_port()
+    process = subprocess.Popen(_command(tmp_path, port), stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(process, "pbxtui ready")
+        process.send_signal(signal.SIGINT)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_port_taken_is_a_clear_error_and_exit_2(tmp_path: Path) -> None:
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", port))
+        result = subprocess.run(
+            _command(tmp_path, port), capture_output=True, text=True, timeout=20
+        )
+    assert result.returncode == 2
+    assert "pbxtui: error:" in result.stderr
+    assert "in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_listen_option_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pbxtui", "--headless", "--db", str(tmp_path / "x.db"),
+         "--listen", "sctp:nowhere"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("pbxtui: error:")
+    assert "Traceback" not in result.stderr

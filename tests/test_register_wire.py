@@ -1,0 +1,201 @@
+"""Registration over real sockets: SIPp and a small test phone against an in-process Pbx."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import USERS, start_pbx
+from support.client import UdpClient
+from support.phone import Phone
+from support.sipp import run_sipp, write_users_csv
+
+from core.events import ContactRefreshed, ContactRegistered, ContactUnregistered
+from core.pbx import Pbx
+from core.settings import AuthSettings, RegistrarSettings
+from core.sip.parser import parse_message
+
+
+def _address(pbx: Pbx) -> tuple[str, int]:
+    return pbx.listening[0].host, pbx.listening[0].port
+
+
+def _feed(pbx: Pbx) -> list:
+    events, _cursor, _missed = pbx.bus.feed.read_since(0)
+    return events
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_sipp_register_with_digest(pbx: Pbx, tmp_path: Path, transport: str) -> None:
+    host, port = _address(pbx)
+    csv = write_users_csv(tmp_path / "users.csv", USERS)
+    result = await run_sipp(
+        "reg_auth.xml", host, port, transport=transport, calls=3, rate=10, inf=csv,
+        keys={"domain": "pbx.test"}, extra=["-auth_uri", "pbx.test"],
+    )
+    assert result.returncode == 0, str(result)
+    now = pbx.clock()
+    for user in USERS:
+        bindings = pbx.location.lookup(user, now)
+        assert len(bindings) == 1
+        assert bindings[0].flow.transport == transport
+
+
+async def test_sipp_wrong_password_is_challenged_again(pbx: Pbx, tmp_path: Path) -> None:
+    host, port = _address(pbx)
+    csv = write_users_csv(tmp_path / "bad.csv", {"alice": "not-her-password"})
+    result = await run_sipp(
+        "reg_wrong_password.xml", host, port, calls=1, inf=csv, keys={"domain": "pbx.test"},
+        extra=["-auth_uri", "pbx.test"],
+    )
+    assert result.returncode == 0, str(result)
+    assert pbx.location.lookup("alice", pbx.clock()) == []
+
+
+def _normalised(data: bytes) -> str:
+    """A response with everything that differs per request blanked out."""
+    text = data.decode()
+    text = re.sub(r'nonce="[^"]*"', 'nonce="N"', text)
+    text = re.sub(r"tag=[^;\r\n]*", "tag=T", text)
+    text = re.sub(r"branch=[^;\r\n]*", "branch=B", text)
+    text = re.sub(r"(Call-ID|From|To|Via): [^\r\n]*", r"\1: X", text)
+    return text
+
+
+async def test_unknown_user_and_wrong_password_get_identical_answers(pbx: Pbx) -> None:
+    answers = []
+    for user, password in (("alice", "wrong-password"), ("nosuchuser", "whatever-pw")):
+        async with UdpClient(_address(pbx)) as client:
+            phone = Phone(client, user, password)
+            first = await client.ask(phone.register_text())
+            assert first is not None and first.status == 401
+            client.send(phone.register_text())  # fresh challenge, answered wrongly below
+            challenge = await client.response()
+            assert challenge is not None
+            final = await phone.answer(challenge)
+            assert final is not None
+            answers.append(final)
+    wrong_password, unknown_user = answers
+    assert wrong_password.status == unknown_user.status == 401
+    assert _normalised(wrong_password.to_bytes()) == _normalised(unknown_user.to_bytes())
+
+
+async def test_refresh_and_unregister_one_contact_then_star(pbx: Pbx) -> None:
+    async with UdpClient(_address(pbx)) as client:
+        phone = Phone(client, "alice", USERS["alice"])
+        ip, port = client.local
+        first = await phone.register(contact=f"<sip:alice@{ip}:{port}>")
+        assert first is not None and first.status == 200
+        second = await phone.register(contact=f"<sip:alice@{ip}:{port + 1}>")
+        assert second is not None and second.status == 200
+        assert len(second.headers.values("Contact")) == 2  # the 200 lists every binding
+        refreshed = await phone.register(contact=f"<sip:alice@{ip}:{port}>")
+        assert refreshed is not None and refreshed.status == 200
+        assert len(pbx.location.lookup("alice", pbx.clock())) == 2
+        gone = await phone.register(contact=f"<sip:alice@{ip}:{port + 1}>", expires=0)
+        assert gone is not None and gone.status == 200
+        assert len(pbx.location.lookup("alice", pbx.clock())) == 1
+        star = await phone.register(contact="*", expires=0)
+        assert star is not None and star.status == 200
+        assert pbx.location.lookup("alice", pbx.clock()) == []
+    kinds = [type(event) for event in _feed(pbx)]
+    assert ContactRegistered in kinds and ContactRefreshed in kinds
+    assert kinds.count(ContactUnregistered) == 2
+
+
+async def test_default_challenge_offers_sha256_first_and_phones_use_it(tmp_path: Path) -> None:
+    server = await start_pbx(tmp_path, auth=AuthSettings())
+    try:
+        async with UdpClient(_address(server)) as client:
+            phone = Phone(client, "alice", USERS["alice"])
+            challenge = await client.ask(phone.register_text())
+            assert challenge is not None and challenge.status == 401
+            offers = challenge.headers.get_all("WWW-Authenticate")
+            assert ["SHA-256" in offers[0], "MD5" in offers[1]] == [True, True]
+            final = await phone.answer(challenge)
+        assert final is not None and final.status == 200
+    finally:
+        await server.stop()
+
+
+async def test_interval_too_brief_gets_423_with_min_expires(pbx: Pbx) -> None:
+    async with UdpClient(_address(pbx)) as client:
+        phone = Phone(client, "bob", USERS["bob"])
+        response = await phone.register(expires=5)
+    assert response is not None and response.status == 423
+    assert response.headers.get("Min-Expires") == "60"
+    assert pbx.location.lookup("bob", pbx.clock()) == []
+
+
+async def test_expired_nonce_gets_stale_then_success(tmp_path: Path) -> None:
+    server = await start_pbx(tmp_path, auth=replace(AuthSettings(), nonce_lifetime=1.0))
+    try:
+        async with UdpClient(_address(server)) as client:
+            phone = Phone(client, "carol", USERS["carol"])
+            challenge = await client.ask(phone.register_text())
+            assert challenge is not None and challenge.status == 401
+            await asyncio.sleep(1.6)
+            stale = await phone.answer(challenge)
+            assert stale is not None and stale.status == 401
+            assert "stale=true" in (stale.headers.get("WWW-Authenticate") or "").lower()
+            final = await phone.answer(stale)
+        assert final is not None and final.status == 200
+    finally:
+        await server.stop()
+
+
+async def test_phone_behind_nat_is_reached_at_its_source_address(tmp_path: Path) -> None:
+    server = await start_pbx(
+        tmp_path, registrar=replace(RegistrarSettings(), nat_ping_interval=1.0)
+    )
+    try:
+        async with UdpClient(_address(server)) as client:
+            phone = Phone(client, "alice", USERS["alice"])
+            # The phone believes it is 192.168.1.10; its packets arrive from 127.0.0.1:<port>.
+            response = await phone.register(
+                via_host="192.168.1.10:5060", contact="<sip:alice@192.168.1.10:5060>"
+            )
+            assert response is not None and response.status == 200
+            binding = server.location.lookup("alice", server.clock())[0]
+            assert binding.behind_nat
+            assert binding.target().flow.remote == client.local
+            # The NAT keep-alive OPTIONS reaches us through the "NAT", at our real address.
+            ping = None
+            for _ in range(10):
+                data = await client.recv(1.0)
+                if data is not None and data.startswith(b"OPTIONS "):
+                    ping = parse_message(data)
+                    break
+            assert ping is not None, "no NAT keep-alive OPTIONS arrived"
+    finally:
+        await server.stop()
+
+
+async def test_third_party_registration_is_reached_at_its_contact(pbx: Pbx) -> None:
+    async with UdpClient(_address(pbx)) as client:
+        phone = Phone(client, "bob", USERS["bob"])
+        # Via matches the real source; the Contact names another (public) host.
+        response = await phone.register(contact="<sip:bob@198.51.100.7:5070>")
+        assert response is not None and response.status == 200
+    binding = pbx.location.lookup("bob", pbx.clock())[0]
+    assert not binding.behind_nat
+    assert binding.target().flow.remote == ("198.51.100.7", 5070)
+
+
+async def test_bindings_survive_a_restart(tmp_path: Path) -> None:
+    server = await start_pbx(tmp_path)
+    async with UdpClient(_address(server)) as client:
+        response = await Phone(client, "alice", USERS["alice"]).register()
+        assert response is not None and response.status == 200
+        contact = server.location.lookup("alice", server.clock())[0].contact
+    await server.stop()
+    restarted = Pbx(server.settings)
+    await restarted.start()
+    try:
+        bindings = restarted.location.lookup("alice", restarted.clock())
+        assert [binding.contact for binding in bindings] == [contact]
+    finally:
+        await restarted.stop()

@@ -1,0 +1,370 @@
+"""Matching keys (§17.1.3, §17.2.3, §9.2) and the TransactionTable: routing, bound, timer heap."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from core.flow import Flow
+from core.sip import (
+    Headers,
+    Request,
+    Response,
+    SipParseError,
+    make_response,
+    new_branch,
+    parse_message,
+    parse_uri,
+)
+from core.sip.timers import TimerSettings
+from core.sip.transaction import (
+    Action,
+    Deliver,
+    Send,
+    State,
+    Terminated,
+    Timeout,
+    TransportError,
+    Unmatched,
+    cancel_target_key,
+    client_key,
+    server_key,
+)
+from core.sip.transaction_client import ClientInviteTransaction, make_cancel
+from core.sip.transaction_server import ServerInviteTransaction, ServerNonInviteTransaction
+from core.sip.transaction_table import TransactionTable, TransactionTableFull
+
+UDP = Flow("udp", ("198.51.100.7", 5062), ("192.0.2.1", 5060))
+TCP = Flow("tcp", ("198.51.100.7", 40000), ("192.0.2.1", 5060), connection_id=3)
+
+
+def parse_request(text: str) -> Request:
+    message = parse_message(text.replace("\n", "\r\n").encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def incoming(
+    method: str = "INVITE",
+    *,
+    branch: str | None = "z9hG4bK-caller-1",
+    sent_by: str = "198.51.100.7:5062",
+    uri: str = "sip:bob@pbx.test",
+    to_tag: str | None = None,
+    cseq_number: int = 7,
+    cseq_method: str | None = None,
+    call_id: str = "c1@198.51.100.7",
+) -> Request:
+    """A request as a phone sends it to us."""
+    branch_param = f";branch={branch}" if branch else ""
+    to = f"<sip:bob@pbx.test>;tag={to_tag}" if to_tag else "<sip:bob@pbx.test>"
+    return parse_request(
+        f"{method} {uri} SIP/2.0\n"
+        f"Via: SIP/2.0/UDP {sent_by}{branch_param};rport\n"
+        "Max-Forwards: 70\n"
+        "From: <sip:alice@pbx.test>;tag=a1\n"
+        f"To: {to}\n"
+        f"Call-ID: {call_id}\n"
+        f"CSeq: {cseq_number} {cseq_method or method}\n"
+        "Content-Length: 0\n\n"
+    )
+
+
+def outgoing(method: str = "INVITE", branch: str | None = None) -> Request:
+    """A request as the proxy forwards it: our Via on top with a fresh branch."""
+    return parse_request(
+        f"{method} sip:bob@192.0.2.20:5070 SIP/2.0\n"
+        f"Via: SIP/2.0/UDP 192.0.2.1:5060;branch={branch or new_branch()}\n"
+        "Via: SIP/2.0/UDP 198.51.100.7:5062;branch=z9hG4bK-caller-1;rport=5062\n"
+        "Max-Forwards: 69\n"
+        "From: <sip:alice@pbx.test>;tag=a1\n"
+        "To: <sip:bob@pbx.test>\n"
+        "Call-ID: c1@198.51.100.7\n"
+        f"CSeq: 7 {method}\n"
+        "Content-Length: 0\n\n"
+    )
+
+
+def reply(req: Request, status: int, to_tag: str | None = "b1") -> Response:
+    message = parse_message(make_response(req, status, to_tag=to_tag).to_bytes())
+    assert isinstance(message, Response)
+    return message
+
+
+def drain(table: TransactionTable, until: float) -> list[tuple[float, Action]]:
+    fired: list[tuple[float, Action]] = []
+    while (deadline := table.next_deadline()) is not None and deadline <= until:
+        actions = table.on_timer(deadline)
+        assert actions, f"a timer was due at {deadline} but nothing fired"
+        fired.extend((deadline, action) for action in actions)
+    return fired
+
+
+# -- keys (pure functions) ----------------------------------------------------------------
+def test_client_key_is_branch_and_cseq_method() -> None:
+    invite = outgoing("INVITE", branch="z9hG4bK-x")
+    assert client_key(invite) == ("z9hG4bK-x", "INVITE")
+    assert client_key(reply(invite, 487)) == ("z9hG4bK-x", "INVITE")
+    cancel = make_cancel(invite)
+    assert client_key(reply(cancel, 200)) == ("z9hG4bK-x", "CANCEL")
+    no_branch = parse_request(
+        "OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"
+    )
+    assert client_key(no_branch) is None
+
+
+def test_server_key_rfc3261_is_branch_sent_by_and_method() -> None:
+    invite = incoming()
+    assert server_key(invite) == ("z9hG4bK-caller-1", "198.51.100.7", 5062, "INVITE")
+    # An ACK counts as the INVITE it acknowledges; a CANCEL is its own transaction.
+    assert server_key(incoming("ACK")) == server_key(invite)
+    assert server_key(incoming("CANCEL")) != server_key(invite)
+    assert cancel_target_key(incoming("CANCEL")) == server_key(invite)
+    # Same branch from another sent-by is another transaction; host case does not matter.
+    assert server_key(incoming(sent_by="198.51.100.8:5062")) != server_key(invite)
+    assert server_key(incoming(sent_by="PHONE.example:5062")) == server_key(
+        incoming(sent_by="phone.example:5062")
+    )
+
+
+def test_server_key_rfc2543_fallback_uses_the_dialog_fields() -> None:
+    old = incoming(branch=None)
+    assert len(server_key(old)) == 6
+    assert server_key(incoming(branch=None)) == server_key(old)  # a retransmission
+    assert server_key(incoming("ACK", branch=None, to_tag="t")) == server_key(old)
+    assert server_key(incoming(branch="1234")) != server_key(old)  # top Via differs
+    assert server_key(incoming(branch=None, cseq_number=8)) != server_key(old)
+    assert server_key(incoming(branch=None, uri="sip:carol@pbx.test")) != server_key(old)
+    assert server_key(incoming(branch=None, call_id="other")) != server_key(old)
+
+
+def test_server_key_needs_via_and_cseq() -> None:
+    with pytest.raises(SipParseError):
+        server_key(parse_request("OPTIONS sip:a@b SIP/2.0\nCSeq: 1 OPTIONS\n\n"))
+    with pytest.raises(SipParseError):
+        server_key(parse_request("OPTIONS sip:a@b SIP/2.0\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\n\n"))
+
+
+# -- routing ------------------------------------------------------------------------------
+def test_new_request_is_unmatched_then_retransmissions_reach_the_transaction() -> None:
+    table = TransactionTable()
+    invite = incoming()
+    assert table.receive_request(invite, UDP, 0.0) == [Unmatched(invite, UDP)]
+    transaction, actions = table.new_server(invite, UDP, 0.0, user_data="call-1")
+    assert isinstance(transaction, ServerInviteTransaction) and actions == []
+    assert transaction.user_data == "call-1" and transaction.flow is UDP
+    ringing = make_response(invite, 180, to_tag="b1")
+    sent = table.respond(transaction, ringing, 0.1)
+    again = table.receive_request(incoming(), UDP, 0.6)
+    assert again == [Send(transaction, ringing, sent[0].data, retransmission=True)]  # type: ignore[union-attr]
+    assert table.match_request(incoming()) is transaction
+    with pytest.raises(ValueError):
+        table.new_server(incoming(), UDP, 0.7)  # the route must not create it twice
+    with pytest.raises(ValueError):
+        table.new_server(incoming("ACK"), UDP, 0.7)
+
+
+def test_ack_for_non_2xx_reaches_the_invite_and_ack_for_2xx_is_unmatched() -> None:
+    table = TransactionTable()
+    rejected, _ = table.new_server(incoming(branch="z9hG4bK-r"), UDP, 0.0)
+    table.respond(rejected, make_response(rejected.request, 486, to_tag="b1"), 0.1)
+    assert table.receive_request(incoming("ACK", branch="z9hG4bK-r", to_tag="b1"), UDP, 0.2) == []
+    assert rejected.state is State.CONFIRMED
+
+    answered, _ = table.new_server(incoming(branch="z9hG4bK-a", call_id="c2"), UDP, 0.0)
+    table.respond(answered, make_response(answered.request, 200, to_tag="b2"), 0.1)
+    # §13.2.2.4: the ACK to a 2xx is a new transaction with its own branch.
+    ack = incoming("ACK", branch="z9hG4bK-ack2xx", call_id="c2", to_tag="b2")
+    assert table.receive_request(ack, UDP, 0.2) == [Unmatched(ack, UDP)]
+
+
+def test_rfc2543_ack_must_carry_our_response_tag() -> None:
+    table = TransactionTable()
+    transaction, _ = table.new_server(incoming(branch=None), UDP, 0.0)
+    table.respond(transaction, make_response(transaction.request, 404, to_tag="ours"), 0.1)
+    stray = incoming("ACK", branch=None, to_tag="someone-else")
+    assert table.receive_request(stray, UDP, 0.2) == [Unmatched(stray, UDP)]
+    assert table.receive_request(incoming("ACK", branch=None, to_tag="ours"), UDP, 0.3) == []
+    assert transaction.state is State.CONFIRMED
+    # And a retransmitted 2543 INVITE reached it too (absorbed in Confirmed).
+    assert table.receive_request(incoming(branch=None), UDP, 0.4) == []
+
+
+def test_cancel_finds_the_invite_server_transaction_and_gets_its_own() -> None:
+    table = TransactionTable(TimerSettings(trying_delay=0))
+    invite_tx, first = table.new_server(incoming(), UDP, 0.0)
+    assert [type(a) for a in first] == [Send]  # proxy mode: 100 Trying at once
+    cancel = incoming("CANCEL")
+    assert table.receive_request(cancel, UDP, 1.0) == [Unmatched(cancel, UDP)]
+    assert table.match_cancel(cancel) is invite_tx
+    cancel_tx, _ = table.new_server(cancel, UDP, 1.0)
+    assert isinstance(cancel_tx, ServerNonInviteTransaction) and cancel_tx is not invite_tx
+    table.respond(cancel_tx, make_response(cancel, 200, to_tag="b1"), 1.0)
+    terminated = table.respond(invite_tx, make_response(invite_tx.request, 487, to_tag="b1"), 1.0)
+    assert [type(a) for a in terminated] == [Send]
+    # The CANCEL of another call (other branch) or from another sent-by matches nothing.
+    assert table.match_cancel(incoming("CANCEL", branch="z9hG4bK-other")) is None
+    assert table.match_cancel(incoming("CANCEL", sent_by="198.51.100.9:5062")) is None
+
+
+def test_responses_route_by_branch_and_method() -> None:
+    table = TransactionTable()
+    invite = outgoing("INVITE")
+    invite_tx, actions = table.new_client(invite, UDP, 0.0, user_data="leg-1")
+    assert isinstance(invite_tx, ClientInviteTransaction)
+    assert actions == [Send(invite_tx, invite, invite.to_bytes())]
+    cancel = make_cancel(invite)
+    cancel_tx, _ = table.new_client(cancel, UDP, 1.0)
+    ok = reply(cancel, 200)
+    assert table.receive_response(ok, UDP, 1.1) == [Deliver(cancel_tx, ok)]
+    terminated = reply(invite, 487)
+    acted = table.receive_response(terminated, UDP, 1.2)
+    assert [(type(a), a.transaction) for a in acted] == [(Send, invite_tx), (Deliver, invite_tx)]
+    assert acted[0].message.headers.get("cseq") == "7 ACK"  # type: ignore[union-attr]
+    stray = reply(outgoing("INVITE"), 200)  # a branch we never used
+    assert table.receive_response(stray, UDP, 1.3) == [Unmatched(stray, UDP)]
+    with pytest.raises(ValueError):
+        table.new_client(invite, UDP, 2.0)  # branch in use
+
+
+def test_terminated_transactions_leave_the_table() -> None:
+    table = TransactionTable()
+    server, _ = table.new_server(incoming("OPTIONS"), TCP, 0.0)
+    client, _ = table.new_client(outgoing("OPTIONS"), TCP, 0.0)
+    assert (table.server_count, table.client_count, len(table)) == (1, 1, 2)
+    assert [type(a) for a in table.respond(server, make_response(server.request, 200), 0.1)] == [
+        Send,
+        Terminated,
+    ]
+    assert table.match_request(incoming("OPTIONS")) is None
+    assert table.terminate(client) == [Terminated(client)]
+    assert len(table) == 0 and table.next_deadline() is None
+    assert table.on_timer(1_000.0) == []
+
+
+def test_transport_error_goes_through_the_table() -> None:
+    table = TransactionTable()
+    client, _ = table.new_client(outgoing("INVITE"), TCP, 0.0)
+    assert table.transport_error(client, 0.1) == [TransportError(client), Terminated(client)]
+    assert len(table) == 0 and table.next_deadline() is None
+
+
+# -- bound ----------------------------------------------------------------------------------
+def test_table_refuses_servers_past_the_bound_but_keeps_room_for_clients() -> None:
+    table = TransactionTable(max_transactions=10, client_reserve=2)
+    servers = [
+        table.new_server(incoming("OPTIONS", branch=f"z9hG4bK-{n}"), UDP, 0.0)[0] for n in range(8)
+    ]
+    with pytest.raises(TransactionTableFull) as refused:
+        table.new_server(incoming("OPTIONS", branch="z9hG4bK-9"), UDP, 0.0)
+    assert (refused.value.status, refused.value.reason) == (503, "Service Unavailable")
+    # Calls already admitted can still be forwarded: the reserve is for client transactions.
+    table.new_client(outgoing("OPTIONS"), UDP, 1.0)
+    table.new_client(outgoing("OPTIONS"), UDP, 1.0)
+    with pytest.raises(TransactionTableFull):
+        table.new_client(outgoing("OPTIONS"), UDP, 1.0)
+    assert table.refused == 2 and len(table) == 10
+    # A finished transaction frees its slot (timer J on UDP; the clients' F runs to 33 s).
+    table.respond(servers[0], make_response(servers[0].request, 200), 0.0)
+    drain(table, until=32.0)
+    assert len(table) == 9
+    with pytest.raises(TransactionTableFull):  # client transactions count against servers too
+        table.new_server(incoming("OPTIONS", branch="z9hG4bK-9"), UDP, 32.0)
+    drain(table, until=40.0)
+    assert (table.server_count, table.client_count) == (7, 0)
+    table.new_server(incoming("OPTIONS", branch="z9hG4bK-9"), UDP, 40.0)
+    assert table.refused == 3
+
+
+def test_table_bound_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        TransactionTable(max_transactions=0)
+    with pytest.raises(ValueError):
+        TransactionTable(max_transactions=4, client_reserve=4)
+
+
+# -- the timer heap ---------------------------------------------------------------------------
+def test_table_fires_every_transactions_timers_in_order() -> None:
+    table = TransactionTable()
+    first, _ = table.new_client(outgoing("INVITE"), UDP, 0.0)
+    second, _ = table.new_client(outgoing("OPTIONS"), UDP, 0.25)
+    assert table.next_deadline() == 0.5
+    fired = drain(table, until=3_600.0)
+    times = [at for at, _ in fired]
+    assert times == sorted(times)
+    timeouts = [(at, a.transaction, a.timer) for at, a in fired if isinstance(a, Timeout)]
+    assert timeouts == [(32.0, first, "B"), (32.25, second, "F")]
+    assert len(table) == 0 and table.next_deadline() is None
+
+
+def test_heap_deadline_stays_correct_through_many_adds_and_removes() -> None:
+    rng = random.Random(3261)
+    table = TransactionTable(max_transactions=100_000)
+    live = []
+    now = 0.0
+    for step in range(4_000):
+        now += rng.random() * 0.01
+        roll = rng.random()
+        flow = UDP if rng.random() < 0.7 else TCP
+        if roll < 0.45 or not live:
+            if rng.random() < 0.5:
+                transaction, _ = table.new_client(
+                    outgoing(rng.choice(["INVITE", "BYE"])), flow, now
+                )
+            else:
+                req = incoming(rng.choice(["INVITE", "REGISTER"]), branch=f"z9hG4bK-{step}")
+                transaction, _ = table.new_server(req, flow, now)
+            live.append(transaction)
+        elif roll < 0.75:
+            transaction = live[rng.randrange(len(live))]
+            if isinstance(transaction, ClientInviteTransaction):
+                table.receive_response(
+                    reply(transaction.request, rng.choice([180, 200, 486])), flow, now
+                )
+            elif not transaction.is_client:
+                status = rng.choice([100, 180, 200, 404]) if transaction.method == "INVITE" else 200
+                table.respond(
+                    transaction, make_response(transaction.request, status, to_tag="t"), now
+                )  # type: ignore[arg-type]
+            else:
+                table.receive_response(reply(transaction.request, 200), flow, now)
+        elif roll < 0.85:
+            table.terminate(live[rng.randrange(len(live))])
+        else:
+            table.on_timer(now)
+        if step % 97 == 0:
+            live = [t for t in live if not t.terminated]
+            deadlines = [d for t in live if (d := t.next_deadline()) is not None]
+            assert table.next_deadline() == (min(deadlines) if deadlines else None)
+            assert len(table) == len(live)
+            assert len(table._heap) <= 2 * len(table) + 1_025  # stale entries get compacted
+    drain(table, until=now + 3_600.0)
+    live = [t for t in live if not t.terminated]
+    # What is left waits on its TU (a server not yet answered, an INVITE that got a 1xx).
+    assert table.next_deadline() is None and len(table) == len(live) > 0
+    assert all(t.next_deadline() is None and not t.terminated for t in live)
+    waiting = {(t.is_client, t.state) for t in live}
+    assert waiting <= {(False, State.PROCEEDING), (False, State.TRYING), (True, State.PROCEEDING)}
+
+
+def test_ten_thousand_transactions_run_their_timers_on_a_fake_clock() -> None:
+    table = TransactionTable(max_transactions=20_000)
+    created = []
+    for n in range(10_000):
+        headers = Headers(
+            [("Via", f"SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK-{n}"), ("CSeq", f"{n} OPTIONS")]
+        )
+        request = Request("OPTIONS", parse_uri("sip:192.0.2.20"), headers)
+        created.append(table.new_client(request, TCP, n * 0.001)[0])
+    # The TU gives up on every third one; every fourth hears a 100 (F keeps running).
+    for transaction in created[::3]:
+        table.terminate(transaction)
+    for transaction in created[::4]:
+        table.receive_response(reply(transaction.request, 100, to_tag=None), TCP, 1.0)
+    fired = drain(table, until=3_600.0)
+    survivors = [t for n, t in enumerate(created) if n % 3]
+    timeouts = [(at, action.transaction) for at, action in fired if isinstance(action, Timeout)]
+    assert timeouts == [(32.0 + n * 0.001, t) for n, t in enumerate(created) if n % 3]
+    assert sum(isinstance(action, Terminated) for _, action in fired) == len(survivors)
+    assert len(table) == 0 and table.next_deadline() is None
