@@ -177,8 +177,18 @@ class AdminApi:
     async def list_dids(self) -> list[DidRow]:
         return await self._store.list_dids()
 
+    def _canonical_number(self, number: str) -> str:
+        """The DID's canonical form under this PBX's dialplan (the CLI uses the same)."""
+        dialplan = self._pbx.settings.dialplan
+        return normalise_number(
+            number,
+            national_prefix=dialplan.national_prefix,
+            country_code=dialplan.country_code,
+            international_prefix=dialplan.international_prefix,
+        )
+
     async def add_did(self, number: str, username: str) -> DidRow:
-        canonical = normalise_number(number)
+        canonical = self._canonical_number(number)
         if await self._store.get_user(username) is None:
             raise ValueError(f"no user {username!r}")
         try:
@@ -191,7 +201,7 @@ class AdminApi:
         return DidRow(canonical, username)
 
     async def delete_did(self, number: str) -> None:
-        if not await self._store.delete_did(normalise_number(number)):
+        if not await self._store.delete_did(self._canonical_number(number)):
             raise ValueError(f"no DID {number!r}")
         await self._pbx.reload_carriers()
 

@@ -310,7 +310,8 @@ class _BanWriter:
     def ban_saved(self, ban) -> None:  # noqa: ANN001
         from core.store import BanRow, UpsertBan
 
-        self.store.submit(UpsertBan(BanRow(ban.ip, ban.until, ban.reason, ban.count, time.time())))
+        until = None if ban.permanent else ban.until_wall
+        self.store.submit(UpsertBan(BanRow(ban.ip, until, ban.reason, ban.count, time.time())))
 
     def ban_removed(self, ip: str) -> None:
         from core.store import DeleteBan

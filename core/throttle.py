@@ -71,8 +71,8 @@ class ReportThrottle:
         *,
         user: str = "",
         user_agent: str = "",
-        count: int = 1,
     ) -> None:
+        """One more occurrence of `action` from `source`: published now, or summed for later."""
         key = (action, source)
         state = self._pending.get(key)
         if state is None:
@@ -80,13 +80,13 @@ class ReportThrottle:
                 self._evict_oldest()
             state = self._pending[key] = _Pending(now + self.interval)
         elif now < state.next_at:
-            state.count += count
+            state.count += 1
             state.detail, state.user, state.user_agent = detail, user, user_agent
             return
         else:
             state.next_at = now + self.interval
             self._pending.move_to_end(key)
-        total = state.count + count
+        total = state.count + 1
         state.count = 0
         self._emit(action, source, now, total, detail, user, user_agent)
 

@@ -9,7 +9,6 @@ kept as a slow bcrypt hash.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import secrets
 import time
@@ -17,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 
 import bcrypt
+
+from core.sip import digest
 
 OUTBOUND_POLICIES: tuple[str, ...] = ("none", "local", "national", "international")
 """What a user may dial through a carrier, widest last. 'none' is the default: toll fraud
@@ -133,13 +134,11 @@ def generate_password() -> str:
 
 
 def compute_ha1(username: str, realm: str, password: str, algorithm: str = "MD5") -> str:
-    """HA1 = H(username:realm:password) as hex (RFC 7616 §3.4.2), for MD5 or SHA-256."""
-    material = f"{username}:{realm}:{password}".encode()
-    if algorithm.upper() == "SHA-256":
-        return hashlib.sha256(material).hexdigest()
-    if algorithm.upper() == "MD5":
-        return hashlib.md5(material, usedforsecurity=False).hexdigest()
-    raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    """HA1 = H(username:realm:password) as hex (RFC 7616 §3.4.2), for MD5 or SHA-256: the two
+    hashes the users table stores. The maths is core.sip.digest's, shared with the verifier."""
+    if algorithm.upper() not in ("MD5", "SHA-256"):
+        raise ValueError(f"unsupported digest algorithm {algorithm!r}")
+    return digest.ha1(username, realm, password, algorithm.upper())
 
 
 def make_user(

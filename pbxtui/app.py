@@ -21,6 +21,7 @@ from typing import ClassVar
 from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from core.pbx import Pbx, StartError
@@ -121,15 +122,19 @@ class PbxApp(App[None]):
             return
         stats = self.state.stats
         with self.batch_update():
-            if stats is not None:
-                pane.query_one(StatusStrip).update_figures(
-                    self.state.rates.rate,
-                    self.state.rates.history,
-                    stats.contacts,
-                    stats.calls_up,
-                    stats.bans,
-                )
-            pane.refresh_view()
+            try:
+                if stats is not None:
+                    pane.query_one(StatusStrip).update_figures(
+                        self.state.rates.rate,
+                        self.state.rates.history,
+                        stats.contacts,
+                        stats.calls_up,
+                        stats.bans,
+                    )
+                pane.refresh_view()
+            except NoMatches:
+                # A pane that is still composing its widgets is drawn on the next tick.
+                return
 
     # -- the lock -------------------------------------------------------------------------
     async def on_event(self, event: events.Event) -> None:

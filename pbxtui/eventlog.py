@@ -32,9 +32,13 @@ class EventLogger:
         self.security_logger = logger.getChild("security")
 
     def __call__(self, event: Event) -> None:
-        if isinstance(event, SecurityEvent | SourceBanned | SourceUnbanned):
-            self.security_logger.warning(format_log_line(event))
+        if isinstance(event, SecurityEvent):
+            line = format_log_line(event)
+            if line is not None:
+                self.security_logger.warning(line)
             return
+        if isinstance(event, SourceBanned | SourceUnbanned):
+            return  # each ban and unban also comes as a SecurityEvent, logged above
         line = describe(event)
         if line is None:
             return

@@ -1,0 +1,134 @@
+"""name-addr and addr-spec: From, To, Contact, Route (RFC 3261 §20.10, §25.1)."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.sip import NameAddr, SipParseError, SipUri, TelUri, parse_contacts, parse_name_addr
+
+
+@pytest.mark.parametrize(
+    ("text", "display", "uri", "params"),
+    [
+        ('"Alice" <sip:alice@example.com>;tag=1928', "Alice", SipUri(user="alice", host="example.com"), {"tag": "1928"}),
+        ("<sip:alice@example.com>", None, SipUri(user="alice", host="example.com"), {}),
+        ("Alice Smith <sip:a@x>", "Alice Smith", SipUri(user="a", host="x"), {}),
+        ("caller<sip:caller@example.com>;tag=323", "caller", SipUri(user="caller", host="example.com"), {"tag": "323"}),
+        ('""<sip:a@x>', "", SipUri(user="a", host="x"), {}),
+        ('"Dave \\\\ the \\"Q\\"" <sip:d@x>', 'Dave \\ the "Q"', SipUri(user="d", host="x"), {}),
+        ('"<sip:evil@x>, \\"y\\"" <sip:real@x>', '<sip:evil@x>, "y"', SipUri(user="real", host="x"), {}),
+        ('"Jürgen Müller" <sip:jm@x>', "Jürgen Müller", SipUri(user="jm", host="x"), {}),
+        ("< sip:a@x > ; tag = 9 ", None, SipUri(user="a", host="x"), {"tag": "9"}),
+        ("<tel:+15551230001>", None, TelUri("+15551230001"), {}),
+        # URI params inside the brackets, header params outside.
+        (
+            "<sip:a@x;transport=tcp>;expires=60",
+            None,
+            SipUri(user="a", host="x", params={"transport": "tcp"}),
+            {"expires": "60"},
+        ),
+        # addr-spec: every ';' parameter belongs to the header, not the URI (§20).
+        ("sip:alice@example.com;tag=1928", None, SipUri(user="alice", host="example.com"), {"tag": "1928"}),
+        (" sip:a@x ", None, SipUri(user="a", host="x"), {}),
+        # addr-spec whose quoted parameter value holds '<': not a display name.
+        (
+            'sip:a@192.0.2.1;+sip.instance="<urn:uuid:1>";reg-id=1',
+            None,
+            SipUri(user="a", host="192.0.2.1"),
+            {"+sip.instance": '"<urn:uuid:1>"', "reg-id": "1"},
+        ),
+        (
+            '<sip:a@x>;+sip.instance="<urn:uuid:2>";methods="INVITE, BYE"',
+            None,
+            SipUri(user="a", host="x"),
+            {"+sip.instance": '"<urn:uuid:2>"', "methods": '"INVITE, BYE"'},
+        ),
+    ],
+)
+def test_parse_name_addr(
+    text: str, display: str | None, uri: SipUri | TelUri, params: dict[str, str | None]
+) -> None:
+    address = parse_name_addr(text)
+    assert address.display_name == display
+    assert address.uri == uri
+    assert address.params == params
+    assert str(address) == text.strip()  # printed back as received
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "Empty address"),
+        ("   ", "Empty address"),
+        ('"Mr. J. User <sip:j.user@example.com>', "Unterminated quoted string"),
+        ('"Alice" sip:alice@example.com', "Bad name-addr"),
+        ("<sip:alice@example.com", "Missing '>' in address"),
+        ("<sip:a@x> tag=1", "Bad address parameters"),
+        ("<sip:a@x>;;tag=1", "Empty parameter"),
+        ("<>", "Bad URI"),
+        ("<sip:a@bad host>", "Bad SIP URI"),
+        ("sip:user@example.com?Route=%3Csip:sip.example.com%3E", "Bad addr-spec"),
+        ("sip:a@x, sip:b@x", "Bad addr-spec"),
+        ("Alice", "Bad URI"),
+    ],
+)
+def test_malformed_addresses(text: str, reason: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_name_addr(text)
+    assert (caught.value.status, caught.value.reason) == (400, reason)
+
+
+def test_tag_param_and_with_params() -> None:
+    address = parse_name_addr('"Bob" <sip:bob@x>;TAG=abc;Q=0.5')
+    assert address.tag == "abc" and address.param("q") == "0.5" and address.param("Q") == "0.5"
+    tagged = parse_name_addr("sip:bob@x").with_params(tag="t1")
+    assert tagged.tag == "t1" and str(tagged) == "<sip:bob@x>;tag=t1"
+    named = parse_name_addr('"Bob \\"B\\"" <sip:bob@x>').with_params(tag="t2")
+    assert str(named) == '"Bob \\"B\\"" <sip:bob@x>;tag=t2'
+    assert parse_name_addr(str(named)) == named
+
+
+def test_printing_from_parts() -> None:
+    address = NameAddr(SipUri(user="a", host="x"), "A \\ B", {"expires": "60", "ob": None})
+    assert str(address) == '"A \\\\ B" <sip:a@x>;expires=60;ob'
+    assert str(NameAddr(TelUri("+1555"))) == "<tel:+1555>"
+
+
+@pytest.mark.parametrize(
+    ("text", "expires"),
+    [
+        ("<sip:a@x>", None),
+        ("<sip:a@x>;expires=3600", 3600),
+        ("<sip:a@x>;expires=0", 0),
+        ("<sip:a@x>;expires=007", 7),
+        ("<sip:a@x>;expires=4294967296", 2**32 - 1),
+        ("<sip:a@x>;expires=" + "9" * 5000, 2**32 - 1),
+    ],
+)
+def test_contact_expires(text: str, expires: int | None) -> None:
+    assert parse_name_addr(text).expires == expires
+
+
+@pytest.mark.parametrize("value", ["", "-1", "60s", "\u00b2", "1.5"])
+def test_bad_contact_expires(value: str) -> None:
+    with pytest.raises(SipParseError, match="Bad Contact expires"):
+        parse_name_addr(f"<sip:a@x>;expires={value}").expires  # noqa: B018
+
+
+def test_equality_and_hash() -> None:
+    first = parse_name_addr('"A" <sip:a@x>;tag=1;q=1')
+    second = parse_name_addr('"A"<sip:a@x> ;q=1;tag=1')
+    assert first == second and hash(first) == hash(second)
+    assert len({first, second}) == 1
+
+
+def test_parse_contacts() -> None:
+    assert parse_contacts(["*"]) is None
+    assert parse_contacts([" * "]) is None
+    assert parse_contacts([]) == []
+    contacts = parse_contacts(["<sip:a@x>;expires=60", "sip:b@y"])
+    assert contacts is not None and [c.uri.user for c in contacts] == ["a", "b"]
+    with pytest.raises(SipParseError, match="Contact '\\*' mixed with addresses"):
+        parse_contacts(["*", "<sip:a@x>"])
+    with pytest.raises(SipParseError, match="Bad addr-spec"):
+        parse_contacts(["sip:a@x?Route=y"])

@@ -1,0 +1,251 @@
+"""Via, CSeq, Max-Forwards, Expires, Content-Length and auth header values."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.sip import AuthParams, CSeq, SipParseError, Via, format_auth, parse_auth, parse_via
+from core.sip.fields import (
+    is_token,
+    parse_content_length,
+    parse_cseq,
+    parse_delta_seconds,
+    parse_expires,
+    parse_max_forwards,
+    read_quoted,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "transport", "host", "port", "params"),
+    [
+        ("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds", "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK776asdhds"}),
+        ("SIP/2.0/tcp pc33.example.com", "TCP", "pc33.example.com", None, {}),
+        ("SIP/2.0/TLS [2001:db8::9:1]:5061;branch=z9hG4bK1", "TLS", "2001:db8::9:1", 5061, {"branch": "z9hG4bK1"}),
+        # RFC 4475 §3.1.1.1: LWS around every SLASH, and folded lines already joined.
+        ("SIP  /   2.0 /UDP 192.0.2.2;rport;branch=390skdjuw", "UDP", "192.0.2.2", None, {"rport": None, "branch": "390skdjuw"}),
+        ("SIP/2.0/UDP\thost.example.com;branch=z9hG4bKtab", "UDP", "host.example.com", None, {"branch": "z9hG4bKtab"}),
+        ("  SIP / 2.0 / TCP  spindle.example.com   ;  branch  =  z9hG4bK9ikj8  ", "TCP", "spindle.example.com", None, {"branch": "z9hG4bK9ikj8"}),
+        # sent-by = host [ COLON port ], COLON = SWS ":" SWS
+        ("SIP/2.0/UDP 192.0.2.1 : 5060;branch=z9hG4bKc", "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bKc"}),
+        ("SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws;rport", "WSS", "df7jal23ls0d.invalid", None, {"branch": "z9hG4bKws", "rport": None}),
+    ],
+)
+def test_parse_via(
+    text: str, transport: str, host: str, port: int | None, params: dict[str, str | None]
+) -> None:
+    via = parse_via(text)
+    assert (via.transport, via.host, via.port, via.params) == (transport, host, port, params)
+    assert via.sent_by == (host, port)
+    assert parse_via(str(via)) == via
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "Bad Via"),
+        ("SIP/2.0/UDP", "Bad Via"),
+        ("SIP/2.0 192.0.2.1", "Bad Via"),
+        ("HTTP/1.1/TCP 192.0.2.1", "Bad Via"),
+        ("SIP/2.0/U<P 192.0.2.1", "Bad Via"),
+        ("SIP/2.0/UDP;branch=x", "Bad Via"),
+        ("SIP/2.0/UDP 192.0.2.15;;,", "Empty parameter"),
+        ("SIP/2.0/UDP bad host", "Bad host"),
+        ("SIP/2.0/UDP host:99999", "Bad port"),
+        ("SIP/2.0/UDP host:5\u00b2", "Bad port"),
+        ("SIP/2.0/UDP [::1", "Bad IPv6 reference"),
+    ],
+)
+def test_malformed_via(text: str, reason: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_via(text)
+    assert (caught.value.status, caught.value.reason) == (400, reason)
+
+
+def test_via_params() -> None:
+    via = parse_via(
+        "SIP/2.0/UDP 192.0.2.1;BRANCH=z9hG4bKabc;rport=5070;received=203.0.113.9;maddr=239.1.1.1;ttl=16"
+    )
+    assert via.branch == "z9hG4bKabc" and via.is_rfc3261_branch
+    assert (via.rport, via.wants_rport, via.received, via.maddr, via.ttl) == (
+        5070,
+        True,
+        "203.0.113.9",
+        "239.1.1.1",
+        16,
+    )
+    asked = parse_via("SIP/2.0/UDP h;rport;branch=1234")
+    assert asked.wants_rport and asked.rport is None and not asked.is_rfc3261_branch
+    for odd in ("rport=0", "rport=70000", "rport=\u00b2", "rport=x", "ttl=256", "ttl=\u00b2"):
+        weird = parse_via(f"SIP/2.0/UDP h;{odd}")
+        assert weird.rport is None and weird.ttl is None
+    plain = parse_via("SIP/2.0/UDP h")
+    assert (plain.branch, plain.received, plain.rport, plain.wants_rport, plain.ttl) == (
+        None,
+        None,
+        None,
+        False,
+        None,
+    )
+
+
+def test_via_with_params_and_printing() -> None:
+    via = parse_via("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport")
+    filled = via.with_params(received="2001:db8::9", rport="5062")
+    assert str(filled) == "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport=5062;received=2001:db8::9"
+    assert via.params == {"branch": "z9hG4bK1", "rport": None}  # unchanged
+    assert hash(via) == hash(parse_via("SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bK1"))
+    assert str(Via("TCP", "h", 5060, {"alias": None})) == "SIP/2.0/TCP h:5060;alias"
+
+
+@pytest.mark.parametrize(
+    ("text", "number", "method"),
+    [
+        ("1 REGISTER", 1, "REGISTER"),
+        ("  4711   INVITE ", 4711, "INVITE"),
+        ("0009 INVITE", 9, "INVITE"),
+        ("0 ACK", 0, "ACK"),
+        ("4294967295 BYE", 2**32 - 1, "BYE"),  # 32-bit unsigned (§20.16)
+        ("1 !odd-Method0123456789_*+`.%~'", 1, "!odd-Method0123456789_*+`.%~'"),
+    ],
+)
+def test_parse_cseq(text: str, number: int, method: str) -> None:
+    cseq = parse_cseq(text)
+    assert cseq == CSeq(number, method)
+    assert str(cseq) == f"{number} {method}"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "Bad CSeq"),
+        ("1", "Bad CSeq"),
+        ("1 INVITE extra", "Bad CSeq"),
+        ("INVITE 1", "Bad CSeq number"),
+        ("-1 INVITE", "Bad CSeq number"),
+        ("4294967296 INVITE", "Bad CSeq number"),
+        ("36893488147419103232 INVITE", "Bad CSeq number"),  # RFC 4475 §3.1.2.4
+        ("1" * 5000 + " INVITE", "Bad CSeq number"),
+        ("1\u00b2 INVITE", "Bad CSeq number"),
+        ("\u0661 INVITE", "Bad CSeq number"),  # Arabic-Indic one
+        ("1 INV<ITE", "Bad CSeq method"),
+    ],
+)
+def test_malformed_cseq(text: str, reason: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_cseq(text)
+    assert caught.value.reason == reason
+
+
+def test_max_forwards() -> None:
+    assert [parse_max_forwards(text) for text in ("70", " 0 ", "0068", "255", "000")] == [
+        70,
+        0,
+        68,
+        255,
+        0,
+    ]
+    for bad in ("", "256", "300", "-1", "7\u00b2", "seventy", "1" * 5000):
+        with pytest.raises(SipParseError, match="Bad Max-Forwards"):
+            parse_max_forwards(bad)
+
+
+def test_expires() -> None:
+    assert parse_expires(" 3600 ") == 3600
+    assert parse_expires("0") == 0
+    assert parse_expires("4294967295") == 2**32 - 1
+    assert parse_expires("4294967296") == 2**32 - 1  # §20.19: larger means the maximum
+    assert parse_expires("0" * 50 + "60") == 60
+    assert parse_expires("1" * 5000) == 2**32 - 1  # past int()'s 4,300-digit limit
+    for bad in ("", "-1", "1h", "\u00b2", "Thu, 01 Dec 1994 16:00:00 GMT"):
+        with pytest.raises(SipParseError, match="Bad Expires"):
+            parse_expires(bad)
+    with pytest.raises(SipParseError, match="Bad thing"):
+        parse_delta_seconds("x", "Bad thing")
+
+
+def test_content_length() -> None:
+    assert parse_content_length(" 0 ") == 0
+    assert parse_content_length("00042") == 42
+    assert parse_content_length("999999999") == 999_999_999
+    for bad in ("", "-1", "1e3", "\u00b2", "1000000000", "1" * 5000):
+        with pytest.raises(SipParseError, match="Bad Content-Length"):
+            parse_content_length(bad)
+
+
+def test_parse_auth_digest_response() -> None:
+    auth = parse_auth(
+        'Digest username="1001", realm="pbx.example.com", nonce="abc", '
+        'uri="sip:pbx.example.com", response="6629fae49393a05397450978507c4ef1", '
+        "algorithm=MD5, cnonce=\"0a4f113b\", nc=00000001, qop=auth, opaque=\"5ccc\""
+    )
+    assert auth.scheme == "Digest"
+    assert auth.params == {
+        "username": "1001",
+        "realm": "pbx.example.com",
+        "nonce": "abc",
+        "uri": "sip:pbx.example.com",
+        "response": "6629fae49393a05397450978507c4ef1",
+        "algorithm": "MD5",
+        "cnonce": "0a4f113b",
+        "nc": "00000001",
+        "qop": "auth",
+        "opaque": "5ccc",
+    }
+    assert auth.get("USERNAME") == "1001" and auth.get("missing") is None
+
+
+def test_parse_auth_spacing_escapes_and_odd_schemes() -> None:
+    compact = parse_auth('Digest username="4004",realm="x",qop=auth,nc=00000001')
+    assert compact.params == {"username": "4004", "realm": "x", "qop": "auth", "nc": "00000001"}
+    spaced = parse_auth('  Digest\tusername = "a" ,  realm=  "x"  ,, qop="auth,auth-int"')
+    assert spaced.params == {"username": "a", "realm": "x", "qop": "auth,auth-int"}
+    escaped = parse_auth('Digest username="a\\"b\\\\c", realm="r"')
+    assert escaped.get("username") == 'a"b\\c'
+    assert parse_auth("Digest").params == {}
+    other = parse_auth("NoOneKnowsThisScheme opaque-data=here")
+    assert other.scheme == "NoOneKnowsThisScheme" and other.get("opaque-data") == "here"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "Bad authentication header"),
+        ('"Digest" realm=x', "Bad authentication header"),
+        ("Digest realm", "Bad authentication parameter"),
+        ('Digest realm="unterminated', "Unterminated quoted string"),
+        ('Digest ="x"', "Bad authentication parameter"),
+        ("Digest realm=a, realm=b", "Repeated authentication parameter"),
+        ("Digest REALM=a, realm=b", "Repeated authentication parameter"),
+    ],
+)
+def test_malformed_auth(text: str, reason: str) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_auth(text)
+    assert caught.value.reason == reason
+
+
+def test_format_auth_round_trips_through_parse_auth() -> None:
+    text = format_auth(
+        "Digest",
+        [
+            ("realm", 'pbx "main" \\ office', True),
+            ("nonce", "n1", True),
+            ("algorithm", "SHA-256", False),
+            ("qop", "auth", True),
+        ],
+    )
+    assert text == 'Digest realm="pbx \\"main\\" \\\\ office", nonce="n1", algorithm=SHA-256, qop="auth"'
+    assert parse_auth(text) == AuthParams(
+        "Digest",
+        {"realm": 'pbx "main" \\ office', "nonce": "n1", "algorithm": "SHA-256", "qop": "auth"},
+    )
+    assert hash(parse_auth(text)) == hash(parse_auth(text))
+
+
+def test_small_helpers() -> None:
+    assert is_token("INVITE") and is_token("!odd-Method_*+`.%~'")
+    assert not is_token("") and not is_token("IN VITE") and not is_token("INVITE\n")
+    assert read_quoted('x "a\\"b" y', 2) == ('a"b', 8)
+    with pytest.raises(SipParseError, match="Unterminated quoted string"):
+        read_quoted('"abc', 0)
