@@ -238,3 +238,65 @@ def ramp(
 
 def workdir() -> Path:
     return Path(tempfile.mkdtemp(prefix="pbxtui-bench-"))
+
+
+# -- helpers for bench/flood ---------------------------------------------------------------
+
+
+def udp_socket_drops(port: int) -> int:
+    """Datagrams the kernel dropped for the UDP socket bound to `port` (its receive buffer
+    was full): the last column of /proc/net/udp and /proc/net/udp6."""
+    wanted = f":{port:04X}"
+    drops = 0
+    for table in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[1].endswith(wanted):
+                drops += int(fields[-1])
+    return drops
+
+
+def sipp_args(
+    server: Server,
+    scenario: str,
+    rate: int,
+    calls: int,
+    *,
+    local_ip: str,
+    timeout: float,
+    inf: Path | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """A bounded SIPp command line against `server` (the same options as `run_step`)."""
+    return [
+        need_sipp(), f"127.0.0.1:{server.port}", "-sf", str(SCENARIOS / scenario),
+        "-t", "u1", "-i", local_ip, "-m", str(calls), "-r", str(rate), "-rp", "1000",
+        "-key", "domain", DOMAIN, "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
+        "-max_socket", "1000", "-l", str(max(1000, rate * 5)),
+        *(["-inf", str(inf)] if inf else []),
+        *(extra or []),
+    ]
+
+
+def sipp_counts(stdout: str) -> tuple[int, int, int]:
+    """(calls created, successful, failed) from SIPp's final statistics screen."""
+    return _stat(stdout, "Total Calls created"), _stat(stdout, "Successful call"), _stat(
+        stdout, "Failed call"
+    )
+
+
+def response_times_ms(rtt_csv_dir: Path) -> list[float]:
+    """Every response time SIPp's `-trace_rtt` wrote into `rtt_csv_dir` (`*_rtt.csv`), in ms."""
+    times: list[float] = []
+    for path in rtt_csv_dir.glob("*_rtt.csv"):
+        header, *rows = path.read_text().splitlines() or [""]
+        column = header.split(";").index("response_time_ms")
+        for row in rows:
+            fields = row.split(";")
+            if len(fields) > column:
+                times.append(float(fields[column]))
+    return times

@@ -69,7 +69,16 @@ class BanSink(Protocol):
 class BanList:
     """Active bans, bounded by `max_bans`; `until_by_ip` is the fast-path lookup."""
 
-    __slots__ = ("_bans", "_bus", "_heap", "_wall_clock", "max_bans", "sink", "until_by_ip")
+    __slots__ = (
+        "_bans",
+        "_bus",
+        "_heap",
+        "_saved_until_by_ip",
+        "_wall_clock",
+        "max_bans",
+        "sink",
+        "until_by_ip",
+    )
 
     def __init__(
         self,
@@ -88,6 +97,9 @@ class BanList:
         self._heap: list[tuple[float, str]] = []  # (until, ip); stale entries skipped lazily
         self._bus = bus
         self._wall_clock = wall_clock
+        # The store's bans as last read (ip → until_wall), so `sync` can tell another
+        # process's edits from rows this table wrote itself.
+        self._saved_until_by_ip: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._bans)
@@ -201,8 +213,61 @@ class BanList:
                 count=saved.count,
             )
             self._store(ban)
+            self._saved_until_by_ip[ban.ip] = until_wall
             restored += 1
         return restored
+
+    def sync(
+        self, saved: Iterable[SavedBan], now: float, skip: Callable[[str], bool]
+    ) -> tuple[list[Ban], list[str], list[str]]:
+        """Apply what another process (the CLI) changed in the store since the last look.
+
+        `saved` is every ban the store holds now. A row that is new or changed since the last
+        `restore`/`sync` is put in force, unless this table already holds the same ban (it
+        wrote the row itself); a row that has gone since then is lifted. A ban made here that
+        the writer has not committed yet is in neither list, so it is left alone. A row for
+        an address `skip` says is exempt is deleted, as at `restore`. Bans and unbans are
+        published like an admin's. Returns (bans put in force, addresses lifted, refused).
+        """
+        wall_now = self._wall_clock()
+        previous = self._saved_until_by_ip
+        current: dict[str, float] = {}
+        added: list[Ban] = []
+        refused: list[str] = []
+        for row in saved:
+            until_wall = math.inf if row.until is None else row.until
+            current[row.ip] = until_wall
+            if previous.get(row.ip) == until_wall:
+                continue  # unchanged since the last look
+            held = self._bans.get(row.ip)
+            if held is not None and held.until_wall == until_wall:
+                continue  # our own ban, written back by the sink
+            remaining = until_wall - wall_now
+            if remaining <= 0:
+                continue
+            if skip(row.ip):
+                refused.append(row.ip)
+                del current[row.ip]
+                if self.sink is not None:
+                    self.sink.ban_removed(row.ip)
+                continue
+            if row.ip not in self._bans and len(self._bans) >= self.max_bans:
+                self._make_room(now)
+            ban = Ban(row.ip, now + remaining, until_wall, row.reason, row.count)
+            self._store(ban)
+            added.append(ban)
+            publish = self._bus.publish
+            publish(SourceBanned(ip=ban.ip, until=until_wall, reason=ban.reason, count=ban.count))
+            publish(SecurityEvent(action="banned", source=ban.ip, detail=f"admin: {ban.reason}"))
+        lifted: list[str] = []
+        for ip, until_wall in previous.items():
+            held = self._bans.get(ip)
+            if ip in current or held is None or held.until_wall != until_wall:
+                continue  # still saved, already gone, or re-banned here since
+            self.remove(ip, "expired" if held.until <= now else "admin")
+            lifted.append(ip)
+        self._saved_until_by_ip = current
+        return added, lifted, refused
 
     def _store(self, ban: Ban) -> None:
         self._bans[ban.ip] = ban

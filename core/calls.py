@@ -26,7 +26,6 @@ from typing import Protocol
 
 from core.events import CallEvent, EventBus
 from core.flow import Flow
-from core.sip.uri import Uri
 
 TRYING = "trying"
 RINGING = "ringing"
@@ -52,21 +51,21 @@ class Call:
     status: int = 0
     reason: str = ""
     # -- the dialog, as the proxy learns it --------------------------------------------------
+    # Header values are kept as received and parsed only if the proxy ever hangs up itself:
+    # nearly every call ends with a BYE of its own, so parsing them up front is wasted work.
     caller_flow: Flow | None = None  # how to reach the caller: its source address / connection
     caller_tag: str = ""
     caller_from: str = ""  # the caller's From header value (with its tag)
-    caller_contact: Uri | None = None
+    caller_contact: str = ""  # the INVITE's Contact header value
     caller_cseq: int = 0  # the highest CSeq the caller used in this dialog
     callee_tag: str = ""  # the To tag of the 2xx that answered
     callee_to: str = ""  # the To header value of that 2xx (with the callee's tag)
-    callee_contact: Uri | None = None
+    callee_contact: str = ""  # the 2xx's Contact header value
     callee_cseq: int = 0  # the highest CSeq the callee used (0: it sent no request yet)
     # The branch each callee tag answered from: a forked INVITE can create several (early)
     # dialogs, and requests for each must reach the phone that created it.
     callee_flows: dict[str, Flow] = field(default_factory=dict)
-    # The Record-Route entries beyond ours, per direction, as Route values (RFC 3261 §12.1).
-    route_to_caller: tuple[str, ...] = ()
-    route_to_callee: tuple[str, ...] = ()
+    record_route: tuple[str, ...] = ()  # the 2xx's Record-Route values, ours among them
 
     @property
     def source_text(self) -> str:

@@ -87,6 +87,8 @@ class ResponseContext:
     best_status: int = 0
     best_response: Response | None = None  # a branch's answer in relayed form; None if ours
     best_reason: str = ""
+    # (Call-ID, From tag, CSeq) of an INVITE whose 2xx went up: the ACK that will end it.
+    ack_key: tuple[str, str, int] | None = None
 
     @property
     def is_invite(self) -> bool:

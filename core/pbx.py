@@ -20,6 +20,7 @@ from core.accounting import CdrWriter
 from core.admin import AdminApi
 from core.auth import DigestAuthenticator
 from core.calls import CallInfo, CallTable
+from core.dnssrv import SrvResolver
 from core.events import EventBus, ServerEvent
 from core.identity import ServerIdentity
 from core.location import LocationService
@@ -31,6 +32,7 @@ from core.security import Security
 from core.settings import ListenAddress, Settings
 from core.store import Store, StoreError
 from core.transport import ListenError, Transport
+from core.trunks import Trunks
 from core.users import UserDirectory
 
 log = logging.getLogger("pbxtui.pbx")
@@ -69,6 +71,7 @@ class Pbx:
         self.natping: NatKeepalive = None  # type: ignore[assignment]
         self.route: Route = None  # type: ignore[assignment]
         self.proxy: Proxy = None  # type: ignore[assignment]
+        self.trunks: Trunks = None  # type: ignore[assignment]  # issue "Carrier trunks"
         # The proxy's one loop timer (issue "Calls"): armed for proxy.next_deadline().
         self._proxy_timer: asyncio.TimerHandle | None = None
         self._proxy_timer_at = 0.0
@@ -172,6 +175,12 @@ class Pbx:
             route_secret=tag_secret,
         )
         self.route.proxy = self.proxy
+        # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
+        self.trunks = Trunks(
+            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
+        )
+        self.trunks.attach()
+        self.route.trunks = self.trunks
         await self.reload_carriers()
 
     def _lookup_ha1(self, username: str) -> tuple[str, str] | None:
@@ -187,14 +196,29 @@ class Pbx:
             address for carrier in carriers if carrier.enabled for address in carrier.addresses
         ]
         self.security.set_carrier_networks(networks)
+        await self.trunks.reload(carriers, await self.store.list_dids())
 
     async def _reload_changed_tables(self) -> None:
         """Another process (the CLI) wrote to the database: reload what the route reads."""
         self.users.replace_all(await self.store.list_users())
         await self.reload_carriers()
-        log.info("database changed elsewhere: reloaded %d users", len(self.users))
+        # `pbxtui ban add/del` while we run: put the ban in force or lift it (issue "Security").
+        saved_bans = await self.store.list_bans()
+        added, lifted, refused = self.security.sync_bans(saved_bans, self.clock())
+        for ip in refused:
+            message = f"ban of {ip} ignored: it is this server's address or in the allow_list"
+            log.warning(message)
+            self.bus.publish(ServerEvent(message, level="warning"))
+        log.info(
+            "database changed elsewhere: reloaded %d users, %d bans added, %d lifted",
+            len(self.users),
+            added,
+            lifted,
+        )
 
     async def stop(self) -> None:
+        if self.trunks is not None:
+            await self.trunks.close()
         if self._proxy_timer is not None:
             self._proxy_timer.cancel()
             self._proxy_timer = None
@@ -261,6 +285,7 @@ class Pbx:
                 self.security.expire(now)
                 self.route.expire(now)
                 self.natping.on_timeout(now)
+                self.trunks.expire(now)
                 for binding, request in self.natping.due(now):
                     target = binding.target()
                     self.route.send(request.to_bytes(), target.flow)

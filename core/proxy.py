@@ -3,8 +3,9 @@
 The route (core/pipeline.py) has authenticated the caller; from there:
 
     route_to_user   From must be the authenticated user (403) → our Route entries consumed,
-                    loop check (482) → not our domain: `outbound` (403 until trunks) →
-                    484 no user / 404 unknown user / 480 no contact / 503 too many calls →
+                    loop check (482) → not our domain, or no such user: `outbound` (the
+                    trunks: a DID or a carrier gateway; without them 403, or 404 for our
+                    domain) → 484 no user / 480 no contact / 503 too many calls →
                     server transaction (100 Trying at once) → a branch per contact, each with
                     our Via, Record-Route and a client transaction → the best answer (§16.7)
     in_dialog       transaction match (retransmissions, ACK of a non-2xx: hop by hop) →
@@ -53,7 +54,7 @@ from core.routing import (
 from core.settings import ProxySettings
 from core.sip.address import parse_name_addr
 from core.sip.errors import SipParseError
-from core.sip.headers import Headers
+from core.sip.headers import Headers, split_list
 from core.sip.message import Request, Response, new_branch, new_tag
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
@@ -133,6 +134,8 @@ class Proxy:
         # Fixed-delay deadlines, so insertion order is deadline order: the first is the next.
         self._ring_deadlines: OrderedDict[ResponseContext, float] = OrderedDict()
         self._cancel_deadlines: OrderedDict[Branch, float] = OrderedDict()
+        # Answered INVITEs by (Call-ID, From tag, CSeq), until their ACK goes by.
+        self._awaiting_ack: dict[tuple[str, str, int], ResponseContext] = {}
         self.forwarded = 0  # requests sent on (branches, in-dialog, ACKs)
         self.relayed = 0  # responses sent back up
 
@@ -158,7 +161,8 @@ class Proxy:
             reply(request, flow, 484)
             return
         if self.users.get(callee) is None:
-            reply(request, flow, 404)
+            # A number or a DID (issue "Carrier trunks"); without trunks `outbound` says 404.
+            self.outbound(request, caller, flow, now)
             return
         bindings = self.location.lookup(callee, now)
         # Contacts the NAT keep-alive gave up on are tried only when nothing else is left.
@@ -167,11 +171,30 @@ class Proxy:
             reply(request, flow, 480)
             return
         targets = [binding.target() for binding in reachable]
-        self.fork(request, targets, flow, now, caller=caller, callee=callee)
+        direction = "internal" if caller is not None else "inbound"  # None: from a carrier
+        self.fork(request, targets, flow, now, caller=caller, callee=callee, direction=direction)
 
+    # -- hooks core/trunks.py replaces (issue "Carrier trunks") ----------------------------
     def outbound(self, request: Request, caller: str | None, flow: Flow, now: float) -> None:
-        """A request for another domain (or a tel: URI). No carriers yet: 403."""
+        """A request for another domain, a tel: URI, or a user we do not have. Without
+        trunks: 404 for our domain, 403 for any other (we are no open relay)."""
+        uri = request.uri
+        if isinstance(uri, SipUri) and self.identity.is_us(uri):
+            self.relay.reply(request, flow, 404)
+            return
         self.relay.reply(request, flow, 403, "Outbound calls not allowed")
+
+    def reroute(
+        self, branch: Branch, status: int, response: Response | None, now: float
+    ) -> Target | None:
+        """A branch ended with a non-2xx final (`response` None: timeout or transport error):
+        a target to try in its place (the trunks: a gateway's challenge answered, the next
+        gateway), or None to count the answer as usual."""
+        return None
+
+    def adapt_branch(self, request: Request, headers: Headers) -> None:
+        """The copy of `request` about to go out (`headers` already copied): the trunks set
+        the caller ID and shift the CSeq of calls to a gateway. Nothing by default."""
 
     def absorb_retransmission(self, request: Request, flow: Flow, now: float) -> bool:
         """A request a server transaction already owns (a UDP retransmission): handled there."""
@@ -221,6 +244,7 @@ class Proxy:
             return
         if method == "ACK":
             self._forward_ack(request, destination)
+            self._acknowledged(request, now)
             return
         if has_looped(request, identity):
             self._loop_detected(request, flow, now)
@@ -255,7 +279,7 @@ class Proxy:
         except SipParseError:
             return False
         if actions and type(actions[0]) is Unmatched:
-            return False
+            return self._forward_stray_2xx(response, flow)
         self._run(actions, now)
         return True
 
@@ -371,9 +395,14 @@ class Proxy:
                 if isinstance(branch, Branch):
                     self._branch_failed(branch, 503, "Service Unavailable", now)
             elif kind is Terminated:
-                branch = action.transaction.user_data  # type: ignore[union-attr]
-                if isinstance(branch, Branch) and branch.pending:
-                    self._branch_failed(branch, 408, "Request Timeout", now)
+                owner = action.transaction.user_data  # type: ignore[union-attr]
+                if isinstance(owner, Branch):
+                    owner.transaction = None  # what it held (its responses, its ACK) can go
+                    if owner.pending:
+                        self._branch_failed(owner, 408, "Request Timeout", now)
+                elif isinstance(owner, ResponseContext) and owner.ack_key is not None:
+                    if self._awaiting_ack.get(owner.ack_key) is owner:
+                        del self._awaiting_ack[owner.ack_key]
 
     def _new_server(
         self, request: Request, flow: Flow, now: float
@@ -415,12 +444,17 @@ class Proxy:
         headers = request.headers.copy()
         decrement_max_forwards(headers, request.max_forwards)
         remove_own_credentials(headers, self.realm)
+        self.adapt_branch(request, headers)  # issue "Carrier trunks"
         for value in reversed(route):
             headers.prepend("Route", value)
         identity = self.identity
         if record_route:
             self.record_router.record(headers, identity, arrived, out, request.call_id)
-        push_via(headers, identity, out, branch)
+        ours = push_via(headers, identity, out, branch)
+        # The client transaction matches on the top Via: hand it the Vias already parsed
+        # (ours and the request's own) instead of having every one parsed again.
+        vias = [ours, *request.vias]
+        headers.view("via", lambda _top: vias)
         return Request(request.method, uri, headers, request.body)
 
     # -- responses from branches ----------------------------------------------------------------
@@ -449,6 +483,8 @@ class Proxy:
         if not context.branch_finished(branch, status):
             return
         self._cancel_deadlines.pop(branch, None)
+        if self._rerouted(branch, status, response, now):
+            return
         context.consider(status, response.reason, relayed(response))
         if status >= 600 and context.is_invite:
             self._cancel_branches(context, now)  # §16.7 step 5: no branch will do better
@@ -471,6 +507,7 @@ class Proxy:
         if call is not None:
             self._call_answered(call, response, branch, now)
         if context.is_invite:
+            self._await_ack(context)
             self._cancel_branches(context, now)
 
     def _branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
@@ -479,9 +516,34 @@ class Proxy:
         if not context.branch_finished(branch, status):
             return
         self._cancel_deadlines.pop(branch, None)
+        if self._rerouted(branch, status, None, now):
+            return
         context.consider(status, reason, None)
         if context.pending == 0:
             self._conclude(context, now)
+
+    def _rerouted(self, branch: Branch, status: int, response: Response | None, now: float) -> bool:
+        """issue "Carrier trunks": sequential forking (§16.6, RFC 3263 §4.3). When `reroute`
+        names a target, a new branch replaces the finished one, so the caller hears nothing
+        of the failed attempt."""
+        context = branch.context
+        if context.cancelled or context.final_sent:
+            return False
+        target = self.reroute(branch, status, response, now)
+        if target is None:
+            return False
+        try:
+            uri = parse_uri(target.request_uri)
+        except SipParseError:
+            return False
+        request = context.request
+        request_hash = loop_hash(request, request.headers.values("via")[0])
+        out = self._branch_request(
+            request, uri, target.route, context.server.flow, target.flow,
+            branch_id(request_hash, len(context.branches)), request.method in DIALOG_CREATING,
+        )  # fmt: skip
+        self._start_branch(context.add_branch(out, target.flow), now)
+        return True
 
     def _conclude(self, context: ResponseContext, now: float) -> None:
         """Every branch is done: the best final answer goes up, unless one already did."""
@@ -500,6 +562,7 @@ class Proxy:
             self.calls.failed(call, now, response.status, call_reason or response.reason)
 
     def _to_caller(self, context: ResponseContext, response: Response, now: float) -> None:
+        _restore_caller_fields(response, context.request)  # issue "Carrier trunks"
         server = context.server
         self.relayed += 1
         if server.state is State.PROCEEDING or server.state is State.ACCEPTED:
@@ -574,10 +637,66 @@ class Proxy:
         headers = ack.headers.copy()
         decrement_max_forwards(headers, ack.max_forwards)
         remove_own_credentials(headers, self.realm)
+        self.adapt_branch(ack, headers)  # issue "Carrier trunks"
         branch = branch_id(loop_hash(ack, ack.headers.values("via")[0]), "a")
         push_via(headers, self.identity, destination, branch)
         self.forwarded += 1
         self.relay.send(Request("ACK", ack.uri, headers, ack.body).to_bytes(), destination)
+
+    # -- after the 2xx ------------------------------------------------------------------------
+    # RFC 6026 keeps an answered INVITE's transactions for 64*T1 (timers L and M), to absorb
+    # INVITE retransmissions and to pass up the UAS's 2xx retransmissions. Once the caller's
+    # ACK has gone by, the caller has its 2xx and has long stopped resending the INVITE, so
+    # both transactions are let go at once: at hundreds of calls a second, half a minute of
+    # every call's INVITE, 2xx and SDP is most of the proxy's memory. If that ACK is lost on
+    # its way to the callee, the callee resends its 2xx, which no transaction owns any more:
+    # it goes up statelessly (`_forward_stray_2xx`, RFC 3261 §16.7's original rule) and the
+    # caller, a UAC that resends its ACK for every 2xx (§13.2.2.4), answers it again.
+    def _await_ack(self, context: ResponseContext) -> None:
+        request = context.request
+        cseq = request.cseq
+        if cseq is None:
+            return
+        key = (request.call_id or "", request.from_tag or "", cseq.number)
+        context.ack_key = key
+        self._awaiting_ack[key] = context
+
+    def _acknowledged(self, ack: Request, now: float) -> None:
+        cseq = ack.cseq
+        if cseq is None:
+            return
+        context = self._awaiting_ack.pop((ack.call_id or "", ack.from_tag or "", cseq.number), None)
+        if context is None:
+            return
+        for branch in context.branches:
+            transaction = branch.transaction
+            if transaction is not None and transaction.state is State.ACCEPTED:
+                self._run(self.table.terminate(transaction), now)
+        self._run(self.table.terminate(context.server), now)
+
+    def _forward_stray_2xx(self, response: Response, flow: Flow) -> bool:
+        """A 2xx to an INVITE that no transaction owns: ours if the top Via is, then sent on
+        along the next Via (§16.7 step 9, §18.2.2). Anything else stray is dropped."""
+        try:
+            vias = response.vias
+            cseq = response.cseq
+        except SipParseError:
+            return False
+        if not (200 <= response.status < 300) or cseq is None or cseq.method != "INVITE":
+            return False
+        if len(vias) < 2 or not self.identity.is_own_address(vias[0].host, vias[0].port):
+            return False
+        call = self.calls.get(response.call_id)
+        if call is not None and call.caller_flow is not None:
+            destination = call.caller_flow
+        else:
+            next_via = vias[1]
+            host = next_via.received or next_via.host
+            port = next_via.rport or next_via.port or 5060
+            destination = Flow(next_via.transport.lower(), (host, port), flow.local)
+        self.relayed += 1
+        self.relay.send(relayed(response).to_bytes(), destination)
+        return True
 
     def _follow_dialog(self, call: Call, request: Request, now: float) -> None:
         """Keep the CSeqs (for our own BYE) and end the call on the BYE of its dialog."""
@@ -613,10 +732,6 @@ class Proxy:
         if call_id in self.calls:
             return None
         cseq = request.cseq
-        try:
-            contacts = request.contacts or []
-        except SipParseError:
-            contacts = []
         call = Call(
             call_id=call_id,
             caller=caller or _from_user(request) or "",
@@ -627,7 +742,7 @@ class Proxy:
             caller_flow=flow,
             caller_tag=request.from_tag or "",
             caller_from=request.headers.get("from") or "",
-            caller_contact=contacts[0].uri if contacts else None,
+            caller_contact=request.headers.get("contact") or "",
             caller_cseq=cseq.number if cseq is not None else 0,
         )
         return call if self.calls.start(call) else None
@@ -635,37 +750,13 @@ class Proxy:
     def _call_answered(self, call: Call, response: Response, branch: Branch, now: float) -> None:
         """Learn the dialog from the first 2xx: the callee's tag, contact and route set."""
         tag = response.to_tag or ""
+        headers = response.headers
         call.callee_tag = tag
-        call.callee_to = response.headers.get("to") or ""
+        call.callee_to = headers.get("to") or ""
         call.callee_flows[tag] = branch.flow
-        try:
-            contacts = response.contacts or []
-        except SipParseError:
-            contacts = []
-        call.callee_contact = contacts[0].uri if contacts else None
-        call.route_to_callee, call.route_to_caller = self._split_record_route(
-            response.headers.values("record-route"), call.call_id
-        )
+        call.callee_contact = headers.get("contact") or ""
+        call.record_route = tuple(headers.values("record-route"))
         self.calls.answered(call, now, response.status)
-
-    def _split_record_route(
-        self, values: list[str], call_id: str
-    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """The Record-Route entries beyond ours: towards the callee (above ours, reversed into
-        route order) and towards the caller (below ours), per §12.1.1 / §12.1.2."""
-        identity = self.identity
-        token = self.record_router.token(call_id)
-        ours = []
-        for index, value in enumerate(values):
-            try:
-                uri = parse_name_addr(value).uri
-            except SipParseError:
-                return (), ()
-            if self.record_router.is_ours(identity, uri) and uri.param("pbx") == token:  # type: ignore[union-attr]
-                ours.append(index)
-        if not ours:
-            return (), ()
-        return tuple(reversed(values[: ours[0]])), tuple(values[ours[-1] + 1 :])
 
     def _end_overlong_call(self, call: Call, now: float) -> None:
         """`max_call_seconds` reached: hang up both sides (an unanswered one is just dropped)."""
@@ -678,13 +769,20 @@ class Proxy:
 
     def _hang_up(self, call: Call, *, towards_callee: bool, now: float) -> None:
         """A BYE from us in the name of the other side (§15.1.1), on a client transaction."""
+        to_callee, to_caller = self.record_router.beyond_us(
+            call.record_route, self.identity, call.call_id
+        )
         if towards_callee:
-            uri, from_value, to_value = call.callee_contact, call.caller_from, call.callee_to
-            cseq, route, flow = call.caller_cseq + 1, call.route_to_callee, call.callee_flow
+            contact, from_value, to_value = call.callee_contact, call.caller_from, call.callee_to
+            cseq, route, flow = call.caller_cseq + 1, to_callee, call.callee_flow
         else:
-            uri, from_value, to_value = call.caller_contact, call.callee_to, call.caller_from
-            cseq, route, flow = call.callee_cseq + 1, call.route_to_caller, call.caller_flow
-        if uri is None or flow is None or not from_value or not to_value:
+            contact, from_value, to_value = call.caller_contact, call.callee_to, call.caller_from
+            cseq, route, flow = call.callee_cseq + 1, to_caller, call.caller_flow
+        if not contact or flow is None or not from_value or not to_value:
+            return
+        try:
+            uri = parse_name_addr(split_list(contact)[0]).uri
+        except (SipParseError, IndexError):
             return
         headers = Headers()
         headers.add("Max-Forwards", "70")
@@ -697,6 +795,7 @@ class Proxy:
         headers.add("Reason", 'Q.850;cause=102;text="Maximum call duration"')
         headers.add("Content-Length", "0")
         bye = Request("BYE", uri, headers)
+        self.adapt_branch(bye, headers)  # issue "Carrier trunks": the gateway's CSeq
         destination = flow
         if route:
             try:
@@ -735,6 +834,17 @@ class Proxy:
 def _from_user(request: Request) -> str | None:
     address = request.from_addr
     return None if address is None else address.uri.user
+
+
+def _restore_caller_fields(response: Response, request: Request) -> None:
+    """issue "Carrier trunks": a branch may have gone out with a higher CSeq (a gateway's
+    challenge answered) or another From (the caller ID); the response carries the request's
+    own (§8.2.6.2), as the caller sent them."""
+    response_headers = response.headers
+    for name in ("CSeq", "From"):
+        value = request.headers.get(name)
+        if value is not None and response_headers.get(name) != value:
+            response_headers.set(name, value)
 
 
 def _transaction_of(actions: list[Action]) -> Transaction | None:

@@ -24,17 +24,17 @@ RFC 3261 §16 in the pieces the proxy needs for every forwarded request:
 from __future__ import annotations
 
 import hashlib
-import hmac
+import re
 
 from core.flow import Flow
 from core.identity import ServerIdentity
 from core.location import contact_flow
 from core.sip.address import parse_name_addr
 from core.sip.errors import SipParseError
-from core.sip.fields import MAGIC_COOKIE, parse_auth
+from core.sip.fields import MAGIC_COOKIE, Via
 from core.sip.headers import Headers
 from core.sip.message import Request
-from core.sip.uri import SipUri, Uri
+from core.sip.uri import SipUri, Uri, parse_hostport
 
 ROUTE_TOKEN_PARAM = "pbx"  # our Record-Route URIs carry ;pbx=<token>
 DEFAULT_MAX_FORWARDS = 70  # §8.1.1.6
@@ -47,11 +47,12 @@ class RecordRouter:
 
     def __init__(self, secret: bytes) -> None:
         # A key of its own, derived from the server secret it is given.
-        self._key = hmac.new(secret, b"pbxtui record-route", "sha256").digest()
+        self._key = hashlib.blake2b(b"pbxtui record-route", key=secret[:64]).digest()
 
     def token(self, call_id: str | None) -> str:
-        digest = hmac.new(self._key, (call_id or "").encode("utf-8", "surrogateescape"), "sha256")
-        return digest.hexdigest()[:12]
+        """A MAC of the Call-ID (keyed BLAKE2b: one C call, unlike the hmac module's objects)."""
+        data = (call_id or "").encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(data, key=self._key, digest_size=6).hexdigest()
 
     def uri(self, identity: ServerIdentity, flow: Flow, token: str) -> str:
         """Our Record-Route URI for the side of the call reached over `flow`."""
@@ -90,27 +91,44 @@ class RecordRouter:
         since they address us, but do not count. Raises SipParseError for a bad Route value.
         """
         headers = request.headers
+        routes = headers.values("route")
+        if not routes:
+            return False
         token = self.token(request.call_id)
         verified = False
         uri = request.uri
         if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) is not None:  # type: ignore[union-attr]
-            routes = headers.values("route")
-            if routes:
-                verified = uri.param(ROUTE_TOKEN_PARAM) == token  # type: ignore[union-attr]
-                last = parse_name_addr(routes[-1]).uri
-                _remove_last_route(headers, routes)
-                request.uri = last
-        while True:
-            routes = headers.values("route")
-            if not routes:
-                break
-            route_uri = parse_name_addr(routes[0]).uri
+            verified = uri.param(ROUTE_TOKEN_PARAM) == token  # type: ignore[union-attr]
+            request.uri = parse_name_addr(routes[-1]).uri
+            _remove_last_route(headers, routes)
+            routes = routes[:-1]
+        for value in routes:
+            route_uri = parse_name_addr(value).uri
             if not self.is_ours(identity, route_uri):
                 break
             if route_uri.param(ROUTE_TOKEN_PARAM) == token:  # type: ignore[union-attr]
                 verified = True
             headers.pop_first_value("route")
         return verified
+
+    def beyond_us(
+        self, record_route: tuple[str, ...], identity: ServerIdentity, call_id: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """A dialog's Record-Route entries beyond ours, as Route sets from us: towards the
+        callee (the entries above ours, reversed) and towards the caller (those below ours),
+        per §12.1.1 / §12.1.2. Empty when ours is not there or an entry does not parse."""
+        token = self.token(call_id)
+        ours = []
+        for index, value in enumerate(record_route):
+            try:
+                uri = parse_name_addr(value).uri
+            except SipParseError:
+                return (), ()
+            if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) == token:  # type: ignore[union-attr]
+                ours.append(index)
+        if not ours:
+            return (), ()
+        return tuple(reversed(record_route[: ours[0]])), record_route[ours[-1] + 1 :]
 
 
 def _remove_last_route(headers: Headers, routes: list[str]) -> None:
@@ -199,15 +217,21 @@ def has_looped(request: Request, identity: ServerIdentity) -> bool:
 
 
 # -- what a forwarded request carries -----------------------------------------------------
-def push_via(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str) -> None:
-    transport = flow.transport.upper()
-    headers.prepend("Via", f"SIP/2.0/{transport} {identity.hostport(flow)};branch={branch}")
+def push_via(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str) -> Via:
+    """Our Via on top (§16.6 step 8); returns it parsed, so no one has to parse it again."""
+    host, port = parse_hostport(identity.hostport(flow))
+    via = Via(flow.transport.upper(), host, port, {"branch": branch})
+    headers.prepend("Via", str(via))
+    return via
 
 
 def decrement_max_forwards(headers: Headers, current: int | None) -> None:
     """§16.6 step 3 (the route already answered 483 to a request that arrived with 0)."""
     value = DEFAULT_MAX_FORWARDS if current is None else current - 1
     headers.set("Max-Forwards", str(max(value, 0)))
+
+
+_REALM = re.compile(r'realm\s*=\s*(?:"([^"]*)"|([^\s,]+))', re.IGNORECASE)
 
 
 def remove_own_credentials(headers: Headers, realm: str) -> None:
@@ -218,11 +242,8 @@ def remove_own_credentials(headers: Headers, realm: str) -> None:
         return
     kept = []
     for value in values:
-        try:
-            ours = (parse_auth(value).get("realm") or "") == realm
-        except SipParseError:
-            ours = False
-        if not ours:
+        match = _REALM.search(value)
+        if match is None or (match.group(1) or match.group(2)) != realm:
             kept.append(value)
     headers.remove("proxy-authorization")
     for value in kept:

@@ -383,6 +383,18 @@ class Security:
         """Reload bans from the store at start-up (see `BanList.restore`)."""
         return self._bans.restore(bans, now, skip=self.is_exempt)
 
+    def sync_bans(self, bans: Iterable[SavedBan], now: float) -> tuple[int, int, list[str]]:
+        """Follow the store after another process (the CLI) changed it: `bans` is every ban
+        the store holds now (see `BanList.sync`). Returns (how many were put in force, how
+        many lifted, the exempt addresses refused)."""
+        added, lifted, refused = self._bans.sync(bans, now, skip=self.is_exempt)
+        for ban in added:
+            self._flood.forget(ban.ip)
+        for ip in lifted:
+            self._scanner_hits.clear(ip)
+            self._auth_failures_by_ip.clear(ip)
+        return len(added), len(lifted), refused
+
     # -- housekeeping -----------------------------------------------------------------------
     def expire(self, now: float) -> list[Ban]:
         """Periodic work, about once a second: end bans that ran out, publish pending drop

@@ -50,8 +50,6 @@ PANE_SCREENS: dict[str, type[PbxScreen]] = {
     "calls": CallsScreen,
 }
 MAX_REFRESH_HZ = 10.0
-# Actions a locked console still allows: none of the app's own (panes, help, palette, quit).
-_ALWAYS_ALLOWED: frozenset[str] = frozenset()
 
 
 class PbxApp(App[None]):
@@ -159,9 +157,8 @@ class PbxApp(App[None]):
         self.refresh_panes()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if self.locked and action not in _ALWAYS_ALLOWED:
-            return False
-        return True
+        """A locked console runs none of the app's actions: no panes, help, palette or quit."""
+        return not self.locked
 
     # -- actions --------------------------------------------------------------------------
     def action_lock(self) -> None:
@@ -206,11 +203,15 @@ class PbxApp(App[None]):
             return
         yield from super().get_system_commands(screen)
         for key, mode, title in PANES:
-            yield SystemCommand(f"Go to {title}", f"Show the {title} pane (key {key})", partial(
-                self.switch_mode, mode
-            ))
+            yield SystemCommand(
+                f"Go to {title}",
+                f"Show the {title} pane (key {key})",
+                partial(self.switch_mode, mode),
+            )
         yield SystemCommand("Help: every key", "Show the keys of every pane (?)", self.action_help)
-        yield SystemCommand("Lock the console", "Ask for the console password (Ctrl+L)", self.action_lock)
+        yield SystemCommand(
+            "Lock the console", "Ask for the console password (Ctrl+L)", self.action_lock
+        )
         for _key, mode, title in PANES:
             for binding in PANE_SCREENS[mode].BINDINGS:
                 if isinstance(binding, Binding) and binding.description and binding.show:

@@ -40,7 +40,8 @@ class BanForm(FormScreen[str | None]):
         with Vertical(id="form"):
             yield Label("Ban a source address", classes="form-title")
             yield Field(
-                "IP address", Input(self.ip, id="ip", placeholder="203.0.113.9", compact=True),
+                "IP address",
+                Input(self.ip, id="ip", placeholder="203.0.113.9", compact=True),
                 name="ip",
             )
             yield Field(

@@ -38,7 +38,7 @@ class PbxScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield StatusStrip(self.PANE)
         yield from self.compose_body()
-        yield Footer()
+        yield Footer(show_command_palette=False)
 
     def compose_body(self) -> ComposeResult:
         yield from ()

@@ -36,7 +36,9 @@ def call_cells(call: Any, now: float) -> tuple[str | Text, ...]:
 
 
 def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
-    status = Text(f"{cdr.status} {cdr.reason}".strip(), style="green" if cdr.status == 200 else "red")
+    status = Text(
+        f"{cdr.status} {cdr.reason}".strip(), style="green" if cdr.status == 200 else "red"
+    )
     return (
         clock(cdr.started_at),
         cdr.caller,
@@ -117,7 +119,10 @@ class CallsScreen(PbxScreen):
         self.cdrs = await self.admin.list_cdrs(limit=CDR_LIMIT, text=self.filter_text or None)
         self._loaded_at = time.monotonic()
         self.query_one("#cdrs", KeyedTable).sync(
-            {str(cdr.id if cdr.id is not None else cdr.call_id): cdr_cells(cdr) for cdr in self.cdrs}
+            {
+                str(cdr.id if cdr.id is not None else cdr.call_id): cdr_cells(cdr)
+                for cdr in self.cdrs
+            }
         )
         shown = f"matching {self.filter_text!r}" if self.filter_text else "most recent"
         self.query_one("#cdr-title", Label).update(f"Recent calls ({len(self.cdrs)} {shown})")

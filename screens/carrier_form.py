@@ -30,9 +30,11 @@ class CarrierForm(FormScreen[CarrierRow | None]):
     )
 
     def compose(self) -> ComposeResult:
-        with Vertical(id="form", classes="-dense"):
+        with Vertical(id="form"):
             yield Label("New carrier", classes="form-title")
-            yield Field("Name", Input(id="name", placeholder="e.g. acme", compact=True), name="name")
+            yield Field(
+                "Name", Input(id="name", placeholder="e.g. acme", compact=True), name="name"
+            )
             yield Field(
                 "Addresses",
                 Input(id="addresses", placeholder="203.0.113.0/24, 198.51.100.7", compact=True),
@@ -49,8 +51,11 @@ class CarrierForm(FormScreen[CarrierRow | None]):
                 yield Field(
                     "Transport",
                     Select(
-                        [("UDP", "udp"), ("TCP", "tcp")], value="udp", allow_blank=False,
-                        id="transport", compact=True,
+                        [("UDP", "udp"), ("TCP", "tcp")],
+                        value="udp",
+                        allow_blank=False,
+                        id="transport",
+                        compact=True,
                     ),
                     name="transport",
                 )
@@ -60,7 +65,9 @@ class CarrierForm(FormScreen[CarrierRow | None]):
                 "Auth password", Input(id="password", password=True, compact=True), name="password"
             )
             yield Field(
-                "Priority", Input("10", id="priority", compact=True), name="priority",
+                "Priority",
+                Input("10", id="priority", compact=True),
+                name="priority",
                 hint="lower is tried first",
             )
             yield Label("", id="form-error")

@@ -96,7 +96,7 @@ def _uri_user(value: str) -> str:
         if 0 <= index < end:
             end = index
     address = rest[:end]
-    user, at, host = address.partition("@")
+    user, at, _host = address.partition("@")
     return user if at else address
 
 

@@ -58,18 +58,18 @@ class DidForm(FormScreen[DidRow | None]):
 
     async def submit(self) -> None:
         number = self.value("number")
-        user = self.query_one("#user", Select).value
+        user_select = self.query_one("#user", Select)
         invalid = False
         if not number:
             self.field_error("number", "number is empty")
             invalid = True
-        if user is Select.BLANK:
+        if user_select.is_blank():
             self.field_error("user", "choose the user this number rings")
             invalid = True
         if invalid:
             return
         try:
-            did = await self.pbx.admin.add_did(number, str(user))
+            did = await self.pbx.admin.add_did(number, str(user_select.value))
         except ValueError as error:
             self.show_error(str(error))
             return

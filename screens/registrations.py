@@ -115,9 +115,7 @@ class RegistrationsScreen(PbxScreen):
             {binding_key(b): binding_cells(b, now) for b in bindings}
         )
         users = len({b.user for b in bindings})
-        self.query_one("#registrations-info", Label).update(
-            f" {total} contacts of {users} users "
-        )
+        self.query_one("#registrations-info", Label).update(f" {total} contacts of {users} users ")
 
     @on(Input.Changed, "#registrations-filter")
     def _filter_changed(self, event: Input.Changed) -> None:
@@ -153,4 +151,6 @@ class RegistrationsScreen(PbxScreen):
             self.notify(f"unregistered {contact} of {user}")
             self.refresh_view()
 
-        self.app.push_screen(ConfirmScreen(f"Unregister {contact} of {user}?", "Unregister"), answered)
+        self.app.push_screen(
+            ConfirmScreen(f"Unregister {contact} of {user}?", "Unregister"), answered
+        )

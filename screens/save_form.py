@@ -95,5 +95,7 @@ class SaveForm(FormScreen[SaveRequest | None]):
         text_format = self.query_one("#fmt-txt", RadioButton).value
         selected = self.query_one("#scope-selected", RadioButton).value
         self.dismiss(
-            SaveRequest(path, "txt" if text_format else "pcap", "selected" if selected else "filtered")
+            SaveRequest(
+                path, "txt" if text_format else "pcap", "selected" if selected else "filtered"
+            )
         )

@@ -26,11 +26,10 @@ from screens.widgets.tables import KeyedTable
 
 FEED_ROWS = 200
 KIND_STYLES = {
-    "ban": "bold red",
+    "banned": "bold red",
     "flood-banned": "bold red",
     "brute-force-user": "bold red",
     "toll-fraud": "bold red",
-    "unban": "green",
     "unbanned": "green",
     "auth-failed": "yellow",
     "scanner-dropped": "magenta",
@@ -48,7 +47,7 @@ def feed_cells(row: FeedRow) -> tuple[str | Text, ...]:
         row.source,
         Text(row.kind, style=KIND_STYLES.get(row.kind, "")),
         f"{row.detail} user={row.user}" if row.user else row.detail,
-        Text(f"×{row.count}" if row.count > 1 else "", style="bold"),
+        Text(f"x{row.count}" if row.count > 1 else "", style="bold"),
     )
 
 
@@ -85,7 +84,12 @@ class SecurityScreen(PbxScreen):
                 with Vertical(id="bans-box"):
                     yield Label("Bans in force", classes="section-title")
                     yield KeyedTable(
-                        [("ip", "Address"), ("left", "Left"), ("reason", "Reason"), ("hits", "Hits")],
+                        [
+                            ("ip", "Address"),
+                            ("left", "Left"),
+                            ("reason", "Reason"),
+                            ("hits", "Hits"),
+                        ],
                         id="bans",
                     )
                 with Vertical(id="offenders-box"):
@@ -175,4 +179,3 @@ class SecurityScreen(PbxScreen):
             self.refresh_view()
 
         self.app.push_screen(ConfirmScreen(f"Unban {ip}?", "Unban"), answered)
-

@@ -11,7 +11,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from core.events import CallEvent, Event, SecurityEvent, SourceBanned, SourceUnbanned
+from core.events import CallEvent, Event, SecurityEvent
 from screens.dialogs import DialogLog
 
 if TYPE_CHECKING:
@@ -60,21 +60,22 @@ class FeedRow:
 
 
 def _describe(event: Event) -> tuple[str, str, str, str, int] | None:
-    """(kind, source, detail, user, count) for the security feed, None for other events."""
-    if isinstance(event, SecurityEvent):
-        detail = event.detail
-        if event.user_agent and event.user_agent not in detail:
-            detail = f"{detail} UA={event.user_agent!r}".strip()
-        return event.action, event.source, detail, event.user, max(1, event.count)
-    if isinstance(event, SourceBanned):
-        return "ban", event.ip, event.reason, "", 1
-    if isinstance(event, SourceUnbanned):
-        return "unban", event.ip, event.reason, "", 1
-    return None
+    """(kind, source, detail, user, count) for the security feed, None for other events.
+
+    Only `SecurityEvent`s: the core reports every ban and unban both as a `SourceBanned` /
+    `SourceUnbanned` (for the ban store) and as a `SecurityEvent` ("banned", "unbanned",
+    "flood-banned", ...), and the feed shows each decision once.
+    """
+    if not isinstance(event, SecurityEvent):
+        return None
+    detail = event.detail
+    if event.user_agent and event.user_agent not in detail:
+        detail = f"{detail} UA={event.user_agent!r}".strip()
+    return event.action, event.source, detail, event.user, max(1, event.count)
 
 
 # Kinds that are the admin's own doing, not an offence by the source.
-_NOT_OFFENCES = frozenset({"unban", "unbanned"})
+_NOT_OFFENCES = frozenset({"unbanned"})
 
 
 class SecurityFeed:

@@ -81,9 +81,9 @@ class TrafficScreen(PbxScreen):
     CSS_PATH = "traffic.tcss"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter"),
-        Binding("space", "pause", "Pause/resume"),
+        Binding("space", "pause", "Pause"),
         Binding("enter", "zoom", "Flow", show=False),
-        Binding("z", "zoom", "Zoom flow"),
+        Binding("z", "zoom", "Zoom"),
         Binding("s", "save", "Save"),
         Binding("x", "clear", "Clear"),
         Binding("escape", "back", "Back", show=False),

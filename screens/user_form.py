@@ -65,7 +65,9 @@ class UserForm(FormScreen[UserSaved | None]):
         user = self.user
         editing = user is not None
         with Vertical(id="form"):
-            yield Label(f"Edit user {user.username}" if user else "New SIP user", classes="form-title")
+            yield Label(
+                f"Edit user {user.username}" if user else "New SIP user", classes="form-title"
+            )
             yield Field(
                 "Username",
                 Input(user.username if user else "", id="username", compact=True, disabled=editing),
@@ -73,12 +75,16 @@ class UserForm(FormScreen[UserSaved | None]):
                 hint="" if editing else "letters, digits, . - _",
             )
             yield Field(
-                "Display name", Input(user.display_name if user else "", id="display_name", compact=True),
+                "Display name",
+                Input(user.display_name if user else "", id="display_name", compact=True),
                 name="display_name",
             )
             if not editing:
                 yield Field(
-                    "Password", Input(id="password", compact=True), name="password", hint="ctrl+g generates one"
+                    "Password",
+                    Input(id="password", compact=True),
+                    name="password",
+                    hint="ctrl+g generates one",
                 )
             yield Field(
                 "Outbound calls through carriers",
@@ -94,7 +100,11 @@ class UserForm(FormScreen[UserSaved | None]):
             with Horizontal(classes="field-row"):
                 yield Field(
                     "Max concurrent calls",
-                    Input(str(user.max_concurrent_calls) if user else "0", id="concurrent", compact=True),
+                    Input(
+                        str(user.max_concurrent_calls) if user else "0",
+                        id="concurrent",
+                        compact=True,
+                    ),
                     name="concurrent",
                     hint="0 = no limit",
                 )
@@ -189,7 +199,12 @@ class PasswordForm(FormScreen[UserSaved | None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="form"):
             yield Label(f"New password for {self.username}", classes="form-title")
-            yield Field("Password", Input(id="password", compact=True), name="password", hint="ctrl+g generates one")
+            yield Field(
+                "Password",
+                Input(id="password", compact=True),
+                name="password",
+                hint="ctrl+g generates one",
+            )
             yield Label("", id="form-error")
             with Horizontal(classes="form-buttons"):
                 yield Button("Save", variant="primary", id="save", compact=True)

@@ -32,7 +32,10 @@ def user_cells(user: User, contacts: int) -> tuple[str | Text, ...]:
         user.username,
         user.display_name,
         Text("✓", style="green") if user.enabled else Text("✗ off", style="red"),
-        Text(user.outbound_policy, style="bold red" if user.outbound_policy == "international" else ""),
+        Text(
+            user.outbound_policy,
+            style="bold red" if user.outbound_policy == "international" else "",
+        ),
         limits_cell(user),
         user.caller_id,
         Text(str(contacts), style="green") if contacts else Text("0", style="dim"),

@@ -30,8 +30,15 @@ OK = (
 )
 
 
-def traffic(direction: str, data: bytes, *, transport: str = "udp", remote=("192.0.2.10", 5062),
-            local=("198.51.100.1", 5060), at: float = 1_700_000_000.25) -> SipTraffic:
+def traffic(
+    direction: str,
+    data: bytes,
+    *,
+    transport: str = "udp",
+    remote=("192.0.2.10", 5062),
+    local=("198.51.100.1", 5060),
+    at: float = 1_700_000_000.25,
+) -> SipTraffic:
     return SipTraffic(direction, transport, remote, local, data, at=at)
 
 
@@ -82,8 +89,14 @@ def read_packets(blob: bytes) -> list[dict[str, object]]:
             seq = struct.unpack("!I", segment[4:8])[0]
             payload = segment[(segment[12] >> 4) * 4 :]
         packets.append(
-            {"at": seconds + micros / 1e6, "src": (str(src), sport), "dst": (str(dst), dport),
-             "protocol": protocol, "seq": seq, "payload": payload}
+            {
+                "at": seconds + micros / 1e6,
+                "src": (str(src), sport),
+                "dst": (str(dst), dport),
+                "protocol": protocol,
+                "seq": seq,
+                "payload": payload,
+            }
         )
     return packets
 
@@ -95,7 +108,9 @@ def test_udp_ipv4_directions_and_payloads() -> None:
     assert second["src"] == ("198.51.100.1", 5060) and second["dst"] == ("192.0.2.10", 5062)
     assert first["payload"] == INVITE and second["payload"] == OK
     assert first["protocol"] == 17
-    assert first["at"] == pytest.approx(1_700_000_000.25) and second["at"] == pytest.approx(1_700_000_000.5)
+    assert first["at"] == pytest.approx(1_700_000_000.25) and second["at"] == pytest.approx(
+        1_700_000_000.5
+    )
 
 
 def test_udp_ipv6_has_a_valid_mandatory_checksum() -> None:
@@ -143,13 +158,33 @@ def test_wireshark_decodes_sip(tmp_path: Path) -> None:
     events = [
         traffic("in", INVITE),
         traffic("out", OK),
-        traffic("in", INVITE, transport="tcp", remote=("2001:db8::10", 40000), local=("2001:db8::1", 5060)),
+        traffic(
+            "in",
+            INVITE,
+            transport="tcp",
+            remote=("2001:db8::10", 40000),
+            local=("2001:db8::1", 5060),
+        ),
     ]
     path.write_bytes(pcap_bytes(events))
     result = subprocess.run(
-        ["tshark", "-r", str(path), "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code",
-         "-e", "sip.Call-ID"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            "tshark",
+            "-r",
+            str(path),
+            "-T",
+            "fields",
+            "-e",
+            "sip.Method",
+            "-e",
+            "sip.Status-Code",
+            "-e",
+            "sip.Call-ID",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     rows = [line.split("\t") for line in result.stdout.strip().splitlines()]
     assert rows == [["INVITE", "", "call-1"], ["", "100", "call-1"], ["INVITE", "", "call-1"]]

@@ -10,13 +10,28 @@ from core.sip import NameAddr, SipParseError, SipUri, TelUri, parse_contacts, pa
 @pytest.mark.parametrize(
     ("text", "display", "uri", "params"),
     [
-        ('"Alice" <sip:alice@example.com>;tag=1928', "Alice", SipUri(user="alice", host="example.com"), {"tag": "1928"}),
+        (
+            '"Alice" <sip:alice@example.com>;tag=1928',
+            "Alice",
+            SipUri(user="alice", host="example.com"),
+            {"tag": "1928"},
+        ),
         ("<sip:alice@example.com>", None, SipUri(user="alice", host="example.com"), {}),
         ("Alice Smith <sip:a@x>", "Alice Smith", SipUri(user="a", host="x"), {}),
-        ("caller<sip:caller@example.com>;tag=323", "caller", SipUri(user="caller", host="example.com"), {"tag": "323"}),
+        (
+            "caller<sip:caller@example.com>;tag=323",
+            "caller",
+            SipUri(user="caller", host="example.com"),
+            {"tag": "323"},
+        ),
         ('""<sip:a@x>', "", SipUri(user="a", host="x"), {}),
         ('"Dave \\\\ the \\"Q\\"" <sip:d@x>', 'Dave \\ the "Q"', SipUri(user="d", host="x"), {}),
-        ('"<sip:evil@x>, \\"y\\"" <sip:real@x>', '<sip:evil@x>, "y"', SipUri(user="real", host="x"), {}),
+        (
+            '"<sip:evil@x>, \\"y\\"" <sip:real@x>',
+            '<sip:evil@x>, "y"',
+            SipUri(user="real", host="x"),
+            {},
+        ),
         ('"Jürgen Müller" <sip:jm@x>', "Jürgen Müller", SipUri(user="jm", host="x"), {}),
         ("< sip:a@x > ; tag = 9 ", None, SipUri(user="a", host="x"), {"tag": "9"}),
         ("<tel:+15551230001>", None, TelUri("+15551230001"), {}),
@@ -28,7 +43,12 @@ from core.sip import NameAddr, SipParseError, SipUri, TelUri, parse_contacts, pa
             {"expires": "60"},
         ),
         # addr-spec: every ';' parameter belongs to the header, not the URI (§20).
-        ("sip:alice@example.com;tag=1928", None, SipUri(user="alice", host="example.com"), {"tag": "1928"}),
+        (
+            "sip:alice@example.com;tag=1928",
+            None,
+            SipUri(user="alice", host="example.com"),
+            {"tag": "1928"},
+        ),
         (" sip:a@x ", None, SipUri(user="a", host="x"), {}),
         # addr-spec whose quoted parameter value holds '<': not a display name.
         (

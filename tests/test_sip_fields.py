@@ -19,16 +19,58 @@ from core.sip.fields import (
 @pytest.mark.parametrize(
     ("text", "transport", "host", "port", "params"),
     [
-        ("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds", "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bK776asdhds"}),
+        (
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds",
+            "UDP",
+            "192.0.2.1",
+            5060,
+            {"branch": "z9hG4bK776asdhds"},
+        ),
         ("SIP/2.0/tcp pc33.example.com", "TCP", "pc33.example.com", None, {}),
-        ("SIP/2.0/TLS [2001:db8::9:1]:5061;branch=z9hG4bK1", "TLS", "2001:db8::9:1", 5061, {"branch": "z9hG4bK1"}),
+        (
+            "SIP/2.0/TLS [2001:db8::9:1]:5061;branch=z9hG4bK1",
+            "TLS",
+            "2001:db8::9:1",
+            5061,
+            {"branch": "z9hG4bK1"},
+        ),
         # RFC 4475 §3.1.1.1: LWS around every SLASH, and folded lines already joined.
-        ("SIP  /   2.0 /UDP 192.0.2.2;rport;branch=390skdjuw", "UDP", "192.0.2.2", None, {"rport": None, "branch": "390skdjuw"}),
-        ("SIP/2.0/UDP\thost.example.com;branch=z9hG4bKtab", "UDP", "host.example.com", None, {"branch": "z9hG4bKtab"}),
-        ("  SIP / 2.0 / TCP  spindle.example.com   ;  branch  =  z9hG4bK9ikj8  ", "TCP", "spindle.example.com", None, {"branch": "z9hG4bK9ikj8"}),
+        (
+            "SIP  /   2.0 /UDP 192.0.2.2;rport;branch=390skdjuw",
+            "UDP",
+            "192.0.2.2",
+            None,
+            {"rport": None, "branch": "390skdjuw"},
+        ),
+        (
+            "SIP/2.0/UDP\thost.example.com;branch=z9hG4bKtab",
+            "UDP",
+            "host.example.com",
+            None,
+            {"branch": "z9hG4bKtab"},
+        ),
+        (
+            "  SIP / 2.0 / TCP  spindle.example.com   ;  branch  =  z9hG4bK9ikj8  ",
+            "TCP",
+            "spindle.example.com",
+            None,
+            {"branch": "z9hG4bK9ikj8"},
+        ),
         # sent-by = host [ COLON port ], COLON = SWS ":" SWS
-        ("SIP/2.0/UDP 192.0.2.1 : 5060;branch=z9hG4bKc", "UDP", "192.0.2.1", 5060, {"branch": "z9hG4bKc"}),
-        ("SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws;rport", "WSS", "df7jal23ls0d.invalid", None, {"branch": "z9hG4bKws", "rport": None}),
+        (
+            "SIP/2.0/UDP 192.0.2.1 : 5060;branch=z9hG4bKc",
+            "UDP",
+            "192.0.2.1",
+            5060,
+            {"branch": "z9hG4bKc"},
+        ),
+        (
+            "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws;rport",
+            "WSS",
+            "df7jal23ls0d.invalid",
+            None,
+            {"branch": "z9hG4bKws", "rport": None},
+        ),
     ],
 )
 def test_parse_via(
@@ -64,7 +106,8 @@ def test_malformed_via(text: str, reason: str) -> None:
 
 def test_via_params() -> None:
     via = parse_via(
-        "SIP/2.0/UDP 192.0.2.1;BRANCH=z9hG4bKabc;rport=5070;received=203.0.113.9;maddr=239.1.1.1;ttl=16"
+        "SIP/2.0/UDP 192.0.2.1;BRANCH=z9hG4bKabc;rport=5070;received=203.0.113.9"
+        ";maddr=239.1.1.1;ttl=16"
     )
     assert via.branch == "z9hG4bKabc" and via.is_rfc3261_branch
     assert (via.rport, via.wants_rport, via.received, via.maddr, via.ttl) == (
@@ -92,7 +135,10 @@ def test_via_params() -> None:
 def test_via_with_params_and_printing() -> None:
     via = parse_via("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport")
     filled = via.with_params(received="2001:db8::9", rport="5062")
-    assert str(filled) == "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport=5062;received=2001:db8::9"
+    assert (
+        str(filled)
+        == "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1;rport=5062;received=2001:db8::9"
+    )
     assert via.params == {"branch": "z9hG4bK1", "rport": None}  # unchanged
     assert hash(via) == hash(parse_via("SIP/2.0/UDP [2001:db8::1]:5060;rport;branch=z9hG4bK1"))
     assert str(Via("TCP", "h", 5060, {"alias": None})) == "SIP/2.0/TCP h:5060;alias"
@@ -177,7 +223,7 @@ def test_parse_auth_digest_response() -> None:
     auth = parse_auth(
         'Digest username="1001", realm="pbx.example.com", nonce="abc", '
         'uri="sip:pbx.example.com", response="6629fae49393a05397450978507c4ef1", '
-        "algorithm=MD5, cnonce=\"0a4f113b\", nc=00000001, qop=auth, opaque=\"5ccc\""
+        'algorithm=MD5, cnonce="0a4f113b", nc=00000001, qop=auth, opaque="5ccc"'
     )
     assert auth.scheme == "Digest"
     assert auth.params == {
@@ -235,7 +281,10 @@ def test_format_auth_round_trips_through_parse_auth() -> None:
             ("qop", "auth", True),
         ],
     )
-    assert text == 'Digest realm="pbx \\"main\\" \\\\ office", nonce="n1", algorithm=SHA-256, qop="auth"'
+    assert (
+        text
+        == 'Digest realm="pbx \\"main\\" \\\\ office", nonce="n1", algorithm=SHA-256, qop="auth"'
+    )
     assert parse_auth(text) == AuthParams(
         "Digest",
         {"realm": 'pbx "main" \\ office', "nonce": "n1", "algorithm": "SHA-256", "qop": "auth"},

@@ -158,7 +158,10 @@ def test_yealink_register() -> None:
 def test_polycom_contact_quoted_params_with_commas_and_angles() -> None:
     (contact,) = parse_vector("register-polycom-vvx411").contacts or []
     assert contact.uri == SipUri(user="2002", host="10.0.0.23", params={"line": "tfxv3hqx"})
-    assert contact.param("methods") == '"INVITE,ACK,BYE,CANCEL,OPTIONS,INFO,MESSAGE,SUBSCRIBE,NOTIFY,PRACK,UPDATE,REFER"'
+    assert (
+        contact.param("methods")
+        == '"INVITE,ACK,BYE,CANCEL,OPTIONS,INFO,MESSAGE,SUBSCRIBE,NOTIFY,PRACK,UPDATE,REFER"'
+    )
     assert contact.param("+sip.instance") == '"<urn:uuid:00000000-0000-1000-8000-0004F2A1B2C3>"'
     assert contact.param("audio") is None and "audio" in contact.params
     assert contact.param("q") == "1.0" and contact.expires is None
@@ -203,7 +206,9 @@ def test_linphone_addr_spec_to_and_repeated_accept() -> None:
     assert message.top_via is not None and message.top_via.transport == "TCP"
     assert "alias" in message.top_via.params
     (contact,) = message.contacts or []
-    assert contact.param("+org.linphone.specs") == '"conference/1.0,ephemeral/1.1,groupchat/1.1,lime"'
+    assert (
+        contact.param("+org.linphone.specs") == '"conference/1.0,ephemeral/1.1,groupchat/1.1,lime"'
+    )
 
 
 def test_baresip_contact_expires_without_expires_header() -> None:
@@ -218,7 +223,7 @@ def test_microsip_and_obi() -> None:
     assert microsip.headers.get("content-length") == "0"  # "Content-Length:  0" trimmed
     assert microsip.contacts and microsip.contacts[0].uri.has_param("ob")
     obi = parse_vector("register-obi202")
-    assert list(obi.headers)[0] == ("Call-ID", "7c1a2b3d@192.168.1.60")
+    assert next(iter(obi.headers)) == ("Call-ID", "7c1a2b3d@192.168.1.60")
     assert obi.contacts and obi.contacts[0].display_name == "6006"
     assert obi.contacts[0].expires == 60
 
@@ -348,7 +353,12 @@ def test_transport_tokens_and_via_params() -> None:
     assert [via.transport for via in vias] == ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP", "WS"]
     last = vias[-1]
     assert last.protocol == "sip/2.0" and last.port == 80
-    assert (last.rport, last.received, last.maddr, last.ttl) == (34567, "192.0.2.99", "239.255.255.1", 16)
+    assert (last.rport, last.received, last.maddr, last.ttl) == (
+        34567,
+        "192.0.2.99",
+        "239.255.255.1",
+        16,
+    )
 
 
 def test_reason_phrases() -> None:
@@ -532,13 +542,17 @@ def test_too_many_header_lines() -> None:
         parse_message(OPTIONS + many + b"\r\n")
 
 
-def test_bytes_that_are_not_utf8_become_replacement_characters() -> None:
-    """Every string handed out must encode cleanly (SQLite, hashlib, the console)."""
-    message = parse_message(OPTIONS + b"User-Agent: M\xfcller \xff phone\r\n\r\n")
-    assert message.user_agent == "M\ufffdller \ufffd phone"
-    assert message.user_agent.encode("utf-8")
-    again = parse_message(message.to_bytes())
-    assert again.user_agent == message.user_agent
+def test_bytes_that_are_not_utf8_survive_byte_exact() -> None:
+    """Latin-1 from an old phone is kept as surrogates and goes out as the same bytes."""
+    latin1 = b'Contact: "M\xfcller" <sip:m\xfc@192.0.2.1>\r\nUser-Agent: \xff\r\n'
+    message = parse_message(OPTIONS + latin1 + b"\r\n")
+    assert message.user_agent == "\udcff"
+    (contact,) = message.contacts or []
+    assert contact.display_name == "M\udcfcller" and contact.uri.user == "m\udcfc"
+    assert contact.uri.aor == "sip:m%FC@192.0.2.1"
+    wire = message.to_bytes()
+    assert latin1 in wire
+    assert parse_message(wire).user_agent == "\udcff"
 
 
 def test_blank_line_detection() -> None:

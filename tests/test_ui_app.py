@@ -59,11 +59,30 @@ async def test_help_lists_every_pane_action_and_closes(tmp_path: Path) -> None:
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen)
         titles = [title for title, _bindings in app.screen.sections]
-        assert titles == ["Everywhere", "Traffic", "Registrations", "Security", "Users",
-                          "Carriers", "Calls", "Forms"]
+        assert titles == [
+            "Everywhere",
+            "Traffic",
+            "Registrations",
+            "Security",
+            "Users",
+            "Carriers",
+            "Calls",
+            "Forms",
+        ]
         descriptions = {b.description for _t, bindings in app.screen.sections for b in bindings}  # type: ignore[union-attr]
-        assert {"Unregister", "Ban", "Unban", "Add", "Add carrier", "Add DID", "Save",
-                "Pause/resume", "Filter CDRs", "Generate password", "Lock"} <= descriptions
+        assert {
+            "Unregister",
+            "Ban",
+            "Unban",
+            "Add",
+            "Add carrier",
+            "Add DID",
+            "Save",
+            "Pause",
+            "Filter CDRs",
+            "Generate password",
+            "Lock",
+        } <= descriptions
         await pilot.press("escape")
         assert isinstance(app.screen, TrafficScreen)
 
@@ -71,15 +90,21 @@ async def test_help_lists_every_pane_action_and_closes(tmp_path: Path) -> None:
 async def test_command_palette_finds_pane_actions_and_runs_them(tmp_path: Path) -> None:
     async with console(tmp_path) as (app, pilot):
         commands = {command.title: command for command in app.get_system_commands(app.screen)}
-        assert {"Go to Security", "Users: Add", "Carriers: Add DID", "Traffic: Save",
-                "Security: Ban", "Lock the console"} <= set(commands)
+        assert {
+            "Go to Security",
+            "Users: Add",
+            "Carriers: Add DID",
+            "Traffic: Save",
+            "Security: Ban",
+            "Lock the console",
+        } <= set(commands)
         await app.run_pane_action("users", "add")
         await pilot.pause()
         assert app.current_mode == "users"
         assert type(app.screen).__name__ == "UserForm"
 
 
-async def submit_lock(pilot, app: PbxApp, password: str, confirm: str | None = None) -> str:  # noqa: ANN001
+async def submit_lock(pilot, app: PbxApp, password: str, confirm: str | None = None) -> str:
     """Type into the lock screen, press Enter, wait for bcrypt; returns the message shown."""
     screen = app.screen
     assert isinstance(screen, LockScreen)

@@ -11,11 +11,19 @@ PHONE = ("192.0.2.10", 5062)
 SERVER = ("198.51.100.1", 5060)
 
 
-def request(method: str, call_id: str, *, user: str = "alice", to: str = "bob",
-            cseq: int = 1, compact: bool = False) -> bytes:
+def request(
+    method: str,
+    call_id: str,
+    *,
+    user: str = "alice",
+    to: str = "bob",
+    cseq: int = 1,
+    compact: bool = False,
+) -> bytes:
     names = ("i", "f", "t") if compact else ("Call-ID", "From", "To")
     return (
-        f"{method} sip:{to}@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK{cseq}\r\n"
+        f"{method} sip:{to}@pbx.test SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK{cseq}\r\n"
         f'{names[1]}: "Al" <sip:{user}@pbx.test>;tag=1\r\n{names[2]}: <sip:{to}@pbx.test>\r\n'
         f"{names[0]}: {call_id}\r\nCSeq: {cseq} {method}\r\nUser-Agent: deskphone\r\n"
         "Content-Length: 0\r\n\r\n"
@@ -40,7 +48,12 @@ def outbound(data: bytes, at: float = 100.0) -> SipTraffic:
 
 def test_summarise_reads_requests_responses_and_compact_headers() -> None:
     invite = summarise(inbound(request("INVITE", "c1", compact=True)))
-    assert (invite.call_id, invite.method, invite.status, invite.label) == ("c1", "INVITE", 0, "INVITE")
+    assert (invite.call_id, invite.method, invite.status, invite.label) == (
+        "c1",
+        "INVITE",
+        0,
+        "INVITE",
+    )
     assert (invite.from_user, invite.to_user, invite.user_agent) == ("alice", "bob", "deskphone")
     assert invite.source == PHONE and invite.destination == SERVER
     ringing = summarise(outbound(response("180 Ringing", "INVITE", "c1")))
@@ -74,15 +87,27 @@ def test_invite_dialog_states_follow_the_call() -> None:
         assert log.get("c1").state == state  # type: ignore[union-attr]
     dialog = log.get("c1")
     assert dialog is not None
-    assert (dialog.method, dialog.from_user, dialog.to_user, dialog.message_count) == ("INVITE", "alice", "bob", 8)
+    assert (dialog.method, dialog.from_user, dialog.to_user, dialog.message_count) == (
+        "INVITE",
+        "alice",
+        "bob",
+        8,
+    )
     assert dialog.source == "192.0.2.10:5062"
 
 
 def test_rejected_cancelled_and_non_invite_states() -> None:
     log = DialogLog()
-    log.add([inbound(request("INVITE", "busy")), outbound(response("486 Busy Here", "INVITE", "busy"))])
+    log.add(
+        [inbound(request("INVITE", "busy")), outbound(response("486 Busy Here", "INVITE", "busy"))]
+    )
     log.add([inbound(request("INVITE", "gone")), inbound(request("CANCEL", "gone"))])
-    log.add([inbound(request("REGISTER", "reg")), outbound(response("401 Unauthorized", "REGISTER", "reg"))])
+    log.add(
+        [
+            inbound(request("REGISTER", "reg")),
+            outbound(response("401 Unauthorized", "REGISTER", "reg")),
+        ]
+    )
     log.add([inbound(request("OPTIONS", "opt"))])
     states = {dialog.call_id: dialog.state for dialog in log}
     assert states == {"busy": "BUSY", "gone": "CANCELLED", "reg": "401 Unauthorized", "opt": "SENT"}
@@ -105,10 +130,17 @@ def test_history_is_bounded_and_drops_are_counted() -> None:
 
 def test_filter_parses_prefixes_and_matches_each_part() -> None:
     parsed = TrafficFilter.parse("m:invite u:ALICE a:192.0.2.10 Deskphone extra")
-    assert parsed == TrafficFilter(text="deskphone extra", user="alice", address="192.0.2.10", method="INVITE")
+    assert parsed == TrafficFilter(
+        text="deskphone extra", user="alice", address="192.0.2.10", method="INVITE"
+    )
     assert TrafficFilter.parse("").empty and TrafficFilter.parse("u:").text == "u:"
     log = DialogLog()
-    log.add([inbound(request("INVITE", "c1")), inbound(request("REGISTER", "c2", user="carol", to="carol"))])
+    log.add(
+        [
+            inbound(request("INVITE", "c1")),
+            inbound(request("REGISTER", "c2", user="carol", to="carol")),
+        ]
+    )
     log.add([inbound(request("OPTIONS", "c3"), remote=("203.0.113.7", 5060))])
 
     def listed(query: str) -> list[str]:
@@ -136,11 +168,33 @@ def test_security_feed_collapses_repeats_and_ranks_offenders() -> None:
     feed = SecurityFeed(max_rows=3)
     feed.add([SecurityEvent("auth-failed", "203.0.113.9", "wrong password", user="alice", at=1.0)])
     feed.add([SecurityEvent("auth-failed", "203.0.113.9", "wrong password", user="alice", at=2.0)])
-    feed.add([SecurityEvent("scanner-dropped", "198.51.100.66", "", user_agent="friendly-scanner", count=5, at=3.0)])
-    feed.add([SourceBanned("203.0.113.9", until=999.0, reason="brute force", at=4.0)])
-    feed.add([SourceUnbanned("203.0.113.9", reason="admin", at=5.0)])
+    feed.add(
+        [
+            SecurityEvent(
+                "scanner-dropped",
+                "198.51.100.66",
+                "",
+                user_agent="friendly-scanner",
+                count=5,
+                at=3.0,
+            )
+        ]
+    )
+    # A ban arrives twice (SourceBanned for the store, SecurityEvent for people): shown once.
+    feed.add(
+        [
+            SourceBanned("203.0.113.9", until=999.0, reason="brute force", at=4.0),
+            SecurityEvent("banned", "203.0.113.9", "brute force", at=4.0),
+        ]
+    )
+    feed.add(
+        [
+            SourceUnbanned("203.0.113.9", reason="admin", at=5.0),
+            SecurityEvent("unbanned", "203.0.113.9", "admin", at=5.0),
+        ]
+    )
     keys = list(feed.rows)
-    assert keys == ["scanner-dropped|198.51.100.66", "ban|203.0.113.9", "unban|203.0.113.9"]
+    assert keys == ["scanner-dropped|198.51.100.66", "banned|203.0.113.9", "unbanned|203.0.113.9"]
     # The oldest row went (max_rows=3); its count lives on in the offender ranking.
     assert feed.top_offenders() == [("198.51.100.66", 5), ("203.0.113.9", 3)]
     assert "friendly-scanner" in feed.rows["scanner-dropped|198.51.100.66"].detail

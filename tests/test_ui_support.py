@@ -20,8 +20,11 @@ from pbxtui.app import PbxApp
 SIZE = (100, 30)
 
 
-def console_settings(tmp_path: Path, **ui: object) -> Settings:
-    settings = make_settings(tmp_path / "pbx.db", free_port())
+def console_settings(
+    tmp_path: Path, core: dict[str, object] | None = None, **ui: object
+) -> Settings:
+    """Settings for a test console; `core` replaces whole sections (e.g. security=...)."""
+    settings = make_settings(tmp_path / "pbx.db", free_port(), **(core or {}))
     return replace(settings, ui=replace(UiSettings(refresh_hz=10), **ui))  # type: ignore[arg-type]
 
 
@@ -32,10 +35,11 @@ async def console(
     require_login: bool = False,
     size: tuple[int, int] = SIZE,
     users: dict[str, str] | None = None,
+    core: dict[str, object] | None = None,
     **ui: object,
 ) -> AsyncIterator[tuple[PbxApp, Pilot[None]]]:
     """A started console (Pbx listening, panes refreshing) and its pilot."""
-    app = PbxApp(console_settings(tmp_path, **ui), require_login=require_login)
+    app = PbxApp(console_settings(tmp_path, core, **ui), require_login=require_login)
     async with app.run_test(size=size) as pilot:
         await pilot.pause()
         assert app.ready, app.start_error
@@ -65,6 +69,18 @@ async def options_ping(app: PbxApp, *, user_agent: str = "pbxtui-tests") -> None
             "OPTIONS", f"sip:{host}:{port}", local=client.local, user_agent=user_agent
         )
         await client.ask(text)
+
+
+async def flood(app: PbxApp, count: int, local_ip: str = "127.0.0.2") -> None:
+    """`count` OPTIONS at once from `local_ip` (not one of the server's own addresses)."""
+    host, port = server_of(app)
+    client = await UdpClient((host, port)).open(local_ip)
+    try:
+        for _ in range(count):
+            client.send(request_text("OPTIONS", f"sip:{host}:{port}", local=client.local))
+        await client.recv(0.3)
+    finally:
+        client.close()
 
 
 async def refreshed(pilot: Pilot[None], app: PbxApp) -> None:

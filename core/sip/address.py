@@ -90,14 +90,14 @@ def parse_name_addr(text: str) -> NameAddr:
         tail = rest[gt + 1 :].strip()
         if tail and tail[0] != ";":
             raise SipParseError("Bad address parameters")
-        params = parse_params(tail[1:]) if tail else {}
+        params = parse_params(tail[1:], after_semicolon=True) if tail else {}
     else:
         # addr-spec: the URI ends at the first ';' and what follows are header params (§20).
-        uri_text, _, param_text = rest.partition(";")
+        uri_text, semicolon, param_text = rest.partition(";")
         if "?" in uri_text or "," in uri_text:
             raise SipParseError("Bad addr-spec")
         uri = parse_uri(uri_text.strip())
-        params = parse_params(param_text)
+        params = parse_params(param_text, after_semicolon=bool(semicolon))
     return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
 
 

@@ -10,7 +10,15 @@ import re
 from dataclasses import dataclass, field
 
 from core.sip.errors import SipParseError
-from core.sip.uri import format_host, format_params, params_hash, parse_hostport, parse_params
+from core.sip.uri import (
+    QUOTED_STRING,
+    format_host,
+    format_params,
+    is_digits,
+    params_hash,
+    parse_hostport,
+    parse_params,
+)
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
@@ -21,8 +29,6 @@ _VIA = re.compile(
     re.DOTALL,
 )
 _AROUND_COLON = re.compile(r"\s*:\s*")
-# quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE, §25.1; possessive, so no backtracking.
-_QUOTED = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _AUTH_SCHEME = re.compile(r"\s*([^\s,]+)\s*")
 _MAX_DELTA_SECONDS = 2**32 - 1  # §20.19: larger values mean this
@@ -33,14 +39,9 @@ def is_token(text: str) -> bool:
     return _TOKEN.fullmatch(text) is not None
 
 
-def is_digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects."""
-    return text.isascii() and text.isdigit()
-
-
 def read_quoted(text: str, start: int) -> tuple[str, int]:
     """Read a quoted-string at text[start] == '"'; returns (unescaped value, index after it)."""
-    match = _QUOTED.match(text, start)
+    match = QUOTED_STRING.match(text, start)
     if match is None:
         raise SipParseError("Unterminated quoted string")
     value = match.group(1)
@@ -143,7 +144,7 @@ def parse_via(text: str) -> Via:
     if ":" in sent_by and (" " in sent_by or "\t" in sent_by):
         sent_by = _AROUND_COLON.sub(":", sent_by)  # host [ COLON port ], COLON = SWS ":" SWS
     host, port = parse_hostport(sent_by)
-    params = parse_params(param_text) if param_text is not None else {}
+    params = parse_params(param_text, after_semicolon=True) if param_text is not None else {}
     return Via(transport.upper(), host, port, params, f"{name}/{version}")
 
 

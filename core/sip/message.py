@@ -258,7 +258,8 @@ def make_response(
     to_value = source.get("to")
     if to_value is not None:
         if to_tag and status > 100 and not _has_tag(to_value):
-            to_value = f"{to_value};tag={to_tag}"
+            # A malformed To (being answered with a 400) may end in ';': don't make it ';;'.
+            to_value = f"{to_value.rstrip(' ;')};tag={to_tag}"
         headers.add("To", to_value)
     call_id = source.get("call-id")
     if call_id is not None:

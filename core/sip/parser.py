@@ -56,9 +56,10 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     `stream` is True for TCP, where the framer has already cut the body to Content-Length
     and Content-Length is mandatory (§18.3, §20.14).
 
-    Bytes that are not UTF-8 (RFC 3261 §7.3.1 wants UTF-8) become U+FFFD rather than failing
-    the message: old phones send Latin-1 display names, and every string handed out then
-    encodes cleanly wherever it goes next (SQLite, hashlib, the console).
+    The head is decoded with surrogateescape: bytes that are not UTF-8 (old phones send
+    Latin-1 display names) become lone surrogates that encode back to exactly the bytes sent,
+    so a forwarded header and a digest over a username stay byte-exact. Code that stores or
+    displays header text must encode with surrogateescape or escape such characters.
     """
     if type(data) is not bytes:
         data = bytes(data)
@@ -68,7 +69,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     if not data:
         raise SipParseError("Empty message")
     head_bytes, body = split_head(data)
-    head = head_bytes.decode("utf-8", "replace")
+    head = head_bytes.decode("utf-8", "surrogateescape")
     if "\r" in head:
         head = head.replace("\r\n", "\n")
         if "\r" in head:

@@ -26,9 +26,11 @@ _USER_SAFE = "-_.!~*'()&=+$,;?/"
 _PASSWORD_SAFE = "-_.!~*'()&=+$,"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _NOT_IN_SIP_URI = re.compile(r'[\s<>"]')
+# quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE, §25.1; possessive, so no backtracking.
+QUOTED_STRING = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
 
 
-def _is_digits(text: str) -> bool:
+def is_digits(text: str) -> bool:
     """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects."""
     return text.isascii() and text.isdigit()
 
@@ -78,7 +80,7 @@ def parse_hostport(text: str) -> tuple[str, int | None]:
 
 
 def parse_port(text: str) -> int:
-    if not _is_digits(text) or len(text) > 5:
+    if not is_digits(text) or len(text) > 5:
         raise SipParseError("Bad port")
     port = int(text)
     if not 0 < port < 65536:
@@ -86,29 +88,39 @@ def parse_port(text: str) -> int:
     return port
 
 
-def parse_params(text: str) -> dict[str, str | None]:
+def parse_params(text: str, *, after_semicolon: bool = False) -> dict[str, str | None]:
     """`a=b;c` (without the leading `;`) → {"a": "b", "c": None}; names lower-cased.
 
+    `after_semicolon` says a `;` came before `text`, so an empty `text` is an empty parameter.
+
     Whitespace around `;` and `=` is allowed (SEMI and EQUAL are SWS-padded, §25.1). An empty
-    parameter between two semicolons is malformed (RFC 4475 §3.1.2.1 answers it with 400);
-    one trailing `;` is tolerated, as some phones send it. A quoted value may hold `;`.
+    parameter is malformed (RFC 4475 §3.1.2.1 answers `;;` with 400), a trailing `;` too: code
+    that appends `;tag=x` to a header value it accepted must not produce `;;tag=x`. A quoted
+    value may hold `;`; a `"` anywhere else (gen-value = token / host / quoted-string) is
+    malformed, as it would swallow whatever is printed after it once more parameters are added.
     """
     params: dict[str, str | None] = {}
     if not text:
+        if after_semicolon:
+            raise SipParseError("Empty parameter")
         return params
-    if '"' not in text or ("\\" not in text and ";" not in "".join(text.split('"')[1::2])):
+    quoted = '"' in text
+    if not quoted or ("\\" not in text and ";" not in "".join(text.split('"')[1::2])):
         parts = text.split(";")  # no `;` inside a quoted value, so a plain split is exact
     else:
         parts = _split_outside_quotes(text, ";")
-    last = len(parts) - 1
-    for index, part in enumerate(parts):
+    for part in parts:
         name, sep, value = part.partition("=")
         name = name.strip().lower()
         if not name:
-            if not sep and not value and index == last and index > 0:
-                break
             raise SipParseError("Empty parameter" if not sep else "Bad parameter")
-        params[name] = value.strip() if sep else None
+        if sep:
+            value = value.strip()
+            if quoted and '"' in value and not QUOTED_STRING.fullmatch(value):
+                raise SipParseError("Bad parameter")
+        if quoted and '"' in name:
+            raise SipParseError("Bad parameter")
+        params[name] = value if sep else None
     return params
 
 
@@ -230,6 +242,10 @@ class SipUri:
         return f"sip:{user}{format_host(self.host).lower()}"
 
 
+def _unescape(text: str) -> str:
+    return unquote(text, errors="surrogateescape")
+
+
 def _escape(text: str, safe: str) -> str:
     """%-escape for printing from parts; a lone surrogate goes out as the byte it stood for."""
     return quote(text, safe=safe, errors="surrogateescape")
@@ -293,10 +309,10 @@ def parse_uri(text: str) -> Uri:
     if not rest or _NOT_IN_SIP_URI.search(rest):
         raise SipParseError("Bad tel URI" if lower == "tel" else "Bad URI")
     if lower == "tel":
-        number, _, params = rest.partition(";")
+        number, semicolon, params = rest.partition(";")
         if not number:
             raise SipParseError("Bad tel URI")
-        return TelUri(number=number, params=parse_params(params), raw=text)
+        return TelUri(number, parse_params(params, after_semicolon=bool(semicolon)), text)
     return OtherUri(lower, rest, raw=text)
 
 
@@ -317,14 +333,13 @@ def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
         user_text, colon, password_text = userinfo.partition(":")
         if not user_text:
             raise SipParseError("Bad SIP URI user")
-        try:
-            user = unquote(user_text, errors="strict") if "%" in user_text else user_text
-            if colon:
-                password = unquote(password_text, errors="strict")
-        except UnicodeDecodeError:
-            raise SipParseError("Bad SIP URI user") from None
+        # An escaped octet that is not UTF-8 unescapes to the same lone surrogate the raw
+        # octet decodes to, so `m%FC` and a raw Latin-1 `m\xfc` are one user (§19.1.4).
+        user = _unescape(user_text) if "%" in user_text else user_text
+        if colon:
+            password = _unescape(password_text)
     rest, _, headers = rest.partition("?")
-    hostport, _, param_text = rest.partition(";")
+    hostport, semicolon, param_text = rest.partition(";")
     host, port = parse_hostport(hostport)
     return SipUri(
         scheme=scheme,
@@ -332,7 +347,7 @@ def _parse_sip(scheme: str, rest: str, raw: str) -> SipUri:
         password=password,
         host=host,
         port=port,
-        params=parse_params(param_text),
+        params=parse_params(param_text, after_semicolon=bool(semicolon)),
         headers=headers or None,
         raw=raw,
     )

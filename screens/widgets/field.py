@@ -13,7 +13,6 @@ class Field(Vertical):
 
     DEFAULT_CSS = """
     Field { height: auto; margin-bottom: 1; }
-    .-dense Field { margin-bottom: 0; }
     Field > Horizontal { height: auto; }
     Field .field-label { width: 22; color: $text-muted; padding-right: 1; }
     Field .field-control { width: 1fr; }

@@ -54,11 +54,10 @@ def lane_positions(party_count: int, width: int) -> list[int]:
     area = max(width - TIME_WIDTH, 0)
     if party_count <= 1:
         return [max(area // 2, 1)]
-    margin = 10
-    spacing = (area - 2 * margin) // (party_count - 1)
+    # Lanes as far apart as the width allows (labels need room), then centred.
+    spacing = (area - 4) // (party_count - 1)
     spacing = max(MIN_SPACING, min(MAX_SPACING, spacing))
-    used = spacing * (party_count - 1)
-    margin = max(margin, (area - used) // 2)
+    margin = max(2, (area - spacing * (party_count - 1)) // 2)
     return [margin + index * spacing for index in range(party_count)]
 
 
@@ -74,9 +73,7 @@ def ladder_header(parties: Sequence[str], positions: Sequence[int]) -> Text:
     return Text("".join(line).rstrip(), style="bold")
 
 
-def ladder_line(
-    message: TrafficMessage, lanes: dict[str, int], positions: Sequence[int]
-) -> Text:
+def ladder_line(message: TrafficMessage, lanes: dict[str, int], positions: Sequence[int]) -> Text:
     """One message as an arrow between two lanes, with its time in front."""
     sender = lanes[format_address(message.source)]
     receiver = lanes[format_address(message.destination)]
@@ -141,7 +138,11 @@ class LadderTable(DataTable[Text]):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(
-            cursor_type="row", show_header=True, cell_padding=0, zebra_stripes=False, **kwargs  # type: ignore[arg-type]
+            cursor_type="row",
+            show_header=True,
+            cell_padding=0,
+            zebra_stripes=False,
+            **kwargs,  # type: ignore[arg-type]
         )
         self.dialog: Dialog | None = None
         self._shown: tuple[str, int, int] | None = None  # (call-id, revision, width)
@@ -162,7 +163,7 @@ class LadderTable(DataTable[Text]):
 
     def show(self, dialog: Dialog | None) -> bool:
         """Draw `dialog`, or nothing; redraws only when the dialog or the width changed."""
-        width = max(self.size.width, 40)
+        width = max(self.scrollable_content_region.width - 1, 40)
         key = (dialog.call_id, dialog.revision, width) if dialog else None
         if key == self._shown:
             return False

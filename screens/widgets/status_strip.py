@@ -70,11 +70,11 @@ class StatusStrip(Vertical):
         self.query_one("#rate-spark", Sparkline).data = list(history)
         counts = Text.assemble(
             (f" {contacts}", "bold"),
-            " contacts  ",
-            (f"{calls_up}", "bold"),
-            " calls  ",
+            " contact  " if contacts == 1 else " contacts  ",
+            (f"{calls_up}", "bold green" if calls_up else "bold"),
+            " call up  " if calls_up == 1 else " calls up  ",
             (f"{bans}", "bold red" if bans else "bold"),
-            " bans",
+            " ban" if bans == 1 else " bans",
         )
         if note:
             counts.append(f"  {note}", style="bold yellow")

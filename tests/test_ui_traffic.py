@@ -1,0 +1,162 @@
+"""The Traffic pane against real SIP traffic: dialogs, ladder, raw text, filters, pause,
+bounded history and saving as .pcap / .txt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from test_ui_support import console, options_ping, refreshed, register
+from textual.widgets import Input, Label, Static
+
+from screens.save_form import SaveForm
+from screens.traffic import TrafficScreen
+from screens.widgets.ladder import LadderTable
+from screens.widgets.tables import KeyedTable
+
+USERS = {"alice": "alice-secret-1"}
+
+
+def listed(app) -> list[tuple[str, str]]:
+    """(method, state) of each listed dialog, in order."""
+    table = app.screen.query_one("#dialogs", KeyedTable)
+    rows = [table.get_row(key) for key in table.keys]
+    return [(str(row[1]), str(row[5])) for row in rows]
+
+
+async def test_dialogs_ladder_and_raw_message(tmp_path: Path) -> None:
+    async with console(tmp_path, users=USERS, size=(140, 40)) as (app, pilot):
+        client = await register(app, "alice", "alice-secret-1")
+        await options_ping(app)
+        await refreshed(pilot, app)
+        assert listed(app) == [("REGISTER", "200 OK"), ("OPTIONS", "200 OK")]
+        table = app.screen.query_one("#dialogs", KeyedTable)
+        table.move_cursor(row=0)
+        await pilot.pause()
+        ladder = app.screen.query_one("#ladder", LadderTable)
+        labels = [ladder.message_at(row).label for row in range(ladder.row_count)]  # type: ignore[union-attr]
+        assert labels == ["REGISTER", "401 Unauthorized", "REGISTER", "200 OK"]
+        flow = str(ladder.get_row_at(0)[0])
+        assert "REGISTER" in flow and "►" in flow
+        ladder.focus()
+        await pilot.press("down")
+        raw = str(app.screen.query_one("#raw-text", Static).render())
+        assert raw.splitlines()[2] == "SIP/2.0 401 Unauthorized"
+        assert "WWW-Authenticate: Digest" in raw
+        client.close()
+
+
+async def test_enter_zooms_into_the_flow_and_escape_returns(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot):
+        await options_ping(app)
+        await refreshed(pilot, app)
+        await pilot.press("enter")
+        screen = app.screen
+        assert screen.has_class("-zoomed") and screen.focused is screen.query_one("#ladder")
+        assert screen.query_one("#raw").display  # narrow terminal: raw text shows when zoomed
+        await pilot.press("escape")
+        assert not screen.has_class("-zoomed")
+
+
+async def test_filters_by_method_user_address_and_text(tmp_path: Path) -> None:
+    async with console(tmp_path, users=USERS) as (app, pilot):
+        client = await register(app, "alice", "alice-secret-1")
+        await options_ping(app, user_agent="probe-ua")
+        await refreshed(pilot, app)
+        screen = app.screen
+        assert isinstance(screen, TrafficScreen)
+        await pilot.press("slash")
+        for query, methods in (
+            ("m:options", ["OPTIONS"]),
+            ("m:register", ["REGISTER"]),
+            ("u:alice", ["REGISTER", "OPTIONS"]),
+            (f"a:{client.local[0]}:{client.local[1]}", ["REGISTER"]),
+            ("probe-ua", ["OPTIONS"]),
+            ("WWW-Authenticate", ["REGISTER"]),
+            ("m:invite", []),
+            ("", ["REGISTER", "OPTIONS"]),
+        ):
+            screen.query_one("#traffic-filter", Input).value = query
+            await pilot.pause()
+            assert [method for method, _state in listed(app)] == methods, query
+        client.close()
+
+
+async def test_pause_freezes_the_list_and_resume_catches_up(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot):
+        await options_ping(app)
+        await refreshed(pilot, app)
+        await pilot.press("space")
+        await options_ping(app)
+        await options_ping(app)
+        await refreshed(pilot, app)
+        assert len(listed(app)) == 1
+        info = str(app.screen.query_one("#traffic-info", Label).render())
+        assert "PAUSED +4" in info
+        await pilot.press("space")
+        await pilot.pause()
+        assert len(listed(app)) == 3
+        assert "LIVE" in str(app.screen.query_one("#traffic-info", Label).render())
+
+
+async def test_history_is_bounded_and_says_what_it_dropped(tmp_path: Path) -> None:
+    async with console(tmp_path, traffic_dialogs=3) as (app, pilot):
+        for _ in range(5):
+            await options_ping(app)
+        await refreshed(pilot, app)
+        assert len(listed(app)) == 3
+        assert "4 dropped" in str(app.screen.query_one("#traffic-info", Label).render())
+        await pilot.press("x")
+        assert listed(app) == []
+
+
+async def test_save_selected_as_pcap_and_filtered_as_text(tmp_path: Path) -> None:
+    async with console(tmp_path, users=USERS) as (app, pilot):
+        client = await register(app, "alice", "alice-secret-1")
+        await options_ping(app)
+        await refreshed(pilot, app)
+        app.screen.query_one("#dialogs", KeyedTable).move_cursor(row=0)
+        pcap = tmp_path / "register.pcap"
+        await pilot.press("s")
+        form = app.screen
+        assert isinstance(form, SaveForm)
+        form.query_one("#path", Input).value = str(pcap)
+        await pilot.press("enter")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        data = pcap.read_bytes()
+        assert data[:4] == bytes.fromhex("d4c3b2a1")  # libpcap magic, little-endian
+        assert data.count(b"REGISTER sip:pbx.test SIP/2.0") == 2 and b"OPTIONS" not in data
+
+        text_path = tmp_path / "all.txt"
+        await pilot.press("s")
+        form = app.screen
+        await pilot.click("#fmt-txt")
+        await pilot.click("#scope-filtered")
+        form.query_one("#path", Input).value = str(text_path)
+        await pilot.click("#save")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        text = text_path.read_text()
+        assert "REGISTER sip:pbx.test SIP/2.0" in text and "OPTIONS sip:" in text
+        client.close()
+
+
+async def test_save_form_refuses_an_existing_file_and_cancels(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot):
+        await options_ping(app)
+        await refreshed(pilot, app)
+        taken = tmp_path / "taken.pcap"
+        taken.write_bytes(b"keep me")
+        await pilot.press("s")
+        form = app.screen
+        form.query_one("#path", Input).value = str(taken)
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "already exists" in form.query_one("#field-path").error  # type: ignore[attr-defined]
+        form.query_one("#path", Input).value = str(tmp_path / "missing" / "x.pcap")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "does not exist" in form.query_one("#field-path").error  # type: ignore[attr-defined]
+        await pilot.press("escape")
+        assert isinstance(app.screen, TrafficScreen)
+        assert taken.read_bytes() == b"keep me"
