@@ -106,8 +106,18 @@ def start_server(workdir: Path, *, users: int = 0, extra: list[str] | None = Non
         pbxtui("user", "import", str(write_users_csv(workdir / "users.csv", users)), db=db)
     port = free_port()
     command = [
-        sys.executable, "-m", "pbxtui", "--headless", "--db", str(db), "--domain", DOMAIN,
-        "--listen", f"udp:127.0.0.1:{port}", "--listen", f"tcp:127.0.0.1:{port}",
+        sys.executable,
+        "-m",
+        "pbxtui",
+        "--headless",
+        "--db",
+        str(db),
+        "--domain",
+        DOMAIN,
+        "--listen",
+        f"udp:127.0.0.1:{port}",
+        "--listen",
+        f"tcp:127.0.0.1:{port}",
         *(extra or []),
     ]
     started = time.monotonic()
@@ -187,10 +197,31 @@ def run_step(
 ) -> Step:
     calls = max(1, int(rate * seconds))
     args = [
-        need_sipp(), f"127.0.0.1:{server.port}", "-sf", str(SCENARIOS / scenario),
-        "-t", "u1", "-i", local_ip, "-m", str(calls), "-r", str(rate), "-rp", "1000",
-        "-key", "domain", DOMAIN, "-nostdin", "-timeout", f"{int(seconds * 3 + 20)}s",
-        "-timeout_error", "-max_socket", "1000", "-l", str(max(1000, rate * 5)),
+        need_sipp(),
+        f"127.0.0.1:{server.port}",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-t",
+        "u1",
+        "-i",
+        local_ip,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-rp",
+        "1000",
+        "-key",
+        "domain",
+        DOMAIN,
+        "-nostdin",
+        "-timeout",
+        f"{int(seconds * 3 + 20)}s",
+        "-timeout_error",
+        "-max_socket",
+        "1000",
+        "-l",
+        str(max(1000, rate * 5)),
         *(["-inf", str(inf)] if inf else []),
         *(extra or []),
     ]
@@ -205,7 +236,6 @@ def run_step(
         calls=calls,
         successful=successful,
         failed=calls - successful,  # failed, timed out, or never finished
-
         elapsed=elapsed,
         cpu=cpu,
         retransmissions=_retransmissions(result.stdout),
@@ -273,10 +303,31 @@ def sipp_args(
 ) -> list[str]:
     """A bounded SIPp command line against `server` (the same options as `run_step`)."""
     return [
-        need_sipp(), f"127.0.0.1:{server.port}", "-sf", str(SCENARIOS / scenario),
-        "-t", "u1", "-i", local_ip, "-m", str(calls), "-r", str(rate), "-rp", "1000",
-        "-key", "domain", DOMAIN, "-nostdin", "-timeout", f"{int(timeout)}s", "-timeout_error",
-        "-max_socket", "1000", "-l", str(max(1000, rate * 5)),
+        need_sipp(),
+        f"127.0.0.1:{server.port}",
+        "-sf",
+        str(SCENARIOS / scenario),
+        "-t",
+        "u1",
+        "-i",
+        local_ip,
+        "-m",
+        str(calls),
+        "-r",
+        str(rate),
+        "-rp",
+        "1000",
+        "-key",
+        "domain",
+        DOMAIN,
+        "-nostdin",
+        "-timeout",
+        f"{int(timeout)}s",
+        "-timeout_error",
+        "-max_socket",
+        "1000",
+        "-l",
+        str(max(1000, rate * 5)),
         *(["-inf", str(inf)] if inf else []),
         *(extra or []),
     ]
@@ -284,19 +335,23 @@ def sipp_args(
 
 def sipp_counts(stdout: str) -> tuple[int, int, int]:
     """(calls created, successful, failed) from SIPp's final statistics screen."""
-    return _stat(stdout, "Total Calls created"), _stat(stdout, "Successful call"), _stat(
-        stdout, "Failed call"
+    return (
+        _stat(stdout, "Total Calls created"),
+        _stat(stdout, "Successful call"),
+        _stat(stdout, "Failed call"),
     )
 
 
-def response_times_ms(rtt_csv_dir: Path) -> list[float]:
-    """Every response time SIPp's `-trace_rtt` wrote into `rtt_csv_dir` (`*_rtt.csv`), in ms."""
-    times: list[float] = []
+def response_times_ms(rtt_csv_dir: Path) -> list[tuple[float, float]]:
+    """(when, response time) in ms for every entry SIPp's `-trace_rtt` wrote into
+    `rtt_csv_dir` (`*_rtt.csv`); `when` counts from SIPp's start."""
+    times: list[tuple[float, float]] = []
     for path in rtt_csv_dir.glob("*_rtt.csv"):
         header, *rows = path.read_text().splitlines() or [""]
-        column = header.split(";").index("response_time_ms")
+        names = header.split(";")
+        at, took = names.index("Date_ms"), names.index("response_time_ms")
         for row in rows:
             fields = row.split(";")
-            if len(fields) > column:
-                times.append(float(fields[column]))
-    return times
+            if len(fields) == len(names):
+                times.append((float(fields[at]), float(fields[took])))
+    return sorted(times)

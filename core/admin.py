@@ -65,7 +65,7 @@ class AdminApi:
         self._pbx = pbx
 
     @property
-    def _store(self):  # noqa: ANN202 - the Store, typed at the Pbx
+    def _store(self):
         return self._pbx.store
 
     # -- users ----------------------------------------------------------------------------

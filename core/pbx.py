@@ -236,7 +236,7 @@ class Pbx:
         self._started = False
 
     # -- the loop's callbacks -------------------------------------------------------------
-    def _on_message(self, data: bytes, flow) -> None:  # noqa: ANN001 - Flow
+    def _on_message(self, data: bytes, flow) -> None:
         try:
             self.route.on_message(data, flow)
         except Exception:
@@ -273,7 +273,7 @@ class Pbx:
             log.exception("proxy timer failed")
         self._arm_proxy_timer()
 
-    def _on_stream_error(self, error, flow, data: bytes) -> None:  # noqa: ANN001
+    def _on_stream_error(self, error, flow, data: bytes) -> None:
         self.security.parse_failed(flow.remote[0], error.reason, self.clock())
 
     async def _housekeeping(self) -> None:
@@ -316,12 +316,12 @@ class _BindingWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def binding_saved(self, binding) -> None:  # noqa: ANN001
+    def binding_saved(self, binding) -> None:
         from core.store import UpsertBinding
 
         self.store.submit(UpsertBinding(binding.to_row()))
 
-    def binding_removed(self, binding) -> None:  # noqa: ANN001
+    def binding_removed(self, binding) -> None:
         from core.store import DeleteBinding
 
         row = binding.to_row()
@@ -332,7 +332,7 @@ class _BanWriter:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def ban_saved(self, ban) -> None:  # noqa: ANN001
+    def ban_saved(self, ban) -> None:
         from core.store import BanRow, UpsertBan
 
         until = None if ban.permanent else ban.until_wall

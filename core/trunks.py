@@ -396,13 +396,16 @@ class Trunks:
         if state is None or state.finished_at is not None or state.caller_tag != request.from_tag:
             return None
         gateway = state.target.gateway
-        if status in (401, 407) and response is not None and not state.challenged:
-            authorization = self._answer_challenge(gateway, branch.request, response, status)
-            if authorization is not None:
-                state.challenged = True
-                state.authorization = authorization
-                state.cseq_shift += 1  # §22.2: the retry is a new transaction, CSeq + 1
-                return Target(str(branch.request.uri), branch.flow)
+        if status in (401, 407):
+            if response is not None and not state.challenged:
+                authorization = self._answer_challenge(gateway, branch.request, response, status)
+                if authorization is not None:
+                    state.challenged = True
+                    state.authorization = authorization
+                    state.cseq_shift += 1  # §22.2: the retry is a new transaction, CSeq + 1
+                    return Target(str(branch.request.uri), branch.flow)
+            # A challenge we cannot answer (no credentials for this carrier, or ours were
+            # refused): the caller could not answer it either, so the next carrier.
         elif not _fails_over(status):
             return None
         if state.attempt + 1 >= len(state.targets):

@@ -42,7 +42,11 @@ class EventLogger:
         line = describe(event)
         if line is None:
             return
-        level = logging.WARNING if isinstance(event, ServerEvent) and event.level != "info" else logging.INFO
+        level = (
+            logging.WARNING
+            if isinstance(event, ServerEvent) and event.level != "info"
+            else logging.INFO
+        )
         self.logger.log(level, line)
 
 
@@ -61,7 +65,9 @@ def describe(event: Event) -> str | None:
         case ContactExpired():
             return f"registration expired: {event.user} {event.contact}"
         case ContactUnreachable():
-            return f"contact unreachable: {event.user} {event.contact} ({event.failures} pings lost)"
+            return (
+                f"contact unreachable: {event.user} {event.contact} ({event.failures} pings lost)"
+            )
         case CallEvent() if event.state in ("answered", "ended", "failed"):
             status = f" {event.status}" if event.status else ""
             return f"call {event.state}{status}: {event.caller} -> {event.callee} ({event.call_id})"

@@ -15,9 +15,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from core.pbx import Pbx  # noqa: E402
-from core.settings import AuthSettings, ListenAddress, Settings  # noqa: E402
-from support.ports import free_port  # noqa: E402
+from support.ports import free_port
+
+from core.pbx import Pbx
+from core.settings import AuthSettings, ListenAddress, Settings
 
 DOMAIN = "pbx.test"
 USERS = {"alice": "alice-secret-1", "bob": "bob-secret-22", "carol": "carol-secret-333"}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import shutil
 import time
 from collections.abc import AsyncIterator
@@ -88,7 +87,12 @@ async def run_tool(name: str, source: str, *args: str, timeout: float = 30) -> T
     script = sipvicious_tool(name)
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        _interpreter(script), "-c", _PIN_SOURCE, source, str(script), *args,
+        _interpreter(script),
+        "-c",
+        _PIN_SOURCE,
+        source,
+        str(script),
+        *args,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
@@ -138,12 +142,33 @@ async def test_sipvicious_finds_nothing_and_is_banned_after_a_few_runs(tmp_path:
         runs = [
             await run_tool(*svmap, "-P", str(free_port(ATTACKER))),
             await run_tool(
-                "svwar", ATTACKER, "-P", str(free_port(ATTACKER)), "-p", port,
-                "-e", "90-120", "--force", "--maximumtime", "2", "127.0.0.1",
+                "svwar",
+                ATTACKER,
+                "-P",
+                str(free_port(ATTACKER)),
+                "-p",
+                port,
+                "-e",
+                "90-120",
+                "--force",
+                "--maximumtime",
+                "2",
+                "127.0.0.1",
             ),
             await run_tool(
-                "svcrack", ATTACKER, "-P", str(free_port(ATTACKER)), "-p", port,
-                "-u", "100", "-r", "1000-1100", "--maximumtime", "2", "127.0.0.1",
+                "svcrack",
+                ATTACKER,
+                "-P",
+                str(free_port(ATTACKER)),
+                "-p",
+                port,
+                "-u",
+                "100",
+                "-r",
+                "1000-1100",
+                "--maximumtime",
+                "2",
+                "127.0.0.1",
             ),
         ]
         for run in runs:
@@ -173,8 +198,18 @@ async def test_svwar_cannot_tell_real_extensions_without_the_scanner_filter(
     try:
         plain, forced = [
             await run_tool(
-                "svwar", ATTACKER, "-P", str(free_port(ATTACKER)), "-p", _port(pbx),
-                "-e", "90-120", *force, "--maximumtime", "2", "127.0.0.1",
+                "svwar",
+                ATTACKER,
+                "-P",
+                str(free_port(ATTACKER)),
+                "-p",
+                _port(pbx),
+                "-e",
+                "90-120",
+                *force,
+                "--maximumtime",
+                "2",
+                "127.0.0.1",
             )
             for force in ([], ["--force"])
         ]
@@ -198,8 +233,19 @@ async def test_svcrack_is_banned_long_before_its_dictionary_ends(tmp_path: Path)
         guesses = [f"guess-{n:02d}" for n in range(50)] + [EXTENSIONS["100"]]
         dictionary.write_text("\n".join(guesses) + "\n")
         run = await run_tool(
-            "svcrack", ATTACKER, "-P", str(free_port(ATTACKER)), "-p", _port(pbx),
-            "-u", "100", "-d", str(dictionary), "--maximumtime", "2", "127.0.0.1",
+            "svcrack",
+            ATTACKER,
+            "-P",
+            str(free_port(ATTACKER)),
+            "-p",
+            _port(pbx),
+            "-u",
+            "100",
+            "-d",
+            str(dictionary),
+            "--maximumtime",
+            "2",
+            "127.0.0.1",
         )
         assert run.found_nothing, run.output
         assert EXTENSIONS["100"] not in run.output
@@ -272,8 +318,14 @@ async def test_flood_is_banned_within_a_second_while_phones_keep_registering(
         started = time.time()
         flood = asyncio.create_task(
             run_sipp(
-                "flood_options.xml", host, port, calls=flood_size, rate=flood_size,
-                local_ip=ATTACKER, timeout=30, extra=["-rp", "1000"],
+                "flood_options.xml",
+                host,
+                port,
+                calls=flood_size,
+                rate=flood_size,
+                local_ip=ATTACKER,
+                timeout=30,
+                extra=["-rp", "1000"],
             )
         )
         took: list[float | None] = []
@@ -288,12 +340,12 @@ async def test_flood_is_banned_within_a_second_while_phones_keep_registering(
     assert ban.at - started < 1.0, f"banned {ban.at - started:.2f}s after the flood began"
     assert not _bans_of(pbx, LEGITIMATE)
     assert None not in took, f"{took.count(None)} of {len(took)} registrations failed"
-    served = pbx.security.stats.banned_drops + ban.count
+    at_the_door = pbx.security.stats.banned_drops
+    assert at_the_door >= flood_size // 2, "the flood reached the server and was dropped there"
     print(
         f"flood of {flood_size}: banned after {ban.at - started:.3f}s, {ban.count} messages; "
-        f"{pbx.security.stats.banned_drops} dropped at the door (the kernel dropped "
-        f"{flood_size - served} before the server read them); {len(took)} REGISTERs "
-        f"meanwhile, slowest {max(t for t in took if t is not None) * 1000:.0f} ms"
+        f"{at_the_door} dropped at the door (the kernel dropped "
+        f"{flood_size - at_the_door - ban.count} before the server read them); {len(took)} "
+        f"REGISTERs meanwhile, slowest {max(t for t in took if t is not None) * 1000:.0f} ms"
     )
     assert pbx.location.lookup("alice", pbx.clock())
-

@@ -112,8 +112,16 @@ def test_port_taken_is_a_clear_error_and_exit_2(tmp_path: Path) -> None:
 
 def test_bad_listen_option_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "pbxtui", "--headless", "--db", str(tmp_path / "x.db"),
-         "--listen", "sctp:nowhere"],
+        [
+            sys.executable,
+            "-m",
+            "pbxtui",
+            "--headless",
+            "--db",
+            str(tmp_path / "x.db"),
+            "--listen",
+            "sctp:nowhere",
+        ],
         capture_output=True,
         text=True,
         timeout=20,

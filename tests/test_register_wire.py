@@ -33,8 +33,15 @@ async def test_sipp_register_with_digest(pbx: Pbx, tmp_path: Path, transport: st
     host, port = _address(pbx)
     csv = write_users_csv(tmp_path / "users.csv", USERS)
     result = await run_sipp(
-        "reg_auth.xml", host, port, transport=transport, calls=3, rate=10, inf=csv,
-        keys={"domain": "pbx.test"}, extra=["-auth_uri", "pbx.test"],
+        "reg_auth.xml",
+        host,
+        port,
+        transport=transport,
+        calls=3,
+        rate=10,
+        inf=csv,
+        keys={"domain": "pbx.test"},
+        extra=["-auth_uri", "pbx.test"],
     )
     assert result.returncode == 0, str(result)
     now = pbx.clock()
@@ -48,7 +55,12 @@ async def test_sipp_wrong_password_is_challenged_again(pbx: Pbx, tmp_path: Path)
     host, port = _address(pbx)
     csv = write_users_csv(tmp_path / "bad.csv", {"alice": "not-her-password"})
     result = await run_sipp(
-        "reg_wrong_password.xml", host, port, calls=1, inf=csv, keys={"domain": "pbx.test"},
+        "reg_wrong_password.xml",
+        host,
+        port,
+        calls=1,
+        inf=csv,
+        keys={"domain": "pbx.test"},
         extra=["-auth_uri", "pbx.test"],
     )
     assert result.returncode == 0, str(result)

@@ -30,7 +30,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def _cli(db: Path, *args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pbxtui", "--db", str(db), *args,
+        sys.executable,
+        "-m",
+        "pbxtui",
+        "--db",
+        str(db),
+        *args,
         cwd=ROOT,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -114,7 +119,7 @@ async def test_cli_ban_add_and_del_take_effect_while_the_server_runs(pbx: Pbx) -
     assert await _answered(pbx, "127.0.0.14")
 
     code, out, err = await _cli(db, "ban", "add", "127.0.0.14", "--for", "600")
-    assert code == 0, err
+    assert (code, out.strip()) == (0, "banned 127.0.0.14 for 10:00"), err
     finished = time.monotonic()
     took = await _until(lambda: _banned(pbx, "127.0.0.14"), timeout=2.5)
     assert not await _answered(pbx, "127.0.0.14")
@@ -130,7 +135,7 @@ async def test_cli_ban_add_and_del_take_effect_while_the_server_runs(pbx: Pbx) -
     assert set(_listed(listing)) == {"127.0.0.14", "127.0.0.15"}
 
     for ip in ("127.0.0.14", "127.0.0.15"):
-        code, out, err = await _cli(db, "ban", "del", ip)
+        code, _out, err = await _cli(db, "ban", "del", ip)
         assert code == 0, err
     await _until(lambda: not pbx.security.bans(pbx.clock()), timeout=2.5)
     assert await _answered(pbx, "127.0.0.14")
@@ -155,7 +160,9 @@ async def test_cli_ban_of_an_exempt_address_is_ignored_and_removed(tmp_path: Pat
 
         def warned() -> list[str]:
             events = pbx.bus.feed.read_since(0)[0]
-            return [e.message for e in events if isinstance(e, ServerEvent) and "ignored" in e.message]
+            return [
+                e.message for e in events if isinstance(e, ServerEvent) and "ignored" in e.message
+            ]
 
         await _until(lambda: len(warned()) == 2, timeout=4)
         assert pbx.security.bans(pbx.clock()) == []

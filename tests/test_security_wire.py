@@ -132,21 +132,39 @@ SANITY_CASES = [
     ("bad-cseq-method", "INVITE", _header("CSeq", "1 INV@TE"), 400, "Bad CSeq method"),
     ("cseq-method-differs", "INVITE", _header("CSeq", "1 BYE"), 400, "Bad CSeq method"),
     ("bad-cseq-number", "OPTIONS", _header("CSeq", "one OPTIONS"), 400, "Bad CSeq number"),
-    ("content-length-text", "MESSAGE", _header("Content-Length", "ten"), 400,
-     "Bad Content-Length"),
-    ("content-length-past-body", "MESSAGE", _header("Content-Length", "40"), 400,
-     "Content-Length larger than body"),
+    ("content-length-text", "MESSAGE", _header("Content-Length", "ten"), 400, "Bad Content-Length"),
+    (
+        "content-length-past-body",
+        "MESSAGE",
+        _header("Content-Length", "40"),
+        400,
+        "Content-Length larger than body",
+    ),
     ("expires-not-a-number", "REGISTER", _adding("Expires: soon"), 400, "Bad Expires"),
     ("unparsable-from", "INVITE", _header("From", "<sip:alice@>;tag=1"), 400, "Bad From header"),
     ("unparsable-to", "INVITE", _header("To", "<sip:@@>"), 400, "Bad To header"),
-    ("unparsable-contact", "INVITE", _header("Contact", "<sip:alice@192.0.2.1"), 400,
-     "Bad Contact"),
-    ("missing-from-tag", "INVITE", _header("From", "<sip:alice@pbx.test>"), 400,
-     "Missing From tag"),
-    ("no-via-branch", "OPTIONS", lambda t: re.sub(r";branch=[^;\r]*", "", t), 400,
-     "Missing Via branch"),
-    ("duplicate-call-id", "OPTIONS", _adding("Call-ID: second@x"), 400,
-     "Duplicate Call-ID header"),
+    (
+        "unparsable-contact",
+        "INVITE",
+        _header("Contact", "<sip:alice@192.0.2.1"),
+        400,
+        "Bad Contact",
+    ),
+    (
+        "missing-from-tag",
+        "INVITE",
+        _header("From", "<sip:alice@pbx.test>"),
+        400,
+        "Missing From tag",
+    ),
+    (
+        "no-via-branch",
+        "OPTIONS",
+        lambda t: re.sub(r";branch=[^;\r]*", "", t),
+        400,
+        "Missing Via branch",
+    ),
+    ("duplicate-call-id", "OPTIONS", _adding("Call-ID: second@x"), 400, "Duplicate Call-ID header"),
     ("unsupported-proxy-require", "INVITE", _adding("Proxy-Require: foo"), 420, "Bad Extension"),
 ]
 
@@ -371,9 +389,7 @@ async def test_a_success_resets_the_count_of_its_address(tmp_path: Path) -> None
 # -- who is never banned ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "source", ["127.0.0.1", "127.0.0.17"], ids=["own-address", "allow-listed"]
-)
+@pytest.mark.parametrize("source", ["127.0.0.1", "127.0.0.17"], ids=["own-address", "allow-listed"])
 async def test_exempt_sources_are_never_banned(tmp_path: Path, source: str) -> None:
     pbx = await _pbx_with(
         tmp_path,
@@ -423,7 +439,12 @@ async def _answers_for(client: UdpClient, method: str, user: str) -> tuple[str, 
 
     def text(credentials: str = "") -> str:
         return request_text(
-            method, uri, local=client.local, from_user=user, to=to, extra=extra + credentials,
+            method,
+            uri,
+            local=client.local,
+            from_user=user,
+            to=to,
+            extra=extra + credentials,
             body=body,
         )
 

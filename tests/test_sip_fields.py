@@ -92,6 +92,8 @@ def test_parse_via(
         ("SIP/2.0/U<P 192.0.2.1", "Bad Via"),
         ("SIP/2.0/UDP;branch=x", "Bad Via"),
         ("SIP/2.0/UDP 192.0.2.15;;,", "Empty parameter"),
+        ("SIP/2.0/UDP 192.0.2.15;branch=z9hG4bK1;", "Empty parameter"),
+        ("SIP/2.0/UDP 192.0.2.15 ; ", "Empty parameter"),
         ("SIP/2.0/UDP bad host", "Bad host"),
         ("SIP/2.0/UDP host:99999", "Bad port"),
         ("SIP/2.0/UDP host:5\u00b2", "Bad port"),

@@ -53,6 +53,15 @@ def test_lone_crlf_pong_and_partial_ping() -> None:
     assert framer.feed(b"\n\n" + message()) == [message()]  # stray LFs are ignored too
 
 
+def test_bursts_of_pings_and_pongs() -> None:
+    """30,000 pings in one feed are each answered, in linear time, with nothing left behind."""
+    framer = StreamFramer(max_buffer=131_072)
+    assert framer.feed(b"\r\n\r\n" * 30_000) == [KEEPALIVE] * 30_000
+    burst = b"\r\n\r\n" * 20_000 + b"\r\n" + message() + b"\n" * 40_000
+    assert framer.feed(burst) == [KEEPALIVE] * 20_000 + [message()]
+    assert framer.pending == 0
+
+
 def test_body_arrives_later() -> None:
     full = message(b"0123456789")
     framer = StreamFramer()

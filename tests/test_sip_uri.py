@@ -105,6 +105,7 @@ def test_rfc4475_intmeth_user_and_password() -> None:
         ("sip:a@b;=x", "Bad parameter"),
         ("tel:", "Bad tel URI"),
         ("tel:;x=1", "Bad tel URI"),
+        ("tel:+1555;", "Empty parameter"),
         ("tel:+1 555", "Bad tel URI"),
         ("mailto:", "Bad URI"),
         ("http:a b", "Bad URI"),

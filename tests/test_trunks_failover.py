@@ -7,9 +7,12 @@ skips forward instead of waiting.
 
 from __future__ import annotations
 
+import asyncio
+
 from core.calls import CallTable
 from core.events import CallEvent, EventBus, ServerEvent
 from core.flow import Flow
+from core.gateways import REFRESH_SECONDS
 from core.identity import ServerIdentity
 from core.location import LocationService
 from core.proxy import Proxy
@@ -96,9 +99,11 @@ def build(**alice: object) -> tuple[Proxy, Trunks, Wire, EventBus]:
     return proxy, trunks, wire, bus
 
 
-def invite(call_id: str = "call-1", number: str = "01632960555") -> Request:
+def invite(
+    call_id: str = "call-1", number: str = "01632960555", uri: str | None = None, extra: str = ""
+) -> Request:
     text = (
-        f"INVITE sip:{number}@{DOMAIN} SIP/2.0\r\n"
+        f"INVITE {uri or f'sip:{number}@{DOMAIN}'} SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:40000;branch=z9hG4bKalice1;rport=40000\r\n"
         "Max-Forwards: 70\r\n"
         f"From: <sip:alice@{DOMAIN}>;tag=a1\r\n"
@@ -106,6 +111,7 @@ def invite(call_id: str = "call-1", number: str = "01632960555") -> Request:
         f"Call-ID: {call_id}\r\n"
         "CSeq: 2 INVITE\r\n"
         "Contact: <sip:alice@127.0.0.1:40000>\r\n"
+        f"{extra}"
         "Content-Length: 0\r\n\r\n"
     )
     request = parse_message(text.encode())
@@ -192,3 +198,65 @@ def test_a_challenge_without_credentials_fails_over() -> None:
     assert len(wire.to(FIRST, "INVITE")) == 1
     [second] = wire.to(SECOND, "INVITE")
     assert second.headers.get("authorization") is None
+
+
+def test_a_tel_uri_goes_out_and_the_phone_chooses_no_route_or_identity() -> None:
+    proxy, _trunks, wire, _bus = build(caller_id="+441632960100")
+    extra = (
+        "Route: <sip:elsewhere.example;lr>\r\n"
+        "P-Preferred-Identity: <sip:+15550000000@elsewhere.example>\r\n"
+    )
+    proxy.route_to_user(invite(uri="tel:+44-1632-960555", extra=extra), "alice", ALICE, 0.0)
+    [sent] = wire.to(FIRST, "INVITE")
+    assert isinstance(sent, Request)
+    assert str(sent.uri) == f"sip:+441632960555@{FIRST[0]}:{FIRST[1]};user=phone"
+    assert sent.headers.get("route") is None
+    assert sent.headers.get("p-preferred-identity") is None
+    assert sent.headers.get_all("p-asserted-identity") == [f"<sip:+441632960100@{DOMAIN}>"]
+
+
+async def test_gateway_names_are_resolved_and_refreshed() -> None:
+    _proxy, trunks, _wire, _bus = build()
+    named = CarrierRow("named", ("127.0.0.4/32",), gateway="localhost:5099", priority=0)
+    await trunks.reload([named], [])
+    [target] = trunks.gateways.targets()
+    assert (target.ip, target.port, target.uri_hostport) == ("127.0.0.1", 5099, "localhost:5099")
+    trunks.expire(1_000.0)  # schedules the next look-up
+    assert trunks._refresh_task is None
+    trunks.expire(1_000.0 + REFRESH_SECONDS)
+    task = trunks._refresh_task
+    assert task is not None
+    await asyncio.wait_for(task, 5)
+    assert trunks._refresh_task is None and trunks.gateways.targets()[0].port == 5099
+    await trunks.close()
+
+
+def test_refused_credentials_fail_over_too() -> None:
+    proxy, trunks, wire, _bus = build()
+    trunks.load(
+        [
+            CarrierRow(
+                "first",
+                (f"{FIRST[0]}/32",),
+                gateway=f"{FIRST[0]}:{FIRST[1]}",
+                username="pbx",
+                password="wrong",
+                priority=1,
+            ),
+            CarrierRow("second", (f"{SECOND[0]}/32",), gateway=f"{SECOND[0]}:{SECOND[1]}"),
+        ],
+        [],
+    )
+    proxy.route_to_user(invite(), "alice", ALICE, 0.0)
+    gateway = Flow("udp", FIRST, ALICE.local)
+    for expected_cseq in (2, 3):  # alice's own, then + 1 for the answered challenge
+        sent = wire.to(FIRST, "INVITE")[-1]
+        assert sent.cseq is not None and sent.cseq.number == expected_cseq
+        challenge = answer(sent, 407, f"c{expected_cseq}")
+        challenge.headers.add("Proxy-Authenticate", 'Digest realm="first.example", nonce="n"')
+        proxy.on_response(challenge, gateway, 0.1)
+    assert len(wire.to(FIRST, "INVITE")) == 2  # answered once, not twice
+    assert wire.to(FIRST, "INVITE")[1].headers.get("proxy-authorization") is not None
+    [second] = wire.to(SECOND, "INVITE")
+    assert second.headers.get("proxy-authorization") is None
+    assert wire.to(ALICE.remote, 407) == []

@@ -43,43 +43,51 @@ class StreamFramer:
         return len(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes | KeepAlive]:
+        """Add bytes; return the messages and keep-alives they completed, in order.
+
+        A cursor walks the buffer and the consumed part is dropped once at the end, so a burst
+        of thousands of pings or CRLFs costs linear time, not one memmove each.
+        """
         buffer = self._buffer
         if len(buffer) + len(data) > self.max_buffer:
             raise SipParseError("Message Too Large", 413)
         buffer += data
         out: list[bytes | KeepAlive] = []
-        while buffer:
-            if buffer[0] == 10:
-                del buffer[:1]  # a stray LF before a start line is ignored, like a CRLF (§7.5)
+        length = len(buffer)
+        pos = 0
+        searched = self._searched
+        while pos < length:
+            byte = buffer[pos]
+            if byte == 10:
+                pos += 1  # a stray LF before a start line is ignored, like a CRLF (§7.5)
                 continue
-            if buffer[0] == 13:  # CR: a keep-alive ping, a pong, or padding before a message
-                if buffer.startswith(_PING):
-                    del buffer[:4]
-                    self._searched = 0
+            if byte == 13:  # CR: a keep-alive ping, a pong, or padding before a message
+                if buffer.startswith(_PING, pos):
+                    pos += 4
                     out.append(KEEPALIVE)
                     continue
-                if len(buffer) < 4 and _PING.startswith(buffer):
+                if length - pos < 4 and _PING.startswith(buffer[pos:]):
                     break  # maybe the start of a ping: wait for more
-                if buffer.startswith(b"\r\n"):
-                    del buffer[:2]  # a lone CRLF (a pong) carries nothing
-                    self._searched = 0
+                if buffer.startswith(b"\r\n", pos):
+                    pos += 2  # a lone CRLF (a pong) carries nothing
                     continue
-            found = find_blank_line(buffer, max(self._searched - 2, 0))
+            found = find_blank_line(buffer, max(searched - 2, pos))
             if found is None:
-                if len(buffer) > self.max_message:
+                if length - pos > self.max_message:
                     raise SipParseError("Message Too Large", 413)
-                self._searched = len(buffer)
+                searched = length
                 break
             head_end, body_start = found
-            total = body_start + _content_length(bytes(buffer[:head_end]))
-            if total > self.max_message:
+            end = body_start + _content_length(bytes(buffer[pos:head_end]))
+            if end - pos > self.max_message:
                 raise SipParseError("Message Too Large", 413)
-            if len(buffer) < total:
-                self._searched = head_end  # the blank line is found again at once next time
+            if length < end:
+                searched = head_end  # the blank line is found again at once next time
                 break
-            out.append(bytes(buffer[:total]))
-            del buffer[:total]
-            self._searched = 0
+            out.append(bytes(buffer[pos:end]))
+            pos = searched = end
+        del buffer[:pos]
+        self._searched = max(searched - pos, 0)
         return out
 
 

@@ -91,7 +91,9 @@ class UdpClient:
         except TimeoutError:
             return None
 
-    async def response(self, timeout: float = 2.0, skip_provisional: bool = True) -> Response | None:
+    async def response(
+        self, timeout: float = 2.0, skip_provisional: bool = True
+    ) -> Response | None:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             remaining = deadline - asyncio.get_running_loop().time()

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import secrets
 
-from support.client import UdpClient
-
 from core.sip.digest import build_authorization, pick_challenge
 from core.sip.fields import parse_auth
 from core.sip.message import Response
+from support.client import UdpClient
 
 
 class Phone:
