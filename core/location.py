@@ -28,6 +28,7 @@ from core.events import ContactExpired, ContactUnregistered, EventBus
 from core.flow import Flow
 from core.settings import RegistrarSettings
 from core.sip.errors import SipParseError
+from core.sip.headers import readable
 from core.sip.uri import SipUri, format_host, parse_uri
 from core.store import BindingRow
 
@@ -160,22 +161,26 @@ class Binding:
         return Target(self.contact, contact_flow(self.uri, flow.local), self.path)
 
     def to_row(self) -> BindingRow:
-        """The row of the store's `location` table (core/store.py) for this binding."""
+        """The row of the store's `location` table (core/store.py) for this binding.
+
+        Header text may hold bytes that were not UTF-8 (kept as lone surrogates so they go
+        back out unchanged); SQLite refuses those, so the row stores `readable()` text.
+        """
         flow = self.flow
         return BindingRow(
             aor=self.user,
-            contact=self.contact,
+            contact=readable(self.contact),
             expires_at=self.expires_wall,
             received=flow.ip,
             received_port=flow.port,
             transport=flow.transport,
             socket=format_socket(flow.transport, flow.local),
-            user_agent=self.user_agent,
-            call_id=self.call_id,
+            user_agent=readable(self.user_agent),
+            call_id=readable(self.call_id),
             cseq=self.cseq,
             q=self.q,
             nat=self.behind_nat,
-            instance=self.instance_id or "",
+            instance=readable(self.instance_id or ""),
             reg_id=self.reg_id or 0,
             registered_at=self.registered_at,
         )

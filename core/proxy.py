@@ -400,9 +400,12 @@ class Proxy:
                     owner.transaction = None  # what it held (its responses, its ACK) can go
                     if owner.pending:
                         self._branch_failed(owner, 408, "Request Timeout", now)
-                elif isinstance(owner, ResponseContext) and owner.ack_key is not None:
-                    if self._awaiting_ack.get(owner.ack_key) is owner:
-                        del self._awaiting_ack[owner.ack_key]
+                elif (
+                    isinstance(owner, ResponseContext)
+                    and owner.ack_key is not None
+                    and self._awaiting_ack.get(owner.ack_key) is owner
+                ):
+                    del self._awaiting_ack[owner.ack_key]
 
     def _new_server(
         self, request: Request, flow: Flow, now: float
@@ -479,6 +482,8 @@ class Proxy:
             context.branch_finished(branch, status)
             self._cancel_deadlines.pop(branch, None)
             self._answered(context, branch, response, now)
+            if context.pending == 0:
+                self._release(context)
             return
         if not context.branch_finished(branch, status):
             return
@@ -549,6 +554,17 @@ class Proxy:
         """Every branch is done: the best final answer goes up, unless one already did."""
         if not context.final_sent:
             self._final_to_caller(context, context.best_answer(self.relay.server_header), now)
+        self._release(context)
+
+    @staticmethod
+    def _release(context: ResponseContext) -> None:
+        """A non-INVITE answered with every branch done: its server transaction lingers 64*T1
+        to answer retransmissions (timer J) and needs nothing of ours for it, so the context,
+        its branches and their requests go now rather than half a minute later. (An INVITE's
+        context stays for a CANCEL, and for its ACK.)"""
+        if not context.is_invite:
+            context.server.user_data = None
+            context.branches = []
 
     def _final_to_caller(
         self, context: ResponseContext, response: Response, now: float, call_reason: str = ""

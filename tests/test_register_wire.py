@@ -211,3 +211,19 @@ async def test_bindings_survive_a_restart(tmp_path: Path) -> None:
         assert [binding.contact for binding in bindings] == [contact]
     finally:
         await restarted.stop()
+
+
+async def test_user_agent_with_bytes_that_are_not_utf8_is_stored(tmp_path: Path) -> None:
+    server = await start_pbx(tmp_path)
+    async with UdpClient(_address(server)) as client:
+        phone = Phone(client, "alice", USERS["alice"])
+        phone.user_agent = "Phone \udcff\udcfe"  # two bytes that are not UTF-8
+        final = await phone.register()
+        assert final is not None and final.status == 200
+    await server.stop()  # flushes the writer: the row must have been accepted by SQLite
+    restarted = Pbx(server.settings)
+    await restarted.start()
+    try:
+        assert len(restarted.location.lookup("alice", restarted.clock())) == 1
+    finally:
+        await restarted.stop()

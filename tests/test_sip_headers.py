@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.sip import Headers
+from core.sip import Headers, parse_message, readable
 from core.sip.headers import COMPACT_FORMS, header_key, split_list
 
 # RFC 3261 §7.3.3 and the IANA registry: every compact form the brief names.
@@ -187,3 +187,15 @@ def test_lines_that_would_not_serialise_as_one_line_are_refused(name: str, value
 )
 def test_split_list(value: str, items: list[str]) -> None:
     assert split_list(value) == items
+
+
+def test_readable_turns_undecodable_bytes_into_replacement_characters() -> None:
+    """What SQLite and the console accept, from header text that was not UTF-8."""
+    message = parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nUser-Agent: M\xfcller \xc3\xa9\r\n\r\n")
+    user_agent = message.user_agent or ""
+    assert user_agent == "M\udcfcller é"
+    with pytest.raises(UnicodeEncodeError):
+        user_agent.encode("utf-8")
+    assert readable(user_agent) == "M\ufffdller é"
+    assert readable(user_agent).encode("utf-8") == b"M\xef\xbf\xbdller \xc3\xa9"
+    assert readable("plain ascii") == "plain ascii"

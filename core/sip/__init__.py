@@ -15,7 +15,7 @@ from core.sip.fields import (
     parse_via,
 )
 from core.sip.framing import KEEPALIVE, KeepAlive, StreamFramer
-from core.sip.headers import Headers
+from core.sip.headers import Headers, readable
 from core.sip.message import Message, Request, Response, make_response, new_branch, new_tag
 from core.sip.parser import parse_message
 from core.sip.uri import OtherUri, SipUri, TelUri, Uri, parse_uri
@@ -51,4 +51,5 @@ __all__ = [
     "parse_name_addr",
     "parse_uri",
     "parse_via",
+    "readable",
 ]

@@ -67,6 +67,17 @@ def check_line(name: str, value: str) -> None:
         raise ValueError(f"header {name!r} would not serialise as one line")
 
 
+def readable(text: str) -> str:
+    """Header text with every byte that was not UTF-8 turned into U+FFFD.
+
+    The parser keeps such bytes as lone surrogates so they go back out unchanged, but SQLite,
+    log files and the console refuse lone surrogates: store and show `readable(text)`.
+    """
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def split_list(value: str) -> list[str]:
     """Split a comma-joined header value, respecting quoted strings and <URIs> (§7.3.1).
 

@@ -24,6 +24,7 @@ class Phone:
         self.call_id = secrets.token_hex(8)
         self.cseq = 0
         self.from_tag = secrets.token_hex(4)
+        self.user_agent = "pbxtui-test-phone"
 
     def register_text(
         self,
@@ -46,7 +47,7 @@ class Phone:
             f"To: <sip:{self.user}@{self.domain}>",
             f"Call-ID: {self.call_id}",
             f"CSeq: {self.cseq} REGISTER",
-            "User-Agent: pbxtui-test-phone",
+            f"User-Agent: {self.user_agent}",
         ]
         if contact:
             lines.append(f"Contact: {contact}")
@@ -59,7 +60,8 @@ class Phone:
 
     async def register(self, **kwargs: object) -> Response | None:
         """REGISTER, answer the 401 once, return the final response."""
-        first = await self.client.ask(self.register_text(**kwargs))  # type: ignore[arg-type]
+        text = self.register_text(**kwargs)  # type: ignore[arg-type]
+        first = await self.client.ask(text.encode("utf-8", "surrogateescape"))
         if first is None or first.status != 401:
             return first
         return await self.answer(first, **kwargs)
@@ -71,6 +73,5 @@ class Phone:
         authorization = build_authorization(
             challenge, self.user, self.password, "REGISTER", f"sip:{self.domain}"
         )
-        return await self.client.ask(
-            self.register_text(authorization=authorization, **kwargs)  # type: ignore[arg-type]
-        )
+        text = self.register_text(authorization=authorization, **kwargs)  # type: ignore[arg-type]
+        return await self.client.ask(text.encode("utf-8", "surrogateescape"))
