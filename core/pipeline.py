@@ -321,7 +321,11 @@ class Route:
         Deterministic (an HMAC of the Call-ID and From-tag), so the ACK of our own 407 or 404
         is recognised without keeping state per request.
         """
-        key = f"{request.call_id}|{request.from_tag}".encode("utf-8", "surrogateescape")
+        try:
+            from_tag = request.from_tag
+        except SipParseError:  # a request answered with 400 because its From is broken
+            from_tag = request.headers.get("from")
+        key = f"{request.call_id}|{from_tag}".encode("utf-8", "surrogateescape")
         return "pbx" + hmac.new(self._tag_key, key, hashlib.sha256).hexdigest()[:13]
 
     def _retag(self, response: Response, request: Request) -> None:
@@ -343,7 +347,11 @@ class Route:
         """Answer a request ourselves (no ACK is ever answered: §17)."""
         if request.method == "ACK":
             return
-        tag = self.local_tag(request) if request.to_tag is None else None
+        try:
+            in_dialog = request.to_tag is not None
+        except SipParseError:  # answering a request whose To is what is broken
+            in_dialog = False
+        tag = None if in_dialog else self.local_tag(request)
         headers = [self.server_header]
         if extra:
             headers.extend(extra)

@@ -13,7 +13,8 @@ The route (core/pipeline.py) has authenticated the caller; from there:
                     or the next Route / Request-URI → stateless for an ACK to a 2xx,
                     otherwise a server and a client transaction, responses relayed
     cancel          200 to the CANCEL, CANCEL each ringing branch (§9.1), 487 to the INVITE
-    on_response     to its client transaction; stray ones dropped (RFC 6026 §8.5)
+    on_response     to its client transaction; a stray 2xx to an INVITE goes on along the
+                    Via (RFC 3261 §16.7), anything else stray is dropped
     on_timer        the transaction timers, the ring timeout (timer C-like: CANCEL + 408),
                     the CANCEL guard (64*T1), the maximum call duration
 
@@ -34,6 +35,13 @@ from collections import OrderedDict
 from typing import Protocol
 
 from core.calls import ANSWERED, Call, CallTable
+from core.dialogs import (
+    bye_for,
+    call_for_invite,
+    follow_request,
+    learn_answer,
+    remember_early_dialog,
+)
 from core.events import EventBus, SecurityEvent
 from core.flow import Flow
 from core.forking import Branch, ResponseContext, relayed
@@ -52,9 +60,8 @@ from core.routing import (
     remove_own_credentials,
 )
 from core.settings import ProxySettings
-from core.sip.address import parse_name_addr
 from core.sip.errors import SipParseError
-from core.sip.headers import Headers, split_list
+from core.sip.headers import Headers
 from core.sip.message import Request, Response, new_branch, new_tag
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
@@ -79,7 +86,6 @@ from core.users import UserDirectory
 PROXY_TIMERS = TimerSettings(trying_delay=0.0)
 # Requests that may create a dialog: we record-route them so the dialog comes back through us.
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
-MAX_EARLY_DIALOGS = 16  # callee tags remembered per call (forked early dialogs)
 
 
 class Relay(Protocol):
@@ -250,7 +256,9 @@ class Proxy:
             self._loop_detected(request, flow, now)
             return
         if call is not None:
-            self._follow_dialog(call, request, now)
+            hung_up = follow_request(call, request)
+            if hung_up is not None:
+                self.calls.ended(call, now, hung_up)
         self._forward_in_dialog(request, flow, destination, now)
 
     def cancel(self, request: Request, flow: Flow, now: float) -> None:
@@ -272,8 +280,8 @@ class Proxy:
         self._final_to_caller(context, answer, now, "cancelled by caller")
 
     def on_response(self, response: Response, flow: Flow, now: float) -> bool:
-        """A response from downstream. False when no transaction of ours owns it (dropped:
-        RFC 6026 §8.5 — a stray 2xx is the UAS's retransmission the caller already has)."""
+        """A response from downstream. False when it is neither ours to relay nor a stray 2xx
+        we sent on (see `_forward_stray_2xx`)."""
         try:
             actions = self.table.receive_response(response, flow, now)
         except SipParseError:
@@ -474,7 +482,7 @@ class Proxy:
                 return
             call = context.call
             if call is not None:
-                _remember_callee_flow(call, response, branch)
+                remember_early_dialog(call, response, branch.flow)
                 self.calls.ringing(call, now)
             self._to_caller(context, relayed(response), now)
             return
@@ -504,13 +512,14 @@ class Proxy:
         self._to_caller(context, relayed(response), now)
         if context.answered:
             if call is not None:
-                _remember_callee_flow(call, response, branch)
+                remember_early_dialog(call, response, branch.flow)
             return
         context.answered = True
         context.final_sent = True
         self._ring_deadlines.pop(context, None)
         if call is not None:
-            self._call_answered(call, response, branch, now)
+            learn_answer(call, response, branch.flow)
+            self.calls.answered(call, now, response.status)
         if context.is_invite:
             self._await_ack(context)
             self._cancel_branches(context, now)
@@ -714,25 +723,6 @@ class Proxy:
         self.relay.send(relayed(response).to_bytes(), destination)
         return True
 
-    def _follow_dialog(self, call: Call, request: Request, now: float) -> None:
-        """Keep the CSeqs (for our own BYE) and end the call on the BYE of its dialog."""
-        cseq = request.cseq
-        number = cseq.number if cseq is not None else 0
-        from_caller = request.from_tag == call.caller_tag
-        if from_caller:
-            call.caller_cseq = max(call.caller_cseq, number)
-        else:
-            call.callee_cseq = max(call.callee_cseq, number)
-        if request.method != "BYE":
-            return
-        callee_tag = request.to_tag if from_caller else request.from_tag
-        if call.state != ANSWERED:
-            return  # the INVITE transaction decides how an unanswered call ends
-        if callee_tag == call.callee_tag:
-            self.calls.ended(call, now, "caller hung up" if from_caller else "callee hung up")
-        elif callee_tag is not None:
-            call.callee_flows.pop(callee_tag, None)  # another fork's dialog hung up
-
     # -- calls ------------------------------------------------------------------------------
     def _start_call(
         self,
@@ -744,35 +734,11 @@ class Proxy:
         direction: str,
     ) -> Call | None:
         """Track an initial INVITE as a call (not a spiral of one we already track)."""
-        call_id = request.call_id or ""
-        if call_id in self.calls:
+        if (request.call_id or "") in self.calls:
             return None
-        cseq = request.cseq
-        call = Call(
-            call_id=call_id,
-            caller=caller or _from_user(request) or "",
-            callee=callee,
-            source=flow.remote,
-            started_at=now,
-            direction=direction,
-            caller_flow=flow,
-            caller_tag=request.from_tag or "",
-            caller_from=request.headers.get("from") or "",
-            caller_contact=request.headers.get("contact") or "",
-            caller_cseq=cseq.number if cseq is not None else 0,
-        )
+        caller_name = caller or _from_user(request) or ""
+        call = call_for_invite(request, caller_name, callee, flow, now, direction)
         return call if self.calls.start(call) else None
-
-    def _call_answered(self, call: Call, response: Response, branch: Branch, now: float) -> None:
-        """Learn the dialog from the first 2xx: the callee's tag, contact and route set."""
-        tag = response.to_tag or ""
-        headers = response.headers
-        call.callee_tag = tag
-        call.callee_to = headers.get("to") or ""
-        call.callee_flows[tag] = branch.flow
-        call.callee_contact = headers.get("contact") or ""
-        call.record_route = tuple(headers.values("record-route"))
-        self.calls.answered(call, now, response.status)
 
     def _end_overlong_call(self, call: Call, now: float) -> None:
         """`max_call_seconds` reached: hang up both sides (an unanswered one is just dropped)."""
@@ -788,29 +754,12 @@ class Proxy:
         to_callee, to_caller = self.record_router.beyond_us(
             call.record_route, self.identity, call.call_id
         )
-        if towards_callee:
-            contact, from_value, to_value = call.callee_contact, call.caller_from, call.callee_to
-            cseq, route, flow = call.caller_cseq + 1, to_callee, call.callee_flow
-        else:
-            contact, from_value, to_value = call.caller_contact, call.callee_to, call.caller_from
-            cseq, route, flow = call.callee_cseq + 1, to_caller, call.caller_flow
-        if not contact or flow is None or not from_value or not to_value:
+        route = to_callee if towards_callee else to_caller
+        flow = call.callee_flow if towards_callee else call.caller_flow
+        bye = bye_for(call, towards_callee=towards_callee, route=route)
+        if bye is None or flow is None:
             return
-        try:
-            uri = parse_name_addr(split_list(contact)[0]).uri
-        except (SipParseError, IndexError):
-            return
-        headers = Headers()
-        headers.add("Max-Forwards", "70")
-        for value in route:
-            headers.add("Route", value)
-        headers.add("From", from_value)
-        headers.add("To", to_value)
-        headers.add("Call-ID", call.call_id)
-        headers.add("CSeq", f"{cseq} BYE")
-        headers.add("Reason", 'Q.850;cause=102;text="Maximum call duration"')
-        headers.add("Content-Length", "0")
-        bye = Request("BYE", uri, headers)
+        headers = bye.headers
         self.adapt_branch(bye, headers)  # issue "Carrier trunks": the gateway's CSeq
         destination = flow
         if route:
@@ -869,10 +818,3 @@ def _transaction_of(actions: list[Action]) -> Transaction | None:
         if transaction is not None:
             return transaction  # type: ignore[no-any-return]
     return None
-
-
-def _remember_callee_flow(call: Call, response: Response, branch: Branch) -> None:
-    """An early (or second) dialog's tag → the branch it came from, for requests within it."""
-    tag = response.to_tag
-    if tag and tag not in call.callee_flows and len(call.callee_flows) < MAX_EARLY_DIALOGS:
-        call.callee_flows[tag] = branch.flow

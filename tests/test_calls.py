@@ -6,8 +6,11 @@ from pathlib import Path
 
 from core.accounting import CdrWriter, cdr_for
 from core.calls import Call, CallTable
+from core.dialogs import bye_for, call_for_invite, follow_request, learn_answer
 from core.events import CallEvent, EventBus
 from core.flow import Flow
+from core.sip.message import Request, Response
+from core.sip.parser import parse_message
 from core.store import Store
 
 T0 = 1_700_000_000.0
@@ -143,3 +146,92 @@ async def test_cdr_writer_puts_rows_in_the_store(tmp_path: Path) -> None:
         assert writer.queued == 1 and writer.dropped == 0
     finally:
         await store.close()
+
+
+def parsed(text: str) -> Request | Response:
+    message = parse_message(("\r\n".join(text.strip().splitlines()) + "\r\n\r\n").encode())
+    assert isinstance(message, Request | Response)
+    return message
+
+
+INVITE = parsed("""
+INVITE sip:bob@pbx.test SIP/2.0
+Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bKa
+From: "Alice" <sip:alice@pbx.test>;tag=atag
+To: <sip:bob@pbx.test>
+Call-ID: c1
+CSeq: 7 INVITE
+Contact: <sip:alice@203.0.113.7:5062>
+Content-Length: 0
+""")
+ANSWER = parsed("""
+SIP/2.0 200 OK
+Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bKa
+Record-Route: <sip:edge.example;lr>, <sip:192.0.2.10:5060;lr;pbx=x>
+From: "Alice" <sip:alice@pbx.test>;tag=atag
+To: <sip:bob@pbx.test>;tag=btag
+Call-ID: c1
+CSeq: 7 INVITE
+Contact: <sip:bob@198.51.100.9:5070;transport=tcp>
+Content-Length: 0
+""")
+CALLEE_FLOW = Flow("tcp", ("198.51.100.9", 40000), ("192.0.2.10", 5060), connection_id=3)
+
+
+def answered_call() -> Call:
+    assert isinstance(INVITE, Request) and isinstance(ANSWER, Response)
+    call = call_for_invite(INVITE, "alice", "bob", CALLER_FLOW, T0, "internal")
+    call.state = "answered"
+    learn_answer(call, ANSWER, CALLEE_FLOW)
+    return call
+
+
+def test_the_dialog_learnt_from_the_invite_and_its_answer() -> None:
+    call = answered_call()
+    assert (call.caller_tag, call.caller_cseq, call.callee_tag) == ("atag", 7, "btag")
+    assert call.callee_flow is CALLEE_FLOW and call.caller_flow is CALLER_FLOW
+    assert call.record_route == ("<sip:edge.example;lr>", "<sip:192.0.2.10:5060;lr;pbx=x>")
+
+
+def test_bye_in_the_name_of_each_side() -> None:
+    call = answered_call()
+    call.callee_cseq = 3
+    to_callee = bye_for(call, towards_callee=True, route=("<sip:edge.example;lr>",))
+    assert to_callee is not None
+    assert str(to_callee.uri) == "sip:bob@198.51.100.9:5070;transport=tcp"
+    assert (to_callee.from_tag, to_callee.to_tag) == ("atag", "btag")
+    assert str(to_callee.cseq) == "8 BYE"
+    assert to_callee.headers.values("route") == ["<sip:edge.example;lr>"]
+    to_caller = bye_for(call, towards_callee=False, route=())
+    assert to_caller is not None
+    assert str(to_caller.uri) == "sip:alice@203.0.113.7:5062"
+    assert (to_caller.from_tag, to_caller.to_tag, str(to_caller.cseq)) == ("btag", "atag", "4 BYE")
+    assert to_caller.headers.get("route") is None
+    call.callee_contact = ""
+    assert bye_for(call, towards_callee=True, route=()) is None
+
+
+def in_dialog(method: str, from_tag: str, to_tag: str, cseq: int) -> Request:
+    request = parsed(f"""
+{method} sip:x@198.51.100.9 SIP/2.0
+Via: SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK{method}{cseq}
+From: <sip:a@pbx.test>;tag={from_tag}
+To: <sip:b@pbx.test>;tag={to_tag}
+Call-ID: c1
+CSeq: {cseq} {method}
+Content-Length: 0
+""")
+    assert isinstance(request, Request)
+    return request
+
+
+def test_following_the_dialog_keeps_cseqs_and_spots_the_hang_up() -> None:
+    call = answered_call()
+    call.callee_flows["other"] = CALLEE_FLOW
+    assert follow_request(call, in_dialog("INVITE", "atag", "btag", 9)) is None
+    assert follow_request(call, in_dialog("INFO", "btag", "atag", 2)) is None
+    assert (call.caller_cseq, call.callee_cseq) == (9, 2)
+    # The BYE of another fork's dialog only forgets that dialog.
+    assert follow_request(call, in_dialog("BYE", "atag", "other", 10)) is None
+    assert "other" not in call.callee_flows
+    assert follow_request(call, in_dialog("BYE", "btag", "atag", 3)) == "callee hung up"

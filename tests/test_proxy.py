@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import USERS, start_pbx
+from support.client import TcpClient
 
 from core.events import CallEvent
 from core.pbx import Pbx
@@ -295,6 +296,11 @@ async def test_resent_invite_is_absorbed_and_a_resent_200_relayed(pbx: Pbx) -> N
         alice.send(alice.in_dialog("ACK", answer, cseq=2, caller_side=True))
         await bob.expect("ACK")
         assert len(bob.received("INVITE")) == 1
+        # The ACK went by: the INVITE's transactions are let go at once, and a 200 the callee
+        # still resends (its ACK lost) goes up statelessly, so the caller can ACK it again.
+        assert len(pbx.proxy.table) == 0
+        bob.send(ok)
+        await alice.expect(200)
         assert [event.state for event in call_events(pbx)] == ["trying", "ringing", "answered"]
         assert [call.state for call in pbx.calls()] == ["answered"]
         assert pbx.stats().calls_up == 1
@@ -498,3 +504,118 @@ async def test_message_is_forked_and_answered_without_a_call(pbx: Pbx) -> None:
         bob.respond(incoming, 200, tag="im")
         await alice.expect(200)
         assert call_events(pbx) == []
+
+
+async def test_decline_cancels_the_other_contacts_and_wins(pbx: Pbx) -> None:
+    async with (
+        Phone(pbx, "alice") as alice,
+        Phone(pbx, "bob") as desk,
+        Phone(pbx, "bob") as mobile,
+    ):
+        await desk.register()
+        await mobile.register()
+        await alice.invite("bob")
+        at_desk = await desk.expect("INVITE")
+        on_mobile = await mobile.expect("INVITE")
+        mobile.respond(on_mobile, 180, tag="mob")
+        await alice.expect(180)
+        desk.respond(at_desk, 603, tag="desk")  # §16.7: a 6xx ends the search everywhere
+        await desk.expect("ACK")
+        cancel = await mobile.expect("CANCEL")
+        mobile.respond(cancel, 200)
+        mobile.respond(on_mobile, 487, tag="mob")
+        await mobile.expect("ACK")
+        final = await alice.expect(603)
+        assert final.to_tag == "desk"
+        assert alice.received(487) == []
+        [*_, failed] = call_events(pbx)
+        assert (failed.state, failed.status) == ("failed", 603)
+
+
+async def test_callee_on_tcp_is_reached_on_its_own_connection(pbx: Pbx) -> None:
+    server = (pbx.listening[0].host, pbx.listening[0].port)
+    async with Phone(pbx, "alice") as alice, TcpClient(server) as bob:
+        local = f"127.0.0.1:{bob.local[1]}"
+
+        def register(cseq: int, extra: str = "") -> str:
+            return (
+                "REGISTER sip:pbx.test SIP/2.0\r\n"
+                f"Via: SIP/2.0/TCP {local};branch={new_branch()}\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:bob@pbx.test>;tag=tcp1\r\n"
+                f"To: <sip:bob@pbx.test>\r\nCall-ID: tcp-reg\r\nCSeq: {cseq} REGISTER\r\n"
+                f"Contact: <sip:bob@{local};transport=tcp>\r\n{extra}Content-Length: 0\r\n\r\n"
+            )
+
+        await bob.send(register(1))
+        challenge = parse_message(await bob.read_message() or b"", stream=True)
+        chosen = pick_challenge(
+            parse_auth(value) for value in challenge.headers.get_all("www-authenticate")
+        )
+        assert chosen is not None
+        credentials = build_authorization(chosen, "bob", USERS["bob"], "REGISTER", f"sip:{DOMAIN}")
+        await bob.send(register(2, f"Authorization: {credentials}\r\n"))
+        registered = parse_message(await bob.read_message() or b"", stream=True)
+        assert isinstance(registered, Response) and registered.status == 200
+
+        await alice.invite("bob")
+        invite = parse_message(await bob.read_message() or b"", stream=True)
+        assert isinstance(invite, Request) and invite.method == "INVITE"
+        # UDP caller, TCP callee: one Record-Route per side, the TCP one on top.
+        record_route = invite.headers.values("record-route")
+        assert len(record_route) == 2 and "transport=tcp" in record_route[0]
+        assert "transport=tcp" not in record_route[1]
+        ok = make_response(
+            invite,
+            200,
+            to_tag="tcpbob",
+            extra=[("Contact", f"<sip:bob@{local};transport=tcp>")]
+            + [("Record-Route", value) for value in record_route],
+            body=SDP.encode(),
+        )
+        await bob.send(ok.to_bytes())
+        answer = await alice.expect(200)
+        alice.send(alice.in_dialog("ACK", answer, cseq=2, caller_side=True))
+        ack = parse_message(await bob.read_message() or b"", stream=True)
+        assert isinstance(ack, Request) and ack.method == "ACK"
+        alice.send(alice.in_dialog("BYE", answer, cseq=3, caller_side=True))
+        bye = parse_message(await bob.read_message() or b"", stream=True)
+        assert isinstance(bye, Request) and bye.method == "BYE"
+        await bob.send(make_response(bye, 200).to_bytes())
+        await alice.expect(200)
+        assert [event.state for event in call_events(pbx)][-1] == "ended"
+
+
+async def test_every_2xx_goes_up_and_each_dialog_is_its_own(pbx: Pbx) -> None:
+    async with (
+        Phone(pbx, "alice") as alice,
+        Phone(pbx, "bob") as desk,
+        Phone(pbx, "bob") as mobile,
+    ):
+        await desk.register()
+        await mobile.register()
+        await alice.invite("bob")
+        at_desk = await desk.expect("INVITE")
+        on_mobile = await mobile.expect("INVITE")
+        mobile.respond(on_mobile, 180, tag="mob")
+        desk.respond(at_desk, 200, tag="desk", body=SDP)
+        mobile.respond(on_mobile, 200, tag="mob", body=SDP)  # both picked up at once
+        first = await alice.expect(200)
+        second = await alice.expect(200)
+        assert {first.to_tag, second.to_tag} == {"desk", "mob"}
+        await mobile.expect("CANCEL")  # sent on the first 200, too late for this phone
+        by_tag = {first.to_tag: first, second.to_tag: second}
+        alice.send(alice.in_dialog("ACK", by_tag["desk"], cseq=2, caller_side=True))
+        alice.send(alice.in_dialog("ACK", by_tag["mob"], cseq=2, caller_side=True))
+        await desk.expect("ACK")
+        await mobile.expect("ACK")
+        # Hanging up the extra dialog leaves the call up; the answered one ends it.
+        alice.send(alice.in_dialog("BYE", by_tag["mob"], cseq=3, caller_side=True))
+        mobile.respond(await mobile.expect("BYE"), 200)
+        await alice.expect(200)
+        assert [call.state for call in pbx.calls()] == ["answered"]
+        alice.send(alice.in_dialog("BYE", by_tag["desk"], cseq=3, caller_side=True))
+        desk.respond(await desk.expect("BYE"), 200)
+        await alice.expect(200)
+        assert pbx.calls() == []
+        [*_, ended] = call_events(pbx)
+        assert (ended.state, ended.reason) == ("ended", "caller hung up")

@@ -130,6 +130,21 @@ def test_next_hop_that_is_a_strict_router_gets_the_request_uri() -> None:
     assert message.headers.values("route") == ["<sip:p2.example;lr>", "<sip:bob@pbx.test>"]
 
 
+def test_route_sets_beyond_us_for_our_own_bye() -> None:
+    # As a 2xx lists them: the callee's side above ours (double, two transports), the
+    # caller's side below.
+    record_route = (
+        "<sip:callee-edge.example;lr>",
+        route_to_us(transport=";transport=tcp"),
+        route_to_us(),
+        "<sip:caller-edge.example;lr>",
+    )
+    to_callee, to_caller = ROUTER.beyond_us(record_route, IDENTITY, "call-1")
+    assert to_callee == ("<sip:callee-edge.example;lr>",)
+    assert to_caller == ("<sip:caller-edge.example;lr>",)
+    assert ROUTER.beyond_us(record_route, IDENTITY, "another-call") == ((), ())
+
+
 # -- loops (§16.3 step 4, §16.6 step 8) ----------------------------------------------------
 def forwarded_back(message: Request, request_uri: str) -> Request:
     """`message` as it would come back after we forwarded it and it reached us again."""

@@ -188,11 +188,6 @@ async def test_sanity_failure_is_answered_with_its_reason(
     assert [e.source for e in reported] == [ATTACKER], "the refusal is reported on the bus"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/sip/parser.py raises on an unparsable Request-URI before reading the headers "
-    "(no partial request), so the route can only drop it; Kamailio's sanity answers 400",
-)
 async def test_unparsable_request_uri_gets_400(pbx: Pbx) -> None:
     async with _client(pbx) as client:
         text = request_text("INVITE", "sip:bob@", local=client.local)

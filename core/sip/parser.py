@@ -13,7 +13,7 @@ from core.sip.errors import SipParseError
 from core.sip.fields import is_token, parse_content_length
 from core.sip.headers import Headers, header_key
 from core.sip.message import Message, Request, Response
-from core.sip.uri import parse_uri
+from core.sip.uri import OtherUri, parse_uri
 
 MAX_HEADER_LINES = 256
 MAX_REQUEST_URI = 4_096
@@ -78,13 +78,18 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     lines = head.split("\n")
     if len(lines) > MAX_HEADER_LINES:
         raise SipParseError("Too many header lines")
-    message = _start_line(lines[0])
+    message, uri_error = _start_line(lines[0])
     message.headers = _header_lines(lines[1:])
+    if uri_error is not None:
+        # The headers parsed, so the request can still be answered (sanity's 400).
+        raise SipParseError(uri_error.reason, uri_error.status, message)
     _attach_body(message, body, stream)
     return message
 
 
-def _start_line(line: str) -> Message:
+def _start_line(line: str) -> tuple[Message, SipParseError | None]:
+    """The message the start line begins, and the error of a Request-URI that did not parse
+    (reported once the headers are read, so that a 400 can be built)."""
     if line[:4].upper() == "SIP/":
         match = _STATUS_LINE.fullmatch(line)
         if not match:
@@ -94,7 +99,7 @@ def _start_line(line: str) -> Message:
         status = int(match.group(2))
         if not 100 <= status <= 699:
             raise SipParseError("Bad status code")
-        return Response(status, match.group(3) or "")
+        return Response(status, match.group(3) or ""), None
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError("Bad request line")
@@ -109,7 +114,10 @@ def _start_line(line: str) -> Message:
             raise SipParseError("Bad SIP version")
     if len(uri_text) > MAX_REQUEST_URI:
         raise SipParseError("Request-URI Too Long", 414)
-    return Request(method, parse_uri(uri_text))
+    try:
+        return Request(method, parse_uri(uri_text)), None
+    except SipParseError as error:
+        return Request(method, OtherUri("invalid", uri_text)), error
 
 
 def _header_lines(lines: list[str]) -> Headers:
