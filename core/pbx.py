@@ -270,7 +270,12 @@ class Pbx:
         try:
             self.proxy.on_timer(self.clock())
         except Exception:
+            # A bug must not spin the loop on a deadline that stays due: retry in a second.
             log.exception("proxy timer failed")
+            loop = asyncio.get_running_loop()
+            self._proxy_timer_at = self.clock() + HOUSEKEEPING_INTERVAL
+            self._proxy_timer = loop.call_later(HOUSEKEEPING_INTERVAL, self._on_proxy_timer)
+            return
         self._arm_proxy_timer()
 
     def _on_stream_error(self, error, flow, data: bytes) -> None:

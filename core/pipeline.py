@@ -115,8 +115,9 @@ def stamp_via(request: Request, flow: Flow) -> None:
     if not params:
         return
     stamped = via.with_params(**params)
-    request.headers.pop_first_value("via")
-    request.headers.prepend("Via", str(stamped))
+    vias = request.vias
+    vias[0] = stamped
+    request.headers.replace_first_value("Via", str(stamped), view=vias)
 
 
 class Route:
@@ -361,7 +362,9 @@ class Route:
     def send_response(self, response: Response, flow: Flow, request: Request | None = None) -> None:
         """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""
         data = response.to_bytes()
-        destination = response_flow(response.top_via, flow)
+        # A response we built carries the request's (stamped) top Via: reuse its parsed view.
+        via = request.top_via if request is not None else response.top_via
+        destination = response_flow(via, flow)
         self.answered_locally += 1
         self.send(data, destination)
         if request is not None and flow.transport == "udp" and response.status >= 200:

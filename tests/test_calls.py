@@ -1,4 +1,5 @@
-"""The call table and the CDRs it leaves behind: states, events, bounds, rows in SQLite."""
+"""The call table and the CDRs it leaves behind (states, events, bounds, rows in SQLite), and
+what the proxy learns of each call's dialog (core/dialogs.py)."""
 
 from __future__ import annotations
 

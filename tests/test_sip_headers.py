@@ -199,3 +199,27 @@ def test_readable_turns_undecodable_bytes_into_replacement_characters() -> None:
     assert readable(user_agent) == "M\ufffdller é"
     assert readable(user_agent).encode("utf-8") == b"M\xef\xbf\xbdller \xc3\xa9"
     assert readable("plain ascii") == "plain ascii"
+
+
+def test_replace_first_value_keeps_position_and_rest_of_line() -> None:
+    headers = Headers(
+        [
+            ("Via", "SIP/2.0/UDP a;branch=z9hG4bK1, SIP/2.0/UDP b;branch=z9hG4bK2"),
+            ("Via", "SIP/2.0/UDP c;branch=z9hG4bK3"),
+        ]
+    )
+    headers.replace_first_value("via", "SIP/2.0/UDP a;branch=z9hG4bK1;received=1.2.3.4")
+    assert headers.values("Via") == [
+        "SIP/2.0/UDP a;branch=z9hG4bK1;received=1.2.3.4",
+        "SIP/2.0/UDP b;branch=z9hG4bK2",
+        "SIP/2.0/UDP c;branch=z9hG4bK3",
+    ]
+
+
+def test_replace_first_value_sets_the_cached_view() -> None:
+    headers = Headers([("Via", "SIP/2.0/UDP a;branch=z9hG4bK1")])
+    assert headers.view("via", len) == len("SIP/2.0/UDP a;branch=z9hG4bK1")
+    headers.replace_first_value("Via", "SIP/2.0/UDP b;branch=z9hG4bK1", view="parsed")
+    assert headers.view("via", len) == "parsed"
+    headers.replace_first_value("Via", "SIP/2.0/UDP c;branch=z9hG4bK1")
+    assert headers.view("via", len) == len("SIP/2.0/UDP c;branch=z9hG4bK1")

@@ -42,6 +42,7 @@ COMPACT_FORMS: dict[str, str] = {
 # Keys of the names seen so far, so the hot path skips lower() and the compact-form lookup.
 # Bounded: a peer inventing header names must not grow it without limit.
 _KEY_CACHE: dict[str, str] = {}
+_MISSING = object()  # a cache miss, as distinct from a cached None
 _KEY_CACHE_LIMIT = 2_048
 
 
@@ -208,6 +209,25 @@ class Headers:
         self._cache[key] = result
         return result
 
+    def replace_first_value(self, name: str, value: str, view: object = _MISSING) -> None:
+        """Replace the first list element of a header where it stands (the top Via, stamped
+        with received/rport on arrival). `view`, when given, becomes the cached parsed view,
+        so the route does not parse again what it has just built."""
+        check_line(name, value)
+        key = header_key(name)
+        for index, (line_key, line_name, line_value) in enumerate(self._lines):
+            if line_key == key:
+                items = split_list(line_value)
+                items[:1] = [value]
+                self._lines[index] = (key, line_name, ", ".join(items))
+                break
+        else:
+            self._lines.insert(0, (key, name, value))
+        if view is _MISSING:
+            self._cache.pop(key, None)
+        else:
+            self._cache[key] = view
+
     def add(self, name: str, value: str) -> None:
         """Append a line at the end."""
         check_line(name, value)
@@ -279,5 +299,3 @@ class Headers:
     def serialise(self) -> str:
         return "".join(f"{name}: {value}\r\n" for _key, name, value in self._lines)
 
-
-_MISSING = object()
