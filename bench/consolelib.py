@@ -122,6 +122,42 @@ def run_step(target: Target, rate: int, seconds: float, inf: Path) -> StepResult
     return finish_step(target, rate, calls, result.stdout, wall, cpu_before, drops_before)
 
 
+class BackgroundLoad:
+    """SIPp at a fixed rate for as long as something else takes; `stop()` ends it gracefully.
+
+    SIPp quits on SIGUSR1 as on its `q` key: no new calls, the calls under way finish, the
+    statistics are printed. Its call budget covers `max_seconds`, a bound if nobody stops it.
+    """
+
+    def __init__(self, target: Target, rate: int, inf: Path, max_seconds: float = 300.0) -> None:
+        self.target = target
+        self.rate = rate
+        command = sipp_command(target, rate, int(rate * max_seconds), inf, max_seconds)
+        self.cpu_before = benchlib.cpu_seconds(target.pid)
+        self.drops_before = benchlib.udp_socket_drops(target.port)
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> StepResult:
+        if self.running():
+            self.process.send_signal(signal.SIGUSR1)
+        try:
+            stdout, _ = self.process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            stdout, _ = self.process.communicate()
+        created, _successful, _failed = benchlib.sipp_counts(stdout)
+        wall = time.monotonic() - self.started
+        return finish_step(
+            self.target, self.rate, created, stdout, wall, self.cpu_before, self.drops_before
+        )
+
+
 def describe(label: str, step: StepResult) -> str:
     return (
         f"  {label:<8} rate {step.rate:>5}/s  ok {step.successful:>6}  failed {step.failed:>5}"
@@ -143,7 +179,7 @@ class ConsoleError(RuntimeError):
 
 
 class TmuxConsole:
-    """`pbxtui` with its console, running in a detached tmux session of `width`×`height`.
+    """`pbxtui` with its console, running in a detached tmux session of `width` x `height`.
 
     The tmux server is private to this object (its own socket, no user config), so stopping
     it touches nothing else on the machine.

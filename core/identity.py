@@ -15,6 +15,7 @@ from core.settings import ListenAddress
 from core.sip.uri import SipUri, Uri, format_host
 
 _WILDCARDS = {"0.0.0.0", "::"}
+_SOURCE_CACHE_LIMIT = 4_096
 
 
 def _interface_addresses() -> set[str]:
@@ -38,6 +39,7 @@ class ServerIdentity:
         if hosts & _WILDCARDS:
             self.addresses |= _interface_addresses()
         self.names = {self.domain} | {address.lower() for address in self.addresses}
+        self._source_cache: dict[str, str] = {}
 
     def is_us(self, uri: Uri) -> bool:
         """A SIP URI naming our domain, or one of our addresses on one of our ports."""
@@ -54,5 +56,31 @@ class ServerIdentity:
         return ip in self.addresses and (port is None or port in self.ports)
 
     def hostport(self, flow: Flow) -> str:
-        """The address to put in our Via / Record-Route for a message sent on `flow`."""
-        return f"{format_host(flow.local[0])}:{flow.local[1]}"
+        """The address to put in our Via / Record-Route for a message sent on `flow`.
+
+        A socket bound to a wildcard (0.0.0.0, the default) reports that wildcard as its local
+        address, which no phone can reach: use the address the kernel picks as source towards
+        the peer instead.
+        """
+        host = flow.local[0]
+        if host in _WILDCARDS:
+            host = self.source_address_towards(flow.remote[0])
+        return f"{format_host(host)}:{flow.local[1]}"
+
+    def source_address_towards(self, remote_ip: str) -> str:
+        """The local address the kernel routes from towards `remote_ip` (cached, bounded).
+
+        A connected UDP socket sends nothing; connect() only asks the routing table.
+        """
+        cached = self._source_cache.get(remote_ip)
+        if cached is not None:
+            return cached
+        family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
+        address = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+            probe.connect((remote_ip, 9))
+            address = str(probe.getsockname()[0])
+        if len(self._source_cache) >= _SOURCE_CACHE_LIMIT:
+            self._source_cache.clear()
+        self._source_cache[remote_ip] = address
+        return address

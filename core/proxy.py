@@ -84,6 +84,9 @@ from core.users import UserDirectory
 # §16.2 / §17.2.1: a proxy answers an INVITE with 100 Trying at once, so the caller stops
 # retransmitting while the callee's phone takes its time.
 PROXY_TIMERS = TimerSettings(trying_delay=0.0)
+# Server transaction states past their final answer (a 2xx to an INVITE leaves it Accepted,
+# where further 2xx from other branches still go through it).
+_ANSWERED_STATES = frozenset({State.COMPLETED, State.CONFIRMED, State.TERMINATED})
 # Requests that may create a dialog: we record-route them so the dialog comes back through us.
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
@@ -403,17 +406,29 @@ class Proxy:
                 if isinstance(branch, Branch):
                     self._branch_failed(branch, 503, "Service Unavailable", now)
             elif kind is Terminated:
-                owner = action.transaction.user_data  # type: ignore[union-attr]
-                if isinstance(owner, Branch):
-                    owner.transaction = None  # what it held (its responses, its ACK) can go
-                    if owner.pending:
-                        self._branch_failed(owner, 408, "Request Timeout", now)
-                elif (
-                    isinstance(owner, ResponseContext)
-                    and owner.ack_key is not None
-                    and self._awaiting_ack.get(owner.ack_key) is owner
-                ):
-                    del self._awaiting_ack[owner.ack_key]
+                self._terminated(action.transaction, now)  # type: ignore[union-attr, arg-type]
+
+    def _terminated(self, transaction: Transaction, now: float) -> None:
+        """A transaction is gone. Its links with our records are cut here: they point at each
+        other (transaction ↔ branch ↔ context), and a cycle waits for Python's cyclic garbage
+        collector, whose full passes over tens of thousands of live objects stall the loop at
+        high call rates; without the cycles, reference counting frees them at once."""
+        owner = transaction.user_data
+        transaction.user_data = None
+        if isinstance(owner, Branch):
+            owner.transaction = None
+            if owner.pending:
+                self._branch_failed(owner, 408, "Request Timeout", now)
+        elif isinstance(owner, ResponseContext):
+            key = owner.ack_key
+            if key is not None and self._awaiting_ack.get(key) is owner:
+                del self._awaiting_ack[key]
+            if owner.pending:
+                # The caller is out of reach (a transport error): no one to ring for.
+                if owner.is_invite:
+                    self._cancel_branches(owner, now)
+            else:
+                owner.branches = []
 
     def _new_server(
         self, request: Request, flow: Flow, now: float
@@ -590,7 +605,7 @@ class Proxy:
         _restore_caller_fields(response, context.request)  # issue "Carrier trunks"
         server = context.server
         self.relayed += 1
-        if server.state is State.PROCEEDING or server.state is State.ACCEPTED:
+        if server.state not in _ANSWERED_STATES:
             self._run(self.table.respond(server, response, now), now)
         elif 200 <= response.status < 300:
             # A 2xx after our own final answer (a CANCEL raced the answer): it still goes up,

@@ -145,7 +145,9 @@ class Phone:
         aor = f"<sip:{self.user}@{DOMAIN}>"
         self.send(self.request("REGISTER", f"sip:{DOMAIN}", to=aor, call_id=call_id, cseq=1))
         challenge = await self.expect(401)
-        credentials = self._answer(challenge, "www-authenticate", "REGISTER", f"sip:{DOMAIN}")
+        credentials = self.answer_challenge(
+            challenge, "www-authenticate", "REGISTER", f"sip:{DOMAIN}"
+        )
         self.send(
             self.request(
                 "REGISTER",
@@ -170,7 +172,7 @@ class Phone:
         self.send(first)
         challenge = await self.expect(407)
         self.send(ack_for(first, challenge))
-        credentials = self._answer(challenge, "proxy-authenticate", "INVITE", uri)
+        credentials = self.answer_challenge(challenge, "proxy-authenticate", "INVITE", uri)
         invite = self.request(
             "INVITE",
             uri,
@@ -184,7 +186,7 @@ class Phone:
         self.send(invite)
         return invite
 
-    def _answer(self, challenge: Message, header: str, method: str, uri: str) -> str:
+    def answer_challenge(self, challenge: Message, header: str, method: str, uri: str) -> str:
         chosen = pick_challenge(parse_auth(value) for value in challenge.headers.get_all(header))
         assert chosen is not None
         return build_authorization(chosen, self.user, self.password, method, uri)
@@ -382,7 +384,7 @@ async def test_from_must_be_the_authenticated_user(pbx: Pbx) -> None:
             alice.request("INVITE", uri, to=f"<{uri}>", call_id="spoof", cseq=1, from_user="carol")
         )
         challenge = await alice.expect(407)
-        credentials = alice._answer(challenge, "proxy-authenticate", "INVITE", uri)
+        credentials = alice.answer_challenge(challenge, "proxy-authenticate", "INVITE", uri)
         second = alice.request(
             "INVITE",
             uri,
@@ -470,12 +472,16 @@ async def test_callee_hangs_up_through_the_route_set(pbx: Pbx) -> None:
         answer = await alice.expect(200)
         alice.send(alice.in_dialog("ACK", answer, cseq=2, caller_side=True))
         await bob.expect("ACK")
-        bob.send(bob.in_dialog("BYE", incoming, cseq=1, caller_side=False, remote_tag="bobtag"))
+        hang_up = bob.in_dialog("BYE", incoming, cseq=1, caller_side=False, remote_tag="bobtag")
+        bob.send(hang_up)
         bye = await alice.expect("BYE")
         assert bye.headers.get("route") is None  # our entry consumed on the way
         assert bye.max_forwards == 69
         alice.respond(bye, 200)
         await bob.expect(200)
+        bob.send(hang_up)  # resent (the 200 lost): answered again here, not forwarded again
+        await bob.expect(200)
+        assert len(alice.received("BYE")) == 1
         [*_, ended] = call_events(pbx)
         assert (ended.state, ended.reason) == ("ended", "callee hung up")
 
@@ -487,7 +493,7 @@ async def test_message_is_forked_and_answered_without_a_call(pbx: Pbx) -> None:
         first = alice.request("MESSAGE", uri, to=f"<{uri}>", call_id="im", cseq=1, body="hi")
         alice.send(first)
         challenge = await alice.expect(407)
-        credentials = alice._answer(challenge, "proxy-authenticate", "MESSAGE", uri)
+        credentials = alice.answer_challenge(challenge, "proxy-authenticate", "MESSAGE", uri)
         alice.send(
             alice.request(
                 "MESSAGE",
