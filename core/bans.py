@@ -75,6 +75,7 @@ class BanList:
         "_heap",
         "_saved_until_by_ip",
         "_wall_clock",
+        "_written_at",
         "max_bans",
         "sink",
         "until_by_ip",
@@ -100,6 +101,10 @@ class BanList:
         # The store's bans as last read (ip → until_wall), so `sync` can tell another
         # process's edits from rows this table wrote itself.
         self._saved_until_by_ip: dict[str, float] = {}
+        # Bans this table handed to the sink (ip → wall time) that no look at the store has
+        # seen yet. `sync` is called with the writer flushed, so such a row that is missing
+        # was deleted by another process (`pbxtui ban del`) before any look here saw it.
+        self._written_at: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._bans)
@@ -141,6 +146,7 @@ class BanList:
         self._store(ban)
         if self.sink is not None:
             self.sink.ban_saved(ban)
+            self._written_at[ip] = self._wall_clock()
         publish = self._bus.publish
         publish(SourceBanned(ip=ip, until=until_wall, reason=reason, count=count))
         publish(
@@ -222,10 +228,10 @@ class BanList:
     ) -> tuple[list[Ban], list[str], list[str]]:
         """Apply what another process (the CLI) changed in the store since the last look.
 
-        `saved` is every ban the store holds now. A row that is new or changed since the last
-        `restore`/`sync` is put in force, unless this table already holds the same ban (it
-        wrote the row itself); a row that has gone since then is lifted. A ban made here that
-        the writer has not committed yet is in neither list, so it is left alone. A row for
+        `saved` is every ban the store holds now, read after the writer was flushed. A row that
+        is new or changed since the last `restore`/`sync` is put in force, unless this table
+        already holds the same ban (it wrote the row itself); a row that has gone since then,
+        or a ban made here whose row is missing, is lifted. A row for
         an address `skip` says is exempt is deleted, as at `restore`. Bans and unbans are
         published like an admin's. Returns (bans put in force, addresses lifted, refused).
         """
@@ -264,6 +270,14 @@ class BanList:
             held = self._bans.get(ip)
             if ip in current or held is None or held.until_wall != until_wall:
                 continue  # still saved, already gone, or re-banned here since
+            self.remove(ip, "expired" if held.until <= now else "admin")
+            lifted.append(ip)
+        # Our own bans whose rows another process deleted before any look here saw them.
+        for ip in list(self._written_at):
+            del self._written_at[ip]
+            held = self._bans.get(ip)
+            if held is None or ip in current or ip in previous:
+                continue  # gone here, its row is in the store, or handled above
             self.remove(ip, "expired" if held.until <= now else "admin")
             lifted.append(ip)
         self._saved_until_by_ip = current

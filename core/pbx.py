@@ -203,6 +203,9 @@ class Pbx:
         self.users.replace_all(await self.store.list_users())
         await self.reload_carriers()
         # `pbxtui ban add/del` while we run: put the ban in force or lift it (issue "Security").
+        # Flushed first, so every ban this process made is in the store: a row of ours that is
+        # missing now was deleted by the other process.
+        await self.store.flush()
         saved_bans = await self.store.list_bans()
         added, lifted, refused = self.security.sync_bans(saved_bans, self.clock())
         for ip in refused:

@@ -183,24 +183,40 @@ class _Row:
     count: int = 1
 
 
-def test_sync_leaves_a_ban_the_writer_has_not_committed_alone() -> None:
-    """A flood ban made between two reads of the store is in neither: it must stay in force,
-    and a later read that includes it (the writer caught up) must not announce it again."""
+class _RecordingSink:
+    def __init__(self) -> None:
+        self.saved: list[str] = []
+        self.removed: list[str] = []
+
+    def ban_saved(self, ban: object) -> None:
+        self.saved.append(ban.ip)  # type: ignore[attr-defined]
+
+    def ban_removed(self, ip: str) -> None:
+        self.removed.append(ip)
+
+
+def test_sync_keeps_our_written_ban_and_lifts_it_once_deleted_elsewhere() -> None:
+    """`sync` reads the store after a flush: our own ban's row is there (kept, not announced
+    again), or it is missing because the CLI deleted it before any look saw it (lifted)."""
     bus = EventBus()
-    bans = BanList(bus, max_bans=10, wall_clock=lambda: 1_000.0)
+    sink = _RecordingSink()
+    bans = BanList(bus, max_bans=10, sink=sink, wall_clock=lambda: 1_000.0)
     never_exempt: Callable[[str], bool] = lambda ip: False  # noqa: E731
     bans.sync([], 1_000.0, never_exempt)
     ours = bans.add("192.0.2.7", 600, "flood", 1_000.0)
-    assert bans.sync([_Row("198.51.100.1", 1_100.0)], 1_000.0, never_exempt) == (
+    assert sink.saved == ["192.0.2.7"]
+    written_back = [_Row("198.51.100.1", 1_100.0), _Row("192.0.2.7", ours.until_wall, "flood")]
+    assert bans.sync(written_back, 1_001.0, never_exempt) == (
         [bans.get("198.51.100.1")],
         [],
         [],
     )
     assert "192.0.2.7" in bans
-    written_back = [_Row("198.51.100.1", 1_100.0), _Row("192.0.2.7", ours.until_wall, "flood")]
-    assert bans.sync(written_back, 1_001.0, never_exempt) == ([], [], [])
     # The CLI deleted both rows: both are lifted.
     added, lifted, refused = bans.sync([], 1_002.0, never_exempt)
     assert (added, sorted(lifted), refused) == ([], ["192.0.2.7", "198.51.100.1"], [])
+    # A ban of ours deleted before any read saw its row is lifted too.
+    bans.add("192.0.2.8", 600, "flood", 1_003.0)
+    assert bans.sync([], 1_004.0, never_exempt) == ([], ["192.0.2.8"], [])
     actions = [e.action for e in bus.feed.read_since(0)[0] if isinstance(e, SecurityEvent)]
-    assert actions == ["banned", "banned", "unbanned", "unbanned"]
+    assert actions == ["banned", "banned", "unbanned", "unbanned", "banned", "unbanned"]
