@@ -298,4 +298,3 @@ class Headers:
 
     def serialise(self) -> str:
         return "".join(f"{name}: {value}\r\n" for _key, name, value in self._lines)
-
