@@ -4,6 +4,14 @@ A live list of dialogs (grouped by Call-ID), the ladder of the one under the cur
 raw text of the message picked in the ladder. The list follows the bus at the app's cadence
 unless paused; a filter narrows it by text, user, address and method; the selected dialog or
 every listed one can be saved as .pcap or .txt.
+
+The console shares one event loop with the SIP core, so every millisecond spent drawing is
+one the core does not get. Under a flood the pane therefore draws little: the list holds only
+the newest `LIVE_ROWS` dialogs (the model keeps the whole bounded history, which filters and
+saves use), its columns are fixed so an update never re-lays out the screen, and once more
+than `BUSY_MESSAGES` arrive between two draws it redraws at most every `BUSY_INTERVAL`
+seconds. The ladder and raw views redraw only when the selected dialog changed, so they
+follow the list's cadence too.
 """
 
 from __future__ import annotations
@@ -17,14 +25,15 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Input, Label, Static
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Input, Label
 
 from core.pcap import write_pcap
 from screens.base import PbxScreen
-from screens.dialogs import Dialog, TrafficFilter, export_text
+from screens.dialogs import Dialog, TrafficFilter, TrafficMessage, export_text
 from screens.save_form import SaveForm, SaveRequest
 from screens.widgets.ladder import LadderTable, raw_message
+from screens.widgets.raw_view import RawView
 from screens.widgets.tables import KeyedTable
 
 STATE_STYLES = {
@@ -38,6 +47,9 @@ STATE_STYLES = {
     "REJECTED": "red",
     "UNPARSEABLE": "magenta",
 }
+LIVE_ROWS = 100  # dialogs the list shows (the newest); the model keeps the full history
+BUSY_MESSAGES = 40  # new messages between two draws that make the pane "busy"
+BUSY_INTERVAL = 1.0  # seconds between draws of a busy pane
 
 
 def state_cell(state: str) -> Text:
@@ -96,7 +108,10 @@ class TrafficScreen(PbxScreen):
         self._matches: dict[str, tuple[int, bool]] = {}  # call-id → (revision, matched)
         self._shown_revision = -1
         self._paused_at_total = 0
+        self._drawn_total = 0  # log.total_messages when the list was last drawn
+        self._drawn_at = float("-inf")  # monotonic time of that draw
         self.listed: list[Dialog] = []
+        self._raw_shown: TrafficMessage | None = None  # the message whose raw text is on show
 
     def compose_body(self) -> ComposeResult:
         with Horizontal(id="traffic-bar"):
@@ -108,44 +123,57 @@ class TrafficScreen(PbxScreen):
             yield Label("", id="traffic-info")
         yield KeyedTable(
             [
-                ("time", "Time"),
-                ("method", "Method"),
-                ("from", "From"),
-                ("to", "To"),
-                ("source", "Source"),
-                ("state", "State"),
-                ("count", "Msgs"),
+                ("time", "Time", 8),
+                ("method", "Method", 9),
+                ("from", "From", 16),
+                ("to", "To", 16),
+                ("source", "Source", 21),
+                ("state", "State", 16),
+                ("count", "Msgs", 5),
             ],
             id="dialogs",
         )
         with Horizontal(id="detail"):
             with Vertical(id="ladder-box"):
                 yield LadderTable(id="ladder")
-            with VerticalScroll(id="raw"):
-                yield Static("", id="raw-text", markup=False)
+            yield RawView(id="raw")
 
     def on_mount(self) -> None:
         self.query_one("#dialogs", KeyedTable).focus()
 
     # -- cadence --------------------------------------------------------------------------
     def refresh_view(self) -> None:
+        self.draw(time.monotonic())
+
+    def draw(self, now: float, *, force: bool = False) -> None:
+        """Redraw from the model at monotonic time `now`, unless a busy pane drew too lately.
+
+        `force` draws whatever the cadence says: the admin asked for it (a filter, resume).
+        """
         log = self.state.dialogs
-        self._update_info()
         if self.paused or log.revision == self._shown_revision:
+            self._update_info()
+            return
+        busy = log.total_messages - self._drawn_total > BUSY_MESSAGES
+        if busy and not force and now - self._drawn_at < BUSY_INTERVAL:
             return
         self._shown_revision = log.revision
+        self._drawn_total = log.total_messages
+        self._drawn_at = now
         self.listed = self._filtered()
+        self._update_info()
         table = self.query_one("#dialogs", KeyedTable)
         at_bottom = table.cursor_row >= table.row_count - 1
-        table.sync({dialog.call_id: dialog_cells(dialog) for dialog in self.listed})
+        shown = self.listed[-min(LIVE_ROWS, self.app_settings_rows()) :]
+        table.sync({dialog.call_id: dialog_cells(dialog) for dialog in shown})
         if at_bottom and table.row_count:
             # Following the newest dialog, like `tail -f`, until the admin moves up.
             table.move_cursor(row=table.row_count - 1, animate=False)
         self._show_selected()
 
     def _filtered(self) -> list[Dialog]:
+        """Every dialog in the history that the filter lets through, oldest first."""
         log = self.state.dialogs
-        limit = self.app_settings_rows()
         if self.filter.empty:
             dialogs = list(log)
         else:
@@ -161,7 +189,7 @@ class TrafficScreen(PbxScreen):
             if len(matches) > 2 * max(len(log), 1):
                 live = {dialog.call_id for dialog in log}
                 self._matches = {key: value for key, value in matches.items() if key in live}
-        return dialogs[-limit:]
+        return dialogs
 
     def app_settings_rows(self) -> int:
         return self.pbx.settings.ui.max_table_rows
@@ -179,7 +207,8 @@ class TrafficScreen(PbxScreen):
         lost = log.dropped_messages + log.missed
         if lost:
             parts.append((f"  {lost} dropped", "yellow"))
-        self.query_one("#traffic-info", Label).update(Text.assemble(*parts))
+        # The label's width is fixed (traffic.tcss): new figures never re-lay out the screen.
+        self.query_one("#traffic-info", Label).update(Text.assemble(*parts), layout=False)
 
     def _show_selected(self) -> None:
         key = self.query_one("#dialogs", KeyedTable).selected_key
@@ -190,7 +219,10 @@ class TrafficScreen(PbxScreen):
 
     def _show_message(self) -> None:
         message = self.query_one("#ladder", LadderTable).selected_message
-        self.query_one("#raw-text", Static).update(raw_message(message) if message else "")
+        if message is self._raw_shown:
+            return  # a redrawn ladder re-highlights its row: the text on show is still right
+        self._raw_shown = message
+        self.query_one("#raw", RawView).show(raw_message(message) if message else "")
 
     # -- events ---------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#dialogs")
@@ -218,7 +250,7 @@ class TrafficScreen(PbxScreen):
         self._matches = {}
         self._shown_revision = -1
         if not self.paused:
-            self.refresh_view()
+            self.draw(time.monotonic(), force=True)
 
     # -- actions --------------------------------------------------------------------------
     def action_filter(self) -> None:
@@ -229,7 +261,7 @@ class TrafficScreen(PbxScreen):
         self._paused_at_total = self.state.dialogs.total_messages
         if not self.paused:
             self._shown_revision = -1
-            self.refresh_view()
+            self.draw(time.monotonic(), force=True)
         else:
             self._update_info()
 
@@ -252,7 +284,8 @@ class TrafficScreen(PbxScreen):
         self.listed = []
         self.query_one("#dialogs", KeyedTable).sync({})
         self.query_one("#ladder", LadderTable).show(None)
-        self.query_one("#raw-text", Static).update("")
+        self.query_one("#raw", RawView).show("")
+        self._raw_shown = None
         self._update_info()
 
     def action_save(self) -> None:

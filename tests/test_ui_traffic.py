@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_ui_support import console, options_ping, refreshed, register
-from textual.widgets import Input, Label, Static
+from textual.widgets import Input, Label
 
 from screens.save_form import SaveForm
 from screens.traffic import TrafficScreen
 from screens.widgets.ladder import LadderTable
+from screens.widgets.raw_view import RawView
 from screens.widgets.tables import KeyedTable
 
 USERS = {"alice": "alice-secret-1"}
@@ -39,7 +40,7 @@ async def test_dialogs_ladder_and_raw_message(tmp_path: Path) -> None:
         assert "REGISTER" in flow and "►" in flow
         ladder.focus()
         await pilot.press("down")
-        raw = str(app.screen.query_one("#raw-text", Static).render())
+        raw = app.screen.query_one("#raw", RawView).plain
         assert raw.splitlines()[2] == "SIP/2.0 401 Unauthorized"
         assert "WWW-Authenticate: Digest" in raw
         client.close()

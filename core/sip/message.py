@@ -257,7 +257,7 @@ def make_response(
         headers.add("From", from_value)
     to_value = source.get("to")
     if to_value is not None:
-        if to_tag and status > 100 and not _has_tag(to_value):
+        if to_tag and status > 100 and not _has_tag(request):
             # A malformed To (being answered with a 400) may end in ';': don't make it ';;'.
             to_value = f"{to_value.rstrip(' ;')};tag={to_tag}"
         headers.add("To", to_value)
@@ -277,8 +277,10 @@ def make_response(
     return Response(status, reason, headers, body)
 
 
-def _has_tag(to_value: str) -> bool:
+def _has_tag(request: Request) -> bool:
+    """Does the request's To carry a tag? Asked of the cached view the route has already
+    parsed; a To too broken to parse (being answered with a 400) is searched as text."""
     try:
-        return parse_name_addr(to_value).tag is not None
+        return request.to_tag is not None
     except SipParseError:
-        return ";tag=" in to_value.lower()
+        return ";tag=" in (request.headers.get("to") or "").lower()

@@ -179,8 +179,13 @@ class LadderTable(DataTable[Text]):
         parties = parties_of(messages)
         positions = lane_positions(len(parties), width)
         lanes = {party: index for index, party in enumerate(parties)}
-        self.add_column(ladder_header(parties, positions), key="flow")
-        self.add_rows([ladder_line(message, lanes, positions)] for message in messages)
+        header = ladder_header(parties, positions)
+        lines = [ladder_line(message, lanes, positions) for message in messages]
+        # A fixed width (the view's, unless a line is wider) keeps the table's size steady
+        # from one dialog to the next, so following live traffic never re-lays out the pane.
+        widest = max((line.cell_len for line in lines), default=0)
+        self.add_column(header, key="flow", width=max(width, widest, header.cell_len))
+        self.add_rows([line] for line in lines)
         if messages:
             self.move_cursor(row=min(row, len(messages) - 1), animate=False)
         return True

@@ -66,7 +66,8 @@ class StatusStrip(Vertical):
         bans: int,
         note: str = "",
     ) -> None:
-        self.query_one("#rate", Label).update(f"{format_rate(rate):>6} msg/s")
+        # Fixed widths (app.tcss): new figures repaint two labels, never re-lay out the screen.
+        self.query_one("#rate", Label).update(f"{format_rate(rate):>6} msg/s", layout=False)
         self.query_one("#rate-spark", Sparkline).data = list(history)
         counts = Text.assemble(
             (f" {contacts}", "bold"),
@@ -78,4 +79,4 @@ class StatusStrip(Vertical):
         )
         if note:
             counts.append(f"  {note}", style="bold yellow")
-        self.query_one("#counts", Label).update(counts)
+        self.query_one("#counts", Label).update(counts, layout=False)

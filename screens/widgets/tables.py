@@ -2,7 +2,12 @@
 
 Screens hand `sync` the rows they want, in order, at the console's cadence; the table adds
 what is new, removes what is gone and rewrites only the cells that changed, so a busy pane
-repaints a few cells a tick instead of the whole table (dolphie's way).
+repaints a few cells a tick instead of the whole table (dolphie's way). Textual's
+`DataTable.remove_row` re-indexes every row on each call, so when more than a few rows go at
+once (a live list sliding under a flood) one clear-and-refill is far cheaper than the diff.
+
+A column may have a fixed width: its cells never change the table's width, so an update
+never forces a layout of the screen (a live list's columns should be fixed).
 """
 
 from __future__ import annotations
@@ -13,6 +18,10 @@ from rich.text import Text
 from textual.widgets import DataTable
 
 Cell = str | Text
+# (key, label) for a column as wide as its widest cell, (key, label, width) for a fixed one.
+ColumnSpec = tuple[str, str] | tuple[str, str, int]
+# Removing more rows than this in one sync rebuilds the table instead (see the module doc).
+REBUILD_AFTER_REMOVALS = 8
 
 
 class KeyedTable(DataTable[Cell]):
@@ -22,16 +31,19 @@ class KeyedTable(DataTable[Cell]):
     KeyedTable { height: 1fr; }
     """
 
-    def __init__(self, columns: Sequence[tuple[str, str]], **kwargs: object) -> None:
-        """`columns` is (key, label) pairs, in order."""
+    def __init__(self, columns: Sequence[ColumnSpec], **kwargs: object) -> None:
+        """`columns` in order; see `ColumnSpec`."""
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
-        self._column_keys = [key for key, _label in columns]
-        self._column_labels = [label for _key, label in columns]
+        self._columns: list[tuple[str, str, int | None]] = [
+            (spec[0], spec[1], spec[2] if len(spec) > 2 else None)  # type: ignore[misc]
+            for spec in columns
+        ]
+        self._column_keys = [key for key, _label, _width in self._columns]
         self._cells: dict[str, tuple[Cell, ...]] = {}
 
     def on_mount(self) -> None:
-        for key, label in zip(self._column_keys, self._column_labels, strict=True):
-            self.add_column(label, key=key)
+        for key, label, width in self._columns:
+            self.add_column(label, key=key, width=width)
 
     @property
     def keys(self) -> list[str]:
@@ -54,7 +66,7 @@ class KeyedTable(DataTable[Cell]):
         new = [key for key in wanted if key not in current]
         # Appending keeps the order only when every new row belongs after every kept one.
         in_order = [key for key in current if key in wanted] == kept and list(wanted) == kept + new
-        if not in_order:
+        if not in_order or len(gone) > REBUILD_AFTER_REMOVALS:
             self._rebuild(wanted)
             return True
         for key in gone:
