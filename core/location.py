@@ -183,6 +183,8 @@ class Binding:
             instance=readable(self.instance_id or ""),
             reg_id=self.reg_id or 0,
             registered_at=self.registered_at,
+            path=tuple(readable(route) for route in self.path),
+            refreshed_at=self.refreshed_at,
         )
 
     @classmethod
@@ -190,7 +192,9 @@ class Binding:
         """A binding loaded from the store; `now` and `wall` are the same instant on both clocks.
 
         The TCP connection a binding used did not survive the restart, so the flow has none;
-        the transport opens a new connection when a request must go there.
+        the transport opens a new connection when a request must go there. The Path comes
+        back too, so a contact registered through an edge proxy is still reached through it
+        (RFC 3327 §5.3).
         Raises ValueError (a SipParseError) when the stored contact no longer parses.
         """
         uri = parse_uri(row.contact)
@@ -201,8 +205,9 @@ class Binding:
             remote=(row.received, row.received_port),
             local=parse_socket(row.socket)[1],
         )
-        # The store keeps no separate refresh time; the registration time stands in for it.
-        refreshed_at = row.registered_at
+        # A row made without a refresh time (0: never a real one) falls back to the first
+        # registration, as migration 2 fills it in for rows stored under schema version 1.
+        refreshed_at = row.refreshed_at or row.registered_at
         return cls(
             user=row.aor,
             contact=row.contact,
@@ -219,6 +224,7 @@ class Binding:
             behind_nat=row.nat,
             instance_id=row.instance or None,
             reg_id=(row.reg_id or None) if row.instance else None,
+            path=row.path,
         )
 
 

@@ -332,8 +332,8 @@ class _BindingWriter:
     def binding_removed(self, binding) -> None:
         from core.store import DeleteBinding
 
-        row = binding.to_row()
-        self.store.submit(DeleteBinding(row.aor, row.contact))
+        # The whole row key: one Contact URI may be stored once per RFC 5626 flow (reg-id).
+        self.store.submit(DeleteBinding.of(binding.to_row()))
 
 
 class _BanWriter:

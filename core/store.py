@@ -160,7 +160,54 @@ _MIGRATION_1 = (
     "PRAGMA user_version = 1",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATION_1,)
+# Version 2: the location table learns each binding's Path (RFC 3327 §5.3: without it a
+# contact registered through an edge proxy would be reached directly after a restart) and its
+# last refresh time, and a row is one (aor, contact, instance, reg-id): RFC 5626 §4.2 lets one
+# phone register the same Contact URI over two flows (reg-ids), which must not overwrite each
+# other. SQLite cannot change a UNIQUE constraint in place, so the table is rebuilt (the
+# "make other kinds of table schema changes" procedure of https://sqlite.org/lang_altertable.html;
+# no other table or trigger refers to location). Migrated rows take their registration time as
+# the refresh time, as the loader did while the column was missing.
+_MIGRATION_2 = (
+    """
+    CREATE TABLE location_new (
+        id            INTEGER PRIMARY KEY,
+        aor           TEXT NOT NULL,
+        contact       TEXT NOT NULL,
+        received      TEXT NOT NULL DEFAULT '',
+        received_port INTEGER NOT NULL DEFAULT 0,
+        transport     TEXT NOT NULL DEFAULT 'udp',
+        socket        TEXT NOT NULL DEFAULT '',
+        expires_at    REAL NOT NULL,
+        user_agent    TEXT NOT NULL DEFAULT '',
+        call_id       TEXT NOT NULL DEFAULT '',
+        cseq          INTEGER NOT NULL DEFAULT 0,
+        q             REAL,
+        nat           INTEGER NOT NULL DEFAULT 0 CHECK (nat IN (0, 1)),
+        instance      TEXT NOT NULL DEFAULT '',
+        reg_id        INTEGER NOT NULL DEFAULT 0,
+        registered_at REAL NOT NULL,
+        path          TEXT NOT NULL DEFAULT '[]',
+        refreshed_at  REAL NOT NULL DEFAULT 0,
+        UNIQUE (aor, contact, instance, reg_id)
+    )
+    """,
+    """
+    INSERT INTO location_new (id, aor, contact, received, received_port, transport, socket,
+                              expires_at, user_agent, call_id, cseq, q, nat, instance, reg_id,
+                              registered_at, path, refreshed_at)
+    SELECT id, aor, contact, received, received_port, transport, socket, expires_at,
+           user_agent, call_id, cseq, q, nat, instance, reg_id, registered_at, '[]',
+           registered_at
+    FROM location
+    """,
+    "DROP TABLE location",
+    "ALTER TABLE location_new RENAME TO location",
+    "CREATE INDEX location_by_expiry ON location (expires_at)",
+    "PRAGMA user_version = 2",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATION_1, _MIGRATION_2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -235,8 +282,11 @@ class CdrRow:
 @dataclass(frozen=True, slots=True)
 class BindingRow:
     """One registered contact of an address-of-record (RFC 3261 §10), with where it really
-    came from (`received`, for NAT) and its RFC 5626 instance / reg-id when the phone sent them.
-    `socket` names the local listener it arrived on, so requests go back out the same way."""
+    came from (`received`, for NAT) and its RFC 5626 instance / reg-id when the phone sent them
+    ("" and 0 when it did not). `socket` names the local listener it arrived on, so requests go
+    back out the same way; `path` is the Path it registered through (RFC 3327), so they go
+    back through the same edge proxy. (aor, contact, instance, reg_id) identifies the row.
+    Times are wall-clock: `registered_at` the first registration, `refreshed_at` the last."""
 
     aor: str
     contact: str
@@ -253,6 +303,8 @@ class BindingRow:
     instance: str = ""
     reg_id: int = 0
     registered_at: float = 0.0
+    path: tuple[str, ...] = ()
+    refreshed_at: float = 0.0
 
 
 # --- write ops for the writer task --------------------------------------------------------
@@ -267,15 +319,15 @@ class UpsertBinding:
     SQL: ClassVar[str] = """
         INSERT INTO location (aor, contact, received, received_port, transport, socket,
                               expires_at, user_agent, call_id, cseq, q, nat, instance, reg_id,
-                              registered_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-        ON CONFLICT (aor, contact) DO UPDATE SET
+                              registered_at, path, refreshed_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT (aor, contact, instance, reg_id) DO UPDATE SET
             received = excluded.received, received_port = excluded.received_port,
             transport = excluded.transport, socket = excluded.socket,
             expires_at = excluded.expires_at, user_agent = excluded.user_agent,
             call_id = excluded.call_id, cseq = excluded.cseq, q = excluded.q,
-            nat = excluded.nat, instance = excluded.instance, reg_id = excluded.reg_id,
-            registered_at = excluded.registered_at
+            nat = excluded.nat, registered_at = excluded.registered_at,
+            path = excluded.path, refreshed_at = excluded.refreshed_at
         """
 
     def params(self) -> tuple[object, ...]:
@@ -284,13 +336,26 @@ class UpsertBinding:
 
 @dataclass(frozen=True, slots=True)
 class DeleteBinding:
+    """Exactly one binding's row: the same Contact URI may be stored once per RFC 5626 flow
+    (reg-id), and removing one flow must leave the others. `instance` and `reg_id` are as the
+    row stores them ("" and 0 for a phone that sent none)."""
+
     aor: str
     contact: str
+    instance: str
+    reg_id: int
     TABLE: ClassVar[str] = "location"
-    SQL: ClassVar[str] = "DELETE FROM location WHERE aor = ? AND contact = ?"
+    SQL: ClassVar[str] = (
+        "DELETE FROM location WHERE aor = ? AND contact = ? AND instance = ? AND reg_id = ?"
+    )
+
+    @classmethod
+    def of(cls, row: BindingRow) -> DeleteBinding:
+        """The delete of the row `row` was stored as."""
+        return cls(row.aor, row.contact, row.instance, row.reg_id)
 
     def params(self) -> tuple[object, ...]:
-        return (self.aor, self.contact)
+        return (self.aor, self.contact, self.instance, self.reg_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -945,7 +1010,8 @@ class Store:
         rows = await self._db.execute_fetchall(
             """
             SELECT aor, contact, expires_at, received, received_port, transport, socket,
-                   user_agent, call_id, cseq, q, nat, instance, reg_id, registered_at
+                   user_agent, call_id, cseq, q, nat, instance, reg_id, registered_at, path,
+                   refreshed_at
             FROM location WHERE expires_at > ? ORDER BY aor, id
             """,
             (float("-inf") if now is None else now,),
@@ -1096,11 +1162,14 @@ def _binding_params(binding: BindingRow) -> tuple[object, ...]:
         binding.instance,
         binding.reg_id,
         binding.registered_at,
+        json.dumps(list(binding.path)),
+        binding.refreshed_at,
     )
 
 
 def _binding_from_row(row: Sequence[Any]) -> BindingRow:
-    return BindingRow(*row[:11], bool(row[11]), *row[12:])
+    # Column order of the SELECT matches the dataclass field order.
+    return BindingRow(*row[:11], bool(row[11]), *row[12:15], _json_strings(row[15]), row[16])
 
 
 def _json_strings(value: object) -> tuple[str, ...]:

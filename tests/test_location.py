@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from core.location import (
     format_socket,
     parse_socket,
 )
+from core.pbx import _BindingWriter
 from core.settings import RegistrarSettings
 from core.sip.uri import SipUri, parse_uri
 from core.store import BindingRow, Store
@@ -250,7 +252,10 @@ def test_rows_round_trip_across_a_restart_on_different_clocks() -> None:
         behind_nat=True,
         instance_id="<urn:uuid:1>",
         reg_id=2,
+        path=("<sip:edge.example;lr>", "<sip:core.example;lr>"),
     )
+    original.refreshed_at = WALL + 1_000.0  # refreshed at `now`, first registered at 0
+    original.registered_at = WALL
     row = original.to_row()
     assert (row.aor, row.received, row.received_port, row.transport) == (
         "alice",
@@ -260,6 +265,11 @@ def test_rows_round_trip_across_a_restart_on_different_clocks() -> None:
     )
     assert row.socket == "tcp:[2001:db8::1]:5060"
     assert row.expires_at == WALL + 1_600.0
+    assert (row.path, row.registered_at, row.refreshed_at) == (
+        ("<sip:edge.example;lr>", "<sip:core.example;lr>"),
+        WALL,
+        WALL + 1_000.0,
+    )
 
     # After the restart the monotonic clock reads 50 while the wall clock moved on 100 s.
     restored = Binding.from_row(row, now=50.0, wall=WALL + 1_100.0)
@@ -278,6 +288,28 @@ def test_rows_round_trip_across_a_restart_on_different_clocks() -> None:
         "<urn:uuid:1>",
         2,
     )
+    # The last refresh was 100 s of wall clock before the restart, so 50 s before monotonic 0.
+    assert (restored.registered_at, restored.refreshed_at) == (WALL, WALL + 1_000.0)
+    assert restored.updated_at == pytest.approx(-50.0)
+    assert restored.path == original.path
+    assert restored.to_row() == row
+
+
+def test_a_contact_registered_through_a_path_is_reached_through_it_after_a_restart() -> None:
+    # RFC 3327 §5.3: the edge proxy at 192.0.2.50 forwarded the REGISTER; requests go back
+    # through it even though the Contact names a host of its own.
+    edge = Flow("udp", ("192.0.2.50", 5060), LOCAL)
+    routed = binding("sip:alice@198.51.100.20:5062", flow=edge, path=("<sip:192.0.2.50;lr>",))
+    restored = Binding.from_row(routed.to_row(), now=10.0, wall=WALL + 10.0)
+    target = restored.target()
+    assert (target.flow, target.route) == (edge, ("<sip:192.0.2.50;lr>",))
+
+
+def test_a_row_without_a_refresh_time_falls_back_to_its_registration() -> None:
+    row = replace(binding(now=30.0).to_row(), refreshed_at=0.0)
+    restored = Binding.from_row(row, now=30.0, wall=WALL + 30.0)
+    assert restored.refreshed_at == WALL + 30.0
+    assert restored.expires_wall == pytest.approx(row.expires_at)
 
 
 def test_restore_takes_store_rows_and_skips_broken_ones(location: LocationService) -> None:
@@ -290,13 +322,46 @@ def test_restore_takes_store_rows_and_skips_broken_ones(location: LocationServic
 async def test_rows_fit_the_store_location_table() -> None:
     store = await Store.open(":memory:")
     try:
-        saved = binding("sip:alice@192.0.2.1", now=0.0, instance_id="<urn:uuid:1>", reg_id=1)
+        saved = binding(
+            "sip:alice@192.0.2.1",
+            now=0.0,
+            instance_id="<urn:uuid:1>",
+            reg_id=1,
+            path=("<sip:edge.example;lr>",),
+        )
+        saved.refreshed_at = WALL + 600.0
         await store.replace_bindings([saved.to_row()])
         [row] = await store.load_bindings(WALL)
     finally:
         await store.close()
     assert isinstance(row, BindingRow)
     assert row == saved.to_row()
+    restored = Binding.from_row(row, now=0.0, wall=WALL)
+    assert (restored.path, restored.refreshed_at) == (("<sip:edge.example;lr>",), WALL + 600.0)
+
+
+async def test_the_pbx_writer_removes_only_the_flow_that_went(tmp_path: Path) -> None:
+    # RFC 5626 §4.2: one phone, one Contact URI, two flows (reg-ids) through two edge proxies.
+    location = LocationService(RegistrarSettings(), EventBus())
+    async with await Store.open(tmp_path / "pbx.db") as store:
+        location.sink = _BindingWriter(store)
+        contact = "sip:alice@192.168.1.10:5060;ob"
+        flows = [
+            binding(contact, instance_id="<urn:uuid:1>", reg_id=reg_id, path=(f"<sip:{edge};lr>",))
+            for reg_id, edge in ((1, "192.0.2.50"), (2, "192.0.2.51"))
+        ]
+        for flow in flows:
+            location.save(flow)
+        await store.flush()
+        assert [(row.reg_id, row.path) for row in await store.load_bindings()] == [
+            (1, ("<sip:192.0.2.50;lr>",)),
+            (2, ("<sip:192.0.2.51;lr>",)),
+        ]
+
+        assert location.unregister(flows[0])
+        await store.flush()
+        [kept] = await store.load_bindings()
+    assert (kept.contact, kept.reg_id) == (contact, 2)
 
 
 def test_socket_text_round_trips() -> None:

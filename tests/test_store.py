@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -131,6 +133,91 @@ async def test_a_failing_migration_changes_nothing(
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("SELECT name FROM sqlite_master WHERE name = 'extra'").fetchone() is None
+
+
+def make_version_1_file(path: Path) -> None:
+    """A database exactly as pbxtui with schema version 1 left it, with a user and a binding."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for statement in store_module.MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO users (username, realm, ha1_md5, ha1_sha256, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            ("alice", REALM, "md5", "sha256", 1_700_000_000.0),
+        )
+        db.execute(
+            """
+            INSERT INTO location (id, aor, contact, received, received_port, transport, socket,
+                                  expires_at, user_agent, call_id, cseq, q, nat, instance,
+                                  reg_id, registered_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            (
+                7,
+                "alice",
+                "sip:alice@192.0.2.10:5060;ob",
+                "203.0.113.5",
+                40_000,
+                "tcp",
+                "tcp:198.51.100.1:5060",
+                2e9,
+                "Phone/1",
+                "call-a",
+                3,
+                0.5,
+                1,
+                "<urn:uuid:1>",
+                1,
+                1_700_000_000.0,
+            ),
+        )
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+async def test_a_version_1_location_table_is_rebuilt_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    make_version_1_file(path)
+
+    async with await Store.open(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 2
+        assert (await store.get_user("alice")) is not None
+        [row] = await store.load_bindings()
+        # The same contact on a second flow of the instance: a new row since version 2.
+        store.submit(UpsertBinding(replace(row, reg_id=2)))
+        await store.flush()
+        assert [b.reg_id for b in await store.load_bindings()] == [1, 2]
+
+    assert row == BindingRow(
+        aor="alice",
+        contact="sip:alice@192.0.2.10:5060;ob",
+        expires_at=2e9,
+        received="203.0.113.5",
+        received_port=40_000,
+        transport="tcp",
+        socket="tcp:198.51.100.1:5060",
+        user_agent="Phone/1",
+        call_id="call-a",
+        cseq=3,
+        q=0.5,
+        nat=True,
+        instance="<urn:uuid:1>",
+        reg_id=1,
+        registered_at=1_700_000_000.0,
+        path=(),
+        refreshed_at=1_700_000_000.0,  # the version-1 loader's stand-in, now stored
+    )
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        [(index_name,)] = db.execute(
+            "SELECT name FROM pragma_index_list('location') WHERE \"unique\" = 1"
+        ).fetchall()
+        unique_columns = [
+            row[0] for row in db.execute("SELECT name FROM pragma_index_info(?)", (index_name,))
+        ]
+        assert db.execute("SELECT id FROM location WHERE reg_id = 1").fetchone() == (7,)
+    assert "location_new" not in tables
+    assert "location_by_expiry" in tables  # the expiry index came back with the table
+    assert unique_columns == ["aor", "contact", "instance", "reg_id"]
 
 
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
@@ -289,6 +376,48 @@ async def test_location_replace_and_load(store: Store) -> None:
     assert [b.aor for b in await store.load_bindings()] == ["bob"]
 
 
+async def test_location_keeps_path_and_refresh_time(store: Store) -> None:
+    routed = binding(
+        path=("<sip:edge.example;lr>", "<sip:[2001:db8::9]:5070;lr;ob>"),
+        registered_at=1_700_000_000.0,
+        refreshed_at=1_700_000_900.5,
+    )
+    await store.replace_bindings([routed])
+    assert await store.load_bindings() == [routed]
+
+    moved = replace(routed, path=("<sip:other-edge.example;lr>",), refreshed_at=1_700_001_800.0)
+    store.submit(UpsertBinding(moved))
+    await store.flush()
+    assert await store.load_bindings() == [moved]  # a refresh updates both
+
+
+async def test_flows_differing_only_in_reg_id_are_separate_rows(store: Store) -> None:
+    flow_1 = binding(instance="<urn:uuid:1>", reg_id=1, received="203.0.113.5")
+    flow_2 = binding(instance="<urn:uuid:1>", reg_id=2, received="198.51.100.7")
+    store.submit(UpsertBinding(flow_1))
+    store.submit(UpsertBinding(flow_2))
+    store.submit(UpsertBinding(replace(flow_1, cseq=2)))  # a refresh of flow 1 only
+    await store.flush()
+    assert await store.load_bindings() == [replace(flow_1, cseq=2), flow_2]
+
+    store.submit(DeleteBinding.of(flow_2))
+    await store.flush()
+    assert await store.load_bindings() == [replace(flow_1, cseq=2)]
+
+
+async def test_delete_binding_matches_instance_and_reg_id_exactly(store: Store) -> None:
+    plain = binding()
+    instance_only = binding(instance="<urn:uuid:1>")
+    flow = binding(instance="<urn:uuid:1>", reg_id=1)
+    await store.replace_bindings([plain, instance_only, flow])
+
+    store.submit(DeleteBinding("alice", plain.contact, "<urn:uuid:1>", 2))  # no such flow
+    store.submit(DeleteBinding("alice", plain.contact, "<urn:uuid:1>", 0))
+    await store.flush()
+    assert await store.load_bindings() == [plain, flow]
+    assert DeleteBinding.of(flow) == DeleteBinding("alice", plain.contact, "<urn:uuid:1>", 1)
+
+
 # --- the writer task ----------------------------------------------------------------------
 
 
@@ -314,7 +443,7 @@ async def test_writer_keeps_order_within_a_table(store: Store) -> None:
     store.start_writer()
     store.submit(UpsertBinding(binding()))
     store.submit(InsertCdr(cdr()))
-    store.submit(DeleteBinding("alice", binding().contact))
+    store.submit(DeleteBinding.of(binding()))
     store.submit(UpsertBan(BanRow("192.0.2.9", until=None)))
     store.submit(DeleteBan("192.0.2.9"))
     store.submit(UpsertBinding(binding(contact="sip:alice@192.0.2.99", expires_at=5.0)))

@@ -214,3 +214,18 @@ def test_rate_meter_measures_over_a_second_and_keeps_history() -> None:
     meter.sample(150, 12.5)
     assert meter.rate == 0.0
     assert list(meter.history)[-2:] == [150.0, 0.0]
+
+
+def test_summarise_reads_headers_in_any_case_and_spacing() -> None:
+    data = (
+        b"SIP/2.0 486 Busy Here\r\nvia: SIP/2.0/UDP 192.0.2.10:5062\r\n"
+        b"FROM : <sip:carol@pbx.test>;tag=1\r\nt:<sip:dave@pbx.test>;tag=2\r\n"
+        b"CALL-ID\t:  odd-case-1 \r\ncseq:   7   invite\r\nuser-agent: softphone\r\n\r\n"
+    )
+    message = summarise(inbound(data))
+    assert (message.call_id, message.method, message.status) == ("odd-case-1", "INVITE", 486)
+    users = (message.from_user, message.to_user, message.user_agent)
+    assert users == ("carol", "dave", "softphone")
+    # A header name inside a value or the body is not a header.
+    tricky = request("OPTIONS", "real-id") + b"Call-ID: in-the-body\r\n"
+    assert summarise(inbound(tricky)).call_id == "real-id"

@@ -3,18 +3,28 @@ bounded history and saving as .pcap / .txt."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from test_ui_support import console, options_ping, refreshed, register
 from textual.widgets import Input, Label
 
+from core.events import SipTraffic
 from screens.save_form import SaveForm
-from screens.traffic import TrafficScreen
+from screens.traffic import BUSY_INTERVAL, BUSY_MESSAGES, LIVE_ROWS, TrafficScreen
 from screens.widgets.ladder import LadderTable
 from screens.widgets.raw_view import RawView
 from screens.widgets.tables import KeyedTable
 
 USERS = {"alice": "alice-secret-1"}
+
+
+def options_request(call_id: str) -> bytes:
+    return (
+        "OPTIONS sip:pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.10:5062;branch=z9hG4bK1\r\n"
+        f"From: <sip:probe@pbx.test>;tag=1\r\nTo: <sip:pbx.test>\r\nCall-ID: {call_id}\r\n"
+        "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
 
 
 def listed(app) -> list[tuple[str, str]]:
@@ -161,3 +171,42 @@ async def test_save_form_refuses_an_existing_file_and_cancels(tmp_path: Path) ->
         await pilot.press("escape")
         assert isinstance(app.screen, TrafficScreen)
         assert taken.read_bytes() == b"keep me"
+
+
+async def test_a_flood_lists_the_newest_rows_at_a_calm_cadence(tmp_path: Path) -> None:
+    async with console(tmp_path) as (app, pilot):
+        screen = app.screen
+        assert isinstance(screen, TrafficScreen)
+        log = app.state.dialogs
+        server = ("127.0.0.1", 5060)
+        phone = ("192.0.2.10", 5062)
+
+        def arrive(first: int, count: int) -> None:
+            log.add(
+                SipTraffic("in", "udp", phone, server, options_request(f"flood-{n}"), at=100.0)
+                for n in range(first, first + count)
+            )
+
+        arrive(0, LIVE_ROWS + 50)
+        now = time.monotonic() + 1_000.0  # after any draw of the app's own cadence
+        screen.draw(now)
+        table = screen.query_one("#dialogs", KeyedTable)
+        # The list holds the newest rows only; the model (and so filters and saves) keeps all.
+        assert table.keys == [f"flood-{n}" for n in range(50, LIVE_ROWS + 50)]
+        assert len(screen.listed) == LIVE_ROWS + 50
+        assert table.selected_key == f"flood-{LIVE_ROWS + 49}"  # following the newest
+        # Busy: a draw soon after the last one waits; one a busy interval later catches up.
+        arrive(LIVE_ROWS + 50, BUSY_MESSAGES + 1)
+        screen.draw(now + BUSY_INTERVAL / 2)
+        assert table.keys[-1] == f"flood-{LIVE_ROWS + 49}"
+        screen.draw(now + BUSY_INTERVAL)
+        newest = LIVE_ROWS + 50 + BUSY_MESSAGES
+        assert table.keys[-1] == table.selected_key == f"flood-{newest}"
+        assert len(table.keys) == LIVE_ROWS
+        # What the admin asks for is drawn at once, busy or not.
+        arrive(newest + 1, BUSY_MESSAGES + 1)
+        await pilot.press("slash")
+        screen.query_one("#traffic-filter", Input).value = "flood-2"
+        await pilot.pause()
+        everything = range(newest + BUSY_MESSAGES + 2)
+        assert table.keys == [f"flood-{n}" for n in everything if str(n).startswith("2")]

@@ -18,8 +18,10 @@ from textual.strip import Strip
 class RawView(ScrollView, can_focus=True):
     """Shows `text`, wrapped to the view's width; `show` replaces it and scrolls to the top."""
 
+    # The vertical scrollbar's room is kept whether it shows or not, so the width the text is
+    # wrapped to never changes under it; lines are wrapped, so there is nothing to scroll across.
     DEFAULT_CSS = """
-    RawView { height: 1fr; }
+    RawView { height: 1fr; overflow-x: hidden; scrollbar-gutter: stable; }
     """
 
     def __init__(self, **kwargs: object) -> None:
