@@ -58,6 +58,8 @@ def contact_key(
     if instance_id is not None:
         return ("instance", instance_id, reg_id)
     params = uri.params
+    if not params:  # the common Contact: none of the parameters that decide, none to lower
+        return ("uri", uri.scheme, uri.user, uri.password, uri.host.lower(), uri.port, *_NO_PARAMS)
     return (
         "uri",
         uri.scheme,
@@ -65,8 +67,13 @@ def contact_key(
         uri.password,
         uri.host.lower(),
         uri.port,
-        *(_lower(params.get(name)) for name in ("transport", "user", "ttl", "method", "maddr")),
+        *(_lower(params.get(name)) for name in _KEY_PARAMS),
     )
+
+
+# The URI parameters that decide whether two Contacts are one binding (§19.1.4).
+_KEY_PARAMS = ("transport", "user", "ttl", "method", "maddr")
+_NO_PARAMS = (None,) * len(_KEY_PARAMS)
 
 
 def _lower(value: str | None) -> str | None:

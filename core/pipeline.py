@@ -19,7 +19,6 @@ back along §18.2.2 (the top Via, as stamped with received/rport on arrival).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections import OrderedDict
 from collections.abc import Callable
@@ -327,7 +326,8 @@ class Route:
         except SipParseError:  # a request answered with 400 because its From is broken
             from_tag = request.headers.get("from")
         key = f"{request.call_id}|{from_tag}".encode("utf-8", "surrogateescape")
-        return "pbx" + hmac.new(self._tag_key, key, hashlib.sha256).hexdigest()[:13]
+        # One-shot C digest: same bytes as hmac.new(...).hexdigest(), without the HMAC object.
+        return "pbx" + hmac.digest(self._tag_key, key, "sha256").hex()[:13]
 
     def _retag(self, response: Response, request: Request) -> None:
         """Give a locally built final response our deterministic To-tag (§8.2.6.2)."""

@@ -67,6 +67,8 @@ def detect_nat(via: Via | None, contact: SipUri, flow: Flow) -> bool:
 
 
 def _same_address(host: str, ip: str) -> bool:
+    if host == ip:
+        return True  # the common case (no NAT), without parsing either address twice
     try:
         return parse_ip(host) == parse_ip(ip)
     except ValueError:
@@ -340,8 +342,27 @@ class Registrar:
             headers.extend(("Path", value) for value in request.headers.values("path"))
         if plan.outbound:
             headers.append(("Require", "outbound"))  # RFC 5626 §6
-        headers.append(("Date", formatdate(wall, usegmt=True)))
+        headers.append(("Date", _http_date(wall)))
         return make_response(request, 200, extra=headers)
+
+
+def _http_date(wall: float) -> str:
+    """The Date header value (RFC 3261 §20.17) for `wall`, formatted once per second.
+
+    formatdate shows whole seconds, so every REGISTER answered within one second carries the
+    same text. A time within a millisecond of the next second is formatted directly, since
+    the microsecond rounding inside formatdate could carry it over.
+    """
+    global _last_date
+    second = int(wall)
+    if wall < 0 or wall - second >= 0.999:
+        return formatdate(wall, usegmt=True)
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, usegmt=True))
+    return _last_date[1]
+
+
+_last_date: tuple[int, str] = (-1, "")
 
 
 def _option_tags(request: Request, header: str) -> set[str]:

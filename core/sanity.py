@@ -113,8 +113,9 @@ def check_request(request: Request, *, reliable: bool) -> SanityFailure | None:
 
 def _single_valued_headers(request: Request) -> SanityFailure | None:
     seen: set[str] = set()
-    for name, _value in request.headers:
-        single = _SINGLE_VALUED.get(name.lower())
+    # The stored lookup keys are already lower case with compact forms expanded.
+    for key in request.headers.lookup_keys():
+        single = _SINGLE_VALUED.get(key)
         if single is not None:
             if single in seen:
                 return SanityFailure(400, f"Duplicate {single} header")

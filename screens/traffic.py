@@ -8,10 +8,11 @@ every listed one can be saved as .pcap or .txt.
 The console shares one event loop with the SIP core, so every millisecond spent drawing is
 one the core does not get. Under a flood the pane therefore draws little: the list holds only
 the newest `LIVE_ROWS` dialogs (the model keeps the whole bounded history, which filters and
-saves use), its columns are fixed so an update never re-lays out the screen, and once more
-than `BUSY_MESSAGES` arrive between two draws it redraws at most every `BUSY_INTERVAL`
-seconds. The ladder and raw views redraw only when the selected dialog changed, so they
-follow the list's cadence too.
+saves use) in a `LineTable`, which draws only the lines on screen from strips cached per row
+(a DataTable cost ~0.5 ms a visible cell), its columns are fixed so an update never re-lays
+out the screen, and once more than `BUSY_MESSAGES` arrive between two draws it redraws at
+most every `BUSY_INTERVAL` seconds. The ladder (a `LineTable` too) and raw views redraw only
+when the selected dialog changed, so they follow the list's cadence too.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Input, Label
+from textual.widgets import Input, Label
 
 from core.pcap import write_pcap
 from screens.base import PbxScreen
 from screens.dialogs import Dialog, TrafficFilter, TrafficMessage, export_text
 from screens.save_form import SaveForm, SaveRequest
 from screens.widgets.ladder import LadderTable, raw_message
+from screens.widgets.line_table import LineTable
 from screens.widgets.raw_view import RawView
-from screens.widgets.tables import KeyedTable
 
 STATE_STYLES = {
     "IN CALL": "bold green",
@@ -121,14 +122,14 @@ class TrafficScreen(PbxScreen):
                 compact=True,
             )
             yield Label("", id="traffic-info")
-        yield KeyedTable(
+        yield LineTable(
             [
                 ("time", "Time", 8),
                 ("method", "Method", 9),
                 ("from", "From", 16),
                 ("to", "To", 16),
                 ("source", "Source", 21),
-                ("state", "State", 16),
+                ("state", "State", 18),
                 ("count", "Msgs", 5),
             ],
             id="dialogs",
@@ -139,7 +140,7 @@ class TrafficScreen(PbxScreen):
             yield RawView(id="raw")
 
     def on_mount(self) -> None:
-        self.query_one("#dialogs", KeyedTable).focus()
+        self.query_one("#dialogs", LineTable).focus()
 
     # -- cadence --------------------------------------------------------------------------
     def refresh_view(self) -> None:
@@ -162,7 +163,7 @@ class TrafficScreen(PbxScreen):
         self._drawn_at = now
         self.listed = self._filtered()
         self._update_info()
-        table = self.query_one("#dialogs", KeyedTable)
+        table = self.query_one("#dialogs", LineTable)
         at_bottom = table.cursor_row >= table.row_count - 1
         shown = self.listed[-min(LIVE_ROWS, self.app_settings_rows()) :]
         table.sync({dialog.call_id: dialog_cells(dialog) for dialog in shown})
@@ -211,7 +212,7 @@ class TrafficScreen(PbxScreen):
         self.query_one("#traffic-info", Label).update(Text.assemble(*parts), layout=False)
 
     def _show_selected(self) -> None:
-        key = self.query_one("#dialogs", KeyedTable).selected_key
+        key = self.query_one("#dialogs", LineTable).selected_key
         dialog = self.state.dialogs.get(key) if key else None
         ladder = self.query_one("#ladder", LadderTable)
         if ladder.show(dialog):
@@ -225,15 +226,15 @@ class TrafficScreen(PbxScreen):
         self.query_one("#raw", RawView).show(raw_message(message) if message else "")
 
     # -- events ---------------------------------------------------------------------------
-    @on(DataTable.RowHighlighted, "#dialogs")
+    @on(LineTable.Highlighted, "#dialogs")
     def _dialog_highlighted(self) -> None:
         self._show_selected()
 
-    @on(DataTable.RowHighlighted, "#ladder")
+    @on(LineTable.Highlighted, "#ladder")
     def _message_highlighted(self) -> None:
         self._show_message()
 
-    @on(DataTable.RowSelected, "#dialogs")
+    @on(LineTable.Selected, "#dialogs")
     def _dialog_selected(self) -> None:
         self.action_zoom()
 
@@ -243,7 +244,7 @@ class TrafficScreen(PbxScreen):
 
     @on(Input.Submitted, "#traffic-filter")
     def _filter_submitted(self) -> None:
-        self.query_one("#dialogs", KeyedTable).focus()
+        self.query_one("#dialogs", LineTable).focus()
 
     def apply_filter(self, query: str) -> None:
         self.filter = TrafficFilter.parse(query)
@@ -275,21 +276,21 @@ class TrafficScreen(PbxScreen):
         if self.has_class("-zoomed"):
             self.action_zoom()
         elif self.focused is self.query_one("#traffic-filter", Input):
-            self.query_one("#dialogs", KeyedTable).focus()
+            self.query_one("#dialogs", LineTable).focus()
 
     def action_clear(self) -> None:
         self.state.dialogs.clear()
         self._matches = {}
         self._shown_revision = -1
         self.listed = []
-        self.query_one("#dialogs", KeyedTable).sync({})
+        self.query_one("#dialogs", LineTable).sync({})
         self.query_one("#ladder", LadderTable).show(None)
         self.query_one("#raw", RawView).show("")
         self._raw_shown = None
         self._update_info()
 
     def action_save(self) -> None:
-        selected = self.query_one("#dialogs", KeyedTable).selected_key
+        selected = self.query_one("#dialogs", LineTable).selected_key
         stem = "pbxtui-" + time.strftime("%Y%m%d-%H%M%S")
         self.app.push_screen(SaveForm(stem, selected, len(self.listed)), self._save)
 
@@ -297,7 +298,7 @@ class TrafficScreen(PbxScreen):
         if request is None:
             return
         if request.scope == "selected":
-            key = self.query_one("#dialogs", KeyedTable).selected_key
+            key = self.query_one("#dialogs", LineTable).selected_key
             found = self.state.dialogs.get(key) if key else None
             dialogs = [found] if found else []
         else:

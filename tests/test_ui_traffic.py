@@ -13,8 +13,8 @@ from core.events import SipTraffic
 from screens.save_form import SaveForm
 from screens.traffic import BUSY_INTERVAL, BUSY_MESSAGES, LIVE_ROWS, TrafficScreen
 from screens.widgets.ladder import LadderTable
+from screens.widgets.line_table import LineTable
 from screens.widgets.raw_view import RawView
-from screens.widgets.tables import KeyedTable
 
 USERS = {"alice": "alice-secret-1"}
 
@@ -29,8 +29,8 @@ def options_request(call_id: str) -> bytes:
 
 def listed(app) -> list[tuple[str, str]]:
     """(method, state) of each listed dialog, in order."""
-    table = app.screen.query_one("#dialogs", KeyedTable)
-    rows = [table.get_row(key) for key in table.keys]
+    table = app.screen.query_one("#dialogs", LineTable)
+    rows = [table.cells(key) for key in table.keys]
     return [(str(row[1]), str(row[5])) for row in rows]
 
 
@@ -40,13 +40,13 @@ async def test_dialogs_ladder_and_raw_message(tmp_path: Path) -> None:
         await options_ping(app)
         await refreshed(pilot, app)
         assert listed(app) == [("REGISTER", "200 OK"), ("OPTIONS", "200 OK")]
-        table = app.screen.query_one("#dialogs", KeyedTable)
+        table = app.screen.query_one("#dialogs", LineTable)
         table.move_cursor(row=0)
         await pilot.pause()
         ladder = app.screen.query_one("#ladder", LadderTable)
         labels = [ladder.message_at(row).label for row in range(ladder.row_count)]  # type: ignore[union-attr]
         assert labels == ["REGISTER", "401 Unauthorized", "REGISTER", "200 OK"]
-        flow = str(ladder.get_row_at(0)[0])
+        flow = str(ladder.cells(ladder.keys[0])[0])
         assert "REGISTER" in flow and "►" in flow
         ladder.focus()
         await pilot.press("down")
@@ -125,7 +125,7 @@ async def test_save_selected_as_pcap_and_filtered_as_text(tmp_path: Path) -> Non
         client = await register(app, "alice", "alice-secret-1")
         await options_ping(app)
         await refreshed(pilot, app)
-        app.screen.query_one("#dialogs", KeyedTable).move_cursor(row=0)
+        app.screen.query_one("#dialogs", LineTable).move_cursor(row=0)
         pcap = tmp_path / "register.pcap"
         await pilot.press("s")
         form = app.screen
@@ -190,7 +190,7 @@ async def test_a_flood_lists_the_newest_rows_at_a_calm_cadence(tmp_path: Path) -
         arrive(0, LIVE_ROWS + 50)
         now = time.monotonic() + 1_000.0  # after any draw of the app's own cadence
         screen.draw(now)
-        table = screen.query_one("#dialogs", KeyedTable)
+        table = screen.query_one("#dialogs", LineTable)
         # The list holds the newest rows only; the model (and so filters and saves) keeps all.
         assert table.keys == [f"flood-{n}" for n in range(50, LIVE_ROWS + 50)]
         assert len(screen.listed) == LIVE_ROWS + 50
@@ -210,3 +210,41 @@ async def test_a_flood_lists_the_newest_rows_at_a_calm_cadence(tmp_path: Path) -
         await pilot.pause()
         everything = range(newest + BUSY_MESSAGES + 2)
         assert table.keys == [f"flood-{n}" for n in everything if str(n).startswith("2")]
+
+
+async def test_dialog_list_keys_click_and_cursor_that_follows_its_row(tmp_path: Path) -> None:
+    async with console(tmp_path, size=(120, 30)) as (app, pilot):
+        screen = app.screen
+        assert isinstance(screen, TrafficScreen)
+        log = app.state.dialogs
+        log.add(
+            SipTraffic(
+                "in", "udp", ("192.0.2.10", 5062), ("127.0.0.1", 5060), options_request(f"c-{n}")
+            )
+            for n in range(30)
+        )
+        screen.draw(time.monotonic() + 1_000.0, force=True)
+        await pilot.pause()
+        table = screen.query_one("#dialogs", LineTable)
+        assert table.selected_key == "c-29"  # following the newest
+        await pilot.press("home")
+        assert table.selected_key == "c-0" and table.scroll_offset.y == 0
+        await pilot.press("down", "down")
+        assert table.selected_key == "c-2"
+        assert screen.query_one("#ladder", LadderTable).dialog is log.get("c-2")
+        await pilot.press("pagedown")
+        page = table.scrollable_content_region.height - 1  # less the header line
+        assert table.cursor_row == 2 + page
+        assert table.scroll_offset.y > 0  # the cursor is kept on screen
+        await pilot.press("end")
+        assert table.selected_key == "c-29"
+        # Rows leaving above the cursor leave it on the same dialog.
+        await pilot.press("up")
+        table.sync({key: table.cells(key) for key in table.keys[5:]})
+        assert table.selected_key == "c-28" and table.cursor_row == 23
+        # A click picks a row; a click on the row under the cursor opens its flow.
+        await pilot.press("home")
+        await pilot.click("#dialogs", offset=(5, 3))  # line 0 is the header
+        assert table.selected_key == "c-7" and not screen.has_class("-zoomed")
+        await pilot.click("#dialogs", offset=(5, 3))
+        assert screen.has_class("-zoomed")

@@ -40,7 +40,7 @@ from core.settings import (  # noqa: E402
 from pbxtui.app import PbxApp  # noqa: E402
 from screens.lock import LockScreen  # noqa: E402
 from screens.widgets.ladder import LadderTable  # noqa: E402
-from screens.widgets.tables import KeyedTable  # noqa: E402
+from screens.widgets.line_table import LineTable  # noqa: E402
 
 DOMAIN = "pbx.example.net"
 USERS = {
@@ -209,7 +209,7 @@ async def capture_panes(pilot: Pilot[None], app: PbxApp, out: Path, suffix: str)
     await show(pilot, app, "6")
     save(app, out, f"6-calls{suffix}")
     await show(pilot, app, "1")
-    dialogs = app.screen.query_one("#dialogs", KeyedTable)
+    dialogs = app.screen.query_one("#dialogs", LineTable)
     invite = next(
         (key for key in dialogs.keys if app.state.dialogs.get(key).method == "INVITE"),  # type: ignore[union-attr]
         None,

@@ -172,6 +172,11 @@ class Headers:
     def copy(self) -> Headers:
         return Headers._from_keyed(list(self._lines))
 
+    def lookup_keys(self) -> list[str]:
+        """The lookup key of every line, in order (compact forms expanded, lower case), so a
+        caller walking all lines need not normalise each name again."""
+        return [line[0] for line in self._lines]
+
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first line with this name."""
         key = header_key(name)
@@ -200,11 +205,18 @@ class Headers:
 
     def view(self, name: str, parse: Callable[[str], T]) -> T | None:
         """The first value parsed by `parse`, cached until a line with this name changes."""
+        # Typed views ask by key ("via", "cseq"), and the route asks each several times per
+        # request: a hit on the name as given skips header_key. Only keys are ever cached
+        # and header_key(key) == key, so a hit here is the hit header_key would find.
+        cached = self._cache.get(name, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
         key = header_key(name)
         cached = self._cache.get(key, _MISSING)
         if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
-        raw = self.get(key)
+        # The first line's value, found here rather than by `get`, which would key it again.
+        raw = next((line[2] for line in self._lines if line[0] == key), None)
         result = None if raw is None else parse(raw)
         self._cache[key] = result
         return result

@@ -19,7 +19,7 @@ from core.sip.fields import (
     parse_max_forwards,
     parse_via,
 )
-from core.sip.headers import Headers
+from core.sip.headers import Headers, check_line
 from core.sip.uri import Uri
 
 REASON_PHRASES: dict[int, str] = {
@@ -102,13 +102,19 @@ class Message:
         Each call returns a fresh list, so a caller popping the top Via cannot corrupt the
         cache; the Via objects themselves are frozen and shared.
         """
-        headers = self.headers
-        vias = headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")])
+        vias = self._cached_vias()
         return list(vias) if vias else []
+
+    def _cached_vias(self) -> list[Via] | None:
+        """The cached Via list itself (not a copy): only for reading."""
+        headers = self.headers
+        return headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")])
 
     @property
     def top_via(self) -> Via | None:
-        vias = self.vias
+        # Read from the cached list: the route asks for the top Via several times a request,
+        # and copying the whole list each time only to take its first element is waste.
+        vias = self._cached_vias()
         return vias[0] if vias else None
 
     @property
@@ -167,7 +173,12 @@ class Message:
         """
         headers = self.headers
         length = str(len(self.body))
-        if headers.get_all("content-length") != [length]:
+        present = headers.get_all("content-length")
+        if not present:
+            # What set() would do with no line to replace, without rebuilding the list: the
+            # common case for a response we have just built.
+            headers.add("Content-Length", length)
+        elif present != [length]:
             headers.set(headers.name_of("content-length") or "Content-Length", length)
         head = self.start_line() + "\r\n" + headers.serialise() + "\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
@@ -248,29 +259,31 @@ def make_response(
     A 100 Trying also copies Timestamp (§8.2.6.1). Header values are copied as text, so a
     request with a malformed (but present) header can still be answered with a 400.
     """
-    headers = Headers()
+    # The copied values come from a Headers store, which never holds a CR or LF, and the
+    # names are fixed: the lines are built keyed, skipping add()'s check and key lookup.
     source = request.headers
-    for value in source.get_all("via"):
-        headers.add("Via", value)
+    lines: list[tuple[str, str, str]] = [("via", "Via", value) for value in source.get_all("via")]
     from_value = source.get("from")
     if from_value is not None:
-        headers.add("From", from_value)
+        lines.append(("from", "From", from_value))
     to_value = source.get("to")
     if to_value is not None:
         if to_tag and status > 100 and not _has_tag(request):
             # A malformed To (being answered with a 400) may end in ';': don't make it ';;'.
             to_value = f"{to_value.rstrip(' ;')};tag={to_tag}"
-        headers.add("To", to_value)
+            check_line("To", to_value)  # the tag is the caller's text
+        lines.append(("to", "To", to_value))
     call_id = source.get("call-id")
     if call_id is not None:
-        headers.add("Call-ID", call_id)
+        lines.append(("call-id", "Call-ID", call_id))
     cseq = source.get("cseq")
     if cseq is not None:
-        headers.add("CSeq", cseq)
+        lines.append(("cseq", "CSeq", cseq))
     if status == 100:
         timestamp = source.get("timestamp")
         if timestamp is not None:
-            headers.add("Timestamp", timestamp)
+            lines.append(("timestamp", "Timestamp", timestamp))
+    headers = Headers._from_keyed(lines)
     if extra:
         for name, value in extra:
             headers.add(name, value)

@@ -2,8 +2,8 @@
 
 Each party (an address as the packets show it) gets a vertical lane; each message is one
 line with an arrow from its sender's lane to its receiver's, labelled with the method or the
-status. The lines are a DataTable's rows, so only the visible ones are rendered and the cursor
-picks the message whose raw text the pane shows.
+status. The lines are a `LineTable`'s rows, so only the visible ones are rendered and the
+cursor picks the message whose raw text the pane shows.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 
 from rich.text import Text
-from textual.widgets import DataTable
 
 from screens.dialogs import Dialog, TrafficMessage, format_address
+from screens.widgets.line_table import LineTable
 
 TIME_WIDTH = 13  # "12:34:56.789 "
 MIN_SPACING = 12
@@ -133,23 +133,13 @@ def raw_message(message: TrafficMessage) -> Text:
     return text
 
 
-class LadderTable(DataTable[Text]):
+class LadderTable(LineTable):
     """The ladder of the dialog on show; row keys are message indexes within the dialog."""
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(
-            cursor_type="row",
-            show_header=True,
-            cell_padding=0,
-            zebra_stripes=False,
-            **kwargs,  # type: ignore[arg-type]
-        )
+        super().__init__([("flow", "", 40)], padding=0, zebra_stripes=False, **kwargs)
         self.dialog: Dialog | None = None
         self._shown: tuple[str, int, int] | None = None  # (call-id, revision, width)
-        self._first_index = 0
-
-    def on_mount(self) -> None:
-        self.add_column(Text(""), key="flow")
 
     def message_at(self, row: int) -> TrafficMessage | None:
         dialog = self.dialog
@@ -171,9 +161,9 @@ class LadderTable(DataTable[Text]):
         row = self.cursor_row if same_dialog else 0
         self.dialog = dialog
         self._shown = key
-        self.clear(columns=True)
         if dialog is None:
-            self.add_column(Text(""), key="flow")
+            self.set_columns([("flow", "", width)])
+            self.sync({})
             return True
         messages = list(dialog.messages)
         parties = parties_of(messages)
@@ -181,15 +171,16 @@ class LadderTable(DataTable[Text]):
         lanes = {party: index for index, party in enumerate(parties)}
         header = ladder_header(parties, positions)
         lines = [ladder_line(message, lanes, positions) for message in messages]
-        # A fixed width (the view's, unless a line is wider) keeps the table's size steady
+        # A fixed width (the view's, unless a line is wider) keeps the list's size steady
         # from one dialog to the next, so following live traffic never re-lays out the pane.
         widest = max((line.cell_len for line in lines), default=0)
-        self.add_column(header, key="flow", width=max(width, widest, header.cell_len))
-        self.add_rows([line] for line in lines)
+        self.set_columns([("flow", header, max(width, widest, header.cell_len))])
+        self.sync({str(index): (line,) for index, line in enumerate(lines)})
         if messages:
-            self.move_cursor(row=min(row, len(messages) - 1), animate=False)
+            self.move_cursor(row=min(row, len(messages) - 1))
         return True
 
     def on_resize(self) -> None:
+        # Textual also runs LineTable.on_resize (handlers run down the class tree).
         if self.dialog is not None:
             self.show(self.dialog)

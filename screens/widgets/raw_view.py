@@ -9,6 +9,7 @@ scrollable size and draws just the lines on screen (Textual's line API).
 from __future__ import annotations
 
 from rich.segment import Segment
+from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size
 from textual.scroll_view import ScrollView
@@ -29,6 +30,8 @@ class RawView(ScrollView, can_focus=True):
         self.text = Text()
         self._lines: list[Strip] = []
         self._width = 0  # the width `_lines` were wrapped to
+        # `rich_style` walks the DOM on every read; a line needs it twice, a frame ~20 times.
+        self._style: Style | None = None
 
     @property
     def plain(self) -> str:
@@ -60,11 +63,17 @@ class RawView(ScrollView, can_focus=True):
             self._wrap(width)
             self.refresh()
 
+    def notify_style_update(self) -> None:
+        self._style = None
+        super().notify_style_update()
+
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
         width = self.scrollable_content_region.width
+        style = self._style
+        if style is None:
+            style = self._style = self.rich_style
         index = scroll_y + y
         if index >= len(self._lines):
-            return Strip.blank(width, self.rich_style)
-        line = self._lines[index].crop_extend(scroll_x, scroll_x + width, self.rich_style)
-        return line.apply_style(self.rich_style)
+            return Strip.blank(width, style)
+        return self._lines[index].crop_extend(scroll_x, scroll_x + width, style).apply_style(style)
