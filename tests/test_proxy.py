@@ -8,15 +8,15 @@ callee behind NAT, forged in-dialog requests. Each phone is a UDP socket of its 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from conftest import USERS, start_pbx
 from support.client import TcpClient
+from support.peer import UdpPeer
 
 from core.events import CallEvent
 from core.pbx import Pbx
@@ -34,42 +34,22 @@ SDP = (
 )
 
 
-class _Inbox(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.arrived = asyncio.Event()
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.messages.append(parse_message(data))
-        self.arrived.set()
-
-
-class Phone:
+class Phone(UdpPeer):
     """A UDP SIP phone: writes requests and responses, keeps every message it received."""
 
     def __init__(self, pbx: Pbx, user: str, contact_host: str | None = None) -> None:
-        bound = pbx.listening[0]
-        self.server = (bound.host, bound.port)
+        super().__init__(pbx, "127.0.0.1", name=user)
         self.user = user
         self.password = USERS.get(user, "")
         self.contact_host = contact_host
-        self.inbox = _Inbox()
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
         self.tag = secrets.token_hex(4)
-        self.seen = 0  # messages already handed out by `expect`
 
     async def __aenter__(self) -> Phone:
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: self.inbox, local_addr=("127.0.0.1", 0)
-        )
-        self.port = self.transport.get_extra_info("sockname")[1]
+        await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.transport is not None
-        self.transport.close()
+        self.close()
 
     @property
     def host(self) -> str:
@@ -79,34 +59,6 @@ class Phone:
     @property
     def contact(self) -> str:
         return f"<sip:{self.user}@{self.host}:{self.port}>"
-
-    def send(self, message: Message | str) -> None:
-        assert self.transport is not None
-        data = message.encode() if isinstance(message, str) else message.to_bytes()
-        self.transport.sendto(data, self.server)
-
-    async def expect(
-        self, what: str | int, timeout: float = 3.0, where: Callable[[Message], bool] | None = None
-    ) -> Message:
-        """The next message received that is request `what` or a response with status `what`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            inbox = self.inbox.messages
-            for index in range(self.seen, len(inbox)):
-                message = inbox[index]
-                if _is(message, what) and (where is None or where(message)):
-                    self.seen = index + 1
-                    return message
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"{self.user}: no {what} in {[_label(m) for m in inbox]}")
-            self.inbox.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.inbox.arrived.wait(), remaining)
-
-    def received(self, what: str | int) -> list[Message]:
-        return [message for message in self.inbox.messages if _is(message, what)]
 
     def request(
         self,
@@ -250,16 +202,6 @@ def ack_for(invite_text: str, response: Message) -> str:
         "Content-Length: 0",
     ]
     return "\r\n".join(lines) + "\r\n\r\n"
-
-
-def _is(message: Message, what: str | int) -> bool:
-    if isinstance(what, int):
-        return isinstance(message, Response) and message.status == what
-    return isinstance(message, Request) and message.method == what
-
-
-def _label(message: Message) -> str:
-    return message.method if isinstance(message, Request) else str(message.status)  # type: ignore[attr-defined]
 
 
 def call_events(pbx: Pbx) -> list[CallEvent]:

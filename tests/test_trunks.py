@@ -9,13 +9,13 @@ checked (CSeq shift, caller ID, digest as a client).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from conftest import USERS, start_pbx
+from support.peer import UdpPeer
 
 from core.events import CallEvent, SecurityEvent, ServerEvent
 from core.pbx import Pbx
@@ -35,68 +35,19 @@ SDP = (
 )
 
 
-class _Inbox(asyncio.DatagramProtocol):
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.arrived = asyncio.Event()
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.messages.append(parse_message(data))
-        self.arrived.set()
-
-
-class Peer:
+class Peer(UdpPeer):
     """A SIP endpoint on its own UDP socket at `ip`: phone, carrier, gateway or stranger."""
 
     def __init__(self, pbx: Pbx, ip: str = "127.0.0.1", user: str = "peer") -> None:
-        bound = pbx.listening[0]
-        self.server = (bound.host, bound.port)
-        self.ip = ip
+        super().__init__(pbx, ip, name=ip)
         self.user = user
-        self.inbox = _Inbox()
-        self.transport: asyncio.DatagramTransport | None = None
-        self.port = 0
-        self.seen = 0
 
     async def __aenter__(self) -> Peer:
-        loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(
-            lambda: self.inbox, local_addr=(self.ip, 0)
-        )
-        self.port = self.transport.get_extra_info("sockname")[1]
+        await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.transport is not None
-        self.transport.close()
-
-    def send(self, message: Message | str) -> None:
-        assert self.transport is not None
-        data = message.encode() if isinstance(message, str) else message.to_bytes()
-        self.transport.sendto(data, self.server)
-
-    async def expect(
-        self, what: str | int, timeout: float = 3.0, where: Callable[[Message], bool] | None = None
-    ) -> Message:
-        """The next message that is request `what` or a response with status `what`."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            inbox = self.inbox.messages
-            for index in range(self.seen, len(inbox)):
-                message = inbox[index]
-                if _is(message, what) and (where is None or where(message)):
-                    self.seen = index + 1
-                    return message
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise AssertionError(f"{self.ip}: no {what} in {[_label(m) for m in inbox]}")
-            self.inbox.arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.inbox.arrived.wait(), remaining)
-
-    def received(self, what: str | int) -> list[Message]:
-        return [message for message in self.inbox.messages if _is(message, what)]
+        self.close()
 
     def request(
         self,
@@ -167,16 +118,6 @@ def answer(challenge: Message, header: str, user: str, method: str, uri: str) ->
     chosen = pick_challenge(parse_auth(value) for value in challenge.headers.get_all(header))
     assert chosen is not None
     return build_authorization(chosen, user, USERS[user], method, uri)
-
-
-def _is(message: Message, what: str | int) -> bool:
-    if isinstance(what, int):
-        return isinstance(message, Response) and message.status == what
-    return isinstance(message, Request) and message.method == what
-
-
-def _label(message: Message) -> str:
-    return message.method if isinstance(message, Request) else str(message.status)  # type: ignore[attr-defined]
 
 
 def ack_for(invite_text: str, response: Message) -> str:
