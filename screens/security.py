@@ -35,9 +35,21 @@ KIND_STYLES = {
     "scanner-dropped": "magenta",
     "banned-dropped": "dim",
 }
-# The bus counts every feed event by kind (security events by action); these are not attacks.
+# The bus counts every feed event by kind (security events by action); these are not attacks,
+# or (ban, unban) are counted already as the "banned"/"unbanned" security actions.
 NOT_SECURITY_KINDS = frozenset(
-    {"registered", "refreshed", "unregistered", "expired", "unreachable", "call", "server", "event"}
+    {
+        "registered",
+        "refreshed",
+        "unregistered",
+        "expired",
+        "unreachable",
+        "call",
+        "server",
+        "event",
+        "ban",
+        "unban",
+    }
 )
 
 

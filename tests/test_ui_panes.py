@@ -75,6 +75,8 @@ async def test_security_feed_collapses_auth_failures_and_shows_a_flood_ban(tmp_p
         assert offenders["127.0.0.2"][2] == "yes" and offenders["127.0.0.1"][1] == "3"
         counters = str(app.screen.query_one("#security-counters", Label).render())
         assert "auth-failed 3" in counters and "flood-banned 1" in counters
+        # a ban is counted once, as its security action, not again as the SourceBanned event
+        assert "ban " not in counters.replace("flood-banned", "")
 
 
 async def test_ban_and_unban_from_the_security_pane(tmp_path: Path) -> None:
