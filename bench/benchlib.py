@@ -196,35 +196,16 @@ def run_step(
     extra: list[str] | None = None,
 ) -> Step:
     calls = max(1, int(rate * seconds))
-    args = [
-        need_sipp(),
-        f"127.0.0.1:{server.port}",
-        "-sf",
-        str(SCENARIOS / scenario),
-        "-t",
-        "u1",
-        "-i",
-        local_ip,
-        "-m",
-        str(calls),
-        "-r",
-        str(rate),
-        "-rp",
-        "1000",
-        "-key",
-        "domain",
-        DOMAIN,
-        "-nostdin",
-        "-timeout",
-        f"{int(seconds * 3 + 20)}s",
-        "-timeout_error",
-        "-max_socket",
-        "1000",
-        "-l",
-        str(max(1000, rate * 5)),
-        *(["-inf", str(inf)] if inf else []),
-        *(extra or []),
-    ]
+    args = sipp_args(
+        server,
+        scenario,
+        rate,
+        calls,
+        local_ip=local_ip,
+        timeout=seconds * 3 + 20,
+        inf=inf,
+        extra=extra,
+    )
     cpu_before = cpu_seconds(server.pid)
     started = time.monotonic()
     result = subprocess.run(args, capture_output=True, text=True, timeout=seconds * 3 + 60)
@@ -301,7 +282,7 @@ def sipp_args(
     inf: Path | None = None,
     extra: list[str] | None = None,
 ) -> list[str]:
-    """A bounded SIPp command line against `server` (the same options as `run_step`)."""
+    """A bounded SIPp command line against `server`: every bench step runs SIPp this way."""
     return [
         need_sipp(),
         f"127.0.0.1:{server.port}",
