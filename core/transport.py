@@ -158,7 +158,6 @@ class Transport:
         self._udp: dict[tuple[str, int], _UdpEndpoint] = {}
         self._udp_by_family: dict[socket.AddressFamily, _UdpEndpoint] = {}
         self._servers: list[asyncio.base_events.Server] = []
-        self._tcp_local: dict[socket.AddressFamily, tuple[str, int]] = {}
         self._connections: dict[int, _TcpConnection] = {}
         self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
         self._ids = itertools.count(1)
@@ -244,7 +243,6 @@ class Transport:
         server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
         self._servers.append(server)
         local = _peer(sock.getsockname())
-        self._tcp_local.setdefault(family, local)
         self.bound.append(ListenAddress("tcp", local[0], local[1]))
 
     def _accept(self) -> asyncio.Protocol:

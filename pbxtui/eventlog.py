@@ -18,8 +18,6 @@ from core.events import (
     Event,
     SecurityEvent,
     ServerEvent,
-    SourceBanned,
-    SourceUnbanned,
 )
 from core.seclog import format_log_line
 
@@ -37,8 +35,6 @@ class EventLogger:
             if line is not None:
                 self.security_logger.warning(line)
             return
-        if isinstance(event, SourceBanned | SourceUnbanned):
-            return  # each ban and unban also comes as a SecurityEvent, logged above
         line = describe(event)
         if line is None:
             return
@@ -51,7 +47,8 @@ class EventLogger:
 
 
 def describe(event: Event) -> str | None:
-    """A one-line sentence for an event, or None for events not worth a log line."""
+    """A one-line sentence for an event, or None for events not worth a log line (bans and
+    unbans among them: each also comes as a SecurityEvent, logged in the seclog format)."""
     match event:
         case ContactRegistered():
             nat = " (behind NAT)" if event.behind_nat else ""
