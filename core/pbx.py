@@ -30,7 +30,15 @@ from core.proxy import Proxy
 from core.registrar import Registrar
 from core.security import Security
 from core.settings import ListenAddress, Settings
-from core.store import Store, StoreError
+from core.store import (
+    BanRow,
+    DeleteBan,
+    DeleteBinding,
+    Store,
+    StoreError,
+    UpsertBan,
+    UpsertBinding,
+)
 from core.transport import ListenError, Transport
 from core.trunks import Trunks
 from core.users import UserDirectory
@@ -325,13 +333,9 @@ class _BindingWriter:
         self.store = store
 
     def binding_saved(self, binding) -> None:
-        from core.store import UpsertBinding
-
         self.store.submit(UpsertBinding(binding.to_row()))
 
     def binding_removed(self, binding) -> None:
-        from core.store import DeleteBinding
-
         # The whole row key: one Contact URI may be stored once per RFC 5626 flow (reg-id).
         self.store.submit(DeleteBinding.of(binding.to_row()))
 
@@ -341,12 +345,8 @@ class _BanWriter:
         self.store = store
 
     def ban_saved(self, ban) -> None:
-        from core.store import BanRow, UpsertBan
-
         until = None if ban.permanent else ban.until_wall
         self.store.submit(UpsertBan(BanRow(ban.ip, until, ban.reason, ban.count, time.time())))
 
     def ban_removed(self, ip: str) -> None:
-        from core.store import DeleteBan
-
         self.store.submit(DeleteBan(ip))
