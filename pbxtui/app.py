@@ -4,7 +4,8 @@
 `settings.ui.refresh_hz` times a second it drains the event bus into the console's models
 (in batches, whatever pane is shown) and asks the visible pane to redraw inside one
 `batch_update`, so a flood of SIP messages costs a few table cell updates per tick, never a
-widget update per message. Panes are Textual modes, one per number key.
+widget update per message. The panes live in one `ConsoleScreen`, one per number key (see
+screens/console.py for why they are not screens or modes).
 
 The console is locked behind a bcrypt password: set on the first start, asked for at every
 start and after `settings.ui.lock_after_seconds` idle. Only tests and the screenshot tool
@@ -26,40 +27,25 @@ from textual.screen import Screen
 
 from core.pbx import Pbx, StartError
 from core.settings import Settings
-from screens.base import PbxScreen
-from screens.calls import CallsScreen
-from screens.carriers import CarriersScreen
+from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
+from screens.console import PANE_TYPES, ConsoleScreen
 from screens.form import FormScreen
 from screens.help import HelpScreen
 from screens.lock import LockScreen
-from screens.registrations import RegistrationsScreen
-from screens.security import SecurityScreen
 from screens.state import ConsoleState
-from screens.traffic import TrafficScreen
 from screens.user_form import UserForm
-from screens.users import UsersScreen
-from screens.widgets.status_strip import PANES, StatusStrip
+from screens.widgets.status_strip import PANES
 
-PANE_SCREENS: dict[str, type[PbxScreen]] = {
-    "traffic": TrafficScreen,
-    "registrations": RegistrationsScreen,
-    "security": SecurityScreen,
-    "users": UsersScreen,
-    "carriers": CarriersScreen,
-    "calls": CallsScreen,
-}
 MAX_REFRESH_HZ = 10.0
 
 
 class PbxApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "pbxtui"
-    MODES: ClassVar = dict(PANE_SCREENS)
-    DEFAULT_MODE = "traffic"
     HORIZONTAL_BREAKPOINTS: ClassVar = [(0, "-narrow"), (120, "-wide")]
     BINDINGS: ClassVar[list[BindingType]] = [
-        *(Binding(key, f"switch_mode('{mode}')", title, show=False) for key, mode, title in PANES),
+        *(Binding(key, f"show_pane('{pane}')", title, show=False) for key, pane, title in PANES),
         Binding("question_mark,f1", "help", "Help"),
         Binding("ctrl+l", "lock", "Lock"),
         Binding("ctrl+q", "quit", "Quit", priority=True),
@@ -76,9 +62,13 @@ class PbxApp(App[None]):
         self.start_error: str | None = None
         self.last_activity = time.monotonic()
         self.refresh_interval = 1.0 / min(max(settings.ui.refresh_hz, 0.5), MAX_REFRESH_HZ)
+        self.console_screen = ConsoleScreen()
 
     # -- lifecycle ------------------------------------------------------------------------
     async def on_mount(self) -> None:
+        # Pushed, not returned by `get_default_screen`: Textual loads a screen's CSS_PATH (the
+        # panes' .tcss) when the screen is pushed, never for the default screen.
+        await self.push_screen(self.console_screen)
         try:
             await self.pbx.start()
         except StartError as error:
@@ -101,14 +91,24 @@ class PbxApp(App[None]):
             await self.pbx.stop()
 
     # -- the cadence ----------------------------------------------------------------------
-    def visible_pane(self) -> PbxScreen | None:
-        """The pane on show: the top of the mode's stack, or under a form; None when locked."""
+    @property
+    def current_pane(self) -> str:
+        """The name of the pane on show (or under a form, the help or the lock)."""
+        return self.console_screen.current_pane
+
+    def visible_pane(self) -> PbxPane | None:
+        """The pane on show, also under a form; None while locked."""
         for screen in reversed(self.screen_stack):
-            if isinstance(screen, PbxScreen):
-                return screen
+            if screen is self.console_screen:
+                return screen.pane
             if not screen.is_modal:
                 return None
         return None
+
+    def action_show_pane(self, name: str) -> None:
+        """Show pane `name`: number keys, the status strip, the palette. Not over a form or
+        the help (Textual keeps the app's keys from a modal screen), nor while locked."""
+        self.console_screen.show_pane(name)
 
     def refresh_panes(self) -> None:
         """Drain the bus into the models, then redraw the visible pane, all in one batch."""
@@ -122,7 +122,7 @@ class PbxApp(App[None]):
         with self.batch_update():
             try:
                 if stats is not None:
-                    pane.query_one(StatusStrip).update_figures(
+                    self.console_screen.status_strip.update_figures(
                         self.state.rates.rate,
                         self.state.rates.history,
                         stats.contacts,
@@ -184,14 +184,14 @@ class PbxApp(App[None]):
     def key_sections(self) -> list[tuple[str, Iterable[BindingType]]]:
         """Every key, grouped as the help screen shows them."""
         everywhere: list[BindingType] = [
-            *(Binding(key, "", f"{title} pane") for key, _mode, title in PANES),
+            *(Binding(key, "", f"{title} pane") for key, _pane, title in PANES),
             *self.BINDINGS[len(PANES) :],
             Binding("ctrl+p", "", "Command palette: find any action by name"),
             Binding("tab", "", "Next table or field"),
         ]
         sections: list[tuple[str, Iterable[BindingType]]] = [("Everywhere", everywhere)]
-        for _key, mode, title in PANES:
-            sections.append((title, PANE_SCREENS[mode].BINDINGS))
+        for _key, pane, title in PANES:
+            sections.append((title, PANE_TYPES[pane].BINDINGS))
         sections.append(
             ("Forms", [*FormScreen.BINDINGS, *UserForm.BINDINGS[len(FormScreen.BINDINGS) :]])
         )
@@ -202,29 +202,28 @@ class PbxApp(App[None]):
         if self.locked:
             return
         yield from super().get_system_commands(screen)
-        for key, mode, title in PANES:
+        for key, pane, title in PANES:
             yield SystemCommand(
                 f"Go to {title}",
                 f"Show the {title} pane (key {key})",
-                partial(self.switch_mode, mode),
+                partial(self.action_show_pane, pane),
             )
         yield SystemCommand("Help: every key", "Show the keys of every pane (?)", self.action_help)
         yield SystemCommand(
             "Lock the console", "Ask for the console password (Ctrl+L)", self.action_lock
         )
-        for _key, mode, title in PANES:
-            for binding in PANE_SCREENS[mode].BINDINGS:
+        for _key, pane, title in PANES:
+            for binding in PANE_TYPES[pane].BINDINGS:
                 if isinstance(binding, Binding) and binding.description and binding.show:
                     yield SystemCommand(
                         f"{title}: {binding.description}",
                         f"On the {title} pane (key {binding.key.split(',')[0]})",
-                        partial(self.run_pane_action, mode, binding.action),
+                        partial(self.run_pane_action, pane, binding.action),
                     )
 
-    async def run_pane_action(self, mode: str, action: str) -> None:
+    async def run_pane_action(self, name: str, action: str) -> None:
         """Switch to a pane and run one of its actions there (for the command palette)."""
-        if self.current_mode != mode:
-            await self.switch_mode(mode)
+        self.action_show_pane(name)
         pane = self.visible_pane()
         if pane is not None:
             await pane.run_action(action)

@@ -1,5 +1,9 @@
-"""What every pane shares: the status strip on top, the footer of keys below, and the hook the
-app calls at its refresh cadence.
+"""What every pane shares: its name, the widget that takes the focus when it is first shown,
+and the hook the app calls at its refresh cadence.
+
+A pane is a container inside the one `ConsoleScreen` (screens/console.py), not a screen of its
+own: switching panes then only swaps which container is displayed, while the status strip and
+the key bar stay put (see that module for what a screen switch cost).
 
 A pane reads the core only through the app it runs in (`ConsoleHost`): the `Pbx` object,
 its admin API and the models the app drains from the bus. It never opens a socket or a
@@ -10,11 +14,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
-from textual.app import ComposeResult
-from textual.screen import Screen
-from textual.widgets import Footer
-
-from screens.widgets.status_strip import StatusStrip
+from rich.text import Text
+from textual.containers import Vertical
+from textual.widget import Widget
+from textual.widgets import Label
 
 if TYPE_CHECKING:
     from core.admin import AdminApi
@@ -30,18 +33,32 @@ class ConsoleHost(Protocol):
     ready: bool  # the Pbx has started; before that the panes show nothing
 
 
-class PbxScreen(Screen[None]):
-    """A pane of the console: status strip, body, footer; `refresh_view` at each refresh."""
+class PbxPane(Vertical):
+    """A pane of the console; `refresh_view` at each refresh while it is on show.
 
-    PANE: ClassVar[str] = ""
+    Its key bindings work while the focus is inside it, which the console screen sees to:
+    showing a pane focuses the widget it last had focused, the first time `FIRST_FOCUS`.
+    """
 
-    def compose(self) -> ComposeResult:
-        yield StatusStrip(self.PANE)
-        yield from self.compose_body()
-        yield Footer(show_command_palette=False)
+    PANE: ClassVar[str] = ""  # the name the number keys and the command palette use
+    FIRST_FOCUS: ClassVar[str] = ""  # selector of the widget focused when first shown
 
-    def compose_body(self) -> ComposeResult:
-        yield from ()
+    def __init__(self) -> None:
+        super().__init__(id=f"pane-{self.PANE}")
+        self._label_texts: dict[str, str | Text] = {}  # label id → the text it shows
+
+    def show_text(self, label_id: str, text: str | Text) -> None:
+        """Show `text` in the label `#label_id`, if it is not what the label shows already.
+
+        Panes set their titles and counters at every refresh, and each `Label.update` lays out
+        the whole screen again; most refreshes change none of them.
+        """
+        if self._label_texts.get(label_id) != text:
+            self._label_texts[label_id] = text
+            self.query_one(f"#{label_id}", Label).update(text)
+
+    def first_focus(self) -> Widget | None:
+        return self.query_one(self.FIRST_FOCUS) if self.FIRST_FOCUS else None
 
     @property
     def host(self) -> ConsoleHost:
@@ -61,7 +78,3 @@ class PbxScreen(Screen[None]):
 
     def refresh_view(self) -> None:
         """Redraw from the models; called by the app at its cadence while the pane is shown."""
-
-    def on_screen_resume(self) -> None:
-        if self.host.ready:
-            self.refresh_view()

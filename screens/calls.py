@@ -13,7 +13,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
 from core.store import CdrRow
-from screens.base import PbxScreen
+from screens.base import PbxPane
 from screens.registrations import countdown
 from screens.widgets.tables import KeyedTable
 
@@ -50,9 +50,9 @@ def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
     )
 
 
-class CallsScreen(PbxScreen):
+class CallsPane(PbxPane):
     PANE = "calls"
-    CSS_PATH = "calls.tcss"
+    FIRST_FOCUS = "#cdrs"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter CDRs"),
         Binding("r", "reload", "Reload"),
@@ -66,7 +66,7 @@ class CallsScreen(PbxScreen):
         self._loaded_at = 0.0
         self._calls_revision = -1
 
-    def compose_body(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
         yield Label("Calls up", classes="section-title", id="calls-title")
         yield KeyedTable(
             [
@@ -99,16 +99,13 @@ class CallsScreen(PbxScreen):
             id="cdrs",
         )
 
-    def on_mount(self) -> None:
-        self.query_one("#cdrs", KeyedTable).focus()
-
     def refresh_view(self) -> None:
         now = time.time()
         calls = self.pbx.calls()
         self.query_one("#calls", KeyedTable).sync(
             {call.call_id: call_cells(call, now) for call in calls}
         )
-        self.query_one("#calls-title", Label).update(f"Calls up ({len(calls)})")
+        self.show_text("calls-title", f"Calls up ({len(calls)})")
         stale = time.monotonic() - self._loaded_at >= RELOAD_SECONDS
         if stale or self.state.calls_revision != self._calls_revision:
             self._calls_revision = self.state.calls_revision
@@ -125,7 +122,7 @@ class CallsScreen(PbxScreen):
             }
         )
         shown = f"matching {self.filter_text!r}" if self.filter_text else "most recent"
-        self.query_one("#cdr-title", Label).update(f"Recent calls ({len(self.cdrs)} {shown})")
+        self.show_text("cdr-title", f"Recent calls ({len(self.cdrs)} {shown})")
 
     @on(Input.Changed, "#cdr-filter")
     async def _filter_changed(self, event: Input.Changed) -> None:

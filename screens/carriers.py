@@ -12,7 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
 from core.store import CarrierRow, DidRow
-from screens.base import PbxScreen
+from screens.base import PbxPane
 from screens.carrier_form import CarrierForm
 from screens.confirm import ConfirmScreen
 from screens.did_form import DidForm
@@ -33,9 +33,9 @@ def carrier_cells(carrier: CarrierRow) -> tuple[str | Text, ...]:
     )
 
 
-class CarriersScreen(PbxScreen):
+class CarriersPane(PbxPane):
     PANE = "carriers"
-    CSS_PATH = "carriers.tcss"
+    FIRST_FOCUS = "#carriers"
     BINDINGS: ClassVar = [
         Binding("a", "add_carrier", "Add carrier"),
         Binding("n", "add_did", "Add DID"),
@@ -49,7 +49,7 @@ class CarriersScreen(PbxScreen):
         self.dids: list[DidRow] = []
         self._loaded_at = 0.0
 
-    def compose_body(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
         with Horizontal(id="carriers-main"):
             with Vertical(id="carriers-box"):
                 yield Label("Carriers", classes="section-title", id="carriers-title")
@@ -69,9 +69,6 @@ class CarriersScreen(PbxScreen):
                 yield Label("DIDs", classes="section-title", id="dids-title")
                 yield KeyedTable([("number", "Number"), ("user", "Rings")], id="dids")
 
-    def on_mount(self) -> None:
-        self.query_one("#carriers", KeyedTable).focus()
-
     def refresh_view(self) -> None:
         if time.monotonic() - self._loaded_at >= RELOAD_SECONDS:
             self._loaded_at = time.monotonic()
@@ -87,10 +84,8 @@ class CarriersScreen(PbxScreen):
         self.query_one("#dids", KeyedTable).sync(
             {did.number: (did.number, did.username) for did in self.dids}
         )
-        self.query_one("#carriers-title", Label).update(
-            f"Carriers ({len(self.carriers)})   a add · d delete"
-        )
-        self.query_one("#dids-title", Label).update(f"DIDs ({len(self.dids)})   n add · d delete")
+        self.show_text("carriers-title", f"Carriers ({len(self.carriers)})   a add · d delete")
+        self.show_text("dids-title", f"DIDs ({len(self.dids)})   n add · d delete")
 
     async def _saved(self, saved: CarrierRow | DidRow | None) -> None:
         if saved is None:
@@ -116,7 +111,7 @@ class CarriersScreen(PbxScreen):
     def action_delete(self) -> None:
         dids = self.query_one("#dids", KeyedTable)
         carriers = self.query_one("#carriers", KeyedTable)
-        table = dids if self.focused is dids else carriers
+        table = dids if self.screen.focused is dids else carriers
         key = table.selected_key
         if key is None:
             self.notify("nothing selected", severity="warning")

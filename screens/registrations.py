@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
-from screens.base import PbxScreen
+from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.dialogs import format_address
 from screens.widgets.tables import KeyedTable
@@ -58,9 +58,9 @@ def binding_cells(binding: ContactBinding, now: float) -> tuple[str | Text, ...]
     )
 
 
-class RegistrationsScreen(PbxScreen):
+class RegistrationsPane(PbxPane):
     PANE = "registrations"
-    CSS_PATH = "registrations.tcss"
+    FIRST_FOCUS = "#bindings"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter"),
         Binding("u,delete", "unregister", "Unregister"),
@@ -71,7 +71,7 @@ class RegistrationsScreen(PbxScreen):
         super().__init__()
         self.filter_text = ""
 
-    def compose_body(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
         with Horizontal(id="registrations-bar"):
             yield Input(
                 placeholder="/ filter: user, contact, address or user agent",
@@ -91,9 +91,6 @@ class RegistrationsScreen(PbxScreen):
             ],
             id="bindings",
         )
-
-    def on_mount(self) -> None:
-        self.query_one("#bindings", KeyedTable).focus()
 
     def refresh_view(self) -> None:
         pbx = self.pbx
@@ -115,7 +112,7 @@ class RegistrationsScreen(PbxScreen):
             {binding_key(b): binding_cells(b, now) for b in bindings}
         )
         users = len({b.user for b in bindings})
-        self.query_one("#registrations-info", Label).update(f" {total} contacts of {users} users ")
+        self.show_text("registrations-info", f" {total} contacts of {users} users ")
 
     @on(Input.Changed, "#registrations-filter")
     def _filter_changed(self, event: Input.Changed) -> None:

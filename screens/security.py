@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
 from screens.ban_form import BanForm
-from screens.base import PbxScreen
+from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.registrations import countdown
 from screens.state import FeedRow
@@ -67,9 +67,9 @@ def time_left(until: float, now: float) -> str:
     return "forever" if math.isinf(until) else countdown(until - now)
 
 
-class SecurityScreen(PbxScreen):
+class SecurityPane(PbxPane):
     PANE = "security"
-    CSS_PATH = "security.tcss"
+    FIRST_FOCUS = "#feed"
     BINDINGS: ClassVar = [
         Binding("b", "ban", "Ban"),
         Binding("u,delete", "unban", "Unban"),
@@ -79,7 +79,7 @@ class SecurityScreen(PbxScreen):
         super().__init__()
         self._feed_revision = -1
 
-    def compose_body(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
         yield Label("", id="security-counters")
         with Horizontal(id="security-main"):
             yield KeyedTable(
@@ -111,9 +111,6 @@ class SecurityScreen(PbxScreen):
                         id="offenders",
                     )
 
-    def on_mount(self) -> None:
-        self.query_one("#feed", KeyedTable).focus()
-
     def refresh_view(self) -> None:
         feed = self.state.security
         now = self.pbx.clock()
@@ -137,7 +134,7 @@ class SecurityScreen(PbxScreen):
                 for ban in bans[: self.pbx.settings.ui.max_table_rows]
             }
         )
-        self.query_one("#security-counters", Label).update(self._counters())
+        self.show_text("security-counters", self._counters())
 
     def _counters(self) -> Text:
         counts = self.pbx.bus.counts
@@ -153,7 +150,7 @@ class SecurityScreen(PbxScreen):
         return text
 
     def _selected_source(self) -> str:
-        focused = self.focused
+        focused = self.screen.focused
         if isinstance(focused, KeyedTable) and focused.selected_key:
             key = focused.selected_key
             if focused.id == "feed":
@@ -171,7 +168,8 @@ class SecurityScreen(PbxScreen):
 
     def action_unban(self) -> None:
         bans_table = self.query_one("#bans", KeyedTable)
-        ip = bans_table.selected_key if self.focused is bans_table else self._selected_source()
+        on_bans = self.screen.focused is bans_table
+        ip = bans_table.selected_key if on_bans else self._selected_source()
         banned = {ban.ip for ban in self.pbx.security.bans(self.pbx.clock())}
         if not ip or ip not in banned:
             ip = bans_table.selected_key or ""

@@ -30,7 +30,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label
 
 from core.pcap import write_pcap
-from screens.base import PbxScreen
+from screens.base import PbxPane
 from screens.dialogs import Dialog, TrafficFilter, TrafficMessage, export_text
 from screens.save_form import SaveForm, SaveRequest
 from screens.widgets.ladder import LadderTable, raw_message
@@ -89,9 +89,9 @@ def write_capture(request: SaveRequest, dialogs: list[Dialog]) -> int:
         return write_pcap(stream, (message.traffic for message in messages))
 
 
-class TrafficScreen(PbxScreen):
+class TrafficPane(PbxPane):
     PANE = "traffic"
-    CSS_PATH = "traffic.tcss"
+    FIRST_FOCUS = "#dialogs"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter"),
         Binding("space", "pause", "Pause"),
@@ -114,7 +114,7 @@ class TrafficScreen(PbxScreen):
         self.listed: list[Dialog] = []
         self._raw_shown: TrafficMessage | None = None  # the message whose raw text is on show
 
-    def compose_body(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
         with Horizontal(id="traffic-bar"):
             yield Input(
                 placeholder="/ filter: text  u:user  a:address  m:method",
@@ -138,9 +138,6 @@ class TrafficScreen(PbxScreen):
             with Vertical(id="ladder-box"):
                 yield LadderTable(id="ladder")
             yield RawView(id="raw")
-
-    def on_mount(self) -> None:
-        self.query_one("#dialogs", LineTable).focus()
 
     # -- cadence --------------------------------------------------------------------------
     def refresh_view(self) -> None:
@@ -275,7 +272,7 @@ class TrafficScreen(PbxScreen):
     def action_back(self) -> None:
         if self.has_class("-zoomed"):
             self.action_zoom()
-        elif self.focused is self.query_one("#traffic-filter", Input):
+        elif self.screen.focused is self.query_one("#traffic-filter", Input):
             self.query_one("#dialogs", LineTable).focus()
 
     def action_clear(self) -> None:

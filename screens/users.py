@@ -9,10 +9,10 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.widgets import DataTable, Label
+from textual.widgets import Label
 
 from core.users import User
-from screens.base import PbxScreen
+from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.credentials import CredentialsScreen, server_addresses
 from screens.user_form import PasswordForm, UserForm, UserSaved
@@ -42,9 +42,9 @@ def user_cells(user: User, contacts: int) -> tuple[str | Text, ...]:
     )
 
 
-class UsersScreen(PbxScreen):
+class UsersPane(PbxPane):
     PANE = "users"
-    CSS_PATH = "users.tcss"
+    FIRST_FOCUS = "#users"
     BINDINGS: ClassVar = [
         Binding("a", "add", "Add"),
         Binding("e", "edit", "Edit"),
@@ -58,7 +58,7 @@ class UsersScreen(PbxScreen):
         self.users: list[User] = []
         self._loaded_at = 0.0
 
-    def compose_body(self) -> ComposeResult:
+    def compose(self) -> ComposeResult:
         yield Label("", id="users-info")
         yield KeyedTable(
             [
@@ -72,9 +72,6 @@ class UsersScreen(PbxScreen):
             ],
             id="users",
         )
-
-    def on_mount(self) -> None:
-        self.query_one("#users", KeyedTable).focus()
 
     def refresh_view(self) -> None:
         if time.monotonic() - self._loaded_at >= RELOAD_SECONDS:
@@ -96,15 +93,16 @@ class UsersScreen(PbxScreen):
             }
         )
         enabled = sum(1 for user in self.users if user.enabled)
-        self.query_one("#users-info", Label).update(
-            f" {len(self.users)} users, {enabled} enabled   a add · e edit · p password · d delete"
+        self.show_text(
+            "users-info",
+            f" {len(self.users)} users, {enabled} enabled   a add · e edit · p password · d delete",
         )
 
     def selected_user(self) -> User | None:
         key = self.query_one("#users", KeyedTable).selected_key
         return next((user for user in self.users if user.username == key), None)
 
-    @on(DataTable.RowSelected, "#users")
+    @on(KeyedTable.Selected, "#users")
     def _row_selected(self) -> None:
         self.action_edit()
 

@@ -130,6 +130,16 @@ async def test_edit_user_policy_and_limits_then_cancel_changes_nothing(tmp_path:
         assert user.display_name == "Alice Smith"
 
 
+async def test_enter_on_a_user_opens_its_form(tmp_path: Path) -> None:
+    async with console(tmp_path, users={"alice": "alice-secret-1"}) as (app, pilot):
+        await pilot.press("4")
+        await app.workers.wait_for_complete()
+        await refreshed(pilot, app)
+        await pilot.press("enter")
+        form = app.screen
+        assert isinstance(form, UserForm) and form.query_one("#username", Input).value == "alice"
+
+
 async def test_set_password_and_delete_user(tmp_path: Path) -> None:
     async with console(tmp_path, users={"alice": "alice-secret-1"}) as (app, pilot):
         await pilot.press("4")

@@ -21,7 +21,7 @@ USERS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
 
 def rows(app, table_id: str) -> list[list[str]]:
     table = app.screen.query_one(f"#{table_id}", KeyedTable)
-    return [[str(cell) for cell in table.get_row(key)] for key in table.keys]
+    return [[str(cell) for cell in table.cells(key)] for key in table.keys]
 
 
 async def test_registrations_show_where_contacts_came_from_and_unregister(tmp_path: Path) -> None:
@@ -35,6 +35,12 @@ async def test_registrations_show_where_contacts_came_from_and_unregister(tmp_pa
         _user, _contact, source, transport, agent, expires, _nat = shown[0]
         assert source == f"{alice.local[0]}:{alice.local[1]}" and transport == "UDP"
         assert agent == "pbxtui-test-phone" and expires.startswith("59:")
+        # Each column is as wide as its widest cell: nothing is cut short.
+        columns = app.screen.query_one("#bindings", KeyedTable).columns
+        for row in shown:
+            assert all(
+                len(cell) <= width for cell, (_k, _l, width) in zip(row, columns, strict=True)
+            )
         app.screen.query_one("#registrations-filter", Input).value = "bob"
         await pilot.pause()
         assert [row[0] for row in rows(app, "bindings")] == ["bob"]

@@ -16,6 +16,7 @@ from textual.pilot import Pilot
 
 from core.settings import Settings, UiSettings
 from pbxtui.app import PbxApp
+from screens.base import PbxPane
 
 SIZE = (100, 30)
 
@@ -81,6 +82,11 @@ async def flood(app: PbxApp, count: int, local_ip: str = "127.0.0.2") -> None:
         await client.recv(0.3)
     finally:
         client.close()
+
+
+def pane_on_show(app: PbxApp) -> PbxPane | None:
+    """The pane the admin sees; None while a form, the help or the lock covers it."""
+    return app.console_screen.pane if app.screen is app.console_screen else None
 
 
 async def refreshed(pilot: Pilot[None], app: PbxApp) -> None:

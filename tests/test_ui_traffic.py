@@ -6,12 +6,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from test_ui_support import console, options_ping, refreshed, register
+from test_ui_support import console, options_ping, pane_on_show, refreshed, register
 from textual.widgets import Input, Label
 
 from core.events import SipTraffic
 from screens.save_form import SaveForm
-from screens.traffic import BUSY_INTERVAL, BUSY_MESSAGES, LIVE_ROWS, TrafficScreen
+from screens.traffic import BUSY_INTERVAL, BUSY_MESSAGES, LIVE_ROWS, TrafficPane
 from screens.widgets.ladder import LadderTable
 from screens.widgets.line_table import LineTable
 from screens.widgets.raw_view import RawView
@@ -61,11 +61,12 @@ async def test_enter_zooms_into_the_flow_and_escape_returns(tmp_path: Path) -> N
         await options_ping(app)
         await refreshed(pilot, app)
         await pilot.press("enter")
-        screen = app.screen
-        assert screen.has_class("-zoomed") and screen.focused is screen.query_one("#ladder")
-        assert screen.query_one("#raw").display  # narrow terminal: raw text shows when zoomed
+        pane = pane_on_show(app)
+        assert isinstance(pane, TrafficPane)
+        assert pane.has_class("-zoomed") and app.screen.focused is pane.query_one("#ladder")
+        assert pane.query_one("#raw").display  # narrow terminal: raw text shows when zoomed
         await pilot.press("escape")
-        assert not screen.has_class("-zoomed")
+        assert not pane.has_class("-zoomed")
 
 
 async def test_filters_by_method_user_address_and_text(tmp_path: Path) -> None:
@@ -73,8 +74,8 @@ async def test_filters_by_method_user_address_and_text(tmp_path: Path) -> None:
         client = await register(app, "alice", "alice-secret-1")
         await options_ping(app, user_agent="probe-ua")
         await refreshed(pilot, app)
-        screen = app.screen
-        assert isinstance(screen, TrafficScreen)
+        pane = pane_on_show(app)
+        assert isinstance(pane, TrafficPane)
         await pilot.press("slash")
         for query, methods in (
             ("m:options", ["OPTIONS"]),
@@ -86,7 +87,7 @@ async def test_filters_by_method_user_address_and_text(tmp_path: Path) -> None:
             ("m:invite", []),
             ("", ["REGISTER", "OPTIONS"]),
         ):
-            screen.query_one("#traffic-filter", Input).value = query
+            pane.query_one("#traffic-filter", Input).value = query
             await pilot.pause()
             assert [method for method, _state in listed(app)] == methods, query
         client.close()
@@ -169,14 +170,14 @@ async def test_save_form_refuses_an_existing_file_and_cancels(tmp_path: Path) ->
         await pilot.pause()
         assert "does not exist" in form.query_one("#field-path").error  # type: ignore[attr-defined]
         await pilot.press("escape")
-        assert isinstance(app.screen, TrafficScreen)
+        assert isinstance(pane_on_show(app), TrafficPane)
         assert taken.read_bytes() == b"keep me"
 
 
 async def test_a_flood_lists_the_newest_rows_at_a_calm_cadence(tmp_path: Path) -> None:
     async with console(tmp_path) as (app, pilot):
-        screen = app.screen
-        assert isinstance(screen, TrafficScreen)
+        pane = pane_on_show(app)
+        assert isinstance(pane, TrafficPane)
         log = app.state.dialogs
         server = ("127.0.0.1", 5060)
         phone = ("192.0.2.10", 5062)
@@ -189,24 +190,24 @@ async def test_a_flood_lists_the_newest_rows_at_a_calm_cadence(tmp_path: Path) -
 
         arrive(0, LIVE_ROWS + 50)
         now = time.monotonic() + 1_000.0  # after any draw of the app's own cadence
-        screen.draw(now)
-        table = screen.query_one("#dialogs", LineTable)
+        pane.draw(now)
+        table = pane.query_one("#dialogs", LineTable)
         # The list holds the newest rows only; the model (and so filters and saves) keeps all.
         assert table.keys == [f"flood-{n}" for n in range(50, LIVE_ROWS + 50)]
-        assert len(screen.listed) == LIVE_ROWS + 50
+        assert len(pane.listed) == LIVE_ROWS + 50
         assert table.selected_key == f"flood-{LIVE_ROWS + 49}"  # following the newest
         # Busy: a draw soon after the last one waits; one a busy interval later catches up.
         arrive(LIVE_ROWS + 50, BUSY_MESSAGES + 1)
-        screen.draw(now + BUSY_INTERVAL / 2)
+        pane.draw(now + BUSY_INTERVAL / 2)
         assert table.keys[-1] == f"flood-{LIVE_ROWS + 49}"
-        screen.draw(now + BUSY_INTERVAL)
+        pane.draw(now + BUSY_INTERVAL)
         newest = LIVE_ROWS + 50 + BUSY_MESSAGES
         assert table.keys[-1] == table.selected_key == f"flood-{newest}"
         assert len(table.keys) == LIVE_ROWS
         # What the admin asks for is drawn at once, busy or not.
         arrive(newest + 1, BUSY_MESSAGES + 1)
         await pilot.press("slash")
-        screen.query_one("#traffic-filter", Input).value = "flood-2"
+        pane.query_one("#traffic-filter", Input).value = "flood-2"
         await pilot.pause()
         everything = range(newest + BUSY_MESSAGES + 2)
         assert table.keys == [f"flood-{n}" for n in everything if str(n).startswith("2")]
@@ -214,8 +215,8 @@ async def test_a_flood_lists_the_newest_rows_at_a_calm_cadence(tmp_path: Path) -
 
 async def test_dialog_list_keys_click_and_cursor_that_follows_its_row(tmp_path: Path) -> None:
     async with console(tmp_path, size=(120, 30)) as (app, pilot):
-        screen = app.screen
-        assert isinstance(screen, TrafficScreen)
+        pane = pane_on_show(app)
+        assert isinstance(pane, TrafficPane)
         log = app.state.dialogs
         log.add(
             SipTraffic(
@@ -223,19 +224,19 @@ async def test_dialog_list_keys_click_and_cursor_that_follows_its_row(tmp_path: 
             )
             for n in range(30)
         )
-        screen.draw(time.monotonic() + 1_000.0, force=True)
+        pane.draw(time.monotonic() + 1_000.0, force=True)
         await pilot.pause()
-        table = screen.query_one("#dialogs", LineTable)
+        table = pane.query_one("#dialogs", LineTable)
         assert table.selected_key == "c-29"  # following the newest
         await pilot.press("home")
         assert table.selected_key == "c-0" and table.scroll_offset.y == 0
         await pilot.press("down", "down")
         assert table.selected_key == "c-2"
-        assert screen.query_one("#ladder", LadderTable).dialog is log.get("c-2")
+        assert pane.query_one("#ladder", LadderTable).dialog is log.get("c-2")
         await pilot.press("pagedown")
         page = table.scrollable_content_region.height - 1  # less the header line
         assert table.cursor_row == 2 + page
-        assert table.scroll_offset.y > 0  # the cursor is kept on screen
+        assert table.scroll_offset.y > 0  # the cursor is kept on pane
         await pilot.press("end")
         assert table.selected_key == "c-29"
         # Rows leaving above the cursor leave it on the same dialog.
@@ -245,6 +246,6 @@ async def test_dialog_list_keys_click_and_cursor_that_follows_its_row(tmp_path: 
         # A click picks a row; a click on the row under the cursor opens its flow.
         await pilot.press("home")
         await pilot.click("#dialogs", offset=(5, 3))  # line 0 is the header
-        assert table.selected_key == "c-7" and not screen.has_class("-zoomed")
+        assert table.selected_key == "c-7" and not pane.has_class("-zoomed")
         await pilot.click("#dialogs", offset=(5, 3))
-        assert screen.has_class("-zoomed")
+        assert pane.has_class("-zoomed")

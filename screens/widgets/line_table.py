@@ -103,12 +103,16 @@ class LineTable(ScrollView, can_focus=True):
         *,
         padding: int = 1,
         zebra_stripes: bool = True,
+        cursor_recolours: bool = False,
         **kwargs: object,
     ) -> None:
-        """`padding`: blank cells either side of each column (DataTable draws one)."""
+        """`padding`: blank cells either side of each column (DataTable draws one).
+        `cursor_recolours`: the cursor's colours win over the cells' own, as in a DataTable;
+        otherwise coloured cells (a dialog's state, a ladder's arrows) keep theirs."""
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.padding = padding
         self.zebra_stripes = zebra_stripes
+        self.cursor_recolours = cursor_recolours
         self.columns: list[Column] = []
         self._rows: dict[str, tuple[Cell, ...]] = {}
         self._order: list[str] = []
@@ -293,11 +297,12 @@ class LineTable(ScrollView, can_focus=True):
         index = round(scroll_y) + y - 1
         if index >= len(self._order):
             return Strip.blank(width, base)
-        strip = self._row_strip(self._order[index])
+        strip = self._row_strip(self._order[index]).crop_extend(scroll_x, scroll_x + width, None)
         if index == self._cursor:
-            style = self._style("line-table--cursor")
-        elif index % 2 and self.zebra_stripes:
-            style = self._style("line-table--even-row")
-        else:
-            style = base
-        return strip.crop_extend(scroll_x, scroll_x + width, None).apply_style(style)
+            cursor = self._style("line-table--cursor")
+            if self.cursor_recolours:
+                return Strip(Segment.apply_style(strip, cursor, cursor), strip.cell_length)
+            return strip.apply_style(cursor)
+        if index % 2 and self.zebra_stripes:
+            return strip.apply_style(self._style("line-table--even-row"))
+        return strip.apply_style(base)

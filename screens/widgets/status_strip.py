@@ -1,8 +1,9 @@
-"""The two lines at the top of every pane: where you are, and how the server is doing.
+"""The two lines at the top of the console: where you are, and how the server is doing.
 
 Line one names the panes with their number keys (clickable); line two carries the live
 figures: messages per second with a one-minute sparkline, registered contacts, calls up and
-active bans. The app updates it once per refresh, never per message.
+active bans. The app updates it once per refresh, never per message. There is one strip for
+all the panes: a pane switch repaints line one, nothing is mounted or laid out again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Sparkline, Static
 
+# (number key, pane name, title) of each pane, in the order of the keys.
 PANES: tuple[tuple[str, str, str], ...] = (
     ("1", "traffic", "Traffic"),
     ("2", "registrations", "Registrations"),
@@ -33,7 +35,7 @@ def format_rate(rate: float) -> str:
 
 
 class StatusStrip(Vertical):
-    """Navigation and live figures; `pane` is the mode name of the screen it sits on."""
+    """Navigation and live figures; `pane` is the name of the pane on show."""
 
     def __init__(self, pane: str) -> None:
         super().__init__(id="status-strip")
@@ -48,14 +50,20 @@ class StatusStrip(Vertical):
 
     def _nav(self) -> str:
         parts = ["[b]pbxtui[/b] "]
-        for key, mode, title in PANES:
-            short = "Regs" if mode == "registrations" else title
+        for key, pane, title in PANES:
+            short = "Regs" if pane == "registrations" else title
             text = f" [b]{key}[/b] {short} "
-            if mode == self.pane:
+            if pane == self.pane:
                 parts.append(f"[reverse]{text}[/reverse]")
             else:
-                parts.append(f"[@click=app.switch_mode('{mode}')]{text}[/]")
+                parts.append(f"[@click=app.show_pane('{pane}')]{text}[/]")
         return "".join(parts)
+
+    def show_pane(self, pane: str) -> None:
+        """Highlight `pane` in the navigation line (fixed size: a repaint, not a layout)."""
+        if pane != self.pane:
+            self.pane = pane
+            self.query_one("#nav", Static).update(self._nav(), layout=False)
 
     def update_figures(
         self,

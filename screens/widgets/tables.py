@@ -1,99 +1,84 @@
-"""A DataTable whose rows are keyed and updated by diff, never rebuilt per event.
+"""The table of every pane but Traffic's list: keyed rows, updated by diff at the cadence.
 
-Screens hand `sync` the rows they want, in order, at the console's cadence; the table adds
-what is new, removes what is gone and rewrites only the cells that changed, so a busy pane
-repaints a few cells a tick instead of the whole table (dolphie's way). Textual's
-`DataTable.remove_row` re-indexes every row on each call, so when more than a few rows go at
-once (a live list sliding under a flood) one clear-and-refill is far cheaper than the diff.
+Panes hand `sync` the rows they want, in order, at the console's cadence (dolphie's way).
+It is a `LineTable` (screens/widgets/line_table.py), which renders a row into one strip when
+its cells change and per frame only crops and styles the strips on screen. It used to be a
+Textual DataTable, which throws away every rendered cell whenever any cell changes or the
+table gains or loses the focus (its caches are keyed by an update count and cleared on each
+restyle), then renders each visible cell again at ~0.5 ms a cell: with a feed of a hundred
+rows, showing the Security pane cost ~60 ms more than with this table, and a countdown column
+re-rendered the whole visible table every second.
 
-A column may have a fixed width: its cells never change the table's width, so an update
-never forces a layout of the screen (a live list's columns should be fixed).
+A column is as wide as its widest cell so far (it only grows; a wider column changes the
+table's scrollable width, never the screen's layout), or fixed when the spec gives a width.
+Enter, or a click on the row under the cursor, posts `Selected` for that row.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
-from textual.widgets import DataTable
+from textual.binding import Binding, BindingType
 
-Cell = str | Text
+from screens.widgets.line_table import Cell, Column, LineTable
+
 # (key, label) for a column as wide as its widest cell, (key, label, width) for a fixed one.
 ColumnSpec = tuple[str, str] | tuple[str, str, int]
-# Removing more rows than this in one sync rebuilds the table instead (see the module doc).
-REBUILD_AFTER_REMOVALS = 8
 
 
-class KeyedTable(DataTable[Cell]):
-    """A row-cursor DataTable with `sync(rows)`; `selected_key` is the row under the cursor."""
+def _width(cell: Cell) -> int:
+    return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
-    DEFAULT_CSS = """
-    KeyedTable { height: 1fr; }
-    """
+
+class KeyedTable(LineTable):
+    """A row-cursor table with `sync(rows)`; `selected_key` is the row under the cursor."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_row", "Open", show=False),
+    ]
 
     def __init__(self, columns: Sequence[ColumnSpec], **kwargs: object) -> None:
         """`columns` in order; see `ColumnSpec`."""
-        super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)  # type: ignore[arg-type]
-        self._columns: list[tuple[str, str, int | None]] = [
-            (spec[0], spec[1], spec[2] if len(spec) > 2 else None)  # type: ignore[misc]
-            for spec in columns
-        ]
-        self._column_keys = [key for key, _label, _width in self._columns]
-        self._cells: dict[str, tuple[Cell, ...]] = {}
-
-    def on_mount(self) -> None:
-        for key, label, width in self._columns:
-            self.add_column(label, key=key, width=width)
-
-    @property
-    def keys(self) -> list[str]:
-        return list(self._cells)
-
-    @property
-    def selected_key(self) -> str | None:
-        if not self._cells or not self.is_valid_row_index(self.cursor_row):
-            return None
-        return str(self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value)
+        self._fixed = [len(spec) > 2 for spec in columns]
+        super().__init__(
+            [
+                (spec[0], spec[1], spec[2] if len(spec) > 2 else cell_len(spec[1]))  # type: ignore[misc]
+                for spec in columns
+            ],
+            cursor_recolours=True,
+            **kwargs,
+        )
 
     def sync(self, rows: Mapping[str, Sequence[Cell]]) -> bool:
         """Make the table show `rows` (key → cells) in the given order; True if anything changed."""
         wanted = {key: tuple(cells) for key, cells in rows.items()}
-        current = self._cells
-        if list(wanted) == list(current) and all(wanted[k] == current[k] for k in wanted):
-            return False
-        gone = [key for key in current if key not in wanted]
-        kept = [key for key in wanted if key in current]
-        new = [key for key in wanted if key not in current]
-        # Appending keeps the order only when every new row belongs after every kept one.
-        in_order = [key for key in current if key in wanted] == kept and list(wanted) == kept + new
-        if not in_order or len(gone) > REBUILD_AFTER_REMOVALS:
-            self._rebuild(wanted)
-            return True
-        for key in gone:
-            self.remove_row(key)
-            del current[key]
-        for key in kept:
-            old, cells = current[key], wanted[key]
-            if old != cells:
-                for column, (before, after) in enumerate(zip(old, cells, strict=True)):
-                    if before != after:
-                        self.update_cell(key, self._column_keys[column], after)
-                current[key] = cells
-        for key in new:
-            self.add_row(*wanted[key], key=key)
-            current[key] = wanted[key]
-        return True
+        self._widen(wanted)
+        return super().sync(wanted)
 
-    def _rebuild(self, wanted: dict[str, tuple[Cell, ...]]) -> None:
-        selected = self.selected_key
-        self.clear()
-        self._cells = {}
-        for key, cells in wanted.items():
-            self.add_row(*cells, key=key)
-            self._cells[key] = cells
-        if selected is not None and selected in wanted:
-            self.move_cursor(row=self.get_row_index(selected), animate=False)
+    def _widen(self, rows: Mapping[str, tuple[Cell, ...]]) -> None:
+        """Grow the auto-width columns to the widest new or changed cell."""
+        widths = [width for _key, _label, width in self.columns]
+        shown = self._rows
+        for key, cells in rows.items():
+            before = shown.get(key)
+            if before == cells:
+                continue
+            for index, cell in enumerate(cells):
+                if self._fixed[index] or (before is not None and before[index] == cell):
+                    continue
+                width = _width(cell)
+                if width > widths[index]:
+                    widths[index] = width
+        columns: list[Column] = [
+            (key, label, width)
+            for (key, label, _old), width in zip(self.columns, widths, strict=True)
+        ]
+        self.set_columns(columns)
 
-    def select_key(self, key: str) -> None:
-        if key in self._cells:
-            self.move_cursor(row=self.get_row_index(key), animate=False)
+    def action_select_row(self) -> None:
+        key = self.selected_key
+        if key is not None:
+            self.post_message(self.Selected(self, key))
