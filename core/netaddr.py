@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import ClassVar
 
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
@@ -76,7 +77,7 @@ class AddressSet:
     # Sources repeat (phones re-register, carriers send every call from the same few hosts),
     # so answers for address strings are memoised; the cache is cleared when full, which
     # bounds it even under a flood of random source addresses.
-    _MAX_CACHED_ANSWERS = 4_096
+    _MAX_CACHED_ANSWERS: ClassVar[int] = 4_096
 
     def __init__(self, networks: Iterable[IpNetwork | str] = ()) -> None:
         parsed = [n if not isinstance(n, str) else parse_network(n) for n in networks]

@@ -32,7 +32,7 @@ phones (and a carrier's meter) running.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from core.calls import ANSWERED, Call, CallTable
 from core.dialogs import (
@@ -109,11 +109,23 @@ class Relay(Protocol):
     ) -> None: ...
 
 
+class ProxyHooks(Protocol):
+    """What the trunks add to the proxy: the three hooks below, with the same signatures."""
+
+    def outbound(self, request: Request, caller: str | None, flow: Flow, now: float) -> None: ...
+
+    def reroute(
+        self, branch: Branch, status: int, response: Response | None, now: float
+    ) -> Target | None: ...
+
+    def adapt_branch(self, request: Request, headers: Headers) -> None: ...
+
+
 class Proxy:
     """The proxy core. One per Pbx; every method runs on the event loop and returns at once.
 
     `outbound(request, caller, flow, now)` is the hook for requests to other domains: it
-    answers 403 here, and the trunks replace it (assign `proxy.outbound = ...`) with the
+    answers 403 here, and the trunks (attached as `proxy.hooks`) take it over with the
     carrier routing, which can hand the request back to `fork()` with a gateway target.
     """
 
@@ -147,6 +159,9 @@ class Proxy:
         self._awaiting_ack: dict[tuple[str, str, int], ResponseContext] = {}
         self.forwarded = 0  # requests sent on (branches, in-dialog, ACKs)
         self.relayed = 0  # responses sent back up
+        # The trunks, once attached (issue "Carrier trunks"). A hooks object rather than
+        # methods replaced on the instance: the compiled build has no per-instance methods.
+        self.hooks: ProxyHooks | None = None
 
     @property
     def identity(self) -> ServerIdentity:
@@ -183,10 +198,13 @@ class Proxy:
         direction = "internal" if caller is not None else "inbound"  # None: from a carrier
         self.fork(request, targets, flow, now, caller=caller, callee=callee, direction=direction)
 
-    # -- hooks core/trunks.py replaces (issue "Carrier trunks") ----------------------------
+    # -- hooks core/trunks.py takes over (issue "Carrier trunks") --------------------------
     def outbound(self, request: Request, caller: str | None, flow: Flow, now: float) -> None:
         """A request for another domain, a tel: URI, or a user we do not have. Without
         trunks: 404 for our domain, 403 for any other (we are no open relay)."""
+        if self.hooks is not None:
+            self.hooks.outbound(request, caller, flow, now)
+            return
         uri = request.uri
         if isinstance(uri, SipUri) and self.identity.is_us(uri):
             self.relay.reply(request, flow, 404)
@@ -199,11 +217,15 @@ class Proxy:
         """A branch ended with a non-2xx final (`response` None: timeout or transport error):
         a target to try in its place (the trunks: a gateway's challenge answered, the next
         gateway), or None to count the answer as usual."""
+        if self.hooks is not None:
+            return self.hooks.reroute(branch, status, response, now)
         return None
 
     def adapt_branch(self, request: Request, headers: Headers) -> None:
         """The copy of `request` about to go out (`headers` already copied): the trunks set
         the caller ID and shift the CSeq of calls to a gateway. Nothing by default."""
+        if self.hooks is not None:
+            self.hooks.adapt_branch(request, headers)
 
     def absorb_retransmission(self, request: Request, flow: Flow, now: float) -> bool:
         """A request a server transaction already owns (a UDP retransmission): handled there."""
@@ -350,11 +372,12 @@ class Proxy:
         """The earliest time `on_timer` has work: transactions, ring timeouts, CANCEL guards,
         or the oldest call reaching the maximum duration."""
         deadline = self.table.next_deadline()
-        for queue in (self._ring_deadlines, self._cancel_deadlines):
-            if queue:
-                first = queue[next(iter(queue))]
-                if deadline is None or first < deadline:
-                    deadline = first
+        for first in (
+            _first_deadline(self._ring_deadlines),
+            _first_deadline(self._cancel_deadlines),
+        ):
+            if first is not None and (deadline is None or first < deadline):
+                deadline = first
         oldest = self.calls.oldest()
         if oldest is not None:
             limit = oldest.started_at + self.settings.max_call_seconds
@@ -388,25 +411,25 @@ class Proxy:
     def _run(self, actions: list[Action], now: float) -> None:
         """Carry out what the transaction layer asked for."""
         for action in actions:
-            kind = type(action)
-            if kind is Send:
-                transaction = action.transaction  # type: ignore[union-attr]
-                if not self.relay.send(action.data, transaction.flow):  # type: ignore[union-attr]
+            # isinstance narrows the union for the type checker and costs one C check.
+            if isinstance(action, Send):
+                transaction = action.transaction
+                if not self.relay.send(action.data, _flow(transaction)):
                     self._run(self.table.transport_error(transaction, now), now)
-            elif kind is Deliver:
-                branch = action.transaction.user_data  # type: ignore[union-attr]
-                if isinstance(branch, Branch) and isinstance(action.message, Response):  # type: ignore[union-attr]
-                    self._branch_response(branch, action.message, now)  # type: ignore[union-attr]
-            elif kind is Timeout:
-                branch = action.transaction.user_data  # type: ignore[union-attr]
+            elif isinstance(action, Deliver):
+                branch = action.transaction.user_data
+                if isinstance(branch, Branch) and isinstance(action.message, Response):
+                    self._branch_response(branch, action.message, now)
+            elif isinstance(action, Timeout):
+                branch = action.transaction.user_data
                 if isinstance(branch, Branch):
                     self._branch_failed(branch, 408, "Request Timeout", now)
-            elif kind is TransportError:
-                branch = action.transaction.user_data  # type: ignore[union-attr]
+            elif isinstance(action, TransportError):
+                branch = action.transaction.user_data
                 if isinstance(branch, Branch):
                     self._branch_failed(branch, 503, "Service Unavailable", now)
-            elif kind is Terminated:
-                self._terminated(action.transaction, now)  # type: ignore[union-attr, arg-type]
+            elif isinstance(action, Terminated):
+                self._terminated(action.transaction, now)
 
     def _terminated(self, transaction: Transaction, now: float) -> None:
         """A transaction is gone. Its links with our records are cut here: they point at each
@@ -568,7 +591,7 @@ class Proxy:
         request = context.request
         request_hash = loop_hash(request, request.headers.values("via")[0])
         out = self._branch_request(
-            request, uri, target.route, context.server.flow, target.flow,
+            request, uri, target.route, _flow(context.server), target.flow,
             branch_id(request_hash, len(context.branches)), request.method in DIALOG_CREATING,
         )  # fmt: skip
         self._start_branch(context.add_branch(out, target.flow), now)
@@ -610,7 +633,7 @@ class Proxy:
         elif 200 <= response.status < 300:
             # A 2xx after our own final answer (a CANCEL raced the answer): it still goes up,
             # straight along the Via (§16.7 step 5); the caller ACKs and hangs up.
-            self.relay.send(response.to_bytes(), server.flow)
+            self.relay.send(response.to_bytes(), _flow(server))
 
     # -- cancelling -------------------------------------------------------------------------
     def _cancel_branches(self, context: ResponseContext, now: float) -> None:
@@ -832,4 +855,17 @@ def _transaction_of(actions: list[Action]) -> Transaction | None:
         transaction = getattr(action, "transaction", None)
         if transaction is not None:
             return transaction  # type: ignore[no-any-return]
+    return None
+
+
+def _flow(transaction: Transaction) -> Flow:
+    """The flow of a transaction the proxy made: a `Flow` (the sans-I/O layer only knows it
+    as something with `reliable`)."""
+    return cast(Flow, transaction.flow)
+
+
+def _first_deadline(queue: OrderedDict[Any, float]) -> float | None:
+    """The deadline of a fixed-delay queue's oldest entry, which is its earliest."""
+    for key in queue:
+        return queue[key]
     return None

@@ -1106,7 +1106,7 @@ def _user_params(user: User) -> tuple[object, ...]:
 
 def _user_from_row(row: Sequence[Any]) -> User:
     # Column order of the SELECTs matches the dataclass field order.
-    return User(
+    return User(  # type: ignore[call-arg]  # mypy cannot count a star-unpacked row
         *row[:5], bool(row[5]), row[6], _json_strings(row[7]), _json_strings(row[8]), *row[9:]
     )
 
@@ -1126,7 +1126,8 @@ def _carrier_params(carrier: CarrierRow) -> tuple[object, ...]:
 
 
 def _carrier_from_row(row: Sequence[Any]) -> CarrierRow:
-    return CarrierRow(row[0], _json_strings(row[1]), *row[2:8], bool(row[8]))
+    # mypy cannot count a star-unpacked row
+    return CarrierRow(row[0], _json_strings(row[1]), *row[2:8], bool(row[8]))  # type: ignore[call-arg]
 
 
 def _cdr_params(cdr: CdrRow) -> tuple[object, ...]:
@@ -1169,7 +1170,8 @@ def _binding_params(binding: BindingRow) -> tuple[object, ...]:
 
 def _binding_from_row(row: Sequence[Any]) -> BindingRow:
     # Column order of the SELECT matches the dataclass field order.
-    return BindingRow(*row[:11], bool(row[11]), *row[12:15], _json_strings(row[15]), row[16])
+    # mypy cannot count a star-unpacked row
+    return BindingRow(*row[:11], bool(row[11]), *row[12:15], _json_strings(row[15]), row[16])  # type: ignore[call-arg]
 
 
 def _json_strings(value: object) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ import itertools
 import logging
 import socket
 from collections.abc import Callable
+from typing import cast
 
 from core.flow import Flow
 from core.settings import ListenAddress, TransportSettings
@@ -99,14 +100,15 @@ class _TcpConnection(asyncio.Protocol):
         self.connected = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.stream = transport  # type: ignore[assignment]
+        stream = cast(asyncio.Transport, transport)
+        self.stream = stream
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.flow = Flow("tcp", _peer(peer), _peer(local), self.connection_id)
         self.last_activity = self.layer.loop_time()
         self.layer._register_connection(self)
         for data in self.pending:
-            self.stream.write(data)
+            stream.write(data)
         self.pending.clear()
         self.connected.set()
 

@@ -159,9 +159,7 @@ class Trunks:
     # -- set-up ---------------------------------------------------------------------------
     def attach(self) -> None:
         """Install the proxy hooks: requests for numbers, failed attempts, outgoing copies."""
-        self.proxy.outbound = self.outbound
-        self.proxy.reroute = self.reroute
-        self.proxy.adapt_branch = self.adapt_branch
+        self.proxy.hooks = self
 
     def load(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
         """Replace carriers and DIDs (from the store). Resolved gateway addresses of carriers

@@ -13,12 +13,27 @@ from core.sip.fields import parse_delta_seconds, read_quoted
 from core.sip.uri import Uri, format_params, params_hash, parse_params, parse_uri
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class NameAddr:
+    # Built for every request, several times over: the __init__ is written out because a
+    # frozen dataclass's generated one costs ten times as much per object (measured compiled,
+    # 690 ns against 70). Shared through the header cache, so never changed once built.
     uri: Uri
-    display_name: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    raw: str | None = field(default=None, compare=False, repr=False)
+    display_name: str | None
+    params: dict[str, str | None]
+    raw: str | None = field(compare=False, repr=False)
+
+    def __init__(
+        self,
+        uri: Uri,
+        display_name: str | None = None,
+        params: dict[str, str | None] | None = None,
+        raw: str | None = None,
+    ) -> None:
+        self.uri = uri
+        self.display_name = display_name
+        self.params = {} if params is None else params
+        self.raw = raw
 
     def __str__(self) -> str:
         if self.raw is not None:

@@ -140,9 +140,8 @@ class Headers:
 
     @classmethod
     def _from_keyed(cls, lines: list[tuple[str, str, str]]) -> Headers:
-        headers = cls.__new__(cls)
+        headers = cls()
         headers._lines = lines
-        headers._cache = {}
         return headers
 
     def __iter__(self) -> Iterator[tuple[str, str]]:

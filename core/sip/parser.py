@@ -50,7 +50,9 @@ def split_head(data: bytes) -> tuple[bytes, bytes]:
     return data[:head_end], data[body_start:]
 
 
-def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+def parse_message(
+    data: bytes | bytearray | memoryview, *, stream: bool = False
+) -> Request | Response:
     """Parse one whole message.
 
     `stream` is True for TCP, where the framer has already cut the body to Content-Length
@@ -61,14 +63,13 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     so a forwarded header and a digest over a username stay byte-exact. Code that stores or
     displays header text must encode with surrogateescape or escape such characters.
     """
-    if type(data) is not bytes:
-        data = bytes(data)
+    raw = data if isinstance(data, bytes) else bytes(data)
     # §7.5: implementations should ignore CRLFs before the start line.
-    if data[:1] in (b"\r", b"\n"):
-        data = data.lstrip(b"\r\n")
-    if not data:
+    if raw[:1] in (b"\r", b"\n"):
+        raw = raw.lstrip(b"\r\n")
+    if not raw:
         raise SipParseError("Empty message")
-    head_bytes, body = split_head(data)
+    head_bytes, body = split_head(raw)
     head = head_bytes.decode("utf-8", "surrogateescape")
     if "\r" in head:
         head = head.replace("\r\n", "\n")
@@ -87,7 +88,7 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     return message
 
 
-def _start_line(line: str) -> tuple[Message, SipParseError | None]:
+def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
     """The message the start line begins, and the error of a Request-URI that did not parse
     (reported once the headers are read, so that a 400 can be built)."""
     if line[:4].upper() == "SIP/":
@@ -133,14 +134,16 @@ def _header_lines(lines: list[str]) -> Headers:
             # Line folding (§7.3.1): a continuation joins the previous value with one space.
             if not keyed:
                 raise SipParseError("Continuation before first header")
-            key, name, value = keyed[-1]
-            keyed[-1] = (key, name, f"{value} {line.strip()}".strip())
+            last_key, last_name, last_value = keyed[-1]
+            keyed[-1] = (last_key, last_name, f"{last_value} {line.strip()}".strip())
             continue
         name, colon, value = line.partition(":")
         if not colon:
             raise SipParseError("Malformed header line")
-        key = known.get(name)
-        if key is None:
+        found = known.get(name)
+        if found is not None:
+            key = found
+        else:
             stripped = name.rstrip(" \t")
             if not _HEADER_NAME.fullmatch(stripped):
                 raise SipParseError("Malformed header line")

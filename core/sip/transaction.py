@@ -71,14 +71,24 @@ KEEP = "keep"  # in STATE_TIMERS: leave the running timer alone on entering the 
 
 
 # -- actions ------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Send:
     """Put `data` on the wire over the transaction's flow. `message` is what the bytes hold."""
 
+    # One per message sent: the __init__ is written out because a frozen dataclass's
+    # generated one costs ten times as much per object. Never changed once built.
     transaction: Transaction
     message: Message
     data: bytes
-    retransmission: bool = False  # the transaction repeating itself (timer or retransmission)
+    retransmission: bool  # the transaction repeating itself (timer or retransmission)
+
+    def __init__(
+        self, transaction: Transaction, message: Message, data: bytes, retransmission: bool = False
+    ) -> None:
+        self.transaction = transaction
+        self.message = message
+        self.data = data
+        self.retransmission = retransmission
 
     @property
     def flow(self) -> TransportFlow:

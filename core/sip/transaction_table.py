@@ -44,14 +44,13 @@ from core.sip.transaction_server import (
 )
 
 
-class TransactionTableFull(RuntimeError):
+class TransactionTableFull(Exception):
     """No room for another transaction. Carries the answer: 503, with a Retry-After hint."""
-
-    status = 503
-    reason = "Service Unavailable"
 
     def __init__(self, retry_after: int = 5) -> None:
         super().__init__("transaction table full")
+        self.status = 503
+        self.reason = "Service Unavailable"
         self.retry_after = retry_after
 
 

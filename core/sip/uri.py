@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, unquote
 
 from core.sip.errors import SipParseError
@@ -166,18 +167,41 @@ def params_hash(params: dict[str, str | None]) -> int:
     return hash(frozenset(params.items()))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class SipUri:
     """sip: or sips: URI. `host` has no brackets; `params` keys are lower case."""
 
-    scheme: str = "sip"
-    user: str | None = None
-    password: str | None = None
-    host: str = ""
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
-    headers: str | None = None  # the part after `?`, kept as text
-    raw: str | None = field(default=None, compare=False, repr=False)
+    # Built for every request, several times over: the __init__ is written out because a
+    # frozen dataclass's generated one costs ten times as much per object (measured compiled,
+    # 690 ns against 70). Shared through the header cache, so never changed once built.
+    scheme: str
+    user: str | None
+    password: str | None
+    host: str
+    port: int | None
+    params: dict[str, str | None]
+    headers: str | None  # the part after `?`, kept as text
+    raw: str | None = field(compare=False, repr=False)
+
+    def __init__(
+        self,
+        scheme: str = "sip",
+        user: str | None = None,
+        password: str | None = None,
+        host: str = "",
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+        headers: str | None = None,
+        raw: str | None = None,
+    ) -> None:
+        self.scheme = scheme
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.params = {} if params is None else params
+        self.headers = headers
+        self.raw = raw
 
     def __str__(self) -> str:
         if self.raw is not None:
@@ -201,9 +225,9 @@ class SipUri:
             (self.scheme, self.user, self.password, self.host, self.port, self.headers)
         ) ^ params_hash(self.params)
 
-    def replace(self, **changes: object) -> SipUri:
+    def replace(self, **changes: Any) -> SipUri:
         """A copy with some parts changed, printed from its parts."""
-        values = {
+        values: dict[str, Any] = {
             "scheme": self.scheme,
             "user": self.user,
             "password": self.password,
@@ -213,7 +237,7 @@ class SipUri:
             "headers": self.headers,
         }
         values.update(changes)
-        return SipUri(**values)  # type: ignore[arg-type]
+        return SipUri(**values)
 
     @property
     def secure(self) -> bool:
