@@ -130,6 +130,8 @@ def start_server(workdir: Path, *, users: int = 0, extra: list[str] | None = Non
             sys.exit(f"bench: server exited: {process.wait()}")
         log.write(line)
         if "pbxtui ready" in line:
+            # Which build runs (compiled or pure Python) belongs with every figure.
+            print("server:", line.split("SIP core: ", 1)[-1].strip(), flush=True)
             break
     elapsed = time.monotonic() - started
     # Keep draining stderr so the server never blocks on a full pipe.

@@ -14,6 +14,8 @@ pass `require_login=False`.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 from collections.abc import Iterable
 from functools import partial
@@ -27,6 +29,7 @@ from textual.screen import Screen
 
 from core.pbx import Pbx, StartError
 from core.settings import Settings
+from pbxtui.run import collect_periodically
 from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.console import PANE_TYPES, ConsoleScreen
@@ -51,10 +54,13 @@ class PbxApp(App[None]):
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 
-    def __init__(self, settings: Settings, *, require_login: bool = True) -> None:
+    def __init__(
+        self, settings: Settings, *, require_login: bool = True, freeze_gc: bool = False
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.require_login = require_login
+        self.freeze_gc = freeze_gc
         self.pbx = Pbx(settings)
         self.state = ConsoleState(self.pbx)
         self.ready = False
@@ -76,6 +82,12 @@ class PbxApp(App[None]):
             self.exit(return_code=2)
             return
         self.ready = True
+        if self.freeze_gc:
+            # What start-up built (users, bindings, the six panes' widgets) lives as long as
+            # the process: out of every later collection, as in the headless server, whose
+            # collector policy (pbxtui/run.py) this shares.
+            gc.freeze()
+            collect_periodically(asyncio.get_running_loop())
         if self.require_login:
             first_run = not await self.pbx.admin.has_console_password()
             self.lock(first_run=first_run)

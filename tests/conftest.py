@@ -17,8 +17,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from support.ports import free_port
 
+from core.compiled import CORE, stale_modules
 from core.pbx import Pbx
 from core.settings import AuthSettings, ListenAddress, Settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse to test a compiled module whose source changed since the build: the tests
+    would exercise the old code and pass or fail for reasons not in the files."""
+    stale = stale_modules()
+    if stale:
+        names = ", ".join(str(path.relative_to(CORE.parent)) for path in stale)
+        pytest.exit(
+            f"compiled modules older than their source: {names}. Rebuild them with "
+            "`python setup.py build_ext --inplace` (or reinstall), or delete the core/**.so "
+            "files to test the source as it is.",
+            returncode=2,
+        )
+
 
 DOMAIN = "pbx.test"
 USERS = {"alice": "alice-secret-1", "bob": "bob-secret-22", "carol": "carol-secret-333"}
