@@ -62,7 +62,7 @@ class PbxStats:
     calls_up: int
     bans: int
     users: int
-    dropped: int
+    dropped: int  # messages never handled: from banned sources, or past the UDP backlog
 
 
 class Pbx:
@@ -318,7 +318,7 @@ class Pbx:
             calls_up=len(self.proxy.calls) if self.proxy else 0,
             bans=len(self.security.bans(now)) if self.security else 0,
             users=len(self.users),
-            dropped=self.route.dropped if self.route else 0,
+            dropped=(self.route.dropped if self.route else 0) + self.transport.backlog_drops,
         )
 
     def calls(self) -> list[CallInfo]:

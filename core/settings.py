@@ -30,6 +30,7 @@ class TransportSettings:
     tcp_idle_seconds: float = 300.0  # RFC 5626 keep-alives arrive well inside this
     max_tcp_connections: int = 4_096
     udp_receive_buffer_bytes: int = 4 * 1024 * 1024  # absorbs event-loop stalls (UI redraws)
+    udp_backlog_messages: int = 8_192  # datagrams read but not yet handled; more are dropped
 
 
 @dataclass(frozen=True, slots=True)
