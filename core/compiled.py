@@ -22,9 +22,19 @@ def _extension_of(source: Path) -> Path | None:
     return None
 
 
+def _compiled_pairs() -> list[tuple[Path, Path]]:
+    """(source, its compiled extension) for every compiled module under core/."""
+    pairs = []
+    for source in sorted(CORE.rglob("*.py")):
+        extension = _extension_of(source)
+        if extension is not None:
+            pairs.append((source, extension))
+    return pairs
+
+
 def compiled_modules() -> list[Path]:
     """Sources under core/ with a compiled extension beside them."""
-    return [source for source in sorted(CORE.rglob("*.py")) if _extension_of(source) is not None]
+    return [source for source, _extension in _compiled_pairs()]
 
 
 def stale_modules() -> list[Path]:
@@ -34,13 +44,13 @@ def stale_modules() -> list[Path]:
     shared library beside the package (`<hash>__mypyc...so`) and leaves each module's own
     extension a small shim, which a rebuild does not touch when only the code changed.
     """
-    sources = compiled_modules()
-    if not sources:
+    pairs = _compiled_pairs()
+    if not pairs:
         return []
     extensions = [path for path in CORE.parent.glob("*__mypyc*") if path.is_file()]
-    extensions += [extension for source in sources if (extension := _extension_of(source))]
+    extensions += [extension for _source, extension in pairs]
     built_at = max(path.stat().st_mtime for path in extensions)
-    return [source for source in sources if source.stat().st_mtime > built_at]
+    return [source for source, _extension in pairs if source.stat().st_mtime > built_at]
 
 
 def describe() -> str:
