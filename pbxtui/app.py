@@ -15,7 +15,6 @@ pass `require_login=False`.
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Iterable
 from functools import partial
@@ -29,7 +28,7 @@ from textual.screen import Screen
 
 from core.pbx import Pbx, StartError
 from core.settings import Settings
-from pbxtui.run import collect_periodically
+from pbxtui.run import settle_after_start
 from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.console import PANE_TYPES, ConsoleScreen
@@ -83,11 +82,7 @@ class PbxApp(App[None]):
             return
         self.ready = True
         if self.freeze_gc:
-            # What start-up built (users, bindings, the six panes' widgets) lives as long as
-            # the process: out of every later collection, as in the headless server, whose
-            # collector policy (pbxtui/run.py) this shares.
-            gc.freeze()
-            collect_periodically(asyncio.get_running_loop())
+            settle_after_start(asyncio.get_running_loop())
         if self.require_login:
             first_run = not await self.pbx.admin.has_console_password()
             self.lock(first_run=first_run)

@@ -52,6 +52,14 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS, 2**31 - 1)
 
 
+def settle_after_start(loop: asyncio.AbstractEventLoop) -> None:
+    """Start-up is over: what it loaded (users, bindings, bans, the console's widgets) lives
+    as long as the process, so it leaves every later collection; full collections run on a
+    timer from now on. Shared by the headless server and the console."""
+    gc.freeze()
+    collect_periodically(loop)
+
+
 def collect_periodically(loop: asyncio.AbstractEventLoop) -> None:
     """A full collection every FULL_COLLECTION_SECONDS, for as long as the loop runs."""
 
@@ -95,10 +103,9 @@ async def _headless(settings: Settings) -> int:
     except StartError as error:
         print(f"pbxtui: error: {error}", file=sys.stderr)
         return 2
-    gc.freeze()  # what start-up loaded (users, bindings, bans) lives as long as the process
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    collect_periodically(loop)
+    settle_after_start(loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     log.info(
