@@ -32,7 +32,7 @@ phones (and a carrier's meter) running.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from core.calls import ANSWERED, Call, CallTable
 from core.dialogs import (
@@ -372,10 +372,8 @@ class Proxy:
         """The earliest time `on_timer` has work: transactions, ring timeouts, CANCEL guards,
         or the oldest call reaching the maximum duration."""
         deadline = self.table.next_deadline()
-        for first in (
-            _first_deadline(self._ring_deadlines),
-            _first_deadline(self._cancel_deadlines),
-        ):
+        for queue in (self._ring_deadlines, self._cancel_deadlines):
+            first = next(iter(queue.values()), None)  # the oldest entry is the earliest
             if first is not None and (deadline is None or first < deadline):
                 deadline = first
         oldest = self.calls.oldest()
@@ -862,10 +860,3 @@ def _flow(transaction: Transaction) -> Flow:
     """The flow of a transaction the proxy made: a `Flow` (the sans-I/O layer only knows it
     as something with `reliable`)."""
     return cast(Flow, transaction.flow)
-
-
-def _first_deadline(queue: OrderedDict[Any, float]) -> float | None:
-    """The deadline of a fixed-delay queue's oldest entry, which is its earliest."""
-    for key in queue:
-        return queue[key]
-    return None
