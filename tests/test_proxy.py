@@ -454,18 +454,27 @@ async def test_message_is_forked_and_answered_without_a_call(pbx: Pbx) -> None:
         assert call_events(pbx) == []
 
 
+async def _ring_desk_and_mobile(
+    alice: Phone, desk: Phone, mobile: Phone
+) -> tuple[Message, Message]:
+    """Bob registered from two phones; Alice calls him; both get the INVITE (parallel
+    forking, §16.6) and the mobile rings. Returns the INVITE at the desk and at the mobile."""
+    await desk.register()
+    await mobile.register()
+    await alice.invite("bob")
+    at_desk = await desk.expect("INVITE")
+    on_mobile = await mobile.expect("INVITE")
+    mobile.respond(on_mobile, 180, tag="mob")
+    return at_desk, on_mobile
+
+
 async def test_decline_cancels_the_other_contacts_and_wins(pbx: Pbx) -> None:
     async with (
         Phone(pbx, "alice") as alice,
         Phone(pbx, "bob") as desk,
         Phone(pbx, "bob") as mobile,
     ):
-        await desk.register()
-        await mobile.register()
-        await alice.invite("bob")
-        at_desk = await desk.expect("INVITE")
-        on_mobile = await mobile.expect("INVITE")
-        mobile.respond(on_mobile, 180, tag="mob")
+        at_desk, on_mobile = await _ring_desk_and_mobile(alice, desk, mobile)
         await alice.expect(180)
         desk.respond(at_desk, 603, tag="desk")  # §16.7: a 6xx ends the search everywhere
         await desk.expect("ACK")
@@ -539,12 +548,7 @@ async def test_every_2xx_goes_up_and_each_dialog_is_its_own(pbx: Pbx) -> None:
         Phone(pbx, "bob") as desk,
         Phone(pbx, "bob") as mobile,
     ):
-        await desk.register()
-        await mobile.register()
-        await alice.invite("bob")
-        at_desk = await desk.expect("INVITE")
-        on_mobile = await mobile.expect("INVITE")
-        mobile.respond(on_mobile, 180, tag="mob")
+        at_desk, on_mobile = await _ring_desk_and_mobile(alice, desk, mobile)
         desk.respond(at_desk, 200, tag="desk", body=SDP)
         mobile.respond(on_mobile, 200, tag="mob", body=SDP)  # both picked up at once
         first = await alice.expect(200)
