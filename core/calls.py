@@ -199,6 +199,7 @@ class CallTable:
         ]
 
     def _publish(self, call: Call, now: float) -> None:
+        answered_at = call.answered_at
         self.bus.publish(
             CallEvent(
                 call.call_id,
@@ -208,6 +209,7 @@ class CallTable:
                 source=call.source_text,
                 status=call.status,
                 reason=call.reason,
+                duration=0.0 if answered_at is None else max(0.0, now - answered_at),
                 at=now,
             )
         )

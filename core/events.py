@@ -132,6 +132,7 @@ class CallEvent(Event):
     source: str = ""
     status: int = 0
     reason: str = ""
+    duration: float = 0.0  # seconds from answer to end, on "ended"
     kind: ClassVar[str] = "call"
 
 

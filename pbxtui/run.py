@@ -16,6 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from core.settings import Settings
+from pbxtui.logbatch import BatchingStreamHandler
 
 log = logging.getLogger("pbxtui")
 
@@ -76,26 +77,30 @@ def _run(coroutine: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coroutine)
 
 
-def configure_logging(stream: Any = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
+def configure_logging(stream: Any = None) -> BatchingStreamHandler:
+    handler = BatchingStreamHandler(stream or sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
+    return handler
 
 
 def run_headless(settings: Settings) -> int:
     """The core only: logs to stderr, stops cleanly on SIGINT/SIGTERM. Exit 2 if it can't listen."""
-    configure_logging()
-    return _run(_headless(settings))
+    handler = configure_logging()
+    return _run(_headless(settings, handler))
 
 
-async def _headless(settings: Settings) -> int:
+async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> int:
     from core import compiled
     from core.pbx import Pbx, StartError
     from pbxtui.eventlog import EventLogger
 
     pbx = Pbx(settings)
+    # Headless, nothing reads the traffic ring (the console's Traffic pane is its only
+    # reader): not building an event per message saves ~3 % of the CPU and 10 MB of ring.
+    pbx.bus.capture_traffic = False
     logger = EventLogger(log)
     pbx.bus.subscribe(logger)
     try:
@@ -115,9 +120,11 @@ async def _headless(settings: Settings) -> int:
         pbx.user_count,
         compiled.describe(),
     )
+    log_handler.start_batching(loop)  # from here on, lines go out every 0.1 s (logbatch.py)
     try:
         await stop.wait()
     finally:
+        log_handler.stop_batching()
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)

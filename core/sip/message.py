@@ -7,7 +7,7 @@ can ask for them as often as it likes. Every view raises only SipParseError.
 
 from __future__ import annotations
 
-import secrets
+import os
 
 from core.sip.address import NameAddr, parse_contacts, parse_name_addr
 from core.sip.errors import SipParseError
@@ -69,12 +69,13 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 
+# os.urandom directly: secrets.token_hex is the same bytes behind an interpreted call.
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()
 
 
 def new_branch() -> str:
-    return "z9hG4bK" + secrets.token_hex(8)
+    return "z9hG4bK" + os.urandom(8).hex()
 
 
 class Message:

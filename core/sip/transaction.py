@@ -95,37 +95,51 @@ class Send:
         return self.transaction.flow
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Deliver:
     """Pass `message` up to the TU: a response (client side) or an ACK to a 2xx (server side)."""
 
     transaction: Transaction
     message: Message
 
+    def __init__(self, transaction: Transaction, message: Message) -> None:
+        self.transaction = transaction
+        self.message = message
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class Timeout:
     """Timer B or F (no answer: the TU acts as on a 408, §8.1.3.1) or H (the ACK never came)."""
 
     transaction: Transaction
     timer: str
 
+    def __init__(self, transaction: Transaction, timer: str) -> None:
+        self.transaction = transaction
+        self.timer = timer
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class TransportError:
     """The transport could not send for this transaction (§17.1.1.2): the TU acts as on a 503."""
 
     transaction: Transaction
 
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction = transaction
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class Terminated:
     """The transaction is over and gone from the table; the TU drops what it kept for it."""
 
     transaction: Transaction
 
+    def __init__(self, transaction: Transaction) -> None:
+        self.transaction = transaction
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(slots=True, init=False)
 class Unmatched:
     """No transaction owns `message`: a new request, an ACK to a 2xx, or a stray response.
 
@@ -135,7 +149,12 @@ class Unmatched:
 
     message: Message
     flow: TransportFlow
-    transaction: None = None
+    transaction: None
+
+    def __init__(self, message: Message, flow: TransportFlow) -> None:
+        self.message = message
+        self.flow = flow
+        self.transaction = None
 
 
 Action = Send | Deliver | Timeout | TransportError | Terminated | Unmatched
