@@ -215,3 +215,36 @@ def test_params() -> None:
     ):
         with pytest.raises(SipParseError):
             parse_params(bad)
+
+
+# -- the cache of parsed URIs ------------------------------------------------------------
+def test_a_uri_seen_again_is_the_same_object() -> None:
+    first = parse_uri("sip:cache-alice@pbx.test;transport=tcp")
+    again = parse_uri("sip:cache-alice@pbx.test;transport=tcp")
+    assert again is first
+    assert parse_uri("sip:cache-alice@pbx.test") is not first
+
+
+def test_the_cache_stays_within_its_bound_and_forgets_the_oldest() -> None:
+    from core.sip import uri as uri_module
+
+    oldest = parse_uri("sip:cache-oldest@pbx.test")
+    for number in range(uri_module._PARSED_URIS_LIMIT + 10):
+        parse_uri(f"sip:cache-{number}@pbx.test")
+    assert len(uri_module._PARSED_URIS) <= uri_module._PARSED_URIS_LIMIT
+    assert "sip:cache-oldest@pbx.test" not in uri_module._PARSED_URIS
+    assert parse_uri("sip:cache-oldest@pbx.test") == oldest  # parsed afresh, same value
+
+
+def test_long_uris_are_not_kept() -> None:
+    from core.sip import uri as uri_module
+
+    text = "sip:" + "a" * 300 + "@pbx.test"
+    assert parse_uri(text).user == "a" * 300
+    assert text not in uri_module._PARSED_URIS
+
+
+def test_a_malformed_uri_fails_every_time() -> None:
+    for _ in range(2):
+        with pytest.raises(SipParseError):
+            parse_uri("sip:alice@")

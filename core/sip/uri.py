@@ -322,8 +322,29 @@ class OtherUri:
 Uri = SipUri | TelUri | OtherUri
 
 
+# URIs parsed so far, by their text. The same few recur in every request from a phone (the
+# Request-URI, its own address in From and Contact, the To of a REGISTER), and a URI is never
+# changed once built, so one object serves them all. Bounded in entries and in key length;
+# the oldest entry goes first, so a peer inventing URIs only churns it.
+_PARSED_URIS: dict[str, Uri] = {}
+_PARSED_URIS_LIMIT = 4_096
+_CACHED_URI_LENGTH = 200
+
+
 def parse_uri(text: str) -> Uri:
     """Parse any URI; a malformed sip:/sips:/tel: URI raises SipParseError."""
+    cached = _PARSED_URIS.get(text)
+    if cached is not None:
+        return cached
+    uri = _parse_uri(text)
+    if len(text) <= _CACHED_URI_LENGTH:
+        if len(_PARSED_URIS) >= _PARSED_URIS_LIMIT:
+            del _PARSED_URIS[next(iter(_PARSED_URIS))]
+        _PARSED_URIS[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> Uri:
     scheme, sep, rest = text.partition(":")
     if not sep or not _SCHEME.fullmatch(scheme):
         raise SipParseError("Bad URI")
