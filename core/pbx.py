@@ -62,7 +62,7 @@ class PbxStats:
     calls_up: int
     bans: int
     users: int
-    dropped: int  # messages never handled: from banned sources, or past the UDP backlog
+    dropped: int  # never handled: from banned sources, past the UDP backlog, or shed (overload)
 
 
 class Pbx:
@@ -87,6 +87,7 @@ class Pbx:
         self.admin = AdminApi(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._shed_reported = 0  # transport.shed_requests already reported in the feed
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -305,8 +306,23 @@ class Pbx:
                 for binding, request in self.natping.due(now):
                     target = binding.target()
                     self.route.send(request.to_bytes(), target.flow)
+                self._report_shedding()
             except Exception:
                 log.exception("housekeeping failed")
+
+    def _report_shedding(self) -> None:
+        """A warning a second while overloaded: how many new requests were dropped."""
+        shed = self.transport.shed_requests
+        if shed > self._shed_reported:
+            self.bus.publish(
+                ServerEvent(
+                    f"overloaded: {shed - self._shed_reported} new requests dropped in the "
+                    "last second so that calls under way keep going (the UDP backlog passed "
+                    "transport.udp_shed_new_requests_at)",
+                    level="warning",
+                )
+            )
+            self._shed_reported = shed
 
     # -- figures for the console ----------------------------------------------------------
     def stats(self) -> PbxStats:
@@ -318,7 +334,9 @@ class Pbx:
             calls_up=len(self.proxy.calls) if self.proxy else 0,
             bans=len(self.security.bans(now)) if self.security else 0,
             users=len(self.users),
-            dropped=(self.route.dropped if self.route else 0) + self.transport.backlog_drops,
+            dropped=(self.route.dropped if self.route else 0)
+            + self.transport.backlog_drops
+            + self.transport.shed_requests,
         )
 
     def calls(self) -> list[CallInfo]:

@@ -65,6 +65,23 @@ def _peer(address: tuple) -> tuple[str, int]:
     return host, port
 
 
+# What keeps the calls under way going: responses, and the requests that end or confirm a
+# transaction or a dialog. Everything else starts new work, and can be shed under overload.
+_KEEPS_CALLS_GOING = (b"SIP/", b"ACK ", b"CANCEL ", b"BYE ")
+
+
+def starts_new_work(data: bytes) -> bool:
+    """Would this datagram start new work (a new call, a registration, a probe)?
+
+    Decided from the first bytes alone, before any parsing: under overload the point is to
+    spend nothing on what will be dropped. A dropped UDP request is retransmitted by its
+    sender (RFC 3261 §17.1.1.2) and served once the backlog has drained; meanwhile the
+    responses, ACKs, CANCELs and BYEs of the calls already under way are served in time,
+    instead of every call timing out behind a queue of new ones.
+    """
+    return not data.startswith(_KEEPS_CALLS_GOING)
+
+
 class _UdpEndpoint(asyncio.DatagramProtocol):
     def __init__(self, transport_layer: Transport, local: tuple[str, int]) -> None:
         self.layer = transport_layer
@@ -177,6 +194,7 @@ class Transport:
         self.sent_messages = 0
         self.oversized = 0
         self.send_errors = 0
+        self.shed_requests = 0  # new requests dropped while the backlog was deep (overload)
         self.stream_errors = 0
         self.refused_connections = 0
         self.backlog_drops = 0
@@ -201,8 +219,13 @@ class Transport:
         behind it. Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms.
         """
         backlog = self._backlog
-        if len(backlog) >= self.settings.udp_backlog_messages:
+        depth = len(backlog)
+        if depth >= self.settings.udp_backlog_messages:
             self.backlog_drops += 1
+            return
+        shed_at = self.settings.udp_shed_new_requests_at
+        if shed_at and depth >= shed_at and starts_new_work(data):
+            self.shed_requests += 1
             return
         backlog.append((data, flow))
         if not self._draining:

@@ -15,7 +15,7 @@ from support.ports import free_port
 
 from core.flow import Flow
 from core.settings import ListenAddress, TransportSettings
-from core.transport import UDP_BATCH, Transport
+from core.transport import UDP_BATCH, Transport, starts_new_work
 
 
 class Recorder:
@@ -119,3 +119,78 @@ async def test_a_failing_handler_does_not_stall_the_backlog(
         await _until(lambda: recorder.received[-1:] == [b"later"])
     finally:
         await transport.stop()
+
+
+# -- shedding new requests under overload -------------------------------------------------
+@pytest.mark.parametrize(
+    ("first_bytes", "new_work"),
+    [
+        (b"INVITE sip:bob@pbx.test SIP/2.0\r\n", True),
+        (b"REGISTER sip:pbx.test SIP/2.0\r\n", True),
+        (b"OPTIONS sip:pbx.test SIP/2.0\r\n", True),
+        (b"garbage", True),
+        (b"SIP/2.0 200 OK\r\n", False),
+        (b"ACK sip:bob@192.0.2.1 SIP/2.0\r\n", False),
+        (b"CANCEL sip:bob@pbx.test SIP/2.0\r\n", False),
+        (b"BYE sip:bob@192.0.2.1 SIP/2.0\r\n", False),
+    ],
+)
+def test_what_counts_as_new_work(first_bytes: bytes, new_work: bool) -> None:
+    assert starts_new_work(first_bytes) is new_work
+
+
+async def test_a_deep_backlog_sheds_new_requests_but_keeps_what_ends_calls() -> None:
+    recorder = Recorder()
+    transport, port = await _transport(recorder, udp_shed_new_requests_at=3)
+    try:
+        flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
+        queued = [b"INVITE 1", b"INVITE 2", b"INVITE 3"]
+        for data in queued:
+            transport.enqueue_datagram(data, flow)
+        late = [b"INVITE 4", b"SIP/2.0 200 OK", b"REGISTER 5", b"ACK 6", b"BYE 7", b"CANCEL 8"]
+        for data in late:
+            transport.enqueue_datagram(data, flow)
+        assert transport.shed_requests == 2
+        kept = [*queued, b"SIP/2.0 200 OK", b"ACK 6", b"BYE 7", b"CANCEL 8"]
+        await _until(lambda: len(recorder.received) == len(kept))
+        assert recorder.received == kept
+        # Drained: new requests are taken again.
+        transport.enqueue_datagram(b"INVITE 9", flow)
+        await _until(lambda: recorder.received[-1:] == [b"INVITE 9"])
+        assert transport.shed_requests == 2
+    finally:
+        await transport.stop()
+
+
+async def test_shedding_can_be_turned_off() -> None:
+    recorder = Recorder()
+    transport, port = await _transport(recorder, udp_shed_new_requests_at=0)
+    try:
+        flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
+        burst = [f"INVITE {i}".encode() for i in range(50)]
+        for data in burst:
+            transport.enqueue_datagram(data, flow)
+        await _until(lambda: len(recorder.received) == len(burst))
+        assert transport.shed_requests == 0
+    finally:
+        await transport.stop()
+
+
+async def test_the_admin_is_told_when_the_server_sheds_requests(tmp_path) -> None:
+    from conftest import start_pbx
+
+    from core.events import ServerEvent
+
+    pbx = await start_pbx(tmp_path)
+    try:
+        cursor = pbx.bus.feed.next_seq
+        pbx.transport.shed_requests += 40  # as enqueue_datagram counts them under overload
+        pbx._report_shedding()
+        pbx._report_shedding()  # nothing new shed since: no second warning
+        events, _, _ = pbx.bus.feed.read_since(cursor)
+        warnings = [e for e in events if isinstance(e, ServerEvent) and e.level == "warning"]
+        assert len(warnings) == 1
+        assert warnings[0].message.startswith("overloaded: 40 new requests dropped")
+        assert pbx.stats().dropped == 40
+    finally:
+        await pbx.stop()
