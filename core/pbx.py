@@ -317,8 +317,8 @@ class Pbx:
             self.bus.publish(
                 ServerEvent(
                     f"overloaded: {shed - self._shed_reported} new requests dropped in the "
-                    "last second so that calls under way keep going (the UDP backlog passed "
-                    "transport.udp_shed_new_requests_at)",
+                    "last second so that calls under way keep going (the UDP backlog's wait "
+                    "passed transport.udp_shed_after_seconds)",
                     level="warning",
                 )
             )

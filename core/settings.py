@@ -31,10 +31,11 @@ class TransportSettings:
     max_tcp_connections: int = 4_096
     udp_receive_buffer_bytes: int = 4 * 1024 * 1024  # absorbs event-loop stalls (UI redraws)
     udp_backlog_messages: int = 8_192  # datagrams read but not yet handled; more are dropped
-    # Past this many waiting datagrams, requests that would start new work (INVITE, REGISTER,
-    # OPTIONS ...) are dropped on arrival, so responses, ACK, CANCEL and BYE of the calls
-    # under way still get through in time. 0 turns shedding off.
-    udp_shed_new_requests_at: int = 1_000
+    # Once the oldest waiting datagram has waited this long, requests that would start new
+    # work (INVITE, REGISTER, OPTIONS ...) are dropped on arrival, so the responses, ACK,
+    # CANCEL and BYE of the calls under way still get through before their senders'
+    # retransmission timers (T1 = 0.5 s) double the load. 0 turns shedding off.
+    udp_shed_after_seconds: float = 0.15
 
 
 @dataclass(frozen=True, slots=True)

@@ -198,7 +198,7 @@ class Transport:
         self.stream_errors = 0
         self.refused_connections = 0
         self.backlog_drops = 0
-        self._backlog: deque[tuple[bytes, Flow]] = deque()
+        self._backlog: deque[tuple[bytes, Flow, float]] = deque()  # (data, flow, queued at)
         self._draining = False
 
     def loop_time(self) -> float:
@@ -219,15 +219,15 @@ class Transport:
         behind it. Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms.
         """
         backlog = self._backlog
-        depth = len(backlog)
-        if depth >= self.settings.udp_backlog_messages:
+        if len(backlog) >= self.settings.udp_backlog_messages:
             self.backlog_drops += 1
             return
-        shed_at = self.settings.udp_shed_new_requests_at
-        if shed_at and depth >= shed_at and starts_new_work(data):
+        now = self.loop_time()
+        shed_after = self.settings.udp_shed_after_seconds
+        if shed_after and backlog and now - backlog[0][2] > shed_after and starts_new_work(data):
             self.shed_requests += 1
             return
-        backlog.append((data, flow))
+        backlog.append((data, flow, now))
         if not self._draining:
             self._draining = True
             assert self._loop is not None
@@ -238,7 +238,7 @@ class Transport:
         on_message = self.on_message
         try:
             for _ in range(min(len(backlog), UDP_BATCH)):
-                data, flow = backlog.popleft()
+                data, flow, _queued_at = backlog.popleft()
                 on_message(data, flow)
         finally:
             # Rescheduled even if a handler raised (the loop logs it): one bad message must

@@ -139,19 +139,36 @@ def test_what_counts_as_new_work(first_bytes: bytes, new_work: bool) -> None:
     assert starts_new_work(first_bytes) is new_work
 
 
-async def test_a_deep_backlog_sheds_new_requests_but_keeps_what_ends_calls() -> None:
+class _Clock:
+    """The transport's loop clock, moved by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_backlog_that_waited_too_long_sheds_new_requests_but_keeps_what_ends_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     recorder = Recorder()
-    transport, port = await _transport(recorder, udp_shed_new_requests_at=3)
+    transport, port = await _transport(recorder, udp_shed_after_seconds=0.3)
+    clock = _Clock(1_000.0)
+    monkeypatch.setattr(transport, "loop_time", clock)
     try:
         flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
-        queued = [b"INVITE 1", b"INVITE 2", b"INVITE 3"]
+        queued = [b"INVITE 1", b"INVITE 2"]
         for data in queued:
             transport.enqueue_datagram(data, flow)
+        clock.now += 0.2  # the oldest has waited 0.2 s: still taken
+        transport.enqueue_datagram(b"INVITE 3", flow)
+        clock.now += 0.2  # 0.4 s: past the limit
         late = [b"INVITE 4", b"SIP/2.0 200 OK", b"REGISTER 5", b"ACK 6", b"BYE 7", b"CANCEL 8"]
         for data in late:
             transport.enqueue_datagram(data, flow)
         assert transport.shed_requests == 2
-        kept = [*queued, b"SIP/2.0 200 OK", b"ACK 6", b"BYE 7", b"CANCEL 8"]
+        kept = [*queued, b"INVITE 3", b"SIP/2.0 200 OK", b"ACK 6", b"BYE 7", b"CANCEL 8"]
         await _until(lambda: len(recorder.received) == len(kept))
         assert recorder.received == kept
         # Drained: new requests are taken again.
@@ -162,14 +179,17 @@ async def test_a_deep_backlog_sheds_new_requests_but_keeps_what_ends_calls() -> 
         await transport.stop()
 
 
-async def test_shedding_can_be_turned_off() -> None:
+async def test_shedding_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = Recorder()
-    transport, port = await _transport(recorder, udp_shed_new_requests_at=0)
+    transport, port = await _transport(recorder, udp_shed_after_seconds=0.0)
+    clock = _Clock(1_000.0)
+    monkeypatch.setattr(transport, "loop_time", clock)
     try:
         flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
         burst = [f"INVITE {i}".encode() for i in range(50)]
         for data in burst:
             transport.enqueue_datagram(data, flow)
+            clock.now += 1.0
         await _until(lambda: len(recorder.received) == len(burst))
         assert transport.shed_requests == 0
     finally:
