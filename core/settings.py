@@ -35,7 +35,7 @@ class TransportSettings:
     # work (INVITE, REGISTER, OPTIONS ...) are dropped on arrival, so the responses, ACK,
     # CANCEL and BYE of the calls under way still get through before their senders'
     # retransmission timers (T1 = 0.5 s) double the load. 0 turns shedding off.
-    udp_shed_after_seconds: float = 0.15
+    udp_shed_after_seconds: float = 0.25
 
 
 @dataclass(frozen=True, slots=True)
