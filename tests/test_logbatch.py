@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
+from collections.abc import Iterator
 
 from pbxtui import logbatch
 from pbxtui.logbatch import BatchingStreamHandler
@@ -25,6 +27,17 @@ def _handler() -> tuple[BatchingStreamHandler, io.StringIO]:
     return handler, stream
 
 
+@contextlib.contextmanager
+def _batching() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger whose handler batches on the running loop, stopped when the test ends."""
+    handler, stream = _handler()
+    handler.start_batching(asyncio.get_running_loop())
+    try:
+        yield _logger(handler), stream
+    finally:
+        handler.stop_batching()
+
+
 def test_each_line_goes_out_at_once_before_batching_starts() -> None:
     handler, stream = _handler()
     _logger(handler).info("starting")
@@ -32,10 +45,7 @@ def test_each_line_goes_out_at_once_before_batching_starts() -> None:
 
 
 async def test_info_lines_wait_for_the_tick_then_go_out_in_order() -> None:
-    handler, stream = _handler()
-    logger = _logger(handler)
-    handler.start_batching(asyncio.get_running_loop())
-    try:
+    with _batching() as (logger, stream):
         logger.info("call answered 1")
         logger.info("call ended 1")
         assert stream.getvalue() == ""
@@ -44,27 +54,17 @@ async def test_info_lines_wait_for_the_tick_then_go_out_in_order() -> None:
         logger.info("call answered 2")
         await asyncio.sleep(logbatch.FLUSH_SECONDS * 2.5)  # the tick keeps running
         assert stream.getvalue().endswith("INFO call answered 2\n")
-    finally:
-        handler.stop_batching()
 
 
 async def test_a_warning_goes_out_at_once_with_what_waited_before_it() -> None:
-    handler, stream = _handler()
-    logger = _logger(handler)
-    handler.start_batching(asyncio.get_running_loop())
-    try:
+    with _batching() as (logger, stream):
         logger.info("registered alice")
         logger.warning("ban 192.0.2.7")
         assert stream.getvalue() == "INFO registered alice\nWARNING ban 192.0.2.7\n"
-    finally:
-        handler.stop_batching()
 
 
 async def test_a_full_batch_goes_out_without_waiting() -> None:
-    handler, stream = _handler()
-    logger = _logger(handler)
-    handler.start_batching(asyncio.get_running_loop())
-    try:
+    with _batching() as (logger, stream):
         for number in range(logbatch.MAX_BATCH_LINES - 1):
             logger.info("line %d", number)
         assert stream.getvalue() == ""
@@ -72,8 +72,6 @@ async def test_a_full_batch_goes_out_without_waiting() -> None:
         lines = stream.getvalue().splitlines()
         assert len(lines) == logbatch.MAX_BATCH_LINES
         assert lines[-1] == "INFO the last line of a batch"
-    finally:
-        handler.stop_batching()
 
 
 async def test_stop_batching_writes_what_waits_and_goes_back_to_a_line_at_a_time() -> None:

@@ -6,6 +6,7 @@ Driven over a real loopback socket against a real Transport; the handler records
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -149,15 +150,25 @@ class _Clock:
         return self.now
 
 
+@contextlib.asynccontextmanager
+async def _clocked(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch, shed_after: float
+) -> AsyncIterator[tuple[Transport, _Clock, Flow]]:
+    """A transport shedding after `shed_after` seconds, on a clock the test moves."""
+    transport, port = await _transport(recorder, udp_shed_after_seconds=shed_after)
+    clock = _Clock(1_000.0)
+    monkeypatch.setattr(transport, "loop_time", clock)
+    try:
+        yield transport, clock, Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
+    finally:
+        await transport.stop()
+
+
 async def test_a_backlog_that_waited_too_long_sheds_new_requests_but_keeps_what_ends_calls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     recorder = Recorder()
-    transport, port = await _transport(recorder, udp_shed_after_seconds=0.3)
-    clock = _Clock(1_000.0)
-    monkeypatch.setattr(transport, "loop_time", clock)
-    try:
-        flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
+    async with _clocked(recorder, monkeypatch, 0.3) as (transport, clock, flow):
         queued = [b"INVITE 1", b"INVITE 2"]
         for data in queued:
             transport.enqueue_datagram(data, flow)
@@ -175,25 +186,17 @@ async def test_a_backlog_that_waited_too_long_sheds_new_requests_but_keeps_what_
         transport.enqueue_datagram(b"INVITE 9", flow)
         await _until(lambda: recorder.received[-1:] == [b"INVITE 9"])
         assert transport.shed_requests == 2
-    finally:
-        await transport.stop()
 
 
 async def test_shedding_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     recorder = Recorder()
-    transport, port = await _transport(recorder, udp_shed_after_seconds=0.0)
-    clock = _Clock(1_000.0)
-    monkeypatch.setattr(transport, "loop_time", clock)
-    try:
-        flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
+    async with _clocked(recorder, monkeypatch, 0.0) as (transport, clock, flow):
         burst = [f"INVITE {i}".encode() for i in range(50)]
         for data in burst:
             transport.enqueue_datagram(data, flow)
             clock.now += 1.0
         await _until(lambda: len(recorder.received) == len(burst))
         assert transport.shed_requests == 0
-    finally:
-        await transport.stop()
 
 
 async def test_the_admin_is_told_when_the_server_sheds_requests(tmp_path) -> None:
