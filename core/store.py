@@ -260,7 +260,10 @@ class BanRow:
         return self.until is None or self.until > now
 
 
-@dataclass(frozen=True, slots=True)
+# CdrRow, BindingRow and their write ops are built on the SIP path (a row per call, per
+# REGISTER refresh): not frozen, because a frozen dataclass's __init__ sets every field
+# through object.__setattr__ (BindingRow has 17). Once submitted, a row is never changed.
+@dataclass(slots=True)
 class CdrRow:
     """One call attempt. `status` is the final SIP status (200 when answered); `duration` is
     answered-to-ended seconds, 0 when never answered. `id` is None until stored."""
@@ -279,7 +282,7 @@ class CdrRow:
     id: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BindingRow:
     """One registered contact of an address-of-record (RFC 3261 §10), with where it really
     came from (`received`, for NAT) and its RFC 5626 instance / reg-id when the phone sent them
@@ -312,7 +315,7 @@ class BindingRow:
 # sends runs of the same statement to SQLite with one executemany.
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UpsertBinding:
     binding: BindingRow
     TABLE: ClassVar[str] = "location"
@@ -334,7 +337,7 @@ class UpsertBinding:
         return _binding_params(self.binding)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeleteBinding:
     """Exactly one binding's row: the same Contact URI may be stored once per RFC 5626 flow
     (reg-id), and removing one flow must leave the others. `instance` and `reg_id` are as the
@@ -380,7 +383,7 @@ class DeleteExpiredBindings:
         return (self.now,)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InsertCdr:
     cdr: CdrRow
     TABLE: ClassVar[str] = "cdrs"
