@@ -7,8 +7,8 @@ falls behind further than a ring holds, it is told how many it missed instead of
 core (the DESIGN's "bounded everything").
 
 Events are shared by every reader: never change one. They are not frozen because a frozen
-dataclass's generated __init__ sets each field through object.__setattr__, and under call
-load building the four events of each call that way was 6 % of the server's CPU.
+dataclass's generated __init__ sets each field through object.__setattr__, several times the
+cost of a plain assignment, and every call builds four CallEvents of eleven fields.
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ class Transport:
         self.sent_messages = 0
         self.oversized = 0
         self.send_errors = 0
-        self.shed_requests = 0  # new requests dropped while the backlog was deep (overload)
+        self.shed_requests = 0  # new requests dropped: the backlog had waited too long
         self.stream_errors = 0
         self.refused_connections = 0
         self.backlog_drops = 0

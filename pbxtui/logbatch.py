@@ -1,10 +1,10 @@
 """Log lines written a batch at a time, for the headless server under load.
 
-Headless, the event log writes a line per call answered and per call ended. One `write` per
-line to journald's socket (or a pipe) wakes the reader every time: under `bench/calls` that
-was a tenth of the server's CPU. Batched, the lines go out in one `write` every 0.1 s, at
-once for warnings and errors, and whenever `MAX_BATCH_LINES` are waiting, so nothing is
-held longer than that and an admin reading the journal sees no difference.
+Headless, the event log writes a line per call and per registration. One `write` per line
+to journald's socket (or a pipe) is a system call that wakes the reader every time, hundreds
+of times a second under load. Batched, the lines go out in one `write` every 0.1 s, at once
+for warnings and errors, and whenever `MAX_BATCH_LINES` are waiting, so nothing is held
+longer than that and an admin reading the journal sees no difference.
 """
 
 from __future__ import annotations

@@ -99,7 +99,7 @@ async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> i
 
     pbx = Pbx(settings)
     # Headless, nothing reads the traffic ring (the console's Traffic pane is its only
-    # reader): not building an event per message saves ~3 % of the CPU and 10 MB of ring.
+    # reader): the route then builds no event per message in or out, and no ring fills up.
     pbx.bus.capture_traffic = False
     logger = EventLogger(log)
     pbx.bus.subscribe(logger)
