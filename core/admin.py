@@ -85,6 +85,7 @@ class AdminApi:
         except DuplicateError:
             raise ValueError(f"user {username!r} already exists") from None
         self._pbx.users.put(user)
+        self._pbx.tables_changed()
         return user
 
     async def update_user(self, username: str, **changes: object) -> User:
@@ -101,6 +102,7 @@ class AdminApi:
         updated = replace(user, **changes)  # type: ignore[arg-type]
         await self._store.update_user(updated)
         self._pbx.users.put(updated)
+        self._pbx.tables_changed()
         return updated
 
     async def set_password(self, username: str, password: str) -> User:
@@ -108,6 +110,7 @@ class AdminApi:
         updated = with_password(user, password, self._pbx.settings.realm)
         await self._store.update_user(updated)
         self._pbx.users.put(updated)
+        self._pbx.tables_changed()
         return updated
 
     async def delete_user(self, username: str) -> None:
@@ -115,6 +118,7 @@ class AdminApi:
             raise ValueError(f"no user {username!r}")
         self._pbx.users.remove(username)
         self._pbx.location.remove_user(username)
+        self._pbx.tables_changed()
 
     async def _existing_user(self, username: str) -> User:
         user = await self._store.get_user(username)
@@ -167,12 +171,14 @@ class AdminApi:
         except DuplicateError:
             raise ValueError(f"carrier {name!r} already exists") from None
         await self._pbx.reload_carriers()
+        self._pbx.tables_changed()
         return carrier
 
     async def delete_carrier(self, name: str) -> None:
         if not await self._store.delete_carrier(name):
             raise ValueError(f"no carrier {name!r}")
         await self._pbx.reload_carriers()
+        self._pbx.tables_changed()
 
     async def list_dids(self) -> list[DidRow]:
         return await self._store.list_dids()
@@ -198,12 +204,14 @@ class AdminApi:
         except NotFoundError as error:
             raise ValueError(str(error)) from None
         await self._pbx.reload_carriers()
+        self._pbx.tables_changed()
         return DidRow(canonical, username)
 
     async def delete_did(self, number: str) -> None:
         if not await self._store.delete_did(self._canonical_number(number)):
             raise ValueError(f"no DID {number!r}")
         await self._pbx.reload_carriers()
+        self._pbx.tables_changed()
 
     # -- bans and registrations -----------------------------------------------------------
     async def ban(self, ip: str, seconds: float | None, reason: str = "banned by admin") -> None:

@@ -174,6 +174,14 @@ class BanList:
         publish(SecurityEvent(action="unbanned", source=ip, detail=reason, count=1))
         return ban
 
+    def forget(self, ip: str) -> bool:
+        """Lift a ban quietly: another process of this server announced it and stored it
+        (core/cluster.py). False when there was none."""
+        if self._bans.pop(ip, None) is None:
+            return False
+        del self.until_by_ip[ip]
+        return True
+
     def expire_ip(self, ip: str, now: float) -> Ban | None:
         """Lift `ip`'s ban if it has run out (the lazy path: a packet from it arrived)."""
         ban = self._bans.get(ip)

@@ -439,6 +439,20 @@ class LocationService:
                 removed += 1
         return removed
 
+    def adopt(self, binding: Binding) -> bool:
+        """Hold a binding another process of this server saved (core/cluster.py): no event
+        (that process announced it), but every sink hears of it. False when it did not fit."""
+        try:
+            self.save(binding)
+        except LocationFull:
+            return False
+        return True
+
+    def forget(self, user: str, key: BindingKey) -> bool:
+        """Drop a binding another process removed; False when it was not held here."""
+        binding = self.get(user, key)
+        return binding is not None and self._drop(binding)
+
     def expire(self, now: float) -> list[Binding]:
         """Drop bindings whose time is up, emitting ContactExpired for each; returns them."""
         heap = self._expiry_heap

@@ -25,6 +25,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 
+from core.affinity import MAIN_CALL_ID_PREFIX
 from core.events import ContactUnreachable, EventBus
 from core.location import Binding, LocationService
 from core.settings import RegistrarSettings
@@ -212,7 +213,8 @@ class NatKeepalive:
         host, port = flow.local
         sent_by = self.domain if host in _UNSPECIFIED else f"{format_host(host)}:{port}"
         branch = new_branch()
-        call_id = f"{secrets.token_hex(10)}@{self.domain}"
+        # Answers come back to the main process, which sent it (core/affinity.py).
+        call_id = f"{MAIN_CALL_ID_PREFIX}{secrets.token_hex(10)}@{self.domain}"
         self._cseq = self._cseq % (2**31 - 1) + 1
         contact = NameAddr(uri=binding.uri)
         from_addr = NameAddr(

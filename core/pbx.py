@@ -12,14 +12,19 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.accounting import CdrWriter
 from core.admin import AdminApi
+from core.affinity import MAIN, owner_of
 from core.auth import DigestAuthenticator
 from core.calls import CallInfo, CallTable
+from core.cluster import WorkerBus, divided_limits
+from core.cluster_main import MainCluster
+from core.cluster_worker import WorkerCluster, WorkerSetup
 from core.dnssrv import SrvResolver
 from core.events import EventBus, ServerEvent
 from core.identity import ServerIdentity
@@ -52,7 +57,7 @@ class StartError(Exception):
     """The Pbx cannot start: the message says why, in words for an admin."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PbxStats:
     """Live figures for the console's header strip."""
 
@@ -66,10 +71,16 @@ class PbxStats:
 
 
 class Pbx:
+    """The SIP core, in one process or, with `[server] workers`, as the main process or one
+    of the workers (core/cluster.py)."""
+
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.clock = clock
         self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
+        self.cluster: MainCluster | WorkerCluster | None = None
+        # The console owns the terminal: workers started under it write nothing to stderr.
+        self.quiet_workers = False
         self.users = UserDirectory()
         self.store: Store = None  # type: ignore[assignment]  # set by start()
         self.identity = ServerIdentity(settings.domain, settings.listen)
@@ -83,7 +94,9 @@ class Pbx:
         # The proxy's one loop timer (issue "Calls"): armed for proxy.next_deadline().
         self._proxy_timer: asyncio.TimerHandle | None = None
         self._proxy_timer_at = 0.0
-        self.transport = Transport(settings.transport, self._on_message, self._on_stream_error)
+        self.transport = Transport(
+            settings.transport, self._on_message, self._on_stream_error, self._on_forwarded
+        )
         self.admin = AdminApi(self)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
@@ -107,21 +120,57 @@ class Pbx:
             raise StartError(str(error)) from None
         try:
             await self._build()
-            await self.transport.start(settings.listen)
+            # With worker processes, they read the UDP sockets; main only sends from them.
+            await self.transport.start(settings.listen, read_udp=not settings.workers)
         except ListenError as error:
             await self.store.close()
             raise StartError(str(error)) from None
         # Our own Via / Record-Route must name the address actually bound (port 0 → real port).
-        self.identity = ServerIdentity(settings.domain, self.transport.bound)
-        self.route.identity = self.identity
-        self.security.set_own_addresses(self.identity.addresses)
+        self._identify(tuple(self.transport.bound))
         self.store.start_writer()
         self.store.watch_changes(self._reload_changed_tables)
+        if settings.workers:
+            self.cluster = MainCluster(self, quiet=self.quiet_workers)
+            try:
+                await self.cluster.start()
+            except Exception as error:
+                await self.stop()
+                raise StartError(f"cannot start the worker processes: {error}") from None
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
         self._started = True
+        workers = f", {settings.workers} worker processes" if settings.workers else ""
         self.bus.publish(
-            ServerEvent(f"listening on {', '.join(str(a) for a in self.transport.bound)}")
+            ServerEvent(f"listening on {', '.join(str(a) for a in self.transport.bound)}{workers}")
         )
+
+    async def start_worker(
+        self, setup: WorkerSetup, main_link: socket.socket, udp: list[socket.socket]
+    ) -> None:
+        """Start as worker `setup.index`: the tables from the database (read only), the
+        UDP sockets main bound, and every change to and from main (core/cluster_worker.py)."""
+        self.cluster = cluster = WorkerCluster(self, setup, main_link)
+        self.bus = WorkerBus(cluster.to_main)
+        self.bus.capture_traffic = setup.capture_traffic
+        try:
+            self.store = await Store.open(self.settings.db_path)
+        except StoreError as error:
+            raise StartError(str(error)) from None
+        await self._build()
+        cluster.install()
+        await self.transport.adopt_udp(udp)
+        self._identify(setup.bound)
+        self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
+        self._started = True
+        cluster.to_main(("ready",))
+
+    def _identify(self, bound: tuple[ListenAddress, ...]) -> None:
+        self.identity = ServerIdentity(self.settings.domain, bound)
+        self.route.identity = self.identity
+        self.security.set_own_addresses(self.identity.addresses)
+
+    @property
+    def is_worker(self) -> bool:
+        return self.cluster is not None and self.cluster.index != MAIN
 
     async def _build(self) -> None:
         settings = self.settings
@@ -133,7 +182,7 @@ class Pbx:
             await store.get_or_create_setting("tag_secret", lambda: secrets.token_hex(16))
         )
         stored_realm = await store.get_or_create_setting("realm", lambda: settings.realm)
-        if stored_realm != settings.realm:
+        if stored_realm != settings.realm and not self.is_worker:
             message = (
                 f"the domain changed from {stored_realm!r} to {settings.realm!r}: SIP passwords "
                 "are stored as HA1 hashes of the realm, so every user's password must be reset "
@@ -144,7 +193,10 @@ class Pbx:
         self.users.replace_all(await store.list_users())
         now = self.clock()
 
-        self.security = Security(settings.security, self.bus, own_addresses=self.identity.addresses)
+        security_settings = settings.security
+        if self.is_worker:  # each worker sees about 1/N of every source's messages
+            security_settings = divided_limits(security_settings, settings.workers)
+        self.security = Security(security_settings, self.bus, own_addresses=self.identity.addresses)
         self.security.sink = _BanWriter(store)
         self.security.restore(await store.list_bans(active_at=now), now)
 
@@ -157,6 +209,9 @@ class Pbx:
         authenticator = DigestAuthenticator(
             settings.realm, nonce_secret, settings.auth, self._lookup_ha1
         )
+        # A worker sends on TCP flows through main, which holds the connections.
+        cluster = self.cluster
+        send = cluster.send if isinstance(cluster, WorkerCluster) else self.transport.send
         self.route = Route(
             identity=self.identity,
             bus=self.bus,
@@ -166,7 +221,7 @@ class Pbx:
             natping=self.natping,
             proxy=None,
             trunks=None,
-            send=self.transport.send,
+            send=send,
             clock=self.clock,
             tag_secret=tag_secret,
             user_agent=settings.user_agent,
@@ -207,10 +262,20 @@ class Pbx:
         self.security.set_carrier_networks(networks)
         await self.trunks.reload(carriers, await self.store.list_dids())
 
-    async def _reload_changed_tables(self) -> None:
-        """Another process (the CLI) wrote to the database: reload what the route reads."""
+    async def reload_tables(self) -> None:
+        """Users, carriers and DIDs, read again from the database."""
         self.users.replace_all(await self.store.list_users())
         await self.reload_carriers()
+
+    def tables_changed(self) -> None:
+        """The console changed users, carriers or DIDs: worker processes read them again."""
+        if isinstance(self.cluster, MainCluster):
+            self.cluster.tables_changed()
+
+    async def _reload_changed_tables(self) -> None:
+        """Another process (the CLI) wrote to the database: reload what the route reads."""
+        await self.reload_tables()
+        self.tables_changed()
         # `pbxtui ban add/del` while we run: put the ban in force or lift it (issue "Security").
         # Flushed first, so every ban this process made is in the store: a row of ours that is
         # missing now was deleted by the other process.
@@ -229,6 +294,11 @@ class Pbx:
         )
 
     async def stop(self) -> None:
+        cluster = self.cluster
+        if isinstance(cluster, MainCluster):
+            await cluster.stop()
+        elif cluster is not None:
+            cluster.close()
         if self.trunks is not None:
             await self.trunks.close()
         if self._proxy_timer is not None:
@@ -250,9 +320,25 @@ class Pbx:
     # -- the loop's callbacks -------------------------------------------------------------
     def _on_message(self, data: bytes, flow) -> None:
         try:
+            cluster = self.cluster
+            if cluster is not None:
+                owner = owner_of(data, cluster.workers)
+                if owner != cluster.index:
+                    # Another process holds this Call-ID's state (core/affinity.py).
+                    if self.route.admit(flow):
+                        cluster.forward(owner, data, flow)
+                    return
             self.route.on_message(data, flow)
         except Exception:
             # A bug must never take the server down; it is logged with the message that hit it.
+            log.exception("unhandled error routing a message from %s", flow)
+        self._arm_proxy_timer()
+
+    def _on_forwarded(self, data: bytes, flow) -> None:
+        """A message another process read and admitted, for a Call-ID this one owns."""
+        try:
+            self.route.on_admitted(data, flow, self.clock())
+        except Exception:
             log.exception("unhandled error routing a message from %s", flow)
         self._arm_proxy_timer()
 
@@ -294,10 +380,16 @@ class Pbx:
         self.security.parse_failed(flow.remote[0], error.reason, self.clock())
 
     async def _housekeeping(self) -> None:
+        cluster = self.cluster
+        if isinstance(cluster, WorkerCluster):
+            await self._worker_housekeeping(cluster)
+            return
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             now = self.clock()
             try:
+                if cluster is not None:
+                    cluster.housekeeping(now)
                 self.registrar.expire(now)
                 self.security.expire(now)
                 self.route.expire(now)
@@ -307,6 +399,21 @@ class Pbx:
                     target = binding.target()
                     self.route.send(request.to_bytes(), target.flow)
                 self._report_shedding()
+            except Exception:
+                log.exception("housekeeping failed")
+
+    async def _worker_housekeeping(self, cluster: WorkerCluster) -> None:
+        """A worker's: no expiry of bindings nor keep-alives (main does those and passes the
+        result on), its figures to main."""
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
+            now = self.clock()
+            try:
+                self.security.expire(now)
+                self.route.expire(now)
+                self.trunks.expire(now)
+                self._report_shedding()
+                cluster.report()
             except Exception:
                 log.exception("housekeeping failed")
 
@@ -327,7 +434,7 @@ class Pbx:
     # -- figures for the console ----------------------------------------------------------
     def stats(self) -> PbxStats:
         now = self.clock()
-        return PbxStats(
+        stats = PbxStats(
             messages_in=self.transport.received_messages,
             messages_out=self.transport.sent_messages,
             contacts=self.location.contact_count if self.location else 0,
@@ -338,9 +445,20 @@ class Pbx:
             + self.transport.backlog_drops
             + self.transport.shed_requests,
         )
+        cluster = self.cluster
+        if isinstance(cluster, MainCluster):
+            # What the workers last reported, added to main's own (TCP, keep-alives).
+            totals = cluster.totals()
+            stats.messages_in += totals.messages_in
+            stats.messages_out += totals.messages_out
+            stats.dropped += totals.dropped
+            stats.calls_up = len(cluster.calls)
+        return stats
 
     def calls(self) -> list[CallInfo]:
         """Active calls, oldest first, for the console."""
+        if isinstance(self.cluster, MainCluster):
+            return self.cluster.calls.snapshot()
         return self.proxy.calls.snapshot() if self.proxy else []
 
 

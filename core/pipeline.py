@@ -162,6 +162,19 @@ class Route:
         if not self.security.admit(flow.remote[0], now):
             self.dropped += 1
             return
+        self.on_admitted(data, flow, now)
+
+    def admit(self, flow: Flow) -> bool:
+        """The per-packet check alone (bans, flood counting): with several worker processes,
+        the one that read a datagram checks it before handing it to its owner, which then
+        calls `on_admitted` (core/cluster.py). False: dropped and counted."""
+        if self.security.admit(flow.remote[0], self.clock()):
+            return True
+        self.dropped += 1
+        return False
+
+    def on_admitted(self, data: bytes, flow: Flow, now: float) -> None:
+        """A message that passed `admit`: parse it and route it."""
         if self.bus.capture_traffic:  # nobody reads traffic headless: skip building the event
             self.bus.publish(SipTraffic("in", flow.transport, flow.remote, flow.local, data))
         try:

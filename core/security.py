@@ -383,6 +383,10 @@ class Security:
         """Reload bans from the store at start-up (see `BanList.restore`)."""
         return self._bans.restore(bans, now, skip=self.is_exempt)
 
+    def forget_ban(self, ip: str) -> bool:
+        """Lift a ban another process of this server lifted and announced (core/cluster.py)."""
+        return self._bans.forget(ip)
+
     def sync_bans(self, bans: Iterable[SavedBan], now: float) -> tuple[int, int, list[str]]:
         """Follow the store after another process (the CLI) changed it: `bans` is every ban
         the store holds now (see `BanList.sync`). Returns (how many were put in force, how

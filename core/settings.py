@@ -170,6 +170,9 @@ class Settings:
         ListenAddress("tcp", "0.0.0.0", 5060),
     )
     user_agent: str = "pbxtui"
+    # Worker processes that serve SIP over UDP beside the main process (core/cluster.py);
+    # 0: one process does everything.
+    workers: int = 0
     transport: TransportSettings = field(default_factory=TransportSettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from core.dialplan import INTERNATIONAL, LOCAL, NATIONAL, DialledNumber, Dialplan
 from core.users import User
@@ -65,6 +66,12 @@ def check_policy(user: User, number: DialledNumber, dialplan: Dialplan) -> Refus
     return Refusal(403, "Outbound call not allowed", detail)
 
 
+class LimiterListener(Protocol):
+    def call_admitted(self, username: str, call_id: str, now: float) -> None: ...
+
+    def call_released(self, call_id: str) -> None: ...
+
+
 class CallLimiter:
     """Concurrent outbound calls per user and in all, and admitted attempts per user per hour.
 
@@ -73,10 +80,12 @@ class CallLimiter:
     the users' own limits; users without an hourly limit keep none.
     """
 
-    __slots__ = ("_active_by_call", "_active_by_user", "_starts_by_user", "max_global")
+    __slots__ = ("_active_by_call", "_active_by_user", "_starts_by_user", "listener", "max_global")
 
     def __init__(self, max_global: int) -> None:
         self.max_global = max_global  # 0: no global limit
+        # Told of every call counted in or out, so other worker processes count it too.
+        self.listener: LimiterListener | None = None
         self._active_by_call: dict[str, str] = {}  # call-id → user
         self._active_by_user: dict[str, int] = {}
         self._starts_by_user: dict[str, deque[float]] = {}
@@ -115,13 +124,27 @@ class CallLimiter:
             starts.append(now)
         self._active_by_call[call_id] = username
         self._active_by_user[username] = active + 1
+        if self.listener is not None:
+            self.listener.call_admitted(username, call_id, now)
         return None
+
+    def count_in(self, username: str, call_id: str, now: float, *, hourly: bool) -> None:
+        """Count a call another process admitted (no limit checked: it was checked there).
+        `hourly`: the user has an hourly limit, so the start joins the window too."""
+        if call_id in self._active_by_call:
+            return
+        self._active_by_call[call_id] = username
+        self._active_by_user[username] = self._active_by_user.get(username, 0) + 1
+        if hourly:
+            self._starts_by_user.setdefault(username, deque()).append(now)
 
     def release(self, call_id: str) -> None:
         """The call ended or failed; releasing one not admitted (or twice) does nothing."""
         username = self._active_by_call.pop(call_id, None)
         if username is None:
             return
+        if self.listener is not None:
+            self.listener.call_released(call_id)
         left = self._active_by_user.get(username, 1) - 1
         if left > 0:
             self._active_by_user[username] = left

@@ -174,12 +174,19 @@ class Transport:
         settings: TransportSettings,
         on_message: MessageHandler,
         on_stream_error: StreamErrorHandler | None = None,
+        on_forwarded: MessageHandler | None = None,
     ) -> None:
         self.settings = settings
         self.on_message = on_message
+        # Messages another worker process read and checked (core/cluster.py): queued and shed
+        # like datagrams, then handed here instead of to `on_message`.
+        self.on_forwarded = on_forwarded or on_message
         self.on_stream_error = on_stream_error or (lambda error, flow, data: None)
         self._udp: dict[tuple[str, int], _UdpEndpoint] = {}
         self._udp_by_family: dict[socket.AddressFamily, _UdpEndpoint] = {}
+        # Bound but not read here (the main process when worker processes read them).
+        self._raw_udp: dict[tuple[str, int], socket.socket] = {}
+        self._raw_udp_by_family: dict[socket.AddressFamily, socket.socket] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: dict[int, _TcpConnection] = {}
         self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
@@ -198,7 +205,8 @@ class Transport:
         self.stream_errors = 0
         self.refused_connections = 0
         self.backlog_drops = 0
-        self._backlog: deque[tuple[bytes, Flow, float]] = deque()  # (data, flow, queued at)
+        # (data, flow, queued at, forwarded by another worker process)
+        self._backlog: deque[tuple[bytes, Flow, float, bool]] = deque()
         self._draining = False
 
     def loop_time(self) -> float:
@@ -210,7 +218,7 @@ class Transport:
         return len(self._connections)
 
     # -- UDP intake -----------------------------------------------------------------------
-    def enqueue_datagram(self, data: bytes, flow: Flow) -> None:
+    def enqueue_datagram(self, data: bytes, flow: Flow, forwarded: bool = False) -> None:
         """Queue a datagram for `on_message`, handled a few at a time between other work.
 
         The loop reads up to 32 datagrams per turn and used to handle each as it was read:
@@ -227,7 +235,7 @@ class Transport:
         if shed_after and backlog and now - backlog[0][2] > shed_after and starts_new_work(data):
             self.shed_requests += 1
             return
-        backlog.append((data, flow, now))
+        backlog.append((data, flow, now, forwarded))
         if not self._draining:
             self._draining = True
             assert self._loop is not None
@@ -238,8 +246,11 @@ class Transport:
         on_message = self.on_message
         try:
             for _ in range(min(len(backlog), UDP_BATCH)):
-                data, flow, _queued_at = backlog.popleft()
-                on_message(data, flow)
+                data, flow, _queued_at, forwarded = backlog.popleft()
+                if forwarded:
+                    self.on_forwarded(data, flow)
+                else:
+                    on_message(data, flow)
         finally:
             # Rescheduled even if a handler raised (the loop logs it): one bad message must
             # not leave the rest of the backlog unread.
@@ -248,13 +259,16 @@ class Transport:
             else:
                 self._draining = False
 
-    async def start(self, listen: tuple[ListenAddress, ...]) -> None:
-        """Bind every listen address; on any failure close what was bound and raise ListenError."""
+    async def start(self, listen: tuple[ListenAddress, ...], *, read_udp: bool = True) -> None:
+        """Bind every listen address; on any failure close what was bound and raise ListenError.
+
+        `read_udp` False: the UDP sockets are bound and used for sending, but worker processes
+        read them (`udp_sockets` hands them over; see core/workers.py)."""
         self._loop = asyncio.get_running_loop()
         try:
             for address in listen:
                 if address.transport == "udp":
-                    await self._listen_udp(address)
+                    await self._listen_udp(address, read_udp)
                 elif address.transport == "tcp":
                     await self._listen_tcp(address)
                 else:
@@ -271,7 +285,7 @@ class Transport:
             raise ListenError(error.errno or 0, f"cannot listen on {address}: {reason}") from None
         self._sweeper = asyncio.create_task(self._sweep_idle(), name="tcp-idle-sweeper")
 
-    async def _listen_udp(self, address: ListenAddress) -> None:
+    async def _listen_udp(self, address: ListenAddress, read: bool) -> None:
         assert self._loop is not None
         family = _family(address.host)
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -287,11 +301,33 @@ class Transport:
             sock, self.settings.udp_receive_buffer_bytes
         )
         local = _peer(sock.getsockname())
+        if read:
+            await self._read_udp(sock, local)
+        else:
+            self._raw_udp[local] = sock
+            self._raw_udp_by_family.setdefault(family, sock)
+        self.bound.append(ListenAddress("udp", local[0], local[1]))
+
+    async def _read_udp(self, sock: socket.socket, local: tuple[str, int]) -> None:
+        assert self._loop is not None
         endpoint = _UdpEndpoint(self, local)
         await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
         self._udp[local] = endpoint
-        self._udp_by_family.setdefault(family, endpoint)
-        self.bound.append(ListenAddress("udp", local[0], local[1]))
+        self._udp_by_family.setdefault(sock.family, endpoint)
+
+    @property
+    def udp_sockets(self) -> list[socket.socket]:
+        """The UDP sockets bound but not read here, in listen order (for worker processes)."""
+        return list(self._raw_udp.values())
+
+    async def adopt_udp(self, socks: list[socket.socket]) -> None:
+        """Read UDP sockets another process bound (a worker process; core/workers.py)."""
+        self._loop = asyncio.get_running_loop()
+        for sock in socks:
+            sock.setblocking(False)
+            local = _peer(sock.getsockname())
+            await self._read_udp(sock, local)
+            self.bound.append(ListenAddress("udp", local[0], local[1]))
 
     async def _listen_tcp(self, address: ListenAddress) -> None:
         assert self._loop is not None
@@ -339,8 +375,7 @@ class Transport:
         if flow.transport == "udp":
             endpoint = self._udp.get(flow.local) or self._udp_by_family.get(_family(flow.remote[0]))
             if endpoint is None or endpoint.udp is None:
-                self.send_errors += 1
-                return False
+                return self._send_raw(data, flow)
             endpoint.udp.sendto(data, flow.remote)
             self.sent_messages += 1
             return True
@@ -360,6 +395,20 @@ class Transport:
             return True
         self.send_errors += 1
         return False
+
+    def _send_raw(self, data: bytes, flow: Flow) -> bool:
+        """UDP from a socket this process does not read (main, beside worker processes)."""
+        sock = self._raw_udp.get(flow.local) or self._raw_udp_by_family.get(_family(flow.remote[0]))
+        if sock is None:
+            self.send_errors += 1
+            return False
+        try:
+            sock.sendto(data, flow.remote)
+        except OSError:
+            self.send_errors += 1
+            return False
+        self.sent_messages += 1
+        return True
 
     def _connect(self, remote: tuple[str, int]) -> _TcpConnection | None:
         """Open a TCP connection for a send (§18.2.2 when the original one is gone)."""
@@ -416,5 +465,9 @@ class Transport:
                 endpoint.udp.close()
         self._udp.clear()
         self._udp_by_family.clear()
+        for sock in self._raw_udp.values():
+            sock.close()
+        self._raw_udp.clear()
+        self._raw_udp_by_family.clear()
         self._connections.clear()
         self._connection_by_peer.clear()

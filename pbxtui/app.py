@@ -61,6 +61,7 @@ class PbxApp(App[None]):
         self.require_login = require_login
         self.freeze_gc = freeze_gc
         self.pbx = Pbx(settings)
+        self.pbx.quiet_workers = True  # the console owns the terminal
         self.state = ConsoleState(self.pbx)
         self.ready = False
         self.locked = False

@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             db=getattr(args, "db", None),
             listen=getattr(args, "listen", None),
             domain=getattr(args, "domain", None),
+            workers=getattr(args, "workers", None),
         )
         handler: Handler | None = getattr(args, "handler", None)
         if handler is not None and args.headless:
@@ -183,6 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--headless",
         action="store_true",
         help="run the SIP server without the console, logging to stderr (for systemd)",
+    )
+    parser.add_argument(
+        "--workers",
+        metavar="N",
+        help="worker processes serving SIP over UDP beside the main one: 0 (none: one "
+        'process does everything), 1-64, or "auto" (one per CPU)',
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
 

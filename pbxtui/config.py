@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import os
 import re
 import tomllib
 import typing
@@ -61,7 +62,8 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "ui": ("ui", UiSettings),
     "dialplan": ("dialplan", DialplanSettings),
 }
-_SERVER_KEYS = ("domain", "db", "listen", "user_agent")
+_SERVER_KEYS = ("domain", "db", "listen", "user_agent", "workers")
+MAX_WORKERS = 64
 
 # A SIP domain is a hostname or an IP address; it is also the digest realm, which is quoted
 # in WWW-Authenticate, so quotes, spaces and the like must never get in.
@@ -140,12 +142,13 @@ def load_settings(
     db: str | Path | None = None,
     listen: Sequence[str] | None = None,
     domain: str | None = None,
+    workers: str | None = None,
     cwd: Path | None = None,
 ) -> Settings:
     """Settings from the config file found by the search order, with CLI overrides on top."""
     path = find_config_file(config_file, cwd)
     settings = read_config_file(path) if path is not None else default_settings()
-    return apply_overrides(settings, db=db, listen=listen, domain=domain, cwd=cwd)
+    return apply_overrides(settings, db=db, listen=listen, domain=domain, workers=workers, cwd=cwd)
 
 
 def default_settings() -> Settings:
@@ -186,16 +189,35 @@ def settings_from_mapping(
     return settings
 
 
+def parse_workers(value: object) -> int:
+    """Worker processes: an integer 0..MAX_WORKERS, or "auto" (one per CPU, 0 on one CPU)."""
+    if value == "auto":
+        cpus = os.cpu_count() or 1
+        return 0 if cpus < 2 else min(cpus, MAX_WORKERS)
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_WORKERS:
+        raise ValueError(f'expected 0-{MAX_WORKERS} or "auto", got {value!r}')
+    return value
+
+
 def apply_overrides(
     settings: Settings,
     *,
     db: str | Path | None = None,
     listen: Sequence[str] | None = None,
     domain: str | None = None,
+    workers: str | None = None,
     cwd: Path | None = None,
 ) -> Settings:
-    """Apply `--db`, `--listen` (replaces the list) and `--domain`; `ConfigError` if bad."""
+    """Apply `--db`, `--listen` (replaces the list), `--domain` and `--workers`;
+    `ConfigError` if bad."""
     changes: dict[str, Any] = {}
+    if workers is not None:
+        try:
+            changes["workers"] = parse_workers(workers)
+        except ValueError as exc:
+            raise ConfigError(f"--workers: {exc}") from None
     if db is not None:
         changes["db_path"] = ((cwd or Path.cwd()) / Path(db).expanduser()).absolute()
     if listen:
@@ -230,6 +252,12 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
                 changes["listen"] = tuple(parse_listen(v) for v in value)
             except ValueError as exc:
                 raise ConfigError(f"{where} listen: {exc}") from None
+            continue
+        if key == "workers":
+            try:
+                changes["workers"] = parse_workers(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} workers: {exc}") from None
             continue
         if not isinstance(value, str):
             raise ConfigError(f"{where} {key}: expected a string, got {value!r}")

@@ -154,6 +154,9 @@ def test_argparse_usage_errors_exit_2(cli: Cli) -> None:
     assert cli("user").code == 2
     assert cli("frobnicate").code == 2
     assert cli("--headless", "user", "list").code == 2
+    bad_workers = cli("--headless", "--workers", "lots")
+    assert bad_workers.code == 2
+    assert "error: --workers: expected 0-64 or \"auto\", got 'lots'" in bad_workers.err
 
 
 def test_user_list_is_aligned(cli: Cli) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from ipaddress import ip_address
 from pathlib import Path
@@ -72,7 +73,7 @@ def test_the_example_file_lists_every_key_at_its_default(home: Path) -> None:
     with EXAMPLE.open("rb") as stream:
         documented = tomllib.load(stream)
     defaults = Settings()
-    assert set(documented["server"]) == {"domain", "db", "listen", "user_agent"}
+    assert set(documented["server"]) == {"domain", "db", "listen", "user_agent", "workers"}
     for field in dataclasses.fields(defaults):
         value = getattr(defaults, field.name)
         if dataclasses.is_dataclass(value):
@@ -144,6 +145,9 @@ def test_sections_map_onto_the_settings(home: Path) -> None:
         ("[server]\nlisten = 'udp:0.0.0.0:5060'\n", "listen: expected a list of strings"),
         ("[server]\nlisten = []\n", "listen: name at least one address"),
         ("[server]\nlisten = ['sctp:0.0.0.0:5060']\n", "[server] listen:"),
+        ("[server]\nworkers = 65\n", '[server] workers: expected 0-64 or "auto", got 65'),
+        ("[server]\nworkers = 'many'\n", "[server] workers: expected 0-64"),
+        ("[server]\nworkers = true\n", "[server] workers: expected 0-64"),
         ("server = 1\n", "[server] must be a table"),
         ("[server\n", "invalid TOML"),
     ],
@@ -167,7 +171,18 @@ def test_cli_overrides_win(home: Path) -> None:
     assert settings.listen == (ListenAddress("tcp", "127.0.0.1", 6000),)
 
 
+def test_workers_from_the_file_and_the_command_line(home: Path) -> None:
+    write(Path.cwd() / "pbxtui.toml", "[server]\nworkers = 3\n")
+    assert load_settings().workers == 3
+    assert load_settings(workers="0").workers == 0
+    assert Settings().workers == 0  # by default one process does everything
+    cpus = os.cpu_count() or 1
+    assert load_settings(workers="auto").workers == (0 if cpus < 2 else min(cpus, 64))
+
+
 def test_bad_overrides_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="--workers: expected 0-64"):
+        apply_overrides(Settings(), workers="-1")
     with pytest.raises(ConfigError, match="--listen"):
         apply_overrides(Settings(), listen=["udp:nowhere:5060"])
     with pytest.raises(ConfigError, match="--domain"):

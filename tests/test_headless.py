@@ -49,7 +49,7 @@ def _wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float =
     raise AssertionError(f"{needle!r} not seen; stderr so far:\n{''.join(lines)}")
 
 
-def _options(port: int) -> bytes:
+def _options(port: int, call_id: str = "headless-1") -> bytes:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         sock.settimeout(2.0)
@@ -59,7 +59,7 @@ def _options(port: int) -> bytes:
                 f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
                 f"Via: SIP/2.0/UDP 127.0.0.1:{local[1]};branch=z9hG4bKheadless;rport\r\n"
                 "Max-Forwards: 70\r\nFrom: <sip:probe@pbx.test>;tag=1\r\n"
-                f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: headless-1\r\nCSeq: 1 OPTIONS\r\n"
+                f"To: <sip:127.0.0.1:{port}>\r\nCall-ID: {call_id}\r\nCSeq: 1 OPTIONS\r\n"
                 "Content-Length: 0\r\n\r\n"
             ).encode(),
             ("127.0.0.1", port),
@@ -80,6 +80,34 @@ def test_headless_starts_answers_and_stops_on_sigterm(tmp_path: Path) -> None:
         rest = process.stderr.read() or ""
         assert "stopped" in rest
         assert "Traceback" not in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_headless_with_workers_answers_and_stops_them(tmp_path: Path) -> None:
+    port = free_port()
+    command = _command(tmp_path, port, "--workers", "2")
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        lines = _wait_for_line(process, "pbxtui ready")
+        assert any("2 worker processes" in line for line in lines)
+        workers = _children(process.pid)
+        assert len(workers) == 2
+        for number in range(6):  # several Call-IDs: both workers answer some
+            assert _options(port, f"headless-{number}").startswith(b"SIP/2.0 200 OK")
+        # Ctrl-C in a terminal reaches the whole process group: main stops the workers.
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(10) == 0
+        assert process.stderr is not None
+        rest = process.stderr.read() or ""
+        assert "stopped" in rest and "Traceback" not in rest
+        for pid in workers:  # main waited for every worker: none outlives it
+            assert not Path(f"/proc/{pid}").exists()
     finally:
         if process.poll() is None:
             process.kill()

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 
+from core.affinity import MAIN, owner_of
 from core.events import ContactUnreachable, EventBus
 from core.flow import Flow
 from core.location import Binding, LocationService
@@ -110,6 +111,8 @@ def test_every_ping_has_a_fresh_call_id_and_branch(world: World) -> None:
     requests = [request for _, request in world.keepalive.due(30.0)]
     assert len({request.call_id for request in requests}) == 2
     assert len({request.top_via.branch for request in requests if request.top_via}) == 2
+    # With worker processes, the answers must come back to main, which sent the pings.
+    assert all(owner_of(request.to_bytes(), 4) == MAIN for request in requests)
 
 
 def test_a_re_register_restarts_the_schedule(world: World) -> None:

@@ -14,6 +14,7 @@ from textual.widgets import Input, Label
 
 from core.settings import SecuritySettings
 from core.store import CdrRow
+from screens.widgets.line_table import LineTable
 from screens.widgets.tables import KeyedTable
 
 USERS = {"alice": "alice-secret-1", "bob": "bob-secret-22"}
@@ -158,3 +159,25 @@ async def test_calls_pane_lists_cdrs_and_filters_them(tmp_path: Path) -> None:
         await pilot.pause()
         assert len(rows(app, "cdrs")) == 2
         assert "Calls up (0)" in str(app.screen.query_one("#calls-title", Label).render())
+
+
+async def test_with_worker_processes_the_console_shows_what_they_did(tmp_path: Path) -> None:
+    """Registrations, traffic and figures handled by the workers reach main's console."""
+    async with console(tmp_path, users=USERS, core={"workers": 2}) as (app, pilot):
+        alice = await register(app, "alice", USERS["alice"])
+        deadline = time.monotonic() + 5
+        while not app.pbx.location.all_bindings() and time.monotonic() < deadline:
+            await pilot.pause(0.05)
+        await pilot.press("2")
+        await refreshed(pilot, app)
+        assert [row[0] for row in rows(app, "bindings")] == ["alice"]
+        await pilot.press("1")
+        await refreshed(pilot, app)
+        dialogs = app.screen.query_one("#dialogs", LineTable)
+        listed = [(str(dialogs.cells(key)[1]), str(dialogs.cells(key)[5])) for key in dialogs.keys]
+        assert listed == [("REGISTER", "200 OK")]
+        # The header strip counts the workers' messages (reported about once a second).
+        while app.pbx.stats().messages_in < 2 and time.monotonic() < deadline + 2:
+            await pilot.pause(0.1)
+        assert app.pbx.stats().messages_in >= 2
+        alice.close()

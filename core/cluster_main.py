@@ -1,0 +1,166 @@
+"""The main process's side of the cluster: starts the workers and takes in what they report.
+
+See core/cluster.py for the layout. Main reads no UDP itself once workers run; it hands the
+messages of its TCP connections to their owners, writes what workers send on TCP flows,
+stores their bindings, bans and CDRs, passes their changes on to the other workers, and
+shows their events, calls and figures in the console.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from core.affinity import MAIN
+from core.cluster import (
+    BanReplicator,
+    BindingReplicator,
+    LimiterReplicator,
+    RemoteCalls,
+    Replicator,
+    WorkerFigures,
+    apply_change,
+    ban_row,
+    flow_fields,
+    flow_of,
+)
+from core.events import CallEvent, ServerEvent
+from core.flow import Flow
+from core.links import Links, Message
+from core.store import InsertCdr, UpsertBan
+from core.workers import WorkerPool
+
+if TYPE_CHECKING:
+    from core.pbx import Pbx
+
+log = logging.getLogger("pbxtui.cluster")
+
+
+class MainCluster:
+    index = MAIN
+
+    def __init__(self, pbx: Pbx, *, quiet: bool) -> None:
+        self.pbx = pbx
+        self.workers = pbx.settings.workers
+        self.links = Links(self._on_link_message, self._on_link_lost)
+        self.replicator = Replicator(self.links, MAIN)
+        self.figures: dict[int, WorkerFigures] = {}
+        proxy_settings = pbx.settings.proxy
+        self.calls = RemoteCalls(
+            proxy_settings.max_active_calls * self.workers,
+            proxy_settings.max_call_seconds + proxy_settings.invite_timeout + 60.0,
+        )
+        self.forwarded = 0
+        self.pool = WorkerPool(
+            self.workers,
+            self.links,
+            self._init_message,
+            [sock.fileno() for sock in pbx.transport.udp_sockets],
+            quiet=quiet,
+            on_event=self._server_event,
+        )
+
+    def _init_message(self, index: int) -> Message:
+        pbx = self.pbx
+        return (
+            "init",
+            index,
+            self.workers,
+            pbx.settings,
+            tuple(pbx.transport.bound),
+            pbx.bus.capture_traffic,
+        )
+
+    def install(self) -> None:
+        """Main's changes go to every worker: bindings, bans, outbound call counts."""
+        pbx = self.pbx
+        pbx.location.sinks.append(BindingReplicator(self.replicator))
+        pbx.security.sink = BanReplicator(self.replicator, pbx.security.sink)
+        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
+
+    async def start(self) -> None:
+        # Bindings and bans written so far must be in the file the workers load.
+        await self.pbx.store.flush()
+        self.install()
+        await self.pool.start()
+
+    async def stop(self) -> None:
+        await self.pool.stop()
+
+    # -- messages ---------------------------------------------------------------------------
+    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
+        self.forwarded += 1
+        self.links.send(owner, ("sip", data, flow_fields(flow)))
+
+    def tables_changed(self) -> None:
+        """Users, carriers or DIDs changed in the database: workers read them again."""
+        self.links.broadcast(("reload",))
+
+    def _on_link_message(self, worker: int, message: Message, fds: list[int]) -> None:
+        pbx = self.pbx
+        kind = message[0]
+        if kind == "sip":
+            pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
+            return
+        if kind == "send":
+            pbx.transport.send(message[1], flow_of(message[2]))
+            return
+        if kind == "event":
+            event = message[1]
+            if type(event) is CallEvent:
+                self.calls.follow(event, worker)
+            # Main's own listeners (the trunks) follow it quietly: the worker sends its
+            # changes itself.
+            self.replicator.applying = True
+            try:
+                pbx.bus.publish(event)
+            finally:
+                self.replicator.applying = False
+            return
+        if apply_change(
+            message,
+            replicator=self.replicator,
+            location=pbx.location,
+            security=pbx.security,
+            limiter=pbx.trunks.limiter,
+            users=pbx.users,
+            now=pbx.clock(),
+        ):
+            self.links.broadcast(message, skip=worker)  # to the other workers, as it came
+            if kind == "ban":
+                _, ip, until, reason, count = message
+                pbx.store.submit(UpsertBan(ban_row(ip, until, reason, count)))
+            return
+        if kind == "cdr":
+            pbx.store.submit(InsertCdr(message[1]))
+        elif kind == "stats":
+            self.figures[worker] = WorkerFigures(*message[1:])
+        elif kind == "log":
+            _, level, name, text = message
+            logging.getLogger(name).log(level, "[worker %d] %s", worker, text)
+        elif kind == "ready":
+            self.pool.ready(worker)
+        else:
+            log.warning("unknown message %r from worker %d", kind, worker)
+
+    def _on_link_lost(self, worker: int) -> None:
+        self.figures.pop(worker, None)
+        self.calls.forget_worker(worker)
+        self.pool.lost(worker)
+
+    def _server_event(self, message: str, level: str) -> None:
+        self.pbx.bus.publish(ServerEvent(message, level=level))
+
+    # -- figures ----------------------------------------------------------------------------
+    def totals(self) -> WorkerFigures:
+        total = WorkerFigures()
+        for figures in self.figures.values():
+            total.messages_in += figures.messages_in
+            total.messages_out += figures.messages_out
+            total.dropped += figures.dropped
+            total.forwarded += figures.forwarded
+            total.shed += figures.shed
+        return total
+
+    def housekeeping(self, now: float) -> None:
+        self.calls.sweep(now)

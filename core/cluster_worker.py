@@ -1,0 +1,156 @@
+"""A worker process's side of the cluster: its links, and what it reports to main.
+
+See core/cluster.py for the layout. A worker handles the messages whose Call-ID it owns,
+hands the others to their owners, sends its changes (bindings, bans, outbound call counts),
+events and CDRs to main, and applies the changes main passes on. It stops when its link to
+main closes: main stopped or died, and a worker on its own would serve stale tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.affinity import MAIN
+from core.cluster import (
+    BanReplicator,
+    BindingReplicator,
+    CdrForwarder,
+    LimiterReplicator,
+    Replicator,
+    apply_change,
+    flow_fields,
+    flow_of,
+)
+from core.flow import Flow
+from core.links import Links, Message
+from core.settings import ListenAddress
+
+if TYPE_CHECKING:
+    from core.pbx import Pbx
+
+log = logging.getLogger("pbxtui.cluster")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What main tells a worker at start (the "init" message)."""
+
+    index: int
+    workers: int
+    bound: tuple[ListenAddress, ...]  # main's listen addresses, for Via and Record-Route
+    capture_traffic: bool  # the console's Traffic pane wants every message
+
+
+class WorkerCluster:
+    def __init__(self, pbx: Pbx, setup: WorkerSetup, main_link: socket.socket) -> None:
+        self.pbx = pbx
+        self.index = setup.index
+        self.workers = setup.workers
+        self.links = Links(self._on_link_message, self._on_link_lost)
+        self.links.attach(MAIN, main_link)
+        self.replicator = Replicator(self.links, self.index)
+        self.stopped = asyncio.Event()
+        self.forwarded = 0
+        self._reload: asyncio.Task[None] | None = None
+        self._reload_again = False
+
+    def to_main(self, message: Message) -> bool:
+        return self.links.send(MAIN, message)
+
+    def install(self) -> None:
+        """After the Pbx is built: changes go to main, CDRs too; nothing is stored here, and
+        keep-alives are main's (the worker's keep-alive leaves the location's listeners)."""
+        pbx = self.pbx
+        location = pbx.location
+        location.sink = None
+        if pbx.natping in location.sinks:
+            location.sinks.remove(pbx.natping)
+        location.sinks.append(BindingReplicator(self.replicator))
+        pbx.security.sink = BanReplicator(self.replicator, None)
+        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
+        pbx.proxy.calls.sink = CdrForwarder(self.links)
+
+    # -- messages ---------------------------------------------------------------------------
+    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
+        self.forwarded += 1
+        self.links.send(owner, ("sip", data, flow_fields(flow)))
+
+    def send(self, data: bytes, flow: Flow) -> bool:
+        """The route's sender: UDP from the shared socket, TCP through main's connection."""
+        if flow.transport == "udp":
+            return self.pbx.transport.send(data, flow)
+        return self.to_main(("send", data, flow_fields(flow)))
+
+    def report(self) -> None:
+        """Counters for main's header strip, about once a second."""
+        pbx = self.pbx
+        transport = pbx.transport
+        self.to_main(
+            (
+                "stats",
+                transport.received_messages,
+                transport.sent_messages,
+                pbx.route.dropped + transport.backlog_drops + transport.shed_requests,
+                self.forwarded,
+                transport.shed_requests,
+                pbx.clock(),
+            )
+        )
+
+    def _on_link_message(self, peer: int, message: Message, fds: list[int]) -> None:
+        kind = message[0]
+        pbx = self.pbx
+        if kind == "sip":
+            pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
+            return
+        if kind == "peer":
+            for extra in fds[1:]:
+                socket.close(extra)
+            if fds:
+                self.links.attach(message[1], socket.socket(fileno=fds[0]))
+            return
+        for fd in fds:
+            socket.close(fd)
+        if kind == "reload":
+            self._schedule_reload()
+            return
+        applied = apply_change(
+            message,
+            replicator=self.replicator,
+            location=pbx.location,
+            security=pbx.security,
+            limiter=pbx.trunks.limiter,
+            users=pbx.users,
+            now=pbx.clock(),
+        )
+        if not applied:
+            log.warning("unknown message %r from process %d", kind, peer)
+
+    def _schedule_reload(self) -> None:
+        if self._reload is not None:
+            self._reload_again = True  # one more pass after this one, for changes it missed
+            return
+        self._reload = asyncio.get_running_loop().create_task(self._reload_tables())
+
+    async def _reload_tables(self) -> None:
+        try:
+            while True:
+                self._reload_again = False
+                await self.pbx.reload_tables()
+                if not self._reload_again:
+                    break
+        except Exception:
+            log.exception("reloading users and carriers failed")
+        finally:
+            self._reload = None
+
+    def _on_link_lost(self, peer: int) -> None:
+        if peer == MAIN:
+            self.stopped.set()
+
+    def close(self) -> None:
+        self.links.close()

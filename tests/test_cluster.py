@@ -1,0 +1,318 @@
+"""The parts of the cluster that need no second process: links on a socketpair, the
+replication rules, main's view of the workers' calls, and the divided limits."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+import pytest
+
+from core.affinity import MAIN
+from core.cluster import (
+    BindingReplicator,
+    RemoteCalls,
+    Replicator,
+    WorkerBus,
+    apply_change,
+    binding_message,
+    divided_limits,
+    flow_fields,
+    flow_of,
+)
+from core.events import (
+    CallEvent,
+    ContactRegistered,
+    EventBus,
+    SecurityEvent,
+    SipTraffic,
+    SourceUnbanned,
+)
+from core.flow import Flow
+from core.links import Links, link_pair
+from core.location import Binding, LocationService
+from core.security import Security
+from core.settings import RegistrarSettings, SecuritySettings
+from core.sip.uri import parse_uri
+from core.tollfraud import CallLimiter
+from core.users import UserDirectory, make_user
+
+NOW = 1_800_000_000.0
+
+
+class Inbox:
+    """What a Links object received, and which peers it lost."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[int, tuple, list[int]]] = []
+        self.lost: list[int] = []
+        self.arrived = asyncio.Event()
+
+    def on_message(self, peer: int, message: tuple, fds: list[int]) -> None:
+        self.messages.append((peer, message, fds))
+        self.arrived.set()
+
+    def on_lost(self, peer: int) -> None:
+        self.lost.append(peer)
+        self.arrived.set()
+
+    async def wait(self, count: int) -> None:
+        while len(self.messages) + len(self.lost) < count:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), 2.0)
+
+
+def linked() -> tuple[Links, Inbox, Links, Inbox]:
+    """Main (0) and worker 1 linked in this one process."""
+    main_inbox, worker_inbox = Inbox(), Inbox()
+    main = Links(main_inbox.on_message, main_inbox.on_lost)
+    worker = Links(worker_inbox.on_message, worker_inbox.on_lost)
+    ours, theirs = link_pair()
+    main.attach(1, ours)
+    worker.attach(MAIN, theirs)
+    return main, main_inbox, worker, worker_inbox
+
+
+# -- links ------------------------------------------------------------------------------------
+async def test_messages_and_file_descriptors_travel_between_links() -> None:
+    main, main_inbox, worker, worker_inbox = linked()
+    try:
+        flow = Flow("tcp", ("192.0.2.7", 5060), ("127.0.0.1", 5060), 42)
+        assert main.send(1, ("sip", b"OPTIONS ...", flow_fields(flow)))
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with udp:
+            assert main.send(1, ("init",), [udp.fileno()])
+            await worker_inbox.wait(2)
+        (_, first, _), (_, _, fds) = worker_inbox.messages
+        assert flow_of(first[2]) == flow and first[1] == b"OPTIONS ..."
+        with socket.socket(fileno=fds[0]) as passed:
+            assert passed.type == socket.SOCK_DGRAM
+        worker.send(MAIN, ("ready",))
+        await main_inbox.wait(1)
+        assert main_inbox.messages == [(1, ("ready",), [])]
+    finally:
+        main.close()
+        worker.close()
+
+
+async def test_a_peer_that_goes_away_is_reported_once_and_sends_to_it_are_counted() -> None:
+    main, main_inbox, worker, _ = linked()
+    worker.close()
+    await main_inbox.wait(1)
+    assert main_inbox.lost == [1]
+    assert 1 not in main
+    assert not main.send(1, ("reload",))
+    assert main.dropped == 1
+    main.close()
+
+
+async def test_messages_queued_in_one_turn_travel_as_one_batch_in_order() -> None:
+    main, _, worker, worker_inbox = linked()
+    try:
+        for number in range(50):
+            main.send(1, ("limit-", f"call-{number}"))
+        main.broadcast(("reload",))
+        await worker_inbox.wait(51)
+        assert [message for _, message, _ in worker_inbox.messages] == [
+            *(("limit-", f"call-{number}") for number in range(50)),
+            ("reload",),
+        ]
+        assert worker.received == 51
+    finally:
+        main.close()
+        worker.close()
+
+
+async def test_a_full_link_drops_instead_of_blocking() -> None:
+    main, _, worker, _ = linked()
+    try:
+        payload = b"x" * 70_000
+        batches = 0
+        while main.dropped == 0:  # nobody reads: the buffer fills up
+            main.send(1, ("sip", payload, None))  # past FLUSH_BYTES: sent at once
+            batches += 1
+            assert batches < 10_000, "the link never filled"
+        main.broadcast(("reload",))
+        main.flush()
+        assert main.dropped == 2
+    finally:
+        main.close()
+        worker.close()
+
+
+# -- replication --------------------------------------------------------------------------------
+def binding(user: str = "alice", contact: str = "sip:alice@192.0.2.10:5062") -> Binding:
+    return Binding(
+        user=user,
+        contact=contact,
+        uri=parse_uri(contact),  # type: ignore[arg-type]
+        flow=Flow("tcp", ("192.0.2.10", 40000), ("127.0.0.1", 5060), 7),
+        expires_at=NOW + 3600,
+        updated_at=NOW,
+        registered_at=NOW,
+        refreshed_at=NOW,
+        call_id="reg-1",
+        cseq=3,
+    )
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.to_peers: list[tuple[int | None, tuple]] = []
+
+    def send(self, peer: int, message: tuple, fds=None) -> bool:
+        self.to_peers.append((peer, message))
+        return True
+
+    def broadcast(self, message: tuple, *, skip: int | None = None) -> None:
+        self.to_peers.append((skip, message))
+
+
+def test_a_worker_sends_its_changes_to_main_but_not_those_it_applies() -> None:
+    sent = Sent()
+    replicator = Replicator(sent, 2)  # type: ignore[arg-type]
+    location = LocationService(RegistrarSettings(), EventBus())
+    location.sinks.append(BindingReplicator(replicator))
+    location.save(binding())
+    assert [(peer, message[0]) for peer, message in sent.to_peers] == [(MAIN, "bind")]
+    replicator.applying = True
+    location.save(binding(contact="sip:alice@192.0.2.11"))
+    assert len(sent.to_peers) == 1
+
+
+def test_main_sends_its_own_changes_to_every_worker() -> None:
+    sent = Sent()
+    replicator = Replicator(sent, MAIN)  # type: ignore[arg-type]
+    replicator.emit(("unban", "192.0.2.8"))
+    replicator.applying = True
+    replicator.emit(("unban", "192.0.2.9"))
+    assert sent.to_peers == [(None, ("unban", "192.0.2.8"))]
+
+
+def test_changes_from_another_process_are_applied_quietly() -> None:
+    bus = EventBus()
+    location = LocationService(RegistrarSettings(), bus)
+    security = Security(SecuritySettings(), bus)
+    limiter = CallLimiter(max_global=0)
+    users = UserDirectory()
+    users.put(make_user("alice", "alice-secret-1", "pbx.test", max_calls_per_hour=5))
+    sent = Sent()
+    replicator = Replicator(sent, MAIN)  # type: ignore[arg-type]
+    location.sinks.append(BindingReplicator(replicator))
+    tables = {
+        "replicator": replicator,
+        "location": location,
+        "security": security,
+        "limiter": limiter,
+        "users": users,
+    }
+
+    original = binding()
+    assert apply_change(binding_message("bind", original), **tables, now=NOW)
+    [held] = location.lookup("alice", NOW)
+    assert held.flow == original.flow  # the TCP connection is kept: main holds it
+    assert (held.call_id, held.cseq, held.expires_at) == ("reg-1", 3, NOW + 3600)
+    assert apply_change(binding_message("unbind", original), **tables, now=NOW)
+    assert location.lookup("alice", NOW) == []
+
+    assert apply_change(("ban", "192.0.2.66", NOW + 600, "flood", 900), **tables, now=NOW)
+    [ban] = security.bans(NOW)
+    assert (ban.ip, ban.reason, ban.until_wall) == ("192.0.2.66", "flood", NOW + 600)
+    assert apply_change(("unban", "192.0.2.66"), **tables, now=NOW)
+    assert security.bans(NOW) == []
+
+    assert apply_change(("limit+", "alice", "call-1", NOW), **tables, now=NOW)
+    assert limiter.active("alice") == 1
+    assert apply_change(("limit-", "call-1"), **tables, now=NOW)
+    assert limiter.active("alice") == 0
+
+    assert not apply_change(("cdr", None), **tables, now=NOW)
+    events, _, _ = bus.feed.read_since(0)
+    assert events == []  # the process that made each change announced it
+    assert sent.to_peers == []  # and passed it on
+    assert not replicator.applying
+
+
+def test_outbound_calls_counted_elsewhere_hold_the_limits_here() -> None:
+    limiter = CallLimiter(max_global=0)
+    alice = make_user("alice", "alice-secret-1", "pbx.test", max_concurrent_calls=1)
+    limiter.count_in("alice", "elsewhere", NOW, hourly=False)
+    refusal = limiter.admit(alice, "here", NOW)
+    assert refusal is not None and refusal.status == 486
+    limiter.release("elsewhere")
+    assert limiter.admit(alice, "here", NOW) is None
+
+
+def test_a_worker_bus_sends_events_to_main_but_not_expiries_main_announces() -> None:
+    sent: list[tuple] = []
+    bus = WorkerBus(sent.append)
+    heard: list = []
+    bus.subscribe(heard.append)
+    registered = ContactRegistered("alice", "sip:alice@x", ("192.0.2.1", 5060), "udp", 60)
+    bus.publish(registered)
+    bus.publish(SourceUnbanned("192.0.2.5", reason="expired"))
+    bus.publish(SecurityEvent("unbanned", "192.0.2.5", detail="expired"))
+    bus.publish(SourceUnbanned("192.0.2.6", reason="admin"))
+    traffic = SipTraffic("in", "udp", ("192.0.2.1", 5060), ("127.0.0.1", 5060), b"OPTIONS")
+    bus.capture_traffic = False
+    bus.publish(traffic)
+    bus.capture_traffic = True
+    bus.publish(traffic)
+    assert [message[1] for message in sent] == [
+        registered,
+        SourceUnbanned("192.0.2.6", reason="admin", at=sent[1][1].at),
+        traffic,
+    ]
+    assert len(heard) == 4  # local listeners (the trunks) hear every feed event
+
+
+# -- main's view ---------------------------------------------------------------------------------
+def call_event(call_id: str, state: str, at: float) -> CallEvent:
+    return CallEvent(call_id, state, "alice", "bob", source="192.0.2.1", at=at)
+
+
+def test_main_follows_the_workers_calls_from_their_events() -> None:
+    calls = RemoteCalls(capacity=2, max_age=100.0)
+    calls.follow(call_event("a", "trying", NOW), worker=1)
+    calls.follow(call_event("a", "answered", NOW + 2), worker=1)
+    [info] = calls.snapshot()
+    assert (info.state, info.started_at, info.answered_at) == ("answered", NOW, NOW + 2)
+    calls.follow(call_event("b", "trying", NOW + 3), worker=2)
+    calls.follow(call_event("c", "trying", NOW + 4), worker=2)  # over capacity: oldest goes
+    assert [info.call_id for info in calls.snapshot()] == ["b", "c"]
+    calls.follow(call_event("b", "ended", NOW + 5), worker=2)
+    assert [info.call_id for info in calls.snapshot()] == ["c"]
+    assert calls.forget_worker(2) == 1 and len(calls) == 0
+    calls.follow(call_event("d", "trying", NOW), worker=1)
+    calls.sweep(NOW + 99)
+    assert len(calls) == 1
+    calls.sweep(NOW + 100)  # its end was never heard of
+    assert len(calls) == 0
+
+
+@pytest.mark.parametrize(("workers", "flood", "per_ip"), [(1, 200, 10), (2, 100, 5), (3, 67, 4)])
+def test_limits_are_divided_among_the_workers(workers: int, flood: int, per_ip: int) -> None:
+    settings = SecuritySettings(flood_limit=200, auth_fail_limit_per_ip=10)
+    divided = divided_limits(settings, workers)
+    assert (divided.flood_limit, divided.auth_fail_limit_per_ip) == (flood, per_ip)
+    assert divided_limits(SecuritySettings(flood_limit=1), 8).flood_limit == 1
+
+
+async def test_a_worker_that_cannot_start_stops_the_server_with_a_reason(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from conftest import make_settings
+    from support.ports import free_port
+
+    from core.pbx import Pbx, StartError
+
+    # The worker command exits at once, as a broken installation's would.
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    pbx = Pbx(make_settings(tmp_path / "pbx.db", free_port(), workers=2))
+    with pytest.raises(StartError, match=r"worker process \d exited at start"):
+        await pbx.start()
+    # Nothing is left listening: the port can be bound again at once.
+    port = pbx.settings.listen[0].port
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", port))

@@ -1,0 +1,246 @@
+"""Worker processes (`[server] workers = 2`) end to end: SIPp against real processes.
+
+The main process runs in the test's event loop; the two workers are real `python -m
+pbxtui.worker` processes reading the same UDP socket. Every check looks at main, as the
+console would: its location table, feed, calls, figures and database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from conftest import USERS, start_pbx
+from support.client import UdpClient, request_text
+from support.ports import free_port
+from support.sipp import run_sipp, write_users_csv
+from test_proxy_sipp import call, call_events, invite_answers, register_port, start_callee
+
+from core.cluster_main import MainCluster
+from core.events import ContactRegistered, ServerEvent, SourceBanned
+from core.pbx import Pbx
+from core.settings import AuthSettings, SecuritySettings
+
+pytestmark = pytest.mark.sipp
+
+DOMAIN = "pbx.test"
+MANY_USERS = {f"user{number:03d}": f"secret-{number:03d}-x" for number in range(60)}
+
+
+@pytest.fixture
+async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
+    """Main and two workers, users alice, bob and carol, MD5 only for SIPp's sake."""
+    server = await start_pbx(tmp_path, workers=2, auth=AuthSettings(algorithms=("MD5",)))
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+def cluster_of(pbx: Pbx) -> MainCluster:
+    assert isinstance(pbx.cluster, MainCluster)
+    return pbx.cluster
+
+
+def feed(pbx: Pbx) -> list:
+    events, _cursor, _missed = pbx.bus.feed.read_since(0)
+    return events
+
+
+async def eventually(check, timeout: float = 5.0) -> None:
+    """Until `check()` is true: what a worker did reaches main a moment later."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        if loop.time() > deadline:
+            raise AssertionError(f"still false after {timeout} s: {check}")
+        await asyncio.sleep(0.05)
+
+
+async def register_many(pbx: Pbx, tmp_path: Path, users: dict[str, str]) -> None:
+    host, port = pbx.listening[0].host, pbx.listening[0].port
+    csv = write_users_csv(tmp_path / "many.csv", users)
+    result = await run_sipp(
+        "reg_auth.xml",
+        host,
+        port,
+        calls=len(users),
+        rate=200,
+        inf=csv,
+        keys={"domain": DOMAIN},
+        extra=["-auth_uri", DOMAIN],
+    )
+    assert result.returncode == 0, str(result)
+
+
+async def test_both_workers_serve_registrations_and_main_holds_every_binding(
+    tmp_path: Path,
+) -> None:
+    pbx = await start_pbx(
+        tmp_path, users=MANY_USERS, workers=2, auth=AuthSettings(algorithms=("MD5",))
+    )
+    try:
+        cluster = cluster_of(pbx)
+        assert cluster.pool.alive == 2
+        await register_many(pbx, tmp_path, MANY_USERS)
+        await eventually(lambda: pbx.location.contact_count == len(MANY_USERS))
+        registered = {e.user for e in feed(pbx) if isinstance(e, ContactRegistered)}
+        assert registered == set(MANY_USERS)
+        # Each worker reported handling part of the load (figures arrive once a second).
+        await eventually(lambda: len(cluster.figures) == 2, timeout=3)
+        await eventually(
+            lambda: all(f.messages_in > 0 for f in cluster.figures.values()), timeout=3
+        )
+        # Two REGISTERs each (challenged, then with credentials), in and out; with two
+        # readers and two owners, some were read by the worker that does not own them.
+        stats = pbx.stats()
+        assert stats.messages_in >= 2 * len(MANY_USERS) <= stats.messages_out
+        assert cluster.totals().forwarded > 0
+        # Main wrote every binding to the database: a restart would find them.
+        await eventually(lambda: cluster.pool.alive == 2)
+        await pbx.store.flush()
+        rows = await pbx.store.load_bindings(pbx.clock())
+        assert {row.aor for row in rows} == set(MANY_USERS)
+    finally:
+        await pbx.stop()
+    assert cluster.pool.alive == 0
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_call_between_phones_through_the_workers(
+    pbx: Pbx, tmp_path: Path, transport: str
+) -> None:
+    callee_port, caller_port = free_port(), free_port()
+    await register_port_eventually(pbx, tmp_path, "bob", callee_port)
+    callee = await start_callee(pbx, "uas_answer.xml", callee_port)
+    result = await call(pbx, tmp_path, "call_basic.xml", port=caller_port, transport=transport)
+    callee_result = await callee
+    assert result.returncode == 0, str(result)
+    assert callee_result.returncode == 0, str(callee_result)
+
+    await eventually(lambda: [e.state for e in call_events(pbx)][-1:] == ["ended"])
+    events = call_events(pbx)
+    assert [event.state for event in events] == ["trying", "ringing", "answered", "ended"]
+    assert pbx.calls() == [] and pbx.stats().calls_up == 0
+    # The worker's CDR was written by main.
+    await asyncio.sleep(0.2)
+    await pbx.store.flush()
+    [cdr] = await pbx.store.list_cdrs()
+    assert (cdr.caller, cdr.callee, cdr.status) == ("alice", "bob", 200)
+
+
+async def register_port_eventually(pbx: Pbx, tmp_path: Path, user: str, port: int) -> None:
+    """`register_port`, which checks main's location at once: the worker's binding reaches
+    main a moment after the 200, so the check waits for it."""
+    try:
+        await register_port(pbx, tmp_path, user, port)
+    except AssertionError:
+        await eventually(
+            lambda: port in [b.flow.port for b in pbx.location.lookup(user, pbx.clock())]
+        )
+
+
+async def test_active_calls_show_in_main_while_they_last(pbx: Pbx, tmp_path: Path) -> None:
+    callee_port, caller_port = free_port(), free_port()
+    await register_port_eventually(pbx, tmp_path, "bob", callee_port)
+    callee = await start_callee(pbx, "uas_answer.xml", callee_port)
+    caller = asyncio.create_task(
+        call(pbx, tmp_path, "call_basic.xml", port=caller_port, pause_ms=1500)
+    )
+    await eventually(lambda: [c.state for c in pbx.calls()] == ["answered"])
+    [info] = pbx.calls()
+    assert (info.caller, info.callee) == ("alice", "bob") and info.answered_at is not None
+    assert pbx.stats().calls_up == 1
+    assert (await caller).returncode == 0
+    assert (await callee).returncode == 0
+    await eventually(lambda: pbx.calls() == [])
+
+
+async def test_a_user_added_in_main_can_register_at_once(pbx: Pbx, tmp_path: Path) -> None:
+    await pbx.admin.add_user("dave", "dave-secret-4444")
+    await asyncio.sleep(0.3)  # the workers read the users table again
+    await register_many(pbx, tmp_path, {"dave": "dave-secret-4444"})
+    await eventually(lambda: len(pbx.location.lookup("dave", pbx.clock())) == 1)
+
+
+async def test_unregistering_in_main_reaches_the_workers(pbx: Pbx, tmp_path: Path) -> None:
+    callee_port, caller_port = free_port(), free_port()
+    await register_port_eventually(pbx, tmp_path, "bob", callee_port)
+    [binding] = pbx.location.lookup("bob", pbx.clock())
+    await pbx.admin.unregister("bob", binding.contact)
+    await asyncio.sleep(0.3)
+    # The worker that takes the call no longer knows a contact for bob: 480.
+    result = await call(pbx, tmp_path, "call_rejected.xml", port=caller_port)
+    assert result.returncode == 0, str(result)
+    # The console's traffic shows the workers' messages too.
+    await eventually(lambda: invite_answers(pbx, caller_port) == [407, 480])
+
+
+async def options(client: UdpClient, *, user_agent: str = "pbxtui-tests", timeout: float = 2.0):
+    """An OPTIONS to the server with a new Call-ID (so either worker may own it)."""
+    text = request_text("OPTIONS", f"sip:{DOMAIN}", local=client.local, user_agent=user_agent)
+    return await client.ask(text, timeout)
+
+
+async def test_a_ban_made_in_main_is_enforced_by_the_workers(pbx: Pbx) -> None:
+    server = pbx.listening[0].host, pbx.listening[0].port
+    client = await UdpClient(server).open("127.0.0.2")
+    try:
+        for _ in range(4):
+            assert (await options(client)).status == 200
+        await pbx.admin.ban("127.0.0.2", 60, "test")
+        await asyncio.sleep(0.3)
+        for _ in range(4):
+            assert await options(client, timeout=0.3) is None
+        await pbx.admin.unban("127.0.0.2")
+        await asyncio.sleep(0.3)
+        for _ in range(4):
+            assert (await options(client)).status == 200
+    finally:
+        client.close()
+
+
+async def test_a_ban_made_by_a_worker_reaches_main_and_the_database(tmp_path: Path) -> None:
+    security = SecuritySettings(scanner_ban_after=2)
+    pbx = await start_pbx(tmp_path, workers=2, security=security)
+    try:
+        server = pbx.listening[0].host, pbx.listening[0].port
+        client = await UdpClient(server).open("127.0.0.3")
+        try:
+            for _ in range(6):  # spread over both workers by Call-ID
+                await options(client, timeout=0.1, user_agent="friendly-scanner")
+        finally:
+            client.close()
+        await eventually(lambda: [b.ip for b in pbx.security.bans(pbx.clock())] == ["127.0.0.3"])
+        assert any(isinstance(e, SourceBanned) for e in feed(pbx))
+        await pbx.store.flush()
+        assert [row.ip for row in await pbx.store.list_bans()] == ["127.0.0.3"]
+    finally:
+        await pbx.stop()
+
+
+async def test_a_worker_that_dies_is_started_again(pbx: Pbx, tmp_path: Path) -> None:
+    cluster = cluster_of(pbx)
+    victim = cluster.pool.processes[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    await eventually(
+        lambda: any(
+            isinstance(e, ServerEvent) and "worker process 1 started again" in e.message
+            for e in feed(pbx)
+        ),
+        timeout=10,
+    )
+    assert cluster.pool.alive == 2 and cluster.pool.processes[1].pid != victim.pid
+    assert any(
+        isinstance(e, ServerEvent)
+        and e.level == "error"
+        and "worker process 1 stopped" in e.message
+        for e in feed(pbx)
+    )
+    # Both workers serve again: every registration succeeds.
+    await register_many(pbx, tmp_path, USERS)
+    await eventually(lambda: pbx.location.user_count == len(USERS))
