@@ -278,55 +278,71 @@ def ban_row(ip: str, until: float | None, reason: str, count: int) -> BanRow:
 CHANGES = frozenset({"bind", "unbind", "ban", "unban", "limit+", "limit-"})
 
 
-def apply_change(
-    message: Message,
-    *,
-    replicator: Replicator,
-    location: LocationService,
-    security,  # core.security.Security
-    limiter,  # core.tollfraud.CallLimiter
-    users,  # core.users.UserDirectory
-    now: float,
-) -> bool:
-    """Apply another process's change to this process's tables, quietly (no event, and
-    `replicator` sends nothing). False when the message is not a change."""
-    kind = message[0]
-    if kind not in CHANGES:
-        return False
-    replicator.applying = True
-    try:
-        _apply(message, location, security, limiter, users, now)
-    finally:
-        replicator.applying = False
-    return True
+class ChangeApplier:
+    """Applies other processes' changes to this process's tables, quietly: no event (the
+    process that made the change published it), and the replicator sends nothing."""
+
+    def __init__(
+        self,
+        replicator: Replicator,
+        *,
+        location: LocationService,
+        security,  # core.security.Security
+        limiter,  # core.tollfraud.CallLimiter
+        users,  # core.users.UserDirectory
+        clock: Callable[[], float],
+    ) -> None:
+        self.replicator = replicator
+        self.location = location
+        self.security = security
+        self.limiter = limiter
+        self.users = users
+        self.clock = clock
+
+    def apply(self, message: Message) -> bool:
+        """False when the message is not a change (the caller handles it)."""
+        if message[0] not in CHANGES:
+            return False
+        replicator = self.replicator
+        replicator.applying = True
+        try:
+            self._apply(message, self.clock())
+        finally:
+            replicator.applying = False
+        return True
+
+    def _apply(self, message: Message, now: float) -> None:
+        kind = message[0]
+        if kind in ("bind", "unbind"):
+            _, row, connection_id = message
+            try:
+                binding = binding_of(row, connection_id, now)
+            except ValueError:
+                return  # a contact that no longer parses: the other process had it anyway
+            if kind == "unbind":
+                self.location.forget(binding.user, binding.key)
+            elif binding.expires_at > now:
+                self.location.adopt(binding)
+        elif kind == "ban":
+            _, ip, until, reason, count = message
+            self.security.restore([ban_row(ip, until, reason, count)], now)
+        elif kind == "unban":
+            self.security.forget_ban(message[1])
+        elif kind == "limit+":
+            _, username, call_id, at = message
+            user = self.users.get(username)
+            hourly = user is not None and bool(user.max_calls_per_hour)
+            self.limiter.count_in(username, call_id, at, hourly=hourly)
+        elif kind == "limit-":
+            self.limiter.release(message[1])
 
 
-def _apply(message: Message, location, security, limiter, users, now: float) -> None:
-    kind = message[0]
-    if kind == "bind":
-        _, row, connection_id = message
-        try:
-            binding = binding_of(row, connection_id, now)
-        except ValueError:
-            return
-        if binding.expires_at > now:
-            location.adopt(binding)
-    elif kind == "unbind":
-        _, row, connection_id = message
-        try:
-            binding = binding_of(row, connection_id, now)
-        except ValueError:
-            return
-        location.forget(binding.user, binding.key)
-    elif kind == "ban":
-        _, ip, until, reason, count = message
-        security.restore([ban_row(ip, until, reason, count)], now)
-    elif kind == "unban":
-        security.forget_ban(message[1])
-    elif kind == "limit+":
-        _, username, call_id, at = message
-        user = users.get(username)
-        hourly = user is not None and bool(user.max_calls_per_hour)
-        limiter.count_in(username, call_id, at, hourly=hourly)
-    elif kind == "limit-":
-        limiter.release(message[1])
+def change_applier(replicator: Replicator, pbx) -> ChangeApplier:  # pbx: core.pbx.Pbx
+    return ChangeApplier(
+        replicator,
+        location=pbx.location,
+        security=pbx.security,
+        limiter=pbx.trunks.limiter,
+        users=pbx.users,
+        clock=pbx.clock,
+    )

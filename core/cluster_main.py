@@ -19,8 +19,8 @@ from core.cluster import (
     RemoteCalls,
     Replicator,
     WorkerFigures,
-    apply_change,
     ban_row,
+    change_applier,
     flow_fields,
     flow_of,
 )
@@ -74,6 +74,7 @@ class MainCluster:
     def install(self) -> None:
         """Main's changes go to every worker: bindings, bans, outbound call counts."""
         pbx = self.pbx
+        self.changes = change_applier(self.replicator, pbx)
         pbx.location.sinks.append(BindingReplicator(self.replicator))
         pbx.security.sink = BanReplicator(self.replicator, pbx.security.sink)
         pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
@@ -117,15 +118,7 @@ class MainCluster:
             finally:
                 self.replicator.applying = False
             return
-        if apply_change(
-            message,
-            replicator=self.replicator,
-            location=pbx.location,
-            security=pbx.security,
-            limiter=pbx.trunks.limiter,
-            users=pbx.users,
-            now=pbx.clock(),
-        ):
+        if self.changes.apply(message):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
             if kind == "ban":
                 _, ip, until, reason, count = message

@@ -21,7 +21,7 @@ from core.cluster import (
     CdrForwarder,
     LimiterReplicator,
     Replicator,
-    apply_change,
+    change_applier,
     flow_fields,
     flow_of,
 )
@@ -51,7 +51,9 @@ class WorkerCluster:
         self.index = setup.index
         self.workers = setup.workers
         self.links = Links(self._on_link_message, self._on_link_lost)
-        self.links.attach(MAIN, main_link)
+        # What main sends waits in the socket until this worker's tables are loaded and its
+        # sinks installed (`start`); what this worker sends goes at once.
+        self.links.attach(MAIN, main_link, read=False)
         self.replicator = Replicator(self.links, self.index)
         self.stopped = asyncio.Event()
         self.forwarded = 0
@@ -65,6 +67,7 @@ class WorkerCluster:
         """After the Pbx is built: changes go to main, CDRs too; nothing is stored here, and
         keep-alives are main's (the worker's keep-alive leaves the location's listeners)."""
         pbx = self.pbx
+        self.changes = change_applier(self.replicator, pbx)
         location = pbx.location
         location.sink = None
         if pbx.natping in location.sinks:
@@ -73,6 +76,10 @@ class WorkerCluster:
         pbx.security.sink = BanReplicator(self.replicator, None)
         pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
         pbx.proxy.calls.sink = CdrForwarder(self.links)
+
+    def start(self) -> None:
+        """Tables loaded, sinks installed, sockets read: take in what main sent meanwhile."""
+        self.links.read(MAIN)
 
     # -- messages ---------------------------------------------------------------------------
     def forward(self, owner: int, data: bytes, flow: Flow) -> None:
@@ -118,16 +125,7 @@ class WorkerCluster:
         if kind == "reload":
             self._schedule_reload()
             return
-        applied = apply_change(
-            message,
-            replicator=self.replicator,
-            location=pbx.location,
-            security=pbx.security,
-            limiter=pbx.trunks.limiter,
-            users=pbx.users,
-            now=pbx.clock(),
-        )
-        if not applied:
+        if not self.changes.apply(message):
             log.warning("unknown message %r from process %d", kind, peer)
 
     def _schedule_reload(self) -> None:

@@ -109,8 +109,9 @@ class Links:
     def peers(self) -> list[int]:
         return sorted(self._socks)
 
-    def attach(self, peer: int, sock: socket.socket) -> None:
-        """Use `sock` for `peer` from now on (a restarted peer gets a new link)."""
+    def attach(self, peer: int, sock: socket.socket, *, read: bool = True) -> None:
+        """Use `sock` for `peer` from now on (a restarted peer gets a new link). `read`
+        False: send at once, but leave what arrives in the socket until `read(peer)`."""
         self.detach(peer)
         sock.setblocking(False)
         self._socks[peer] = sock
@@ -118,6 +119,13 @@ class Links:
         self._pending_bytes[peer] = 0
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        if read:
+            self.read(peer)
+
+    def read(self, peer: int) -> None:
+        """Start handling what `peer` sends."""
+        sock = self._socks[peer]
+        assert self._loop is not None
         self._loop.add_reader(sock.fileno(), self._readable, peer, sock)
 
     def detach(self, peer: int) -> None:

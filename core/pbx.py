@@ -156,9 +156,10 @@ class Pbx:
         except StoreError as error:
             raise StartError(str(error)) from None
         await self._build()
+        self._identify(setup.bound)  # main's addresses, known before the first datagram
         cluster.install()
         await self.transport.adopt_udp(udp)
-        self._identify(setup.bound)
+        cluster.start()
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
         self._started = True
         cluster.to_main(("ready",))

@@ -12,10 +12,10 @@ import pytest
 from core.affinity import MAIN
 from core.cluster import (
     BindingReplicator,
+    ChangeApplier,
     RemoteCalls,
     Replicator,
     WorkerBus,
-    apply_change,
     binding_message,
     divided_limits,
     flow_fields,
@@ -200,34 +200,35 @@ def test_changes_from_another_process_are_applied_quietly() -> None:
     sent = Sent()
     replicator = Replicator(sent, MAIN)  # type: ignore[arg-type]
     location.sinks.append(BindingReplicator(replicator))
-    tables = {
-        "replicator": replicator,
-        "location": location,
-        "security": security,
-        "limiter": limiter,
-        "users": users,
-    }
+    changes = ChangeApplier(
+        replicator,
+        location=location,
+        security=security,
+        limiter=limiter,
+        users=users,
+        clock=lambda: NOW,
+    )
 
     original = binding()
-    assert apply_change(binding_message("bind", original), **tables, now=NOW)
+    assert changes.apply(binding_message("bind", original))
     [held] = location.lookup("alice", NOW)
     assert held.flow == original.flow  # the TCP connection is kept: main holds it
     assert (held.call_id, held.cseq, held.expires_at) == ("reg-1", 3, NOW + 3600)
-    assert apply_change(binding_message("unbind", original), **tables, now=NOW)
+    assert changes.apply(binding_message("unbind", original))
     assert location.lookup("alice", NOW) == []
 
-    assert apply_change(("ban", "192.0.2.66", NOW + 600, "flood", 900), **tables, now=NOW)
+    assert changes.apply(("ban", "192.0.2.66", NOW + 600, "flood", 900))
     [ban] = security.bans(NOW)
     assert (ban.ip, ban.reason, ban.until_wall) == ("192.0.2.66", "flood", NOW + 600)
-    assert apply_change(("unban", "192.0.2.66"), **tables, now=NOW)
+    assert changes.apply(("unban", "192.0.2.66"))
     assert security.bans(NOW) == []
 
-    assert apply_change(("limit+", "alice", "call-1", NOW), **tables, now=NOW)
+    assert changes.apply(("limit+", "alice", "call-1", NOW))
     assert limiter.active("alice") == 1
-    assert apply_change(("limit-", "call-1"), **tables, now=NOW)
+    assert changes.apply(("limit-", "call-1"))
     assert limiter.active("alice") == 0
 
-    assert not apply_change(("cdr", None), **tables, now=NOW)
+    assert not changes.apply(("cdr", None))
     events, _, _ = bus.feed.read_since(0)
     assert events == []  # the process that made each change announced it
     assert sent.to_peers == []  # and passed it on
