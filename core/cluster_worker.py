@@ -101,7 +101,10 @@ class WorkerCluster:
                 "stats",
                 transport.received_messages,
                 transport.sent_messages,
-                pbx.route.dropped + transport.backlog_drops + transport.shed_requests,
+                pbx.route.dropped
+                + transport.backlog_drops
+                + transport.shed_requests
+                + self.links.dropped,
                 self.forwarded,
                 transport.shed_requests,
                 pbx.clock(),

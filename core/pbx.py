@@ -101,6 +101,7 @@ class Pbx:
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._shed_reported = 0  # transport.shed_requests already reported in the feed
+        self._lost_reported = 0  # backlog and link drops already reported
 
     # -- lifecycle ------------------------------------------------------------------------
     @property
@@ -419,7 +420,8 @@ class Pbx:
                 log.exception("housekeeping failed")
 
     def _report_shedding(self) -> None:
-        """A warning a second while overloaded: how many new requests were dropped."""
+        """A warning a second while overloaded: how many new requests were shed, and how
+        many messages of any kind were lost."""
         shed = self.transport.shed_requests
         if shed > self._shed_reported:
             self.bus.publish(
@@ -431,6 +433,17 @@ class Pbx:
                 )
             )
             self._shed_reported = shed
+        lost = self.transport.backlog_drops + (self.cluster.links.dropped if self.cluster else 0)
+        if lost > self._lost_reported:
+            self.bus.publish(
+                ServerEvent(
+                    f"overloaded: {lost - self._lost_reported} messages lost in the last "
+                    "second: the UDP backlog (transport.udp_backlog_messages) or a link to "
+                    "another process was full",
+                    level="warning",
+                )
+            )
+            self._lost_reported = lost
 
     # -- figures for the console ----------------------------------------------------------
     def stats(self) -> PbxStats:

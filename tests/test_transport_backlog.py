@@ -215,5 +215,12 @@ async def test_the_admin_is_told_when_the_server_sheds_requests(tmp_path) -> Non
         assert len(warnings) == 1
         assert warnings[0].message.startswith("overloaded: 40 new requests dropped")
         assert pbx.stats().dropped == 40
+        # A full backlog loses any kind of message: that is said too, apart.
+        pbx.transport.backlog_drops += 7
+        pbx._report_shedding()
+        events, _, _ = pbx.bus.feed.read_since(cursor)
+        warnings = [e for e in events if isinstance(e, ServerEvent) and e.level == "warning"]
+        assert len(warnings) == 2
+        assert warnings[1].message.startswith("overloaded: 7 messages lost in the last second")
     finally:
         await pbx.stop()
