@@ -11,11 +11,13 @@ import asyncio
 import os
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from conftest import USERS, start_pbx
 from support.client import UdpClient, request_text
+from support.phone import Phone
 from support.ports import free_port
 from support.sipp import run_sipp, write_users_csv
 from test_proxy_sipp import call, call_events, invite_answers, register_port, start_callee
@@ -23,7 +25,7 @@ from test_proxy_sipp import call, call_events, invite_answers, register_port, st
 from core.cluster_main import MainCluster
 from core.events import ContactRegistered, ServerEvent, SourceBanned
 from core.pbx import Pbx
-from core.settings import AuthSettings, SecuritySettings
+from core.settings import AuthSettings, RegistrarSettings, SecuritySettings
 
 pytestmark = pytest.mark.sipp
 
@@ -244,3 +246,42 @@ async def test_a_worker_that_dies_is_started_again(pbx: Pbx, tmp_path: Path) -> 
     # Both workers serve again: every registration succeeds.
     await register_many(pbx, tmp_path, USERS)
     await eventually(lambda: pbx.location.user_count == len(USERS))
+
+
+async def test_main_keeps_a_nat_binding_open_and_hears_the_answer(tmp_path: Path) -> None:
+    """Main sends the keep-alive; the answer reaches a worker, which hands it to main."""
+    pbx = await start_pbx(
+        tmp_path,
+        workers=2,
+        registrar=replace(RegistrarSettings(), nat_ping_interval=1.0),
+    )
+    try:
+        async with UdpClient((pbx.listening[0].host, pbx.listening[0].port)) as client:
+            phone = Phone(client, "alice", USERS["alice"])
+            response = await phone.register(
+                via_host="192.168.1.10:5060", contact="<sip:alice@192.168.1.10:5060>"
+            )
+            assert response is not None and response.status == 200
+            await eventually(lambda: len(pbx.location.lookup("alice", pbx.clock())) == 1)
+            for _ in range(2):  # two pings, each answered
+                data = await client.recv(3.0)
+                while data is not None and not data.startswith(b"OPTIONS "):
+                    data = await client.recv(3.0)
+                assert data is not None, "no NAT keep-alive OPTIONS arrived"
+                client.send(answer_ok(data))
+            [binding] = pbx.location.lookup("alice", pbx.clock())
+            await eventually(lambda: binding.last_pong is not None)
+            assert binding.reachable and binding.ping_failures == 0
+    finally:
+        await pbx.stop()
+
+
+def answer_ok(request: bytes) -> bytes:
+    """A 200 to `request`, echoing the headers a response must copy (RFC 3261 §8.2.6.2)."""
+    lines = request.decode().split("\r\n")
+    copied = [
+        line if not line.startswith("To:") else f"{line};tag=phone"
+        for line in lines
+        if line.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")
+    ]
+    return ("SIP/2.0 200 OK\r\n" + "\r\n".join(copied) + "\r\nContent-Length: 0\r\n\r\n").encode()
