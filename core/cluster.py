@@ -28,7 +28,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
+from core.accounting import cdr_for
 from core.affinity import MAIN
 from core.bans import Ban, BanSink
 from core.calls import Call, CallInfo
@@ -45,6 +47,12 @@ from core.links import Links, Message
 from core.location import Binding, LocationService
 from core.settings import SecuritySettings
 from core.store import BanRow, BindingRow
+
+if TYPE_CHECKING:
+    from core.pbx import Pbx
+    from core.security import Security
+    from core.tollfraud import CallLimiter
+    from core.users import UserDirectory
 
 log = logging.getLogger("pbxtui.cluster")
 
@@ -177,8 +185,6 @@ class CdrForwarder:
         self.links = links
 
     def call_finished(self, call: Call) -> None:
-        from core.accounting import cdr_for
-
         self.links.send(MAIN, ("cdr", cdr_for(call)))
 
 
@@ -294,9 +300,9 @@ class ChangeApplier:
         replicator: Replicator,
         *,
         location: LocationService,
-        security,  # core.security.Security
-        limiter,  # core.tollfraud.CallLimiter
-        users,  # core.users.UserDirectory
+        security: Security,
+        limiter: CallLimiter,
+        users: UserDirectory,
         clock: Callable[[], float],
     ) -> None:
         self.replicator = replicator
@@ -344,7 +350,7 @@ class ChangeApplier:
             self.limiter.release(message[1])
 
 
-def change_applier(replicator: Replicator, pbx) -> ChangeApplier:  # pbx: core.pbx.Pbx
+def change_applier(replicator: Replicator, pbx: Pbx) -> ChangeApplier:
     return ChangeApplier(
         replicator,
         location=pbx.location,
