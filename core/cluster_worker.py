@@ -64,12 +64,11 @@ class WorkerCluster:
         return self.links.send(MAIN, message)
 
     def install(self) -> None:
-        """After the Pbx is built: changes go to main, CDRs too; nothing is stored here, and
+        """After the Pbx is built (with no store writers): changes go to main, CDRs too, and
         keep-alives are main's (the worker's keep-alive leaves the location's listeners)."""
         pbx = self.pbx
         self.changes = change_applier(self.replicator, pbx)
         location = pbx.location
-        location.sink = None
         if pbx.natping in location.sinks:
             location.sinks.remove(pbx.natping)
         location.sinks.append(BindingReplicator(self.replicator))

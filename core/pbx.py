@@ -199,11 +199,13 @@ class Pbx:
         if self.is_worker:  # each worker sees about 1/N of every source's messages
             security_settings = divided_limits(security_settings, settings.workers)
         self.security = Security(security_settings, self.bus, own_addresses=self.identity.addresses)
-        self.security.sink = _BanWriter(store)
+        # A worker writes nothing itself: its changes go to main (core/cluster_worker.py).
+        writes = not self.is_worker
+        self.security.sink = _BanWriter(store) if writes else None
         self.security.restore(await store.list_bans(active_at=now), now)
 
         self.location = LocationService(settings.registrar, self.bus)
-        self.location.sink = _BindingWriter(store)
+        self.location.sink = _BindingWriter(store) if writes else None
         self.location.restore(await store.load_bindings(now), now)
         self.registrar = Registrar(settings.registrar, self.location, self.bus)
         self.natping = NatKeepalive(settings.registrar, self.location, self.bus, settings.domain)
@@ -229,7 +231,9 @@ class Pbx:
             user_agent=settings.user_agent,
         )
         # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
-        calls = CallTable(self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store))
+        calls = CallTable(
+            self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store) if writes else None
+        )
         self.proxy = Proxy(
             settings=settings.proxy,
             realm=settings.realm,

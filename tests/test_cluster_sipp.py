@@ -26,6 +26,8 @@ from core.cluster_main import MainCluster
 from core.events import ContactRegistered, ServerEvent, SourceBanned
 from core.pbx import Pbx
 from core.settings import AuthSettings, RegistrarSettings, SecuritySettings
+from core.store import Store
+from core.users import make_user
 
 pytestmark = pytest.mark.sipp
 
@@ -285,3 +287,14 @@ def answer_ok(request: bytes) -> bytes:
         if line.split(":", 1)[0] in ("Via", "From", "To", "Call-ID", "CSeq")
     ]
     return ("SIP/2.0 200 OK\r\n" + "\r\n".join(copied) + "\r\nContent-Length: 0\r\n\r\n").encode()
+
+
+async def test_a_user_added_from_the_cli_reaches_the_workers(pbx: Pbx, tmp_path: Path) -> None:
+    """Another process (`pbxtui user add`) writes the database: main notices, and tells the
+    workers to read their tables again."""
+    async with await Store.open(pbx.settings.db_path) as cli_store:
+        await cli_store.add_user(make_user("erin", "erin-secret-55", DOMAIN))
+    await eventually(lambda: pbx.users.get("erin") is not None)
+    await asyncio.sleep(0.3)  # the workers read the users table again
+    await register_many(pbx, tmp_path, {"erin": "erin-secret-55"})
+    await eventually(lambda: len(pbx.location.lookup("erin", pbx.clock())) == 1)
