@@ -14,34 +14,19 @@ start with MAIN_CALL_ID_PREFIX, so the answers reach the process that waits for 
 
 from __future__ import annotations
 
-import re
 import zlib
+
+from core.sip.peek import HeaderPeek, message_head
 
 MAIN = 0  # the main process: the console, the database, TCP connections, keep-alives
 MAIN_CALL_ID_PREFIX = "pbxtui-main."
 _MAIN_PREFIX_BYTES = MAIN_CALL_ID_PREFIX.encode()
-_CALL_ID_HEADER = b"\r\nCall-ID:"
-# Any spelling: header names are case-insensitive, `i` is the compact form (RFC 3261 §7.3.3),
-# and whitespace may come before the colon.
-_ANY_CALL_ID = re.compile(rb"\r\n(?:call-id|i)[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE)
+_CALL_ID = HeaderPeek("Call-ID", "call-id|i")
 
 
 def call_id_of(data: bytes) -> bytes | None:
     """The Call-ID value in a raw message's header section, or None when it has none."""
-    end = data.find(b"\r\n\r\n")
-    head = data if end < 0 else data[:end]
-    start = head.find(_CALL_ID_HEADER)
-    if start >= 0:
-        start += len(_CALL_ID_HEADER)
-        stop = head.find(b"\r\n", start)
-        value = head[start:] if stop < 0 else head[start:stop]
-    else:
-        match = _ANY_CALL_ID.search(head)
-        if match is None:
-            return None
-        value = match.group(1)
-    value = value.strip()
-    return value or None
+    return _CALL_ID.value(message_head(data)) or None
 
 
 def owner_of(data: bytes, workers: int) -> int:

@@ -13,54 +13,30 @@ No Textual here: the model is plain Python, tested without a terminal.
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from core.events import SipTraffic
+from core.sip.peek import HeaderPeek, message_head
 
-# The headers a row needs, as they are usually written, and with every spelling RFC 3261
-# allows (§7.3.1 any case and white space before the colon, §7.3.3 compact forms). The usual
-# spelling is found with one `bytes.find` (C speed); only a message that writes it otherwise
-# pays for the regex. Only the Call-ID and CSeq are read for every message: a flood costs
-# the console one or two searches per message. From, To and User-Agent are read when shown.
+# The headers a row needs (core/sip/peek.py reads them without the parser). Only the Call-ID
+# and CSeq are read for every message: a flood costs the console one or two searches per
+# message. From, To and User-Agent are read when shown.
 _HEADERS = {
-    "call-id": (b"\nCall-ID:", rb"call-id|i"),
-    "cseq": (b"\nCSeq:", rb"cseq"),
-    "from": (b"\nFrom:", rb"from|f"),
-    "to": (b"\nTo:", rb"to|t"),
-    "user-agent": (b"\nUser-Agent:", rb"user-agent"),
+    "call-id": HeaderPeek("Call-ID", "call-id|i"),
+    "cseq": HeaderPeek("CSeq", "cseq"),
+    "from": HeaderPeek("From", "from|f"),
+    "to": HeaderPeek("To", "to|t"),
+    "user-agent": HeaderPeek("User-Agent", "user-agent"),
 }
-_HEADER_PATTERNS = {
-    name: re.compile(rb"^(?:" + names + rb")[ \t]*:[ \t]*([^\r\n]*)", re.IGNORECASE | re.MULTILINE)
-    for name, (_usual, names) in _HEADERS.items()
-}
-
-
-def _head(data: bytes) -> bytes:
-    """The start line and headers: everything before the blank line (8 KiB if none)."""
-    end = data.find(b"\r\n\r\n")
-    if end < 0:
-        end = data.find(b"\n\n")
-    return data[: end if end >= 0 else min(len(data), 8_192)]
 
 
 def header_value(head: bytes, name: str) -> str:
     """The first `name` header's value in `head` (see `_HEADERS`), "" if there is none."""
-    usual = _HEADERS[name][0]
-    start = head.find(usual)
-    if start >= 0:
-        start += len(usual)
-        end = head.find(b"\n", start)
-        value = head[start:] if end < 0 else head[start:end]
-    else:
-        match = _HEADER_PATTERNS[name].search(head, head.find(b"\n") + 1 or len(head))
-        if match is None:
-            return ""
-        value = match.group(1)
-    return value.decode("utf-8", "replace").strip()
+    value = _HEADERS[name].value(head)
+    return "" if value is None else value.decode("utf-8", "replace")
 
 
 UNPARSED_PREFIX = "unparsed "
@@ -77,7 +53,7 @@ class TrafficMessage:
     reason: str
 
     def _header(self, name: str) -> str:
-        return header_value(_head(self.traffic.data), name)
+        return header_value(message_head(self.traffic.data), name)
 
     @property
     def from_user(self) -> str:
@@ -148,7 +124,7 @@ def _uri_user(value: str) -> str:
 
 def summarise(event: SipTraffic) -> TrafficMessage:
     """Read the start line and the row's headers; anything unreadable becomes an unparsed row."""
-    head = _head(event.data)
+    head = message_head(event.data)
     line_end = head.find(b"\n")
     first = (head if line_end < 0 else head[:line_end]).decode("utf-8", "replace").strip()
     has_headers = line_end >= 0
