@@ -174,6 +174,16 @@ class BanList:
         publish(SecurityEvent(action="unbanned", source=ip, detail=reason, count=1))
         return ban
 
+    def adopt(self, saved: SavedBan, now: float, skip: Callable[[str], bool]) -> bool:
+        """Hold a ban another process of this server made (core/cluster.py): no event (that
+        process announced it), but the sink hears of it. False when `restore` would not
+        keep it (run out, or an exempt address)."""
+        if not self.restore([saved], now, skip):
+            return False
+        if self.sink is not None:
+            self.sink.ban_saved(self._bans[saved.ip])
+        return True
+
     def forget(self, ip: str) -> bool:
         """Lift a ban quietly: another process of this server announced it and stored it
         (core/cluster.py). False when there was none."""

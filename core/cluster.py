@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from core.accounting import cdr_for
 from core.affinity import MAIN
 from core.bans import Ban, BanSink
-from core.calls import Call, CallInfo
+from core.calls import ANSWERED, ENDED, FAILED, Call, CallInfo
 from core.events import (
     CallEvent,
     Event,
@@ -45,7 +45,7 @@ from core.events import (
 from core.flow import Flow
 from core.links import Links, Message
 from core.location import Binding, LocationService
-from core.settings import SecuritySettings
+from core.settings import ListenAddress, SecuritySettings
 from core.store import BanRow, BindingRow
 
 if TYPE_CHECKING:
@@ -58,16 +58,13 @@ log = logging.getLogger("pbxtui.cluster")
 
 FlowFields = tuple[str, tuple[str, int], tuple[str, int], "int | None"]
 
-ANSWERED, ENDED, FAILED = "answered", "ended", "failed"
-
 
 def flow_fields(flow: Flow) -> FlowFields:
     return (flow.transport, flow.remote, flow.local, flow.connection_id)
 
 
 def flow_of(fields: FlowFields) -> Flow:
-    transport, remote, local, connection_id = fields
-    return Flow(transport, tuple(remote), tuple(local), connection_id)  # type: ignore[arg-type]
+    return Flow(*fields)
 
 
 def divided_limits(settings: SecuritySettings, workers: int) -> SecuritySettings:
@@ -225,8 +222,6 @@ class WorkerFigures:
     messages_out: int = 0
     dropped: int = 0
     forwarded: int = 0
-    shed: int = 0
-    at: float = 0.0
 
 
 class RemoteCalls:
@@ -338,7 +333,7 @@ class ChangeApplier:
                 self.location.adopt(binding)
         elif kind == "ban":
             _, ip, until, reason, count = message
-            self.security.restore([ban_row(ip, until, reason, count)], now)
+            self.security.adopt_ban(ban_row(ip, until, reason, count), now)
         elif kind == "unban":
             self.security.forget_ban(message[1])
         elif kind == "limit+":
@@ -350,12 +345,57 @@ class ChangeApplier:
             self.limiter.release(message[1])
 
 
-def change_applier(replicator: Replicator, pbx: Pbx) -> ChangeApplier:
-    return ChangeApplier(
-        replicator,
-        location=pbx.location,
-        security=pbx.security,
-        limiter=pbx.trunks.limiter,
-        users=pbx.users,
-        clock=pbx.clock,
-    )
+# -- what both sides share ---------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class WorkerSetup:
+    """What main tells a worker at start (the "init" message)."""
+
+    index: int
+    workers: int
+    bound: tuple[ListenAddress, ...]  # main's listen addresses, for Via and Record-Route
+    capture_traffic: bool  # the console's Traffic pane wants every message
+
+
+class ClusterSide:
+    """One process's end of the cluster: its links, what it forwards, what it applies.
+    `core/cluster_main.py` and `core/cluster_worker.py` add what each side does alone."""
+
+    def __init__(self, pbx: Pbx, index: int, workers: int) -> None:
+        self.pbx = pbx
+        self.index = index
+        self.workers = workers
+        self.links = Links(self._on_link_message, self._on_link_lost)
+        self.replicator = Replicator(self.links, index)
+        self.forwarded = 0
+
+    def install(self) -> None:
+        """Once the Pbx is built: apply others' changes to its tables, send its own."""
+        pbx = self.pbx
+        self.changes = ChangeApplier(
+            self.replicator,
+            location=pbx.location,
+            security=pbx.security,
+            limiter=pbx.trunks.limiter,
+            users=pbx.users,
+            clock=pbx.clock,
+        )
+        pbx.location.sinks.append(BindingReplicator(self.replicator))
+        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
+
+    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
+        """A message read here for a Call-ID `owner` holds (core/affinity.py)."""
+        self.forwarded += 1
+        self.links.send(owner, ("sip", data, flow_fields(flow)))
+
+    def _on_link_message(self, peer: int, message: Message, fds: list[int]) -> None:
+        if message[0] == "sip":
+            # Queued and shed like a datagram read here, then routed as admitted.
+            self.pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
+        else:
+            self._on_side_message(peer, message, fds)
+
+    def _on_side_message(self, peer: int, message: Message, fds: list[int]) -> None:
+        raise NotImplementedError
+
+    def _on_link_lost(self, peer: int) -> None:
+        raise NotImplementedError

@@ -14,20 +14,15 @@ from typing import TYPE_CHECKING
 from core.affinity import MAIN
 from core.cluster import (
     BanReplicator,
-    BindingReplicator,
-    LimiterReplicator,
+    ClusterSide,
     RemoteCalls,
-    Replicator,
     WorkerFigures,
-    ban_row,
-    change_applier,
-    flow_fields,
+    WorkerSetup,
     flow_of,
 )
 from core.events import CallEvent, ServerEvent
-from core.flow import Flow
-from core.links import Links, Message
-from core.store import InsertCdr, UpsertBan
+from core.links import Message
+from core.store import InsertCdr
 from core.workers import WorkerPool
 
 if TYPE_CHECKING:
@@ -36,21 +31,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("pbxtui.cluster")
 
 
-class MainCluster:
-    index = MAIN
-
+class MainCluster(ClusterSide):
     def __init__(self, pbx: Pbx, *, quiet: bool) -> None:
-        self.pbx = pbx
-        self.workers = pbx.settings.workers
-        self.links = Links(self._on_link_message, self._on_link_lost)
-        self.replicator = Replicator(self.links, MAIN)
+        super().__init__(pbx, MAIN, pbx.settings.workers)
         self.figures: dict[int, WorkerFigures] = {}
         proxy_settings = pbx.settings.proxy
         self.calls = RemoteCalls(
             proxy_settings.max_active_calls * self.workers,
             proxy_settings.max_call_seconds + proxy_settings.invite_timeout + 60.0,
         )
-        self.forwarded = 0
         self.pool = WorkerPool(
             self.workers,
             self.links,
@@ -62,22 +51,16 @@ class MainCluster:
 
     def _init_message(self, index: int) -> Message:
         pbx = self.pbx
-        return (
-            "init",
-            index,
-            self.workers,
-            pbx.settings,
-            tuple(pbx.transport.bound),
-            pbx.bus.capture_traffic,
-        )
+        bound = tuple(pbx.transport.bound)
+        setup = WorkerSetup(index, self.workers, bound, pbx.bus.capture_traffic)
+        return ("init", setup, pbx.settings)
 
     def install(self) -> None:
-        """Main's changes go to every worker: bindings, bans, outbound call counts."""
-        pbx = self.pbx
-        self.changes = change_applier(self.replicator, pbx)
-        pbx.location.sinks.append(BindingReplicator(self.replicator))
-        pbx.security.sink = BanReplicator(self.replicator, pbx.security.sink)
-        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
+        """Main's changes go to every worker: bindings, bans, outbound call counts. Bans are
+        stored as well, by the store's writer behind the replicator."""
+        super().install()
+        security = self.pbx.security
+        security.sink = BanReplicator(self.replicator, security.sink)
 
     async def start(self) -> None:
         # Bindings and bans written so far must be in the file the workers load.
@@ -89,20 +72,13 @@ class MainCluster:
         await self.pool.stop()
 
     # -- messages ---------------------------------------------------------------------------
-    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
-        self.forwarded += 1
-        self.links.send(owner, ("sip", data, flow_fields(flow)))
-
     def tables_changed(self) -> None:
         """Users, carriers or DIDs changed in the database: workers read them again."""
         self.links.broadcast(("reload",))
 
-    def _on_link_message(self, worker: int, message: Message, fds: list[int]) -> None:
+    def _on_side_message(self, worker: int, message: Message, fds: list[int]) -> None:
         pbx = self.pbx
         kind = message[0]
-        if kind == "sip":
-            pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
-            return
         if kind == "send":
             pbx.transport.send(message[1], flow_of(message[2]))
             return
@@ -120,9 +96,6 @@ class MainCluster:
             return
         if self.changes.apply(message):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
-            if kind == "ban":
-                _, ip, until, reason, count = message
-                pbx.store.submit(UpsertBan(ban_row(ip, until, reason, count)))
             return
         if kind == "cdr":
             pbx.store.submit(InsertCdr(message[1]))
@@ -152,7 +125,6 @@ class MainCluster:
             total.messages_out += figures.messages_out
             total.dropped += figures.dropped
             total.forwarded += figures.forwarded
-            total.shed += figures.shed
         return total
 
     def housekeeping(self, now: float) -> None:

@@ -11,23 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.affinity import MAIN
-from core.cluster import (
-    BanReplicator,
-    BindingReplicator,
-    CdrForwarder,
-    LimiterReplicator,
-    Replicator,
-    change_applier,
-    flow_fields,
-    flow_of,
-)
+from core.cluster import BanReplicator, CdrForwarder, ClusterSide, WorkerSetup, flow_fields
 from core.flow import Flow
-from core.links import Links, Message
-from core.settings import ListenAddress
+from core.links import Message
 
 if TYPE_CHECKING:
     from core.pbx import Pbx
@@ -35,28 +24,13 @@ if TYPE_CHECKING:
 log = logging.getLogger("pbxtui.cluster")
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerSetup:
-    """What main tells a worker at start (the "init" message)."""
-
-    index: int
-    workers: int
-    bound: tuple[ListenAddress, ...]  # main's listen addresses, for Via and Record-Route
-    capture_traffic: bool  # the console's Traffic pane wants every message
-
-
-class WorkerCluster:
+class WorkerCluster(ClusterSide):
     def __init__(self, pbx: Pbx, setup: WorkerSetup, main_link: socket.socket) -> None:
-        self.pbx = pbx
-        self.index = setup.index
-        self.workers = setup.workers
-        self.links = Links(self._on_link_message, self._on_link_lost)
+        super().__init__(pbx, setup.index, setup.workers)
         # What main sends waits in the socket until this worker's tables are loaded and its
         # sinks installed (`start`); what this worker sends goes at once.
         self.links.attach(MAIN, main_link, read=False)
-        self.replicator = Replicator(self.links, self.index)
         self.stopped = asyncio.Event()
-        self.forwarded = 0
         self._reload: asyncio.Task[None] | None = None
         self._reload_again = False
 
@@ -66,14 +40,12 @@ class WorkerCluster:
     def install(self) -> None:
         """After the Pbx is built (with no store writers): changes go to main, CDRs too, and
         keep-alives are main's (the worker's keep-alive leaves the location's listeners)."""
+        super().install()
         pbx = self.pbx
-        self.changes = change_applier(self.replicator, pbx)
         location = pbx.location
         if pbx.natping in location.sinks:
             location.sinks.remove(pbx.natping)
-        location.sinks.append(BindingReplicator(self.replicator))
         pbx.security.sink = BanReplicator(self.replicator, None)
-        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
         pbx.proxy.calls.sink = CdrForwarder(self.links)
 
     def start(self) -> None:
@@ -81,10 +53,6 @@ class WorkerCluster:
         self.links.read(MAIN)
 
     # -- messages ---------------------------------------------------------------------------
-    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
-        self.forwarded += 1
-        self.links.send(owner, ("sip", data, flow_fields(flow)))
-
     def send(self, data: bytes, flow: Flow) -> bool:
         """The route's sender: UDP from the shared socket, TCP through main's connection."""
         if flow.transport == "udp":
@@ -100,22 +68,13 @@ class WorkerCluster:
                 "stats",
                 transport.received_messages,
                 transport.sent_messages,
-                pbx.route.dropped
-                + transport.backlog_drops
-                + transport.shed_requests
-                + self.links.dropped,
+                pbx.dropped_here + self.links.dropped,
                 self.forwarded,
-                transport.shed_requests,
-                pbx.clock(),
             )
         )
 
-    def _on_link_message(self, peer: int, message: Message, fds: list[int]) -> None:
+    def _on_side_message(self, peer: int, message: Message, fds: list[int]) -> None:
         kind = message[0]
-        pbx = self.pbx
-        if kind == "sip":
-            pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
-            return
         if kind == "peer":
             for extra in fds[1:]:
                 socket.close(extra)

@@ -23,6 +23,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from core.transport import enlarge_buffer
+
 log = logging.getLogger("pbxtui.links")
 
 LINK_BUFFER_BYTES = 4 * 1024 * 1024
@@ -41,21 +43,9 @@ def link_pair() -> tuple[socket.socket, socket.socket]:
     """A new pair of connected link sockets, buffers enlarged."""
     first, second = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     for sock in (first, second):
-        _enlarge(sock)
+        enlarge_buffer(sock, LINK_BUFFER_BYTES)
+        enlarge_buffer(sock, LINK_BUFFER_BYTES, send=True)
     return first, second
-
-
-def _enlarge(sock: socket.socket) -> None:
-    for option, forced in (
-        (socket.SO_SNDBUF, getattr(socket, "SO_SNDBUFFORCE", None)),
-        (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", None)),
-    ):
-        if forced is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, forced, LINK_BUFFER_BYTES)
-                continue
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, option, LINK_BUFFER_BYTES)
 
 
 def receive_blocking(sock: socket.socket, timeout: float) -> tuple[Message, list[int]]:
@@ -63,15 +53,13 @@ def receive_blocking(sock: socket.socket, timeout: float) -> tuple[Message, list
     event loop runs). Raises TimeoutError, or EOFError when the peer is gone."""
     sock.settimeout(timeout)
     try:
-        data, fds, _flags, _address = socket.recv_fds(sock, MAX_LINK_MESSAGE, MAX_FDS_PER_MESSAGE)
-    except TimeoutError:
-        raise
+        data, ancillary, _flags, _address = sock.recvmsg(MAX_LINK_MESSAGE, _ANCILLARY_SPACE)
     finally:
         sock.setblocking(False)
     if not data:
         raise EOFError("the other process closed the link")
     [message] = pickle.loads(data)
-    return message, fds
+    return message, _passed_fds(ancillary)
 
 
 def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
@@ -98,16 +86,11 @@ class Links:
         self._pending_bytes: dict[int, int] = {}
         self._flush_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.sent = 0
         self.received = 0
         self.dropped = 0  # a peer's buffer was full or the peer was gone
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._socks
-
-    @property
-    def peers(self) -> list[int]:
-        return sorted(self._socks)
 
     def attach(self, peer: int, sock: socket.socket, *, read: bool = True) -> None:
         """Use `sock` for `peer` from now on (a restarted peer gets a new link). `read`
@@ -151,10 +134,9 @@ class Links:
         if pending is None:
             self.dropped += 1
             return False
-        if fds:
-            pending.append(message)
-            return self._send_now(peer, fds)
         pending.append(message)
+        if fds:
+            return self._send_now(peer, fds)
         if message[0] == "sip":
             size = self._pending_bytes[peer] + len(message[1])
             self._pending_bytes[peer] = size
@@ -183,9 +165,8 @@ class Links:
                 self._send_now(peer, None)
 
     def _send_now(self, peer: int, fds: list[int] | None) -> bool:
-        pending = self._pending[peer]
-        batch = list(pending)
-        pending.clear()
+        batch = self._pending[peer]
+        self._pending[peer] = []
         self._pending_bytes[peer] = 0
         sock = self._socks[peer]
         data = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
@@ -199,7 +180,6 @@ class Links:
             if not isinstance(error, BlockingIOError):
                 log.debug("link to process %d: %s", peer, error)
             return False
-        self.sent += len(batch)
         return True
 
     def _readable(self, peer: int, sock: socket.socket) -> None:

@@ -22,9 +22,9 @@ from core.admin import AdminApi
 from core.affinity import MAIN, owner_of
 from core.auth import DigestAuthenticator
 from core.calls import CallInfo, CallTable
-from core.cluster import WorkerBus, divided_limits
+from core.cluster import WorkerBus, WorkerSetup, divided_limits
 from core.cluster_main import MainCluster
-from core.cluster_worker import WorkerCluster, WorkerSetup
+from core.cluster_worker import WorkerCluster
 from core.dnssrv import SrvResolver
 from core.events import EventBus, ServerEvent
 from core.identity import ServerIdentity
@@ -331,7 +331,7 @@ class Pbx:
                 owner = owner_of(data, cluster.workers)
                 if owner != cluster.index:
                     # Another process holds this Call-ID's state (core/affinity.py).
-                    if self.route.admit(flow):
+                    if self.route.admit(flow, self.clock()):
                         cluster.forward(owner, data, flow)
                     return
             self.route.on_message(data, flow)
@@ -386,42 +386,30 @@ class Pbx:
         self.security.parse_failed(flow.remote[0], error.reason, self.clock())
 
     async def _housekeeping(self) -> None:
-        cluster = self.cluster
-        if isinstance(cluster, WorkerCluster):
-            await self._worker_housekeeping(cluster)
-            return
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            now = self.clock()
             try:
-                if cluster is not None:
-                    cluster.housekeeping(now)
-                self.registrar.expire(now)
-                self.security.expire(now)
-                self.route.expire(now)
-                self.natping.on_timeout(now)
-                self.trunks.expire(now)
-                for binding, request in self.natping.due(now):
-                    target = binding.target()
-                    self.route.send(request.to_bytes(), target.flow)
-                self._report_shedding()
+                self._housekeep(self.clock())
             except Exception:
                 log.exception("housekeeping failed")
 
-    async def _worker_housekeeping(self, cluster: WorkerCluster) -> None:
-        """A worker's: no expiry of bindings nor keep-alives (main does those and passes the
-        result on), its figures to main."""
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            now = self.clock()
-            try:
-                self.security.expire(now)
-                self.route.expire(now)
-                self.trunks.expire(now)
-                self._report_shedding()
-                cluster.report()
-            except Exception:
-                log.exception("housekeeping failed")
+    def _housekeep(self, now: float) -> None:
+        cluster = self.cluster
+        worker = isinstance(cluster, WorkerCluster)
+        if not worker:
+            # Binding expiry and keep-alives are main's; workers hear the result (cluster.py).
+            if cluster is not None:
+                cluster.housekeeping(now)
+            self.registrar.expire(now)
+            self.natping.on_timeout(now)
+            for binding, request in self.natping.due(now):
+                self.route.send(request.to_bytes(), binding.target().flow)
+        self.security.expire(now)
+        self.route.expire(now)
+        self.trunks.expire(now)
+        self._report_shedding()
+        if worker:
+            cluster.report()
 
     def _report_shedding(self) -> None:
         """A warning a second while overloaded: how many new requests were shed, and how
@@ -450,6 +438,13 @@ class Pbx:
             self._lost_reported = lost
 
     # -- figures for the console ----------------------------------------------------------
+    @property
+    def dropped_here(self) -> int:
+        """Messages this process never handled: from banned or flooding sources, past the UDP
+        backlog, or shed under overload."""
+        route_drops = self.route.dropped if self.route else 0
+        return route_drops + self.transport.backlog_drops + self.transport.shed_requests
+
     def stats(self) -> PbxStats:
         now = self.clock()
         stats = PbxStats(
@@ -459,9 +454,7 @@ class Pbx:
             calls_up=len(self.proxy.calls) if self.proxy else 0,
             bans=len(self.security.bans(now)) if self.security else 0,
             users=len(self.users),
-            dropped=(self.route.dropped if self.route else 0)
-            + self.transport.backlog_drops
-            + self.transport.shed_requests,
+            dropped=self.dropped_here,
         )
         cluster = self.cluster
         if isinstance(cluster, MainCluster):

@@ -159,16 +159,14 @@ class Route:
     # -- the route ------------------------------------------------------------------------
     def on_message(self, data: bytes, flow: Flow) -> None:
         now = self.clock()
-        if not self.security.admit(flow.remote[0], now):
-            self.dropped += 1
-            return
-        self.on_admitted(data, flow, now)
+        if self.admit(flow, now):
+            self.on_admitted(data, flow, now)
 
-    def admit(self, flow: Flow) -> bool:
+    def admit(self, flow: Flow, now: float) -> bool:
         """The per-packet check alone (bans, flood counting): with several worker processes,
         the one that read a datagram checks it before handing it to its owner, which then
         calls `on_admitted` (core/cluster.py). False: dropped and counted."""
-        if self.security.admit(flow.remote[0], self.clock()):
+        if self.security.admit(flow.remote[0], now):
             return True
         self.dropped += 1
         return False

@@ -383,6 +383,10 @@ class Security:
         """Reload bans from the store at start-up (see `BanList.restore`)."""
         return self._bans.restore(bans, now, skip=self.is_exempt)
 
+    def adopt_ban(self, saved: SavedBan, now: float) -> bool:
+        """Hold a ban another process of this server made and announced (core/cluster.py)."""
+        return self._bans.adopt(saved, now, skip=self.is_exempt)
+
     def forget_ban(self, ip: str) -> bool:
         """Lift a ban another process of this server lifted and announced (core/cluster.py)."""
         return self._bans.forget(ip)

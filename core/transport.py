@@ -41,20 +41,23 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
-def _enlarge_receive_buffer(sock: socket.socket, size: int) -> int:
-    """Raise SO_RCVBUF towards `size`: the kernel buffer absorbs short event-loop stalls.
+def enlarge_buffer(sock: socket.socket, size: int, *, send: bool = False) -> int:
+    """Raise SO_RCVBUF (or SO_SNDBUF) towards `size`: the kernel buffer absorbs short
+    event-loop stalls. Also used for the links between worker processes (core/links.py).
 
-    SO_RCVBUFFORCE passes net.core.rmem_max when we have CAP_NET_ADMIN (root on a VPS);
-    otherwise SO_RCVBUF is capped silently by the kernel. Returns what the kernel granted.
+    The *FORCE option passes net.core.rmem_max / wmem_max when we have CAP_NET_ADMIN (root on a
+    VPS); otherwise the plain option is capped silently by the kernel. Returns what the kernel
+    granted.
     """
-    force = getattr(socket, "SO_RCVBUFFORCE", None)
+    option = socket.SO_SNDBUF if send else socket.SO_RCVBUF
+    force = getattr(socket, "SO_SNDBUFFORCE" if send else "SO_RCVBUFFORCE", None)
     if force is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, force, size)
-            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            return sock.getsockopt(socket.SOL_SOCKET, option)
     with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
-    return sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    return sock.getsockopt(socket.SOL_SOCKET, option)
 
 
 def _peer(address: tuple) -> tuple[str, int]:
@@ -297,23 +300,22 @@ class Transport:
             sock.close()
             raise
         sock.setblocking(False)
-        self.udp_receive_buffer = _enlarge_receive_buffer(
-            sock, self.settings.udp_receive_buffer_bytes
-        )
+        self.udp_receive_buffer = enlarge_buffer(sock, self.settings.udp_receive_buffer_bytes)
+        await self._use_udp(sock, read)
+
+    async def _use_udp(self, sock: socket.socket, read: bool) -> None:
+        """A bound UDP socket: read here, or (main, beside worker processes) only sent from."""
+        assert self._loop is not None
         local = _peer(sock.getsockname())
         if read:
-            await self._read_udp(sock, local)
+            endpoint = _UdpEndpoint(self, local)
+            await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+            self._udp[local] = endpoint
+            self._udp_by_family.setdefault(sock.family, endpoint)
         else:
             self._raw_udp[local] = sock
-            self._raw_udp_by_family.setdefault(family, sock)
+            self._raw_udp_by_family.setdefault(sock.family, sock)
         self.bound.append(ListenAddress("udp", local[0], local[1]))
-
-    async def _read_udp(self, sock: socket.socket, local: tuple[str, int]) -> None:
-        assert self._loop is not None
-        endpoint = _UdpEndpoint(self, local)
-        await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
-        self._udp[local] = endpoint
-        self._udp_by_family.setdefault(sock.family, endpoint)
 
     @property
     def udp_sockets(self) -> list[socket.socket]:
@@ -325,9 +327,7 @@ class Transport:
         self._loop = asyncio.get_running_loop()
         for sock in socks:
             sock.setblocking(False)
-            local = _peer(sock.getsockname())
-            await self._read_udp(sock, local)
-            self.bound.append(ListenAddress("udp", local[0], local[1]))
+            await self._use_udp(sock, True)
 
     async def _listen_tcp(self, address: ListenAddress) -> None:
         assert self._loop is not None

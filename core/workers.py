@@ -56,7 +56,6 @@ class WorkerPool:
         self._restarts: deque[float] = deque()
         self._respawns: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.restarted = 0
 
     @property
     def alive(self) -> int:
@@ -159,7 +158,6 @@ class WorkerPool:
             log.error("worker process %d could not be started again: %s", index, error)
             self.on_event(f"worker process {index} could not be started again: {error}", "error")
             return
-        self.restarted += 1
         self.on_event(f"worker process {index} started again", "warning")
 
     async def stop(self) -> None:

@@ -71,7 +71,8 @@ def collect_periodically(loop: asyncio.AbstractEventLoop) -> None:
     loop.call_later(FULL_COLLECTION_SECONDS, collect)
 
 
-def _run(coroutine: Coroutine[Any, Any, int]) -> int:
+def run_on_fast_loop(coroutine: Coroutine[Any, Any, int]) -> int:
+    """uvloop when there is one, the collector tuned, then run `coroutine` to its end."""
     install_fast_loop()
     tune_gc()
     return asyncio.run(coroutine)
@@ -89,7 +90,7 @@ def configure_logging(stream: Any = None) -> BatchingStreamHandler:
 def run_headless(settings: Settings) -> int:
     """The core only: logs to stderr, stops cleanly on SIGINT/SIGTERM. Exit 2 if it can't listen."""
     handler = configure_logging()
-    return _run(_headless(settings, handler))
+    return run_on_fast_loop(_headless(settings, handler))
 
 
 async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> int:

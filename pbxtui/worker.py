@@ -15,9 +15,10 @@ import signal
 import socket
 import sys
 
-from core.affinity import MAIN
+from core.cluster import WorkerSetup
 from core.links import receive_blocking
-from pbxtui.run import install_fast_loop, settle_after_start, tune_gc
+from core.settings import Settings
+from pbxtui.run import run_on_fast_loop, settle_after_start
 
 log = logging.getLogger("pbxtui.worker")
 
@@ -55,17 +56,17 @@ def main(argv: list[str]) -> int:
     if message[0] != "init":
         print(f"pbxtui worker: unexpected first message {message[0]!r}", file=sys.stderr)
         return 1
-    install_fast_loop()
-    tune_gc()
-    return asyncio.run(_serve(message, fds, link))
+    _, setup, settings = message
+    return run_on_fast_loop(_serve(setup, settings, fds, link))
 
 
-async def _serve(message: tuple, fds: list[int], link: socket.socket) -> int:
-    from core.cluster_worker import WorkerCluster, WorkerSetup
+async def _serve(
+    setup: WorkerSetup, settings: Settings, fds: list[int], link: socket.socket
+) -> int:
+    from core.cluster_worker import WorkerCluster
     from core.pbx import Pbx, StartError
 
-    _, index, workers, settings, bound, capture_traffic = message
-    setup = WorkerSetup(index, workers, bound, capture_traffic)
+    index = setup.index
     udp = [socket.socket(fileno=fd) for fd in fds]
     pbx = Pbx(settings)
     try:
@@ -76,7 +77,7 @@ async def _serve(message: tuple, fds: list[int], link: socket.socket) -> int:
     cluster = pbx.cluster
     assert isinstance(cluster, WorkerCluster)
     root = logging.getLogger()
-    root.handlers[:] = [LinkLogHandler(lambda record: cluster.links.send(MAIN, record))]
+    root.handlers[:] = [LinkLogHandler(cluster.to_main)]
     root.setLevel(logging.INFO)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, cluster.stopped.set)
