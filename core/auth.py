@@ -160,6 +160,7 @@ class DigestAuthenticator:
         secret: bytes,
         settings: AuthSettings,
         lookup: UserLookup,
+        issuer: int = 0,
     ) -> None:
         if not settings.algorithms:
             raise ValueError("at least one digest algorithm must be offered")
@@ -169,7 +170,7 @@ class DigestAuthenticator:
                 raise ValueError(f"no stored HA1 for digest algorithm {algorithm!r}")
         self.realm = realm
         self._lookup = lookup
-        self._nonces = NonceFactory(secret, settings.nonce_lifetime)
+        self._nonces = NonceFactory(secret, settings.nonce_lifetime, issuer)
         self._nc_by_nonce = NonceCounts(settings.max_tracked_nonces, self._nonces.max_validity)
         self._algorithm_by_upper = {algorithm.upper(): algorithm for algorithm in offered}
         # Same order as settings: RFC 8760 §2.4, the server's preferred algorithm first. Each

@@ -210,8 +210,13 @@ class Pbx:
         self.registrar = Registrar(settings.registrar, self.location, self.bus)
         self.natping = NatKeepalive(settings.registrar, self.location, self.bus, settings.domain)
 
+        # Nonces name the process that issued them: each keeps its own nonce counts.
         authenticator = DigestAuthenticator(
-            settings.realm, nonce_secret, settings.auth, self._lookup_ha1
+            settings.realm,
+            nonce_secret,
+            settings.auth,
+            self._lookup_ha1,
+            issuer=self.cluster.index if self.cluster is not None else MAIN,
         )
         # A worker sends on TCP flows through main, which holds the connections.
         cluster = self.cluster

@@ -249,6 +249,23 @@ def test_stale_nonce_with_a_wrong_password_is_a_plain_failure() -> None:
     assert all(c.get("stale") is None for c in challenges(result.challenge))
 
 
+def test_a_nonce_another_process_issued_gets_stale_true_so_no_count_is_bypassed() -> None:
+    # Two workers: each keeps its own nonce counts. A request captured on its way to one and
+    # sent to the other (a Call-ID the other owns) must not pass there on an empty table.
+    first = DigestAuthenticator(REALM, SECRET, AuthSettings(), lookup, issuer=1)
+    second = DigestAuthenticator(REALM, SECRET, AuthSettings(), lookup, issuer=2)
+    credentials = answer(first_round(first), register())
+    assert first.check(register(credentials), T0 + 1, proxy=False).username == "alice"
+    elsewhere = second.check(register(credentials), T0 + 1, proxy=False)
+    assert elsewhere.username is None
+    assert elsewhere.failure is AuthFailure.STALE_NONCE
+    assert elsewhere.counts_as_failure is False  # a phone that moved is not an attacker
+    assert [c.get("stale") for c in challenges(elsewhere.challenge)] == ["true", "true"]
+    # The phone answers the fresh challenge, issued there, and gets in there.
+    retry = answer(elsewhere, register())
+    assert second.check(register(retry), T0 + 2, proxy=False).username == "alice"
+
+
 def test_nonce_just_inside_its_lifetime_is_fine() -> None:
     server = authenticator(nonce_lifetime=300.0)
     credentials = answer(first_round(server, T0), register())

@@ -259,12 +259,27 @@ def test_nonce_from_the_future_is_stale_not_invalid() -> None:
     assert factory.check(nonce, 900.0) is NonceState.STALE
 
 
-def test_nonce_is_base64_of_time_random_and_a_keyed_blake2b_mac() -> None:
+def test_nonce_is_base64_of_time_issuer_random_and_a_keyed_blake2b_mac() -> None:
     factory = NonceFactory(SECRET, lifetime=300.0)
     raw = base64.b64decode(factory.make(1_000.25))
     assert int.from_bytes(raw[:8], "big", signed=True) == 1_000_250
     key = hashlib.blake2b(b"pbxtui nonce", key=SECRET).digest()
     assert raw[17:] == hashlib.blake2b(raw[:17], key=key, digest_size=16).digest()
+
+
+def test_nonce_names_its_issuer_and_is_stale_in_any_other_process() -> None:
+    # Worker processes share the secret but not their nonce-count tables: a nonce is good
+    # only where it was issued; elsewhere the phone is sent a fresh challenge (stale=true).
+    first, second = NonceFactory(SECRET, 300.0, issuer=1), NonceFactory(SECRET, 300.0, issuer=2)
+    nonce = first.make(1_000.0)
+    assert base64.b64decode(nonce)[8] == 1
+    assert first.check(nonce, 1_000.0) is NonceState.VALID
+    assert second.check(nonce, 1_000.0) is NonceState.STALE
+    assert NonceFactory(SECRET, 300.0).check(nonce, 1_000.0) is NonceState.STALE
+    # The issuer is under the MAC: rewriting it to the other process's number breaks it.
+    raw = bytearray(base64.b64decode(nonce))
+    raw[8] = 2
+    assert second.check(base64.b64encode(bytes(raw)).decode(), 1_000.0) is NonceState.INVALID
 
 
 def test_nonces_differ_even_at_the_same_instant() -> None:
@@ -304,6 +319,10 @@ def test_nonce_factory_rejects_weak_settings() -> None:
         NonceFactory(b"short", 300.0)
     with pytest.raises(ValueError):
         NonceFactory(SECRET, 0.0)
+    with pytest.raises(ValueError):
+        NonceFactory(SECRET, 300.0, issuer=256)
+    with pytest.raises(ValueError):
+        NonceFactory(SECRET, 300.0, issuer=-1)
 
 
 # -- the client side ----------------------------------------------------------------------
