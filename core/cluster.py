@@ -283,7 +283,7 @@ def ban_row(ip: str, until: float | None, reason: str, count: int) -> BanRow:
     return BanRow(ip, until, reason, count, time.time())
 
 
-CHANGES = frozenset({"bind", "unbind", "ban", "unban", "limit+", "limit-"})
+CHANGES = frozenset({"bind", "unbind", "ban", "unban", "limit+", "limit-", "limits"})
 
 
 class ChangeApplier:
@@ -343,6 +343,8 @@ class ChangeApplier:
             self.limiter.count_in(username, call_id, at, hourly=hourly)
         elif kind == "limit-":
             self.limiter.release(message[1])
+        elif kind == "limits":  # main's count of every call up, for a worker (re)started
+            self.limiter.adopt(message[1])
 
 
 # -- what both sides share ---------------------------------------------------------------------

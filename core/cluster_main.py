@@ -40,20 +40,28 @@ class MainCluster(ClusterSide):
             proxy_settings.max_active_calls * self.workers,
             proxy_settings.max_call_seconds + proxy_settings.invite_timeout + 60.0,
         )
+        # Which worker counted each outbound call in: if it dies, nobody will count it out.
+        self._counted_by: dict[str, int] = {}
         self.pool = WorkerPool(
             self.workers,
             self.links,
-            self._init_message,
+            self._start_messages,
             [sock.fileno() for sock in pbx.transport.udp_sockets],
             quiet=quiet,
             on_event=self._server_event,
         )
 
-    def _init_message(self, index: int) -> Message:
+    def _start_messages(self, index: int) -> list[Message]:
+        """What a worker is told as it starts: its setup, then the outbound calls the other
+        workers are carrying, so that one started again holds the toll-fraud limits too."""
         pbx = self.pbx
         bound = tuple(pbx.transport.bound)
         setup = WorkerSetup(index, self.workers, bound, pbx.bus.capture_traffic)
-        return ("init", setup, pbx.settings)
+        messages: list[Message] = [("init", setup, pbx.settings)]
+        calls, windows = pbx.trunks.limiter.snapshot()
+        if calls or windows:
+            messages.append(("limits", (calls, windows)))
+        return messages
 
     def install(self) -> None:
         """Main's changes go to every worker: bindings, bans, outbound call counts. Bans are
@@ -96,6 +104,10 @@ class MainCluster(ClusterSide):
             return
         if self.changes.apply(message):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
+            if kind == "limit+":
+                self._counted_by[message[2]] = worker
+            elif kind == "limit-":
+                self._counted_by.pop(message[1], None)
             return
         if kind == "cdr":
             pbx.store.submit(InsertCdr(message[1]))
@@ -112,7 +124,26 @@ class MainCluster(ClusterSide):
     def _on_link_lost(self, worker: int) -> None:
         self.figures.pop(worker, None)
         self.calls.forget_worker(worker)
+        self._count_out_calls_of(worker)
         self.pool.lost(worker)
+
+    def _count_out_calls_of(self, worker: int) -> None:
+        """A worker died with outbound calls counted in: it will never count them out, and
+        its successor does not know them. Counted out here, and by every other worker as
+        main's own change; otherwise their users would stay at their limits until a restart.
+        (An answered call may carry on end to end, uncounted: a limit too loose for a while
+        beats a user locked out.)"""
+        limiter = self.pbx.trunks.limiter
+        orphans = [call_id for call_id, owner in self._counted_by.items() if owner == worker]
+        for call_id in orphans:
+            del self._counted_by[call_id]
+            limiter.release(call_id)
+        if orphans:
+            log.warning(
+                "worker process %d stopped with %d outbound calls counted; counted out",
+                worker,
+                len(orphans),
+            )
 
     def _server_event(self, message: str, level: str) -> None:
         self.pbx.bus.publish(ServerEvent(message, level=level))

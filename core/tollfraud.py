@@ -66,6 +66,10 @@ def check_policy(user: User, number: DialledNumber, dialplan: Dialplan) -> Refus
     return Refusal(403, "Outbound call not allowed", detail)
 
 
+# (call-id, user) of every call counted in; each user's hourly window of call starts.
+LimiterSnapshot = tuple[list[tuple[str, str]], dict[str, list[float]]]
+
+
 class LimiterListener(Protocol):
     def call_admitted(self, username: str, call_id: str, now: float) -> None: ...
 
@@ -137,6 +141,27 @@ class CallLimiter:
         self._active_by_user[username] = self._active_by_user.get(username, 0) + 1
         if hourly:
             self._starts_by_user.setdefault(username, deque()).append(now)
+
+    def snapshot(self) -> LimiterSnapshot:
+        """Every call counted in, and every hourly window: what a worker process started
+        (again) must know of the calls the others are carrying (core/cluster_main.py)."""
+        return (
+            list(self._active_by_call.items()),
+            {username: list(starts) for username, starts in self._starts_by_user.items()},
+        )
+
+    def adopt(self, snapshot: LimiterSnapshot) -> None:
+        """Count in what another process's `snapshot` holds, once, at a worker's start (no
+        limit checked, no listener told: those calls were admitted and announced where they
+        started)."""
+        calls, windows = snapshot
+        for call_id, username in calls:
+            if call_id not in self._active_by_call:
+                self._active_by_call[call_id] = username
+                self._active_by_user[username] = self._active_by_user.get(username, 0) + 1
+        for username, starts in windows.items():
+            known = self._starts_by_user.get(username, ())
+            self._starts_by_user[username] = deque(sorted([*known, *starts]))
 
     def release(self, call_id: str) -> None:
         """The call ended or failed; releasing one not admitted (or twice) does nothing."""

@@ -39,7 +39,7 @@ class WorkerPool:
         self,
         count: int,
         links: Links,
-        init_message: Callable[[int], Message],
+        start_messages: Callable[[int], list[Message]],
         udp_fds: list[int],
         *,
         quiet: bool = False,
@@ -47,7 +47,7 @@ class WorkerPool:
     ) -> None:
         self.count = count
         self.links = links
-        self.init_message = init_message
+        self.start_messages = start_messages  # the first carries the UDP sockets
         self.udp_fds = udp_fds
         self.quiet = quiet  # the console owns the terminal: workers' stderr goes nowhere
         self.on_event = on_event
@@ -83,7 +83,10 @@ class WorkerPool:
         theirs.close()
         self.processes[index] = process
         self.links.attach(index, ours)
-        self.links.send(index, self.init_message(index), self.udp_fds)
+        first, *rest = self.start_messages(index)
+        self.links.send(index, first, self.udp_fds)  # sent at once, alone: the worker's init
+        for message in rest:
+            self.links.send(index, message)
 
     def _link_to_others(self, index: int, *, only_lower: bool) -> None:
         """New links between worker `index` and the others (all of them after a restart)."""

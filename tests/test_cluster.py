@@ -228,11 +228,36 @@ def test_changes_from_another_process_are_applied_quietly() -> None:
     assert changes.apply(("limit-", "call-1"))
     assert limiter.active("alice") == 0
 
+    # A worker started again learns from main what the others carry (core/cluster_main.py).
+    assert changes.apply(("limits", ([("call-2", "alice")], {"alice": [NOW - 60, NOW]})))
+    assert limiter.active("alice") == 1 and "call-2" in limiter
+
     assert not changes.apply(("cdr", None))
     events, _, _ = bus.feed.read_since(0)
     assert events == []  # the process that made each change announced it
     assert sent.to_peers == []  # and passed it on
     assert not replicator.applying
+
+
+def test_a_limiter_snapshot_carries_calls_up_and_hourly_windows_to_a_new_worker() -> None:
+    main = CallLimiter(max_global=3)
+    alice = make_user("alice", "alice-secret-1", "pbx.test", max_concurrent_calls=1)
+    bob = make_user("bob", "bob-secret-22", "pbx.test", max_calls_per_hour=2)
+    main.count_in("alice", "a1", NOW, hourly=False)
+    main.count_in("bob", "b1", NOW - 10, hourly=True)
+    main.release("b1")  # ended, but still one of bob's two calls this hour
+    main.count_in("bob", "b2", NOW - 5, hourly=True)
+
+    restarted = CallLimiter(max_global=3)
+    restarted.adopt(main.snapshot())
+    assert (restarted.active("alice"), restarted.active("bob")) == (1, 1)
+    refusal = restarted.admit(alice, "a2", NOW)
+    assert refusal is not None and refusal.status == 486
+    refusal = restarted.admit(bob, "b3", NOW)
+    assert refusal is not None and refusal.reason == "Hourly call limit reached"
+    restarted.release("a1")
+    assert restarted.admit(alice, "a2", NOW) is None
+    assert restarted.snapshot()[1] == {"bob": [NOW - 10, NOW - 5]}
 
 
 def test_outbound_calls_counted_elsewhere_hold_the_limits_here() -> None:

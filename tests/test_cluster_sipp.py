@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import secrets
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -19,13 +21,17 @@ from conftest import USERS, start_pbx
 from support.client import UdpClient, request_text
 from support.phone import Phone
 from support.ports import free_port
-from support.sipp import run_sipp, write_users_csv
+from support.sipp import SippResult, run_sipp, write_users_csv
 from test_proxy_sipp import call, call_events, invite_answers, register_port, start_callee
+from test_trunks_sipp import CARRIER_IP, wait_until_bound
 
+from core.affinity import owner_of
 from core.cluster_main import MainCluster
-from core.events import ContactRegistered, ServerEvent, SourceBanned
+from core.events import ContactRegistered, SecurityEvent, ServerEvent, SourceBanned
 from core.pbx import Pbx
-from core.settings import AuthSettings, RegistrarSettings, SecuritySettings
+from core.settings import AuthSettings, DialplanSettings, RegistrarSettings, SecuritySettings
+from core.sip.digest import build_authorization
+from core.sip.fields import parse_auth
 from core.store import Store
 from core.users import make_user
 
@@ -184,6 +190,58 @@ async def test_unregistering_in_main_reaches_the_workers(pbx: Pbx, tmp_path: Pat
     await eventually(lambda: invite_answers(pbx, caller_port) == [407, 480])
 
 
+def call_id_owned_by(worker: int, workers: int = 2) -> str:
+    """A fresh Call-ID that `worker` owns (core/affinity.py)."""
+    for _ in range(1000):
+        call_id = secrets.token_hex(8)
+        head = f"REGISTER sip:{DOMAIN} SIP/2.0\r\nCall-ID: {call_id}\r\n\r\n"
+        if owner_of(head.encode(), workers) == worker:
+            return call_id
+    raise AssertionError(f"no Call-ID for worker {worker} in 1000 tries")
+
+
+async def test_a_captured_register_replayed_to_the_other_worker_does_not_pass(
+    pbx: Pbx,
+) -> None:
+    """Each worker keeps its own nonce counts. An attacker who captured alice's REGISTER
+    sends it again with her Contact swapped for his and a Call-ID the other worker owns:
+    that worker never saw the nonce, but the nonce names the worker that issued it, so the
+    answer is a fresh challenge (stale=true) and alice's binding stays hers."""
+    server = pbx.listening[0].host, pbx.listening[0].port
+    async with UdpClient(server) as client:
+        phone = Phone(client, "alice", USERS["alice"])
+        phone.call_id = call_id_owned_by(1)
+        challenge = await client.ask(phone.register_text())
+        assert challenge is not None and challenge.status == 401
+        [offered] = [parse_auth(v) for v in challenge.headers.get_all("WWW-Authenticate")]
+        authorization = build_authorization(
+            offered, "alice", USERS["alice"], "REGISTER", f"sip:{DOMAIN}"
+        )
+        captured = phone.register_text(authorization=authorization)
+        ok = await client.ask(captured)
+        assert ok is not None and ok.status == 200
+        await eventually(lambda: len(pbx.location.lookup("alice", pbx.clock())) == 1)
+
+        async with UdpClient(server) as attacker:
+            # A new branch too, or it is a retransmission, answered from the reply cache.
+            hijack = re.sub(r"branch=z9hG4bK\w+", "branch=z9hG4bKreplayed", captured).replace(
+                f"<sip:alice@{client.local[0]}:{client.local[1]}>",
+                f"<sip:alice@{attacker.local[0]}:{attacker.local[1]}>",
+            )
+            # Sent again as it was, to the worker that issued the nonce: a replayed count.
+            again = await attacker.ask(hijack)
+            assert again is not None and again.status == 401
+            assert "stale" not in again.headers.get("WWW-Authenticate", "")
+            # Under a Call-ID the other worker owns: that worker did not issue the nonce.
+            moved = hijack.replace(phone.call_id, call_id_owned_by(2))
+            answer = await attacker.ask(moved)
+            assert answer is not None and answer.status == 401
+            assert "stale=true" in answer.headers.get("WWW-Authenticate", "")
+    await asyncio.sleep(0.3)  # what a worker binds reaches main a moment later
+    [binding] = pbx.location.lookup("alice", pbx.clock())
+    assert binding.contact == f"sip:alice@{client.local[0]}:{client.local[1]}"
+
+
 async def options(client: UdpClient, *, user_agent: str = "pbxtui-tests", timeout: float = 2.0):
     """An OPTIONS to the server with a new Call-ID (so either worker may own it)."""
     text = request_text("OPTIONS", f"sip:{DOMAIN}", local=client.local, user_agent=user_agent)
@@ -298,3 +356,104 @@ async def test_a_user_added_from_the_cli_reaches_the_workers(pbx: Pbx, tmp_path:
     await asyncio.sleep(0.3)  # the workers read the users table again
     await register_many(pbx, tmp_path, {"erin": "erin-secret-55"})
     await eventually(lambda: len(pbx.location.lookup("erin", pbx.clock())) == 1)
+
+
+async def alice_dials(
+    pbx: Pbx, tmp_path: Path, scenario: str, call_id: str, hold_ms: int = 100
+) -> SippResult:
+    """alice calls a national number out through the carrier, under a Call-ID of our choosing
+    (so we know which worker takes it)."""
+    host, port = pbx.listening[0].host, pbx.listening[0].port
+    csv = tmp_path / f"caller-{call_id}.csv"
+    password = USERS["alice"]
+    csv.write_text(f"SEQUENTIAL\nalice;[authentication username=alice password={password}]\n")
+    number = "01632960555"
+    return await run_sipp(
+        scenario,
+        host,
+        port,
+        inf=csv,
+        local_port=free_port(),
+        keys={"domain": DOMAIN, "callee": number},
+        extra=["-auth_uri", f"{number}@{DOMAIN}", "-d", str(hold_ms), "-cid_str", call_id],
+        timeout=30,
+    )
+
+
+async def worker_started_again(pbx: Pbx, index: int, times: int) -> None:
+    def restarted() -> int:
+        text = f"worker process {index} started again"
+        return sum(isinstance(e, ServerEvent) and text in e.message for e in feed(pbx))
+
+    await eventually(lambda: restarted() >= times, timeout=15)
+
+
+async def test_call_limits_hold_across_a_worker_that_dies(tmp_path: Path) -> None:
+    """alice may have one outbound call up. A worker started again learns from main of the
+    call another worker carries (486 for a second one); when the worker carrying it dies,
+    main counts the call out everywhere, or alice could never call out again."""
+    pbx = await start_pbx(
+        tmp_path,
+        workers=2,
+        auth=AuthSettings(algorithms=("MD5",)),
+        dialplan=DialplanSettings(country_code="44"),
+    )
+    try:
+        await pbx.admin.update_user(
+            "alice",
+            outbound_policy="national",
+            caller_id="+441632960100",
+            max_concurrent_calls=1,
+        )
+        gateway_port = free_port(CARRIER_IP)
+        await pbx.admin.add_carrier(
+            "acme", [f"{CARRIER_IP}/32"], gateway=f"{CARRIER_IP}:{gateway_port}"
+        )
+        await asyncio.sleep(0.5)  # the workers read users and carriers again
+        host, port = pbx.listening[0].host, pbx.listening[0].port
+        gateway = asyncio.create_task(
+            run_sipp(
+                "uas_answer.xml",
+                host,
+                port,
+                local_ip=CARRIER_IP,
+                local_port=gateway_port,
+                calls=2,
+                timeout=40,
+            )
+        )
+        await wait_until_bound(CARRIER_IP, gateway_port)
+        limiter = pbx.trunks.limiter
+
+        # Call 1, held, on worker 1.
+        first = asyncio.create_task(
+            alice_dials(pbx, tmp_path, "call_basic.xml", call_id_owned_by(1), hold_ms=12_000)
+        )
+        await eventually(lambda: limiter.active("alice") == 1)
+
+        # Worker 2 dies and starts again: it must know of call 1 all the same.
+        os.kill(cluster_of(pbx).pool.processes[2].pid, signal.SIGKILL)
+        await worker_started_again(pbx, 2, times=1)
+        second_id = call_id_owned_by(2)
+        second = await alice_dials(pbx, tmp_path, "call_rejected.xml", second_id)
+        assert second.returncode == 0, str(second)
+        await eventually(
+            lambda: any(
+                isinstance(e, SecurityEvent)
+                and e.action == "toll-fraud"
+                and e.detail.startswith("486 Too many calls")
+                for e in feed(pbx)
+            )
+        )
+
+        # Worker 1 dies with call 1 counted in: main counts it out, and tells worker 2.
+        os.kill(cluster_of(pbx).pool.processes[1].pid, signal.SIGKILL)
+        await eventually(lambda: limiter.active("alice") == 0)
+        await worker_started_again(pbx, 1, times=1)
+        third = await alice_dials(pbx, tmp_path, "call_basic.xml", call_id_owned_by(2))
+        assert third.returncode == 0, str(third)
+        first.cancel()
+        gateway.cancel()
+        await asyncio.gather(first, gateway, return_exceptions=True)
+    finally:
+        await pbx.stop()
