@@ -8,10 +8,12 @@ counters, never for the wire).
 What the answer must not reveal (DESIGN.md "Unknown user and wrong password get the same
 answer"): an unknown user is verified against a dummy HA1 so both cost one digest, and both
 get the same fresh challenge. Every failure gets the same challenge shape; only a correct
-answer to an expired nonce gets `stale=true` (RFC 7616 §3.3), so phones retry silently.
+answer to a nonce that is expired, or was issued by another process or before a restart,
+gets `stale=true` (RFC 7616 §3.3), so phones retry silently.
 
 State is a secret (nonces are stateless HMACs, `core.sip.digest.NonceFactory`) plus a bounded
-table of the last nonce-count per nonce to reject replays (RFC 7616 §3.4 "nc", §5.5).
+table of the last nonce-count per nonce to reject replays (RFC 7616 §3.4 "nc", §5.5). The
+table is this process's alone, so a nonce is good only in the process and run that issued it.
 """
 
 from __future__ import annotations

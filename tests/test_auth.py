@@ -266,6 +266,15 @@ def test_a_nonce_another_process_issued_gets_stale_true_so_no_count_is_bypassed(
     assert second.check(register(retry), T0 + 2, proxy=False).username == "alice"
 
 
+def test_a_nonce_from_before_a_restart_gets_stale_true() -> None:
+    # The nonce counts lived in the process that stopped: a captured request must not pass
+    # on the empty table of the one that replaced it.
+    credentials = answer(first_round(authenticator()), register())
+    restarted = authenticator().check(register(credentials), T0 + 1, proxy=False)
+    assert restarted.failure is AuthFailure.STALE_NONCE
+    assert restarted.counts_as_failure is False
+
+
 def test_nonce_just_inside_its_lifetime_is_fine() -> None:
     server = authenticator(nonce_lifetime=300.0)
     credentials = answer(first_round(server, T0), register())

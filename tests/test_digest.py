@@ -259,24 +259,28 @@ def test_nonce_from_the_future_is_stale_not_invalid() -> None:
     assert factory.check(nonce, 900.0) is NonceState.STALE
 
 
-def test_nonce_is_base64_of_time_issuer_random_and_a_keyed_blake2b_mac() -> None:
-    factory = NonceFactory(SECRET, lifetime=300.0)
+def test_nonce_is_base64_of_time_origin_random_and_a_keyed_blake2b_mac() -> None:
+    factory = NonceFactory(SECRET, lifetime=300.0, issuer=3)
     raw = base64.b64decode(factory.make(1_000.25))
     assert int.from_bytes(raw[:8], "big", signed=True) == 1_000_250
+    assert raw[8] == 3  # the issuing process; raw[9:11] its run
     key = hashlib.blake2b(b"pbxtui nonce", key=SECRET).digest()
     assert raw[17:] == hashlib.blake2b(raw[:17], key=key, digest_size=16).digest()
 
 
-def test_nonce_names_its_issuer_and_is_stale_in_any_other_process() -> None:
-    # Worker processes share the secret but not their nonce-count tables: a nonce is good
-    # only where it was issued; elsewhere the phone is sent a fresh challenge (stale=true).
+def test_nonce_is_stale_in_any_other_process_and_after_a_restart() -> None:
+    # Each process keeps its nonce counts in memory: a nonce is good only in the process
+    # and run that issued it; elsewhere the phone gets a fresh challenge (stale=true).
     first, second = NonceFactory(SECRET, 300.0, issuer=1), NonceFactory(SECRET, 300.0, issuer=2)
     nonce = first.make(1_000.0)
-    assert base64.b64decode(nonce)[8] == 1
     assert first.check(nonce, 1_000.0) is NonceState.VALID
     assert second.check(nonce, 1_000.0) is NonceState.STALE
     assert NonceFactory(SECRET, 300.0).check(nonce, 1_000.0) is NonceState.STALE
-    # The issuer is under the MAC: rewriting it to the other process's number breaks it.
+    # The same worker started again: same secret, same number, but its counts are gone.
+    restarted = NonceFactory(SECRET, 300.0, issuer=1)
+    assert restarted.check(nonce, 1_000.0) is NonceState.STALE
+    assert restarted.check(restarted.make(1_000.0), 1_000.0) is NonceState.VALID
+    # The origin is under the MAC: rewriting it to another process's breaks it.
     raw = bytearray(base64.b64decode(nonce))
     raw[8] = 2
     assert second.check(base64.b64encode(bytes(raw)).decode(), 1_000.0) is NonceState.INVALID

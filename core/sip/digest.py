@@ -178,16 +178,19 @@ def _parse_common_shape(text: str) -> AuthParams | None:
 class NonceState(enum.Enum):
     VALID = "valid"
     # Ours, but too old (or from a clock that went backwards), or issued by another of our
-    # processes (whose nonce-count table is not here): stale=true, and the phone retries.
+    # processes or before a restart (its nonce counts are not here): stale=true, and the
+    # phone retries.
     STALE = "stale"
     INVALID = "invalid"  # not ours: forged, tampered with, or from another install's secret
 
 
 _ISSUED_BYTES = 8  # signed milliseconds
-_ISSUER_AT = _ISSUED_BYTES  # one byte: the process that issued it (0: main, 1..: workers)
-_RANDOM_BYTES = 8  # two nonces issued in the same millisecond still differ (nc is per nonce)
+# The origin: one byte for the process that issued it (0: main, 1..: workers), two drawn
+# when that process started.
+_ORIGIN_BYTES = 3
+_RANDOM_BYTES = 6  # two nonces issued in the same millisecond still differ (nc is per nonce)
 _MAC_BYTES = 16  # keyed BLAKE2b, 128 bits: plenty against forgery
-_PAYLOAD_BYTES = _ISSUED_BYTES + 1 + _RANDOM_BYTES
+_PAYLOAD_BYTES = _ISSUED_BYTES + _ORIGIN_BYTES + _RANDOM_BYTES
 MAX_ISSUER = 255
 _NONCE_CHARS = 4 * (_PAYLOAD_BYTES + _MAC_BYTES) // 3  # 33 bytes: base64 with no padding
 _NONCE_SHAPE = re.compile(rf"[A-Za-z0-9+/]{{{_NONCE_CHARS}}}")
@@ -196,21 +199,22 @@ _CLOCK_SKEW = 1.0  # seconds a nonce may seem to come from the future before it 
 
 class NonceFactory:
     """Stateless nonces: base64(payload ‖ MAC(secret, payload)), where the payload is
-    issued-ms ‖ issuer ‖ random.
+    issued-ms ‖ origin ‖ random.
 
     RFC 7616 §3.3 suggests exactly this shape (a time stamp and a private key) so the server
-    can spot old nonces without storing any. The secret is per install and kept across
-    restarts, so phones do not all re-challenge after an upgrade. 33 bytes encode to 44
-    base64 characters with no padding: there is exactly one spelling of each nonce.
+    can spot old nonces without storing any. 33 bytes encode to 44 base64 characters with no
+    padding: there is exactly one spelling of each nonce.
 
-    The issuer is the process that made the nonce. Replays are caught by a nonce-count table
-    that each process keeps for itself (core/auth.py), so with worker processes a nonce is
-    accepted only where it was issued: a captured request sent again under a Call-ID that
-    another worker owns would otherwise find no count there and pass. Elsewhere it checks
-    STALE, and the phone answers a fresh challenge without asking anyone.
+    The origin names the process that made the nonce, and its run. Replays are caught by a
+    nonce-count table that each process keeps in memory (core/auth.py), so a nonce is
+    accepted only by the process and run that issued it: sent to another worker (under a
+    Call-ID that worker owns), or after a restart emptied the table, a captured request would
+    find no count and pass. Anywhere else it checks STALE, and the phone answers a fresh
+    challenge without asking anyone. The secret is per install and kept across restarts, so
+    such a nonce is still known for ours (stale, not a failed login).
     """
 
-    __slots__ = ("_issuer", "_key", "_lifetime")
+    __slots__ = ("_key", "_lifetime", "_origin")
 
     def __init__(self, secret: bytes, lifetime: float, issuer: int = 0) -> None:
         if len(secret) < 16:
@@ -219,7 +223,7 @@ class NonceFactory:
             raise ValueError("the nonce lifetime must be positive")
         if not 0 <= issuer <= MAX_ISSUER:
             raise ValueError(f"the nonce issuer must be 0..{MAX_ISSUER}")
-        self._issuer = issuer
+        self._origin = bytes((issuer,)) + os.urandom(_ORIGIN_BYTES - 1)
         # Keyed BLAKE2b is a MAC in one C call; the hmac module's objects cost four
         # interpreted calls per nonce (a tenth of a challenge's CPU, measured compiled).
         self._key = hashlib.blake2b(b"pbxtui nonce", key=secret[:64]).digest()
@@ -240,7 +244,7 @@ class NonceFactory:
 
     def make(self, now: float) -> str:
         payload = int(now * 1000).to_bytes(_ISSUED_BYTES, "big", signed=True)
-        payload += bytes((self._issuer,)) + os.urandom(_RANDOM_BYTES)
+        payload += self._origin + os.urandom(_RANDOM_BYTES)
         return binascii.b2a_base64(payload + self._mac(payload), newline=False).decode("ascii")
 
     def check(self, nonce: str, now: float) -> NonceState:
@@ -252,7 +256,9 @@ class NonceFactory:
             return NonceState.INVALID
         issued = int.from_bytes(payload[:_ISSUED_BYTES], "big", signed=True) / 1000
         age = now - issued
-        if age > self._lifetime or age < -_CLOCK_SKEW or payload[_ISSUER_AT] != self._issuer:
+        if age > self._lifetime or age < -_CLOCK_SKEW:
+            return NonceState.STALE
+        if payload[_ISSUED_BYTES : _ISSUED_BYTES + _ORIGIN_BYTES] != self._origin:
             return NonceState.STALE
         return NonceState.VALID
 
