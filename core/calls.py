@@ -98,6 +98,7 @@ class CallInfo:
     state: str
     started_at: float
     answered_at: float | None
+    direction: str = "internal"
 
 
 class CallSink(Protocol):
@@ -194,6 +195,7 @@ class CallTable:
                 call.state,
                 call.started_at,
                 call.answered_at,
+                call.direction,
             )
             for call in self._calls.values()
         ]
@@ -210,6 +212,7 @@ class CallTable:
                 status=call.status,
                 reason=call.reason,
                 duration=0.0 if answered_at is None else max(0.0, now - answered_at),
+                direction=call.direction,
                 at=now,
             )
         )

@@ -46,7 +46,7 @@ from core.flow import Flow
 from core.links import Links, Message
 from core.location import Binding, LocationService
 from core.settings import ListenAddress, SecuritySettings
-from core.store import BanRow, BindingRow
+from core.store import BanRow, BindingRow, CdrRow
 
 if TYPE_CHECKING:
     from core.pbx import Pbx
@@ -257,16 +257,16 @@ class RemoteCalls:
             event.state,
             started_at,
             answered_at,
+            event.direction or "internal",
         )
         self._calls[call_id] = (info, worker)
         if held is None and len(self._calls) > self.capacity:
             self._calls.popitem(last=False)
 
-    def forget_worker(self, worker: int) -> int:
+    def forget_worker(self, worker: int) -> list[CallInfo]:
+        """The calls of a worker that died, which will never be heard of again."""
         gone = [call_id for call_id, (_, owner) in self._calls.items() if owner == worker]
-        for call_id in gone:
-            del self._calls[call_id]
-        return len(gone)
+        return [self._calls.pop(call_id)[0] for call_id in gone]
 
     def sweep(self, now: float) -> None:
         while self._calls:
@@ -277,6 +277,54 @@ class RemoteCalls:
 
     def snapshot(self) -> list[CallInfo]:
         return [info for info, _ in self._calls.values()]
+
+
+LOST_CALL_REASON = "worker process stopped"
+
+
+def lost_call(info: CallInfo, now: float) -> tuple[CdrRow, CallEvent]:
+    """The CDR and the last event of a call whose worker died, from what main knew of it.
+
+    The call itself may carry on end to end (its BYE follows our Record-Route), but nobody
+    follows it any more: it is accounted for as ending now, so it is not missing from the
+    CDRs (status 200 if it was answered, 0 if no final answer was known)."""
+    answered_at = info.answered_at
+    duration = 0.0 if answered_at is None else max(0.0, now - answered_at)
+    status = 0 if answered_at is None else 200
+    cdr = CdrRow(
+        call_id=info.call_id,
+        caller=info.caller,
+        callee=info.callee,
+        source_ip=_host_of(info.source),
+        direction=info.direction,
+        started_at=info.started_at,
+        answered_at=answered_at,
+        ended_at=now,
+        status=status,
+        reason=LOST_CALL_REASON,
+        duration=round(duration, 3),
+    )
+    event = CallEvent(
+        info.call_id,
+        FAILED if answered_at is None else ENDED,
+        info.caller,
+        info.callee,
+        source=info.source,
+        status=status,
+        reason=LOST_CALL_REASON,
+        duration=duration,
+        direction=info.direction,
+        at=now,
+    )
+    return cdr, event
+
+
+def _host_of(source: str) -> str:
+    """The address in a call's source as the console shows it: `host:port`, `[v6]:port`."""
+    if source.startswith("["):
+        return source[1 : source.find("]")]
+    host, colon, _port = source.rpartition(":")
+    return host if colon else source
 
 
 def ban_row(ip: str, until: float | None, reason: str, count: int) -> BanRow:

@@ -9,6 +9,7 @@ shows their events, calls and figures in the console.
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from core.affinity import MAIN
@@ -19,6 +20,7 @@ from core.cluster import (
     WorkerFigures,
     WorkerSetup,
     flow_of,
+    lost_call,
 )
 from core.events import CallEvent, ServerEvent
 from core.links import Message
@@ -123,9 +125,19 @@ class MainCluster(ClusterSide):
 
     def _on_link_lost(self, worker: int) -> None:
         self.figures.pop(worker, None)
-        self.calls.forget_worker(worker)
+        self._close_calls_of(worker)
         self._count_out_calls_of(worker)
         self.pool.lost(worker)
+
+    def _close_calls_of(self, worker: int) -> None:
+        """A worker died with calls up: they get their CDR and their end in the feed here,
+        as it will never send them (core/cluster.py `lost_call`)."""
+        pbx = self.pbx
+        now = time.time()
+        for info in self.calls.forget_worker(worker):
+            cdr, event = lost_call(info, now)
+            pbx.store.submit(InsertCdr(cdr))
+            pbx.bus.publish(event)
 
     def _count_out_calls_of(self, worker: int) -> None:
         """A worker died with outbound calls counted in: it will never count them out, and

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -20,6 +21,7 @@ from core.cluster import (
     divided_limits,
     flow_fields,
     flow_of,
+    lost_call,
 )
 from core.events import (
     CallEvent,
@@ -309,12 +311,39 @@ def test_main_follows_the_workers_calls_from_their_events() -> None:
     assert [info.call_id for info in calls.snapshot()] == ["b", "c"]
     calls.follow(call_event("b", "ended", NOW + 5), worker=2)
     assert [info.call_id for info in calls.snapshot()] == ["c"]
-    assert calls.forget_worker(2) == 1 and len(calls) == 0
+    assert [info.call_id for info in calls.forget_worker(2)] == ["c"] and len(calls) == 0
     calls.follow(call_event("d", "trying", NOW), worker=1)
     calls.sweep(NOW + 99)
     assert len(calls) == 1
     calls.sweep(NOW + 100)  # its end was never heard of
     assert len(calls) == 0
+
+
+def test_a_call_whose_worker_died_is_accounted_for_as_ending_then() -> None:
+    calls = RemoteCalls(capacity=10, max_age=100.0)
+    answered = CallEvent("a", "answered", "alice", "+441632960555", source="[2001:db8::5]:5060")
+    for state, at in (("trying", NOW), ("answered", NOW + 2)):
+        calls.follow(replace(answered, state=state, direction="outbound", at=at), worker=1)
+    calls.follow(call_event("b", "ringing", NOW + 3), worker=1)
+    (cdr, ended), (unanswered, failed) = [
+        lost_call(info, NOW + 62) for info in calls.forget_worker(1)
+    ]
+    assert (cdr.call_id, cdr.caller, cdr.callee, cdr.direction) == (
+        "a",
+        "alice",
+        "+441632960555",
+        "outbound",
+    )
+    assert (cdr.source_ip, cdr.started_at, cdr.answered_at, cdr.ended_at) == (
+        "2001:db8::5",
+        NOW,
+        NOW + 2,
+        NOW + 62,
+    )
+    assert (cdr.status, cdr.reason, cdr.duration) == (200, "worker process stopped", 60.0)
+    assert (ended.state, ended.status, ended.duration) == ("ended", 200, 60.0)
+    assert (unanswered.source_ip, unanswered.status, unanswered.duration) == ("192.0.2.1", 0, 0.0)
+    assert (unanswered.direction, failed.state) == ("internal", "failed")
 
 
 @pytest.mark.parametrize(("workers", "flood", "per_ip"), [(1, 200, 10), (2, 100, 5), (3, 67, 4)])

@@ -426,8 +426,9 @@ async def test_call_limits_hold_across_a_worker_that_dies(tmp_path: Path) -> Non
         limiter = pbx.trunks.limiter
 
         # Call 1, held, on worker 1.
+        first_id = call_id_owned_by(1)
         first = asyncio.create_task(
-            alice_dials(pbx, tmp_path, "call_basic.xml", call_id_owned_by(1), hold_ms=12_000)
+            alice_dials(pbx, tmp_path, "call_basic.xml", first_id, hold_ms=12_000)
         )
         await eventually(lambda: limiter.active("alice") == 1)
 
@@ -447,8 +448,18 @@ async def test_call_limits_hold_across_a_worker_that_dies(tmp_path: Path) -> Non
         )
 
         # Worker 1 dies with call 1 counted in: main counts it out, and tells worker 2.
+        await eventually(lambda: any(c.call_id == first_id for c in pbx.calls()))
         os.kill(cluster_of(pbx).pool.processes[1].pid, signal.SIGKILL)
         await eventually(lambda: limiter.active("alice") == 0)
+        # Nobody follows call 1 any more: it gets its CDR and its end now.
+        await pbx.store.flush()
+        [lost] = [cdr for cdr in await pbx.store.list_cdrs() if cdr.call_id == first_id]
+        assert (lost.status, lost.reason, lost.direction) == (
+            200,
+            "worker process stopped",
+            "outbound",
+        )
+        assert not any(c.call_id == first_id for c in pbx.calls())
         await worker_started_again(pbx, 1, times=1)
         third = await alice_dials(pbx, tmp_path, "call_basic.xml", call_id_owned_by(2))
         assert third.returncode == 0, str(third)
