@@ -201,18 +201,21 @@ class CallTable:
         ]
 
     def _publish(self, call: Call, now: float) -> None:
-        answered_at = call.answered_at
-        self.bus.publish(
-            CallEvent(
-                call.call_id,
-                call.state,
-                call.caller,
-                call.callee,
-                source=call.source_text,
-                status=call.status,
-                reason=call.reason,
-                duration=0.0 if answered_at is None else max(0.0, now - answered_at),
-                direction=call.direction,
-                at=now,
-            )
-        )
+        self.bus.publish(call_event(call, now))
+
+
+def call_event(call: Call, now: float) -> CallEvent:
+    """The call as it stands at `now`, for the feed, the log and main's calls table."""
+    answered_at = call.answered_at
+    return CallEvent(
+        call.call_id,
+        call.state,
+        call.caller,
+        call.callee,
+        source=call.source_text,
+        status=call.status,
+        reason=call.reason,
+        duration=0.0 if answered_at is None else max(0.0, now - answered_at),
+        direction=call.direction,
+        at=now,
+    )

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 from core.accounting import cdr_for
 from core.affinity import MAIN
 from core.bans import Ban, BanSink
-from core.calls import ANSWERED, ENDED, FAILED, Call, CallInfo
+from core.calls import ANSWERED, ENDED, FAILED, Call, CallInfo, call_event
 from core.events import (
     CallEvent,
     Event,
@@ -289,42 +289,30 @@ def lost_call(info: CallInfo, now: float) -> tuple[CdrRow, CallEvent]:
     follows it any more: it is accounted for as ending now, so it is not missing from the
     CDRs (status 200 if it was answered, 0 if no final answer was known)."""
     answered_at = info.answered_at
-    duration = 0.0 if answered_at is None else max(0.0, now - answered_at)
-    status = 0 if answered_at is None else 200
-    cdr = CdrRow(
-        call_id=info.call_id,
-        caller=info.caller,
-        callee=info.callee,
-        source_ip=_host_of(info.source),
-        direction=info.direction,
-        started_at=info.started_at,
-        answered_at=answered_at,
-        ended_at=now,
-        status=status,
-        reason=LOST_CALL_REASON,
-        duration=round(duration, 3),
-    )
-    event = CallEvent(
+    call = Call(
         info.call_id,
-        FAILED if answered_at is None else ENDED,
         info.caller,
         info.callee,
-        source=info.source,
-        status=status,
-        reason=LOST_CALL_REASON,
-        duration=duration,
+        _address_of(info.source),
+        info.started_at,
         direction=info.direction,
-        at=now,
+        state=FAILED if answered_at is None else ENDED,
+        answered_at=answered_at,
+        ended_at=now,
+        status=0 if answered_at is None else 200,
+        reason=LOST_CALL_REASON,
     )
-    return cdr, event
+    return cdr_for(call), call_event(call, now)
 
 
-def _host_of(source: str) -> str:
-    """The address in a call's source as the console shows it: `host:port`, `[v6]:port`."""
-    if source.startswith("["):
-        return source[1 : source.find("]")]
-    host, colon, _port = source.rpartition(":")
-    return host if colon else source
+def _address_of(source: str) -> tuple[str, int]:
+    """A call's source as the console shows it (`host:port`, `[v6]:port`) as an address."""
+    host, colon, port = source.rpartition(":")
+    if not colon:
+        host, port = source, "0"
+    if host.startswith("["):
+        host = host[1:-1]
+    return host, int(port) if port.isdigit() else 0
 
 
 def ban_row(ip: str, until: float | None, reason: str, count: int) -> BanRow:
