@@ -42,8 +42,6 @@ class MainCluster(ClusterSide):
             proxy_settings.max_active_calls * self.workers,
             proxy_settings.max_call_seconds + proxy_settings.invite_timeout + 60.0,
         )
-        # Which worker counted each outbound call in: if it dies, nobody will count it out.
-        self._counted_by: dict[str, int] = {}
         self.pool = WorkerPool(
             self.workers,
             self.links,
@@ -106,10 +104,6 @@ class MainCluster(ClusterSide):
             return
         if self.changes.apply(message):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
-            if kind == "limit+":
-                self._counted_by[message[2]] = worker
-            elif kind == "limit-":
-                self._counted_by.pop(message[1], None)
             return
         if kind == "cdr":
             pbx.store.submit(InsertCdr(message[1]))
@@ -126,36 +120,24 @@ class MainCluster(ClusterSide):
     def _on_link_lost(self, worker: int) -> None:
         self.figures.pop(worker, None)
         self._close_calls_of(worker)
-        self._count_out_calls_of(worker)
         self.pool.lost(worker)
 
     def _close_calls_of(self, worker: int) -> None:
         """A worker died with calls up: they get their CDR and their end in the feed here,
-        as it will never send them (core/cluster.py `lost_call`)."""
+        as it will never send them (core/cluster.py `lost_call`).
+
+        The end is published as main's own, so main's trunks count those calls out of the
+        toll-fraud limits as for any call that ends, and tell every other worker; otherwise
+        their users would stay at their limits until a restart. (An answered call may carry
+        on end to end, uncounted: a limit too loose for a while beats a user locked out.)
+        Every call counted in is here: its CallEvent travels with its count, and the proxy
+        ends a call before `RemoteCalls` would forget it."""
         pbx = self.pbx
         now = time.time()
         for info in self.calls.forget_worker(worker):
             cdr, event = lost_call(info, now)
             pbx.store.submit(InsertCdr(cdr))
             pbx.bus.publish(event)
-
-    def _count_out_calls_of(self, worker: int) -> None:
-        """A worker died with outbound calls counted in: it will never count them out, and
-        its successor does not know them. Counted out here, and by every other worker as
-        main's own change; otherwise their users would stay at their limits until a restart.
-        (An answered call may carry on end to end, uncounted: a limit too loose for a while
-        beats a user locked out.)"""
-        limiter = self.pbx.trunks.limiter
-        orphans = [call_id for call_id, owner in self._counted_by.items() if owner == worker]
-        for call_id in orphans:
-            del self._counted_by[call_id]
-            limiter.release(call_id)
-        if orphans:
-            log.warning(
-                "worker process %d stopped with %d outbound calls counted; counted out",
-                worker,
-                len(orphans),
-            )
 
     def _server_event(self, message: str, level: str) -> None:
         self.pbx.bus.publish(ServerEvent(message, level=level))
