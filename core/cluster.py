@@ -46,6 +46,8 @@ from core.flow import Flow
 from core.links import Links, Message
 from core.location import Binding, LocationService
 from core.settings import ListenAddress, SecuritySettings
+from core.sip.errors import SipParseError
+from core.sip.uri import parse_hostport
 from core.store import BanRow, BindingRow, CdrRow
 
 if TYPE_CHECKING:
@@ -257,7 +259,7 @@ class RemoteCalls:
             event.state,
             started_at,
             answered_at,
-            event.direction or "internal",
+            event.direction,
         )
         self._calls[call_id] = (info, worker)
         if held is None and len(self._calls) > self.capacity:
@@ -289,11 +291,15 @@ def lost_call(info: CallInfo, now: float) -> tuple[CdrRow, CallEvent]:
     follows it any more: it is accounted for as ending now, so it is not missing from the
     CDRs (status 200 if it was answered, 0 if no final answer was known)."""
     answered_at = info.answered_at
+    try:
+        host, port = parse_hostport(info.source)  # as `Call.source_text` wrote it
+    except SipParseError:  # no source known
+        host, port = "", None
     call = Call(
         info.call_id,
         info.caller,
         info.callee,
-        _address_of(info.source),
+        (host, port or 0),
         info.started_at,
         direction=info.direction,
         state=FAILED if answered_at is None else ENDED,
@@ -303,16 +309,6 @@ def lost_call(info: CallInfo, now: float) -> tuple[CdrRow, CallEvent]:
         reason=LOST_CALL_REASON,
     )
     return cdr_for(call), call_event(call, now)
-
-
-def _address_of(source: str) -> tuple[str, int]:
-    """A call's source as the console shows it (`host:port`, `[v6]:port`) as an address."""
-    host, colon, port = source.rpartition(":")
-    if not colon:
-        host, port = source, "0"
-    if host.startswith("["):
-        host = host[1:-1]
-    return host, int(port) if port.isdigit() else 0
 
 
 def ban_row(ip: str, until: float | None, reason: str, count: int) -> BanRow:

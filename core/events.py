@@ -137,7 +137,7 @@ class CallEvent(Event):
     status: int = 0
     reason: str = ""
     duration: float = 0.0  # seconds from answer to end, on "ended"
-    direction: str = ""  # "internal", "inbound" or "outbound", as in the CDR
+    direction: str = "internal"  # or "inbound", "outbound": as in the CDR
     kind: ClassVar[str] = "call"
 
 

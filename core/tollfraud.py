@@ -156,9 +156,7 @@ class CallLimiter:
         started)."""
         calls, windows = snapshot
         for call_id, username in calls:
-            if call_id not in self._active_by_call:
-                self._active_by_call[call_id] = username
-                self._active_by_user[username] = self._active_by_user.get(username, 0) + 1
+            self.count_in(username, call_id, 0.0, hourly=False)  # the windows come whole
         for username, starts in windows.items():
             known = self._starts_by_user.get(username, ())
             self._starts_by_user[username] = deque(sorted([*known, *starts]))
