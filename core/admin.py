@@ -11,8 +11,8 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from core import netaddr
-from core.store import BanRow, CarrierRow, CdrRow, DidRow, DuplicateError, NotFoundError
+from core.net import addresses as netaddr
+from core.store.database import BanRow, CarrierRow, CdrRow, DidRow, DuplicateError, NotFoundError
 from core.users import (
     User,
     check_admin_password,

@@ -17,25 +17,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from core.accounting import CdrWriter
+from core.accounting.cdrs import CdrWriter
 from core.admin import AdminApi
-from core.affinity import MAIN, owner_of
-from core.auth import DigestAuthenticator
-from core.calls import CallInfo, CallTable
-from core.cluster import WorkerBus, WorkerSetup, divided_limits
-from core.cluster_main import MainCluster
-from core.cluster_worker import WorkerCluster
-from core.dnssrv import SrvResolver
+from core.cluster.affinity import MAIN, owner_of
+from core.cluster.changes import WorkerBus, WorkerSetup, divided_limits
+from core.cluster.main import MainCluster
+from core.cluster.worker import WorkerCluster
 from core.events import EventBus, ServerEvent
-from core.identity import ServerIdentity
-from core.location import LocationService
-from core.natping import NatKeepalive
-from core.pipeline import Route
-from core.proxy import Proxy
-from core.registrar import Registrar
-from core.security import Security
+from core.net.dns import SrvResolver
+from core.net.identity import ServerIdentity
+from core.net.transport import ListenError, Transport
+from core.proxy.calls import CallInfo, CallTable
+from core.proxy.proxy import Proxy
+from core.registrar.location import LocationService
+from core.registrar.natping import NatKeepalive
+from core.registrar.registrar import Registrar
+from core.route import Route
+from core.security.auth import DigestAuthenticator
+from core.security.guard import Security
 from core.settings import ListenAddress, Settings
-from core.store import (
+from core.store.database import (
     BanRow,
     DeleteBan,
     DeleteBinding,
@@ -44,8 +45,7 @@ from core.store import (
     UpsertBan,
     UpsertBinding,
 )
-from core.transport import ListenError, Transport
-from core.trunks import Trunks
+from core.trunks.trunks import Trunks
 from core.users import UserDirectory
 
 log = logging.getLogger("pbxtui.pbx")
@@ -72,7 +72,7 @@ class PbxStats:
 
 class Pbx:
     """The SIP core, in one process or, with `[server] workers`, as the main process or one
-    of the workers (core/cluster.py)."""
+    of the workers (core/cluster/changes.py)."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -148,7 +148,7 @@ class Pbx:
         self, setup: WorkerSetup, main_link: socket.socket, udp: list[socket.socket]
     ) -> None:
         """Start as worker `setup.index`: the tables from the database (read only), the
-        UDP sockets main bound, and every change to and from main (core/cluster_worker.py)."""
+        UDP sockets main bound, and every change to and from main (core/cluster/worker.py)."""
         self.cluster = cluster = WorkerCluster(self, setup, main_link)
         self.bus = WorkerBus(cluster.to_main)
         self.bus.capture_traffic = setup.capture_traffic
@@ -199,7 +199,7 @@ class Pbx:
         if self.is_worker:  # each worker sees about 1/N of every source's messages
             security_settings = divided_limits(security_settings, settings.workers)
         self.security = Security(security_settings, self.bus, own_addresses=self.identity.addresses)
-        # A worker writes nothing itself: its changes go to main (core/cluster_worker.py).
+        # A worker writes nothing itself: its changes go to main (core/cluster/worker.py).
         writes = not self.is_worker
         self.security.sink = _BanWriter(store) if writes else None
         self.security.restore(await store.list_bans(active_at=now), now)
@@ -335,7 +335,7 @@ class Pbx:
             if cluster is not None:
                 owner = owner_of(data, cluster.workers)
                 if owner != cluster.index:
-                    # Another process holds this Call-ID's state (core/affinity.py).
+                    # Another process holds this Call-ID's state (core/cluster/affinity.py).
                     if self.route.admit(flow, self.clock()):
                         cluster.forward(owner, data, flow)
                     return

@@ -57,8 +57,9 @@ class AuthSettings:
 
 @dataclass(frozen=True, slots=True)
 class SecuritySettings:
-    """Defaults for `core.security`; the reasoning behind each is in `core/flood.py` and
-    `core/scanners.py`.
+    """Defaults for `core.security.guard`; the reasoning behind each is in
+    `core/security/flood.py` and
+    `core/security/scanners.py`.
 
     The flood limits count every SIP message a source sends (requests and responses) in the
     window. A phone's normal chatter is a handful per minute: REGISTER every 60-3600 s (two
@@ -170,7 +171,7 @@ class Settings:
         ListenAddress("tcp", "0.0.0.0", 5060),
     )
     user_agent: str = "pbxtui"
-    # Worker processes that serve SIP over UDP beside the main process (core/cluster.py);
+    # Worker processes that serve SIP over UDP beside the main process (core/cluster/changes.py);
     # 0: one process does everything.
     workers: int = 0
     transport: TransportSettings = field(default_factory=TransportSettings)

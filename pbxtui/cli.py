@@ -24,9 +24,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO, TypeVar
 
-from core.netaddr import parse_ip, parse_network
+from core.net.addresses import parse_ip, parse_network
 from core.settings import Settings
-from core.store import BanRow, CarrierRow, CdrRow, DuplicateError, NotFoundError, Store, StoreError
+from core.store.database import (
+    BanRow,
+    CarrierRow,
+    CdrRow,
+    DuplicateError,
+    NotFoundError,
+    Store,
+    StoreError,
+)
 from core.users import (
     OUTBOUND_POLICIES,
     User,

@@ -15,7 +15,7 @@ key: a typo in a security limit must not silently leave the default in force.
 
 `--db`, `--listen` (repeatable; replaces the whole list) and `--domain` are applied last.
 A relative `db` in the file is relative to the file's directory; on the command line, to the
-current directory. The database's parent directory is created by `core.store.Store.open`.
+current directory. The database's parent directory is created by `core.store.database.Store.open`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.netaddr import parse_network
+from core.net.addresses import parse_network
 from core.settings import (
     AuthSettings,
     DialplanSettings,

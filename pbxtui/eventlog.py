@@ -1,6 +1,6 @@
 """One log line per notable event, for `pbxtui --headless` under systemd/journald.
 
-Security decisions use the fail2ban-friendly format of core/seclog.py; the rest are short
+Security decisions use the fail2ban-friendly format of core/security/seclog.py; the rest are short
 human sentences. SIP traffic is never logged here (it is on the bus for the console).
 
 A call gets one line, when it ends or fails, with its status and duration: the console
@@ -24,7 +24,7 @@ from core.events import (
     SecurityEvent,
     ServerEvent,
 )
-from core.seclog import format_log_line
+from core.security.seclog import format_log_line
 
 
 class EventLogger:

@@ -1,6 +1,6 @@
 """A worker process: `python -m pbxtui.worker FD`, started by the main process only.
 
-FD is this process's end of its link to main (core/workers.py). The first message on it says
+FD is this process's end of its link to main (core/cluster/pool.py). The first message on it says
 who this worker is and carries the UDP sockets; from then on the worker serves SIP until the
 link closes. Its log lines go to main, which writes them with its own (to stderr headless,
 nowhere visible under the console); SIGINT is main's to act on, SIGTERM stops the worker.
@@ -15,8 +15,8 @@ import signal
 import socket
 import sys
 
-from core.cluster import WorkerSetup
-from core.links import receive_blocking
+from core.cluster.changes import WorkerSetup
+from core.cluster.links import receive_blocking
 from core.settings import Settings
 from pbxtui.run import run_on_fast_loop, settle_after_start
 
@@ -63,7 +63,7 @@ def main(argv: list[str]) -> int:
 async def _serve(
     setup: WorkerSetup, settings: Settings, fds: list[int], link: socket.socket
 ) -> int:
-    from core.cluster_worker import WorkerCluster
+    from core.cluster.worker import WorkerCluster
     from core.pbx import Pbx, StartError
 
     index = setup.index

@@ -21,7 +21,7 @@ from screens.dialogs import format_address
 from screens.widgets.tables import KeyedTable
 
 if TYPE_CHECKING:
-    from core.location import Binding as ContactBinding
+    from core.registrar.location import Binding as ContactBinding
 
 
 def countdown(seconds: float) -> str:

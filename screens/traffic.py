@@ -29,7 +29,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label
 
-from core.pcap import write_pcap
+from core.net.pcap import write_pcap
 from screens.base import PbxPane
 from screens.dialogs import Dialog, TrafficFilter, TrafficMessage, export_text
 from screens.save_form import SaveForm, SaveRequest

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from support.client import request_text
 
-from core.affinity import MAIN, MAIN_CALL_ID_PREFIX, call_id_of, owner_of
+from core.cluster.affinity import MAIN, MAIN_CALL_ID_PREFIX, call_id_of, owner_of
 
 LOCAL = ("127.0.0.1", 5062)
 

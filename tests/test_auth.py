@@ -1,4 +1,5 @@
-"""The server-side authenticator (core/auth.py): challenges, verification, and what must not leak.
+"""The server-side authenticator (core/security/auth.py): challenges, verification, and what
+must not leak.
 
 Requests are parsed from bytes; the clock is a float moved by hand; the client side is the
 real `build_authorization`, so every success here is a client/server round trip.
@@ -11,7 +12,7 @@ from dataclasses import replace
 
 import pytest
 
-from core.auth import AuthFailure, AuthResult, DigestAuthenticator, NonceCounts
+from core.security.auth import AuthFailure, AuthResult, DigestAuthenticator, NonceCounts
 from core.settings import AuthSettings
 from core.sip import Request, Response, parse_message
 from core.sip.digest import build_authorization, ha1, pick_challenge

@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from core.bans import Ban, BanList
 from core.events import EventBus, SecurityEvent, SourceBanned, SourceUnbanned
-from core.security import Security
+from core.security.bans import Ban, BanList
+from core.security.guard import Security
 from core.settings import SecuritySettings
-from core.store import BanRow
+from core.store.database import BanRow
 
 WALL = 1_800_000_000.0  # the fake wall clock's reading; the loop clock starts near 0
 

@@ -1,18 +1,18 @@
 """The call table and the CDRs it leaves behind (states, events, bounds, rows in SQLite), and
-what the proxy learns of each call's dialog (core/dialogs.py)."""
+what the proxy learns of each call's dialog (core/proxy/dialogs.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from core.accounting import CdrWriter, cdr_for
-from core.calls import Call, CallTable
-from core.dialogs import bye_for, call_for_invite, follow_request, learn_answer
+from core.accounting.cdrs import CdrWriter, cdr_for
 from core.events import CallEvent, EventBus
-from core.flow import Flow
+from core.net.flow import Flow
+from core.proxy.calls import Call, CallTable
+from core.proxy.dialogs import bye_for, call_for_invite, follow_request, learn_answer
 from core.sip.message import Request, Response
 from core.sip.parser import parse_message
-from core.store import Store
+from core.store.database import Store
 
 T0 = 1_700_000_000.0
 CALLER_FLOW = Flow("udp", ("203.0.113.7", 5062), ("192.0.2.10", 5060))

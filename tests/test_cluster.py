@@ -10,8 +10,8 @@ from dataclasses import replace
 
 import pytest
 
-from core.affinity import MAIN
-from core.cluster import (
+from core.cluster.affinity import MAIN
+from core.cluster.changes import (
     BindingReplicator,
     ChangeApplier,
     RemoteCalls,
@@ -23,6 +23,7 @@ from core.cluster import (
     flow_of,
     lost_call,
 )
+from core.cluster.links import Links, link_pair
 from core.events import (
     CallEvent,
     ContactRegistered,
@@ -31,13 +32,12 @@ from core.events import (
     SipTraffic,
     SourceUnbanned,
 )
-from core.flow import Flow
-from core.links import Links, link_pair
-from core.location import Binding, LocationService
-from core.security import Security
+from core.net.flow import Flow
+from core.registrar.location import Binding, LocationService
+from core.security.guard import Security
 from core.settings import RegistrarSettings, SecuritySettings
 from core.sip.uri import parse_uri
-from core.tollfraud import CallLimiter
+from core.trunks.tollfraud import CallLimiter
 from core.users import UserDirectory, make_user
 
 NOW = 1_800_000_000.0
@@ -230,7 +230,7 @@ def test_changes_from_another_process_are_applied_quietly() -> None:
     assert changes.apply(("limit-", "call-1"))
     assert limiter.active("alice") == 0
 
-    # A worker started again learns from main what the others carry (core/cluster_main.py).
+    # A worker started again learns from main what the others carry (core/cluster/main.py).
     assert changes.apply(("limits", ([("call-2", "alice")], {"alice": [NOW - 60, NOW]})))
     assert limiter.active("alice") == 1 and "call-2" in limiter
 

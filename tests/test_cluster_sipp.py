@@ -25,14 +25,14 @@ from support.sipp import SippResult, run_sipp, write_users_csv
 from test_proxy_sipp import call, call_events, invite_answers, register_port, start_callee
 from test_trunks_sipp import CARRIER_IP, wait_until_bound
 
-from core.affinity import owner_of
-from core.cluster_main import MainCluster
+from core.cluster.affinity import owner_of
+from core.cluster.main import MainCluster
 from core.events import ContactRegistered, SecurityEvent, ServerEvent, SourceBanned
 from core.pbx import Pbx
 from core.settings import AuthSettings, DialplanSettings, RegistrarSettings, SecuritySettings
 from core.sip.digest import build_authorization
 from core.sip.fields import parse_auth
-from core.store import Store
+from core.store.database import Store
 from core.users import make_user
 
 pytestmark = pytest.mark.sipp
@@ -191,7 +191,7 @@ async def test_unregistering_in_main_reaches_the_workers(pbx: Pbx, tmp_path: Pat
 
 
 def call_id_owned_by(worker: int, workers: int = 2) -> str:
-    """A fresh Call-ID that `worker` owns (core/affinity.py)."""
+    """A fresh Call-ID that `worker` owns (core/cluster/affinity.py)."""
     for _ in range(1000):
         call_id = secrets.token_hex(8)
         head = f"REGISTER sip:{DOMAIN} SIP/2.0\r\nCall-ID: {call_id}\r\n\r\n"

@@ -1,4 +1,4 @@
-"""pbxtui/config.py (TOML, search order, overrides, listen addresses) and core/netaddr.py."""
+"""pbxtui/config.py (TOML, search order, overrides, listen addresses) and core/net/addresses.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.netaddr import AddressSet, is_private, parse_ip, parse_network, parse_networks
+from core.net.addresses import AddressSet, is_private, parse_ip, parse_network, parse_networks
 from core.settings import ListenAddress, Settings
 from pbxtui.config import (
     ConfigError,
@@ -227,7 +227,7 @@ def test_parse_listen_rejects(text: str) -> None:
         parse_listen(text)
 
 
-# --- core/netaddr.py ----------------------------------------------------------------------
+# --- core/net/addresses.py ----------------------------------------------------------------------
 
 
 def test_parse_network_forms() -> None:

@@ -1,4 +1,4 @@
-"""Number reading under the dialplan: canonical forms, classes, prefixes (core/dialplan.py)."""
+"""Numbers read by the dialplan (core/trunks/dialplan.py): canonical forms, classes, prefixes."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.dialplan import INTERNATIONAL, LOCAL, NATIONAL, Dialplan
 from core.settings import DialplanSettings
+from core.trunks.dialplan import INTERNATIONAL, LOCAL, NATIONAL, Dialplan
 from core.users import normalise_number
 
 UK = Dialplan(DialplanSettings(country_code="44", national_prefix="0", international_prefix="00"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import logging
 
-from core.calls import Call, CallTable
 from core.events import CallEvent, ContactRegistered, EventBus, ServerEvent
+from core.proxy.calls import Call, CallTable
 from pbxtui.eventlog import EventLogger, describe
 
 

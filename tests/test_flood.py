@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from core.events import EventBus, SecurityEvent, SourceBanned, SourceUnbanned
-from core.flood import FloodDetector
-from core.security import Security, own_addresses_for
+from core.security.flood import FloodDetector
+from core.security.guard import Security, own_addresses_for
 from core.settings import SecuritySettings
 
 FLOODER = "203.0.113.9"

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.flow import Flow
-from core.identity import ServerIdentity
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
 from core.settings import ListenAddress
 from core.sip.uri import parse_uri
 

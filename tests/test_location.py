@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from core.events import ContactExpired, ContactUnregistered, EventBus
-from core.flow import Flow
-from core.location import (
+from core.net.flow import Flow
+from core.pbx import _BindingWriter
+from core.registrar.location import (
     Binding,
     LocationFull,
     LocationService,
@@ -17,10 +18,9 @@ from core.location import (
     format_socket,
     parse_socket,
 )
-from core.pbx import _BindingWriter
 from core.settings import RegistrarSettings
 from core.sip.uri import SipUri, parse_uri
-from core.store import BindingRow, Store
+from core.store.database import BindingRow, Store
 
 LOCAL = ("198.51.100.1", 5060)
 WALL = 1_700_000_000.0

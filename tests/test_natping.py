@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from core.affinity import MAIN, owner_of
+from core.cluster.affinity import MAIN, owner_of
 from core.events import ContactUnreachable, EventBus
-from core.flow import Flow
-from core.location import Binding, LocationService
-from core.natping import NatKeepalive
+from core.net.flow import Flow
+from core.registrar.location import Binding, LocationService
+from core.registrar.natping import NatKeepalive
 from core.settings import RegistrarSettings
 from core.sip.message import Request, Response, make_response
 from core.sip.parser import parse_message

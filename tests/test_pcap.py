@@ -1,4 +1,4 @@
-"""core/pcap.py: SIP traffic events → a libpcap file that packet tools decode as SIP.
+"""core/net/pcap.py: SIP traffic events → a libpcap file that packet tools decode as SIP.
 
 The file is read back with a small independent reader (struct), checking every length and
 checksum; where tshark is installed, Wireshark's own dissector must also see SIP in it.
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from core.events import SipTraffic
-from core.pcap import LINKTYPE_ETHERNET, PCAP_MAGIC, pcap_bytes, write_pcap
+from core.net.pcap import LINKTYPE_ETHERNET, PCAP_MAGIC, pcap_bytes, write_pcap
 
 INVITE = (
     b"INVITE sip:bob@pbx.test SIP/2.0\r\n"

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from core.flow import Flow
-from core.forking import ResponseContext, relayed, response_rank
-from core.identity import ServerIdentity
-from core.routing import (
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.proxy.forking import ResponseContext, relayed, response_rank
+from core.proxy.routing import (
     RecordRouter,
     branch_id,
     decrement_max_forwards,

@@ -15,9 +15,9 @@ from core.events import (
     Event,
     EventBus,
 )
-from core.flow import Flow
-from core.location import LocationService
-from core.registrar import Registrar, detect_nat
+from core.net.flow import Flow
+from core.registrar.location import LocationService
+from core.registrar.registrar import Registrar, detect_nat
 from core.settings import RegistrarSettings, Settings
 from core.sip.fields import parse_via
 from core.sip.message import Request, Response

@@ -8,12 +8,12 @@ from __future__ import annotations
 import pytest
 
 from core.events import EventBus, SecurityEvent
-from core.flow import Flow
-from core.sanity import check_request
-from core.security import Security
+from core.net.flow import Flow
+from core.security.guard import Security
+from core.security.sanity import check_request
+from core.security.verdict import CONTINUE, Drop, Reply
 from core.settings import SecuritySettings
 from core.sip import Request, parse_message
-from core.verdict import CONTINUE, Drop, Reply
 
 UDP = Flow("udp", ("192.0.2.10", 5060), ("192.0.2.1", 5060))
 TCP = Flow("tcp", ("192.0.2.10", 40312), ("192.0.2.1", 5060), connection_id=7)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from core.events import SecurityEvent, ServerEvent, SourceBanned, SourceUnbanned
-from core.seclog import (
+from core.security.seclog import (
     FAIL2BAN_FAILREGEX,
     format_log_line,
     quote_value,

@@ -7,13 +7,13 @@ import timeit
 import pytest
 
 from core.events import EventBus, SecurityEvent, ServerEvent, SourceBanned
-from core.flow import Flow
-from core.scanners import ScannerMatcher
-from core.seclog import security_log_listener
-from core.security import Security, own_addresses_for
+from core.net.flow import Flow
+from core.security.guard import Security, own_addresses_for
+from core.security.scanners import ScannerMatcher
+from core.security.seclog import security_log_listener
+from core.security.verdict import CONTINUE, Drop
 from core.settings import ListenAddress, SecuritySettings
 from core.sip import Request, parse_message
-from core.verdict import CONTINUE, Drop
 
 SCANNER_IP = "203.0.113.66"
 

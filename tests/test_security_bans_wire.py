@@ -20,9 +20,9 @@ import pytest
 from conftest import start_pbx
 from support.client import UdpClient, request_text
 
-from core.bans import BanList
 from core.events import EventBus, SecurityEvent, ServerEvent, SourceBanned, SourceUnbanned
 from core.pbx import Pbx
+from core.security.bans import BanList
 from core.settings import SecuritySettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,5 @@
-"""core/store.py against real SQLite files: schema, migrations, CRUD, the writer, change watch."""
+"""core/store/database.py against real SQLite files: schema, migrations, CRUD, the writer, and
+the change watch."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-import core.store as store_module
-from core.store import (
+import core.store.database as store_module
+from core.store.database import (
     SCHEMA_VERSION,
     BanRow,
     BindingRow,

@@ -1,12 +1,12 @@
-"""Outbound policy and call limits (core/tollfraud.py), with a fake clock."""
+"""Outbound policy and call limits (core/trunks/tollfraud.py), with a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from core.dialplan import Dialplan
 from core.settings import DialplanSettings
-from core.tollfraud import HOUR, CallLimiter, check_policy
+from core.trunks.dialplan import Dialplan
+from core.trunks.tollfraud import HOUR, CallLimiter, check_policy
 from core.users import User
 
 UK = Dialplan(DialplanSettings(country_code="44"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.flow import Flow
+from core.net.flow import Flow
 from core.sip import Request, Response, make_response, parse_message
 from core.sip.timers import TIMER_RULES, TimerSettings, timer_duration
 from core.sip.transaction import (

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from core.flow import Flow
+from core.net.flow import Flow
 from core.sip import (
     Headers,
     Request,

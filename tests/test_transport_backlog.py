@@ -14,9 +14,9 @@ from dataclasses import replace
 import pytest
 from support.ports import free_port
 
-from core.flow import Flow
+from core.net.flow import Flow
+from core.net.transport import UDP_BATCH, Transport, starts_new_work
 from core.settings import ListenAddress, TransportSettings
-from core.transport import UDP_BATCH, Transport, starts_new_work
 
 
 class Recorder:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import asyncio
 
-from core.calls import CallTable
 from core.events import CallEvent, EventBus, ServerEvent
-from core.flow import Flow
-from core.gateways import REFRESH_SECONDS
-from core.identity import ServerIdentity
-from core.location import LocationService
-from core.proxy import Proxy
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.proxy.calls import CallTable
+from core.proxy.proxy import Proxy
+from core.registrar.location import LocationService
 from core.settings import DialplanSettings, ListenAddress, ProxySettings, Settings
 from core.sip.message import Message, Request, Response, make_response
 from core.sip.parser import parse_message
-from core.store import CarrierRow
-from core.trunks import STATE_GRACE_SECONDS, Trunks
+from core.store.database import CarrierRow
+from core.trunks.gateways import REFRESH_SECONDS
+from core.trunks.trunks import STATE_GRACE_SECONDS, Trunks
 from core.users import UserDirectory, make_user
 
 DOMAIN = "pbx.test"

@@ -1,4 +1,4 @@
-"""Gateway selection and resolution (core/gateways.py) and the SRV client (core/dnssrv.py).
+"""Gateway selection and resolution (core/trunks/gateways.py) and the SRV client (core/net/dns.py).
 
 The DNS tests run a tiny DNS server of their own on 127.0.0.1 that answers with hand-built
 messages (compression pointers included); nothing leaves the loopback.
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from core.dnssrv import (
+from core.net.dns import (
     DnsError,
     SrvResolver,
     build_query,
@@ -22,7 +22,8 @@ from core.dnssrv import (
     read_name,
     system_nameservers,
 )
-from core.gateways import (
+from core.store.database import CarrierRow
+from core.trunks.gateways import (
     MAX_TARGETS,
     Gateway,
     GatewayTable,
@@ -32,7 +33,6 @@ from core.gateways import (
     parse_gateway,
     resolve,
 )
-from core.store import CarrierRow
 
 
 @pytest.mark.parametrize(

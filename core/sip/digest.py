@@ -206,7 +206,7 @@ class NonceFactory:
     padding: there is exactly one spelling of each nonce.
 
     The origin names the process that made the nonce, and its run. Replays are caught by a
-    nonce-count table that each process keeps in memory (core/auth.py), so a nonce is
+    nonce-count table that each process keeps in memory (core/security/auth.py), so a nonce is
     accepted only by the process and run that issued it: sent to another worker (under a
     Call-ID that worker owns), or after a restart emptied the table, a captured request would
     find no count and pass. Anywhere else it checks STALE, and the phone answers a fresh

@@ -1,7 +1,7 @@
 """A header's value read straight from a raw message, without the parser.
 
 For the decisions taken before a message is parsed, or without parsing it at all: which
-worker process owns a datagram (core/affinity.py) and the console's traffic list
+worker process owns a datagram (core/cluster/affinity.py) and the console's traffic list
 (screens/dialogs.py). The usual spelling is found with one `bytes.find` (C speed); only a
 message that writes the name otherwise (any case, white space before the colon, RFC 3261
 §7.3.1; the compact form, §7.3.3) pays for a regular expression.

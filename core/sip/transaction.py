@@ -34,7 +34,7 @@ from core.sip.timers import TimerSettings, timer_duration
 
 
 class TransportFlow(Protocol):
-    """What a transaction needs of its flow (a `core.flow.Flow`): nothing but reliability."""
+    """What a transaction needs of its flow (a `core.net.flow.Flow`): nothing but reliability."""
 
     @property
     def reliable(self) -> bool: ...
@@ -213,7 +213,7 @@ def interval_t2(transaction: Transaction, _m: Message | None, now: float, _a: li
 class Transaction:
     """One transaction. Subclasses supply the tables; this class runs them.
 
-    `flow` is the opaque path the transaction talks over (a `core.flow.Flow`; the transport may
+    `flow` is the opaque path the transaction talks over (a `core.net.flow.Flow`; the transport may
     replace it, e.g. once a TCP connection is open). `user_data` is the TU's slot.
     """
 

@@ -1,0 +1,474 @@
+"""The thin asyncio layer: UDP and TCP sockets in, bytes and Flows out (RFC 3261 §18).
+
+Nothing here understands SIP beyond framing a TCP stream. Every received message is handed
+to one callback, `on_message(data, flow)`, synchronously; every send is `send(data, flow)`,
+non-blocking. All buffers are bounded: datagram size, per-connection stream buffer, the
+number of TCP connections, and outgoing data queued on a connection still being opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+import socket
+from collections import deque
+from collections.abc import Callable
+from typing import cast
+
+from core.net.flow import Flow
+from core.settings import ListenAddress, TransportSettings
+from core.sip.errors import SipParseError
+from core.sip.framing import KeepAlive, StreamFramer
+
+log = logging.getLogger("pbxtui.transport")
+
+# Datagrams handled per loop turn before other callbacks run (about 2 ms of work).
+UDP_BATCH = 8
+
+MessageHandler = Callable[[bytes, Flow], None]
+StreamErrorHandler = Callable[[SipParseError, Flow, bytes], None]
+_MAX_PENDING_CONNECT_BYTES = 262_144
+
+
+class ListenError(OSError):
+    """A listen address could not be bound (taken, not local, no permission)."""
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def enlarge_buffer(sock: socket.socket, size: int, *, send: bool = False) -> int:
+    """Raise SO_RCVBUF (or SO_SNDBUF) towards `size`: the kernel buffer absorbs short
+    event-loop stalls. Also used for the links between worker processes (core/cluster/links.py).
+
+    The *FORCE option passes net.core.rmem_max / wmem_max when we have CAP_NET_ADMIN (root on a
+    VPS); otherwise the plain option is capped silently by the kernel. Returns what the kernel
+    granted.
+    """
+    option = socket.SO_SNDBUF if send else socket.SO_RCVBUF
+    force = getattr(socket, "SO_SNDBUFFORCE" if send else "SO_RCVBUFFORCE", None)
+    if force is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+            return sock.getsockopt(socket.SOL_SOCKET, option)
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, option, size)
+    return sock.getsockopt(socket.SOL_SOCKET, option)
+
+
+def _peer(address: tuple) -> tuple[str, int]:
+    """(host, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4."""
+    host, port = address[0], address[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
+
+
+# What keeps the calls under way going: responses, and the requests that end or confirm a
+# transaction or a dialog. Everything else starts new work, and can be shed under overload.
+_KEEPS_CALLS_GOING = (b"SIP/", b"ACK ", b"CANCEL ", b"BYE ")
+
+
+def starts_new_work(data: bytes) -> bool:
+    """Would this datagram start new work (a new call, a registration, a probe)?
+
+    Decided from the first bytes alone, before any parsing: under overload the point is to
+    spend nothing on what will be dropped. A dropped UDP request is retransmitted by its
+    sender (RFC 3261 §17.1.1.2) and served once the backlog has drained; meanwhile the
+    responses, ACKs, CANCELs and BYEs of the calls already under way are served in time,
+    instead of every call timing out behind a queue of new ones.
+    """
+    return not data.startswith(_KEEPS_CALLS_GOING)
+
+
+class _UdpEndpoint(asyncio.DatagramProtocol):
+    def __init__(self, transport_layer: Transport, local: tuple[str, int]) -> None:
+        self.layer = transport_layer
+        self.local = local
+        self.udp: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.udp = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        layer = self.layer
+        layer.received_messages += 1
+        if len(data) > layer.settings.max_message_bytes:
+            layer.oversized += 1
+            return
+        if data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
+            return  # NAT keep-alive padding some phones send over UDP
+        layer.enqueue_datagram(data, Flow("udp", _peer(addr), self.local))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for an earlier send; nothing to do but count it.
+        self.layer.send_errors += 1
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, transport_layer: Transport, connection_id: int) -> None:
+        self.layer = transport_layer
+        self.connection_id = connection_id
+        self.stream: asyncio.Transport | None = None
+        self.flow: Flow | None = None
+        self.framer = StreamFramer(
+            transport_layer.settings.max_message_bytes,
+            transport_layer.settings.max_stream_buffer_bytes,
+        )
+        self.last_activity = 0.0
+        self.pending: list[bytes] = []  # outgoing data while an outbound connect is under way
+        self.connected = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        self.stream = stream
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.flow = Flow("tcp", _peer(peer), _peer(local), self.connection_id)
+        self.last_activity = self.layer.loop_time()
+        self.layer._register_connection(self)
+        for data in self.pending:
+            stream.write(data)
+        self.pending.clear()
+        self.connected.set()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None and self.stream is not None
+        self.last_activity = self.layer.loop_time()
+        try:
+            items = self.framer.feed(data)
+        except SipParseError as error:
+            # Framing is lost for good: answer if we can, then close (§18.3).
+            self.layer.stream_errors += 1
+            self.layer.on_stream_error(error, self.flow, data[:2048])
+            self.stream.close()
+            return
+        for item in items:
+            if isinstance(item, KeepAlive):
+                self.stream.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+                continue
+            self.layer.received_messages += 1
+            self.layer.on_message(item, self.flow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.layer._forget_connection(self)
+        self.connected.set()
+
+    def send(self, data: bytes) -> None:
+        self.last_activity = self.layer.loop_time()
+        if self.stream is None:
+            if sum(map(len, self.pending)) + len(data) <= _MAX_PENDING_CONNECT_BYTES:
+                self.pending.append(data)
+            return
+        if self.stream.is_closing():
+            return
+        self.stream.write(data)
+
+
+class Transport:
+    """Owns every socket. `on_message` is called for each datagram / framed TCP message."""
+
+    def __init__(
+        self,
+        settings: TransportSettings,
+        on_message: MessageHandler,
+        on_stream_error: StreamErrorHandler | None = None,
+        on_forwarded: MessageHandler | None = None,
+    ) -> None:
+        self.settings = settings
+        self.on_message = on_message
+        # Messages another worker process read and checked (core/cluster/changes.py): queued
+        # and shed
+        # like datagrams, then handed here instead of to `on_message`.
+        self.on_forwarded = on_forwarded or on_message
+        self.on_stream_error = on_stream_error or (lambda error, flow, data: None)
+        self._udp: dict[tuple[str, int], _UdpEndpoint] = {}
+        self._udp_by_family: dict[socket.AddressFamily, _UdpEndpoint] = {}
+        # Bound but not read here (the main process when worker processes read them).
+        self._raw_udp: dict[tuple[str, int], socket.socket] = {}
+        self._raw_udp_by_family: dict[socket.AddressFamily, socket.socket] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+        self._connections: dict[int, _TcpConnection] = {}
+        self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
+        self._ids = itertools.count(1)
+        self._sweeper: asyncio.Task[None] | None = None
+        self._connect_tasks: set[asyncio.Future[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.bound: list[ListenAddress] = []
+        self.udp_receive_buffer = 0
+        # counters for the header strip and benchmarks
+        self.received_messages = 0
+        self.sent_messages = 0
+        self.oversized = 0
+        self.send_errors = 0
+        self.shed_requests = 0  # new requests dropped: the backlog had waited too long
+        self.stream_errors = 0
+        self.refused_connections = 0
+        self.backlog_drops = 0
+        # (data, flow, queued at, forwarded by another worker process)
+        self._backlog: deque[tuple[bytes, Flow, float, bool]] = deque()
+        self._draining = False
+
+    def loop_time(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    # -- UDP intake -----------------------------------------------------------------------
+    def enqueue_datagram(self, data: bytes, flow: Flow, forwarded: bool = False) -> None:
+        """Queue a datagram for `on_message`, handled a few at a time between other work.
+
+        The loop reads up to 32 datagrams per turn and used to handle each as it was read:
+        with the server saturated, a turn lasted ~10 ms, and everything else on the loop (the
+        console's keypresses, which take several turns each, and the transaction timers) waited
+        behind it. Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms.
+        """
+        backlog = self._backlog
+        if len(backlog) >= self.settings.udp_backlog_messages:
+            self.backlog_drops += 1
+            return
+        now = self.loop_time()
+        shed_after = self.settings.udp_shed_after_seconds
+        if shed_after and backlog and now - backlog[0][2] > shed_after and starts_new_work(data):
+            self.shed_requests += 1
+            return
+        backlog.append((data, flow, now, forwarded))
+        if not self._draining:
+            self._draining = True
+            assert self._loop is not None
+            self._loop.call_soon(self._drain_backlog)
+
+    def _drain_backlog(self) -> None:
+        backlog = self._backlog
+        on_message = self.on_message
+        try:
+            for _ in range(min(len(backlog), UDP_BATCH)):
+                data, flow, _queued_at, forwarded = backlog.popleft()
+                if forwarded:
+                    self.on_forwarded(data, flow)
+                else:
+                    on_message(data, flow)
+        finally:
+            # Rescheduled even if a handler raised (the loop logs it): one bad message must
+            # not leave the rest of the backlog unread.
+            if backlog and self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon(self._drain_backlog)
+            else:
+                self._draining = False
+
+    async def start(self, listen: tuple[ListenAddress, ...], *, read_udp: bool = True) -> None:
+        """Bind every listen address; on any failure close what was bound and raise ListenError.
+
+        `read_udp` False: the UDP sockets are bound and used for sending, but worker processes
+        read them (`udp_sockets` hands them over; see core/cluster/pool.py)."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            for address in listen:
+                if address.transport == "udp":
+                    await self._listen_udp(address, read_udp)
+                elif address.transport == "tcp":
+                    await self._listen_tcp(address)
+                else:
+                    raise ListenError(errno.EINVAL, f"unsupported transport {address.transport!r}")
+        except OSError as error:
+            await self.stop()
+            if isinstance(error, ListenError):
+                raise
+            reason = (
+                "address already in use"
+                if error.errno == errno.EADDRINUSE
+                else (error.strerror or str(error))
+            )
+            raise ListenError(error.errno or 0, f"cannot listen on {address}: {reason}") from None
+        self._sweeper = asyncio.create_task(self._sweep_idle(), name="tcp-idle-sweeper")
+
+    async def _listen_udp(self, address: ListenAddress, read: bool) -> None:
+        assert self._loop is not None
+        family = _family(address.host)
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.udp_receive_buffer = enlarge_buffer(sock, self.settings.udp_receive_buffer_bytes)
+        await self._use_udp(sock, read)
+
+    async def _use_udp(self, sock: socket.socket, read: bool) -> None:
+        """A bound UDP socket: read here, or (main, beside worker processes) only sent from."""
+        assert self._loop is not None
+        local = _peer(sock.getsockname())
+        if read:
+            endpoint = _UdpEndpoint(self, local)
+            await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+            self._udp[local] = endpoint
+            self._udp_by_family.setdefault(sock.family, endpoint)
+        else:
+            self._raw_udp[local] = sock
+            self._raw_udp_by_family.setdefault(sock.family, sock)
+        self.bound.append(ListenAddress("udp", local[0], local[1]))
+
+    @property
+    def udp_sockets(self) -> list[socket.socket]:
+        """The UDP sockets bound but not read here, in listen order (for worker processes)."""
+        return list(self._raw_udp.values())
+
+    async def adopt_udp(self, socks: list[socket.socket]) -> None:
+        """Read UDP sockets another process bound (a worker process; core/cluster/pool.py)."""
+        self._loop = asyncio.get_running_loop()
+        for sock in socks:
+            sock.setblocking(False)
+            await self._use_udp(sock, True)
+
+    async def _listen_tcp(self, address: ListenAddress) -> None:
+        assert self._loop is not None
+        family = _family(address.host)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
+        self._servers.append(server)
+        local = _peer(sock.getsockname())
+        self.bound.append(ListenAddress("tcp", local[0], local[1]))
+
+    def _accept(self) -> asyncio.Protocol:
+        return _TcpConnection(self, next(self._ids))
+
+    def _register_connection(self, connection: _TcpConnection) -> None:
+        if len(self._connections) >= self.settings.max_tcp_connections:
+            self.refused_connections += 1
+            assert connection.stream is not None
+            connection.stream.abort()
+            return
+        self._connections[connection.connection_id] = connection
+        assert connection.flow is not None
+        self._connection_by_peer[connection.flow.remote] = connection
+
+    def _forget_connection(self, connection: _TcpConnection) -> None:
+        self._connections.pop(connection.connection_id, None)
+        if connection.flow is not None:
+            current = self._connection_by_peer.get(connection.flow.remote)
+            if current is connection:
+                del self._connection_by_peer[connection.flow.remote]
+
+    def is_open(self, connection_id: int) -> bool:
+        return connection_id in self._connections
+
+    def send(self, data: bytes, flow: Flow) -> bool:
+        """Send without blocking. Returns False when the data could not be handed to a socket."""
+        if flow.transport == "udp":
+            endpoint = self._udp.get(flow.local) or self._udp_by_family.get(_family(flow.remote[0]))
+            if endpoint is None or endpoint.udp is None:
+                return self._send_raw(data, flow)
+            endpoint.udp.sendto(data, flow.remote)
+            self.sent_messages += 1
+            return True
+        if flow.transport == "tcp":
+            connection = None
+            if flow.connection_id is not None:
+                connection = self._connections.get(flow.connection_id)
+            if connection is None:
+                connection = self._connection_by_peer.get(flow.remote)
+            if connection is None:
+                connection = self._connect(flow.remote)
+                if connection is None:
+                    self.send_errors += 1
+                    return False
+            connection.send(data)
+            self.sent_messages += 1
+            return True
+        self.send_errors += 1
+        return False
+
+    def _send_raw(self, data: bytes, flow: Flow) -> bool:
+        """UDP from a socket this process does not read (main, beside worker processes)."""
+        sock = self._raw_udp.get(flow.local) or self._raw_udp_by_family.get(_family(flow.remote[0]))
+        if sock is None:
+            self.send_errors += 1
+            return False
+        try:
+            sock.sendto(data, flow.remote)
+        except OSError:
+            self.send_errors += 1
+            return False
+        self.sent_messages += 1
+        return True
+
+    def _connect(self, remote: tuple[str, int]) -> _TcpConnection | None:
+        """Open a TCP connection for a send (§18.2.2 when the original one is gone)."""
+        if self._loop is None or len(self._connections) >= self.settings.max_tcp_connections:
+            return None
+        connection = _TcpConnection(self, next(self._ids))
+
+        async def connect() -> None:
+            try:
+                await asyncio.wait_for(
+                    self._loop.create_connection(  # type: ignore[union-attr]
+                        lambda: connection, remote[0], remote[1]
+                    ),
+                    timeout=5.0,
+                )
+            except (OSError, TimeoutError) as error:
+                self.send_errors += 1
+                log.debug("tcp connect to %s failed: %s", remote, error)
+
+        task = asyncio.ensure_future(connect())
+        self._connect_tasks.add(task)
+        task.add_done_callback(self._connect_tasks.discard)
+        return connection
+
+    async def _sweep_idle(self) -> None:
+        """Close TCP connections idle longer than tcp_idle_seconds (RFC 5626 peers ping)."""
+        interval = min(10.0, max(0.5, self.settings.tcp_idle_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            now = self.loop_time()
+            limit = self.settings.tcp_idle_seconds
+            for connection in list(self._connections.values()):
+                if now - connection.last_activity > limit and connection.stream is not None:
+                    connection.stream.close()
+
+    async def stop(self) -> None:
+        self._backlog.clear()  # nothing is handled once the server stops
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        for server in self._servers:
+            server.close()
+        for connection in list(self._connections.values()):
+            if connection.stream is not None:
+                connection.stream.abort()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+        self._servers.clear()
+        for endpoint in self._udp.values():
+            if endpoint.udp is not None:
+                endpoint.udp.close()
+        self._udp.clear()
+        self._udp_by_family.clear()
+        for sock in self._raw_udp.values():
+            sock.close()
+        self._raw_udp.clear()
+        self._raw_udp_by_family.clear()
+        self._connections.clear()
+        self._connection_by_peer.clear()

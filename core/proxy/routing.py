@@ -1,0 +1,250 @@
+"""The marks a proxy leaves on a request and reads back: Via branch, Record-Route, Route.
+
+RFC 3261 §16 in the pieces the proxy needs for every forwarded request:
+
+- §16.3 step 4 / §16.6 step 8, loop detection. Our Via branch is `z9hG4bK<hash>.<n>`, where the
+  hash covers what identifies the request as we received it: Request-URI, From and To tags,
+  Call-ID, CSeq number and the top Via. When a request comes back carrying a Via of ours, the
+  Via just below it is the top Via it had then; if the hash over it and the current
+  Request-URI matches, the request has looped (482). A different Request-URI is a spiral
+  (e.g. forwarded to another user), which is allowed.
+- §16.6 step 4, Record-Route: `<sip:OUR-ADDRESS;lr>`, `transport=tcp` when the hop is TCP.
+  When the two sides of the call reach us differently (UDP on one, TCP on the other, or two
+  addresses) we record-route twice, one entry per side, so each phone's route set names the
+  interface it can reach (Kamailio's double Record-Route). Each entry carries a token, an HMAC
+  of the Call-ID: an in-dialog request naming us in its Route is relayed only when the token
+  shows we record-routed that call, so the Route header is not an open relay.
+- §16.4, loose routing: Route entries naming us are removed from the top; a Request-URI that is
+  one of our Record-Route URIs means the previous hop was a strict router (RFC 2543), and the
+  real Request-URI is the last Route entry.
+- §16.6 steps 6-7 / §16.12: the next hop is the first remaining Route entry (a strict router
+  there gets the Request-URI rewritten to it) or else the Request-URI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.registrar.location import contact_flow
+from core.sip.address import parse_name_addr
+from core.sip.errors import SipParseError
+from core.sip.fields import MAGIC_COOKIE, Via
+from core.sip.headers import Headers
+from core.sip.message import Request
+from core.sip.uri import SipUri, Uri, parse_hostport
+
+ROUTE_TOKEN_PARAM = "pbx"  # our Record-Route URIs carry ;pbx=<token>
+DEFAULT_MAX_FORWARDS = 70  # §8.1.1.6
+
+
+class RecordRouter:
+    """Builds our Record-Route entries and recognises them when they come back as Route."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, secret: bytes) -> None:
+        # A key of its own, derived from the server secret it is given.
+        self._key = hashlib.blake2b(b"pbxtui record-route", key=secret[:64]).digest()
+
+    def token(self, call_id: str | None) -> str:
+        """A MAC of the Call-ID (keyed BLAKE2b: one C call, unlike the hmac module's objects)."""
+        data = (call_id or "").encode("utf-8", "surrogateescape")
+        return hashlib.blake2b(data, key=self._key, digest_size=6).hexdigest()
+
+    def uri(self, identity: ServerIdentity, flow: Flow, token: str) -> str:
+        """Our Record-Route URI for the side of the call reached over `flow`."""
+        transport = ";transport=tcp" if flow.transport == "tcp" else ""
+        return f"sip:{identity.hostport(flow)}{transport};lr;{ROUTE_TOKEN_PARAM}={token}"
+
+    def record(
+        self,
+        headers: Headers,
+        identity: ServerIdentity,
+        inbound: Flow,
+        outbound: Flow,
+        call_id: str | None,
+    ) -> None:
+        """Push our Record-Route (twice when the two sides reach us differently).
+
+        The callee's route set is the list as it arrives, top first, so the entry facing the
+        callee goes on top; the caller reverses the list, so the inbound one is its first.
+        """
+        token = self.token(call_id)
+        inbound_uri = self.uri(identity, inbound, token)
+        outbound_uri = self.uri(identity, outbound, token)
+        headers.prepend("Record-Route", f"<{inbound_uri}>")
+        if outbound_uri != inbound_uri:
+            headers.prepend("Record-Route", f"<{outbound_uri}>")
+
+    def is_ours(self, identity: ServerIdentity, uri: Uri) -> bool:
+        """A URI naming us with no user part: one of our Record-Route entries (or our address)."""
+        return isinstance(uri, SipUri) and uri.user is None and identity.is_us(uri)
+
+    def consume(self, request: Request, identity: ServerIdentity) -> bool:
+        """§16.4: undo a strict router's rewrite, then pop the Route entries naming us.
+
+        Returns True when at least one entry we removed carries the right token for this
+        Call-ID (we record-routed this dialog); entries naming us without it are removed too,
+        since they address us, but do not count. Raises SipParseError for a bad Route value.
+        """
+        headers = request.headers
+        routes = headers.values("route")
+        if not routes:
+            return False
+        token = self.token(request.call_id)
+        verified = False
+        uri = request.uri
+        if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) is not None:  # type: ignore[union-attr]
+            verified = uri.param(ROUTE_TOKEN_PARAM) == token  # type: ignore[union-attr]
+            request.uri = parse_name_addr(routes[-1]).uri
+            _remove_last_route(headers, routes)
+            routes = routes[:-1]
+        for value in routes:
+            route_uri = parse_name_addr(value).uri
+            if not self.is_ours(identity, route_uri):
+                break
+            if route_uri.param(ROUTE_TOKEN_PARAM) == token:  # type: ignore[union-attr]
+                verified = True
+            headers.pop_first_value("route")
+        return verified
+
+    def beyond_us(
+        self, record_route: tuple[str, ...], identity: ServerIdentity, call_id: str
+    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """A dialog's Record-Route entries beyond ours, as Route sets from us: towards the
+        callee (the entries above ours, reversed) and towards the caller (those below ours),
+        per §12.1.1 / §12.1.2. Empty when ours is not there or an entry does not parse."""
+        token = self.token(call_id)
+        ours = []
+        for index, value in enumerate(record_route):
+            try:
+                uri = parse_name_addr(value).uri
+            except SipParseError:
+                return (), ()
+            if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) == token:  # type: ignore[union-attr]
+                ours.append(index)
+        if not ours:
+            return (), ()
+        return tuple(reversed(record_route[: ours[0]])), record_route[ours[-1] + 1 :]
+
+
+def _remove_last_route(headers: Headers, routes: list[str]) -> None:
+    headers.remove("route")
+    if len(routes) > 1:
+        headers.add("Route", ", ".join(routes[:-1]))
+
+
+def next_hop(request: Request) -> Uri:
+    """Where the request goes next (§16.6 steps 6-7, §16.12): the first Route entry, or the
+    Request-URI. A first Route entry without `lr` is a strict router: it becomes the
+    Request-URI and the old Request-URI goes to the end of the Route set (§12.2.1.1)."""
+    headers = request.headers
+    routes = headers.values("route")
+    if not routes:
+        return request.uri
+    first = parse_name_addr(routes[0]).uri
+    if isinstance(first, SipUri) and first.has_param("lr"):
+        return first
+    headers.remove("route")
+    rest = [*routes[1:], f"<{request.uri}>"]
+    headers.add("Route", ", ".join(rest))
+    request.uri = first
+    return first
+
+
+def flow_for_uri(uri: Uri, identity: ServerIdentity, arrived: Flow) -> Flow | None:
+    """A flow towards the host a SIP URI names (no DNS SRV, §19.1.1 defaults), sent from
+    the local address of that transport; None for a URI we cannot send to (tel:, mailto:)."""
+    if not isinstance(uri, SipUri):
+        return None
+    transport = uri.transport or ("tls" if uri.secure else "udp")
+    return contact_flow(uri, local_address(identity, transport, arrived))
+
+
+def local_address(identity: ServerIdentity, transport: str, arrived: Flow) -> tuple[str, int]:
+    """Our address to send from over `transport`: the one the request arrived on when it is
+    the same transport, else the first listener of that transport."""
+    if arrived.transport == transport:
+        return arrived.local
+    for address in identity.listen:
+        if address.transport == transport:
+            return address.host, address.port
+    return arrived.local
+
+
+# -- Via branch and loop detection --------------------------------------------------------
+def loop_hash(request: Request, top_via: str) -> str:
+    """§16.6 step 8: the part of our branch that identifies the request as received."""
+    cseq = request.cseq
+    material = "\x00".join(
+        (
+            str(request.uri),
+            request.from_tag or "",
+            request.to_tag or "",
+            request.call_id or "",
+            str(cseq.number) if cseq is not None else "",
+            top_via,
+        )
+    )
+    return hashlib.md5(
+        material.encode("utf-8", "surrogateescape"), usedforsecurity=False
+    ).hexdigest()[:20]
+
+
+def branch_id(request_hash: str, index: int | str) -> str:
+    return f"{MAGIC_COOKIE}{request_hash}.{index}"
+
+
+def has_looped(request: Request, identity: ServerIdentity) -> bool:
+    """§16.3 step 4: a Via of ours whose branch hash matches the request as it is now."""
+    vias = request.vias
+    texts: list[str] | None = None
+    for index in range(len(vias) - 1):
+        via = vias[index]
+        branch = via.branch
+        if branch is None or not branch.startswith(MAGIC_COOKIE):
+            continue
+        if not identity.is_own_address(via.host, via.port):
+            continue
+        if texts is None:
+            texts = request.headers.values("via")
+        if branch[len(MAGIC_COOKIE) :].partition(".")[0] == loop_hash(request, texts[index + 1]):
+            return True
+    return False
+
+
+# -- what a forwarded request carries -----------------------------------------------------
+def push_via(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str) -> Via:
+    """Our Via on top (§16.6 step 8); returns it parsed, so no one has to parse it again."""
+    host, port = parse_hostport(identity.hostport(flow))
+    via = Via(flow.transport.upper(), host, port, {"branch": branch})
+    headers.prepend("Via", str(via))
+    return via
+
+
+def decrement_max_forwards(headers: Headers, current: int | None) -> None:
+    """§16.6 step 3 (the route already answered 483 to a request that arrived with 0)."""
+    value = DEFAULT_MAX_FORWARDS if current is None else current - 1
+    headers.set("Max-Forwards", str(max(value, 0)))
+
+
+_REALM = re.compile(r'realm\s*=\s*(?:"([^"]*)"|([^\s,]+))', re.IGNORECASE)
+
+
+def remove_own_credentials(headers: Headers, realm: str) -> None:
+    """§22.3: credentials for our realm were consumed here; the next hop has no use for them
+    (and a phone should not see the caller's digest answer)."""
+    values = headers.get_all("proxy-authorization")
+    if not values:
+        return
+    kept = []
+    for value in values:
+        match = _REALM.search(value)
+        if match is None or (match.group(1) or match.group(2)) != realm:
+            kept.append(value)
+    headers.remove("proxy-authorization")
+    for value in kept:
+        headers.add("Proxy-Authorization", value)

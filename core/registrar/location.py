@@ -1,0 +1,537 @@
+"""The location service: which contacts each user has registered, and how to reach them.
+
+RFC 3261 §10 calls it the location service: the registrar writes bindings, the proxy reads
+them to fork an INVITE. It lives in memory because the route never waits on SQLite; changes
+leave through `BindingSink`s (the Pbx connects one to the store's batching writer, the NAT
+keep-alive is another) and come back after a restart through `restore()`.
+
+A `Binding` remembers the `Flow` its REGISTER really arrived on, not only the Contact the
+phone wrote, because behind NAT the Contact names an address nobody can reach. `target()`
+turns the two into where a request for the contact should go (the fix_nated_register idea of
+Kamailio's nathelper: keep the Contact as the Request-URI, send to the source address).
+
+Time comes in as `now`, from the caller's clock (monotonic in the server), and is never read
+here; wall-clock times are kept beside it only for display and for the database, where a
+monotonic time would mean nothing after a restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.events import ContactExpired, ContactUnregistered, EventBus
+from core.net.flow import Flow
+from core.settings import RegistrarSettings
+from core.sip.errors import SipParseError
+from core.sip.headers import readable
+from core.sip.uri import SipUri, format_host, parse_uri
+from core.store.database import BindingRow
+
+DEFAULT_MAX_CONTACTS = 100_000  # all users together: a memory bound, not a licence
+SIP_PORT = 5060
+SIPS_PORT = 5061
+
+BindingKey = tuple[str | int | None, ...]
+
+
+class LocationFull(Exception):
+    """A binding could not be added: the user or the whole table is at its limit."""
+
+
+def contact_key(
+    uri: SipUri, instance_id: str | None = None, reg_id: int | None = None
+) -> BindingKey:
+    """What makes two Contacts of one user the same binding.
+
+    RFC 5626 §6: with `+sip.instance` and `reg-id` the binding is the (instance, reg-id) pair,
+    whatever URI or flow the phone uses now; with an instance alone, the instance (a rebooted
+    phone on a new port replaces its old binding instead of adding one). Otherwise RFC 3261
+    §10.3 step 6 compares the URIs by §19.1.4: scheme, user and password exactly, the host
+    without regard to case, the port as written, and the user/ttl/method/maddr/transport
+    parameters; other parameters do not decide whether two contacts are the same.
+    """
+    if instance_id is not None:
+        return ("instance", instance_id, reg_id)
+    params = uri.params
+    if not params:  # the common Contact: none of the parameters that decide, none to lower
+        return ("uri", uri.scheme, uri.user, uri.password, uri.host.lower(), uri.port, *_NO_PARAMS)
+    return (
+        "uri",
+        uri.scheme,
+        uri.user,
+        uri.password,
+        uri.host.lower(),
+        uri.port,
+        *(_lower(params.get(name)) for name in _KEY_PARAMS),
+    )
+
+
+# The URI parameters that decide whether two Contacts are one binding (§19.1.4).
+_KEY_PARAMS = ("transport", "user", "ttl", "method", "maddr")
+_NO_PARAMS = (None,) * len(_KEY_PARAMS)
+
+
+def _lower(value: str | None) -> str | None:
+    return None if value is None else value.lower()
+
+
+@dataclass(slots=True, init=False)
+class Target:
+    """Where to send a request meant for one registered contact.
+
+    `request_uri` is the Contact as registered; `flow` is the transport, the address to send
+    to, our local address to send from, and for TCP the connection to reuse (the transport
+    opens a new one when that connection is gone). `route` is the Path the contact registered
+    through (RFC 3327 §5.3), to be pushed as Route headers.
+    """
+
+    # Written-out __init__: a frozen dataclass's generated one costs six times as much.
+    request_uri: str
+    flow: Flow
+    route: tuple[str, ...]
+
+    def __init__(self, request_uri: str, flow: Flow, route: tuple[str, ...] = ()) -> None:
+        self.request_uri = request_uri
+        self.flow = flow
+        self.route = route
+
+    def __hash__(self) -> int:
+        return hash((self.request_uri, self.flow, self.route))
+
+
+@dataclass(slots=True, eq=False)
+class Binding:
+    """One registered contact of one user (RFC 3261 §10.3), with how it really reached us.
+
+    Bindings compare by identity: the registrar replaces a binding with a new object on every
+    refresh, so "is this still the current binding?" is an `is` test.
+    """
+
+    user: str
+    contact: str  # the Contact URI as the phone wrote it (shown in the UI, stored, removed by)
+    uri: SipUri  # the same, parsed
+    flow: Flow  # where the REGISTER really came from: transport, source, local, connection
+    expires_at: float  # caller's clock
+    updated_at: float  # caller's clock: the REGISTER that last set this binding
+    registered_at: float  # wall clock: first registration of this contact, for display
+    refreshed_at: float  # wall clock: the REGISTER that last set this binding
+    q: float = 1.0
+    call_id: str = ""
+    cseq: int = 0
+    user_agent: str = ""
+    behind_nat: bool = False
+    instance_id: str | None = None  # RFC 5626 +sip.instance, without the quotes
+    reg_id: int | None = None  # RFC 5626 reg-id; only set together with instance_id
+    path: tuple[str, ...] = ()  # RFC 3327 Path header values, in order
+    # NAT keep-alive state (core/registrar/natping.py); never persisted.
+    last_pong: float | None = None  # caller's clock
+    ping_failures: int = 0
+    reachable: bool = True
+    next_ping_at: float | None = None  # caller's clock; None: not scheduled
+    key: BindingKey = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.key = contact_key(self.uri, self.instance_id, self.reg_id)
+
+    @property
+    def outbound(self) -> bool:
+        """An RFC 5626 flow binding: requests must use the flow it registered on."""
+        return self.instance_id is not None and self.reg_id is not None
+
+    @property
+    def source(self) -> tuple[str, int]:
+        return self.flow.remote
+
+    @property
+    def expires_wall(self) -> float:
+        """The expiry on the wall clock, for the database and for display."""
+        return self.refreshed_at + (self.expires_at - self.updated_at)
+
+    def remaining(self, now: float) -> int:
+        """Whole seconds left, as the 200 to a REGISTER lists them (RFC 3261 §10.3 step 8)."""
+        return max(0, round(self.expires_at - now))
+
+    def target(self) -> Target:
+        """Where a request for this contact goes.
+
+        Behind NAT, registered through a Path, or on an RFC 5626 flow: back along the flow the
+        REGISTER came on (the source address; over TCP the same connection while it is open).
+        A TCP contact naming the host it connected from is also reached on its connection
+        (RFC 5626 §3.3: a phone behind a firewall cannot accept a new one). Otherwise the
+        Contact itself: a third-party registration names another host, which must keep
+        working, so the host, port and transport come from the Contact URI.
+        """
+        flow = self.flow
+        if (
+            self.behind_nat
+            or self.outbound
+            or self.path
+            or (flow.reliable and _same_host(self.uri.host, flow.ip))
+        ):
+            return Target(self.contact, flow, self.path)
+        return Target(self.contact, contact_flow(self.uri, flow.local), self.path)
+
+    def to_row(self) -> BindingRow:
+        """The row of the store's `location` table (core/store/database.py) for this binding.
+
+        Header text may hold bytes that were not UTF-8 (kept as lone surrogates so they go
+        back out unchanged); SQLite refuses those, so the row stores `readable()` text.
+        """
+        flow = self.flow
+        return BindingRow(
+            aor=self.user,
+            contact=readable(self.contact),
+            expires_at=self.expires_wall,
+            received=flow.ip,
+            received_port=flow.port,
+            transport=flow.transport,
+            socket=format_socket(flow.transport, flow.local),
+            user_agent=readable(self.user_agent),
+            call_id=readable(self.call_id),
+            cseq=self.cseq,
+            q=self.q,
+            nat=self.behind_nat,
+            instance=readable(self.instance_id or ""),
+            reg_id=self.reg_id or 0,
+            registered_at=self.registered_at,
+            path=tuple(readable(route) for route in self.path),
+            refreshed_at=self.refreshed_at,
+        )
+
+    @classmethod
+    def from_row(cls, row: BindingRow, *, now: float, wall: float) -> Binding:
+        """A binding loaded from the store; `now` and `wall` are the same instant on both clocks.
+
+        The TCP connection a binding used did not survive the restart, so the flow has none;
+        the transport opens a new connection when a request must go there. The Path comes
+        back too, so a contact registered through an edge proxy is still reached through it
+        (RFC 3327 §5.3).
+        Raises ValueError (a SipParseError) when the stored contact no longer parses.
+        """
+        uri = parse_uri(row.contact)
+        if not isinstance(uri, SipUri):
+            raise SipParseError(f"Stored contact is not a SIP URI: {row.contact!r}")
+        flow = Flow(
+            transport=row.transport,
+            remote=(row.received, row.received_port),
+            local=parse_socket(row.socket)[1],
+        )
+        # A row made without a refresh time (0: never a real one) falls back to the first
+        # registration, as migration 2 fills it in for rows stored under schema version 1.
+        refreshed_at = row.refreshed_at or row.registered_at
+        return cls(
+            user=row.aor,
+            contact=row.contact,
+            uri=uri,
+            flow=flow,
+            expires_at=now + (row.expires_at - wall),
+            updated_at=now - (wall - refreshed_at),
+            registered_at=row.registered_at,
+            refreshed_at=refreshed_at,
+            q=1.0 if row.q is None else row.q,
+            call_id=row.call_id,
+            cseq=row.cseq,
+            user_agent=row.user_agent,
+            behind_nat=row.nat,
+            instance_id=row.instance or None,
+            reg_id=(row.reg_id or None) if row.instance else None,
+            path=row.path,
+        )
+
+
+def contact_flow(uri: SipUri, local: tuple[str, int]) -> Flow:
+    """A new flow towards the address a Contact URI names (RFC 3261 §19.1.1, RFC 3263 without
+    DNS SRV): maddr over host, the URI's port or the transport's default, the URI's transport
+    or UDP (TLS for sips:). A host name is left for the transport to resolve."""
+    transport = uri.transport or ("tls" if uri.secure else "udp")
+    host = uri.param("maddr") or uri.host
+    port = uri.port or (SIPS_PORT if transport == "tls" else SIP_PORT)
+    return Flow(transport, (host, port), local)
+
+
+def format_socket(transport: str, local: tuple[str, int]) -> str:
+    """`udp:192.0.2.1:5060`, `tcp:[2001:db8::1]:5060`: a local listener, as stored."""
+    return f"{transport}:{format_host(local[0])}:{local[1]}"
+
+
+def parse_socket(text: str) -> tuple[str, tuple[str, int]]:
+    """The inverse of `format_socket`; an empty or malformed text gives an unspecified address."""
+    transport, _, hostport = text.partition(":")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return transport, ("", 0)
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return transport, (host, int(port))
+
+
+def _same_host(host: str, ip: str) -> bool:
+    return host.strip("[]").lower() == ip.lower()
+
+
+class BindingSink(Protocol):
+    """Told of every binding the location service stores or drops (persistence, keep-alives).
+
+    Sinks run inline on the hot path and must not block: the store's sink only queues a write.
+    A refresh is a `binding_saved` of the new binding; when a refresh changes the Contact URI
+    (RFC 5626 instance matching) the old one is first reported removed.
+    """
+
+    def binding_saved(self, binding: Binding) -> None: ...
+
+    def binding_removed(self, binding: Binding) -> None: ...
+
+
+class LocationService:
+    """Bindings by user, bounded per user and in total, with expiry driven by `expire(now)`."""
+
+    def __init__(
+        self,
+        settings: RegistrarSettings,
+        bus: EventBus,
+        *,
+        max_contacts: int = DEFAULT_MAX_CONTACTS,
+    ) -> None:
+        self.settings = settings
+        self.bus = bus
+        self.max_contacts = max_contacts
+        self.sinks: list[BindingSink] = []  # the store's writer, the NAT keep-alive
+        self._persistence: BindingSink | None = None
+        self.restores = 0  # how many times restore() ran; the keep-alive rescans when it moves
+        self._bindings_by_user: dict[str, dict[BindingKey, Binding]] = {}
+        self._count = 0
+        # (expires_at, tie-breaker, binding); entries of replaced bindings are skipped when
+        # popped, and the heap is rebuilt when they outnumber the live ones.
+        self._expiry_heap: list[tuple[float, int, Binding]] = []
+        self._sequence = itertools.count()
+
+    @property
+    def sink(self) -> BindingSink | None:
+        """The persistence sink (the Pbx connects the store's writer here); other listeners,
+        such as the NAT keep-alive, join `sinks`. Setting it replaces the previous one."""
+        return self._persistence
+
+    @sink.setter
+    def sink(self, sink: BindingSink | None) -> None:
+        if self._persistence is not None:
+            self.sinks.remove(self._persistence)
+        self._persistence = sink
+        if sink is not None:
+            self.sinks.insert(0, sink)
+
+    # -- reading ------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self._count
+
+    @property
+    def contact_count(self) -> int:
+        """Contacts held, all users (the header strip's number)."""
+        return self._count
+
+    @property
+    def user_count(self) -> int:
+        """Users with at least one contact."""
+        return len(self._bindings_by_user)
+
+    @property
+    def room(self) -> int:
+        """How many more contacts the table takes."""
+        return max(0, self.max_contacts - self._count)
+
+    def get(self, user: str, key: BindingKey) -> Binding | None:
+        bindings = self._bindings_by_user.get(user)
+        return None if bindings is None else bindings.get(key)
+
+    def bindings_of(self, user: str) -> list[Binding]:
+        """Every binding held for `user`, including any expired one not swept yet."""
+        bindings = self._bindings_by_user.get(user)
+        return [] if bindings is None else list(bindings.values())
+
+    def is_current(self, binding: Binding) -> bool:
+        """True while `binding` has been neither refreshed (replaced) nor removed."""
+        return self.get(binding.user, binding.key) is binding
+
+    def lookup(self, user: str, now: float) -> list[Binding]:
+        """Where to fork a request for `user`: unexpired contacts, highest q first, then newest.
+
+        Contacts flagged unreachable by the NAT keep-alive are included (`reachable` is False),
+        so the proxy decides whether to try them.
+        """
+        bindings = self._bindings_by_user.get(user)
+        if not bindings:
+            return []
+        live = [binding for binding in bindings.values() if binding.expires_at > now]
+        live.sort(key=_fork_order)
+        return live
+
+    def all_bindings(self) -> list[Binding]:
+        """Every binding, by user then fork order, for the console."""
+        result: list[Binding] = []
+        for user in sorted(self._bindings_by_user):
+            result.extend(sorted(self._bindings_by_user[user].values(), key=_fork_order))
+        return result
+
+    # -- writing ------------------------------------------------------------------------
+    def save(self, binding: Binding) -> Binding | None:
+        """Add `binding`, or replace the one with the same key; returns the one replaced.
+
+        Raises LocationFull when it would be a new contact beyond the per-user or global limit
+        (the registrar checks first and answers 403/503; this is the last line).
+        """
+        previous = self.get(binding.user, binding.key)
+        if previous is None:
+            self._check_room(binding.user)
+            self._count += 1
+        self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
+        self._push_expiry(binding)
+        for sink in self.sinks:
+            if previous is not None and previous.contact != binding.contact:
+                sink.binding_removed(previous)
+            sink.binding_saved(binding)
+        return previous
+
+    def unregister(
+        self,
+        binding: Binding,
+        *,
+        reason: str = "unregistered",
+        source: tuple[str, int] | None = None,
+    ) -> bool:
+        """Remove a current binding and say so on the bus; False if it was not current."""
+        if not self._drop(binding):
+            return False
+        self.bus.publish(ContactUnregistered(binding.user, binding.contact, source, reason))
+        return True
+
+    def remove(self, user: str, contact: str) -> int:
+        """The console's "unregister": drop `user`'s contact(s) matching `contact`.
+
+        `contact` is the URI as shown (`Binding.contact`); a differently written but equal URI
+        matches too (RFC 3261 §19.1.4), as do several flows of one RFC 5626 instance.
+        Returns how many bindings went.
+        """
+        wanted: BindingKey | None = None
+        try:
+            uri = parse_uri(contact.strip().strip("<>"))
+        except SipParseError:
+            uri = None
+        if isinstance(uri, SipUri):
+            wanted = contact_key(uri)
+        removed = 0
+        for binding in self.bindings_of(user):
+            same_uri = wanted is not None and contact_key(binding.uri) == wanted
+            if (binding.contact == contact or same_uri) and self.unregister(
+                binding, reason="admin"
+            ):
+                removed += 1
+        return removed
+
+    def remove_user(self, user: str) -> int:
+        """Drop every contact of `user` (the account was deleted or disabled)."""
+        removed = 0
+        for binding in self.bindings_of(user):
+            if self.unregister(binding, reason="admin"):
+                removed += 1
+        return removed
+
+    def adopt(self, binding: Binding) -> bool:
+        """Hold a binding another process of this server saved (core/cluster/changes.py): no event
+        (that process announced it), but every sink hears of it. False when it did not fit."""
+        try:
+            self.save(binding)
+        except LocationFull:
+            return False
+        return True
+
+    def forget(self, user: str, key: BindingKey) -> bool:
+        """Drop a binding another process removed; False when it was not held here."""
+        binding = self.get(user, key)
+        return binding is not None and self._drop(binding)
+
+    def expire(self, now: float) -> list[Binding]:
+        """Drop bindings whose time is up, emitting ContactExpired for each; returns them."""
+        heap = self._expiry_heap
+        expired: list[Binding] = []
+        while heap and heap[0][0] <= now:
+            expires_at, _, binding = heapq.heappop(heap)
+            if binding.expires_at != expires_at or not self._drop(binding):
+                continue  # a refreshed or already removed binding: a stale entry
+            expired.append(binding)
+            self.bus.publish(ContactExpired(binding.user, binding.contact))
+        return expired
+
+    def restore(
+        self, bindings: Iterable[Binding | BindingRow], now: float, *, wall: float | None = None
+    ) -> int:
+        """Load bindings saved before a restart (or the store's rows as they are); expired
+        ones, rows whose contact no longer parses, and any beyond the limits are skipped.
+        No events, no sink calls: the rows are already in the store. `wall` is the wall-clock
+        time at `now` (read from the system when not given) for converting rows. Returns how
+        many were restored."""
+        wall = time.time() if wall is None else wall
+        restored = 0
+        for item in bindings:
+            if isinstance(item, Binding):
+                binding = item
+            else:
+                try:
+                    binding = Binding.from_row(item, now=now, wall=wall)
+                except ValueError:
+                    continue
+            if binding.expires_at <= now:
+                continue
+            existing = self.get(binding.user, binding.key)
+            if existing is not None and existing.expires_at >= binding.expires_at:
+                continue  # two rows for one binding (URIs written differently): keep the later
+            if existing is None:
+                try:
+                    self._check_room(binding.user)
+                except LocationFull:
+                    continue
+                self._count += 1
+            self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
+            self._push_expiry(binding)
+            restored += 1
+        self.restores += 1
+        return restored
+
+    # -- internals ------------------------------------------------------------------------
+    def _check_room(self, user: str) -> None:
+        """Raise LocationFull unless one more contact fits for `user` and in the table."""
+        if self._count >= self.max_contacts:
+            raise LocationFull("the location table is full")
+        bindings = self._bindings_by_user.get(user)
+        if bindings is not None and len(bindings) >= self.settings.max_contacts_per_user:
+            raise LocationFull(f"{user} has too many contacts")
+
+    def _drop(self, binding: Binding) -> bool:
+        bindings = self._bindings_by_user.get(binding.user)
+        if bindings is None or bindings.get(binding.key) is not binding:
+            return False
+        del bindings[binding.key]
+        if not bindings:
+            del self._bindings_by_user[binding.user]
+        self._count -= 1
+        for sink in self.sinks:
+            sink.binding_removed(binding)
+        return True
+
+    def _push_expiry(self, binding: Binding) -> None:
+        heap = self._expiry_heap
+        heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
+        if len(heap) > 2 * self._count + 1_024:
+            self._expiry_heap = [
+                (current.expires_at, next(self._sequence), current)
+                for bindings in self._bindings_by_user.values()
+                for current in bindings.values()
+            ]
+            heapq.heapify(self._expiry_heap)
+
+
+def _fork_order(binding: Binding) -> tuple[float, float]:
+    return (-binding.q, -binding.updated_at)

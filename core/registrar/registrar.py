@@ -1,0 +1,429 @@
+"""The registrar (RFC 3261 §10.3): REGISTER in, bindings changed, a response out.
+
+`register()` runs on the hot path after digest authentication, synchronously, and does no
+I/O: it reads the request, decides, and either changes nothing (any error: the update is
+atomic, §10.3 step 7) or applies every change through the location service and reports it on
+the event bus. Problems leave as `RegisterRejected`, which carries the status, reason and
+headers of the answer (h11's "errors carry the answer").
+
+NAT is judged the way Kamailio's `nat_uac_test` does it, on what the phone claims (the top
+Via's sent-by, the Contact) against what the packet shows (the flow's source address).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+
+from core.events import ContactRefreshed, ContactRegistered, ContactUnregistered, EventBus
+from core.net.addresses import is_private, parse_ip
+from core.net.flow import Flow
+from core.registrar.location import Binding, BindingKey, LocationService, contact_key
+from core.settings import RegistrarSettings
+from core.sip.address import NameAddr, parse_name_addr
+from core.sip.errors import SipParseError
+from core.sip.fields import Via
+from core.sip.message import Request, Response, make_response
+from core.sip.uri import SipUri
+
+SUPPORTED_EXTENSIONS = frozenset({"path", "outbound"})
+MAX_EXPIRES = 2**32 - 1  # RFC 3261 §20.19
+MAX_REG_ID = 2**31 - 1  # RFC 5626 §4.2.1
+_QVALUE = re.compile(r"^(0(\.\d{0,3})?|1(\.0{0,3})?)$")  # RFC 3261 §25.1 qvalue
+
+
+class RegisterRejected(Exception):
+    """A REGISTER the registrar refuses, with the answer to send."""
+
+    def __init__(self, status: int, reason: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+def detect_nat(via: Via | None, contact: SipUri, flow: Flow) -> bool:
+    """True when the phone sits behind NAT, judged like Kamailio's nat_uac_test.
+
+    - the top Via's sent-by address differs from the packet's source address (test 2), or over
+      UDP its port differs from the source port (test 16). The route may already have stamped
+      `received`/`rport` on that Via (RFC 3581 §4); those describe the packet, not the phone's
+      claim, so only the sent-by is compared. Over TCP the source port is an ephemeral one and
+      says nothing, so only the address counts;
+    - the Contact names a private or unroutable address while the packet came from a public
+      one (test 1, sharpened so that a phone on the server's own LAN is not "behind NAT").
+    A sent-by or Contact written as a host name cannot match an address: the phone is treated
+    as NATed, which sends to the source, where the REGISTER came from anyway.
+    """
+    source_ip, source_port = flow.remote
+    if via is not None:
+        if not _same_address(via.host, source_ip):
+            return True
+        if flow.transport == "udp" and (via.port or _default_port(via.transport)) != source_port:
+            return True
+    return is_private(contact.host) and not is_private(source_ip)
+
+
+def _same_address(host: str, ip: str) -> bool:
+    if host == ip:
+        return True  # the common case (no NAT), without parsing either address twice
+    try:
+        return parse_ip(host) == parse_ip(ip)
+    except ValueError:
+        return host.lower() == ip.lower()
+
+
+def _default_port(transport: str) -> int:
+    return 5061 if transport.upper() == "TLS" else 5060
+
+
+@dataclass(slots=True, init=False)
+class ContactRequest:
+    """One Contact of a REGISTER, checked: what the phone asks to bind, and for how long."""
+
+    uri: SipUri
+    expires: int  # granted: 0 (remove) or between min_expires and max_expires
+    q: float
+    instance_id: str | None
+    reg_id: int | None  # only when the binding is an RFC 5626 flow (instance + outbound)
+
+    # Written-out __init__: a frozen dataclass's generated one costs six times as much.
+    def __init__(
+        self, uri: SipUri, expires: int, q: float, instance_id: str | None, reg_id: int | None
+    ) -> None:
+        self.uri = uri
+        self.expires = expires
+        self.q = q
+        self.instance_id = instance_id
+        self.reg_id = reg_id
+
+
+@dataclass(slots=True)
+class _Plan:
+    """What one REGISTER will change, computed in full before anything changes."""
+
+    removals: list[Binding]
+    saves: list[tuple[Binding, Binding | None]]  # (new binding, the one it replaces)
+    outbound: bool = False
+
+
+class Registrar:
+    """RFC 3261 §10.3 registrar over a `LocationService`, with RFC 3327 Path and RFC 5626
+    outbound."""
+
+    def __init__(
+        self, settings: RegistrarSettings, location: LocationService, bus: EventBus
+    ) -> None:
+        self.settings = settings
+        self.location = location
+        self.bus = bus
+
+    def expire(self, now: float) -> list[Binding]:
+        """Drop expired bindings (ContactExpired events); call about once a second."""
+        return self.location.expire(now)
+
+    def register(
+        self,
+        request: Request,
+        username: str,
+        flow: Flow,
+        now: float,
+        *,
+        wall: float | None = None,
+    ) -> Response:
+        """Process a REGISTER that authenticated as `username`; returns the response.
+
+        `now` is the caller's clock (expiry runs on it); `wall` is the wall-clock time for the
+        Date header and the console, read from the system when not given. The response has no
+        To-tag: the route adds its own to every final response it sends.
+        """
+        wall = time.time() if wall is None else wall
+        self.location.expire(now)  # so the limits below count only live contacts
+        try:
+            plan = self._plan(request, username, flow, now, wall)
+        except RegisterRejected as rejection:
+            return make_response(
+                request, rejection.status, rejection.reason, extra=rejection.headers
+            )
+        self._commit(plan, flow)
+        return self._ok(request, username, now, wall, plan)
+
+    # -- deciding -------------------------------------------------------------------------
+    def _plan(self, request: Request, username: str, flow: Flow, now: float, wall: float) -> _Plan:
+        try:
+            call_id = request.call_id
+            cseq = request.cseq
+            to_addr = request.to_addr
+            contacts = request.contacts
+            header_expires = request.expires
+            top_via = request.top_via
+        except SipParseError as error:
+            raise RegisterRejected(error.status, error.reason) from None
+        if not call_id or cseq is None or to_addr is None:
+            raise RegisterRejected(400, "Missing Call-ID, CSeq or To")
+        self._check_require(request)
+        # §10.3 step 4: only the owner changes an address-of-record's bindings.
+        if not isinstance(to_addr.uri, SipUri) or to_addr.uri.user != username:
+            raise RegisterRejected(403, "To Does Not Match Authenticated User")
+        current = self.location.bindings_of(username)
+
+        if contacts is None:
+            # §10.3 step 6: `Contact: *` removes everything, but only with Expires: 0.
+            if header_expires != 0:
+                raise RegisterRejected(400, "Contact * Requires Expires: 0")
+            for binding in current:
+                self._check_order(binding, call_id, cseq.number)
+            return _Plan(removals=current, saves=[])
+        if not contacts:
+            return _Plan(removals=[], saves=[])  # a query (§10.2.3)
+
+        supported = _option_tags(request, "supported")
+        path = self._read_path(request)
+        requested = self._read_contacts(contacts, header_expires, "outbound" in supported)
+        if any(contact.reg_id is not None for contact in requested):
+            self._check_outbound_first_hop(request, path)
+
+        wanted: dict[BindingKey, ContactRequest] = {}
+        for contact in requested:  # a contact listed twice: the last one counts
+            wanted[contact_key(contact.uri, contact.instance_id, contact.reg_id)] = contact
+        user_agent = request.user_agent or ""
+        plan = _Plan(removals=[], saves=[])
+        for key, contact in wanted.items():
+            existing = self.location.get(username, key)
+            if existing is not None:
+                self._check_order(existing, call_id, cseq.number)
+            if contact.expires == 0:
+                if existing is not None:
+                    plan.removals.append(existing)
+                continue
+            binding = Binding(
+                user=username,
+                contact=str(contact.uri),
+                uri=contact.uri,
+                flow=flow,
+                expires_at=now + contact.expires,
+                updated_at=now,
+                registered_at=existing.registered_at if existing is not None else wall,
+                refreshed_at=wall,
+                q=contact.q,
+                call_id=call_id,
+                cseq=cseq.number,
+                user_agent=user_agent,
+                behind_nat=detect_nat(top_via, contact.uri, flow),
+                instance_id=contact.instance_id,
+                reg_id=contact.reg_id,
+                path=path,
+                last_pong=existing.last_pong if existing is not None else None,
+            )
+            plan.saves.append((binding, existing))
+            plan.outbound = plan.outbound or binding.outbound
+        self._check_limits(username, current, plan)
+        return plan
+
+    def _check_require(self, request: Request) -> None:
+        """§10.3 step 2 / §8.2.2.3: an extension we don't know must be refused with 420."""
+        unsupported = sorted(_option_tags(request, "require") - SUPPORTED_EXTENSIONS)
+        if unsupported:
+            raise RegisterRejected(420, "Bad Extension", [("Unsupported", ", ".join(unsupported))])
+
+    @staticmethod
+    def _check_order(binding: Binding, call_id: str, cseq: int) -> None:
+        """§10.3 step 7: a request from the same Call-ID must carry a higher CSeq, else it is
+        an old or reordered REGISTER and the whole update fails. The RFC names no code for
+        this failure; 500 is what it uses for a failed update (a 400 would tell the phone its
+        request is malformed, which it is not)."""
+        if binding.call_id == call_id and cseq <= binding.cseq:
+            raise RegisterRejected(500, "Out of Order CSeq")
+
+    def _read_contacts(
+        self, contacts: list[NameAddr], header_expires: int | None, outbound_supported: bool
+    ) -> list[ContactRequest]:
+        """Each Contact's URI, expiry (§10.3 step 6: its `expires` parameter, else the Expires
+        header, else our default), q, and RFC 5626 instance / reg-id."""
+        registrar = self.settings
+        requested: list[ContactRequest] = []
+        flows = 0
+        for address in contacts:
+            uri = address.uri
+            if not isinstance(uri, SipUri):
+                raise RegisterRejected(400, "Contact Must Be a SIP URI")
+            expires = _contact_expires(address, header_expires, registrar.default_expires)
+            if 0 < expires < registrar.min_expires:
+                raise RegisterRejected(
+                    423, "Interval Too Brief", [("Min-Expires", str(registrar.min_expires))]
+                )
+            expires = min(expires, registrar.max_expires)
+            instance_id = _instance_id(address)
+            reg_id = _reg_id(address) if instance_id is not None else None
+            if reg_id is not None:
+                flows += 1
+                if not outbound_supported:
+                    reg_id = None  # RFC 5626 §6: outbound only when the UA says it supports it
+            requested.append(ContactRequest(uri, expires, _q(address), instance_id, reg_id))
+        if flows > 1:
+            # RFC 5626 §4.2: one flow per REGISTER; several reg-ids cannot be told apart.
+            raise RegisterRejected(400, "Multiple reg-id Contacts")
+        return requested
+
+    @staticmethod
+    def _read_path(request: Request) -> tuple[str, ...]:
+        """RFC 3327 §5.3: keep the Path, to reach the contact through the proxies that
+        relayed its REGISTER (nearest to us first). It is kept even when the UA did not say
+        `Supported: path`: the proxies on the way still need it; only the echo in the 200
+        depends on the UA's support."""
+        values = request.headers.values("path")
+        if not values:
+            return ()
+        for value in values:
+            try:
+                parse_name_addr(value)
+            except SipParseError:
+                raise RegisterRejected(400, "Bad Path") from None
+        return tuple(values)
+
+    @staticmethod
+    def _check_outbound_first_hop(request: Request, path: tuple[str, ...]) -> None:
+        """RFC 5626 §6: a flow registered through a proxy needs that edge proxy to support
+        outbound (an `ob` parameter on its Path URI, the last one: each proxy adds its own on
+        top), or requests could not use the flow. Several Vias and no Path means a proxy that
+        does not even do Path."""
+        if path:
+            first_hop = parse_name_addr(path[-1]).uri
+            if not isinstance(first_hop, SipUri) or not first_hop.has_param("ob"):
+                raise RegisterRejected(439, "First Hop Lacks Outbound Support")
+        elif len(request.vias) > 1:
+            raise RegisterRejected(439, "First Hop Lacks Outbound Support")
+
+    def _check_limits(self, username: str, current: list[Binding], plan: _Plan) -> None:
+        """Per-user and global bounds, on the count after the whole request is applied.
+
+        A user already above the limit (the limit was lowered) may still refresh or remove;
+        only growth beyond it is refused.
+        """
+        removed = {binding.key for binding in plan.removals}
+        current_keys = {binding.key for binding in current}
+        final = (current_keys - removed) | {binding.key for binding, _ in plan.saves}
+        limit = self.settings.max_contacts_per_user
+        if len(final) > limit and len(final) > len(current_keys):
+            raise RegisterRejected(403, f"Too Many Contacts (limit {limit})")
+        added = sum(1 for _, existing in plan.saves if existing is None)
+        if added - len(plan.removals) > self.location.room:
+            raise RegisterRejected(503, "Location Table Full", [("Retry-After", "60")])
+
+    # -- changing -------------------------------------------------------------------------
+    def _commit(self, plan: _Plan, flow: Flow) -> None:
+        location = self.location
+        bus = self.bus
+        source = flow.remote
+        for binding in plan.removals:
+            location.unregister(binding, reason="unregistered", source=source)
+        for binding, existing in plan.saves:
+            location.save(binding)
+            expires = round(binding.expires_at - binding.updated_at)
+            if existing is not None and existing.contact == binding.contact:
+                bus.publish(ContactRefreshed(binding.user, binding.contact, source, expires))
+                continue
+            if existing is not None:
+                # RFC 5626 §6: the same instance (and flow) now has another Contact URI.
+                bus.publish(
+                    ContactUnregistered(existing.user, existing.contact, source, "replaced")
+                )
+            bus.publish(
+                ContactRegistered(
+                    binding.user,
+                    binding.contact,
+                    source,
+                    flow.transport,
+                    expires,
+                    user_agent=binding.user_agent,
+                    behind_nat=binding.behind_nat,
+                )
+            )
+
+    def _ok(
+        self, request: Request, username: str, now: float, wall: float, plan: _Plan
+    ) -> Response:
+        """§10.3 step 8: 200 listing every current binding with its remaining time."""
+        headers = [("Contact", _contact_value(b, now)) for b in self.location.lookup(username, now)]
+        supported = _option_tags(request, "supported")
+        if "path" in supported:
+            headers.extend(("Path", value) for value in request.headers.values("path"))
+        if plan.outbound:
+            headers.append(("Require", "outbound"))  # RFC 5626 §6
+        headers.append(("Date", _http_date(wall)))
+        return make_response(request, 200, extra=headers)
+
+
+def _http_date(wall: float) -> str:
+    """The Date header value (RFC 3261 §20.17) for `wall`, formatted once per second.
+
+    formatdate shows whole seconds, so every REGISTER answered within one second carries the
+    same text. A time within a millisecond of the next second is formatted directly, since
+    the microsecond rounding inside formatdate could carry it over.
+    """
+    global _last_date
+    second = int(wall)
+    if wall < 0 or wall - second >= 0.999:
+        return formatdate(wall, usegmt=True)
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, usegmt=True))
+    return _last_date[1]
+
+
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _option_tags(request: Request, header: str) -> set[str]:
+    return {value.lower() for value in request.headers.values(header)}
+
+
+def _contact_expires(address: NameAddr, header_expires: int | None, default: int) -> int:
+    value = address.param("expires")
+    if value is not None:
+        if not value.isdigit():
+            raise RegisterRejected(400, "Bad Contact expires")
+        return min(int(value), MAX_EXPIRES)
+    return default if header_expires is None else header_expires
+
+
+def _q(address: NameAddr) -> float:
+    value = address.param("q")
+    if value is None:
+        return 1.0
+    if not _QVALUE.match(value):
+        raise RegisterRejected(400, "Bad Contact q")
+    return float(value)
+
+
+def _instance_id(address: NameAddr) -> str | None:
+    value = address.param("+sip.instance")
+    if value is None:
+        return None
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        value = value[1:-1]
+    if not value:
+        raise RegisterRejected(400, "Bad +sip.instance")
+    return value
+
+
+def _reg_id(address: NameAddr) -> int | None:
+    value = address.param("reg-id")
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= MAX_REG_ID:
+        raise RegisterRejected(400, "Bad reg-id")
+    return int(value)
+
+
+def _contact_value(binding: Binding, now: float) -> str:
+    value = f"<{binding.contact}>;expires={binding.remaining(now)}"
+    if binding.q != 1.0:
+        value += f";q={binding.q:g}"
+    if binding.instance_id is not None:
+        value += f';+sip.instance="{binding.instance_id}"'
+    if binding.reg_id is not None:
+        value += f";reg-id={binding.reg_id}"
+    return value

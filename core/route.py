@@ -1,0 +1,432 @@
+"""The request route: every message that reaches pbxtui passes through `Route.on_message`.
+
+Read it top to bottom like Kamailio's request_route (../shared/DESIGN.md, "The request
+route"):
+
+    banned or flooding?  → drop before parsing
+    parse                → 400 / drop
+    REQINIT              → scanner drop, 483, sanity 400, OPTIONS to us → 200
+    in dialog?           → loose-route through the proxy (ACKs of our own replies absorbed)
+    CANCEL               → the proxy's server transaction
+    carrier address?     → inbound trunk, no digest
+    authenticate         → 401 (REGISTER) / 407 (others); failures counted per IP and user
+    REGISTER             → registrar
+    anything else        → proxy: local user, or carrier gateway, or 403
+
+Each step is a method that returns after it has answered; none awaits anything. Responses go
+back along §18.2.2 (the top Via, as stamped with received/rport on arrival).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Protocol
+
+from core.events import EventBus, SipTraffic
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.sip.errors import SipParseError
+from core.sip.fields import Via
+from core.sip.message import Request, Response, make_response
+from core.sip.parser import parse_message
+from core.sip.uri import SipUri, TelUri
+
+Sender = Callable[[bytes, Flow], bool]
+
+ALLOWED_METHODS = (
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, NOTIFY, PRACK, REFER"
+)
+KNOWN_METHODS = frozenset(
+    {
+        "INVITE",
+        "ACK",
+        "CANCEL",
+        "BYE",
+        "OPTIONS",
+        "REGISTER",
+        "INFO",
+        "UPDATE",
+        "MESSAGE",
+        "NOTIFY",
+        "PRACK",
+        "REFER",
+        "SUBSCRIBE",
+        "PUBLISH",
+    }
+)
+# Methods we route end to end when they are addressed to a user, not to us.
+ROUTABLE_METHODS = frozenset(
+    {"INVITE", "MESSAGE", "OPTIONS", "INFO", "NOTIFY", "REFER", "SUBSCRIBE"}
+)
+REPLY_CACHE_SECONDS = 32.0  # Timer J (64*T1): how long a UDP retransmission can still arrive
+REPLY_CACHE_SIZE = 65_536
+
+
+class Proxy(Protocol):
+    """What the route needs of the stateful proxy (core/proxy/proxy.py)."""
+
+    def route_to_user(
+        self, request: Request, caller: str | None, flow: Flow, now: float
+    ) -> None: ...
+    def in_dialog(self, request: Request, flow: Flow, now: float) -> None: ...
+    def cancel(self, request: Request, flow: Flow, now: float) -> None: ...
+    def on_response(self, response: Response, flow: Flow, now: float) -> bool: ...
+    def absorb_retransmission(self, request: Request, flow: Flow, now: float) -> bool: ...
+
+
+class Trunks(Protocol):
+    def is_carrier(self, ip: str) -> bool: ...
+    def inbound(self, request: Request, flow: Flow, now: float) -> None: ...
+
+
+def response_flow(via: Via | None, flow: Flow) -> Flow:
+    """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4).
+
+    Over TCP: the connection the request came on (the transport reopens towards the source if
+    it closed). Over UDP: the address in `received` (we always stamp it when sent-by differs
+    from the source) and the rport if the client asked for one, else the sent-by port.
+    """
+    if flow.transport != "udp" or via is None:
+        return flow
+    if via.wants_rport:
+        return flow
+    host = via.received or via.host
+    port = via.port or 5060
+    if (host, port) == flow.remote:
+        return flow
+    return Flow("udp", (host, port), flow.local)
+
+
+def stamp_via(request: Request, flow: Flow) -> None:
+    """Add received= and fill rport on the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
+    via = request.top_via
+    if via is None:
+        return
+    ip, port = flow.remote
+    params: dict[str, str | None] = {}
+    if via.host != ip:
+        params["received"] = ip
+    if via.wants_rport and via.rport is None:
+        params["rport"] = str(port)
+        params.setdefault("received", ip)
+    if not params:
+        return
+    stamped = via.with_params(**params)
+    vias = request.vias
+    vias[0] = stamped
+    request.headers.replace_first_value("Via", str(stamped), view=vias)
+
+
+class Route:
+    """The request route. Construct once per Pbx; `on_message` is the transport's callback."""
+
+    def __init__(
+        self,
+        *,
+        identity: ServerIdentity,
+        bus: EventBus,
+        security,  # core.security.guard.Security
+        authenticator,  # core.security.auth.DigestAuthenticator
+        registrar,  # core.registrar.registrar.Registrar
+        natping,  # core.registrar.natping.NatKeepalive
+        proxy: Proxy | None,
+        trunks: Trunks | None,
+        send: Sender,
+        clock: Callable[[], float],
+        tag_secret: bytes,
+        user_agent: str = "pbxtui",
+    ) -> None:
+        self.identity = identity
+        self.bus = bus
+        self.security = security
+        self.authenticator = authenticator
+        self.registrar = registrar
+        self.natping = natping
+        self.proxy = proxy
+        self.trunks = trunks
+        self._send = send
+        self.clock = clock
+        self._tag_key = hashlib.blake2b(b"pbxtui to-tag", key=tag_secret[:64]).digest()
+        self.server_header = ("Server", user_agent)
+        self._reply_cache: OrderedDict[tuple[str, str, int | None, str], tuple[float, bytes]] = (
+            OrderedDict()
+        )
+        self.answered_locally = 0
+        self.dropped = 0
+
+    # -- the route ------------------------------------------------------------------------
+    def on_message(self, data: bytes, flow: Flow) -> None:
+        now = self.clock()
+        if self.admit(flow, now):
+            self.on_admitted(data, flow, now)
+
+    def admit(self, flow: Flow, now: float) -> bool:
+        """The per-packet check alone (bans, flood counting): with several worker processes,
+        the one that read a datagram checks it before handing it to its owner, which then
+        calls `on_admitted` (core/cluster/changes.py). False: dropped and counted."""
+        if self.security.admit(flow.remote[0], now):
+            return True
+        self.dropped += 1
+        return False
+
+    def on_admitted(self, data: bytes, flow: Flow, now: float) -> None:
+        """A message that passed `admit`: parse it and route it."""
+        if self.bus.capture_traffic:  # nobody reads traffic headless: skip building the event
+            self.bus.publish(SipTraffic("in", flow.transport, flow.remote, flow.local, data))
+        try:
+            message = parse_message(data, stream=flow.reliable)
+        except SipParseError as error:
+            self._unparsable(error, flow, now)
+            return
+        if isinstance(message, Response):
+            self._on_response(message, flow, now)
+        else:
+            self._on_request(message, flow, now)
+
+    def _on_request(self, request: Request, flow: Flow, now: float) -> None:
+        if self._resend_cached_reply(request, flow, now):
+            return
+        if not self._reqinit(request, flow, now):
+            return
+        stamp_via(request, flow)
+        if request.to_tag is not None:
+            self._in_dialog(request, flow, now)
+            return
+        if request.method == "CANCEL":
+            self._cancel(request, flow, now)
+            return
+        if request.method == "ACK":
+            return  # an ACK outside any dialog or transaction has nowhere to go (§17.2.3)
+        if self.proxy is not None and self.proxy.absorb_retransmission(request, flow, now):
+            return
+        if self._to_us_without_user(request) and request.method != "REGISTER":
+            self._answer_ourselves(request, flow)
+            return
+        if self.trunks is not None and self.trunks.is_carrier(flow.remote[0]):
+            self.trunks.inbound(request, flow, now)
+            return
+        username = self._authenticate(request, flow, now)
+        if username is None:
+            return
+        if request.method == "REGISTER":
+            self._register(request, username, flow, now)
+        else:
+            self._route_from_user(request, username, flow, now)
+
+    # -- steps ----------------------------------------------------------------------------
+    def _unparsable(self, error: SipParseError, flow: Flow, now: float) -> None:
+        """Answer what can be answered (a request whose headers parsed), drop the rest."""
+        self.security.parse_failed(flow.remote[0], error.reason, now)
+        partial = error.partial
+        if isinstance(partial, Request) and partial.method != "ACK":
+            self.reply(partial, flow, error.status, error.reason)
+
+    def _reqinit(self, request: Request, flow: Flow, now: float) -> bool:
+        """Scanner UAs, Max-Forwards, sanity (core/security). False when already handled."""
+        verdict = self.security.reqinit(request, flow, now)
+        response = getattr(verdict, "response", None)
+        if response is not None:
+            self.send_response(response, flow)
+            return False
+        return verdict is self.security.CONTINUE
+
+    def _to_us_without_user(self, request: Request) -> bool:
+        uri = request.uri
+        return isinstance(uri, SipUri) and uri.user is None and self.identity.is_us(uri)
+
+    def _answer_ourselves(self, request: Request, flow: Flow) -> None:
+        """Requests addressed to the server itself: OPTIONS keep-alives get 200 (RFC 3261 §11)."""
+        method = request.method
+        if method == "OPTIONS":
+            self.reply(
+                request,
+                flow,
+                200,
+                extra=[
+                    ("Allow", ALLOWED_METHODS),
+                    ("Accept", "application/sdp"),
+                    ("Accept-Encoding", "identity"),
+                    ("Accept-Language", "en"),
+                    ("Supported", "path, outbound"),
+                ],
+            )
+        elif method == "INVITE":
+            # Calls: a call to the domain with no user part is a number not dialled (yet).
+            self.reply(request, flow, 484)
+        elif method in KNOWN_METHODS:
+            self.reply(request, flow, 405, extra=[("Allow", "OPTIONS, REGISTER")])
+        else:
+            self.reply(request, flow, 501)
+
+    def _in_dialog(self, request: Request, flow: Flow, now: float) -> None:
+        if request.method == "ACK" and request.to_tag == self.local_tag(request):
+            return  # the ACK of a final response we generated ourselves (§17.2.1): absorbed
+        if self.proxy is None:
+            if request.method != "ACK":
+                self.reply(request, flow, 481)
+            return
+        self.proxy.in_dialog(request, flow, now)
+
+    def _cancel(self, request: Request, flow: Flow, now: float) -> None:
+        if self.proxy is None:
+            self.reply(request, flow, 481)
+            return
+        self.proxy.cancel(request, flow, now)
+
+    def _authenticate(self, request: Request, flow: Flow, now: float) -> str | None:
+        """Digest (RFC 3261 §22): REGISTER → 401, everything else → 407.
+
+        Unknown user and wrong password look the same to the client; the security layer hears
+        the difference, and bans an IP that keeps failing.
+        """
+        proxy_auth = request.method != "REGISTER"
+        result = self.authenticator.check(request, now, proxy=proxy_auth)
+        ip = flow.remote[0]
+        if result.username is not None:
+            self.security.auth_succeeded(ip, now)
+            return result.username
+        if result.counts_as_failure:
+            self.security.auth_failed(ip, result.claimed_user or "", request.user_agent or "", now)
+        challenge = result.challenge
+        if challenge is not None:
+            self._retag(challenge, request)
+            self.send_response(challenge, flow, request)
+        return None
+
+    def _register(self, request: Request, username: str, flow: Flow, now: float) -> None:
+        if not self.identity.is_us(request.uri):
+            self.reply(request, flow, 403, "Not our domain")
+            return
+        response = self.registrar.register(request, username, flow, now)
+        self._retag(response, request)
+        self.send_response(response, flow, request)
+
+    def _route_from_user(self, request: Request, username: str, flow: Flow, now: float) -> None:
+        method = request.method
+        if method not in KNOWN_METHODS:
+            self.reply(request, flow, 501)
+            return
+        if method not in ROUTABLE_METHODS:
+            self.reply(request, flow, 405, extra=[("Allow", ALLOWED_METHODS)])
+            return
+        uri = request.uri
+        if not isinstance(uri, SipUri | TelUri):
+            self.reply(request, flow, 416)
+            return
+        if self.proxy is None:
+            self.reply(request, flow, 480)
+            return
+        self.proxy.route_to_user(request, username, flow, now)
+
+    def _on_response(self, response: Response, flow: Flow, now: float) -> None:
+        if self.natping.on_response(response, now):
+            return
+        if self.proxy is not None:
+            self.proxy.on_response(response, flow, now)
+
+    # -- sending --------------------------------------------------------------------------
+    def local_tag(self, request: Request) -> str:
+        """The To-tag of every final response we generate for this request's Call-ID.
+
+        Deterministic (an HMAC of the Call-ID and From-tag), so the ACK of our own 407 or 404
+        is recognised without keeping state per request.
+        """
+        try:
+            from_tag = request.from_tag
+        except SipParseError:  # a request answered with 400 because its From is broken
+            from_tag = request.headers.get("from")
+        key = f"{request.call_id}|{from_tag}".encode("utf-8", "surrogateescape")
+        # Keyed BLAKE2b: a MAC in one C call (hmac.digest runs interpreted code around it).
+        return "pbx" + hashlib.blake2b(key, key=self._tag_key, digest_size=7).hexdigest()[:13]
+
+    def _retag(self, response: Response, request: Request) -> None:
+        """Give a locally built final response our deterministic To-tag (§8.2.6.2)."""
+        if request.to_tag is not None or response.status < 200:
+            return
+        to = request.headers.get("to")
+        if to is not None:
+            response.headers.set("To", f"{to};tag={self.local_tag(request)}")
+
+    def reply(
+        self,
+        request: Request,
+        flow: Flow,
+        status: int,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer a request ourselves (no ACK is ever answered: §17)."""
+        if request.method == "ACK":
+            return
+        try:
+            in_dialog = request.to_tag is not None
+        except SipParseError:  # answering a request whose To is what is broken
+            in_dialog = False
+        tag = None if in_dialog else self.local_tag(request)
+        headers = [self.server_header]
+        if extra:
+            headers.extend(extra)
+        response = make_response(request, status, reason, to_tag=tag, extra=headers)
+        self.send_response(response, flow, request)
+
+    def send_response(self, response: Response, flow: Flow, request: Request | None = None) -> None:
+        """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""
+        data = response.to_bytes()
+        # A response we built carries the request's (stamped) top Via: reuse its parsed view.
+        via = request.top_via if request is not None else response.top_via
+        destination = response_flow(via, flow)
+        self.answered_locally += 1
+        self.send(data, destination)
+        if request is not None and flow.transport == "udp" and response.status >= 200:
+            key = self._reply_key(request)
+            if key is not None:
+                cache = self._reply_cache
+                cache[key] = (self.clock() + REPLY_CACHE_SECONDS, data)
+                if len(cache) > REPLY_CACHE_SIZE:
+                    cache.popitem(last=False)
+
+    def send(self, data: bytes, flow: Flow) -> bool:
+        if self.bus.capture_traffic:
+            self.bus.publish(SipTraffic("out", flow.transport, flow.remote, flow.local, data))
+        return self._send(data, flow)
+
+    # -- retransmissions of locally answered requests -----------------------------------
+    @staticmethod
+    def _reply_key(request: Request) -> tuple[str, str, int | None, str] | None:
+        """§17.2.3 matching: branch, sent-by and method (ACK excluded: it is never answered)."""
+        try:
+            via = request.top_via
+        except SipParseError:
+            return None
+        if via is None or not via.is_rfc3261_branch or request.method == "ACK":
+            return None
+        return (via.branch or "", via.host, via.port, request.method)
+
+    def _resend_cached_reply(self, request: Request, flow: Flow, now: float) -> bool:
+        """A UDP retransmission of a request we already answered gets the same answer
+        (the server transaction's job, §17.2.2), instead of being processed twice."""
+        if flow.transport != "udp" or not self._reply_cache:
+            return False
+        key = self._reply_key(request)
+        if key is None:
+            return False
+        cached = self._reply_cache.get(key)
+        if cached is None:
+            return False
+        expires, data = cached
+        if expires < now:
+            del self._reply_cache[key]
+            return False
+        self.send(data, response_flow(request.top_via, flow))
+        return True
+
+    def expire(self, now: float) -> None:
+        """Drop cached replies past Timer J (called about once a second)."""
+        cache = self._reply_cache
+        while cache:
+            key, (expires, _data) = next(iter(cache.items()))
+            if expires >= now:
+                break
+            del cache[key]

@@ -1,0 +1,495 @@
+"""Carrier trunks: calls in from carriers' addresses, calls out through their gateways.
+
+Inbound (the route's step 5, before digest auth). A request whose source address is inside a
+carrier's networks is trusted without a challenge, as Kamailio's `allow_source_address()`
+does; nothing else about the request counts (a stranger whose From names the carrier still
+gets 407). The Request-URI user is looked up as a DID (in canonical form, so `+44…`, `0044…`
+and `0…` reach the same DID), then as a username; found, the request goes to the proxy as a
+call from a trusted carrier (forking to the user's contacts: 480 when none is registered);
+not found, 404.
+
+Outbound (the proxy's `outbound` hook). An authenticated user's request for a number that is
+neither a user nor a DID:
+
+    not a number                   404 (our domain) / 403 (elsewhere: no open relay)
+    a DID                          to the DID's user, like any internal call
+    not an INVITE                  403: only calls go to carriers
+    policy (core/trunks/tollfraud.py)     403 + SecurityEvent("toll-fraud")
+    no gateway                     503
+    limits                         486 / 503 + SecurityEvent("toll-fraud")
+    → the first gateway (core/trunks/gateways.py), with the caller ID set
+
+and the proxy's `reroute` hook answers for each attempt that fails: a 401/407 from the
+gateway is answered once with the carrier's credentials (digest as a client, RFC 3261 §22.2:
+the INVITE again, CSeq + 1, same Call-ID and From tag); a 5xx, 408 or transport failure
+moves on to the next gateway (RFC 3263 §4.3). A request from a carrier never goes back out.
+
+Re-sending the INVITE with a higher CSeq means the gateway's dialog counts from there, so
+every later request of the caller in that dialog (ACK, BYE, re-INVITE) goes out with its
+CSeq raised by the same amount (`adapt_branch`); the proxy puts the caller's own CSeq and
+From back on the responses it relays (RFC 3261 §8.2.6.2). Caller ID: the From user becomes
+the user's configured outbound number, and P-Asserted-Identity says the same (RFC 3325 §9.1);
+identity headers the phone itself sent are removed, so a user cannot choose whom to pose as.
+RFC 4916 §4 lets the From URI of the caller's later requests change the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from core.events import CallEvent, Event, EventBus, ServerEvent
+from core.net.addresses import AddressSet
+from core.net.flow import Flow
+from core.proxy.calls import ENDED, FAILED
+from core.proxy.forking import Branch
+from core.proxy.routing import local_address
+from core.registrar.location import Target
+from core.route import ALLOWED_METHODS, ROUTABLE_METHODS
+from core.security.throttle import ReportThrottle
+from core.settings import Settings
+from core.sip.address import NameAddr
+from core.sip.digest import DigestChallengeError, build_authorization, pick_challenge
+from core.sip.errors import SipParseError
+from core.sip.fields import parse_auth
+from core.sip.headers import Headers
+from core.sip.message import Request, Response
+from core.sip.uri import SipUri, TelUri
+from core.store.database import CarrierRow, DidRow
+from core.trunks.dialplan import DialledNumber, Dialplan
+from core.trunks.gateways import (
+    REFRESH_SECONDS,
+    Gateway,
+    GatewayTable,
+    GatewayTarget,
+    SrvLookup,
+    gateway_of,
+    resolve,
+)
+from core.trunks.tollfraud import CallLimiter, Refusal, check_policy
+from core.users import UserDirectory
+
+if TYPE_CHECKING:
+    from core.proxy.proxy import Proxy
+
+# Per-call outbound state outlives the call by Timer J (64*T1): the BYE that ended it, and its
+# retransmissions, still need the CSeq shift on their way to the gateway.
+STATE_GRACE_SECONDS = 32.0
+IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID")
+FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})  # and any other 5xx
+
+
+def _fails_over(status: int) -> bool:
+    """RFC 3263 §4.3: try the next server on a transport failure / timeout (we see 503 or
+    408 from the transaction layer) or a 5xx; a 4xx or 6xx is the callee's answer."""
+    return status in FAILOVER_STATUSES or 500 <= status < 600
+
+
+@dataclass(slots=True, eq=False)
+class OutboundCall:
+    """One call on its way out: the attempts it may make and how its requests are rewritten."""
+
+    call_id: str
+    caller: str
+    caller_tag: str
+    number: DialledNumber
+    targets: list[GatewayTarget]
+    arrived: Flow  # the caller's flow: our local address for each attempt's flow
+    from_value: str | None = None  # From as carriers see it (caller ID); None: unchanged
+    identity_value: str | None = None  # P-Asserted-Identity; None: none sent
+    attempt: int = 0  # index in `targets` of the attempt under way
+    challenged: bool = False  # this attempt's challenge was answered already
+    cseq_shift: int = 0  # how much higher the gateway's CSeqs are than the caller's
+    authorization: tuple[str, str] | None = None  # for the next INVITE copy only
+    finished_at: float | None = None
+
+    @property
+    def target(self) -> GatewayTarget:
+        return self.targets[self.attempt]
+
+
+class Trunks:
+    """Carriers, DIDs and gateways in memory; the route's and the proxy's hooks for them.
+
+    Build it with the proxy, call `attach()` to install the proxy hooks, `load()` (or
+    `reload()`, which also resolves gateway names) whenever carriers or DIDs change, and
+    `expire(now)` about once a second.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        proxy: Proxy,
+        users: UserDirectory,
+        bus: EventBus,
+        srv: SrvLookup | None = None,
+    ) -> None:
+        self.settings = settings
+        self.domain = settings.domain
+        self.proxy = proxy
+        self.users = users
+        self.bus = bus
+        self.srv = srv
+        self.dialplan = Dialplan(settings.dialplan)
+        self.limiter = CallLimiter(settings.proxy.max_calls_global)
+        self.carriers: list[CarrierRow] = []
+        self.carrier_networks = AddressSet()
+        self.dids: dict[str, str] = {}  # canonical number → username
+        self.gateways = GatewayTable()
+        self._outbound: dict[str, OutboundCall] = {}  # by Call-ID
+        self._finishing: deque[OutboundCall] = deque()  # finished, in finishing order
+        self._reports = ReportThrottle(
+            bus.publish,
+            interval=settings.security.report_interval,
+            max_per_second=settings.security.max_reports_per_second,
+            max_keys=settings.security.max_tracked_sources,
+        )
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_at: float | None = None  # None: counted from the next `expire`
+        self._unsubscribe = bus.subscribe(self._on_event)
+        self.inbound_calls = 0
+        self.outbound_calls = 0
+        self.refused = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def attach(self) -> None:
+        """Install the proxy hooks: requests for numbers, failed attempts, outgoing copies."""
+        self.proxy.hooks = self
+
+    def load(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
+        """Replace carriers and DIDs (from the store). Resolved gateway addresses of carriers
+        whose gateway did not change are kept until the next resolution."""
+        self.carriers = [carrier for carrier in carriers if carrier.enabled]
+        self.carrier_networks = AddressSet(
+            address for carrier in self.carriers for address in carrier.addresses
+        )
+        self.dids = {row.number: row.username for row in dids}
+        previous = self.gateways
+        table = GatewayTable(
+            gateway for gateway in map(gateway_of, self.carriers) if gateway is not None
+        )
+        for gateway in table.names_to_resolve:
+            for old in previous.gateways:
+                if old.carrier == gateway.carrier and old.host == gateway.host:
+                    table.set_resolved(gateway, previous.addresses(old))
+        self.gateways = table
+
+    async def reload(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
+        self.load(carriers, dids)
+        await self.resolve_gateways()
+
+    async def resolve_gateways(self) -> None:
+        """Look up every gateway name (concurrently, each bounded by DNS_TIMEOUT)."""
+        table = self.gateways
+        names = table.names_to_resolve
+        answers = await asyncio.gather(*(resolve(gateway, srv=self.srv) for gateway in names))
+        for gateway, (addresses, via_srv) in zip(names, answers, strict=True):
+            if addresses:
+                table.set_resolved(gateway, addresses, via_srv=via_srv)
+            elif not table.addresses(gateway):
+                self.bus.publish(
+                    ServerEvent(
+                        f"carrier {gateway.carrier}: gateway {gateway.host} does not resolve",
+                        level="warning",
+                    )
+                )
+        self._refresh_at = None
+
+    def expire(self, now: float) -> None:
+        """Housekeeping: hourly windows, coalesced reports, finished calls' state, DNS."""
+        self.limiter.expire(now)
+        self._reports.flush(now)
+        finishing = self._finishing
+        while finishing and (finishing[0].finished_at or 0.0) + STATE_GRACE_SECONDS <= now:
+            state = finishing.popleft()
+            if self._outbound.get(state.call_id) is state:
+                del self._outbound[state.call_id]
+        if self._refresh_task is None and self.gateways.names_to_resolve:
+            if self._refresh_at is None:
+                self._refresh_at = now + REFRESH_SECONDS
+            elif now >= self._refresh_at:
+                self._refresh_at = None
+                loop = asyncio.get_running_loop()
+                self._refresh_task = loop.create_task(self._refresh(), name="trunks-dns")
+
+    async def _refresh(self) -> None:
+        try:
+            await self.resolve_gateways()
+        finally:
+            self._refresh_task = None
+
+    async def close(self) -> None:
+        self._unsubscribe()
+        task = self._refresh_task
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # -- inbound (the route) --------------------------------------------------------------
+    def is_carrier(self, ip: str) -> bool:
+        return bool(self.carrier_networks) and self.carrier_networks.contains(ip)
+
+    def inbound(self, request: Request, flow: Flow, now: float) -> None:
+        """An out-of-dialog request from a carrier's address: DID or user, else 404."""
+        reply = self.proxy.relay.reply
+        method = request.method
+        if method == "REGISTER":
+            reply(request, flow, 403, "Carriers do not register")
+            return
+        if method not in ROUTABLE_METHODS:
+            reply(request, flow, 405, extra=[("Allow", ALLOWED_METHODS)])
+            return
+        uri = request.uri
+        username = self.local_user(uri.user) if isinstance(uri, SipUri | TelUri) else None
+        if username is None:
+            reply(request, flow, 404)
+            return
+        if method == "INVITE":
+            self.inbound_calls += 1
+        request.uri = SipUri(user=username, host=self.domain)
+        self.proxy.route_to_user(request, None, flow, now)
+
+    def local_user(self, user_part: str | None) -> str | None:
+        """The user a Request-URI user reaches: a DID's owner, else a username."""
+        if not user_part:
+            return None
+        canonical = self.dialplan.canonical(user_part)
+        if canonical is not None:
+            owner = self.dids.get(canonical)
+            if owner is not None:
+                return owner
+        return user_part if user_part in self.users else None
+
+    # -- outbound (the proxy's hook) ------------------------------------------------------
+    def outbound(self, request: Request, caller: str | None, flow: Flow, now: float) -> None:
+        """A request the proxy has no local user for: a DID, a number to dial out, or 404/403."""
+        reply = self.proxy.relay.reply
+        uri = request.uri
+        ours = isinstance(uri, SipUri) and self.proxy.identity.is_us(uri)
+        number = self.dialplan.parse(uri.user) if isinstance(uri, SipUri | TelUri) else None
+        if number is None:
+            if ours:
+                reply(request, flow, 404)
+            else:
+                reply(request, flow, 403, "Outbound calls not allowed")
+            return
+        owner = self.dids.get(number.canonical)
+        if owner is not None and owner in self.users:
+            request.uri = SipUri(user=owner, host=self.domain)
+            self.proxy.route_to_user(request, caller, flow, now)
+            return
+        if caller is None:
+            # From a carrier: a number we do not own. Never relayed back out (toll fraud).
+            reply(request, flow, 404)
+            return
+        if request.method != "INVITE":
+            reply(request, flow, 403, "Only calls go to carriers")
+            return
+        user = self.users.get(caller)
+        if user is None:
+            reply(request, flow, 403, "Outbound calls not allowed")
+            return
+        refusal = check_policy(user, number, self.dialplan)
+        if refusal is not None:
+            self._refuse(request, flow, caller, refusal, now)
+            return
+        call_id = request.call_id or ""
+        if call_id in self._outbound or call_id in self.proxy.calls:
+            reply(request, flow, 482, "Call-ID already in use")
+            return
+        targets = self.gateways.targets(self._can_send_to)
+        if not targets:
+            reply(request, flow, 503, "No carrier available", [("Retry-After", "60")])
+            return
+        refusal = self.limiter.admit(user, call_id, now)
+        if refusal is not None:
+            self._refuse(request, flow, caller, refusal, now)
+            return
+        state = OutboundCall(
+            call_id=call_id,
+            caller=caller,
+            caller_tag=request.from_tag or "",
+            number=number,
+            targets=targets,
+            arrived=flow,
+        )
+        self._set_caller_id(state, request, user.caller_id)
+        self._outbound[call_id] = state
+        self.outbound_calls += 1
+        self.proxy.fork(
+            request,
+            [self._target_of(state)],
+            flow,
+            now,
+            caller=caller,
+            callee=number.carrier_form,
+            direction="outbound",
+        )
+        if call_id not in self.proxy.calls:
+            self._finished(call_id, now)  # refused before it became a call (503: table full)
+
+    def _refuse(
+        self, request: Request, flow: Flow, caller: str, refusal: Refusal, now: float
+    ) -> None:
+        self.refused += 1
+        self.proxy.relay.reply(request, flow, refusal.status, refusal.reason, refusal.extra_headers)
+        self._reports.report(
+            "toll-fraud",
+            flow.ip,
+            now,
+            f"{refusal.status} {refusal.reason}: {refusal.detail}",
+            user=caller,
+            user_agent=request.user_agent or "",
+        )
+
+    def _can_send_to(self, ip: str) -> bool:
+        """An address of a family we have a listener for (no IPv6 gateway from IPv4 only)."""
+        v6 = ":" in ip
+        return any((":" in address.host) == v6 for address in self.proxy.identity.listen)
+
+    def _target_of(self, state: OutboundCall) -> Target:
+        """Where the current attempt goes: `sip:+NUMBER@gateway;user=phone` (§19.1.1)."""
+        target = state.target
+        transport = ";transport=tcp" if target.transport == "tcp" else ""
+        uri = f"sip:{state.number.carrier_form}@{target.uri_hostport};user=phone{transport}"
+        local = local_address(self.proxy.identity, target.transport, state.arrived)
+        return Target(uri, Flow(target.transport, (target.ip, target.port), local))
+
+    def _set_caller_id(self, state: OutboundCall, request: Request, caller_id: str) -> None:
+        """The From user and P-Asserted-Identity become the user's outbound number."""
+        if not caller_id:
+            return
+        try:
+            from_addr = request.from_addr
+        except SipParseError:
+            return
+        if from_addr is None:
+            return
+        uri = from_addr.uri
+        new_uri = (
+            uri.replace(user=caller_id)
+            if isinstance(uri, SipUri)
+            else SipUri(user=caller_id, host=self.domain)
+        )
+        carrier_from = NameAddr(new_uri, from_addr.display_name, dict(from_addr.params))
+        state.from_value = str(carrier_from)
+        state.identity_value = f"<{SipUri(user=caller_id, host=self.domain)}>"
+
+    # -- the proxy's other hooks ----------------------------------------------------------
+    def reroute(
+        self, branch: Branch, status: int, response: Response | None, now: float
+    ) -> Target | None:
+        """An attempt of an outbound call failed: answer the gateway's challenge, or try the
+        next gateway; None lets the answer go to the caller."""
+        request = branch.context.request
+        if request.method != "INVITE" or request.to_tag is not None:
+            return None
+        state = self._outbound.get(request.call_id or "")
+        if state is None or state.finished_at is not None or state.caller_tag != request.from_tag:
+            return None
+        gateway = state.target.gateway
+        if status in (401, 407):
+            if response is not None and not state.challenged:
+                authorization = self._answer_challenge(gateway, branch.request, response, status)
+                if authorization is not None:
+                    state.challenged = True
+                    state.authorization = authorization
+                    state.cseq_shift += 1  # §22.2: the retry is a new transaction, CSeq + 1
+                    return Target(str(branch.request.uri), branch.flow)
+            # A challenge we cannot answer (no credentials for this carrier, or ours were
+            # refused): the caller could not answer it either, so the next carrier.
+        elif not _fails_over(status):
+            return None
+        if state.attempt + 1 >= len(state.targets):
+            return None
+        failed = state.target
+        state.attempt += 1
+        state.challenged = False
+        state.cseq_shift += 1
+        following = state.target
+        self.bus.publish(
+            ServerEvent(
+                f"outbound call {state.call_id}: {failed.gateway.carrier} "
+                f"({failed.ip}:{failed.port}) answered {status}; trying "
+                f"{following.gateway.carrier} ({following.ip}:{following.port})",
+                level="warning",
+                at=now,
+            )
+        )
+        return self._target_of(state)
+
+    def _answer_challenge(
+        self, gateway: Gateway, sent: Request, response: Response, status: int
+    ) -> tuple[str, str] | None:
+        """The Authorization (401) or Proxy-Authorization (407) for the carrier's challenge."""
+        if not gateway.has_credentials:
+            return None
+        header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
+        challenges = []
+        for value in response.headers.get_all(header):
+            with contextlib.suppress(SipParseError):
+                challenges.append(parse_auth(value))
+        challenge = pick_challenge(challenges)
+        if challenge is None:
+            return None
+        try:
+            value = build_authorization(
+                challenge,
+                gateway.username or "",
+                gateway.password or "",
+                sent.method,
+                str(sent.uri),
+                body=sent.body,
+            )
+        except DigestChallengeError:
+            return None
+        return ("Authorization" if status == 401 else "Proxy-Authorization"), value
+
+    def adapt_branch(self, request: Request, headers: Headers) -> None:
+        """A copy of the caller's `request` about to go towards a gateway: raise its CSeq by
+        the call's shift, set the caller ID, and add the carrier credentials once."""
+        if not self._outbound:
+            return
+        state = self._outbound.get(request.call_id or "")
+        if state is None or request.from_tag != state.caller_tag:
+            return
+        shift = state.cseq_shift
+        if shift:
+            cseq = request.cseq
+            if cseq is not None:
+                headers.set("CSeq", f"{cseq.number + shift} {cseq.method}")
+        if state.from_value is not None:
+            headers.set("From", state.from_value)
+        if request.method == "INVITE" and request.to_tag is None:
+            # The call goes to the gateway and nowhere else: no route set of the phone's
+            # (our own entries were consumed), no identity of its choosing.
+            headers.remove("route")
+            for name in IDENTITY_HEADERS:
+                headers.remove(name)
+            if state.identity_value is not None:
+                headers.add("P-Asserted-Identity", state.identity_value)
+            if state.authorization is not None:
+                headers.add(*state.authorization)
+                state.authorization = None
+
+    # -- call ends --------------------------------------------------------------------------
+    def _on_event(self, event: Event) -> None:
+        if type(event) is CallEvent and event.state in (ENDED, FAILED):  # type: ignore[attr-defined]
+            self._finished(event.call_id, event.at)  # type: ignore[attr-defined]
+
+    def _finished(self, call_id: str, now: float) -> None:
+        self.limiter.release(call_id)
+        state = self._outbound.get(call_id)
+        if state is not None and state.finished_at is None:
+            state.finished_at = now
+            self._finishing.append(state)
+
+    def outbound_state(self, call_id: str) -> OutboundCall | None:
+        """The outbound state of a call (tests, the console)."""
+        return self._outbound.get(call_id)
