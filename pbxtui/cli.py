@@ -26,15 +26,9 @@ from typing import TextIO, TypeVar
 
 from core.net.addresses import parse_ip, parse_network
 from core.settings import Settings
-from core.store.database import (
-    BanRow,
-    CarrierRow,
-    CdrRow,
-    DuplicateError,
-    NotFoundError,
-    Store,
-    StoreError,
-)
+from core.store.database import Store
+from core.store.errors import DuplicateError, NotFoundError, StoreError
+from core.store.rows import BanRow, CarrierRow, CdrRow
 from core.users import (
     OUTBOUND_POLICIES,
     User,
