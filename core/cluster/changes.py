@@ -47,7 +47,7 @@ from core.registrar.location import Binding, LocationService
 from core.security.bans import Ban, BanSink
 from core.settings import ListenAddress, SecuritySettings
 from core.sip.errors import SipParseError
-from core.sip.uri import parse_hostport
+from core.sip.hostport import parse_hostport
 from core.store.rows import BanRow, BindingRow, CdrRow
 
 if TYPE_CHECKING:

@@ -29,7 +29,8 @@ from core.net.flow import Flow
 from core.settings import RegistrarSettings
 from core.sip.errors import SipParseError
 from core.sip.headers import readable
-from core.sip.uri import SipUri, format_host, parse_uri
+from core.sip.hostport import format_host
+from core.sip.uri import SipUri, parse_uri
 from core.store.rows import BindingRow
 
 DEFAULT_MAX_CONTACTS = 100_000  # all users together: a memory bound, not a licence

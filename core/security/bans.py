@@ -25,6 +25,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from core.events import EventBus, SecurityEvent, SourceBanned, SourceUnbanned
+from core.net.addresses import parse_ip
+
+
+def checked_ban(ip: str, seconds: float | None) -> tuple[str, float | None]:
+    """An operator's ban (console or CLI), checked one way: the address in canonical form
+    (`[v6]` and IPv4-mapped forms folded, so the route's look-up finds it) and the ban time,
+    a finite number of seconds above 0, or None for a ban until it is lifted. Raises
+    `ValueError` with a sentence naming what is wrong."""
+    address = str(parse_ip(ip))
+    if seconds is not None and not 0 < seconds < math.inf:  # NaN fails both comparisons
+        raise ValueError(f"ban time must be more than 0 seconds, not {seconds:g}")
+    return address, seconds
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,7 +41,8 @@ class CarrierRow:
 
 @dataclass(frozen=True, slots=True)
 class DidRow:
-    """An inbound number (canonical form, see `core.users.normalise_number`) and its user."""
+    """An inbound number, in the canonical form of `core.trunks.dialplan.Dialplan.did_number`,
+    and the user it rings."""
 
     number: str
     username: str

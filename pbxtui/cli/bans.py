@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 
 from core.net.addresses import parse_ip
+from core.security.bans import checked_ban
 from core.store.rows import BanRow
-from pbxtui.cli.context import CommandTable, Context, UsageError
+from pbxtui.cli.context import CommandTable, Context, UsageError, checked_call
 from pbxtui.cli.output import duration, local_time, print_table
 
 
@@ -43,10 +44,7 @@ async def cmd_ban_list(ctx: Context) -> int:
 
 
 async def cmd_ban_add(ctx: Context) -> int:
-    ip = _checked_ip(ctx.args.ip)
-    seconds: float | None = ctx.args.seconds
-    if seconds is not None and not seconds > 0:
-        raise UsageError(f"--for {seconds:g}: must be more than 0 seconds")
+    ip, seconds = checked_call(lambda: checked_ban(ctx.args.ip, ctx.args.seconds))
     now = time.time()
     previous = await ctx.store.get_ban(ip)
     ban = BanRow(

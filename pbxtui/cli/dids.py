@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from core.store.errors import DuplicateError, NotFoundError
-from core.users import normalise_number
+from core.trunks.dialplan import Dialplan
 from pbxtui.cli.context import CommandTable, Context, UsageError
 from pbxtui.cli.output import print_table
 
@@ -46,10 +46,7 @@ async def cmd_did_del(ctx: Context) -> int:
 
 
 def _did_number(ctx: Context, text: str) -> str:
-    dialplan = ctx.settings.dialplan
     try:
-        return normalise_number(
-            text, dialplan.national_prefix, dialplan.country_code, dialplan.international_prefix
-        )
+        return Dialplan(ctx.settings.dialplan).did_number(text)
     except ValueError as exc:
         raise UsageError(str(exc)) from None

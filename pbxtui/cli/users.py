@@ -8,17 +8,15 @@ import getpass
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from core.store.errors import DuplicateError
 from core.users import (
     OUTBOUND_POLICIES,
     User,
+    changed_user,
     generate_password,
     make_user,
-    validate_caller_id,
-    validate_display_name,
     validate_password,
     validate_username,
     with_password,
@@ -74,7 +72,7 @@ def _add_user_options(parser: argparse.ArgumentParser) -> None:
 async def cmd_user_add(ctx: Context) -> int:
     name = checked(validate_username, ctx.args.name)
     password, generated = _new_password(ctx.args, f"Password for {name}: ")
-    options = checked_call(lambda: _user_options(ctx.args))
+    options = _user_options(ctx.args)
     user = checked_call(lambda: make_user(name, password, ctx.settings.realm, **options))
     try:
         await ctx.store.add_user(user)
@@ -146,14 +144,12 @@ async def cmd_user_passwd(ctx: Context) -> int:
 
 async def cmd_user_set(ctx: Context) -> int:
     user = await _existing_user(ctx)
-    changes = checked_call(lambda: _user_options(ctx.args))
+    changes = _user_options(ctx.args)
     if ctx.args.enabled is not None:
         changes["enabled"] = ctx.args.enabled
     if not changes:
         raise UsageError("nothing to change: give at least one option (see --help)")
-    if min(changes.get("max_concurrent_calls", 0), changes.get("max_calls_per_hour", 0)) < 0:
-        raise UsageError("call limits must be 0 (no limit) or positive")
-    await ctx.store.update_user(replace(user, **changes))
+    await ctx.store.update_user(checked_call(lambda: changed_user(user, **changes)))
     print(f"updated user {user.username}", file=ctx.out)
     return 0
 
@@ -165,11 +161,13 @@ async def cmd_user_import(ctx: Context) -> int:
     rows, problems = _read_user_csv(path)
     existing = await ctx.store.list_usernames()
     first_line_by_name: dict[str, int] = {}
+    users: list[User] = []
+    created_at = time.time()
     for line, name, password, display_name in rows:
         try:
-            validate_username(name)
-            validate_password(password)
-            validate_display_name(display_name)
+            user = make_user(
+                name, password, ctx.settings.realm, display_name=display_name, created_at=created_at
+            )
         except ValueError as exc:
             problems.append((line, str(exc)))
             continue
@@ -179,6 +177,7 @@ async def cmd_user_import(ctx: Context) -> int:
             problems.append((line, f"{name!r} is also on line {first_line_by_name[name]}"))
         else:
             first_line_by_name[name] = line
+            users.append(user)
     if problems:
         problems.sort()
         for line, reason in problems[:MAX_BAD_ROWS_SHOWN]:
@@ -188,11 +187,6 @@ async def cmd_user_import(ctx: Context) -> int:
         raise UsageError(f"{len(problems)} bad row(s) in {path}; nothing imported")
     if not rows:
         raise UsageError(f"{path}: no users in the file")
-    created_at = time.time()
-    users = [
-        make_user(name, password, ctx.settings.realm, display_name=display, created_at=created_at)
-        for _line, name, password, display in rows
-    ]
     try:
         await ctx.store.bulk_add_users(users)
     except DuplicateError as exc:  # added by someone else since we looked
@@ -258,8 +252,8 @@ async def _existing_user(ctx: Context) -> User:
 
 
 def _user_options(args: argparse.Namespace) -> dict[str, object]:
-    """The `--display-name`, `--outbound`, ... options given, as User field values;
-    `ValueError` for a bad one."""
+    """The `--display-name`, `--outbound`, ... options given, as User field values (checked
+    where they are applied: `make_user`, `changed_user`)."""
     fields = {
         "display_name": args.display_name,
         "outbound_policy": args.outbound,
@@ -267,10 +261,6 @@ def _user_options(args: argparse.Namespace) -> dict[str, object]:
         "max_concurrent_calls": args.max_calls,
         "max_calls_per_hour": args.max_calls_per_hour,
     }
-    if args.display_name is not None:
-        validate_display_name(args.display_name)
-    if args.caller_id is not None:
-        validate_caller_id(args.caller_id)
     return {key: value for key, value in fields.items() if value is not None}
 
 
