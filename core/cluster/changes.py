@@ -37,7 +37,6 @@ from core.events import (
     CallEvent,
     Event,
     EventBus,
-    SecurityEvent,
     SipTraffic,
     SourceUnbanned,
 )
@@ -189,11 +188,7 @@ class CdrForwarder:
 
 def announced_by_main(event: Event) -> bool:
     """Events main publishes itself: bans running out (every process lifts them)."""
-    if type(event) is SourceUnbanned:
-        return event.reason == "expired"
-    if type(event) is SecurityEvent:
-        return event.action == "unbanned" and event.detail == "expired"
-    return False
+    return type(event) is SourceUnbanned and event.detail == "expired"
 
 
 class WorkerBus(EventBus):
