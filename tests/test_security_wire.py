@@ -296,7 +296,9 @@ async def test_flood_is_banned_and_the_ban_expires(tmp_path: Path) -> None:
             await asyncio.sleep(max(0.0, ban.until - time.time()) + 0.05)
             response = await flooder.ask(_options(flooder))
             assert response is not None and response.status == 200
-        unbans = [e for e in _feed(pbx) if isinstance(e, SourceUnbanned) and e.source == "127.0.0.9"]
+        unbans = [
+            e for e in _feed(pbx) if isinstance(e, SourceUnbanned) and e.source == "127.0.0.9"
+        ]
         assert [e.detail for e in unbans] == ["expired"]
         assert pbx.security.bans(pbx.clock()) == []
     finally:

@@ -29,6 +29,22 @@ from core.store.rows import (
 )
 from core.users import User
 
+# The SELECT of each table's rows, in the column order of its dataclass (core.store.rows);
+# each query adds its constant WHERE / ORDER BY.
+_SELECT_USERS = """
+    SELECT username, realm, ha1_md5, ha1_sha256, display_name, enabled, outbound_policy,
+           allow_prefixes, deny_prefixes, max_concurrent_calls, max_calls_per_hour, caller_id,
+           created_at
+    FROM users"""
+_SELECT_CARRIERS = """
+    SELECT name, addresses, port, transport, gateway, username, password, priority, enabled
+    FROM carriers"""
+_SELECT_BANS = "SELECT ip, until, reason, count, created_at FROM bans"
+_SELECT_CDRS = """
+    SELECT call_id, caller, callee, source_ip, direction, started_at, answered_at, ended_at,
+           status, reason, duration, id
+    FROM cdrs"""
+
 
 class Queries(Connection):
     """The per-table methods of `core.store.database.Store`."""
@@ -83,25 +99,13 @@ class Queries(Connection):
 
     async def get_user(self, username: str) -> User | None:
         rows = await self._db.execute_fetchall(
-            """
-            SELECT username, realm, ha1_md5, ha1_sha256, display_name, enabled,
-                   outbound_policy, allow_prefixes, deny_prefixes, max_concurrent_calls,
-                   max_calls_per_hour, caller_id, created_at
-            FROM users WHERE username = ?
-            """,
+            _SELECT_USERS + " WHERE username = ?",
             (username,),
         )
         return user_from_row(next(iter(rows))) if rows else None
 
     async def list_users(self) -> list[User]:
-        rows = await self._db.execute_fetchall(
-            """
-            SELECT username, realm, ha1_md5, ha1_sha256, display_name, enabled,
-                   outbound_policy, allow_prefixes, deny_prefixes, max_concurrent_calls,
-                   max_calls_per_hour, caller_id, created_at
-            FROM users ORDER BY username
-            """
-        )
+        rows = await self._db.execute_fetchall(_SELECT_USERS + " ORDER BY username")
         return [user_from_row(row) for row in rows]
 
     async def list_usernames(self) -> set[str]:
@@ -145,24 +149,14 @@ class Queries(Connection):
 
     async def get_carrier(self, name: str) -> CarrierRow | None:
         rows = await self._db.execute_fetchall(
-            """
-            SELECT name, addresses, port, transport, gateway, username, password, priority,
-                   enabled
-            FROM carriers WHERE name = ?
-            """,
+            _SELECT_CARRIERS + " WHERE name = ?",
             (name,),
         )
         return carrier_from_row(next(iter(rows))) if rows else None
 
     async def list_carriers(self) -> list[CarrierRow]:
         """Carriers in the order outbound routing should try them."""
-        rows = await self._db.execute_fetchall(
-            """
-            SELECT name, addresses, port, transport, gateway, username, password, priority,
-                   enabled
-            FROM carriers ORDER BY priority, name
-            """
-        )
+        rows = await self._db.execute_fetchall(_SELECT_CARRIERS + " ORDER BY priority, name")
         return [carrier_from_row(row) for row in rows]
 
     # -- DIDs
@@ -205,23 +199,16 @@ class Queries(Connection):
             return cursor.rowcount > 0
 
     async def get_ban(self, ip: str) -> BanRow | None:
-        rows = await self._db.execute_fetchall(
-            "SELECT ip, until, reason, count, created_at FROM bans WHERE ip = ?", (ip,)
-        )
+        rows = await self._db.execute_fetchall(_SELECT_BANS + " WHERE ip = ?", (ip,))
         return BanRow(*next(iter(rows))) if rows else None
 
     async def list_bans(self, active_at: float | None = None) -> list[BanRow]:
         """Every ban, or only those still in force at `active_at`."""
         if active_at is None:
-            rows = await self._db.execute_fetchall(
-                "SELECT ip, until, reason, count, created_at FROM bans ORDER BY created_at, ip"
-            )
+            rows = await self._db.execute_fetchall(_SELECT_BANS + " ORDER BY created_at, ip")
         else:
             rows = await self._db.execute_fetchall(
-                """
-                SELECT ip, until, reason, count, created_at FROM bans
-                WHERE until IS NULL OR until > ? ORDER BY created_at, ip
-                """,
+                _SELECT_BANS + " WHERE until IS NULL OR until > ? ORDER BY created_at, ip",
                 (active_at,),
             )
         return [BanRow(*row) for row in rows]
@@ -237,11 +224,7 @@ class Queries(Connection):
     async def list_cdrs(self, limit: int = 100, offset: int = 0) -> list[CdrRow]:
         """Newest first."""
         rows = await self._db.execute_fetchall(
-            """
-            SELECT call_id, caller, callee, source_ip, direction, started_at, answered_at,
-                   ended_at, status, reason, duration, id
-            FROM cdrs ORDER BY id DESC LIMIT ? OFFSET ?
-            """,
+            _SELECT_CDRS + " ORDER BY id DESC LIMIT ? OFFSET ?",
             (limit, offset),
         )
         return [CdrRow(*row) for row in rows]
@@ -254,11 +237,7 @@ class Queries(Connection):
         last_id = 0
         while True:
             rows = await self._db.execute_fetchall(
-                """
-                SELECT call_id, caller, callee, source_ip, direction, started_at, answered_at,
-                       ended_at, status, reason, duration, id
-                FROM cdrs WHERE id > ? ORDER BY id LIMIT ?
-                """,
+                _SELECT_CDRS + " WHERE id > ? ORDER BY id LIMIT ?",
                 (last_id, chunk_size),
             )
             if not rows:

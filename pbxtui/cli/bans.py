@@ -8,7 +8,7 @@ from core.net.addresses import parse_ip
 from core.security.bans import checked_ban
 from core.store.rows import BanRow
 from pbxtui.cli.context import CommandTable, Context, UsageError, checked_call
-from pbxtui.cli.output import duration, local_time, print_table
+from pbxtui.cli.output import duration, local_time, print_listing
 
 
 def add_commands(table: CommandTable) -> None:
@@ -24,9 +24,6 @@ def add_commands(table: CommandTable) -> None:
 
 async def cmd_ban_list(ctx: Context) -> int:
     bans = await ctx.store.list_bans()
-    if not bans:
-        print("no bans", file=ctx.out)
-        return 0
     now = time.time()
     rows = [
         (
@@ -39,8 +36,9 @@ async def cmd_ban_list(ctx: Context) -> int:
         )
         for ban in bans
     ]
-    print_table(ctx.out, ("IP", "UNTIL", "LEFT", "COUNT", "SINCE", "REASON"), rows)
-    return 0
+    return print_listing(
+        ctx.out, ("IP", "UNTIL", "LEFT", "COUNT", "SINCE", "REASON"), rows, empty="no bans"
+    )
 
 
 async def cmd_ban_add(ctx: Context) -> int:

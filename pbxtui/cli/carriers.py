@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.store.errors import DuplicateError
 from core.trunks.carriers import CARRIER_TRANSPORTS, new_carrier
 from pbxtui.cli.context import CommandTable, Context, UsageError, checked_call
-from pbxtui.cli.output import print_table
+from pbxtui.cli.output import print_listing
 
 
 def add_commands(table: CommandTable) -> None:
@@ -55,9 +55,6 @@ async def cmd_carrier_add(ctx: Context) -> int:
 
 async def cmd_carrier_list(ctx: Context) -> int:
     carriers = await ctx.store.list_carriers()
-    if not carriers:
-        print("no carriers", file=ctx.out)
-        return 0
     rows = [
         (
             carrier.name,
@@ -72,8 +69,7 @@ async def cmd_carrier_list(ctx: Context) -> int:
         for carrier in carriers
     ]
     headers = ("CARRIER", "ADDRESSES", "PORT", "TRANSPORT", "GATEWAY", "AUTH", "PRIO", "ENABLED")
-    print_table(ctx.out, headers, rows)
-    return 0
+    return print_listing(ctx.out, headers, rows, empty="no carriers")
 
 
 async def cmd_carrier_del(ctx: Context) -> int:

@@ -9,7 +9,7 @@ from typing import TextIO
 from core.store.database import Store
 from core.store.rows import CdrRow
 from pbxtui.cli.context import CommandTable, Context, UsageError
-from pbxtui.cli.output import duration, local_time, print_table, utc_time
+from pbxtui.cli.output import duration, local_time, print_listing, utc_time
 
 CDR_CSV_COLUMNS = (
     "id",
@@ -39,9 +39,6 @@ async def cmd_cdr_list(ctx: Context) -> int:
     if ctx.args.limit < 1:
         raise UsageError(f"--limit {ctx.args.limit}: must be at least 1")
     cdrs = await ctx.store.list_cdrs(limit=ctx.args.limit)
-    if not cdrs:
-        print("no calls", file=ctx.out)
-        return 0
     rows = [
         (
             str(cdr.id),
@@ -57,8 +54,7 @@ async def cmd_cdr_list(ctx: Context) -> int:
         for cdr in cdrs
     ]
     headers = ("ID", "STARTED", "DIRECTION", "FROM", "TO", "STATUS", "TALK", "SOURCE", "REASON")
-    print_table(ctx.out, headers, rows)
-    return 0
+    return print_listing(ctx.out, headers, rows, empty="no calls")
 
 
 async def cmd_cdr_export(ctx: Context) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from core.store.errors import DuplicateError, NotFoundError
 from core.trunks.dialplan import Dialplan
 from pbxtui.cli.context import CommandTable, Context, UsageError
-from pbxtui.cli.output import print_table
+from pbxtui.cli.output import print_listing
 
 
 def add_commands(table: CommandTable) -> None:
@@ -30,11 +30,9 @@ async def cmd_did_add(ctx: Context) -> int:
 
 async def cmd_did_list(ctx: Context) -> int:
     dids = await ctx.store.list_dids()
-    if not dids:
-        print("no DIDs", file=ctx.out)
-        return 0
-    print_table(ctx.out, ("NUMBER", "USER"), [(did.number, did.username) for did in dids])
-    return 0
+    return print_listing(
+        ctx.out, ("NUMBER", "USER"), [(did.number, did.username) for did in dids], empty="no DIDs"
+    )
 
 
 async def cmd_did_del(ctx: Context) -> int:

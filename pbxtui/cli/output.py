@@ -8,6 +8,18 @@ from datetime import UTC, datetime
 from typing import TextIO
 
 
+def print_listing(
+    out: TextIO, headers: Sequence[str], rows: Sequence[Sequence[str]], *, empty: str
+) -> int:
+    """A `list` command's output: the table, or `empty` ("no users") when there are no rows;
+    the exit status (0)."""
+    if rows:
+        print_table(out, headers, rows)
+    else:
+        print(empty, file=out)
+    return 0
+
+
 def print_table(out: TextIO, headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     """Left-aligned columns two spaces apart; the last column is not padded."""
     table = [list(headers), *(list(row) for row in rows)]

@@ -22,7 +22,7 @@ from core.users import (
     with_password,
 )
 from pbxtui.cli.context import PROG, CommandTable, Context, UsageError, checked, checked_call
-from pbxtui.cli.output import local_time, print_table
+from pbxtui.cli.output import local_time, print_listing
 from pbxtui.cli.realm import REALM_SETTING, realm_warning
 
 WEAK_PASSWORD_LENGTH = 8
@@ -78,13 +78,7 @@ async def cmd_user_add(ctx: Context) -> int:
         await ctx.store.add_user(user)
     except DuplicateError:
         raise UsageError(f"user {name!r} already exists") from None
-    await ctx.store.set_setting(REALM_SETTING, ctx.settings.realm)
-    print(f"added user {name}", file=ctx.out)
-    if generated:
-        print(f"password: {password}", file=ctx.out)
-    else:
-        _warn_if_weak(ctx, password)
-    return 0
+    return await _password_stored(ctx, f"added user {name}", password, generated)
 
 
 async def cmd_user_list(ctx: Context) -> int:
@@ -92,9 +86,6 @@ async def cmd_user_list(ctx: Context) -> int:
     if warning:
         print(warning, file=ctx.err)
     users = await ctx.store.list_users()
-    if not users:
-        print("no users", file=ctx.out)
-        return 0
     numbers_by_user: dict[str, list[str]] = {}
     for did in await ctx.store.list_dids():
         numbers_by_user.setdefault(did.username, []).append(did.number)
@@ -113,8 +104,7 @@ async def cmd_user_list(ctx: Context) -> int:
         for user in users
     ]
     headers = ("USER", "NAME", "ENABLED", "OUTBOUND", "CALLER ID", "LIMITS", "DIDS", "CREATED", "")
-    print_table(ctx.out, headers, rows)
-    return 0
+    return print_listing(ctx.out, headers, rows, empty="no users")
 
 
 async def cmd_user_del(ctx: Context) -> int:
@@ -133,13 +123,7 @@ async def cmd_user_passwd(ctx: Context) -> int:
     # Always hash for the configured realm: this is how stale HA1s get fixed.
     updated = checked_call(lambda: with_password(user, password, ctx.settings.realm))
     await ctx.store.update_user(updated)
-    await ctx.store.set_setting(REALM_SETTING, ctx.settings.realm)
-    print(f"password changed for {user.username}", file=ctx.out)
-    if generated:
-        print(f"password: {password}", file=ctx.out)
-    else:
-        _warn_if_weak(ctx, password)
-    return 0
+    return await _password_stored(ctx, f"password changed for {user.username}", password, generated)
 
 
 async def cmd_user_set(ctx: Context) -> int:
@@ -278,6 +262,18 @@ def _new_password(args: argparse.Namespace, prompt: str) -> tuple[str, bool]:
         raise UsageError("the passwords do not match")
     checked(validate_password, password)
     return password, False
+
+
+async def _password_stored(ctx: Context, done: str, password: str, generated: bool) -> int:
+    """Remember the realm the new HA1s are for, say what was done, and show a generated
+    password once (or warn about a weak typed one)."""
+    await ctx.store.set_setting(REALM_SETTING, ctx.settings.realm)
+    print(done, file=ctx.out)
+    if generated:
+        print(f"password: {password}", file=ctx.out)
+    else:
+        _warn_if_weak(ctx, password)
+    return 0
 
 
 def _warn_if_weak(ctx: Context, password: str) -> None:
