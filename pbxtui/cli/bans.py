@@ -59,18 +59,11 @@ async def cmd_ban_add(ctx: Context) -> int:
 
 
 async def cmd_ban_del(ctx: Context) -> int:
-    ip = _checked_ip(ctx.args.ip)
+    ip = checked_call(lambda: str(parse_ip(ctx.args.ip)))
     if not await ctx.store.delete_ban(ip):
         raise UsageError(f"{ip} is not banned")
     print(f"unbanned {ip}", file=ctx.out)
     return 0
-
-
-def _checked_ip(text: str) -> str:
-    try:
-        return str(parse_ip(text))
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
 
 
 def _remaining(ban: BanRow, now: float) -> str:
