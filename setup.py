@@ -20,6 +20,7 @@ COMPILED_MODULES = [
     "core/sip/fields.py",
     "core/sip/framing.py",
     "core/sip/headers.py",
+    "core/sip/hostport.py",
     "core/sip/message.py",
     "core/sip/parser.py",
     "core/sip/timers.py",

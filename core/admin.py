@@ -8,56 +8,28 @@ sentence fit to show under a form field; nothing here ever needs a traceback to 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from core.net import addresses as netaddr
-from core.store.database import BanRow, CarrierRow, CdrRow, DidRow, DuplicateError, NotFoundError
+from core.security.bans import checked_ban
+from core.store.errors import DuplicateError, NotFoundError
+from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
+from core.trunks.carriers import new_carrier
+from core.trunks.dialplan import Dialplan
+from core.trunks.gateways import SIP_PORT
 from core.users import (
     User,
+    changed_user,
     check_admin_password,
     generate_password,
     hash_admin_password,
     make_user,
-    normalise_number,
-    validate_outbound_policy,
+    validate_option_names,
     with_password,
 )
 
 if TYPE_CHECKING:
     from core.pbx import Pbx
-
-_USER_FIELDS = {
-    "display_name",
-    "enabled",
-    "outbound_policy",
-    "allow_prefixes",
-    "deny_prefixes",
-    "max_concurrent_calls",
-    "max_calls_per_hour",
-    "caller_id",
-}
-
-
-def _parse_hostport(text: str) -> tuple[str, int]:
-    """`host:port`, `host` (port 5060) or `[v6]:port` for a carrier gateway."""
-    text = text.strip()
-    if not text:
-        raise ValueError("gateway is empty")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not host or any(char.isspace() for char in host):
-        raise ValueError(f"gateway {text!r} is not HOST[:PORT]")
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"gateway port in {text!r} must be 1-65535")
-        return host, int(port_text)
-    return host, 5060
 
 
 class AdminApi:
@@ -76,9 +48,7 @@ class AdminApi:
         return generate_password()
 
     async def add_user(self, username: str, password: str, **fields: object) -> User:
-        unknown = set(fields) - _USER_FIELDS
-        if unknown:
-            raise ValueError(f"unknown user field(s): {', '.join(sorted(unknown))}")
+        validate_option_names(fields)
         user = make_user(username, password, self._pbx.settings.realm, **fields)  # type: ignore[arg-type]
         try:
             await self._store.add_user(user)
@@ -89,17 +59,7 @@ class AdminApi:
         return user
 
     async def update_user(self, username: str, **changes: object) -> User:
-        unknown = set(changes) - _USER_FIELDS
-        if unknown:
-            raise ValueError(f"unknown user field(s): {', '.join(sorted(unknown))}")
-        user = await self._existing_user(username)
-        if "outbound_policy" in changes:
-            validate_outbound_policy(str(changes["outbound_policy"]))
-        for limit in ("max_concurrent_calls", "max_calls_per_hour"):
-            value = changes.get(limit)
-            if value is not None and (not isinstance(value, int) or value < 0):
-                raise ValueError(f"{limit.replace('_', ' ')} must be 0 (no limit) or positive")
-        updated = replace(user, **changes)  # type: ignore[arg-type]
+        updated = changed_user(await self._existing_user(username), **changes)
         await self._store.update_user(updated)
         self._pbx.users.put(updated)
         self._pbx.tables_changed()
@@ -142,34 +102,20 @@ class AdminApi:
         password: str | None = None,
         priority: int = 10,
     ) -> CarrierRow:
-        name = name.strip()
-        if not name or len(name) > 64 or any(char.isspace() for char in name):
-            raise ValueError("carrier name must be 1-64 characters without spaces")
-        if not addresses:
-            raise ValueError("a carrier needs at least one address")
-        networks = [str(netaddr.parse_network(address)) for address in addresses]
-        if gateway:
-            _parse_hostport(gateway)
-        if transport not in ("udp", "tcp"):
-            raise ValueError("transport must be udp or tcp")
-        if port is not None and not 0 < port < 65536:
-            raise ValueError("port must be 1-65535")
-        if priority < 0:
-            raise ValueError("priority must be 0 or more")
-        carrier = CarrierRow(
-            name=name,
-            addresses=tuple(networks),
-            port=port or 5060,
+        carrier = new_carrier(
+            name,
+            addresses,
+            gateway=gateway,
+            port=SIP_PORT if port is None else port,
             transport=transport,
-            gateway=gateway or None,
-            username=username or None,
-            password=password or None,
+            username=username,
+            password=password,
             priority=priority,
         )
         try:
             await self._store.add_carrier(carrier)
         except DuplicateError:
-            raise ValueError(f"carrier {name!r} already exists") from None
+            raise ValueError(f"carrier {carrier.name!r} already exists") from None
         await self._pbx.reload_carriers()
         self._pbx.tables_changed()
         return carrier
@@ -183,41 +129,29 @@ class AdminApi:
     async def list_dids(self) -> list[DidRow]:
         return await self._store.list_dids()
 
-    def _canonical_number(self, number: str) -> str:
-        """The DID's canonical form under this PBX's dialplan (the CLI uses the same)."""
-        dialplan = self._pbx.settings.dialplan
-        return normalise_number(
-            number,
-            national_prefix=dialplan.national_prefix,
-            country_code=dialplan.country_code,
-            international_prefix=dialplan.international_prefix,
-        )
+    def _did_number(self, number: str) -> str:
+        return Dialplan(self._pbx.settings.dialplan).did_number(number)
 
     async def add_did(self, number: str, username: str) -> DidRow:
-        canonical = self._canonical_number(number)
-        if await self._store.get_user(username) is None:
-            raise ValueError(f"no user {username!r}")
+        canonical = self._did_number(number)
         try:
             await self._store.add_did(canonical, username)
-        except DuplicateError:
-            raise ValueError(f"DID {number!r} is already assigned") from None
-        except NotFoundError as error:
+        except (DuplicateError, NotFoundError) as error:
             raise ValueError(str(error)) from None
         await self._pbx.reload_carriers()
         self._pbx.tables_changed()
         return DidRow(canonical, username)
 
     async def delete_did(self, number: str) -> None:
-        if not await self._store.delete_did(self._canonical_number(number)):
-            raise ValueError(f"no DID {number!r}")
+        canonical = self._did_number(number)
+        if not await self._store.delete_did(canonical):
+            raise ValueError(f"no DID {canonical}")
         await self._pbx.reload_carriers()
         self._pbx.tables_changed()
 
     # -- bans and registrations -----------------------------------------------------------
     async def ban(self, ip: str, seconds: float | None, reason: str = "banned by admin") -> None:
-        address = str(netaddr.parse_ip(ip))
-        if seconds is not None and seconds <= 0:
-            raise ValueError("ban time must be positive")
+        address, seconds = checked_ban(ip, seconds)
         self._pbx.security.ban(address, seconds, reason, self._pbx.clock())
 
     async def unban(self, ip: str) -> None:

@@ -13,6 +13,7 @@ cost of a plain assignment, and every call builds four CallEvents of eleven fiel
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -94,9 +95,9 @@ class ContactUnreachable(Event):
 class SecurityEvent(Event):
     """A security decision: one shape so the UI feed and the log treat all alike.
 
-    `action` is one of: "auth-failed", "scanner-dropped", "flood-banned", "banned",
-    "unbanned", "sanity-rejected", "max-forwards", "loop", "brute-force-user", "toll-fraud",
-    "too-large", "parse-error", "banned-dropped".
+    `action` is one of: "auth-failed", "scanner-dropped", "sanity-rejected", "max-forwards",
+    "loop", "brute-force-user", "toll-fraud", "too-large", "parse-error", "banned-dropped";
+    and, as the `SourceBanned` / `SourceUnbanned` below, "banned", "flood-banned", "unbanned".
     """
 
     action: str
@@ -109,18 +110,22 @@ class SecurityEvent(Event):
 
 
 @dataclass(slots=True)
-class SourceBanned(Event):
-    ip: str
-    until: float
-    reason: str
-    count: int = 0
+class SourceBanned(SecurityEvent):
+    """A source was banned: the one event for it. `action` says what banned it ("banned" by
+    an admin or another process, "flood-banned", ...), `detail` why in words, `count` what
+    triggered it (1 for an admin's ban); `until` is its end on the wall clock (math.inf:
+    until lifted) and `reason` what the ban table shows."""
+
+    until: float = field(default=math.inf, kw_only=True)
+    reason: str = field(default="", kw_only=True)
     kind: ClassVar[str] = "ban"
 
 
 @dataclass(slots=True)
-class SourceUnbanned(Event):
-    ip: str
-    reason: str = "expired"  # or "admin"
+class SourceUnbanned(SecurityEvent):
+    """A ban was lifted (`action` "unbanned"); `detail` says why: "admin", "expired" or
+    "evicted"."""
+
     kind: ClassVar[str] = "unban"
 
 

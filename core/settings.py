@@ -155,7 +155,7 @@ class UiSettings:
 @dataclass(frozen=True, slots=True)
 class DialplanSettings:
     """How numbers are written here, so DIDs and dialled numbers compare in one canonical form
-    (see `core.users.normalise_number`)."""
+    (see `core.trunks.dialplan.Dialplan.did_number`)."""
 
     country_code: str = ""  # e.g. "44"; empty: national numbers are kept as dialled
     national_prefix: str = "0"  # trunk prefix dialled before a national number

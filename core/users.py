@@ -23,6 +23,20 @@ OUTBOUND_POLICIES: tuple[str, ...] = ("none", "local", "national", "internationa
 """What a user may dial through a carrier, widest last. 'none' is the default: toll fraud
 starts with a guessed password, so outbound calling is something an admin grants."""
 
+# What an admin may change on a user besides its password (the name is its identity).
+USER_OPTIONS = frozenset(
+    {
+        "display_name",
+        "enabled",
+        "outbound_policy",
+        "allow_prefixes",
+        "deny_prefixes",
+        "max_concurrent_calls",
+        "max_calls_per_hour",
+        "caller_id",
+    }
+)
+
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", re.ASCII)
 _USERNAME_CHARACTER = re.compile(r"[A-Za-z0-9._-]", re.ASCII)
 MAX_USERNAME_LENGTH = 64
@@ -159,12 +173,7 @@ def make_user(
     """Validate the inputs and build a `User` holding only the HA1s of `password`."""
     validate_username(username)
     validate_password(password)
-    validate_outbound_policy(outbound_policy)
-    validate_display_name(display_name)
-    validate_caller_id(caller_id)
-    if max_concurrent_calls < 0 or max_calls_per_hour < 0:
-        raise ValueError("call limits must be 0 (no limit) or positive")
-    return User(
+    user = User(
         username=username,
         realm=realm,
         ha1_md5=compute_ha1(username, realm, password, "MD5"),
@@ -179,6 +188,42 @@ def make_user(
         caller_id=caller_id,
         created_at=time.time() if created_at is None else created_at,
     )
+    validate_user_options(user)
+    return user
+
+
+def changed_user(user: User, **changes: object) -> User:
+    """`user` with some of `USER_OPTIONS` changed, checked by the same rules as a new user:
+    the console's edit form and `pbxtui user set` both come through here."""
+    validate_option_names(changes)
+    for key in ("allow_prefixes", "deny_prefixes"):
+        prefixes = changes.get(key)
+        if prefixes is not None:
+            if isinstance(prefixes, str) or not isinstance(prefixes, Iterable):
+                raise ValueError(f"{key.replace('_', ' ')} must be a list of prefixes")
+            changes[key] = tuple(str(prefix) for prefix in prefixes)
+    updated = replace(user, **changes)  # type: ignore[arg-type]
+    validate_user_options(updated)
+    return updated
+
+
+def validate_option_names(names: Iterable[str]) -> None:
+    """Refuse a field that is not one of `USER_OPTIONS` (a typo must not pass silently)."""
+    unknown = set(names) - USER_OPTIONS
+    if unknown:
+        raise ValueError(f"unknown user field(s): {', '.join(sorted(unknown))}")
+
+
+def validate_user_options(user: User) -> None:
+    """The rules for everything but the name and the password; `ValueError` says which."""
+    validate_outbound_policy(user.outbound_policy)
+    validate_display_name(user.display_name)
+    validate_caller_id(user.caller_id)
+    if not isinstance(user.enabled, bool):
+        raise ValueError("enabled must be true or false")
+    for limit in (user.max_concurrent_calls, user.max_calls_per_hour):
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+            raise ValueError("call limits must be 0 (no limit) or positive")
 
 
 def with_password(user: User, password: str, realm: str | None = None) -> User:
@@ -247,40 +292,3 @@ class UserDirectory:
 
     def __iter__(self) -> Iterator[User]:
         return iter(list(self._users_by_name.values()))
-
-
-# RFC 3966 §5.1.1 visual separators, which people and carriers put in numbers.
-_VISUAL_SEPARATORS = str.maketrans("", "", " -.()/\t")
-
-
-def normalise_number(
-    number: str,
-    national_prefix: str = "0",
-    country_code: str = "",
-    international_prefix: str = "00",
-) -> str:
-    """Canonical form of a telephone number, for DIDs and dialled numbers.
-
-    The canonical form is the digits alone. With a country code configured it is the full
-    E.164 number without the `+`, so all of these give `441632960001` for country code 44:
-    `+44 1632 960001`, `0044 1632 960001`, `01632 960001` and `441632960001` (the form many
-    carriers put in the Request-URI). Without a country code, `+`/`00` numbers still become
-    E.164 digits, and national numbers stay as dialled (minus separators). A number that is
-    not made of digits after removing `+` and visual separators raises `ValueError`.
-    """
-    compact = number.strip().translate(_VISUAL_SEPARATORS)
-    international = compact.startswith("+")
-    digits = compact[1:] if international else compact
-    if not digits or not digits.isascii() or not digits.isdigit():
-        raise ValueError(f"{number!r} is not a telephone number")
-    if international:
-        canonical = digits
-    elif international_prefix and digits.startswith(international_prefix):
-        canonical = digits[len(international_prefix) :]
-    elif country_code and national_prefix and digits.startswith(national_prefix):
-        canonical = country_code + digits[len(national_prefix) :]
-    else:
-        canonical = digits
-    if canonical in ("", country_code):
-        raise ValueError(f"{number!r} is only a prefix, not a telephone number")
-    return canonical

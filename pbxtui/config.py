@@ -44,6 +44,8 @@ from core.settings import (
     TransportSettings,
     UiSettings,
 )
+from core.sip.errors import SipParseError
+from core.sip.hostport import is_hostname, parse_hostport
 
 CONFIG_FILE_NAME = "pbxtui.toml"
 USER_CONFIG_PATH = Path("~/.config/pbxtui") / CONFIG_FILE_NAME
@@ -65,13 +67,7 @@ _SECTIONS: dict[str, tuple[str, type]] = {
 _SERVER_KEYS = ("domain", "db", "listen", "user_agent", "workers")
 MAX_WORKERS = 64
 
-# A SIP domain is a hostname or an IP address; it is also the digest realm, which is quoted
-# in WWW-Authenticate, so quotes, spaces and the like must never get in.
-_HOSTNAME = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?",
-    re.ASCII,
-)
+MAX_DOMAIN_LENGTH = 253  # a DNS name (RFC 1035 §2.3.4)
 _DIGITS = re.compile(r"[0-9]*", re.ASCII)
 
 
@@ -82,44 +78,36 @@ class ConfigError(Exception):
 def parse_listen(text: str) -> ListenAddress:
     """Parse `PROTO:HOST[:PORT]`: `udp:0.0.0.0:5060`, `tcp:[::1]:5060`, `udp:127.0.0.1`.
 
-    PROTO is udp or tcp; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060 and
-    may be 0 to let the system pick one (tests). Raises `ValueError` saying what is wrong.
+    PROTO is udp or tcp; HOST[:PORT] follows the one host:port grammar (`core.sip.hostport`)
+    and HOST must be an IP address (IPv6 in brackets); PORT defaults to 5060 and may be 0 to
+    let the system pick one (tests). Raises `ValueError` saying what is wrong.
     """
     transport, colon, rest = text.strip().partition(":")
     transport = transport.lower()
     if not colon or transport not in LISTEN_TRANSPORTS:
         raise ValueError(f"listen address {text!r} must look like udp:HOST:PORT or tcp:HOST:PORT")
-    if rest.startswith("["):
-        host, bracket, after = rest[1:].partition("]")
-        if not bracket or (after and not after.startswith(":")):
-            raise ValueError(f"listen address {text!r}: unbalanced [ ] around the IPv6 address")
-        port_text = after[1:] if after else ""
-        has_port = bool(after)
-    else:
-        host, colon, port_text = rest.partition(":")
-        has_port = bool(colon)
-        if ":" in port_text:
-            raise ValueError(f"listen address {text!r}: put an IPv6 address in brackets")
+    try:
+        host, port = parse_hostport(rest, zero_port=True)
+    except SipParseError as exc:
+        if exc.reason == "Bad port":
+            raise ValueError(f"listen address {text!r}: port must be 0-65535") from None
+        raise ValueError(
+            f"listen address {text!r}: HOST must be an IP address, IPv6 in brackets"
+        ) from None
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"listen address {text!r}: {host!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv4Address) and rest.startswith("["):
-        raise ValueError(f"listen address {text!r}: brackets are for IPv6 addresses only")
-    port = 5060
-    if has_port:
-        if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65_535:
-            raise ValueError(f"listen address {text!r}: port must be 0-65535")
-        port = int(port_text)
-    return ListenAddress(transport, str(address), port)
+    return ListenAddress(transport, str(address), 5060 if port is None else port)
 
 
 def validate_domain(domain: str) -> None:
-    """Raise `ValueError` unless `domain` is a hostname or an IP address."""
+    """Raise `ValueError` unless `domain` is a hostname or an IP address. It is also the
+    digest realm, quoted in WWW-Authenticate, so the grammar keeps quotes and spaces out."""
     try:
         ipaddress.ip_address(domain)
     except ValueError:
-        if not _HOSTNAME.fullmatch(domain):
+        if len(domain) > MAX_DOMAIN_LENGTH or not is_hostname(domain):
             raise ValueError(f"domain {domain!r} is not a hostname or IP address") from None
 
 

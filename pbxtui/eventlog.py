@@ -52,8 +52,8 @@ class EventLogger:
 
 
 def describe(event: Event) -> str | None:
-    """A one-line sentence for an event, or None for events not worth a log line (bans and
-    unbans among them: each also comes as a SecurityEvent, logged in the seclog format)."""
+    """A one-line sentence for an event, or None for events not worth a log line. Security
+    events, bans and unbans among them, are logged in the seclog format instead."""
     match event:
         case ContactRegistered():
             nat = " (behind NAT)" if event.behind_nat else ""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label
+from textual.widgets import Input
 
 from screens.form import FormScreen
 from screens.widgets.field import Field
@@ -31,47 +30,35 @@ class BanForm(FormScreen[str | None]):
     """Dismisses with the banned address."""
 
     ERROR_FIELDS = (("not an ip", "ip"), ("address", "ip"), ("ban time", "duration"))
+    SAVE_LABEL = "Ban"
+    SAVE_VARIANT = "error"
 
     def __init__(self, ip: str = "") -> None:
         super().__init__()
         self.ip = ip
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="form"):
-            yield Label("Ban a source address", classes="form-title")
-            yield Field(
-                "IP address",
-                Input(self.ip, id="ip", placeholder="203.0.113.9", compact=True),
-                name="ip",
-            )
-            yield Field(
-                "For",
-                Input("1h", id="duration", compact=True),
-                name="duration",
-                hint="600, 10m, 2h, 1d; empty: until unbanned",
-            )
-            yield Field(
-                "Reason", Input("banned by admin", id="reason", compact=True), name="reason"
-            )
-            yield Label("", id="form-error")
-            with Horizontal(classes="form-buttons"):
-                yield Button("Ban", variant="error", id="save", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+    def form_title(self) -> str:
+        return "Ban a source address"
+
+    def compose_fields(self) -> ComposeResult:
+        yield Field(
+            "IP address",
+            Input(self.ip, id="ip", placeholder="203.0.113.9", compact=True),
+            name="ip",
+        )
+        yield Field(
+            "For",
+            Input("1h", id="duration", compact=True),
+            name="duration",
+            hint="600, 10m, 2h, 1d; empty: until unbanned",
+        )
+        yield Field("Reason", Input("banned by admin", id="reason", compact=True), name="reason")
 
     def on_mount(self) -> None:
         self.query_one("#ip" if not self.ip else "#duration", Input).focus()
 
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            await self.action_submit()
-        else:
-            self.action_cancel()
-
     async def submit(self) -> None:
         ip = self.value("ip")
-        if not ip:
-            self.field_error("ip", "IP address is empty")
-            return
         try:
             seconds = parse_duration(self.value("duration"))
         except ValueError as error:

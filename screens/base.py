@@ -12,6 +12,7 @@ database itself.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 
 from rich.text import Text
@@ -78,3 +79,34 @@ class PbxPane(Vertical):
 
     def refresh_view(self) -> None:
         """Redraw from the models; called by the app at its cadence while the pane is shown."""
+
+
+class StoreRowsPane(PbxPane):
+    """A pane of rows the admin API reads from the database. They are read again every
+    `RELOAD_SECONDS` while the pane is shown (changes made with the CLI show up), at once
+    after a change made here, and on `r` (`action_reload`)."""
+
+    RELOAD_SECONDS: ClassVar[float] = 5.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loaded_at = 0.0
+
+    def reload_rows(self, *, when_stale: bool = False) -> None:
+        """Read the rows in a worker, one read at a time; with `when_stale`, only when the
+        last read is `RELOAD_SECONDS` old."""
+        if when_stale and time.monotonic() - self._loaded_at < self.RELOAD_SECONDS:
+            return
+        self._loaded_at = time.monotonic()
+        self.run_worker(self.load(), exclusive=True, group=f"load-{self.PANE}")
+
+    async def load(self) -> None:
+        """Read the rows now and show them."""
+        self._loaded_at = time.monotonic()
+        await self.load_rows()
+
+    async def load_rows(self) -> None:
+        raise NotImplementedError
+
+    async def action_reload(self) -> None:
+        await self.load()

@@ -12,12 +12,11 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
-from core.store.database import CdrRow
-from screens.base import PbxPane
+from core.store.rows import CdrRow
+from screens.base import StoreRowsPane
 from screens.registrations import countdown
 from screens.widgets.tables import KeyedTable
 
-RELOAD_SECONDS = 5.0
 CDR_LIMIT = 200
 
 
@@ -50,7 +49,7 @@ def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
     )
 
 
-class CallsPane(PbxPane):
+class CallsPane(StoreRowsPane):
     PANE = "calls"
     FIRST_FOCUS = "#cdrs"
     BINDINGS: ClassVar = [
@@ -63,7 +62,6 @@ class CallsPane(PbxPane):
         super().__init__()
         self.filter_text = ""
         self.cdrs: list[CdrRow] = []
-        self._loaded_at = 0.0
         self._calls_revision = -1
 
     def compose(self) -> ComposeResult:
@@ -106,15 +104,12 @@ class CallsPane(PbxPane):
             {call.call_id: call_cells(call, now) for call in calls}
         )
         self.show_text("calls-title", f"Calls up ({len(calls)})")
-        stale = time.monotonic() - self._loaded_at >= RELOAD_SECONDS
-        if stale or self.state.calls_revision != self._calls_revision:
-            self._calls_revision = self.state.calls_revision
-            self._loaded_at = time.monotonic()
-            self.run_worker(self.load(), exclusive=True, group="load-cdrs")
+        calls_changed = self.state.calls_revision != self._calls_revision
+        self._calls_revision = self.state.calls_revision
+        self.reload_rows(when_stale=not calls_changed)
 
-    async def load(self) -> None:
+    async def load_rows(self) -> None:
         self.cdrs = await self.admin.list_cdrs(limit=CDR_LIMIT, text=self.filter_text or None)
-        self._loaded_at = time.monotonic()
         self.query_one("#cdrs", KeyedTable).sync(
             {
                 str(cdr.id if cdr.id is not None else cdr.call_id): cdr_cells(cdr)
@@ -127,7 +122,7 @@ class CallsPane(PbxPane):
     @on(Input.Changed, "#cdr-filter")
     async def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip()
-        self.run_worker(self.load(), exclusive=True, group="load-cdrs")
+        self.reload_rows()
 
     @on(Input.Submitted, "#cdr-filter")
     def _filter_submitted(self) -> None:
@@ -139,6 +134,3 @@ class CallsPane(PbxPane):
     def action_unfilter(self) -> None:
         self.query_one("#cdr-filter", Input).value = ""
         self.query_one("#cdrs", KeyedTable).focus()
-
-    async def action_reload(self) -> None:
-        await self.load()

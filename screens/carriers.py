@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -11,14 +10,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
-from core.store.database import CarrierRow, DidRow
-from screens.base import PbxPane
+from core.store.rows import CarrierRow, DidRow
+from screens.base import StoreRowsPane
 from screens.carrier_form import CarrierForm
 from screens.confirm import ConfirmScreen
 from screens.did_form import DidForm
 from screens.widgets.tables import KeyedTable
-
-RELOAD_SECONDS = 5.0
 
 
 def carrier_cells(carrier: CarrierRow) -> tuple[str | Text, ...]:
@@ -33,7 +30,7 @@ def carrier_cells(carrier: CarrierRow) -> tuple[str | Text, ...]:
     )
 
 
-class CarriersPane(PbxPane):
+class CarriersPane(StoreRowsPane):
     PANE = "carriers"
     FIRST_FOCUS = "#carriers"
     BINDINGS: ClassVar = [
@@ -47,7 +44,6 @@ class CarriersPane(PbxPane):
         super().__init__()
         self.carriers: list[CarrierRow] = []
         self.dids: list[DidRow] = []
-        self._loaded_at = 0.0
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="carriers-main"):
@@ -70,14 +66,11 @@ class CarriersPane(PbxPane):
                 yield KeyedTable([("number", "Number"), ("user", "Rings")], id="dids")
 
     def refresh_view(self) -> None:
-        if time.monotonic() - self._loaded_at >= RELOAD_SECONDS:
-            self._loaded_at = time.monotonic()
-            self.run_worker(self.load(), exclusive=True, group="load-carriers")
+        self.reload_rows(when_stale=True)
 
-    async def load(self) -> None:
+    async def load_rows(self) -> None:
         self.carriers = await self.admin.list_carriers()
         self.dids = await self.admin.list_dids()
-        self._loaded_at = time.monotonic()
         self.query_one("#carriers", KeyedTable).sync(
             {carrier.name: carrier_cells(carrier) for carrier in self.carriers}
         )
@@ -134,6 +127,3 @@ class CarriersPane(PbxPane):
 
         what = f"DID {key}" if is_did else f"carrier {key}"
         self.app.push_screen(ConfirmScreen(f"Delete {what}?", "Delete"), answered)
-
-    async def action_reload(self) -> None:
-        await self.load()

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, Select
+from textual.widgets import Input, Select
 
-from core.store.database import DidRow
+from core.store.rows import DidRow
 from screens.form import FormScreen
 from screens.widgets.field import Field
 
@@ -23,50 +22,35 @@ class DidForm(FormScreen[DidRow | None]):
         super().__init__()
         self.usernames = usernames
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="form"):
-            yield Label("New DID", classes="form-title")
-            yield Field(
-                "Number",
-                Input(id="number", placeholder="+44 1632 960001", compact=True),
-                name="number",
-                hint="as the carrier sends it; spaces and dashes are fine",
-            )
-            yield Field(
-                "Rings user",
-                Select(
-                    [(name, name) for name in self.usernames],
-                    prompt="choose a user",
-                    id="user",
-                    compact=True,
-                ),
-                name="user",
-            )
-            yield Label("", id="form-error")
-            with Horizontal(classes="form-buttons"):
-                yield Button("Save", variant="primary", id="save", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+    def form_title(self) -> str:
+        return "New DID"
+
+    def compose_fields(self) -> ComposeResult:
+        yield Field(
+            "Number",
+            Input(id="number", placeholder="+44 1632 960001", compact=True),
+            name="number",
+            hint="as the carrier sends it; spaces and dashes are fine",
+        )
+        yield Field(
+            "Rings user",
+            Select(
+                [(name, name) for name in self.usernames],
+                prompt="choose a user",
+                id="user",
+                compact=True,
+            ),
+            name="user",
+        )
 
     def on_mount(self) -> None:
         self.query_one("#number", Input).focus()
 
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            await self.action_submit()
-        else:
-            self.action_cancel()
-
     async def submit(self) -> None:
         number = self.value("number")
         user_select = self.query_one("#user", Select)
-        invalid = False
-        if not number:
-            self.field_error("number", "number is empty")
-            invalid = True
         if user_select.is_blank():
             self.field_error("user", "choose the user this number rings")
-            invalid = True
-        if invalid:
             return
         try:
             did = await self.pbx.admin.add_did(number, str(user_select.value))

@@ -1,17 +1,24 @@
 """The shape every form shares: a modal box of `Field`s that validates inline and dismisses
 with its result (Textual's `ModalScreen[T]` pattern).
 
+A form supplies its title and its fields (`compose_fields`) and what Save does (`submit`);
+the box, the error line, the Save / Cancel buttons and their keys are here, once. Extra buttons
+(`extra_buttons`) run the action their id names, e.g. "generate" → `action_generate`.
+
 Errors come from the admin API as `ValueError` sentences; `show_error` puts each under the
 field it is about (by the words it mentions), so the admin sees what to fix where it is.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar, TypeVar, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar, Literal, TypeVar, cast
 
+from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label
+from textual.widgets import Button, Input, Label
 
 from screens.widgets.field import Field
 
@@ -32,6 +39,38 @@ class FormScreen(ModalScreen[ResultType]):
     ]
     # Words in an error message → the field it is about, first match wins.
     ERROR_FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
+    SAVE_LABEL: ClassVar[str] = "Save"
+    SAVE_VARIANT: ClassVar[Literal["primary", "error"]] = "primary"
+
+    def form_title(self) -> str:
+        raise NotImplementedError
+
+    def compose_fields(self) -> ComposeResult:
+        raise NotImplementedError
+
+    def extra_buttons(self) -> Sequence[tuple[str, str]]:
+        """(label, action name) of buttons between Save and Cancel."""
+        return ()
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="form"):
+            yield Label(self.form_title(), classes="form-title")
+            yield from self.compose_fields()
+            yield Label("", id="form-error")
+            with Horizontal(classes="form-buttons"):
+                yield Button(self.SAVE_LABEL, variant=self.SAVE_VARIANT, id="save", compact=True)
+                for label, action in self.extra_buttons():
+                    yield Button(label, id=action, compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+
+    async def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "save":
+            await self.action_submit()
+        elif event.button.id == "cancel":
+            self.action_cancel()
+        elif event.button.id:
+            await self.run_action(event.button.id)
 
     @property
     def pbx(self) -> Pbx:

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+from textual.containers import Horizontal
+from textual.widgets import Input, RadioButton, RadioSet
 
 from screens.form import FormScreen
 from screens.widgets.field import Field
@@ -41,32 +41,29 @@ class SaveForm(FormScreen[SaveRequest | None]):
         self.selected = selected
         self.listed = listed
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="form"):
-            yield Label("Save captured dialogs", classes="form-title")
-            yield Field(
-                "File", Input(f"{self.default_stem}.pcap", id="path", compact=True), name="path"
-            )
-            with Horizontal(classes="field-row"):
-                with RadioSet(id="format", compact=True):
-                    yield RadioButton("pcap (Wireshark)", value=True, id="fmt-pcap")
-                    yield RadioButton("text", id="fmt-txt")
-                with RadioSet(id="scope", compact=True):
-                    yield RadioButton(
-                        f"selected dialog {self.selected or ''}"[:40],
-                        value=self.selected is not None,
-                        disabled=self.selected is None,
-                        id="scope-selected",
-                    )
-                    yield RadioButton(
-                        f"all {self.listed} listed dialogs",
-                        value=self.selected is None,
-                        id="scope-filtered",
-                    )
-            yield Label("", id="form-error")
-            with Horizontal(classes="form-buttons"):
-                yield Button("Save", variant="primary", id="save", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+    def form_title(self) -> str:
+        return "Save captured dialogs"
+
+    def compose_fields(self) -> ComposeResult:
+        yield Field(
+            "File", Input(f"{self.default_stem}.pcap", id="path", compact=True), name="path"
+        )
+        with Horizontal(classes="field-row"):
+            with RadioSet(id="format", compact=True):
+                yield RadioButton("pcap (Wireshark)", value=True, id="fmt-pcap")
+                yield RadioButton("text", id="fmt-txt")
+            with RadioSet(id="scope", compact=True):
+                yield RadioButton(
+                    f"selected dialog {self.selected or ''}"[:40],
+                    value=self.selected is not None,
+                    disabled=self.selected is None,
+                    id="scope-selected",
+                )
+                yield RadioButton(
+                    f"all {self.listed} listed dialogs",
+                    value=self.selected is None,
+                    id="scope-filtered",
+                )
 
     def on_mount(self) -> None:
         self.query_one("#path", Input).focus()
@@ -79,12 +76,6 @@ class SaveForm(FormScreen[SaveRequest | None]):
         path = Path(path_input.value)
         if path.suffix in (".pcap", ".txt"):
             path_input.value = str(path.with_suffix(suffix))
-
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            await self.action_submit()
-        else:
-            self.action_cancel()
 
     async def submit(self) -> None:
         try:

@@ -35,8 +35,8 @@ KIND_STYLES = {
     "scanner-dropped": "magenta",
     "banned-dropped": "dim",
 }
-# The bus counts every feed event by kind (security events by action); these are not attacks,
-# or (ban, unban) are counted already as the "banned"/"unbanned" security actions.
+# The bus counts every feed event by kind (security events, bans included, by action); these
+# kinds are not attacks.
 NOT_SECURITY_KINDS = frozenset(
     {
         "registered",
@@ -47,8 +47,6 @@ NOT_SECURITY_KINDS = frozenset(
         "call",
         "server",
         "event",
-        "ban",
-        "unban",
     }
 )
 

@@ -62,9 +62,7 @@ class FeedRow:
 def _describe(event: Event) -> tuple[str, str, str, str, int] | None:
     """(kind, source, detail, user, count) for the security feed, None for other events.
 
-    Only `SecurityEvent`s: the core reports every ban and unban both as a `SourceBanned` /
-    `SourceUnbanned` (for the ban store) and as a `SecurityEvent` ("banned", "unbanned",
-    "flood-banned", ...), and the feed shows each decision once.
+    Only `SecurityEvent`s, bans and unbans (`SourceBanned` / `SourceUnbanned`) among them.
     """
     if not isinstance(event, SecurityEvent):
         return None

@@ -7,13 +7,14 @@ was saved, and the new password once, for the credentials screen.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Button, Checkbox, Input, Label, Select
+from textual.containers import Horizontal
+from textual.widgets import Checkbox, Input, Select
 
 from core.users import OUTBOUND_POLICIES, User
 from screens.form import FormScreen, parse_count
@@ -35,13 +36,6 @@ class UserSaved:
     password: str | None
 
 
-def _caller_id_error(caller_id: str) -> str:
-    digits = caller_id[1:] if caller_id.startswith("+") else caller_id
-    if caller_id and not (digits.isascii() and digits.isdigit()):
-        return "caller ID must be a telephone number: digits, optionally after +"
-    return ""
-
-
 class UserForm(FormScreen[UserSaved | None]):
     """A new user (`user` None) or changes to an existing one."""
 
@@ -50,6 +44,7 @@ class UserForm(FormScreen[UserSaved | None]):
         ("already exists", "username"),
         ("username", "username"),
         ("password", "password"),
+        ("display name", "display_name"),
         ("policy", "policy"),
         ("concurrent", "concurrent"),
         ("per hour", "hourly"),
@@ -61,83 +56,71 @@ class UserForm(FormScreen[UserSaved | None]):
         super().__init__()
         self.user = user
 
-    def compose(self) -> ComposeResult:
+    def form_title(self) -> str:
+        return f"Edit user {self.user.username}" if self.user else "New SIP user"
+
+    def extra_buttons(self) -> Sequence[tuple[str, str]]:
+        return () if self.user else (("Generate password", "generate"),)
+
+    def compose_fields(self) -> ComposeResult:
         user = self.user
         editing = user is not None
-        with Vertical(id="form"):
-            yield Label(
-                f"Edit user {user.username}" if user else "New SIP user", classes="form-title"
-            )
+        yield Field(
+            "Username",
+            Input(user.username if user else "", id="username", compact=True, disabled=editing),
+            name="username",
+            hint="" if editing else "letters, digits, . - _",
+        )
+        yield Field(
+            "Display name",
+            Input(user.display_name if user else "", id="display_name", compact=True),
+            name="display_name",
+        )
+        if not editing:
             yield Field(
-                "Username",
-                Input(user.username if user else "", id="username", compact=True, disabled=editing),
-                name="username",
-                hint="" if editing else "letters, digits, . - _",
+                "Password",
+                Input(id="password", compact=True),
+                name="password",
+                hint="ctrl+g generates one",
             )
+        yield Field(
+            "Outbound calls through carriers",
+            Select(
+                [(POLICY_LABELS[policy], policy) for policy in OUTBOUND_POLICIES],
+                value=user.outbound_policy if user else "none",
+                allow_blank=False,
+                id="policy",
+                compact=True,
+            ),
+            name="policy",
+        )
+        with Horizontal(classes="field-row"):
             yield Field(
-                "Display name",
-                Input(user.display_name if user else "", id="display_name", compact=True),
-                name="display_name",
-            )
-            if not editing:
-                yield Field(
-                    "Password",
-                    Input(id="password", compact=True),
-                    name="password",
-                    hint="ctrl+g generates one",
-                )
-            yield Field(
-                "Outbound calls through carriers",
-                Select(
-                    [(POLICY_LABELS[policy], policy) for policy in OUTBOUND_POLICIES],
-                    value=user.outbound_policy if user else "none",
-                    allow_blank=False,
-                    id="policy",
+                "Max concurrent calls",
+                Input(
+                    str(user.max_concurrent_calls) if user else "0",
+                    id="concurrent",
                     compact=True,
                 ),
-                name="policy",
+                name="concurrent",
+                hint="0 = no limit",
             )
-            with Horizontal(classes="field-row"):
-                yield Field(
-                    "Max concurrent calls",
-                    Input(
-                        str(user.max_concurrent_calls) if user else "0",
-                        id="concurrent",
-                        compact=True,
-                    ),
-                    name="concurrent",
-                    hint="0 = no limit",
-                )
-                yield Field(
-                    "Max calls / hour",
-                    Input(str(user.max_calls_per_hour) if user else "0", id="hourly", compact=True),
-                    name="hourly",
-                    hint="0 = no limit",
-                )
             yield Field(
-                "Caller ID",
-                Input(user.caller_id if user else "", id="caller_id", compact=True),
-                name="caller_id",
-                hint="number carriers show",
+                "Max calls / hour",
+                Input(str(user.max_calls_per_hour) if user else "0", id="hourly", compact=True),
+                name="hourly",
+                hint="0 = no limit",
             )
-            yield Checkbox("Enabled", user.enabled if user else True, id="enabled", compact=True)
-            yield Label("", id="form-error")
-            with Horizontal(classes="form-buttons"):
-                yield Button("Save", variant="primary", id="save", compact=True)
-                if not editing:
-                    yield Button("Generate password", id="generate", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+        yield Field(
+            "Caller ID",
+            Input(user.caller_id if user else "", id="caller_id", compact=True),
+            name="caller_id",
+            hint="number carriers show",
+        )
+        yield Checkbox("Enabled", user.enabled if user else True, id="enabled", compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#display_name" if self.user else "#username", Input).focus()
-
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            await self.action_submit()
-        elif event.button.id == "generate":
-            self.action_generate()
-        else:
-            self.action_cancel()
 
     def action_generate(self) -> None:
         if self.query("#password"):
@@ -159,17 +142,6 @@ class UserForm(FormScreen[UserSaved | None]):
                 fields[key] = parse_count(self.value(name), what)
             except ValueError as error:
                 self.field_error(name, str(error))
-                invalid = True
-        caller_error = _caller_id_error(str(fields["caller_id"]))
-        if caller_error:
-            self.field_error("caller_id", caller_error)
-            invalid = True
-        if self.user is None:
-            if not self.value("username"):
-                self.field_error("username", "username is empty")
-                invalid = True
-            if not self.query_one("#password", Input).value:
-                self.field_error("password", "password is empty (ctrl+g generates one)")
                 invalid = True
         if invalid:
             return
@@ -196,40 +168,28 @@ class PasswordForm(FormScreen[UserSaved | None]):
         super().__init__()
         self.username = username
 
-    def compose(self) -> ComposeResult:
-        with Vertical(id="form"):
-            yield Label(f"New password for {self.username}", classes="form-title")
-            yield Field(
-                "Password",
-                Input(id="password", compact=True),
-                name="password",
-                hint="ctrl+g generates one",
-            )
-            yield Label("", id="form-error")
-            with Horizontal(classes="form-buttons"):
-                yield Button("Save", variant="primary", id="save", compact=True)
-                yield Button("Generate", id="generate", compact=True)
-                yield Button("Cancel", id="cancel", compact=True)
+    def form_title(self) -> str:
+        return f"New password for {self.username}"
+
+    def extra_buttons(self) -> Sequence[tuple[str, str]]:
+        return (("Generate", "generate"),)
+
+    def compose_fields(self) -> ComposeResult:
+        yield Field(
+            "Password",
+            Input(id="password", compact=True),
+            name="password",
+            hint="ctrl+g generates one",
+        )
 
     def on_mount(self) -> None:
         self.query_one("#password", Input).focus()
-
-    async def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "save":
-            await self.action_submit()
-        elif event.button.id == "generate":
-            self.action_generate()
-        else:
-            self.action_cancel()
 
     def action_generate(self) -> None:
         self.query_one("#password", Input).value = self.pbx.admin.generate_password()
 
     async def submit(self) -> None:
         password = self.query_one("#password", Input).value
-        if not password:
-            self.field_error("password", "password is empty (ctrl+g generates one)")
-            return
         try:
             user = await self.pbx.admin.set_password(self.username, password)
         except ValueError as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import ClassVar
 
 from rich.text import Text
@@ -12,13 +11,11 @@ from textual.binding import Binding
 from textual.widgets import Label
 
 from core.users import User
-from screens.base import PbxPane
+from screens.base import StoreRowsPane
 from screens.confirm import ConfirmScreen
 from screens.credentials import CredentialsScreen, server_addresses
 from screens.user_form import PasswordForm, UserForm, UserSaved
 from screens.widgets.tables import KeyedTable
-
-RELOAD_SECONDS = 5.0  # picks up changes made with the CLI while the pane is open
 
 
 def limits_cell(user: User) -> str:
@@ -42,7 +39,7 @@ def user_cells(user: User, contacts: int) -> tuple[str | Text, ...]:
     )
 
 
-class UsersPane(PbxPane):
+class UsersPane(StoreRowsPane):
     PANE = "users"
     FIRST_FOCUS = "#users"
     BINDINGS: ClassVar = [
@@ -56,7 +53,6 @@ class UsersPane(PbxPane):
     def __init__(self) -> None:
         super().__init__()
         self.users: list[User] = []
-        self._loaded_at = 0.0
 
     def compose(self) -> ComposeResult:
         yield Label("", id="users-info")
@@ -74,14 +70,11 @@ class UsersPane(PbxPane):
         )
 
     def refresh_view(self) -> None:
-        if time.monotonic() - self._loaded_at >= RELOAD_SECONDS:
-            self._loaded_at = time.monotonic()
-            self.run_worker(self.load(), exclusive=True, group="load-users")
+        self.reload_rows(when_stale=True)
         self._render_rows()
 
-    async def load(self) -> None:
+    async def load_rows(self) -> None:
         self.users = await self.admin.list_users()
-        self._loaded_at = time.monotonic()
         self._render_rows()
 
     def _render_rows(self) -> None:
@@ -160,6 +153,3 @@ class UsersPane(PbxPane):
 
         question = f"Delete user {user.username}? Their phones are unregistered at once."
         self.app.push_screen(ConfirmScreen(question, "Delete"), answered)
-
-    async def action_reload(self) -> None:
-        await self.load()

@@ -116,7 +116,7 @@ def _feed(pbx: Pbx) -> list[Event]:
 
 
 def _bans_of(pbx: Pbx, ip: str) -> list[SourceBanned]:
-    return [e for e in _feed(pbx) if isinstance(e, SourceBanned) and e.ip == ip]
+    return [e for e in _feed(pbx) if isinstance(e, SourceBanned) and e.source == ip]
 
 
 def _actions(pbx: Pbx, action: str) -> list[SecurityEvent]:

@@ -10,7 +10,7 @@ from core.events import EventBus, SecurityEvent, SourceBanned, SourceUnbanned
 from core.security.bans import Ban, BanList
 from core.security.guard import Security
 from core.settings import SecuritySettings
-from core.store.database import BanRow
+from core.store.rows import BanRow
 
 WALL = 1_800_000_000.0  # the fake wall clock's reading; the loop clock starts near 0
 
@@ -62,13 +62,20 @@ def test_a_ban_has_both_clocks_its_reason_and_count(table: BanList, sink: Record
 def test_ban_and_unban_are_published(table: BanList, bus: EventBus) -> None:
     table.add("203.0.113.9", 600.0, "flood", 0.0, count=61, action="flood-banned", detail="d")
     table.remove("203.0.113.9", "admin")
-    kinds = [(type(e).__name__, getattr(e, "action", getattr(e, "reason", ""))) for e in feed(bus)]
-    assert kinds == [
-        ("SourceBanned", "flood"),
-        ("SecurityEvent", "flood-banned"),
-        ("SourceUnbanned", "admin"),
-        ("SecurityEvent", "unbanned"),
-    ]
+    banned, unbanned = feed(bus)  # one event per fact, each a SecurityEvent for the feed
+    assert banned == SourceBanned(
+        action="flood-banned",
+        source="203.0.113.9",
+        detail="d",
+        count=61,
+        until=WALL + 600.0,
+        reason="flood",
+        at=banned.at,
+    )
+    assert unbanned == SourceUnbanned(
+        action="unbanned", source="203.0.113.9", detail="admin", at=unbanned.at
+    )
+    assert isinstance(banned, SecurityEvent) and isinstance(unbanned, SecurityEvent)
     assert table.remove("203.0.113.9") is None  # not banned any more
 
 
@@ -83,7 +90,7 @@ def test_periodic_expiry_removes_from_table_and_store(
     assert "192.0.2.1" not in table and "192.0.2.2" in table
     assert sink.calls[-1] == ("removed", "192.0.2.1")
     unbanned = [e for e in feed(bus) if isinstance(e, SourceUnbanned)]
-    assert [(e.ip, e.reason) for e in unbanned] == [("192.0.2.1", "expired")]
+    assert [(e.source, e.detail) for e in unbanned] == [("192.0.2.1", "expired")]
 
 
 def test_reban_replaces_and_the_old_end_time_does_not_expire_it(table: BanList) -> None:
@@ -112,7 +119,7 @@ def test_the_table_is_bounded_and_evicts_the_ban_ending_soonest(bus: EventBus) -
     assert "192.0.2.2" not in table
     assert ("removed", "192.0.2.2") in sink.calls
     evicted = [e for e in feed(bus) if isinstance(e, SourceUnbanned)]
-    assert [(e.ip, e.reason) for e in evicted] == [("192.0.2.2", "evicted")]
+    assert [(e.source, e.detail) for e in evicted] == [("192.0.2.2", "evicted")]
 
 
 def test_a_full_table_drops_expired_bans_before_evicting_live_ones(bus: EventBus) -> None:
@@ -207,7 +214,7 @@ def test_admit_notices_expiry_lazily(security: Security, bus: EventBus) -> None:
     assert security.admit("203.0.113.50", 59.9) is False
     assert security.admit("203.0.113.50", 60.0) is True
     unbanned = [e for e in feed(bus) if isinstance(e, SourceUnbanned)]
-    assert [(e.ip, e.reason) for e in unbanned] == [("203.0.113.50", "expired")]
+    assert [(e.source, e.detail) for e in unbanned] == [("203.0.113.50", "expired")]
 
 
 def test_expire_lifts_bans_without_traffic(security: Security, sink: RecordingSink) -> None:

@@ -14,7 +14,9 @@ from typing import TypeVar
 
 import pytest
 
-from core.store.database import CdrRow, Store
+from core.store.database import Store
+from core.store.rows import CdrRow
+from core.trunks.gateways import gateway_of
 from core.users import check_admin_password, compute_ha1
 from pbxtui.cli import main
 
@@ -307,7 +309,7 @@ def test_carrier_add_list_del(cli: Cli, db: Path) -> None:
     lines = listing.out.splitlines()
     assert lines[0].split()[:3] == ["CARRIER", "ADDRESSES", "PORT"]
     assert lines[1].startswith("telco ") and "acct" in lines[1]
-    assert "[2001:db8::5]:5060" in lines[2]
+    assert "[2001:db8::5]  " in lines[2]  # stored as typed: no port added
     assert cli("carrier", "del", "telco").out == "deleted carrier telco\n"
     assert_usage_error(cli("carrier", "del", "telco"), "no carrier 'telco'")
     assert cli("carrier", "del", "backup").code == 0
@@ -319,15 +321,29 @@ def test_carrier_add_list_del(cli: Cli, db: Path) -> None:
     [
         (["--ip", "192.0.2.300"], "not an IP address"),
         (["--ip", "192.0.2.0/33"], "prefix length"),
-        (["--ip", "10.0.0.1", "--port", "70000"], "--port"),
+        (["--ip", "10.0.0.1", "--port", "70000"], "port 70000 must be 1-65535"),
         (["--ip", "10.0.0.1", "--username", "only"], "go together"),
-        (["--ip", "10.0.0.1", "--gateway", "host:99999"], "--gateway"),
-        (["--ip", "10.0.0.1", "--gateway", "bad host:5060"], "--gateway"),
-        (["--ip", "10.0.0.1", "--gateway", "[::1"], "--gateway"),
+        (["--ip", "10.0.0.1", "--gateway", "host:99999"], "gateway 'host:99999'"),
+        (["--ip", "10.0.0.1", "--gateway", "bad host:5060"], "gateway 'bad host:5060'"),
+        (["--ip", "10.0.0.1", "--gateway", "[::1"], "gateway '[::1'"),
+        (["--ip", "10.0.0.1", "--gateway", "sip.example>x"], "gateway 'sip.example>x'"),
+        (["--ip", "10.0.0.1", "--priority", "-1"], "priority -1"),
     ],
 )
 def test_carrier_errors(cli: Cli, extra: list[str], fragment: str) -> None:
     assert_usage_error(cli("carrier", "add", "telco", *extra), fragment)
+
+
+def test_a_gateway_without_a_port_stays_bare_so_calls_look_up_srv(cli: Cli, db: Path) -> None:
+    """RFC 3263 §4.2: only a host without a port is looked up as SRV first."""
+    assert (
+        cli("carrier", "add", "acme", "--ip", "192.0.2.1", "--gateway", " sip.acme.example ").code
+        == 0
+    )
+    carrier = read_store(db, lambda s: s.get_carrier("acme"))
+    assert carrier.gateway == "sip.acme.example"
+    gateway = gateway_of(carrier)
+    assert gateway is not None and gateway.srv_name == "_sip._udp.sip.acme.example"
 
 
 def test_carrier_name_rule_and_duplicates(cli: Cli) -> None:
@@ -375,7 +391,9 @@ def test_ban_add_list_del(cli: Cli, db: Path) -> None:
 def test_ban_errors(cli: Cli) -> None:
     assert_usage_error(cli("ban", "add", "203.0.113.0/24"), "not an IP address")
     assert_usage_error(cli("ban", "add", "example.com"), "not an IP address")
-    assert_usage_error(cli("ban", "add", "203.0.113.9", "--for", "0"), "--for")
+    assert_usage_error(cli("ban", "add", "203.0.113.9", "--for", "0"), "ban time")
+    assert_usage_error(cli("ban", "add", "203.0.113.9", "--for", "inf"), "ban time")
+    assert_usage_error(cli("ban", "add", "203.0.113.9", "--for", "nan"), "ban time")
     assert_usage_error(cli("ban", "del", "nonsense"), "not an IP address")
 
 

@@ -28,7 +28,6 @@ from core.events import (
     CallEvent,
     ContactRegistered,
     EventBus,
-    SecurityEvent,
     SipTraffic,
     SourceUnbanned,
 )
@@ -279,9 +278,8 @@ def test_a_worker_bus_sends_events_to_main_but_not_expiries_main_announces() -> 
     bus.subscribe(heard.append)
     registered = ContactRegistered("alice", "sip:alice@x", ("192.0.2.1", 5060), "udp", 60)
     bus.publish(registered)
-    bus.publish(SourceUnbanned("192.0.2.5", reason="expired"))
-    bus.publish(SecurityEvent("unbanned", "192.0.2.5", detail="expired"))
-    bus.publish(SourceUnbanned("192.0.2.6", reason="admin"))
+    bus.publish(SourceUnbanned("unbanned", "192.0.2.5", detail="expired"))
+    bus.publish(SourceUnbanned("unbanned", "192.0.2.6", detail="admin"))
     traffic = SipTraffic("in", "udp", ("192.0.2.1", 5060), ("127.0.0.1", 5060), b"OPTIONS")
     bus.capture_traffic = False
     bus.publish(traffic)
@@ -289,10 +287,10 @@ def test_a_worker_bus_sends_events_to_main_but_not_expiries_main_announces() -> 
     bus.publish(traffic)
     assert [message[1] for message in sent] == [
         registered,
-        SourceUnbanned("192.0.2.6", reason="admin", at=sent[1][1].at),
+        SourceUnbanned("unbanned", "192.0.2.6", detail="admin", at=sent[1][1].at),
         traffic,
     ]
-    assert len(heard) == 4  # local listeners (the trunks) hear every feed event
+    assert len(heard) == 3  # local listeners (the trunks) hear every feed event
 
 
 # -- main's view ---------------------------------------------------------------------------------

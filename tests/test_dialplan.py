@@ -8,7 +8,6 @@ from hypothesis import strategies as st
 
 from core.settings import DialplanSettings
 from core.trunks.dialplan import INTERNATIONAL, LOCAL, NATIONAL, Dialplan
-from core.users import normalise_number
 
 UK = Dialplan(DialplanSettings(country_code="44", national_prefix="0", international_prefix="00"))
 BARE = Dialplan(DialplanSettings(country_code="", national_prefix="0", international_prefix="00"))
@@ -71,20 +70,51 @@ def test_not_numbers(text: str | None) -> None:
     assert UK.parse(text) is None
 
 
+# --- DIDs: the one rule for the form a DID is stored in -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["+44 1632 960001", "0044 1632 960001", "01632 960001", "441632960001", "(01632) 960-001"],
+)
+def test_dids_with_a_country_code_share_one_form(number: str) -> None:
+    assert UK.did_number(number) == "441632960001"
+
+
+def test_dids_without_a_country_code() -> None:
+    assert BARE.did_number("+44 1632 960001") == "441632960001"
+    assert BARE.did_number("0044 1632 960001") == "441632960001"
+    assert BARE.did_number("01632 960001") == "01632960001"
+    assert BARE.did_number("200") == "200"
+
+
+@pytest.mark.parametrize(
+    "number",
+    [
+        *("", " ", "+", "abc", "12#4", "00", "0", "44", "+44", "12\n3"),
+        "1" * 21,
+        "0" * 10_000,
+        "\uff11\uff12\uff13",  # fullwidth digits: isdigit() says yes, the wire says no
+        "\u0663\u0664",  # Arabic-Indic digits
+    ],
+)
+def test_non_numbers_are_refused_as_dids(number: str) -> None:
+    with pytest.raises(ValueError, match="telephone number"):
+        UK.did_number(number)
+
+
 @given(
     st.text(alphabet="0123456789", min_size=4, max_size=14),
     st.sampled_from(["+", "00", "0", ""]),
 )
-def test_canonical_agrees_with_did_normalisation(digits: str, prefix: str) -> None:
-    """A DID stored by the admin API (normalise_number) and a dialled number meet in one form."""
+def test_a_stored_did_is_what_an_inbound_call_looks_up(digits: str, prefix: str) -> None:
+    """`did_number` is `canonical` plus refusals: what is stored is what is looked up."""
     text = prefix + digits
     try:
-        stored = normalise_number(text, "0", "44", "00")
+        stored = UK.did_number(text)
     except ValueError:
         return
-    parsed = UK.canonical(text)
-    if parsed is not None:
-        assert parsed == stored
+    assert UK.canonical(text) == stored
 
 
 @pytest.mark.parametrize(

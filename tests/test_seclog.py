@@ -116,9 +116,29 @@ def test_a_source_that_is_not_an_address_is_quoted_and_never_matched() -> None:
     assert fail2ban_host(line) is None
 
 
-def test_ban_events_have_no_line_of_their_own() -> None:
-    assert format_log_line(SourceBanned(ip="203.0.113.9", until=0.0, reason="flood")) is None
-    assert format_log_line(SourceUnbanned(ip="203.0.113.9")) is None
+def test_bans_and_unbans_get_the_line_of_any_security_decision() -> None:
+    """One event per ban, logged as before: fail2ban's failregex still matches it."""
+    banned = SourceBanned(
+        action="flood-banned",
+        source="203.0.113.9",
+        detail="61 requests in 2s",
+        user_agent="friendly-scanner",
+        count=61,
+        until=0.0,
+        reason="flood",
+        at=AT,
+    )
+    assert format_log_line(banned) == (
+        "2026-11-26T22:00:00Z pbxtui[security] action=flood-banned src=203.0.113.9 "
+        'user="" ua="friendly-scanner" count=61 detail="61 requests in 2s"'
+    )
+    assert fail2ban_host(format_log_line(banned) or "") == "203.0.113.9"
+    unbanned = SourceUnbanned(action="unbanned", source="203.0.113.9", detail="admin", at=AT)
+    assert format_log_line(unbanned) == (
+        "2026-11-26T22:00:00Z pbxtui[security] action=unbanned src=203.0.113.9 "
+        'user="" ua="" count=1 detail="admin"'
+    )
+    assert fail2ban_host(format_log_line(unbanned) or "") is None
 
 
 def test_the_listener_writes_security_events_only() -> None:

@@ -125,7 +125,7 @@ async def test_cli_ban_add_and_del_take_effect_while_the_server_runs(pbx: Pbx) -
     assert not await _answered(pbx, "127.0.0.14")
     print(f"CLI ban in force {took:.2f}s after the CLI exited")
     banned = [e for e in pbx.bus.feed.read_since(0)[0] if isinstance(e, SourceBanned)]
-    assert [(e.ip, e.reason) for e in banned] == [("127.0.0.14", "banned by hand")]
+    assert [(e.source, e.reason) for e in banned] == [("127.0.0.14", "banned by hand")]
     assert time.monotonic() - finished < 3.0
 
     # The server's own bans show in the CLI, and the CLI can lift them.
@@ -141,7 +141,7 @@ async def test_cli_ban_add_and_del_take_effect_while_the_server_runs(pbx: Pbx) -
     assert await _answered(pbx, "127.0.0.14")
     assert await _answered(pbx, "127.0.0.15")
     unbanned = [e for e in pbx.bus.feed.read_since(0)[0] if isinstance(e, SourceUnbanned)]
-    assert sorted((e.ip, e.reason) for e in unbanned) == [
+    assert sorted((e.source, e.detail) for e in unbanned) == [
         ("127.0.0.14", "admin"),
         ("127.0.0.15", "admin"),
     ]

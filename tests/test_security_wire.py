@@ -60,7 +60,7 @@ def _feed(pbx: Pbx) -> list[Event]:
 
 
 def _bans_of(pbx: Pbx, ip: str) -> list[SourceBanned]:
-    return [e for e in _feed(pbx) if isinstance(e, SourceBanned) and e.ip == ip]
+    return [e for e in _feed(pbx) if isinstance(e, SourceBanned) and e.source == ip]
 
 
 def _actions(pbx: Pbx, action: str) -> list[SecurityEvent]:
@@ -296,8 +296,10 @@ async def test_flood_is_banned_and_the_ban_expires(tmp_path: Path) -> None:
             await asyncio.sleep(max(0.0, ban.until - time.time()) + 0.05)
             response = await flooder.ask(_options(flooder))
             assert response is not None and response.status == 200
-        unbans = [e for e in _feed(pbx) if isinstance(e, SourceUnbanned) and e.ip == "127.0.0.9"]
-        assert [e.reason for e in unbans] == ["expired"]
+        unbans = [
+            e for e in _feed(pbx) if isinstance(e, SourceUnbanned) and e.source == "127.0.0.9"
+        ]
+        assert [e.detail for e in unbans] == ["expired"]
         assert pbx.security.bans(pbx.clock()) == []
     finally:
         await pbx.stop()

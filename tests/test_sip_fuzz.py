@@ -40,7 +40,8 @@ from core.sip.fields import (
     parse_max_forwards,
 )
 from core.sip.framing import KeepAlive, StreamFramer
-from core.sip.uri import parse_hostport, parse_params
+from core.sip.hostport import parse_hostport
+from core.sip.uri import parse_params
 
 VECTORS = Path(__file__).parent / "vectors"
 CORPUS = sorted(path.read_bytes() for path in VECTORS.rglob("*.sip"))

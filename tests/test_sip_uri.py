@@ -7,7 +7,8 @@ import time
 import pytest
 
 from core.sip import OtherUri, SipParseError, SipUri, TelUri, parse_uri
-from core.sip.uri import format_host, format_params, parse_host, parse_hostport, parse_params
+from core.sip.hostport import format_host, parse_host, parse_hostport
+from core.sip.uri import format_params, parse_params
 
 
 @pytest.mark.parametrize(

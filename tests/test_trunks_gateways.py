@@ -22,7 +22,7 @@ from core.net.dns import (
     read_name,
     system_nameservers,
 )
-from core.store.database import CarrierRow
+from core.store.rows import CarrierRow
 from core.trunks.gateways import (
     MAX_TARGETS,
     Gateway,
@@ -50,7 +50,21 @@ def test_parse_gateway(text: str, expected: tuple[str, int | None]) -> None:
     assert parse_gateway(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", ":5060", "host:0", "host:70000", "host:x", "[::1", "a b"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *("", ":5060", "host:0", "host:70000", "host:x", "[::1", "a b", "host:", "[::1]x"),
+        # It goes into every outbound Request-URI: nothing that could end or extend one.
+        *("evil>x", "a;transport=tcp", "user@host", "sip:host", "host\r\nVia: x", "host\x00"),
+        *(
+            "[127.0.0.1]",
+            "[::1]:5060:1",
+            "host:\uff15\uff10\uff16\uff10",
+            "-host",
+            "a" * 100_000 + "!",
+        ),
+    ],
+)
 def test_parse_gateway_rejects(text: str) -> None:
     with pytest.raises(ValueError):
         parse_gateway(text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_ui_support import console, refreshed
-from textual.widgets import Input, Select, Static
+from textual.widgets import Button, Input, Select, Static
 
 from screens.ban_form import BanForm, parse_duration
 from screens.carrier_form import CarrierForm
@@ -94,7 +94,7 @@ async def test_user_form_refuses_each_invalid_field(tmp_path: Path) -> None:
             (
                 {"username": "bob", "password": "pw-123456", "caller_id": "12ab"},
                 "caller_id",
-                "telephone number",
+                "digits, optionally after '+'",
             ),
         ]
         for values, field, message in cases:
@@ -169,7 +169,12 @@ async def test_carrier_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
         assert isinstance(form, CarrierForm)
         cases = [
             ({"name": "", "addresses": "203.0.113.0/24"}, "name", "empty"),
-            ({"name": "has space", "addresses": "203.0.113.0/24"}, "name", "without spaces"),
+            ({"name": "has space", "addresses": "203.0.113.0/24"}, "name", "contains ' '"),
+            (
+                {"name": "acme", "addresses": "203.0.113.9", "gateway": "gw.example>x"},
+                "gateway",
+                "HOST[:PORT]",
+            ),
             ({"name": "acme", "addresses": ""}, "addresses", "at least one address"),
             ({"name": "acme", "addresses": "not-an-ip"}, "addresses", "not-an-ip"),
             ({"name": "acme", "addresses": "203.0.113.0/40"}, "addresses", "prefix length"),
@@ -225,11 +230,11 @@ async def test_did_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
         await pilot.pause()
         form = app.screen
         assert isinstance(form, DidForm)
-        fill(form, number="")
-        assert "empty" in errors(await submit(pilot, app))["number"]  # type: ignore[arg-type]
         fill(form, number="+44 1632 960001")
         assert "choose the user" in errors(await submit(pilot, app))["user"]  # type: ignore[arg-type]
         form.query_one("#user", Select).value = "alice"
+        fill(form, number="")
+        assert "not a telephone number" in errors(await submit(pilot, app))["number"]  # type: ignore[arg-type]
         fill(form, number="call me")
         assert "not a telephone number" in errors(await submit(pilot, app))["number"]  # type: ignore[arg-type]
         fill(form, number="+44 1632 960001")
@@ -240,7 +245,7 @@ async def test_did_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
         await pilot.pause()
         app.screen.query_one("#user", Select).value = "alice"
         fill(app.screen, number="+44 1632 960001")
-        assert "already assigned" in errors(await submit(pilot, app))["number"]  # type: ignore[arg-type]
+        assert "already routed to 'alice'" in errors(await submit(pilot, app))["number"]  # type: ignore[arg-type]
         await pilot.press("escape")
         assert len(await app.pbx.admin.list_dids()) == 1
 
@@ -251,7 +256,7 @@ async def test_ban_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
         form = app.screen
         assert isinstance(form, BanForm)
         fill(form, ip="")
-        assert "empty" in errors(await submit(pilot, app))["ip"]  # type: ignore[arg-type]
+        assert "not an IP address" in errors(await submit(pilot, app))["ip"]  # type: ignore[arg-type]
         fill(form, ip="300.1.1.1")
         assert "not an IP address" in errors(await submit(pilot, app))["ip"]  # type: ignore[arg-type]
         fill(form, ip="203.0.113.9", duration="soon")
@@ -271,3 +276,30 @@ def test_parse_duration() -> None:
     assert parse_duration("600") == 600 and parse_duration("10m") == 600
     assert parse_duration("2h") == 7_200 and parse_duration("1d") == 86_400
     assert parse_duration("") is None and parse_duration("forever") is None
+
+
+async def test_every_form_shares_one_button_row(tmp_path: Path) -> None:
+    """The base's Save / extra / Cancel buttons, clicked: Generate runs the form's action,
+    Cancel dismisses with nothing saved, Save submits (the ban form labels it Ban)."""
+    async with console(tmp_path) as (app, pilot):
+        await pilot.press("4", "a")
+        form = app.screen
+        assert isinstance(form, UserForm)
+        labels = [str(button.label) for button in form.query(Button)]
+        assert labels == ["Save", "Generate password", "Cancel"]
+        await pilot.click("#generate")
+        assert len(form.query_one("#password", Input).value) == 20
+        fill(form, username="bob")
+        await pilot.click("#cancel")
+        await pilot.pause()
+        assert app.screen is not form
+        assert await app.pbx.admin.list_users() == []
+        await pilot.press("3", "b")
+        form = app.screen
+        assert isinstance(form, BanForm)
+        assert [str(button.label) for button in form.query(Button)] == ["Ban", "Cancel"]
+        fill(form, ip="203.0.113.7")
+        await pilot.click("#save")
+        await pilot.pause()
+        assert app.screen is not form
+        assert [ban.ip for ban in app.pbx.security.bans(app.pbx.clock())] == ["203.0.113.7"]

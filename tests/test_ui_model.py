@@ -180,19 +180,11 @@ def test_security_feed_collapses_repeats_and_ranks_offenders() -> None:
             )
         ]
     )
-    # A ban arrives twice (SourceBanned for the store, SecurityEvent for people): shown once.
+    # A ban and an unban are security decisions like any other: one row each.
     feed.add(
-        [
-            SourceBanned("203.0.113.9", until=999.0, reason="brute force", at=4.0),
-            SecurityEvent("banned", "203.0.113.9", "brute force", at=4.0),
-        ]
+        [SourceBanned("banned", "203.0.113.9", "brute force", until=999.0, reason="x", at=4.0)]
     )
-    feed.add(
-        [
-            SourceUnbanned("203.0.113.9", reason="admin", at=5.0),
-            SecurityEvent("unbanned", "203.0.113.9", "admin", at=5.0),
-        ]
-    )
+    feed.add([SourceUnbanned("unbanned", "203.0.113.9", "admin", at=5.0)])
     keys = list(feed.rows)
     assert keys == ["scanner-dropped|198.51.100.66", "banned|203.0.113.9", "unbanned|203.0.113.9"]
     # The oldest row went (max_rows=3); its count lives on in the offender ranking.

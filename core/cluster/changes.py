@@ -37,7 +37,6 @@ from core.events import (
     CallEvent,
     Event,
     EventBus,
-    SecurityEvent,
     SipTraffic,
     SourceUnbanned,
 )
@@ -47,8 +46,8 @@ from core.registrar.location import Binding, LocationService
 from core.security.bans import Ban, BanSink
 from core.settings import ListenAddress, SecuritySettings
 from core.sip.errors import SipParseError
-from core.sip.uri import parse_hostport
-from core.store.database import BanRow, BindingRow, CdrRow
+from core.sip.hostport import parse_hostport
+from core.store.rows import BanRow, BindingRow, CdrRow
 
 if TYPE_CHECKING:
     from core.pbx import Pbx
@@ -189,11 +188,7 @@ class CdrForwarder:
 
 def announced_by_main(event: Event) -> bool:
     """Events main publishes itself: bans running out (every process lifts them)."""
-    if type(event) is SourceUnbanned:
-        return event.reason == "expired"
-    if type(event) is SecurityEvent:
-        return event.action == "unbanned" and event.detail == "expired"
-    return False
+    return type(event) is SourceUnbanned and event.detail == "expired"
 
 
 class WorkerBus(EventBus):

@@ -12,7 +12,8 @@ import socket
 
 from core.net.flow import Flow
 from core.settings import ListenAddress
-from core.sip.uri import SipUri, Uri, format_host
+from core.sip.hostport import format_host
+from core.sip.uri import SipUri, Uri
 
 _WILDCARDS = {"0.0.0.0", "::"}
 _SOURCE_CACHE_LIMIT = 4_096

@@ -33,8 +33,9 @@ from core.sip.address import parse_name_addr
 from core.sip.errors import SipParseError
 from core.sip.fields import MAGIC_COOKIE, Via
 from core.sip.headers import Headers
+from core.sip.hostport import parse_hostport
 from core.sip.message import Request
-from core.sip.uri import SipUri, Uri, parse_hostport
+from core.sip.uri import SipUri, Uri
 
 ROUTE_TOKEN_PARAM = "pbx"  # our Record-Route URIs carry ;pbx=<token>
 DEFAULT_MAX_FORWARDS = 70  # §8.1.1.6

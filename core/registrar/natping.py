@@ -31,8 +31,9 @@ from core.registrar.location import Binding, LocationService
 from core.settings import RegistrarSettings
 from core.sip.address import NameAddr
 from core.sip.headers import Headers
+from core.sip.hostport import format_host
 from core.sip.message import Request, Response, new_branch, new_tag
-from core.sip.uri import SipUri, format_host
+from core.sip.uri import SipUri
 
 ANSWER_TIMEOUT = 32.0  # 64*T1: how long a non-INVITE transaction waits (RFC 3261 §17.1.2.2)
 MAX_OUTSTANDING = 10_000  # pings in flight at once; the rest wait for the next call

@@ -10,9 +10,9 @@ Two clocks: `until` is on the caller's clock (`now`, the event loop's monotonic 
 is what comparisons use; `until_wall` is the same instant in epoch seconds, for display and
 for the store, so a ban survives a restart (`restore`). A permanent ban has both at infinity.
 
-Every change is published on the bus (`SourceBanned` / `SourceUnbanned`, each with a
-`SecurityEvent` for the log) and handed to an optional `BanSink` (the Pbx connects the store's
-batching writer), never awaited.
+Every change is published on the bus once (`SourceBanned` / `SourceUnbanned`, which are
+`SecurityEvent`s, so the feed and the log take them like any decision) and handed to an
+optional `BanSink` (the Pbx connects the store's batching writer), never awaited.
 """
 
 from __future__ import annotations
@@ -24,7 +24,19 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.events import EventBus, SecurityEvent, SourceBanned, SourceUnbanned
+from core.events import EventBus, SourceBanned, SourceUnbanned
+from core.net.addresses import parse_ip
+
+
+def checked_ban(ip: str, seconds: float | None) -> tuple[str, float | None]:
+    """An operator's ban (console or CLI), checked one way: the address in canonical form
+    (`[v6]` and IPv4-mapped forms folded, so the route's look-up finds it) and the ban time,
+    a finite number of seconds above 0, or None for a ban until it is lifted. Raises
+    `ValueError` with a sentence naming what is wrong."""
+    address = str(parse_ip(ip))
+    if seconds is not None and not 0 < seconds < math.inf:  # NaN fails both comparisons
+        raise ValueError(f"ban time must be more than 0 seconds, not {seconds:g}")
+    return address, seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +55,7 @@ class Ban:
 
 
 class SavedBan(Protocol):
-    """A ban as the store keeps it (`core.store.database.BanRow` fits): wall clock only."""
+    """A ban as the store keeps it (`core.store.rows.BanRow` fits): wall clock only."""
 
     @property
     def ip(self) -> str: ...
@@ -134,7 +146,7 @@ class BanList:
     ) -> Ban:
         """Ban `ip` for `seconds` (math.inf: until unbanned), replacing any ban it had.
 
-        `action` and `detail` go into the `SecurityEvent` ("flood-banned", "61 requests in 2s").
+        `action` and `detail` go into the `SourceBanned` ("flood-banned", "61 requests in 2s").
         """
         if not seconds > 0:
             raise ValueError("a ban must last more than 0 seconds")
@@ -147,16 +159,16 @@ class BanList:
         if self.sink is not None:
             self.sink.ban_saved(ban)
             self._written_at[ip] = self._wall_clock()
-        publish = self._bus.publish
-        publish(SourceBanned(ip=ip, until=until_wall, reason=reason, count=count))
-        publish(
-            SecurityEvent(
+        self._bus.publish(
+            SourceBanned(
                 action=action,
                 source=ip,
                 detail=detail or reason,
                 user=user,
                 user_agent=user_agent,
                 count=max(count, 1),
+                until=until_wall,
+                reason=reason,
             )
         )
         return ban
@@ -169,9 +181,7 @@ class BanList:
         del self.until_by_ip[ip]
         if self.sink is not None:
             self.sink.ban_removed(ip)
-        publish = self._bus.publish
-        publish(SourceUnbanned(ip=ip, reason=reason))
-        publish(SecurityEvent(action="unbanned", source=ip, detail=reason, count=1))
+        self._bus.publish(SourceUnbanned(action="unbanned", source=ip, detail=reason))
         return ban
 
     def adopt(self, saved: SavedBan, now: float, skip: Callable[[str], bool]) -> bool:
@@ -280,9 +290,15 @@ class BanList:
             ban = Ban(row.ip, now + remaining, until_wall, row.reason, row.count)
             self._store(ban)
             added.append(ban)
-            publish = self._bus.publish
-            publish(SourceBanned(ip=ban.ip, until=until_wall, reason=ban.reason, count=ban.count))
-            publish(SecurityEvent(action="banned", source=ban.ip, detail=f"admin: {ban.reason}"))
+            self._bus.publish(
+                SourceBanned(
+                    action="banned",
+                    source=ban.ip,
+                    detail=f"admin: {ban.reason}",
+                    until=until_wall,
+                    reason=ban.reason,
+                )
+            )
         lifted: list[str] = []
         for ip, until_wall in previous.items():
             held = self._bans.get(ip)

@@ -76,9 +76,8 @@ def format_timestamp(at: float) -> str:
 
 
 def format_log_line(event: Event) -> str | None:
-    """The log line for a `SecurityEvent` (format in the module docstring); None for any other
-    event. `SourceBanned` / `SourceUnbanned` get None on purpose: each is published together
-    with a `SecurityEvent` ("banned", "flood-banned", "unbanned") that already has its line."""
+    """The log line for a `SecurityEvent` (format in the module docstring), bans and unbans
+    (`SourceBanned` / `SourceUnbanned`) included; None for any other event."""
     if not isinstance(event, SecurityEvent):
         return None
     action = event.action if _BARE_TOKEN.match(event.action) else quote_value(event.action)
@@ -94,8 +93,7 @@ def security_log_listener(write: Callable[[str], None]) -> Callable[[Event], Non
     """A bus listener that writes one line per `SecurityEvent` and ignores other events.
 
     `bus.subscribe(security_log_listener(logger.warning))`, or a file's `write` wrapped to add
-    the newline. Bans and unbans arrive as `SecurityEvent`s too (alongside `SourceBanned` /
-    `SourceUnbanned`), so every decision gets exactly one line.
+    the newline. Every decision is one event, so it gets exactly one line.
     """
 
     def listener(event: Event) -> None:

@@ -10,15 +10,8 @@ import re
 from dataclasses import dataclass
 
 from core.sip.errors import SipParseError
-from core.sip.uri import (
-    QUOTED_STRING,
-    format_host,
-    format_params,
-    is_digits,
-    params_hash,
-    parse_hostport,
-    parse_params,
-)
+from core.sip.hostport import format_host, is_digits, parse_hostport
+from core.sip.uri import QUOTED_STRING, format_params, params_hash, parse_params
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7

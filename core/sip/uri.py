@@ -7,20 +7,14 @@ makes a changed copy that is printed from its parts. User parts are unescaped on
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
 from core.sip.errors import SipParseError
+from core.sip.hostport import format_host, parse_hostport
 
-# RFC 3261 §25.1 hostname, written so the engine never backtracks (possessive quantifiers):
-# a label is runs of letters and digits joined by hyphens, labels are joined by dots. An
-# IPv4 address matches it too. A backtracking form of the same grammar costs quadratic time
-# on a long host, which a 64 KiB datagram could turn into a CPU sink.
-_LABEL = r"[A-Za-z0-9]++(?:-++[A-Za-z0-9]++)*+"
-_HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*+\.?")
 # user = 1*( unreserved / escaped / user-unreserved ), RFC 3261 §25.1
 _USER_SAFE = "-_.!~*'()&=+$,;?/"
 # password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
@@ -29,64 +23,6 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
 _NOT_IN_SIP_URI = re.compile(r'[\s<>"]')
 # quoted-string = DQUOTE *(qdtext / quoted-pair) DQUOTE, §25.1; possessive, so no backtracking.
 QUOTED_STRING = re.compile(r'"((?:[^"\\]++|\\.)*+)"', re.DOTALL)
-
-
-def is_digits(text: str) -> bool:
-    """ASCII digits only: str.isdigit() also accepts "²" and "٣", which int() then rejects."""
-    return text.isascii() and text.isdigit()
-
-
-def format_host(host: str) -> str:
-    """A host as it appears in a URI or Via: IPv6 addresses in brackets."""
-    return f"[{host}]" if ":" in host else host
-
-
-def parse_host(text: str) -> str:
-    """Validate a host (name, IPv4, or bracketed IPv6); returns it without brackets."""
-    if not text:
-        raise SipParseError("Empty host")
-    if text[0] == "[":
-        if text[-1] != "]":
-            raise SipParseError("Bad IPv6 reference")
-        inner = text[1:-1]
-        address, _, zone = inner.partition("%")
-        try:
-            ipaddress.IPv6Address(address)
-        except ValueError:
-            raise SipParseError("Bad IPv6 reference") from None
-        if "%" in inner and not (zone and zone.isascii() and zone.isalnum()):
-            raise SipParseError("Bad IPv6 reference")
-        return inner
-    if not _HOSTNAME.fullmatch(text):
-        raise SipParseError("Bad host")
-    return text
-
-
-def parse_hostport(text: str) -> tuple[str, int | None]:
-    """`host[:port]` with IPv6 references; port 1..65535."""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise SipParseError("Bad IPv6 reference")
-        host = parse_host(text[: end + 1])
-        rest = text[end + 1 :]
-        if not rest:
-            return host, None
-        if rest[0] != ":":
-            raise SipParseError("Bad host:port")
-        return host, parse_port(rest[1:])
-    host_text, sep, port_text = text.partition(":")
-    host = parse_host(host_text)
-    return host, (parse_port(port_text) if sep else None)
-
-
-def parse_port(text: str) -> int:
-    if not is_digits(text) or len(text) > 5:
-        raise SipParseError("Bad port")
-    port = int(text)
-    if not 0 < port < 65536:
-        raise SipParseError("Bad port")
-    return port
 
 
 def parse_params(text: str, *, after_semicolon: bool = False) -> dict[str, str | None]:

@@ -1,8 +1,8 @@
 """Telephone numbers as this PBX reads them: is it a number, what form is canonical, how far
 does it reach (local, national, international), and what does a carrier get in its URI.
 
-Everything here follows `DialplanSettings`, the same rules `core.users.normalise_number` uses
-for DIDs, so a DID and a dialled number compare in one canonical form: with a country code
+Everything here follows `DialplanSettings`; DIDs are stored in the same canonical form
+(`Dialplan.did_number`), so a DID and a dialled number compare as equals: with a country code
 configured that is the E.164 number without the `+` (`+44 1632 960001`, `0044 1632 960001`,
 `01632 960001` and `441632960001` all give `441632960001`).
 
@@ -116,6 +116,18 @@ class Dialplan:
         """The canonical form of a number (DID look-ups), or None for anything else."""
         number = self.parse(text)
         return None if number is None else number.canonical
+
+    def did_number(self, text: str) -> str:
+        """The form a DID is stored in: `canonical`, the form an inbound call's Request-URI
+        is looked up in, so whatever an operator types meets what the carrier sends. A prefix
+        on its own (the national prefix, the country code) is refused: no carrier delivers
+        calls to it. Raises `ValueError` with a sentence naming the number."""
+        number = self.parse(text)
+        if number is None:
+            raise ValueError(f"{text!r} is not a telephone number")
+        if number.dialled == self.national_prefix or number.canonical == self.country_code:
+            raise ValueError(f"{text!r} is only a prefix, not a telephone number")
+        return number.canonical
 
     # -- prefixes ---------------------------------------------------------------------------
     def prefix_matches(self, number: DialledNumber, prefix: str) -> bool:

@@ -24,8 +24,9 @@ import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-from core.sip.uri import format_host
-from core.store.database import CarrierRow
+from core.sip.errors import SipParseError
+from core.sip.hostport import format_host, format_hostport, parse_hostport
+from core.store.rows import CarrierRow
 
 SIP_PORT = 5060
 DNS_TIMEOUT = 2.0  # per name; a carrier whose name does not resolve in time is skipped
@@ -92,27 +93,27 @@ SrvLookup = Callable[[str], Awaitable[list[SrvRecord]]]
 
 
 def parse_gateway(text: str) -> tuple[str, int | None]:
-    """`host:port`, `host`, `[v6]:port`, `[v6]` or a bare IPv6 address → (host, port or None).
+    """A carrier gateway as an operator writes it → (host without brackets, port or None).
 
-    Raises ValueError for an empty host or a port outside 1-65535.
+    `host:port`, `host`, `[v6]:port`, `[v6]`, or a bare IPv6 address (unambiguous without a
+    port). The host follows the SIP grammar (`core.sip.hostport`), because it goes into the
+    Request-URI of every outbound call. No port means "look up SRV first" (RFC 3263 §4.2), so
+    a bare host stays bare. Raises `ValueError` with a sentence naming the gateway.
     """
     text = text.strip()
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"gateway {text!r}: unbalanced brackets")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""  # a name, or an IPv6 address written without brackets
-    if not host or any(char.isspace() for char in host):
-        raise ValueError(f"gateway {text!r} is not HOST[:PORT]")
-    if not port_text:
-        return host, None
-    if not port_text.isascii() or not port_text.isdigit() or not 0 < int(port_text) < 65_536:
-        raise ValueError(f"gateway {text!r}: port must be 1-65535")
-    return host, int(port_text)
+    if ":" in text and not text.startswith("[") and _is_ip(text):  # IPv6 needs no brackets
+        return text, None
+    try:
+        return parse_hostport(text)
+    except SipParseError as exc:
+        if exc.reason == "Bad port":
+            raise ValueError(f"gateway {text!r}: port must be 1-65535") from None
+        raise ValueError(f"gateway {text!r} is not HOST[:PORT] (IPv6 in brackets)") from None
+
+
+def format_gateway(host: str, port: int | None) -> str:
+    """The stored form of a parsed gateway: `parse_gateway` reads it back unchanged."""
+    return format_hostport(host, port)
 
 
 def gateway_of(carrier: CarrierRow) -> Gateway | None:
