@@ -136,6 +136,12 @@ def format_money(micros: int, min_decimals: int = 2) -> str:
     return f"{sign}{whole}.{digits}" if digits else f"{sign}{whole}"
 
 
+def validate_currency(code: str) -> None:
+    """An ISO 4217 alphabetic code: three capital letters (`EUR`, `GBP`, `USD`)."""
+    if len(code) != 3 or not all("A" <= c <= "Z" for c in code):
+        raise ValueError(f"{code!r} is not a currency code (three capital letters, e.g. EUR)")
+
+
 def _parse_seconds(text: str, name: str) -> int:
     text = text.strip()
     if not text.isascii() or not text.isdigit() or len(text) > 5:
