@@ -421,6 +421,8 @@ class Pbx:
         self.security.expire(now)
         self.route.expire(now)
         self.trunks.expire(now)
+        for call, reason in self.trunks.calls_past_spend_limits(now):
+            self.proxy.end_call(call, now, reason)
         self.books.housekeep(self.store, now, writes=not worker)
         self._report_shedding()
         if worker:

@@ -51,10 +51,16 @@ class ToUser:
 
 @dataclass(frozen=True, slots=True)
 class Dial:
-    """Fork the request to the gateway `target`; `callee` is the number as the call shows it."""
+    """Fork the request to the gateway `target`; `callee` is the number as the call shows it.
+    The rest is for the call's CDR: the carrier and gateway address of the attempt, and the
+    number as dialled and in canonical form (what the carrier's rates match)."""
 
     target: Target
     callee: str
+    carrier: str = ""
+    gateway: str = ""
+    dialled: str = ""
+    number: str = ""
 
 
 Decision = Refuse | ToUser | Dial

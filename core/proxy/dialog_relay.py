@@ -152,12 +152,17 @@ class DialogRelay:
     # -- calls we end ourselves -------------------------------------------------------------
     def end_overlong_call(self, call: Call, now: float) -> None:
         """`max_call_seconds` reached: hang up both sides (an unanswered one is just dropped)."""
+        self.end_call(call, now, "maximum call duration")
+
+    def end_call(self, call: Call, now: float, reason: str) -> None:
+        """Hang up both sides of an answered call (an unanswered one is just dropped, 408),
+        with `reason` in its CDR."""
         if call.state == ANSWERED:
             self._hang_up(call, towards_callee=True, now=now)
             self._hang_up(call, towards_callee=False, now=now)
-            self.calls.ended(call, now, "maximum call duration")
+            self.calls.ended(call, now, reason)
         else:
-            self.calls.failed(call, now, 408, "maximum call duration")
+            self.calls.failed(call, now, 408, reason)
 
     def _hang_up(self, call: Call, *, towards_callee: bool, now: float) -> None:
         """A BYE from us in the name of the other side (§15.1.1), on a client transaction."""

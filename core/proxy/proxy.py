@@ -143,8 +143,12 @@ class Proxy:
                 callee=decision.callee,
                 direction="outbound",
             )
-            if call_id not in self.calls:
+            call = self.calls.get(call_id)
+            if call is None:
                 self.carriers.not_dialled(call_id, now)  # refused before it became a call
+            else:
+                call.carrier, call.gateway = decision.carrier, decision.gateway
+                call.dialled, call.number = decision.dialled, decision.number
         else:
             request.uri = decision.uri  # a DID: its user, like any internal call
             self.route_to_user(request, caller, flow, now)
@@ -255,6 +259,11 @@ class Proxy:
         max_seconds = self.settings.max_call_seconds
         while (call := self.calls.oldest()) is not None and call.started_at + max_seconds <= now:
             self.dialogs.end_overlong_call(call, now)
+
+    def end_call(self, call: Call, now: float, reason: str) -> None:
+        """End a call ourselves (a spend limit crossed): BYE to both sides when answered,
+        `reason` in its CDR (core/proxy/dialog_relay.py)."""
+        self.dialogs.end_call(call, now, reason)
 
     # -- checks -----------------------------------------------------------------------------
     def _consume_and_check_loop(self, request: Request, flow: Flow, now: float) -> bool:

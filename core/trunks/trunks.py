@@ -18,6 +18,7 @@ request for a number that is neither a user nor a DID:
     a DID                          to the DID's user, like any internal call
     not an INVITE                  403: only calls go to carriers
     policy (core/trunks/tollfraud.py)     403 + SecurityEvent("toll-fraud")
+    spend limit (core/accounting)  403 + SecurityEvent("toll-fraud")
     no gateway                     503
     limits                         486 / 503 + SecurityEvent("toll-fraud")
     → the first gateway (core/trunks/gateways.py), with the caller ID set
@@ -44,12 +45,14 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from core.accounting.meter import Meter, RunningCall
 from core.events import CallEvent, Event, EventBus, ServerEvent
 from core.net.addresses import AddressSet
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
-from core.proxy.calls import ENDED, FAILED, CallTable
+from core.proxy.calls import ENDED, FAILED, Call, CallTable
 from core.proxy.decisions import Decision, Dial, Refuse, Rewrite, ToUser
+from core.proxy.dialogs import call_for_invite
 from core.proxy.forking import Branch
 from core.proxy.routing import local_address
 from core.registrar.location import Target
@@ -79,7 +82,13 @@ from core.users import UserDirectory
 # Per-call outbound state outlives the call by Timer J (64*T1): the BYE that ended it, and its
 # retransmissions, still need the CSeq shift on their way to the gateway.
 STATE_GRACE_SECONDS = 32.0
+# Call-IDs of INVITEs refused lately, so a retransmission of one leaves no second CDR.
+MAX_REFUSED_REMEMBERED = 4_096
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})  # and any other 5xx
+
+
+def _address_text(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
 def _fails_over(status: int) -> bool:
@@ -128,8 +137,10 @@ class Trunks:
         calls: CallTable,
         bus: EventBus,
         srv: SrvLookup | None = None,
+        meter: Meter | None = None,
     ) -> None:
         self.settings = settings
+        self.meter = meter
         self.domain = settings.domain
         self.identity = identity
         self.users = users
@@ -156,6 +167,7 @@ class Trunks:
         self.inbound_calls = 0
         self.outbound_calls = 0
         self.refused = 0
+        self._refused_call_ids: dict[str, None] = {}  # insertion-ordered, bounded
 
     # -- set-up ---------------------------------------------------------------------------
     def load(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
@@ -282,9 +294,9 @@ class Trunks:
         user = self.users.get(caller)
         if user is None:
             return Refuse(403, "Outbound calls not allowed")
-        refusal = check_policy(user, number, self.dialplan)
+        refusal = check_policy(user, number, self.dialplan) or self._spend_refusal(caller, now)
         if refusal is not None:
-            return self._refuse(request, flow, caller, refusal, now)
+            return self._refuse(request, flow, caller, refusal, now, number)
         call_id = request.call_id or ""
         if call_id in self._outbound or call_id in self.calls:
             return Refuse(482, "Call-ID already in use")
@@ -293,7 +305,7 @@ class Trunks:
             return Refuse(503, "No carrier available", [("Retry-After", "60")])
         refusal = self.limiter.admit(user, call_id, now)
         if refusal is not None:
-            return self._refuse(request, flow, caller, refusal, now)
+            return self._refuse(request, flow, caller, refusal, now, number)
         state = OutboundCall(
             call_id=call_id,
             caller=caller,
@@ -305,17 +317,38 @@ class Trunks:
         self._set_caller_id(state, request, user.caller_id)
         self._outbound[call_id] = state
         self.outbound_calls += 1
-        return Dial(self._target_of(state), number.carrier_form)
+        target = state.target
+        return Dial(
+            self._target_of(state),
+            number.carrier_form,
+            carrier=target.gateway.carrier,
+            gateway=_address_text(target.ip, target.port),
+            dialled=number.dialled,
+            number=number.canonical,
+        )
 
     def not_dialled(self, call_id: str, now: float) -> None:
         """The proxy did not make a call of a `Dial` (503: the call table is full)."""
         self._finished(call_id, now)
 
+    def _spend_refusal(self, caller: str, now: float) -> Refusal | None:
+        """403 when the caller, or the PBX in all, is at a spend limit (core/accounting)."""
+        breach = self.meter.refusal(caller, now) if self.meter is not None else None
+        return None if breach is None else Refusal(403, "Spend limit reached", breach.detail)
+
     def _refuse(
-        self, request: Request, flow: Flow, caller: str, refusal: Refusal, now: float
+        self,
+        request: Request,
+        flow: Flow,
+        caller: str,
+        refusal: Refusal,
+        now: float,
+        number: DialledNumber,
     ) -> Refuse:
-        """A policy or limit refusal: counted and reported (toll fraud), then answered."""
+        """A policy or limit refusal: counted, reported (toll fraud) and recorded as a CDR,
+        then answered."""
         self.refused += 1
+        self._record_refusal(request, flow, caller, refusal, now, number)
         self._reports.report(
             "toll-fraud",
             flow.ip,
@@ -325,6 +358,60 @@ class Trunks:
             user_agent=request.user_agent or "",
         )
         return Refuse(refusal.status, refusal.reason, refusal.extra_headers)
+
+    def _record_refusal(
+        self,
+        request: Request,
+        flow: Flow,
+        caller: str,
+        refusal: Refusal,
+        now: float,
+        number: DialledNumber,
+    ) -> None:
+        """A CDR for the refused attempt, once per Call-ID (not per retransmission)."""
+        call_id = request.call_id or ""
+        remembered = self._refused_call_ids
+        if call_id in remembered:
+            return
+        remembered[call_id] = None
+        if len(remembered) > MAX_REFUSED_REMEMBERED:
+            del remembered[next(iter(remembered))]
+        call = call_for_invite(request, caller, number.carrier_form, flow, now, "outbound")
+        call.dialled = number.dialled
+        call.number = number.canonical
+        self.calls.refused(call, now, refusal.status, f"{refusal.reason}: {refusal.detail}")
+
+    def calls_past_spend_limits(self, now: float) -> list[tuple[Call, str]]:
+        """Every answered outbound call that, priced as if it ended now, takes its user or
+        the PBX past a hard spend limit, with the reason for its CDR; the proxy hangs them up
+        (BYE to both sides). Each is reported as toll fraud."""
+        meter = self.meter
+        if meter is None or not meter.ledger.active or not self._outbound:
+            return []
+        calls = self.calls
+        running: list[RunningCall] = []
+        for state in self._outbound.values():
+            call = calls.get(state.call_id) if state.finished_at is None else None
+            if call is not None and call.answered_at is not None and call.carrier:
+                running.append(
+                    RunningCall(
+                        call.call_id, call.caller, call.carrier, call.number, call.answered_at
+                    )
+                )
+        ending: list[tuple[Call, str]] = []
+        for call_id, breach in meter.calls_to_end(running, now):
+            call = calls.get(call_id)
+            if call is None:
+                continue
+            ending.append((call, f"spend limit: {breach.detail}"))
+            self._reports.report(
+                "toll-fraud",
+                call.source[0],
+                now,
+                f"call {call_id} ended: {breach.detail}",
+                user=call.caller,
+            )
+        return ending
 
     def _can_send_to(self, ip: str) -> bool:
         """An address of a family we have a listener for (no IPv6 gateway from IPv4 only)."""
@@ -391,6 +478,10 @@ class Trunks:
         state.challenged = False
         state.cseq_shift += 1
         following = state.target
+        call = self.calls.get(state.call_id)
+        if call is not None:  # the CDR names the carrier and gateway that answered
+            call.carrier = following.gateway.carrier
+            call.gateway = _address_text(following.ip, following.port)
         self.bus.publish(
             ServerEvent(
                 f"outbound call {state.call_id}: {failed.gateway.carrier} "
