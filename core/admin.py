@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
+from core.accounting.manage import AccountingAdmin
 from core.net import addresses as netaddr
 from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
@@ -64,6 +65,7 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 class AdminApi:
     def __init__(self, pbx: Pbx) -> None:
         self._pbx = pbx
+        self.accounting = AccountingAdmin(pbx)  # rates, spend limits, today's figures
 
     @property
     def _store(self):

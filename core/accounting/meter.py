@@ -83,7 +83,10 @@ class Meter:
             if cdr.answered_at is not None:
                 self.unrated += 1
             return cdr
-        priced = charge(rate, duration_ms(cdr.answered_at, cdr.ended_at))
+        answered_ms = duration_ms(cdr.answered_at, cdr.ended_at)
+        if cdr.answered_at is not None:  # connected: the first increment is due, however short
+            answered_ms = max(1, answered_ms)
+        priced = charge(rate, answered_ms)
         cdr.rate_prefix = rate.prefix
         cdr.rate_per_minute = rate.per_minute
         cdr.rate_increments = rate.increments_text
