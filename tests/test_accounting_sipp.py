@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from conftest import USERS, make_settings
+from conftest import USERS, make_settings, start_pbx
 from support.ports import free_port
 from support.sipp import SippResult, run_sipp
 from test_trunks_sipp import register_port, start_uas
@@ -24,11 +24,12 @@ from test_trunks_sipp import register_port, start_uas
 from core.accounting.rates import parse_money
 from core.events import SecurityEvent, SipTraffic
 from core.pbx import Pbx
-from core.proxy.calls import ANSWERED
-from core.settings import AccountingSettings, DialplanSettings
+from core.proxy.calls import ANSWERED, RINGING
+from core.settings import AccountingSettings, DialplanSettings, ProxySettings
 from core.sip.message import Response
 from core.sip.parser import parse_message
 from core.store.accounting import CdrFilter
+from core.store.ops import InsertCdr
 from core.store.rows import CdrRow
 
 pytestmark = pytest.mark.sipp
@@ -37,6 +38,7 @@ DOMAIN = "pbx.test"
 CARRIER_IP = "127.0.0.2"
 NUMBER = "01632960555"  # national, dialled with the trunk prefix
 CANONICAL = "441632960555"
+DAY = 86_400
 RATES = "prefix,per_minute,first_increment,increment,connection\n"
 
 
@@ -66,10 +68,12 @@ class Setup:
         return bound.host, bound.port
 
 
-async def start(tmp_path: Path, accounting: AccountingSettings | None = None) -> Setup:
+async def start(
+    tmp_path: Path, accounting: AccountingSettings | None = None, **changes: object
+) -> Setup:
     clock = HeldClock()
     settings = make_settings(
-        tmp_path / "pbx.db", free_port(), dialplan=DialplanSettings(country_code="44")
+        tmp_path / "pbx.db", free_port(), dialplan=DialplanSettings(country_code="44"), **changes
     )
     if accounting is not None:
         settings = replace(settings, accounting=accounting)
@@ -234,6 +238,45 @@ async def test_caller_cancels(setup: Setup) -> None:
     )
 
 
+async def test_no_answer(tmp_path: Path) -> None:
+    setup = await start(tmp_path, proxy=ProxySettings(invite_timeout=0.5))
+    try:
+        await import_rates(setup, "44,0.03,60,60,0.01\n")
+        gateway = await start_uas(setup.pbx, "uas_ring.xml", CARRIER_IP, setup.gateway_port)
+        caller = asyncio.create_task(alice_dials(setup, "call_rejected.xml"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not any(i.state == RINGING for i in setup.pbx.proxy.calls.snapshot()):
+            assert loop.time() < deadline, "the call never rang"
+            await asyncio.sleep(0.01)
+        setup.clock.advance(1.0)  # past the ringing timeout
+        assert (await caller).returncode == 0 and (await gateway).returncode == 0
+        assert statuses_to(setup, "127.0.0.1")[-1] == 408
+        [cdr] = await the_cdrs(setup)
+        assert (cdr.disposition, cdr.hangup_side, cdr.status, cdr.cost) == (
+            "no answer",
+            "pbx",
+            408,
+            0,
+        )
+    finally:
+        await setup.pbx.stop()
+
+
+async def test_a_forked_call_leaves_one_cdr_naming_the_phone_that_answered(setup: Setup) -> None:
+    ringing_port, answering_port = free_port(), free_port()
+    await register_port(setup.pbx, setup.tmp_path, "bob", ringing_port)
+    await register_port(setup.pbx, setup.tmp_path, "bob", answering_port)
+    ringer = await start_uas(setup.pbx, "uas_ring.xml", "127.0.0.1", ringing_port)
+    answerer = await start_uas(setup.pbx, "uas_answer.xml", "127.0.0.1", answering_port)
+    result = await alice_dials(setup, "call_basic.xml", callee="bob")
+    assert result.returncode == 0, str(result)
+    assert (await answerer).returncode == 0 and (await ringer).returncode == 0
+    [cdr] = await the_cdrs(setup)
+    assert (cdr.disposition, cdr.hangup_side) == ("answered", "caller")
+    assert cdr.contact == f"sip:callee@127.0.0.1:{answering_port};transport=UDP"
+
+
 async def test_internal_call_costs_nothing(setup: Setup) -> None:
     await import_rates(setup, "44,0.03,60,60,0.01\n")
     bob_port = free_port()
@@ -319,3 +362,63 @@ async def test_global_limit_refuses_everyone(tmp_path: Path) -> None:
         assert "the PBX spent 0.05 of a daily limit of 0.05" in cdrs[0].reason
     finally:
         await setup.pbx.stop()
+
+
+# -- retention ------------------------------------------------------------------------------
+async def test_retention_purges_old_cdrs_while_calls_go_on(tmp_path: Path) -> None:
+    """1,500 CDRs past keep_days go in batches of the writer while ten calls are set up;
+    the CDRs inside the period, and the new calls' ones, all stay."""
+    pbx = await start_pbx(tmp_path, accounting=AccountingSettings(keep_days=30))
+    try:
+        now = time.time()
+        old = [
+            CdrRow(f"old-{i}", "carol", "bob", "127.0.0.1", "internal", now - 31 * DAY - i)
+            for i in range(1_500)
+        ]
+        kept = [
+            CdrRow(f"kept-{i}", "carol", "bob", "127.0.0.1", "internal", now - 29 * DAY - i)
+            for i in range(20)
+        ]
+        for row in [*old, *kept]:
+            pbx.store.submit(InsertCdr(row))
+        await pbx.store.flush()
+        bob_port = free_port()
+        await register_port(pbx, tmp_path, "bob", bob_port)
+        host, port = pbx.listening[0].host, pbx.listening[0].port
+        phone = asyncio.create_task(
+            run_sipp("uas_answer.xml", host, port, local_port=bob_port, calls=10, timeout=20)
+        )
+        await asyncio.sleep(0.2)
+        csv = tmp_path / "alice.csv"
+        csv.write_text(
+            f"SEQUENTIAL\nalice;[authentication username=alice password={USERS['alice']}]\n"
+        )
+        calls = await run_sipp(
+            "call_basic.xml",
+            host,
+            port,
+            inf=csv,
+            calls=10,
+            rate=2,
+            keys={"domain": DOMAIN, "callee": "bob"},
+            extra=["-auth_uri", f"bob@{DOMAIN}", "-d", "200"],
+            timeout=20,
+        )
+        assert calls.returncode == 0 and calls.successful == 10, str(calls)
+        assert (await phone).returncode == 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await pbx.store.count_cdrs_before(now - 30 * DAY):
+            assert loop.time() < deadline, "old CDRs were not purged"
+            await asyncio.sleep(0.2)
+        await pbx.store.flush()
+        rows = await pbx.store.query_cdrs(CdrFilter(), limit=10_000)
+        assert sorted({row.call_id.split("-")[0] for row in rows if row.caller == "carol"}) == [
+            "kept"
+        ]
+        assert len([row for row in rows if row.caller == "carol"]) == 20
+        assert len([row for row in rows if row.caller == "alice"]) == 10
+        assert pbx.books.retention_batches >= 2
+        assert pbx.store.writer_stats.failed == 0
+    finally:
+        await pbx.stop()
