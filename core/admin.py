@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from core.accounting.manage import AccountingAdmin
 from core.net import addresses as netaddr
+from core.store.accounting import CdrFilter
 from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.users import (
@@ -237,7 +238,7 @@ class AdminApi:
 
     # -- CDRs -------------------------------------------------------------------------------
     async def list_cdrs(self, limit: int = 200, text: str | None = None) -> list[CdrRow]:
-        rows = await self._store.list_cdrs(limit=limit if not text else max(limit, 2_000))
+        rows = await self._store.query_cdrs(CdrFilter(), limit if not text else max(limit, 2_000))
         if text:
             needle = text.lower()
             rows = [
@@ -248,6 +249,8 @@ class AdminApi:
                 or needle in row.source_ip
                 or needle in row.call_id.lower()
                 or needle in str(row.status)
+                or needle in row.disposition
+                or needle in row.carrier.lower()
             ][:limit]
         return rows
 
