@@ -277,6 +277,35 @@ async def test_a_forked_call_leaves_one_cdr_naming_the_phone_that_answered(setup
     assert cdr.contact == f"sip:callee@127.0.0.1:{answering_port};transport=UDP"
 
 
+async def test_an_inbound_call_names_its_carrier_and_costs_nothing(setup: Setup) -> None:
+    await import_rates(setup, "44,0.03,60,60,0.01\n")  # would match the DID: outbound only
+    await setup.pbx.admin.add_did("01632 960001", "alice")
+    alice_port = free_port()
+    await register_port(setup.pbx, setup.tmp_path, "alice", alice_port)
+    phone = await start_uas(setup.pbx, "uas_answer.xml", "127.0.0.1", alice_port)
+    host, port = setup.server
+    result = await run_sipp(
+        "carrier_invite.xml",
+        host,
+        port,
+        local_ip=CARRIER_IP,
+        keys={"did": "+441632960001", "from_user": "+442079460000", "from_host": "carrier"},
+        extra=["-d", "100"],
+        timeout=15,
+    )
+    assert result.returncode == 0, str(result)
+    assert (await phone).returncode == 0
+    [cdr] = await the_cdrs(setup)
+    assert (cdr.direction, cdr.callee, cdr.carrier) == ("inbound", "alice", "acme")
+    assert (cdr.dialled, cdr.number) == ("+441632960001", "441632960001")
+    assert (cdr.disposition, cdr.hangup_side, cdr.cost, cdr.rate_prefix) == (
+        "answered",
+        "caller",
+        0,
+        "",
+    )
+
+
 async def test_internal_call_costs_nothing(setup: Setup) -> None:
     await import_rates(setup, "44,0.03,60,60,0.01\n")
     bob_port = free_port()

@@ -50,7 +50,7 @@ from core.events import CallEvent, Event, EventBus, ServerEvent
 from core.net.addresses import AddressSet
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
-from core.proxy.calls import ENDED, FAILED, Call, CallTable
+from core.proxy.calls import ENDED, FAILED, TRYING, Call, CallTable
 from core.proxy.decisions import Decision, Dial, Refuse, Rewrite, ToUser
 from core.proxy.dialogs import call_for_invite
 from core.proxy.forking import Branch
@@ -168,6 +168,10 @@ class Trunks:
         self.outbound_calls = 0
         self.refused = 0
         self._refused_call_ids: dict[str, None] = {}  # insertion-ordered, bounded
+        # Inbound INVITEs let through, until their call starts: the number the carrier sent
+        # (the Request-URI becomes the user's), for the CDR. Bounded like the refusals.
+        self._inbound_numbers: dict[str, str] = {}
+        self._carrier_sets: list[tuple[str, AddressSet]] = []
 
     # -- set-up ---------------------------------------------------------------------------
     def load(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
@@ -177,6 +181,9 @@ class Trunks:
         self.carrier_networks = AddressSet(
             address for carrier in self.carriers for address in carrier.addresses
         )
+        self._carrier_sets = [
+            (carrier.name, AddressSet(carrier.addresses)) for carrier in self.carriers
+        ]
         self.dids = {row.number: row.username for row in dids}
         previous = self.gateways
         table = GatewayTable(
@@ -258,6 +265,10 @@ class Trunks:
             return Refuse(404)
         if method == "INVITE":
             self.inbound_calls += 1
+            numbers = self._inbound_numbers
+            numbers[request.call_id or ""] = uri.user or ""
+            if len(numbers) > MAX_REFUSED_REMEMBERED:
+                del numbers[next(iter(numbers))]
         return ToUser(SipUri(user=username, host=self.domain))
 
     def local_user(self, user_part: str | None) -> str | None:
@@ -542,6 +553,20 @@ class Trunks:
     def _on_event(self, event: Event) -> None:
         if type(event) is CallEvent and event.state in (ENDED, FAILED):  # type: ignore[attr-defined]
             self._finished(event.call_id, event.at)  # type: ignore[attr-defined]
+        elif type(event) is CallEvent and event.state == TRYING and self._inbound_numbers:  # type: ignore[attr-defined]
+            self._stamp_inbound(event.call_id)  # type: ignore[attr-defined]
+
+    def _stamp_inbound(self, call_id: str) -> None:
+        """An inbound call just started: its CDR names the carrier it came from and the
+        number the carrier dialled, as sent and in canonical form."""
+        dialled = self._inbound_numbers.pop(call_id, None)
+        call = self.calls.get(call_id)
+        if dialled is None or call is None or call.direction != "inbound":
+            return
+        ip = call.source[0]
+        call.carrier = next((name for name, nets in self._carrier_sets if nets.contains(ip)), "")
+        call.dialled = dialled
+        call.number = self.dialplan.canonical(dialled) or ""
 
     def _finished(self, call_id: str, now: float) -> None:
         self.limiter.release(call_id)
