@@ -8,15 +8,12 @@ burst of hang-ups costs one queue put each, and the writer commits them in one t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from core.accounting.disposition import disposition_of, side_of
 from core.proxy.calls import Call
 from core.store.ops import InsertCdr, WriteQueue
 from core.store.rows import CdrRow
-
-if TYPE_CHECKING:
-    from core.accounting.meter import Meter
 
 MAX_CONTACT_CHARS = 256  # the answering Contact comes off the wire: bounded in the CDR
 
@@ -65,10 +62,17 @@ def _contact_uri(value: str) -> str:
     return value.strip()[:MAX_CONTACT_CHARS]
 
 
+class Pricer(Protocol):
+    """Fills in a CDR's price and counts it against the caller's spend (core/accounting/
+    meter.py `Meter`); a Protocol so this compiled module needs nothing of the meter's."""
+
+    def bill(self, cdr: CdrRow) -> CdrRow: ...
+
+
 class CdrWriter:
     """A `CallSink` that prices each finished call's CDR and queues it on the store's writer."""
 
-    def __init__(self, store: WriteQueue, meter: Meter | None = None) -> None:
+    def __init__(self, store: WriteQueue, meter: Pricer | None = None) -> None:
         self.store = store
         self.meter = meter
         self.queued = 0
