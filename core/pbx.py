@@ -284,7 +284,7 @@ class Pbx:
         """Users, carriers and DIDs, read again from the database."""
         self.users.replace_all(await self.store.list_users())
         await self.reload_carriers()
-        await self.books.load(self.store, self.clock())
+        await self.books.load(self.store, self.clock(), sums=self.is_worker)
 
     def tables_changed(self) -> None:
         """The console changed users, carriers or DIDs: worker processes read them again."""

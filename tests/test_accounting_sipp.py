@@ -378,7 +378,7 @@ async def test_global_limit_refuses_everyone(tmp_path: Path) -> None:
     setup = await start(tmp_path, AccountingSettings(day_limit="0.05"))
     try:
         await import_rates(setup, "44,0.03,60,60,0\n")
-        # bob spent 0.05 today (a CDR written by another process): the PBX is at its limit.
+        # bob spent 0.05 earlier today (read at start): the PBX is at its limit.
         spent = CdrRow("earlier", "bob", "+441632960001", "127.0.0.1", "outbound", setup.clock())
         spent.cost, spent.carrier = 50_000, "acme"
         await setup.pbx.store.insert_cdr(spent)

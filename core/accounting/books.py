@@ -1,9 +1,11 @@
 """The books: the meter kept in step with the store, CDR retention, and the console's figures.
 
 The meter (core/accounting/meter.py) answers the SIP path from memory; this object fills it:
-rate tables and spend limits at start and whenever another process changes the database, and
-the spend sums of the current day and month from the CDRs every `SPEND_REFRESH_SECONDS` —
-which is how a worker process, which never writes a CDR itself, learns what the others spent.
+rate tables and spend limits at start and whenever the database changes, and the spend of the
+current day and month from the CDRs. The process that writes CDRs (main, or the only one)
+prices every one of them, its workers' too, so after the start its ledger is exact and is never
+read back: a read would race the writer's queue. A worker process, which prices nothing,
+reads the sums again every `SPEND_REFRESH_SECONDS`.
 
 Retention (`AccountingSettings.keep_days`): once every `RETENTION_INTERVAL` seconds one
 `DeleteOldCdrs` of at most `RETENTION_BATCH` rows goes to the store's writer, like any other
@@ -66,10 +68,14 @@ class Books:
         self._next_retention = 0.0
         self.retention_batches = 0
 
-    async def load(self, store: Store, now: float) -> None:
-        """Rate tables, users' own limits and this day's and month's spend, from the store."""
+    async def load(self, store: Store, now: float, *, sums: bool = True) -> None:
+        """Rate tables and users' own limits from the store, and (`sums`) this day's and
+        month's spend: at start, and in a worker process."""
         self.meter.load_rates(await store.rate_tables())
-        await self.load_spend(store, now)
+        if sums:
+            await self.load_spend(store, now)
+        else:
+            self.meter.ledger.set_user_limits(await store.spend_limits())
 
     async def load_spend(self, store: Store, now: float) -> None:
         month = month_start(now)
@@ -83,9 +89,9 @@ class Books:
         self._next_refresh = now + SPEND_REFRESH_SECONDS
 
     def housekeep(self, store: Store, now: float, *, writes: bool) -> None:
-        """Once a second: refresh the spend sums when due, and (the process that writes)
-        queue the next retention batch."""
-        if now >= self._next_refresh and self._refresh_task is None:
+        """Once a second: the process that writes queues the next retention batch; a worker
+        reads the spend sums again when due."""
+        if not writes and now >= self._next_refresh and self._refresh_task is None:
             self._next_refresh = now + SPEND_REFRESH_SECONDS
             self._refresh_task = asyncio.get_running_loop().create_task(
                 self._refresh(store, now), name="accounting-spend"
@@ -98,7 +104,6 @@ class Books:
 
     async def _refresh(self, store: Store, now: float) -> None:
         try:
-            await store.flush()  # this process's billed CDRs are in the sums
             await self.load_spend(store, now)
         except Exception:
             log.exception("reading the spend totals failed")

@@ -35,7 +35,7 @@ class AccountingAdmin:
 
     async def _changed(self) -> None:
         pbx = self._pbx
-        await pbx.books.load(pbx.store, pbx.clock())
+        await pbx.books.load(pbx.store, pbx.clock(), sums=pbx.is_worker)
         pbx.tables_changed()
 
     # -- rates ------------------------------------------------------------------------------
