@@ -328,3 +328,17 @@ def test_schema_3_gives_old_cdrs_their_disposition(tmp_path: Path) -> None:
         408: "no answer",
         503: "failed",
     }
+
+
+def test_inbound_callers_are_one_row_of_the_per_user_stats(db: Path) -> None:
+    async def go(store: Store) -> list[str]:
+        for index in range(5):
+            row = cdr(f"+4420794600{index:02d}", T0 + index, talk=10)
+            row.direction = "inbound"
+            await store.insert_cdr(row)
+        await store.insert_cdr(cdr("alice", T0, talk=20))
+        everything, by_user, _ = await store.cdr_tallies(CdrFilter())
+        assert everything.calls == sum(tally.calls for tally in by_user) == 6
+        return [tally.key for tally in by_user]
+
+    assert sorted(with_store(db, go)) == ["(inbound)", "alice"]

@@ -42,7 +42,14 @@ _TALLY = """
                       ELSE 0 END), 0),
     coalesce(sum(billable_seconds), 0), coalesce(sum(cost), 0)
 """
-_TALLY_BY_USER = "SELECT caller, " + _TALLY + " FROM cdrs WHERE " + _CDR_FILTER + " GROUP BY caller"
+# Per user: an inbound call's caller is whatever number the carrier sent, so inbound calls
+# are one row, INBOUND_KEY, rather than a row per stranger (bounded by the users, and the
+# rows still add up to the total).
+INBOUND_KEY = "(inbound)"
+_TALLY_BY_USER = (
+    "SELECT CASE WHEN direction = 'inbound' THEN '" + INBOUND_KEY + "' ELSE caller END, "
+    + _TALLY + " FROM cdrs WHERE " + _CDR_FILTER + " GROUP BY 1"
+)  # fmt: skip
 _TALLY_BY_CARRIER = (
     "SELECT carrier, " + _TALLY + " FROM cdrs WHERE " + _CDR_FILTER
     + " AND carrier != '' GROUP BY carrier"
