@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from core.accounting.manage import AccountingAdmin
 from core.net import addresses as netaddr
 from core.security.bans import checked_ban
+from core.store.accounting import CdrFilter
 from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.trunks.carriers import new_carrier
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 class AdminApi:
     def __init__(self, pbx: Pbx) -> None:
         self._pbx = pbx
+        self.accounting = AccountingAdmin(pbx)  # rates, spend limits, today's figures
 
     @property
     def _store(self):
@@ -168,7 +171,7 @@ class AdminApi:
 
     # -- CDRs -------------------------------------------------------------------------------
     async def list_cdrs(self, limit: int = 200, text: str | None = None) -> list[CdrRow]:
-        rows = await self._store.list_cdrs(limit=limit if not text else max(limit, 2_000))
+        rows = await self._store.query_cdrs(CdrFilter(), limit if not text else max(limit, 2_000))
         if text:
             needle = text.lower()
             rows = [
@@ -179,6 +182,8 @@ class AdminApi:
                 or needle in row.source_ip
                 or needle in row.call_id.lower()
                 or needle in str(row.status)
+                or needle in row.disposition
+                or needle in row.carrier.lower()
             ][:limit]
         return rows
 

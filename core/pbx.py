@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.accounting.books import Books
 from core.accounting.cdrs import CdrWriter
 from core.admin import AdminApi
 from core.cluster.affinity import MAIN, owner_of
@@ -93,6 +94,8 @@ class Pbx:
             settings.transport, self._on_message, self._on_stream_error, self._on_forwarded
         )
         self.admin = AdminApi(self)
+        # Rates, spend limits and CDR retention (core/accounting/books.py).
+        self.books = Books(settings.accounting)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._shed_reported = 0  # transport.shed_requests already reported in the feed
@@ -161,8 +164,7 @@ class Pbx:
         cluster.to_main(("ready",))
 
     def _identify(self, bound: tuple[ListenAddress, ...]) -> None:
-        self.identity = ServerIdentity(self.settings.domain, bound)
-        self.route.identity = self.identity
+        self.identity.bind(bound)
         self.security.set_own_addresses(self.identity.addresses)
 
     @property
@@ -189,6 +191,7 @@ class Pbx:
             self.bus.publish(ServerEvent(message, level="warning"))
         self.users.replace_all(await store.list_users())
         now = self.clock()
+        await self.books.load(store, now)
 
         security_settings = settings.security
         if self.is_worker:  # each worker sees about 1/N of every source's messages
@@ -230,9 +233,22 @@ class Pbx:
             tag_secret=tag_secret,
             user_agent=settings.user_agent,
         )
-        # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
+        # Calls: the stateful proxy, its call table, CDRs to the store.
         calls = CallTable(
-            self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store) if writes else None
+            self.bus,
+            settings.proxy.max_active_calls,
+            sink=CdrWriter(store, self.books.meter) if writes else None,
+        )
+        # Carrier trunks: inbound from carriers, outbound to gateways; they decide, the
+        # route and the proxy act.
+        self.trunks = Trunks(
+            settings,
+            identity=self.identity,
+            users=self.users,
+            calls=calls,
+            bus=self.bus,
+            srv=SrvResolver(),
+            meter=self.books.meter,
         )
         self.proxy = Proxy(
             settings=settings.proxy,
@@ -243,13 +259,9 @@ class Pbx:
             calls=calls,
             bus=self.bus,
             route_secret=tag_secret,
+            carriers=self.trunks,
         )
         self.route.proxy = self.proxy
-        # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
-        self.trunks = Trunks(
-            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
-        )
-        self.trunks.attach()
         self.route.trunks = self.trunks
         await self.reload_carriers()
 
@@ -272,6 +284,7 @@ class Pbx:
         """Users, carriers and DIDs, read again from the database."""
         self.users.replace_all(await self.store.list_users())
         await self.reload_carriers()
+        await self.books.load(self.store, self.clock(), sums=self.is_worker)
 
     def tables_changed(self) -> None:
         """The console changed users, carriers or DIDs: worker processes read them again."""
@@ -307,6 +320,7 @@ class Pbx:
             cluster.close()
         if self.trunks is not None:
             await self.trunks.close()
+        await self.books.close()
         if self._proxy_timer is not None:
             self._proxy_timer.cancel()
             self._proxy_timer = None
@@ -407,6 +421,9 @@ class Pbx:
         self.security.expire(now)
         self.route.expire(now)
         self.trunks.expire(now)
+        for call, reason in self.trunks.calls_past_spend_limits(now):
+            self.proxy.end_call(call, now, reason)
+        self.books.housekeep(self.store, now, writes=not worker)
         self._report_shedding()
         if worker:
             cluster.report()

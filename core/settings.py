@@ -163,6 +163,19 @@ class DialplanSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AccountingSettings:
+    """Call cost, spend limits and CDR retention (core/accounting). Amounts are text in the
+    currency's main unit ("25.00"), read exactly (no float money); "" means no limit."""
+
+    currency: str = "EUR"  # of rate tables imported without --currency
+    keep_days: int = 400  # CDRs older than this are deleted, a small batch at a time; 0 keeps all
+    day_limit: str = ""  # the PBX in all, per UTC day
+    month_limit: str = ""  # the PBX in all, per calendar month (UTC)
+    user_day_limit: str = ""  # each user without a limit of their own (`pbxtui user spend`)
+    user_month_limit: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     domain: str = "pbx.local"
     db_path: Path = Path("~/.local/share/pbxtui/pbxtui.db")
@@ -182,6 +195,7 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     dialplan: DialplanSettings = field(default_factory=DialplanSettings)
+    accounting: AccountingSettings = field(default_factory=AccountingSettings)
 
     @property
     def realm(self) -> str:

@@ -31,8 +31,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.accounting.rates import parse_money, validate_currency
 from core.net.addresses import parse_network
 from core.settings import (
+    AccountingSettings,
     AuthSettings,
     DialplanSettings,
     EventSettings,
@@ -63,6 +65,7 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "events": ("events", EventSettings),
     "ui": ("ui", UiSettings),
     "dialplan": ("dialplan", DialplanSettings),
+    "accounting": ("accounting", AccountingSettings),
 }
 _SERVER_KEYS = ("domain", "db", "listen", "user_agent", "workers")
 MAX_WORKERS = 64
@@ -325,6 +328,21 @@ def _check_consistency(settings: Settings, source: str) -> None:
             raise ConfigError(f"{source}: [dialplan] {key}: digits only")
     if settings.ui.refresh_hz <= 0:
         raise ConfigError(f"{source}: [ui] refresh_hz: must be more than 0")
+    _check_accounting(settings.accounting, source)
+
+
+def _check_accounting(accounting: AccountingSettings, source: str) -> None:
+    try:
+        validate_currency(accounting.currency)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [accounting] currency: {exc}") from None
+    for key in ("day_limit", "month_limit", "user_day_limit", "user_month_limit"):
+        text = getattr(accounting, key)
+        if text:
+            try:
+                parse_money(text)
+            except ValueError as exc:
+                raise ConfigError(f"{source}: [accounting] {key}: {exc}") from None
 
 
 def _all_sections() -> list[str]:

@@ -1,4 +1,5 @@
-"""Pane 6, Calls: the calls up now, their durations ticking, and the recent call records."""
+"""Pane 6, Calls: today's figures and per-hour charts, the calls up now with their durations
+ticking, and the recent call records with what each cost."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
+from core.accounting.rates import format_money
 from core.store.rows import CdrRow
 from screens.base import StoreRowsPane
 from screens.registrations import countdown
 from screens.widgets.tables import KeyedTable
+from screens.widgets.today import TodayPanel
 
 CDR_LIMIT = 200
 
@@ -46,6 +49,8 @@ def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
         cdr.direction,
         status,
         countdown(cdr.duration) if cdr.duration else "",
+        cdr.disposition,
+        f"{format_money(cdr.cost)} {cdr.currency}" if cdr.currency else "",
     )
 
 
@@ -65,6 +70,7 @@ class CallsPane(StoreRowsPane):
         self._calls_revision = -1
 
     def compose(self) -> ComposeResult:
+        yield TodayPanel(id="today")
         yield Label("Calls up", classes="section-title", id="calls-title")
         yield KeyedTable(
             [
@@ -93,6 +99,8 @@ class CallsPane(StoreRowsPane):
                 ("direction", "Direction"),
                 ("status", "Result"),
                 ("duration", "Duration"),
+                ("disposition", "Disposition"),
+                ("cost", "Cost"),
             ],
             id="cdrs",
         )
@@ -118,6 +126,9 @@ class CallsPane(StoreRowsPane):
         )
         shown = f"matching {self.filter_text!r}" if self.filter_text else "most recent"
         self.show_text("cdr-title", f"Recent calls ({len(self.cdrs)} {shown})")
+        figures = await self.admin.accounting.today()
+        currency = self.pbx.settings.accounting.currency
+        self.query_one("#today", TodayPanel).show(figures, currency)
 
     @on(Input.Changed, "#cdr-filter")
     async def _filter_changed(self, event: Input.Changed) -> None:

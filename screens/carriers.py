@@ -15,10 +15,11 @@ from screens.base import StoreRowsPane
 from screens.carrier_form import CarrierForm
 from screens.confirm import ConfirmScreen
 from screens.did_form import DidForm
+from screens.rate_form import RatesForm
 from screens.widgets.tables import KeyedTable
 
 
-def carrier_cells(carrier: CarrierRow) -> tuple[str | Text, ...]:
+def carrier_cells(carrier: CarrierRow, rates: int = 0) -> tuple[str | Text, ...]:
     return (
         carrier.name,
         ", ".join(carrier.addresses),
@@ -27,6 +28,7 @@ def carrier_cells(carrier: CarrierRow) -> tuple[str | Text, ...]:
         carrier.username or "",
         str(carrier.priority),
         Text("✓", style="green") if carrier.enabled else Text("✗ off", style="red"),
+        str(rates) if rates else Text("none", style="dim"),
     )
 
 
@@ -36,6 +38,7 @@ class CarriersPane(StoreRowsPane):
     BINDINGS: ClassVar = [
         Binding("a", "add_carrier", "Add carrier"),
         Binding("n", "add_did", "Add DID"),
+        Binding("t", "rates", "Rates"),
         Binding("d,delete", "delete", "Delete"),
         Binding("r", "reload", "Reload"),
     ]
@@ -58,6 +61,7 @@ class CarriersPane(StoreRowsPane):
                         ("username", "Auth user"),
                         ("priority", "Prio"),
                         ("enabled", "On"),
+                        ("rates", "Rates"),
                     ],
                     id="carriers",
                 )
@@ -71,13 +75,21 @@ class CarriersPane(StoreRowsPane):
     async def load_rows(self) -> None:
         self.carriers = await self.admin.list_carriers()
         self.dids = await self.admin.list_dids()
+        rates = {
+            name: count for name, _currency, count in await self.admin.accounting.rate_tables()
+        }
         self.query_one("#carriers", KeyedTable).sync(
-            {carrier.name: carrier_cells(carrier) for carrier in self.carriers}
+            {
+                carrier.name: carrier_cells(carrier, rates.get(carrier.name, 0))
+                for carrier in self.carriers
+            }
         )
         self.query_one("#dids", KeyedTable).sync(
             {did.number: (did.number, did.username) for did in self.dids}
         )
-        self.show_text("carriers-title", f"Carriers ({len(self.carriers)})   a add · d delete")
+        self.show_text(
+            "carriers-title", f"Carriers ({len(self.carriers)})   a add · d delete · t rates"
+        )
         self.show_text("dids-title", f"DIDs ({len(self.dids)})   n add · d delete")
 
     async def _saved(self, saved: CarrierRow | DidRow | None) -> None:
@@ -127,3 +139,19 @@ class CarriersPane(StoreRowsPane):
 
         what = f"DID {key}" if is_did else f"carrier {key}"
         self.app.push_screen(ConfirmScreen(f"Delete {what}?", "Delete"), answered)
+
+    async def action_rates(self) -> None:
+        """The selected carrier's rate table: see it, import a CSV over it, or delete it."""
+        carrier = self.query_one("#carriers", KeyedTable).selected_key
+        if carrier is None:
+            self.notify("select a carrier first", severity="warning")
+            return
+        currency, rates = await self.admin.accounting.rates(carrier)
+        default_currency = self.pbx.settings.accounting.currency
+
+        async def done(changed: str | None) -> None:
+            if changed:
+                self.notify(changed)
+                await self.load()
+
+        self.app.push_screen(RatesForm(carrier, currency, rates, default_currency), done)

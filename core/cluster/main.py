@@ -106,7 +106,7 @@ class MainCluster(ClusterSide):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
             return
         if kind == "cdr":
-            pbx.store.submit(InsertCdr(message[1]))
+            pbx.store.submit(InsertCdr(pbx.books.meter.bill(message[1])))
         elif kind == "stats":
             self.figures[worker] = WorkerFigures(*message[1:])
         elif kind == "log":
@@ -136,7 +136,7 @@ class MainCluster(ClusterSide):
         now = time.time()
         for info in self.calls.forget_worker(worker):
             cdr, event = lost_call(info, now)
-            pbx.store.submit(InsertCdr(cdr))
+            pbx.store.submit(InsertCdr(pbx.books.meter.bill(cdr)))
             pbx.bus.publish(event)
 
     def _server_event(self, message: str, level: str) -> None:

@@ -50,6 +50,12 @@ class Call:
     ended_at: float | None = None
     status: int = 0
     reason: str = ""
+    # -- what the CDR says of the route (core/accounting) ------------------------------------
+    carrier: str = ""  # the carrier the call went out through (or came in from)
+    gateway: str = ""  # the gateway address of the attempt that got the final answer
+    dialled: str = ""  # the number as the caller dialled it
+    number: str = ""  # the same number in canonical form (core/trunks/dialplan.py)
+    refused: bool = False  # we refused it (policy, call or spend limits): never admitted
     # -- the dialog, as the proxy learns it --------------------------------------------------
     # Header values are kept as received and parsed only if the proxy ever hangs up itself:
     # nearly every call ends with a BYE of its own, so parsing them up front is wasted work.
@@ -168,6 +174,18 @@ class CallTable:
     def failed(self, call: Call, now: float, status: int, reason: str) -> None:
         """A call that never got answered: state failed, CDR written."""
         self._finish(call, FAILED, now, status, reason)
+
+    def refused(self, call: Call, now: float, status: int, reason: str) -> None:
+        """A call we refused before admitting it (outbound policy, call or spend limits): it
+        never enters the table and publishes no CallEvent (no one saw it start), but it
+        leaves a CDR, because a refused attempt is what a toll-fraud review looks for."""
+        call.state = FAILED
+        call.refused = True
+        call.ended_at = now
+        call.status = status
+        call.reason = reason
+        if self.sink is not None:
+            self.sink.call_finished(call)
 
     def _finish(self, call: Call, state: str, now: float, status: int, reason: str) -> None:
         if self._calls.get(call.call_id) is not call:

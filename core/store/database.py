@@ -18,6 +18,7 @@ import os
 
 import aiosqlite
 
+from core.store.accounting import AccountingQueries
 from core.store.connection import connect
 from core.store.ops import WriteOp
 from core.store.queries import Queries
@@ -29,7 +30,7 @@ from core.store.writer import (
 )
 
 
-class Store(Queries):
+class Store(Queries, AccountingQueries):
     """The pbxtui database. Create with `await Store.open(path)`; end with `await close()`."""
 
     def __init__(

@@ -87,12 +87,33 @@ class InsertCdr:
     TABLE: ClassVar[str] = "cdrs"
     SQL: ClassVar[str] = """
         INSERT INTO cdrs (call_id, caller, callee, source_ip, direction, started_at,
-                          answered_at, ended_at, status, reason, duration)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                          answered_at, ended_at, status, reason, duration, disposition,
+                          hangup_side, carrier, gateway, dialled, number, contact, rate_prefix,
+                          rate_per_minute, rate_increments, billable_seconds, cost, currency)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
     def params(self) -> tuple[object, ...]:
         return cdr_params(self.cdr)
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteOldCdrs:
+    """Retention: at most `batch` CDRs that started before `before`, oldest first. Small
+    batches keep each of the writer's transactions short, so the SIP path's own writes
+    (and a CLI waiting on the file) are never held up by a big purge."""
+
+    before: float
+    batch: int
+    TABLE: ClassVar[str] = "cdrs"
+    SQL: ClassVar[str] = """
+        DELETE FROM cdrs WHERE id IN (
+            SELECT id FROM cdrs WHERE started_at < ? ORDER BY started_at LIMIT ?
+        )
+        """
+
+    def params(self) -> tuple[object, ...]:
+        return (self.before, self.batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +157,7 @@ WriteOp = (
     | DeleteBindingsOf
     | DeleteExpiredBindings
     | InsertCdr
+    | DeleteOldCdrs
     | UpsertBan
     | DeleteBan
     | DeleteExpiredBans

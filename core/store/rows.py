@@ -68,7 +68,13 @@ class BanRow:
 @dataclass(slots=True)
 class CdrRow:
     """One call attempt. `status` is the final SIP status (200 when answered); `duration` is
-    answered-to-ended seconds, 0 when never answered. `id` is None until stored."""
+    answered-to-ended seconds, 0 when never answered. `id` is None until stored.
+
+    The accounting fields (core/accounting): how it ended (`disposition`, `hangup_side`),
+    the route (`carrier`, `gateway`, the number as `dialled` and in canonical form as
+    `number`, the `contact` that answered a forked call) and the price (`rate_prefix`,
+    `rate_per_minute` and `cost` in micro-units, `rate_increments` as "60/60",
+    `billable_seconds`, `currency`)."""
 
     call_id: str
     caller: str
@@ -82,6 +88,19 @@ class CdrRow:
     reason: str = ""
     duration: float = 0.0
     id: int | None = None
+    disposition: str = ""
+    hangup_side: str = ""
+    carrier: str = ""
+    gateway: str = ""
+    dialled: str = ""
+    number: str = ""
+    contact: str = ""
+    rate_prefix: str = ""
+    rate_per_minute: int = 0
+    rate_increments: str = ""
+    billable_seconds: int = 0
+    cost: int = 0
+    currency: str = ""
 
 
 @dataclass(slots=True)
@@ -169,6 +188,19 @@ def cdr_params(cdr: CdrRow) -> tuple[object, ...]:
         cdr.status,
         cdr.reason,
         cdr.duration,
+        cdr.disposition,
+        cdr.hangup_side,
+        cdr.carrier,
+        cdr.gateway,
+        cdr.dialled,
+        cdr.number,
+        cdr.contact,
+        cdr.rate_prefix,
+        cdr.rate_per_minute,
+        cdr.rate_increments,
+        cdr.billable_seconds,
+        cdr.cost,
+        cdr.currency,
     )
 
 

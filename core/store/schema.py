@@ -161,5 +161,57 @@ _MIGRATION_2 = (
     "PRAGMA user_version = 2",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATION_1, _MIGRATION_2)
+# Version 3: accounting. CDRs learn how a call ended, its route and its price (integer
+# micro-units, core/accounting/rates.py); rows from before get the disposition their status
+# implies. Carriers get rate tables (a prefix per row, longest match wins) and users optional
+# spend limits. The indexes serve `cdr list/stats --user/--carrier` over a period.
+_MIGRATION_3 = (
+    "ALTER TABLE cdrs ADD COLUMN disposition TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN hangup_side TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN carrier TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN gateway TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN dialled TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN number TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN contact TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN rate_prefix TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN rate_per_minute INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE cdrs ADD COLUMN rate_increments TEXT NOT NULL DEFAULT ''",
+    "ALTER TABLE cdrs ADD COLUMN billable_seconds INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE cdrs ADD COLUMN cost INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE cdrs ADD COLUMN currency TEXT NOT NULL DEFAULT ''",
+    """
+    UPDATE cdrs SET disposition = CASE
+        WHEN answered_at IS NOT NULL THEN 'answered'
+        WHEN status IN (486, 600) THEN 'busy'
+        WHEN status = 408 THEN 'no answer'
+        WHEN status = 487 THEN 'cancelled'
+        ELSE 'failed' END
+    """,
+    "CREATE INDEX cdrs_by_caller ON cdrs (caller, started_at)",
+    "CREATE INDEX cdrs_by_carrier ON cdrs (carrier, started_at)",
+    """
+    CREATE TABLE rates (
+        carrier         TEXT NOT NULL REFERENCES carriers (name)
+                        ON DELETE CASCADE ON UPDATE CASCADE,
+        prefix          TEXT NOT NULL,
+        per_minute      INTEGER NOT NULL CHECK (per_minute >= 0),
+        first_increment INTEGER NOT NULL CHECK (first_increment > 0),
+        increment       INTEGER NOT NULL CHECK (increment > 0),
+        connection      INTEGER NOT NULL DEFAULT 0 CHECK (connection >= 0),
+        currency        TEXT NOT NULL,
+        PRIMARY KEY (carrier, prefix)
+    )
+    """,
+    """
+    CREATE TABLE spend_limits (
+        username  TEXT PRIMARY KEY NOT NULL REFERENCES users (username)
+                  ON DELETE CASCADE ON UPDATE CASCADE,
+        per_day   INTEGER NOT NULL DEFAULT 0 CHECK (per_day >= 0),
+        per_month INTEGER NOT NULL DEFAULT 0 CHECK (per_month >= 0)
+    )
+    """,
+    "PRAGMA user_version = 3",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
 SCHEMA_VERSION = len(MIGRATIONS)
