@@ -51,7 +51,12 @@ class RegistrarSettings:
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     nonce_lifetime: float = 300.0  # an older nonce gets stale=true
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in this order (RFC 8760 §2.4)
+    # Offered in this order (RFC 8760 §2.4). MD5 alone by default: clients that predate
+    # RFC 8760 (Debian 12's baresip 1.0, sipsak, many desk phones) give up on the whole
+    # challenge when any WWW-Authenticate names an algorithm they do not know, even when MD5
+    # is offered beside it, whichever comes first. ("SHA-256", "MD5") is the opt-in for
+    # fleets of phones that all handle it.
+    algorithms: tuple[str, ...] = ("MD5",)
     max_tracked_nonces: int = 100_000  # last nonce-count per nonce, for replay checks; oldest go
 
 
