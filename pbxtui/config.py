@@ -7,13 +7,15 @@ Where the file comes from (first that applies):
   4. none: every default from `core/settings.py`.
 
 The file's sections mirror the dataclasses one to one: `[server]` holds the top-level fields
-(`domain`, `db`, `listen`, `user_agent`), and `[transport]`, `[registrar]`, `[auth]`,
+(`domain`, `db`, `listen`, `user_agent`, `workers`, plus `advertise`, the address every
+listener without its own `advertise` is reached by), and `[transport]`, `[registrar]`, `[auth]`,
 `[security]`, `[proxy]`, `[events]`, `[ui]` and `[dialplan]` hold the fields of the matching
 `*Settings` class under the same names. `pbxtui.example.toml` at the top of the repository lists
 every key with its default. Anything unknown or of the wrong type is a `ConfigError` naming the
 key: a typo in a security limit must not silently leave the default in force.
 
-`--db`, `--listen` (repeatable; replaces the whole list) and `--domain` are applied last.
+`--db`, `--listen` (repeatable; replaces the whole list), `--domain` and `--advertise` are
+applied last.
 A relative `db` in the file is relative to the file's directory; on the command line, to the
 current directory. The database's parent directory is created by `core.store.database.Store.open`.
 """
@@ -44,6 +46,8 @@ from core.settings import (
     TransportSettings,
     UiSettings,
 )
+from core.sip.errors import SipParseError
+from core.sip.uri import parse_hostport
 
 CONFIG_FILE_NAME = "pbxtui.toml"
 USER_CONFIG_PATH = Path("~/.config/pbxtui") / CONFIG_FILE_NAME
@@ -62,7 +66,7 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "ui": ("ui", UiSettings),
     "dialplan": ("dialplan", DialplanSettings),
 }
-_SERVER_KEYS = ("domain", "db", "listen", "user_agent", "workers")
+_SERVER_KEYS = ("domain", "db", "listen", "advertise", "user_agent", "workers")
 MAX_WORKERS = 64
 
 # A SIP domain is a hostname or an IP address; it is also the digest realm, which is quoted
@@ -80,36 +84,66 @@ class ConfigError(Exception):
 
 
 def parse_listen(text: str) -> ListenAddress:
-    """Parse `PROTO:HOST[:PORT]`: `udp:0.0.0.0:5060`, `tcp:[::1]:5060`, `udp:127.0.0.1`.
+    """Parse `PROTO:HOST[:PORT] [advertise HOST[:PORT]]`: `udp:0.0.0.0:5060`,
+    `tcp:[::1]:5060`, `udp:10.0.0.5:5060 advertise 203.0.113.10:5060`.
 
     PROTO is udp or tcp; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060 and
-    may be 0 to let the system pick one (tests). Raises `ValueError` saying what is wrong.
+    may be 0 to let the system pick one (tests). The advertised address (Kamailio's syntax) is
+    an IP address or host name; its port defaults to the listen port. Raises `ValueError`
+    saying what is wrong.
     """
-    transport, colon, rest = text.strip().partition(":")
+    address_text, _, advertise_text = text.strip().partition(" advertise ")
+    address = _parse_listen_address(address_text.strip(), text)
+    if advertise_text:
+        address = with_advertise(address, advertise_text.strip())
+    return address
+
+
+def parse_advertise(text: str) -> tuple[str, int]:
+    """`HOST[:PORT]` peers reach a listener by; port 0 when not given (the listen port)."""
+    try:
+        host, port = parse_hostport(text.strip())
+    except SipParseError:
+        raise ValueError(f"advertised address {text!r} must look like HOST or HOST:PORT") from None
+    host = host.strip("[]")
+    validate_domain(host)
+    return host, port or 0
+
+
+def with_advertise(address: ListenAddress, text: str) -> ListenAddress:
+    """`address` advertised as `text` (`HOST[:PORT]`); `ValueError` if `text` is bad."""
+    host, port = parse_advertise(text)
+    return dataclasses.replace(address, advertise_host=host, advertise_port=port)
+
+
+def _parse_listen_address(text: str, original: str) -> ListenAddress:
+    transport, colon, rest = text.partition(":")
     transport = transport.lower()
     if not colon or transport not in LISTEN_TRANSPORTS:
-        raise ValueError(f"listen address {text!r} must look like udp:HOST:PORT or tcp:HOST:PORT")
+        raise ValueError(
+            f"listen address {original!r} must look like udp:HOST:PORT or tcp:HOST:PORT"
+        )
     if rest.startswith("["):
         host, bracket, after = rest[1:].partition("]")
         if not bracket or (after and not after.startswith(":")):
-            raise ValueError(f"listen address {text!r}: unbalanced [ ] around the IPv6 address")
+            raise ValueError(f"listen address {original!r}: unbalanced [ ] around the IPv6 address")
         port_text = after[1:] if after else ""
         has_port = bool(after)
     else:
         host, colon, port_text = rest.partition(":")
         has_port = bool(colon)
         if ":" in port_text:
-            raise ValueError(f"listen address {text!r}: put an IPv6 address in brackets")
+            raise ValueError(f"listen address {original!r}: put an IPv6 address in brackets")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"listen address {text!r}: {host!r} is not an IP address") from None
+        raise ValueError(f"listen address {original!r}: {host!r} is not an IP address") from None
     if isinstance(address, ipaddress.IPv4Address) and rest.startswith("["):
-        raise ValueError(f"listen address {text!r}: brackets are for IPv6 addresses only")
+        raise ValueError(f"listen address {original!r}: brackets are for IPv6 addresses only")
     port = 5060
     if has_port:
         if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65_535:
-            raise ValueError(f"listen address {text!r}: port must be 0-65535")
+            raise ValueError(f"listen address {original!r}: port must be 0-65535")
         port = int(port_text)
     return ListenAddress(transport, str(address), port)
 
@@ -143,12 +177,21 @@ def load_settings(
     listen: Sequence[str] | None = None,
     domain: str | None = None,
     workers: str | None = None,
+    advertise: str | None = None,
     cwd: Path | None = None,
 ) -> Settings:
     """Settings from the config file found by the search order, with CLI overrides on top."""
     path = find_config_file(config_file, cwd)
     settings = read_config_file(path) if path is not None else default_settings()
-    return apply_overrides(settings, db=db, listen=listen, domain=domain, workers=workers, cwd=cwd)
+    return apply_overrides(
+        settings,
+        db=db,
+        listen=listen,
+        domain=domain,
+        workers=workers,
+        advertise=advertise,
+        cwd=cwd,
+    )
 
 
 def default_settings() -> Settings:
@@ -208,10 +251,11 @@ def apply_overrides(
     listen: Sequence[str] | None = None,
     domain: str | None = None,
     workers: str | None = None,
+    advertise: str | None = None,
     cwd: Path | None = None,
 ) -> Settings:
-    """Apply `--db`, `--listen` (replaces the list), `--domain` and `--workers`;
-    `ConfigError` if bad."""
+    """Apply `--db`, `--listen` (replaces the list), `--domain`, `--workers` and
+    `--advertise` (for every listener); `ConfigError` if bad."""
     changes: dict[str, Any] = {}
     if workers is not None:
         try:
@@ -231,6 +275,12 @@ def apply_overrides(
         except ValueError as exc:
             raise ConfigError(f"--domain: {exc}") from None
         changes["domain"] = domain
+    if advertise is not None:
+        try:
+            listen = changes.get("listen", settings.listen)
+            changes["listen"] = tuple(with_advertise(address, advertise) for address in listen)
+        except ValueError as exc:
+            raise ConfigError(f"--advertise: {exc}") from None
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
@@ -253,6 +303,14 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
             except ValueError as exc:
                 raise ConfigError(f"{where} listen: {exc}") from None
             continue
+        if key == "advertise":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} advertise: expected a string, got {value!r}")
+            try:
+                parse_advertise(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} advertise: {exc}") from None
+            continue  # applied to the listeners below, whatever the key order
         if key == "workers":
             try:
                 changes["workers"] = parse_workers(value)
@@ -271,7 +329,15 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
             changes["domain"] = value
         else:
             changes[key] = value
+    if "advertise" in table:
+        listen = changes.get("listen", default_settings().listen)
+        changes["listen"] = _advertised(listen, table["advertise"])
     return changes
+
+
+def _advertised(listen: Sequence[ListenAddress], text: str) -> tuple[ListenAddress, ...]:
+    """Every listener without an advertised address of its own advertised as `text`."""
+    return tuple(a if a.advertise_host else with_advertise(a, text) for a in listen)
 
 
 def _section(cls: type, table: Mapping[str, Any], where: str) -> Any:

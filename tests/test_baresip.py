@@ -21,18 +21,19 @@ from support.ports import free_port
 
 from core.pbx import Pbx
 from core.settings import ListenAddress, Settings
-from core.store.database import CdrRow
+from core.store.rows import CdrRow
 
 DOMAIN = "pbx.test"
 PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-22", "carol": "carol-secret-333"}
 
 
-async def _default_pbx(tmp_path: Path) -> Pbx:
+async def _default_pbx(tmp_path: Path, listen: tuple[ListenAddress, ...] = ()) -> Pbx:
     port = free_port()
     settings = Settings(
         domain=DOMAIN,
         db_path=tmp_path / "pbx.db",
-        listen=(ListenAddress("udp", "127.0.0.1", port), ListenAddress("tcp", "127.0.0.1", port)),
+        listen=listen
+        or (ListenAddress("udp", "127.0.0.1", port), ListenAddress("tcp", "127.0.0.1", port)),
     )
     assert settings.auth == Settings().auth  # the defaults under test
     pbx = Pbx(settings)
@@ -173,4 +174,46 @@ async def test_sipsak_registers_with_the_defaults(tmp_path: Path) -> None:
         assert "All usrloc tests completed successful" in text, text
         assert pbx.location.lookup("carol", pbx.clock())
     finally:
+        await pbx.stop()
+
+
+async def test_behind_1_to_1_nat_every_header_carries_the_advertised_address(
+    tmp_path: Path,
+) -> None:
+    """A cloud instance: the server listens on its private address (127.0.0.1 here) and is
+    reached on its public one (127.0.0.77). The second listener on 127.0.0.77 stands in for
+    the provider's NAT, which delivers what is sent to the public address. Phones reach the
+    server on the private address; every Via and Record-Route must name the public one, so
+    the BYEs, which follow the Record-Route, arrive over the "NAT"."""
+    port = free_port()
+    public = "127.0.0.77"
+    listen = (
+        ListenAddress("udp", "127.0.0.1", port, advertise_host=public),
+        ListenAddress("udp", public, port),
+    )
+    pbx = await _default_pbx(tmp_path, listen)
+    alice = BaresipPhone(
+        tmp_path / "alice", "alice", PASSWORDS["alice"], DOMAIN, ("127.0.0.1", port)
+    )
+    bob = BaresipPhone(tmp_path / "bob", "bob", PASSWORDS["bob"], DOMAIN, ("127.0.0.1", port))
+    try:
+        await alice.start(trace=True)
+        await bob.start(trace=True)
+        await _registered(pbx, "alice")
+        await _registered(pbx, "bob")
+        await alice.command("dial", f"sip:bob@{DOMAIN}")
+        answered = await bob.wait_for("CALL_ESTABLISHED")
+        await alice.wait_for("CALL_ESTABLISHED")
+        await bob.command("hangup")
+        await alice.wait_for("CALL_CLOSED")
+        cdr = await _cdr(pbx, answered["id"])
+        assert (cdr.status, cdr.reason) == (200, "callee hung up")
+        trace = bob.log(limit=200_000)
+        assert f"Record-Route: <sip:{public}:{port};" in trace
+        assert f"Via: SIP/2.0/UDP {public}:{port};branch=" in trace
+        assert f"Record-Route: <sip:127.0.0.1:{port}" not in trace
+        assert f"Via: SIP/2.0/UDP 127.0.0.1:{port}" not in trace
+    finally:
+        await alice.stop()
+        await bob.stop()
         await pbx.stop()

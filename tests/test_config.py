@@ -198,6 +198,18 @@ def test_bad_overrides_are_config_errors() -> None:
         ("udp:[::]", ListenAddress("udp", "::", 5060)),
         ("udp:127.0.0.1", ListenAddress("udp", "127.0.0.1", 5060)),
         ("udp:127.0.0.1:0", ListenAddress("udp", "127.0.0.1", 0)),
+        (
+            "udp:10.0.0.5:5060 advertise 203.0.113.10:5080",
+            ListenAddress("udp", "10.0.0.5", 5060, "203.0.113.10", 5080),
+        ),
+        (
+            "tcp:[::]:5060 advertise sip.example.com",
+            ListenAddress("tcp", "::", 5060, "sip.example.com", 0),
+        ),
+        (
+            "tcp:0.0.0.0 advertise [2001:db8::10]:5062",
+            ListenAddress("tcp", "0.0.0.0", 5060, "2001:db8::10", 5062),
+        ),
     ],
 )
 def test_parse_listen(text: str, expected: ListenAddress) -> None:
@@ -220,11 +232,47 @@ def test_parse_listen(text: str, expected: ListenAddress) -> None:
         "udp:[::1:5060",
         "udp:[127.0.0.1]:5060",
         "udp:[::1]5060",
+        "udp:127.0.0.1:5060 advertise",
     ],
 )
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="listen address"):
         parse_listen(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["udp:127.0.0.1 advertise bad host", "udp:127.0.0.1 advertise 1.2.3.4:99999"]
+)
+def test_a_bad_advertised_address_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"advertised address|not a hostname"):
+        parse_listen(text)
+
+
+def test_advertise_from_the_file_and_the_command_line(home: Path) -> None:
+    write(
+        Path.cwd() / "pbxtui.toml",
+        """
+[server]
+advertise = "203.0.113.10"
+listen = ["udp:10.0.0.5:5060", "tcp:10.0.0.5:5061 advertise 198.51.100.4:15061"]
+""",
+    )
+    udp, tcp = load_settings().listen
+    assert udp == ListenAddress("udp", "10.0.0.5", 5060, "203.0.113.10", 0)
+    assert udp.advertised == "203.0.113.10:5060"
+    assert tcp.advertised == "198.51.100.4:15061"  # its own advertisement wins
+    [cli] = load_settings(listen=["udp:0.0.0.0:5060"], advertise="192.0.2.9:5070").listen
+    assert cli.advertised == "192.0.2.9:5070"
+    # --advertise is for every listener, the file's own advertisements included.
+    assert {a.advertised for a in load_settings(advertise="192.0.2.9").listen} == {
+        "192.0.2.9:5060",
+        "192.0.2.9:5061",
+    }
+    with pytest.raises(ConfigError, match="--advertise"):
+        load_settings(advertise="no spaces allowed")
+    write(Path.cwd() / "pbxtui.toml", "[server]\nadvertise = 5\n")
+    with pytest.raises(ConfigError, match="advertise: expected a string"):
+        load_settings()
 
 
 # --- core/net/addresses.py ----------------------------------------------------------------------

@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen=getattr(args, "listen", None),
             domain=getattr(args, "domain", None),
             workers=getattr(args, "workers", None),
+            advertise=getattr(args, "advertise", None),
         )
         handler: Handler | None = getattr(args, "handler", None)
         if handler is not None and args.headless:

@@ -47,3 +47,10 @@ def _add_global_options(parser: argparse.ArgumentParser, default: object) -> Non
         help="socket to listen on, e.g. udp:0.0.0.0:5060 (repeatable; replaces the config's)",
     )
     parser.add_argument("--domain", metavar="NAME", default=default, help="SIP domain and realm")
+    parser.add_argument(
+        "--advertise",
+        metavar="HOST[:PORT]",
+        default=default,
+        help="the public address peers reach the listeners by behind 1:1 NAT (cloud instances); "
+        "goes in Via and Record-Route",
+    )

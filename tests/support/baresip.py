@@ -87,12 +87,14 @@ class BaresipPhone:
             )
         )
 
-    async def start(self, timeout: float = 10.0) -> None:
-        """Start baresip and connect to its control socket."""
+    async def start(self, timeout: float = 10.0, *, trace: bool = False) -> None:
+        """Start baresip and connect to its control socket; `trace` logs every SIP message
+        it sends and receives (`log()`)."""
         binary = baresip_binary()
         log = (self.folder / "baresip.log").open("w")
+        options = ["-4", "-f", str(self.folder), *(["-s"] if trace else [])]
         self._process = await asyncio.create_subprocess_exec(
-            binary, "-4", "-f", str(self.folder), stdout=log, stderr=log
+            binary, *options, stdout=log, stderr=log
         )
         log.close()
         deadline = asyncio.get_running_loop().time() + timeout
@@ -106,9 +108,9 @@ class BaresipPhone:
                 await asyncio.sleep(0.05)
         self._reader_task = asyncio.create_task(self._read(reader))
 
-    def log(self) -> str:
+    def log(self, limit: int = 4000) -> str:
         path = self.folder / "baresip.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+        return path.read_text(errors="replace")[-limit:] if path.exists() else ""
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
