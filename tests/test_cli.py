@@ -90,7 +90,7 @@ def answer_prompts(monkeypatch: pytest.MonkeyPatch, *answers: str) -> None:
 
 def test_user_add_stores_ha1_for_the_domain(cli: Cli, db: Path) -> None:
     result = cli("user", "add", "alice", "--password", "alice-secret-1")
-    assert (result.code, result.out) == (0, "added user alice\n")
+    assert (result.code, result.out.splitlines()[0]) == (0, "added user alice")
     user = read_store(db, lambda s: s.get_user("alice"))
     assert user.realm == DOMAIN
     assert user.ha1_md5 == compute_ha1("alice", DOMAIN, "alice-secret-1", "MD5")
@@ -98,11 +98,42 @@ def test_user_add_stores_ha1_for_the_domain(cli: Cli, db: Path) -> None:
     assert read_store(db, lambda s: s.get_setting("realm")) == DOMAIN
 
 
+def test_user_add_prints_what_to_type_into_the_phone(cli: Cli) -> None:
+    result = cli(
+        "--listen",
+        "udp:10.0.0.5:5060",
+        "--listen",
+        "tcp:10.0.0.5:5060",
+        "--advertise",
+        "203.0.113.10",
+        "user",
+        "add",
+        "dave",
+        "--password",
+        "dave-secret-1",
+    )
+    assert result.code == 0, result
+    fields = result.out.split("In the phone's SIP account:\n")[1]
+    assert fields.splitlines() == [
+        "SIP server / Domain  203.0.113.10",
+        "Port                 5060 (UDP or TCP)",
+        "Transport            UDP or TCP",
+        "Username / Auth ID   dave",
+        "Password             (the one you set)",
+        f"Realm                {DOMAIN} (phones learn it from the server)",
+        "Outbound proxy       none",
+    ]
+    assert "dave-secret-1" not in result.out  # never echoed back
+    plain = cli("--listen", "udp:127.0.0.1:5070", "user", "add", "erin", "--password", "x" * 12)
+    assert "SIP server / Domain  127.0.0.1\nPort                 5070 (UDP)\n" in plain.out
+
+
 def test_user_add_generate_prints_the_password_once(cli: Cli, db: Path) -> None:
     result = cli("user", "add", "bob", "--generate", "--outbound", "national")
     assert result.code == 0
     password = result.out.splitlines()[1].removeprefix("password: ")
     assert len(password) == 20
+    assert f"Password             {password}\n" in result.out  # the phone's account fields
     user = read_store(db, lambda s: s.get_user("bob"))
     assert user.ha1_md5 == compute_ha1("bob", DOMAIN, password)
     assert user.outbound_policy == "national"

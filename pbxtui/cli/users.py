@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from core.provisioning import phone_settings
 from core.store.errors import DuplicateError
 from core.users import (
     OUTBOUND_POLICIES,
@@ -86,6 +87,9 @@ async def cmd_user_add(ctx: Context) -> int:
         print(f"password: {password}", file=ctx.out)
     else:
         _warn_if_weak(ctx, password)
+    shown = password if generated else "(the one you set)"
+    account = phone_settings(name, shown, ctx.settings.realm, ctx.settings.listen)
+    print(f"\nIn the phone's SIP account:\n{account.text()}", file=ctx.out)
     return 0
 
 
