@@ -4,6 +4,7 @@ subcommands (added by the family's own module)."""
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 
 from pbxtui.cli import admin, bans, carriers, cdrs, dids, users
 from pbxtui.cli.context import PROG, CommandTable
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Without a command, starts the SIP server with the console (or --headless).",
     )
     _add_global_options(parser, default=None)
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     parser.add_argument(
         "--headless",
         action="store_true",
@@ -54,3 +56,11 @@ def _add_global_options(parser: argparse.ArgumentParser, default: object) -> Non
         help="the public address peers reach the listeners by behind 1:1 NAT (cloud instances); "
         "goes in Via and Record-Route",
     )
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip recorded it)."""
+    try:
+        return metadata.version("pbxtui")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
