@@ -12,6 +12,9 @@ service past 10,000 lines per 30 s anyway.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+from collections.abc import Callable
+from pathlib import Path
 
 from core.events import (
     CallEvent,
@@ -25,6 +28,11 @@ from core.events import (
     ServerEvent,
 )
 from core.security.seclog import format_log_line
+
+SECURITY_LOG_NAME = "security.log"
+# The headless stderr format; under journald (which stamps each line itself) without the time.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class EventLogger:
@@ -85,3 +93,32 @@ def describe(event: Event) -> str | None:
         case ContactRefreshed():
             return None
     return None
+
+
+def security_log_path(db_path: Path) -> Path:
+    """The console's security log: beside the database, in the data directory."""
+    return db_path.parent / SECURITY_LOG_NAME
+
+
+def open_security_log(path: Path) -> Callable[[Event], None]:
+    """A bus listener writing the security lines to `path`, in the headless stderr format,
+    for fail2ban to watch while the console (which owns the terminal) runs.
+
+    WatchedFileHandler reopens the file after logrotate moves it. The bus already sums
+    repeated drops and caps reports per second, so a flood costs a bounded number of writes.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    logger = logging.getLogger("pbxtui.security")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # the console owns the terminal: nothing may reach stderr
+
+    def log_security(event: Event) -> None:
+        if isinstance(event, SecurityEvent):
+            line = format_log_line(event)
+            if line is not None:
+                logger.warning(line)
+
+    return log_security
