@@ -2,9 +2,12 @@
 
 Where the file comes from (first that applies):
   1. `--config FILE` (it must exist),
-  2. `./pbxtui.toml`,
-  3. `~/.config/pbxtui/pbxtui.toml`,
-  4. none: every default from `core/settings.py`.
+  2. `$PBXTUI_CONFIG` (it must exist),
+  3. `./pbxtui.toml`,
+  4. `$XDG_CONFIG_HOME/pbxtui/pbxtui.toml` (`~/.config/pbxtui/pbxtui.toml`),
+  5. `/etc/pbxtui/pbxtui.toml` (a service, and `sudo pbxtui ...` beside it),
+  6. none: every default from `core/settings.py`, the database in
+     `$XDG_DATA_HOME/pbxtui/pbxtui.db` (`~/.local/share/pbxtui/pbxtui.db`).
 
 The file's sections mirror the dataclasses one to one: `[server]` holds the top-level fields
 (`domain`, `db`, `listen`, `user_agent`, `workers`, plus `advertise`, the address every
@@ -50,8 +53,8 @@ from core.sip.errors import SipParseError
 from core.sip.uri import parse_hostport
 
 CONFIG_FILE_NAME = "pbxtui.toml"
-USER_CONFIG_PATH = Path("~/.config/pbxtui") / CONFIG_FILE_NAME
-DEFAULT_DB_PATH = Path("~/.local/share/pbxtui/pbxtui.db")
+SYSTEM_CONFIG_PATH = Path("/etc/pbxtui") / CONFIG_FILE_NAME
+CONFIG_ENVIRONMENT = "PBXTUI_CONFIG"
 LISTEN_TRANSPORTS = ("udp", "tcp")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 
@@ -157,14 +160,36 @@ def validate_domain(domain: str) -> None:
             raise ValueError(f"domain {domain!r} is not a hostname or IP address") from None
 
 
+def user_config_path() -> Path:
+    """`$XDG_CONFIG_HOME/pbxtui/pbxtui.toml`, `~/.config/...` when it is unset (XDG Base
+    Directory specification: a relative value is ignored)."""
+    return _xdg_home("XDG_CONFIG_HOME", "~/.config") / "pbxtui" / CONFIG_FILE_NAME
+
+
+def default_db_path() -> Path:
+    """`$XDG_DATA_HOME/pbxtui/pbxtui.db`, `~/.local/share/...` when it is unset."""
+    return _xdg_home("XDG_DATA_HOME", "~/.local/share") / "pbxtui" / "pbxtui.db"
+
+
+def _xdg_home(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else Path(fallback).expanduser()
+
+
 def find_config_file(explicit: str | Path | None = None, cwd: Path | None = None) -> Path | None:
     """The config file to read, by the search order in this module's docstring."""
+    if explicit is None and os.environ.get(CONFIG_ENVIRONMENT):
+        explicit = os.environ[CONFIG_ENVIRONMENT]
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         return path
-    for candidate in ((cwd or Path.cwd()) / CONFIG_FILE_NAME, USER_CONFIG_PATH.expanduser()):
+    for candidate in (
+        (cwd or Path.cwd()) / CONFIG_FILE_NAME,
+        user_config_path(),
+        SYSTEM_CONFIG_PATH,
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -196,7 +221,7 @@ def load_settings(
 
 def default_settings() -> Settings:
     """`Settings()` with the database path expanded for this user."""
-    return dataclasses.replace(Settings(), db_path=DEFAULT_DB_PATH.expanduser())
+    return dataclasses.replace(Settings(), db_path=default_db_path())
 
 
 def read_config_file(path: Path) -> Settings:

@@ -12,6 +12,7 @@ import pytest
 
 from core.net.addresses import AddressSet, is_private, parse_ip, parse_network, parse_networks
 from core.settings import ListenAddress, Settings
+from pbxtui import config
 from pbxtui.config import (
     ConfigError,
     apply_overrides,
@@ -32,6 +33,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.setenv("HOME", str(home_dir))
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(config, "SYSTEM_CONFIG_PATH", tmp_path / "etc/pbxtui/pbxtui.toml")
     monkeypatch.chdir(work)
     return home_dir
 
@@ -61,6 +65,26 @@ def test_search_order(home: Path, tmp_path: Path) -> None:
     assert find_config_file() == local_file
     explicit = write(tmp_path / "other.toml", '[server]\ndomain = "explicit.example"\n')
     assert load_settings(explicit).domain == "explicit.example"
+
+
+def test_the_system_file_comes_after_the_users_and_the_variable_first(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = write(tmp_path / "etc/pbxtui/pbxtui.toml", '[server]\ndomain = "system.example"\n')
+    assert find_config_file() == system
+    user_file = write(home / ".config/pbxtui/pbxtui.toml", '[server]\ndomain = "home.example"\n')
+    assert find_config_file() == user_file
+    xdg = write(tmp_path / "xdg/pbxtui/pbxtui.toml", '[server]\ndomain = "xdg.example"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert find_config_file() == xdg
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/is/ignored")
+    assert find_config_file() == user_file
+    chosen = write(tmp_path / "chosen.toml", '[server]\ndomain = "chosen.example"\n')
+    monkeypatch.setenv("PBXTUI_CONFIG", str(chosen))
+    assert load_settings().domain == "chosen.example"
+    assert load_settings(system).domain == "system.example"  # --config still wins
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert load_settings(system).db_path == tmp_path / "data/pbxtui/pbxtui.db"
 
 
 def test_an_explicit_file_must_exist(home: Path) -> None:
