@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
-from pbxtui.cli import admin, bans, carriers, cdrs, dids, users
+from pbxtui.cli import admin, bans, carriers, cdrs, database, dids, users
 from pbxtui.cli.context import PROG, CommandTable
 
 
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         'process does everything), 1-64, or "auto" (one per CPU)',
     )
     table = CommandTable(parser.add_subparsers(title="commands", metavar="COMMAND"), global_options)
-    for family in (users, carriers, dids, bans, cdrs, admin):
+    for family in (database, users, carriers, dids, bans, cdrs, admin):
         family.add_commands(table)
     return parser
 
