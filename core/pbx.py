@@ -246,8 +246,9 @@ class Pbx:
         )
         self.route.proxy = self.proxy
         # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
+        dns = SrvResolver()
         self.trunks = Trunks(
-            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
+            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=dns, hosts=dns.addresses
         )
         self.trunks.attach()
         self.route.trunks = self.trunks

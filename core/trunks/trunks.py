@@ -66,6 +66,7 @@ from core.trunks.gateways import (
     Gateway,
     GatewayTable,
     GatewayTarget,
+    HostLookup,
     SrvLookup,
     gateway_of,
     resolve,
@@ -128,6 +129,7 @@ class Trunks:
         users: UserDirectory,
         bus: EventBus,
         srv: SrvLookup | None = None,
+        hosts: HostLookup | None = None,
     ) -> None:
         self.settings = settings
         self.domain = settings.domain
@@ -135,6 +137,7 @@ class Trunks:
         self.users = users
         self.bus = bus
         self.srv = srv
+        self.hosts = hosts
         self.dialplan = Dialplan(settings.dialplan)
         self.limiter = CallLimiter(settings.proxy.max_calls_global)
         self.carriers: list[CarrierRow] = []
@@ -187,7 +190,9 @@ class Trunks:
         """Look up every gateway name (concurrently, each bounded by DNS_TIMEOUT)."""
         table = self.gateways
         names = table.names_to_resolve
-        answers = await asyncio.gather(*(resolve(gateway, srv=self.srv) for gateway in names))
+        answers = await asyncio.gather(
+            *(resolve(gateway, srv=self.srv, hosts=self.hosts) for gateway in names)
+        )
         for gateway, (addresses, via_srv) in zip(names, answers, strict=True):
             if addresses:
                 table.set_resolved(gateway, addresses, via_srv=via_srv)
