@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -217,3 +219,60 @@ async def test_behind_1_to_1_nat_every_header_carries_the_advertised_address(
         await alice.stop()
         await bob.stop()
         await pbx.stop()
+
+
+async def test_phones_set_up_from_what_user_add_printed_register_and_call(tmp_path: Path) -> None:
+    """The README's "Connecting phones" path on a first run: the default domain, users added
+    with `pbxtui user add --generate` while the server runs, and baresip accounts written
+    from the printed fields alone (server, port, username, password; no outbound proxy)."""
+    port = free_port()
+    db = tmp_path / "pbx.db"
+    listen = (ListenAddress("udp", "127.0.0.1", port), ListenAddress("tcp", "127.0.0.1", port))
+    pbx = Pbx(Settings(db_path=db, listen=listen))  # domain: the default, pbx.local
+    await pbx.start()
+    phones: list[BaresipPhone] = []
+    try:
+        for user in ("alice", "bob"):
+            fields = await asyncio.to_thread(_user_add, db, port, user)
+            server, port_text = fields["SIP server / Domain"], fields["Port"].split()[0]
+            assert (server, port_text) == ("127.0.0.1", str(port))
+            assert fields["Outbound proxy"] == "none"
+            phone = BaresipPhone(
+                tmp_path / user, user, fields["Password"], f"{server}:{port_text}", None
+            )
+            phones.append(phone)
+        async with asyncio.timeout(5):  # the server picks up the CLI's users (data_version)
+            while pbx.users.get("bob") is None:
+                await asyncio.sleep(0.05)
+        for phone in phones:
+            await phone.start()
+        await _registered(pbx, "alice")
+        await _registered(pbx, "bob")
+        alice, bob = phones
+        await alice.command("dial", f"sip:bob@127.0.0.1:{port}")
+        answered = await bob.wait_for("CALL_ESTABLISHED")
+        await alice.wait_for("CALL_ESTABLISHED")
+        await bob.command("hangup")
+        await alice.wait_for("CALL_CLOSED")
+        assert (await _cdr(pbx, answered["id"])).status == 200
+    finally:
+        for phone in phones:
+            await phone.stop()
+        await pbx.stop()
+
+
+def _user_add(db: Path, port: int, user: str) -> dict[str, str]:
+    """`pbxtui user add USER --generate`, as an operator runs it; the phone fields printed."""
+    command = [sys.executable, "-m", "pbxtui", "--db", str(db), "--listen"]
+    command += [f"udp:127.0.0.1:{port}", "--listen", f"tcp:127.0.0.1:{port}"]
+    result = subprocess.run(
+        [*command, "user", "add", user, "--generate"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PBXTUI_CONFIG": "", "HOME": str(db.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    block = result.stdout.split("In the phone's SIP account:\n")[1]
+    return {line[:20].strip(): line[21:] for line in block.splitlines() if line.strip()}

@@ -47,10 +47,12 @@ class BaresipPhone:
         user: str,
         password: str,
         domain: str,
-        proxy: tuple[str, int],
+        proxy: tuple[str, int] | None,
         *,
         answermode: str = "auto",
     ) -> None:
+        """`domain` is the account's host part (`pbx.test`, `203.0.113.10:5060`); `proxy`,
+        when given, the outbound proxy every request goes to."""
         self.user = user
         self.folder = folder
         self.ctrl_port = free_port()
@@ -60,10 +62,10 @@ class BaresipPhone:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         folder.mkdir(parents=True, exist_ok=True)
-        host, port = proxy
+        outbound = f'outbound="sip:{proxy[0]}:{proxy[1]};lr";' if proxy else ""
         (folder / "accounts").write_text(
             f"<sip:{user}@{domain}>;auth_pass={password};"
-            f'outbound="sip:{host}:{port};lr";regint=600;answermode={answermode}\n'
+            f"{outbound}regint=600;answermode={answermode}\n"
         )
         # sip_listen port 0: baresip picks its own ports (it also binds TLS on port + 1).
         (folder / "config").write_text(
