@@ -73,3 +73,13 @@ def test_a_specific_listener_is_only_its_own_address() -> None:
     identity = ServerIdentity("pbx.test", [ListenAddress("udp", "127.0.0.1", 5070)])
     assert not identity.is_us(parse_uri("sip:127.0.0.77"))
     assert not identity.is_us(parse_uri("sip:garbage.example"))
+
+
+def test_probing_many_foreign_addresses_stays_bounded() -> None:
+    # A peer can name any address in a Request-URI: each costs one bind() probe at most,
+    # and the answers kept are capped.
+    identity = ServerIdentity("pbx.test", [ListenAddress("udp", "0.0.0.0", 5060)])
+    for n in range(5_000):
+        assert not identity.is_us(parse_uri(f"sip:10.255.{n // 256}.{n % 256}"))
+    assert len(identity._local_cache) <= 4_096
+    assert identity.is_us(parse_uri("sip:127.0.0.77"))  # still answers correctly
