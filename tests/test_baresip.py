@@ -148,31 +148,14 @@ async def test_sipsak_registers_with_the_defaults(tmp_path: Path) -> None:
     try:
         # The Request-URI carries no port (-r gives it): sipsak 0.9.8 cuts a five-digit port
         # in the URI it writes to four digits. -x: sipsak asks for 15 s, under min_expires.
-        process = await asyncio.create_subprocess_exec(
-            _sipsak(),
-            "-U",  # usrloc mode: REGISTER, answering the digest challenge
-            "-s",
-            "sip:carol@127.0.0.1",
-            "-r",
-            str(port),
-            "-a",
-            PASSWORDS["carol"],
-            "-u",
-            "carol",
-            "-H",
-            "127.0.0.1",
-            "-E",
-            "udp",
-            "-x",
-            "120",
-            "-i",
-            "-vv",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+        command = [_sipsak(), "-U", "-s", "sip:carol@127.0.0.1", "-r", str(port)]
+        command += ["-a", PASSWORDS["carol"], "-u", "carol", "-H", "127.0.0.1", "-E", "udp"]
+        command += ["-x", "120", "-i", "-vv"]  # usrloc mode (-U): REGISTER, answer the challenge
+        result = await asyncio.to_thread(
+            subprocess.run, command, capture_output=True, text=True, timeout=20, check=False
         )
-        output, _ = await asyncio.wait_for(process.communicate(), 20)
-        text = output.decode(errors="replace")
-        assert process.returncode == 0, text
+        text = result.stdout + result.stderr
+        assert result.returncode == 0, text
         assert "All usrloc tests completed successful" in text, text
         assert pbx.location.lookup("carol", pbx.clock())
     finally:

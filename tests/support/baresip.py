@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ class BaresipPhone:
         self.ctrl_port = free_port()
         self.events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.responses: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         folder.mkdir(parents=True, exist_ok=True)
@@ -93,19 +94,16 @@ class BaresipPhone:
         """Start baresip and connect to its control socket; `trace` logs every SIP message
         it sends and receives (`log()`)."""
         binary = baresip_binary()
-        log = (self.folder / "baresip.log").open("w")
         options = ["-4", "-f", str(self.folder), *(["-s"] if trace else [])]
-        self._process = await asyncio.create_subprocess_exec(
-            binary, *options, stdout=log, stderr=log
-        )
-        log.close()
+        with (self.folder / "baresip.log").open("w") as log:
+            self._process = subprocess.Popen([binary, *options], stdout=log, stderr=log)
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             try:
                 reader, self._writer = await asyncio.open_connection("127.0.0.1", self.ctrl_port)
                 break
             except OSError:
-                if asyncio.get_running_loop().time() > deadline or self._process.returncode:
+                if asyncio.get_running_loop().time() > deadline or self._process.poll():
                     raise AssertionError(f"baresip did not start:\n{self.log()}") from None
                 await asyncio.sleep(0.05)
         self._reader_task = asyncio.create_task(self._read(reader))
@@ -159,10 +157,10 @@ class BaresipPhone:
         if self._writer is not None:
             self._writer.close()
         process = self._process
-        if process is not None and process.returncode is None:
+        if process is not None and process.poll() is None:
             process.terminate()
             try:
-                await asyncio.wait_for(process.wait(), 5.0)
-            except TimeoutError:
+                await asyncio.to_thread(process.wait, 5.0)
+            except subprocess.TimeoutExpired:
                 process.kill()
-                await process.wait()
+                await asyncio.to_thread(process.wait)
