@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
-from collections.abc import Callable
 from pathlib import Path
 
 from core.events import (
@@ -100,25 +99,30 @@ def security_log_path(db_path: Path) -> Path:
     return db_path.parent / SECURITY_LOG_NAME
 
 
-def open_security_log(path: Path) -> Callable[[Event], None]:
-    """A bus listener writing the security lines to `path`, in the headless stderr format,
+class SecurityLogFile:
+    """A bus listener writing the security lines to a file, in the headless stderr format,
     for fail2ban to watch while the console (which owns the terminal) runs.
 
-    WatchedFileHandler reopens the file after logrotate moves it. The bus already sums
-    repeated drops and caps reports per second, so a flood costs a bounded number of writes.
+    The logger is private (not registered under logging's tree), so nothing reaches the
+    terminal and no other handler sees the lines; WatchedFileHandler reopens the file after
+    logrotate moves it. The bus already sums repeated drops and caps reports per second, so
+    a flood costs a bounded number of writes.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
-    logger = logging.getLogger("pbxtui.security")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.INFO)
-    logger.propagate = False  # the console owns the terminal: nothing may reach stderr
 
-    def log_security(event: Event) -> None:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = path
+        self._handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._logger = logging.Logger("pbxtui.security", logging.INFO)
+        self._logger.addHandler(self._handler)
+
+    def __call__(self, event: Event) -> None:
         if isinstance(event, SecurityEvent):
             line = format_log_line(event)
             if line is not None:
-                logger.warning(line)
+                self._logger.warning(line)
 
-    return log_security
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._handler.close()

@@ -144,17 +144,20 @@ def run_console(settings: Settings) -> int:
     """SIP core and the Textual console in one process and one event loop."""
     from core.pbx import StartError
     from pbxtui.app import PbxApp
-    from pbxtui.eventlog import open_security_log, security_log_path
+    from pbxtui.eventlog import SecurityLogFile, security_log_path
 
     install_fast_loop()
     tune_gc()
     app = PbxApp(settings, freeze_gc=True)
-    app.pbx.bus.subscribe(open_security_log(security_log_path(settings.db_path)))
+    security_log = SecurityLogFile(security_log_path(settings.db_path))
+    app.pbx.bus.subscribe(security_log)
     try:
         app.run()
     except StartError as error:
         print(f"pbxtui: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        security_log.close()
     if app.start_error is not None:
         print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
         return 2

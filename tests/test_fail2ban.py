@@ -10,6 +10,7 @@ with Debian's common.conf beside it, as in /etc/fail2ban/filter.d.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ import pytest
 from conftest import start_pbx
 from support.ports import free_port
 
-from pbxtui.eventlog import open_security_log
+from pbxtui.eventlog import SecurityLogFile
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "fail2ban"
 DEBIAN_COMMON = Path("/etc/fail2ban/filter.d/common.conf")
@@ -153,7 +154,8 @@ async def test_the_console_writes_the_security_log_the_filter_reads(tmp_path: Pa
     filter_file = _filter_dir(tmp_path)
     pbx = await start_pbx(tmp_path, users={})
     log_path = tmp_path / "data" / "security.log"
-    pbx.bus.subscribe(open_security_log(log_path))
+    security_log = SecurityLogFile(log_path)
+    pbx.bus.subscribe(security_log)
     try:
         port = pbx.listening[0].port
         await asyncio.to_thread(_attack, port)
@@ -162,5 +164,7 @@ async def test_the_console_writes_the_security_log_the_filter_reads(tmp_path: Pa
                 await asyncio.sleep(0.05)
     finally:
         await pbx.stop()
+        security_log.close()
+    assert logging.getLogger("pbxtui.security").handlers == []  # the terminal's logger untouched
     lines = log_path.read_text().splitlines()
     _check(lines, tmp_path / "console-format.log", filter_file)
