@@ -571,6 +571,8 @@ def test_config_file_and_its_errors(
 def test_bad_global_values_exit_2(cli: Cli) -> None:
     assert_usage_error(cli("--listen", "udp:localhost:5060", "user", "list"), "--listen")
     assert_usage_error(cli("user", "list", domain="bad domain"), "--domain")
+    assert_usage_error(cli("--advertise", "bad host:1", "user", "list"), "--advertise")
+    assert_usage_error(cli("--advertise", "192.0.2.1:99999", "user", "list"), "--advertise")
 
 
 def test_an_unusable_database_exits_1(
