@@ -9,10 +9,10 @@ truncated (RFC 7766 §5), /etc/resolv.conf's nameservers with its `options` (tim
 rotate, ndots), and a bounded cache that honours each record's TTL, so re-resolving every few
 minutes costs nothing while the records stand.
 
-Names with no records are an empty answer; a server failure or a timeout is an empty answer
-too, with the reason logged once per call by the caller's error handling (`DnsError` for
-what the caller should know about). Addresses the resolver cannot find (a name in
-/etc/hosts only) fall back to the system resolver, getaddrinfo.
+Names with no records and timeouts are empty answers; servers that fail (SERVFAIL from all,
+nonsense) raise `DnsError`, which the gateway table treats as "keep the last answer".
+Addresses the resolver cannot find (a name in /etc/hosts only) fall back to the system
+resolver, getaddrinfo.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Sequence
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -86,7 +87,8 @@ class SrvResolver:
             return list(dict.fromkeys(found))
         return await _system_addresses(host, self.timeout)
 
-    async def _query(self, name: str, rdtype: str) -> list:  # type: ignore[type-arg]
+    async def _query(self, name: str, rdtype: str) -> list[Any]:
+        """The answer's records (dnspython rdata objects); [] for none, a timeout included."""
         if not self.resolver.nameservers:
             return []
         try:
