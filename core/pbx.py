@@ -241,13 +241,15 @@ class Pbx:
         )
         # Carrier trunks: inbound from carriers, outbound to gateways; they decide, the
         # route and the proxy act.
+        dns = SrvResolver()
         self.trunks = Trunks(
             settings,
             identity=self.identity,
             users=self.users,
             calls=calls,
             bus=self.bus,
-            srv=SrvResolver(),
+            srv=dns,
+            hosts=dns.addresses,
             meter=self.books.meter,
         )
         self.proxy = Proxy(

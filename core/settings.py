@@ -12,15 +12,37 @@ from pathlib import Path
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """One socket to listen on: `udp:0.0.0.0:5060`, `tcp:[::]:5060`."""
+    """One socket to listen on: `udp:0.0.0.0:5060`, `tcp:[::]:5060`.
+
+    `advertise_host` (and `advertise_port`, 0 for the listen port) is the address peers reach
+    this socket by when it is not the socket's own: a cloud instance behind 1:1 NAT listens
+    on its private address and is reached on its public one (Kamailio's `advertise`,
+    Asterisk's `external_signaling_address`). It goes in Via and Record-Route.
+    """
 
     transport: str  # "udp" or "tcp"
     host: str
     port: int
+    advertise_host: str = ""
+    advertise_port: int = 0
 
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.transport}:{host}:{self.port}"
+        text = f"{self.transport}:{host}:{self.port}"
+        if self.advertise_host:
+            host = self.advertise_host
+            text += f" advertise [{host}]" if ":" in host else f" advertise {host}"
+            if self.advertise_port:
+                text += f":{self.advertise_port}"
+        return text
+
+    @property
+    def advertised(self) -> str:
+        """`host:port` peers reach this socket by (IPv6 in brackets); the advertised address
+        when there is one."""
+        host = self.advertise_host or self.host
+        port = self.advertise_port or self.port
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +73,12 @@ class RegistrarSettings:
 @dataclass(frozen=True, slots=True)
 class AuthSettings:
     nonce_lifetime: float = 300.0  # an older nonce gets stale=true
-    algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered in this order (RFC 8760 §2.4)
+    # Offered in this order (RFC 8760 §2.4). MD5 alone by default: clients that predate
+    # RFC 8760 (Debian 12's baresip 1.0, sipsak, many desk phones) give up on the whole
+    # challenge when any WWW-Authenticate names an algorithm they do not know, even when MD5
+    # is offered beside it, whichever comes first. ("SHA-256", "MD5") is the opt-in for
+    # fleets of phones that all handle it.
+    algorithms: tuple[str, ...] = ("MD5",)
     max_tracked_nonces: int = 100_000  # last nonce-count per nonce, for replay checks; oldest go
 
 

@@ -2,18 +2,23 @@
 
 Where the file comes from (first that applies):
   1. `--config FILE` (it must exist),
-  2. `./pbxtui.toml`,
-  3. `~/.config/pbxtui/pbxtui.toml`,
-  4. none: every default from `core/settings.py`.
+  2. `$PBXTUI_CONFIG` (it must exist),
+  3. `./pbxtui.toml`,
+  4. `$XDG_CONFIG_HOME/pbxtui/pbxtui.toml` (`~/.config/pbxtui/pbxtui.toml`),
+  5. `/etc/pbxtui/pbxtui.toml` (a service, and `sudo pbxtui ...` beside it),
+  6. none: every default from `core/settings.py`, the database in
+     `$XDG_DATA_HOME/pbxtui/pbxtui.db` (`~/.local/share/pbxtui/pbxtui.db`).
 
 The file's sections mirror the dataclasses one to one: `[server]` holds the top-level fields
-(`domain`, `db`, `listen`, `user_agent`), and `[transport]`, `[registrar]`, `[auth]`,
+(`domain`, `db`, `listen`, `user_agent`, `workers`, plus `advertise`, the address every
+listener without its own `advertise` is reached by), and `[transport]`, `[registrar]`, `[auth]`,
 `[security]`, `[proxy]`, `[events]`, `[ui]` and `[dialplan]` hold the fields of the matching
 `*Settings` class under the same names. `pbxtui.example.toml` at the top of the repository lists
 every key with its default. Anything unknown or of the wrong type is a `ConfigError` naming the
 key: a typo in a security limit must not silently leave the default in force.
 
-`--db`, `--listen` (repeatable; replaces the whole list) and `--domain` are applied last.
+`--db`, `--listen` (repeatable; replaces the whole list), `--domain` and `--advertise` are
+applied last.
 A relative `db` in the file is relative to the file's directory; on the command line, to the
 current directory. The database's parent directory is created by `core.store.database.Store.open`.
 """
@@ -50,8 +55,8 @@ from core.sip.errors import SipParseError
 from core.sip.hostport import is_hostname, parse_hostport
 
 CONFIG_FILE_NAME = "pbxtui.toml"
-USER_CONFIG_PATH = Path("~/.config/pbxtui") / CONFIG_FILE_NAME
-DEFAULT_DB_PATH = Path("~/.local/share/pbxtui/pbxtui.db")
+SYSTEM_CONFIG_PATH = Path("/etc/pbxtui") / CONFIG_FILE_NAME
+CONFIG_ENVIRONMENT = "PBXTUI_CONFIG"
 LISTEN_TRANSPORTS = ("udp", "tcp")
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 
@@ -67,7 +72,7 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "dialplan": ("dialplan", DialplanSettings),
     "accounting": ("accounting", AccountingSettings),
 }
-_SERVER_KEYS = ("domain", "db", "listen", "user_agent", "workers")
+_SERVER_KEYS = ("domain", "db", "listen", "advertise", "user_agent", "workers")
 MAX_WORKERS = 64
 
 MAX_DOMAIN_LENGTH = 253  # a DNS name (RFC 1035 §2.3.4)
@@ -79,28 +84,56 @@ class ConfigError(Exception):
 
 
 def parse_listen(text: str) -> ListenAddress:
-    """Parse `PROTO:HOST[:PORT]`: `udp:0.0.0.0:5060`, `tcp:[::1]:5060`, `udp:127.0.0.1`.
+    """Parse `PROTO:HOST[:PORT] [advertise HOST[:PORT]]`: `udp:0.0.0.0:5060`,
+    `tcp:[::1]:5060`, `udp:10.0.0.5:5060 advertise 203.0.113.10:5060`.
 
-    PROTO is udp or tcp; HOST[:PORT] follows the one host:port grammar (`core.sip.hostport`)
-    and HOST must be an IP address (IPv6 in brackets); PORT defaults to 5060 and may be 0 to
-    let the system pick one (tests). Raises `ValueError` saying what is wrong.
+    PROTO is udp or tcp; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060 and
+    may be 0 to let the system pick one (tests). The advertised address (Kamailio's syntax) is
+    an IP address or host name; its port defaults to the listen port. Raises `ValueError`
+    saying what is wrong.
     """
-    transport, colon, rest = text.strip().partition(":")
+    address_text, _, advertise_text = text.strip().partition(" advertise ")
+    address = _parse_listen_address(address_text.strip(), text)
+    if advertise_text:
+        address = with_advertise(address, advertise_text.strip())
+    return address
+
+
+def parse_advertise(text: str) -> tuple[str, int]:
+    """`HOST[:PORT]` peers reach a listener by; port 0 when not given (the listen port)."""
+    try:
+        host, port = parse_hostport(text.strip())
+    except SipParseError:
+        raise ValueError(f"advertised address {text!r} must look like HOST or HOST:PORT") from None
+    validate_domain(host)
+    return host, port or 0
+
+
+def with_advertise(address: ListenAddress, text: str) -> ListenAddress:
+    """`address` advertised as `text` (`HOST[:PORT]`); `ValueError` if `text` is bad."""
+    host, port = parse_advertise(text)
+    return dataclasses.replace(address, advertise_host=host, advertise_port=port)
+
+
+def _parse_listen_address(text: str, original: str) -> ListenAddress:
+    transport, colon, rest = text.partition(":")
     transport = transport.lower()
     if not colon or transport not in LISTEN_TRANSPORTS:
-        raise ValueError(f"listen address {text!r} must look like udp:HOST:PORT or tcp:HOST:PORT")
+        raise ValueError(
+            f"listen address {original!r} must look like udp:HOST:PORT or tcp:HOST:PORT"
+        )
     try:
         host, port = parse_hostport(rest, zero_port=True)
     except SipParseError as exc:
         if exc.reason == "Bad port":
-            raise ValueError(f"listen address {text!r}: port must be 0-65535") from None
+            raise ValueError(f"listen address {original!r}: port must be 0-65535") from None
         raise ValueError(
-            f"listen address {text!r}: HOST must be an IP address, IPv6 in brackets"
+            f"listen address {original!r}: HOST must be an IP address, IPv6 in brackets"
         ) from None
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise ValueError(f"listen address {text!r}: {host!r} is not an IP address") from None
+        raise ValueError(f"listen address {original!r}: {host!r} is not an IP address") from None
     return ListenAddress(transport, str(address), 5060 if port is None else port)
 
 
@@ -114,14 +147,36 @@ def validate_domain(domain: str) -> None:
             raise ValueError(f"domain {domain!r} is not a hostname or IP address") from None
 
 
+def user_config_path() -> Path:
+    """`$XDG_CONFIG_HOME/pbxtui/pbxtui.toml`, `~/.config/...` when it is unset (XDG Base
+    Directory specification: a relative value is ignored)."""
+    return _xdg_home("XDG_CONFIG_HOME", "~/.config") / "pbxtui" / CONFIG_FILE_NAME
+
+
+def default_db_path() -> Path:
+    """`$XDG_DATA_HOME/pbxtui/pbxtui.db`, `~/.local/share/...` when it is unset."""
+    return _xdg_home("XDG_DATA_HOME", "~/.local/share") / "pbxtui" / "pbxtui.db"
+
+
+def _xdg_home(variable: str, fallback: str) -> Path:
+    value = os.environ.get(variable, "")
+    return Path(value) if os.path.isabs(value) else Path(fallback).expanduser()
+
+
 def find_config_file(explicit: str | Path | None = None, cwd: Path | None = None) -> Path | None:
     """The config file to read, by the search order in this module's docstring."""
+    if explicit is None and os.environ.get(CONFIG_ENVIRONMENT):
+        explicit = os.environ[CONFIG_ENVIRONMENT]
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
         return path
-    for candidate in ((cwd or Path.cwd()) / CONFIG_FILE_NAME, USER_CONFIG_PATH.expanduser()):
+    for candidate in (
+        (cwd or Path.cwd()) / CONFIG_FILE_NAME,
+        user_config_path(),
+        SYSTEM_CONFIG_PATH,
+    ):
         if candidate.is_file():
             return candidate
     return None
@@ -134,17 +189,26 @@ def load_settings(
     listen: Sequence[str] | None = None,
     domain: str | None = None,
     workers: str | None = None,
+    advertise: str | None = None,
     cwd: Path | None = None,
 ) -> Settings:
     """Settings from the config file found by the search order, with CLI overrides on top."""
     path = find_config_file(config_file, cwd)
     settings = read_config_file(path) if path is not None else default_settings()
-    return apply_overrides(settings, db=db, listen=listen, domain=domain, workers=workers, cwd=cwd)
+    return apply_overrides(
+        settings,
+        db=db,
+        listen=listen,
+        domain=domain,
+        workers=workers,
+        advertise=advertise,
+        cwd=cwd,
+    )
 
 
 def default_settings() -> Settings:
     """`Settings()` with the database path expanded for this user."""
-    return dataclasses.replace(Settings(), db_path=DEFAULT_DB_PATH.expanduser())
+    return dataclasses.replace(Settings(), db_path=default_db_path())
 
 
 def read_config_file(path: Path) -> Settings:
@@ -199,10 +263,11 @@ def apply_overrides(
     listen: Sequence[str] | None = None,
     domain: str | None = None,
     workers: str | None = None,
+    advertise: str | None = None,
     cwd: Path | None = None,
 ) -> Settings:
-    """Apply `--db`, `--listen` (replaces the list), `--domain` and `--workers`;
-    `ConfigError` if bad."""
+    """Apply `--db`, `--listen` (replaces the list), `--domain`, `--workers` and
+    `--advertise` (for every listener); `ConfigError` if bad."""
     changes: dict[str, Any] = {}
     if workers is not None:
         try:
@@ -222,6 +287,12 @@ def apply_overrides(
         except ValueError as exc:
             raise ConfigError(f"--domain: {exc}") from None
         changes["domain"] = domain
+    if advertise is not None:
+        try:
+            listen = changes.get("listen", settings.listen)
+            changes["listen"] = tuple(with_advertise(address, advertise) for address in listen)
+        except ValueError as exc:
+            raise ConfigError(f"--advertise: {exc}") from None
     return dataclasses.replace(settings, **changes) if changes else settings
 
 
@@ -244,6 +315,14 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
             except ValueError as exc:
                 raise ConfigError(f"{where} listen: {exc}") from None
             continue
+        if key == "advertise":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} advertise: expected a string, got {value!r}")
+            try:
+                parse_advertise(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where} advertise: {exc}") from None
+            continue  # applied to the listeners below, whatever the key order
         if key == "workers":
             try:
                 changes["workers"] = parse_workers(value)
@@ -262,7 +341,15 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
             changes["domain"] = value
         else:
             changes[key] = value
+    if "advertise" in table:
+        listen = changes.get("listen", default_settings().listen)
+        changes["listen"] = _advertised(listen, table["advertise"])
     return changes
+
+
+def _advertised(listen: Sequence[ListenAddress], text: str) -> tuple[ListenAddress, ...]:
+    """Every listener without an advertised address of its own advertised as `text`."""
+    return tuple(a if a.advertise_host else with_advertise(a, text) for a in listen)
 
 
 def _section(cls: type, table: Mapping[str, Any], where: str) -> Any:

@@ -12,6 +12,8 @@ service past 10,000 lines per 30 s anyway.
 from __future__ import annotations
 
 import logging
+import logging.handlers
+from pathlib import Path
 
 from core.events import (
     CallEvent,
@@ -25,6 +27,11 @@ from core.events import (
     ServerEvent,
 )
 from core.security.seclog import format_log_line
+
+SECURITY_LOG_NAME = "security.log"
+# The headless stderr format; under journald (which stamps each line itself) without the time.
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class EventLogger:
@@ -85,3 +92,37 @@ def describe(event: Event) -> str | None:
         case ContactRefreshed():
             return None
     return None
+
+
+def security_log_path(db_path: Path) -> Path:
+    """The console's security log: beside the database, in the data directory."""
+    return db_path.parent / SECURITY_LOG_NAME
+
+
+class SecurityLogFile:
+    """A bus listener writing the security lines to a file, in the headless stderr format,
+    for fail2ban to watch while the console (which owns the terminal) runs.
+
+    The logger is private (not registered under logging's tree), so nothing reaches the
+    terminal and no other handler sees the lines; WatchedFileHandler reopens the file after
+    logrotate moves it. The bus already sums repeated drops and caps reports per second, so
+    a flood costs a bounded number of writes.
+    """
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.path = path
+        self._handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        self._logger = logging.Logger("pbxtui.security", logging.INFO)
+        self._logger.addHandler(self._handler)
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, SecurityEvent):
+            line = format_log_line(event)
+            if line is not None:
+                self._logger.warning(line)
+
+    def close(self) -> None:
+        self._logger.removeHandler(self._handler)
+        self._handler.close()

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
 from core.settings import Settings
+from pbxtui.eventlog import JOURNAL_LOG_FORMAT, LOG_FORMAT
 from pbxtui.logbatch import BatchingStreamHandler
 
 log = logging.getLogger("pbxtui")
@@ -79,8 +81,11 @@ def run_on_fast_loop(coroutine: Coroutine[Any, Any, int]) -> int:
 
 
 def configure_logging(stream: Any = None) -> BatchingStreamHandler:
+    """Log to stderr. Under systemd (JOURNAL_STREAM set) journald stamps each line with its
+    own time, so ours is left out; contrib/fail2ban's filter reads both forms."""
     handler = BatchingStreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    journald = bool(os.environ.get("JOURNAL_STREAM")) and stream is None
+    handler.setFormatter(logging.Formatter(JOURNAL_LOG_FORMAT if journald else LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)
@@ -139,15 +144,20 @@ def run_console(settings: Settings) -> int:
     """SIP core and the Textual console in one process and one event loop."""
     from core.pbx import StartError
     from pbxtui.app import PbxApp
+    from pbxtui.eventlog import SecurityLogFile, security_log_path
 
     install_fast_loop()
     tune_gc()
     app = PbxApp(settings, freeze_gc=True)
+    security_log = SecurityLogFile(security_log_path(settings.db_path))
+    app.pbx.bus.subscribe(security_log)
     try:
         app.run()
     except StartError as error:
         print(f"pbxtui: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        security_log.close()
     if app.start_error is not None:
         print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""The SIP credentials of a new (or re-passworded) user, shown once, ready to type into a phone.
+"""The SIP credentials of a new (or re-passworded) user, shown once, ready to type into a phone
+(the fields are core/provisioning.py's, the same `pbxtui user add` prints).
 
 The password is not stored anywhere but as digest hashes, so this is the only time the
 console can show it; the screen says so.
@@ -14,39 +15,16 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
-from core.settings import ListenAddress
-
-_WILDCARDS = ("0.0.0.0", "::")
-
-
-def server_addresses(domain: str, listening: list[ListenAddress]) -> list[str]:
-    """Where a phone should register: the domain on each port, and each specific address bound."""
-    found: dict[str, list[str]] = {}
-    for address in listening:
-        host = domain if address.host in _WILDCARDS else address.host
-        shown = f"[{host}]" if ":" in host else host
-        found.setdefault(f"{shown}:{address.port}", []).append(address.transport.upper())
-    return [f"{hostport} ({', '.join(transports)})" for hostport, transports in found.items()]
-
-
-def credentials_text(username: str, password: str, domain: str, servers: list[str]) -> str:
-    rows = [
-        ("Username / Auth ID", username),
-        ("Password", password),
-        ("Domain / Realm", domain),
-        ("SIP server / Proxy", servers[0] if servers else domain),
-    ]
-    rows += [("", server) for server in servers[1:]]
-    return "\n".join(f"{label:<20} {value}" for label, value in rows)
+from core.provisioning import PhoneSettings
 
 
 class CredentialsScreen(ModalScreen[None]):
     CSS_PATH = "credentials.tcss"
     BINDINGS: ClassVar = [Binding("escape,enter", "close", "Close")]
 
-    def __init__(self, username: str, password: str, domain: str, servers: list[str]) -> None:
+    def __init__(self, account: PhoneSettings) -> None:
         super().__init__()
-        self.text = credentials_text(username, password, domain, servers)
+        self.text = account.text()
 
     def compose(self) -> ComposeResult:
         with Vertical(id="credentials"):

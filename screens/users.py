@@ -10,10 +10,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import Label
 
+from core.provisioning import phone_settings
 from core.users import User
 from screens.base import StoreRowsPane
 from screens.confirm import ConfirmScreen
-from screens.credentials import CredentialsScreen, server_addresses
+from screens.credentials import CredentialsScreen
 from screens.user_form import PasswordForm, UserForm, UserSaved
 from screens.widgets.tables import KeyedTable
 
@@ -105,15 +106,10 @@ class UsersPane(StoreRowsPane):
         await self.load()
         self.query_one("#users", KeyedTable).select_key(saved.user.username)
         if saved.password is not None:
-            settings = self.pbx.settings
-            self.app.push_screen(
-                CredentialsScreen(
-                    saved.user.username,
-                    saved.password,
-                    settings.domain,
-                    server_addresses(settings.domain, self.pbx.listening),
-                )
+            account = phone_settings(
+                saved.user.username, saved.password, self.pbx.settings.realm, self.pbx.listening
             )
+            self.app.push_screen(CredentialsScreen(account))
         else:
             self.notify(f"saved {saved.user.username}")
 

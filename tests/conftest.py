@@ -41,8 +41,8 @@ USERS = {"alice": "alice-secret-1", "bob": "bob-secret-22", "carol": "carol-secr
 
 
 # SIPp 3.6 answers only MD5 challenges (it reads the first algorithm= of all WWW-Authenticate
-# headers joined), so the shared fixture offers MD5 alone; tests of the default SHA-256 + MD5
-# offer pass `auth=AuthSettings()`.
+# headers joined), so the shared fixture offers MD5 alone, as the default does; tests of the
+# SHA-256 opt-in pass `auth=AuthSettings(algorithms=("SHA-256", "MD5"))`.
 SIPP_AUTH = AuthSettings(algorithms=("MD5",))
 
 

@@ -31,8 +31,12 @@ def lookup(username: str) -> tuple[str, str] | None:
     return ha1(username, REALM, password, "MD5"), ha1(username, REALM, password, "SHA-256")
 
 
+# Most tests here exercise both algorithms, so they start from the SHA-256 opt-in.
+BOTH = AuthSettings(algorithms=("SHA-256", "MD5"))
+
+
 def authenticator(**changes: object) -> DigestAuthenticator:
-    settings = replace(AuthSettings(), **changes)  # type: ignore[arg-type]
+    settings = replace(BOTH, **changes)  # type: ignore[arg-type]
     return DigestAuthenticator(REALM, SECRET, settings, lookup)
 
 
@@ -253,8 +257,8 @@ def test_stale_nonce_with_a_wrong_password_is_a_plain_failure() -> None:
 def test_a_nonce_another_process_issued_gets_stale_true_so_no_count_is_bypassed() -> None:
     # Two workers: each keeps its own nonce counts. A request captured on its way to one and
     # sent to the other (a Call-ID the other owns) must not pass there on an empty table.
-    first = DigestAuthenticator(REALM, SECRET, AuthSettings(), lookup, issuer=1)
-    second = DigestAuthenticator(REALM, SECRET, AuthSettings(), lookup, issuer=2)
+    first = DigestAuthenticator(REALM, SECRET, BOTH, lookup, issuer=1)
+    second = DigestAuthenticator(REALM, SECRET, BOTH, lookup, issuer=2)
     credentials = answer(first_round(first), register())
     assert first.check(register(credentials), T0 + 1, proxy=False).username == "alice"
     elsewhere = second.check(register(credentials), T0 + 1, proxy=False)
@@ -298,7 +302,7 @@ def test_forged_and_tampered_nonces_are_bad_nonces() -> None:
         assert result.counts_as_failure is True
         assert result.claimed_user == "alice"
     # A nonce from another install (another secret) is not ours either.
-    other = DigestAuthenticator(REALM, b"another-install-secret-0002", AuthSettings(), lookup)
+    other = DigestAuthenticator(REALM, b"another-install-secret-0002", BOTH, lookup)
     foreign = answer(first_round(other), register())
     assert server.check(register(foreign), T0, proxy=False).failure is AuthFailure.BAD_NONCE
 

@@ -43,9 +43,14 @@ def db(tmp_path: Path) -> Path:
 def cli(
     tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Cli:
-    """Run `pbxtui --db DB --domain pbx.test ARGS...`, isolated from any real config."""
+    """Run `pbxtui --db DB --domain pbx.test ARGS...`, isolated from any real config, on a
+    database made by `pbxtui init` (management commands create none)."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(tmp_path)
+    assert main(["--db", str(db), "--domain", DOMAIN, "init"]) == 0
+    capsys.readouterr()
 
     def run(*args: str, domain: str = DOMAIN) -> Result:
         code = main(["--db", str(db), "--domain", domain, *args])
@@ -91,7 +96,7 @@ def answer_prompts(monkeypatch: pytest.MonkeyPatch, *answers: str) -> None:
 
 def test_user_add_stores_ha1_for_the_domain(cli: Cli, db: Path) -> None:
     result = cli("user", "add", "alice", "--password", "alice-secret-1")
-    assert (result.code, result.out) == (0, "added user alice\n")
+    assert (result.code, result.out.splitlines()[0]) == (0, "added user alice")
     user = read_store(db, lambda s: s.get_user("alice"))
     assert user.realm == DOMAIN
     assert user.ha1_md5 == compute_ha1("alice", DOMAIN, "alice-secret-1", "MD5")
@@ -99,11 +104,42 @@ def test_user_add_stores_ha1_for_the_domain(cli: Cli, db: Path) -> None:
     assert read_store(db, lambda s: s.get_setting("realm")) == DOMAIN
 
 
+def test_user_add_prints_what_to_type_into_the_phone(cli: Cli) -> None:
+    result = cli(
+        "--listen",
+        "udp:10.0.0.5:5060",
+        "--listen",
+        "tcp:10.0.0.5:5060",
+        "--advertise",
+        "203.0.113.10",
+        "user",
+        "add",
+        "dave",
+        "--password",
+        "dave-secret-1",
+    )
+    assert result.code == 0, result
+    fields = result.out.split("In the phone's SIP account:\n")[1]
+    assert fields.splitlines() == [
+        "SIP server / Domain  203.0.113.10",
+        "Port                 5060 (UDP or TCP)",
+        "Transport            UDP or TCP",
+        "Username / Auth ID   dave",
+        "Password             (the one you set)",
+        f"Realm                {DOMAIN} (phones learn it from the server)",
+        "Outbound proxy       none",
+    ]
+    assert "dave-secret-1" not in result.out  # never echoed back
+    plain = cli("--listen", "udp:127.0.0.1:5070", "user", "add", "erin", "--password", "x" * 12)
+    assert "SIP server / Domain  127.0.0.1\nPort                 5070 (UDP)\n" in plain.out
+
+
 def test_user_add_generate_prints_the_password_once(cli: Cli, db: Path) -> None:
     result = cli("user", "add", "bob", "--generate", "--outbound", "national")
     assert result.code == 0
     password = result.out.splitlines()[1].removeprefix("password: ")
     assert len(password) == 20
+    assert f"Password             {password}\n" in result.out  # the phone's account fields
     user = read_store(db, lambda s: s.get_user("bob"))
     assert user.ha1_md5 == compute_ha1("bob", DOMAIN, password)
     assert user.outbound_policy == "national"
@@ -161,13 +197,13 @@ def test_argparse_usage_errors_exit_2(cli: Cli) -> None:
     assert "error: --workers: expected 0-64 or \"auto\", got 'lots'" in bad_workers.err
 
 
-def test_user_list_is_aligned(cli: Cli) -> None:
+def test_user_list_is_aligned(cli: Cli, db: Path) -> None:
     assert cli("user", "list").out == "no users\n"
     cli("user", "add", "alice", "--password", "alice-secret-1", "--display-name", "Alice A")
     cli("user", "add", "bob-the-builder", "--password", "bob-secret-22", "--max-calls", "2")
     cli("did", "add", "+44 1632 960001", "alice")
     result = cli("user", "list")
-    assert result.code == 0 and result.err == ""
+    assert result.code == 0 and result.err.splitlines() == [f"pbxtui: database {db}"]
     header, alice, bob = result.out.splitlines()
     assert header.split() == [
         "USER",
@@ -197,7 +233,7 @@ def test_changing_the_domain_warns_until_passwords_are_reset(cli: Cli, db: Path)
         cli("user", "passwd", "alice", "--password", "alice-secret-2", domain="new.example").code
         == 0
     )
-    assert cli("user", "list", domain="new.example").err == ""
+    assert "warning" not in cli("user", "list", domain="new.example").err
     user = read_store(db, lambda s: s.get_user("alice"))
     assert user.ha1_md5 == compute_ha1("alice", "new.example", "alice-secret-2")
 
@@ -468,17 +504,68 @@ def test_global_options_work_after_the_command(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     other = tmp_path / "other.db"
+    assert main(["init", "--db", str(other)]) == 0
     assert main(["user", "add", "alice", "--password", "pw-pw-pw", "--db", str(other)]) == 0
-    assert other.exists()
+    assert read_store(other, lambda s: s.get_user("alice")).username == "alice"
+
+
+@pytest.fixture
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty home and working directory, no XDG or PBXTUI_CONFIG variables set."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_management_command_never_creates_a_database(
+    clean_environment: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `sudo pbxtui user add` with root's home: the service's database is elsewhere, so an
+    # empty new one here would take the user and the phone would never register.
+    default = clean_environment / "home/.local/share/pbxtui/pbxtui.db"
+    assert main(["user", "add", "alice", "--password", "pw-pw-pw-pw"]) == 1
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"pbxtui: database {default}"
+    assert f"pbxtui: error: no database at {default}" in err and "pbxtui init" in err
+    assert not default.exists() and not default.parent.exists()
+    assert main(["init"]) == 0
+    assert capsys.readouterr().out == f"database ready: {default}\n"
+    assert main(["user", "list"]) == 0
+    assert default.exists()
+
+
+def test_xdg_directories_and_the_config_variable(
+    clean_environment: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = clean_environment / "xdg-data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(data))
+    assert main(["init"]) == 0
+    assert (data / "pbxtui/pbxtui.db").exists()
+    config_home = clean_environment / "xdg-config"
+    (config_home / "pbxtui").mkdir(parents=True)
+    (config_home / "pbxtui/pbxtui.toml").write_text("[server]\ndb = 'xdg.db'\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
+    assert main(["init"]) == 0
+    assert (config_home / "pbxtui/xdg.db").exists()
+    service = clean_environment / "service.toml"
+    service.write_text(f"[server]\ndb = '{clean_environment / 'service.db'}'\n")
+    monkeypatch.setenv("PBXTUI_CONFIG", str(service))
+    assert main(["init"]) == 0
+    assert (clean_environment / "service.db").exists()
+    capsys.readouterr()
+    monkeypatch.setenv("PBXTUI_CONFIG", str(clean_environment / "missing.toml"))
+    assert main(["user", "list"]) == 2
+    assert "missing.toml: config file not found" in capsys.readouterr().err
 
 
 def test_default_database_lives_in_the_home_directory(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    clean_environment: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
+    assert main(["init"]) == 0
     assert main(["user", "list"]) == 0
-    assert (tmp_path / "home/.local/share/pbxtui/pbxtui.db").exists()
+    assert (clean_environment / "home/.local/share/pbxtui/pbxtui.db").exists()
 
 
 def test_config_file_and_its_errors(
@@ -487,8 +574,10 @@ def test_config_file_and_its_errors(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pbxtui.toml").write_text("[server]\ndb = 'from-config.db'\n", encoding="utf-8")
+    assert main(["init"]) == 0
     assert main(["user", "list"]) == 0
     assert (tmp_path / "from-config.db").exists()
+    capsys.readouterr()
     (tmp_path / "pbxtui.toml").write_text("[security]\nflood_limt = 1\n", encoding="utf-8")
     code = main(["user", "list"])
     err = capsys.readouterr().err
@@ -499,6 +588,8 @@ def test_config_file_and_its_errors(
 def test_bad_global_values_exit_2(cli: Cli) -> None:
     assert_usage_error(cli("--listen", "udp:localhost:5060", "user", "list"), "--listen")
     assert_usage_error(cli("user", "list", domain="bad domain"), "--domain")
+    assert_usage_error(cli("--advertise", "bad host:1", "user", "list"), "--advertise")
+    assert_usage_error(cli("--advertise", "192.0.2.1:99999", "user", "list"), "--advertise")
 
 
 def test_an_unusable_database_exits_1(
@@ -509,5 +600,6 @@ def test_an_unusable_database_exits_1(
     junk = tmp_path / "junk.db"
     junk.write_bytes(b"not a database at all" * 200)
     assert main(["--db", str(junk), "user", "list"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("pbxtui: error:") and "Traceback" not in err
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"pbxtui: database {junk}"
+    assert err[1].startswith("pbxtui: error:") and len(err) == 2

@@ -12,6 +12,7 @@ import pytest
 
 from core.net.addresses import AddressSet, is_private, parse_ip, parse_network, parse_networks
 from core.settings import ListenAddress, Settings
+from pbxtui import config
 from pbxtui.config import (
     ConfigError,
     apply_overrides,
@@ -32,6 +33,9 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.setenv("HOME", str(home_dir))
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(config, "SYSTEM_CONFIG_PATH", tmp_path / "etc/pbxtui/pbxtui.toml")
     monkeypatch.chdir(work)
     return home_dir
 
@@ -61,6 +65,26 @@ def test_search_order(home: Path, tmp_path: Path) -> None:
     assert find_config_file() == local_file
     explicit = write(tmp_path / "other.toml", '[server]\ndomain = "explicit.example"\n')
     assert load_settings(explicit).domain == "explicit.example"
+
+
+def test_the_system_file_comes_after_the_users_and_the_variable_first(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = write(tmp_path / "etc/pbxtui/pbxtui.toml", '[server]\ndomain = "system.example"\n')
+    assert find_config_file() == system
+    user_file = write(home / ".config/pbxtui/pbxtui.toml", '[server]\ndomain = "home.example"\n')
+    assert find_config_file() == user_file
+    xdg = write(tmp_path / "xdg/pbxtui/pbxtui.toml", '[server]\ndomain = "xdg.example"\n')
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert find_config_file() == xdg
+    monkeypatch.setenv("XDG_CONFIG_HOME", "relative/is/ignored")
+    assert find_config_file() == user_file
+    chosen = write(tmp_path / "chosen.toml", '[server]\ndomain = "chosen.example"\n')
+    monkeypatch.setenv("PBXTUI_CONFIG", str(chosen))
+    assert load_settings().domain == "chosen.example"
+    assert load_settings(system).domain == "system.example"  # --config still wins
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    assert load_settings(system).db_path == tmp_path / "data/pbxtui/pbxtui.db"
 
 
 def test_an_explicit_file_must_exist(home: Path) -> None:
@@ -198,6 +222,18 @@ def test_bad_overrides_are_config_errors() -> None:
         ("udp:[::]", ListenAddress("udp", "::", 5060)),
         ("udp:127.0.0.1", ListenAddress("udp", "127.0.0.1", 5060)),
         ("udp:127.0.0.1:0", ListenAddress("udp", "127.0.0.1", 0)),
+        (
+            "udp:10.0.0.5:5060 advertise 203.0.113.10:5080",
+            ListenAddress("udp", "10.0.0.5", 5060, "203.0.113.10", 5080),
+        ),
+        (
+            "tcp:[::]:5060 advertise sip.example.com",
+            ListenAddress("tcp", "::", 5060, "sip.example.com", 0),
+        ),
+        (
+            "tcp:0.0.0.0 advertise [2001:db8::10]:5062",
+            ListenAddress("tcp", "0.0.0.0", 5060, "2001:db8::10", 5062),
+        ),
     ],
 )
 def test_parse_listen(text: str, expected: ListenAddress) -> None:
@@ -220,11 +256,47 @@ def test_parse_listen(text: str, expected: ListenAddress) -> None:
         "udp:[::1:5060",
         "udp:[127.0.0.1]:5060",
         "udp:[::1]5060",
+        "udp:127.0.0.1:5060 advertise",
     ],
 )
 def test_parse_listen_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="listen address"):
         parse_listen(text)
+
+
+@pytest.mark.parametrize(
+    "text", ["udp:127.0.0.1 advertise bad host", "udp:127.0.0.1 advertise 1.2.3.4:99999"]
+)
+def test_a_bad_advertised_address_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"advertised address|not a hostname"):
+        parse_listen(text)
+
+
+def test_advertise_from_the_file_and_the_command_line(home: Path) -> None:
+    write(
+        Path.cwd() / "pbxtui.toml",
+        """
+[server]
+advertise = "203.0.113.10"
+listen = ["udp:10.0.0.5:5060", "tcp:10.0.0.5:5061 advertise 198.51.100.4:15061"]
+""",
+    )
+    udp, tcp = load_settings().listen
+    assert udp == ListenAddress("udp", "10.0.0.5", 5060, "203.0.113.10", 0)
+    assert udp.advertised == "203.0.113.10:5060"
+    assert tcp.advertised == "198.51.100.4:15061"  # its own advertisement wins
+    [cli] = load_settings(listen=["udp:0.0.0.0:5060"], advertise="192.0.2.9:5070").listen
+    assert cli.advertised == "192.0.2.9:5070"
+    # --advertise is for every listener, the file's own advertisements included.
+    assert {a.advertised for a in load_settings(advertise="192.0.2.9").listen} == {
+        "192.0.2.9:5060",
+        "192.0.2.9:5061",
+    }
+    with pytest.raises(ConfigError, match="--advertise"):
+        load_settings(advertise="no spaces allowed")
+    write(Path.cwd() / "pbxtui.toml", "[server]\nadvertise = 5\n")
+    with pytest.raises(ConfigError, match="advertise: expected a string"):
+        load_settings()
 
 
 # --- core/net/addresses.py ----------------------------------------------------------------------

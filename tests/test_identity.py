@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.settings import ListenAddress
@@ -33,3 +35,51 @@ def test_is_us_by_domain_address_and_port() -> None:
     assert not identity.is_us(parse_uri("sip:127.0.0.1:5071"))
     assert not identity.is_us(parse_uri("sip:other.test"))
     assert not identity.is_us(parse_uri("tel:+15551234"))
+
+
+def test_an_advertised_address_goes_in_via_and_is_us() -> None:
+    listen = ListenAddress("udp", "10.0.0.5", 5060, advertise_host="203.0.113.10")
+    identity = ServerIdentity("pbx.test", [listen])
+    flow = Flow("udp", ("198.51.100.7", 40000), ("10.0.0.5", 5060))
+    assert identity.hostport(flow) == "203.0.113.10:5060"
+    assert identity.is_us(parse_uri("sip:203.0.113.10"))
+    assert identity.is_us(parse_uri("sip:203.0.113.10:5060"))
+    assert identity.is_own_address("203.0.113.10", 5060)
+    assert not identity.is_us(parse_uri("sip:203.0.113.11"))
+
+
+def test_an_advertised_port_and_name_behind_a_wildcard_listener() -> None:
+    listen = ListenAddress("tcp", "0.0.0.0", 5060, "sip.example.com", 15060)
+    identity = ServerIdentity("pbx.test", [listen])
+    flow = Flow("tcp", ("198.51.100.7", 40000), ("10.0.0.5", 5060), connection_id=3)
+    assert identity.hostport(flow) == "sip.example.com:15060"
+    assert identity.is_us(parse_uri("sip:SIP.example.com"))
+    # Another transport on the same port is another listener, without the advertisement.
+    udp = Flow("udp", ("127.0.0.5", 40000), ("127.0.0.1", 5060))
+    assert identity.hostport(udp) == "127.0.0.1:5060"
+
+
+def test_a_wildcard_listener_is_every_local_address_as_kamailios_myself() -> None:
+    identity = ServerIdentity("pbx.local", [ListenAddress("udp", "0.0.0.0", 5060)])
+    # Every 127/8 address is this host's: one the interface list never named is still us.
+    assert identity.is_us(parse_uri("sip:127.0.0.77"))
+    assert identity.is_us(parse_uri("sip:127.0.0.77:5060"))
+    assert not identity.is_us(parse_uri("sip:127.0.0.77:5070"))
+    assert not identity.is_us(parse_uri("sip:192.0.2.200"))  # TEST-NET-1: not ours
+    assert identity.is_us(parse_uri(f"sip:{socket.gethostname()}"))
+
+
+def test_a_specific_listener_is_only_its_own_address() -> None:
+    identity = ServerIdentity("pbx.test", [ListenAddress("udp", "127.0.0.1", 5070)])
+    assert not identity.is_us(parse_uri("sip:127.0.0.77"))
+    assert not identity.is_us(parse_uri("sip:garbage.example"))
+
+
+def test_probing_many_foreign_addresses_stays_bounded() -> None:
+    # A peer can name any address in a Request-URI: each costs one bind() probe at most,
+    # and the answers kept are capped.
+    identity = ServerIdentity("pbx.test", [ListenAddress("udp", "0.0.0.0", 5060)])
+    for n in range(5_000):
+        assert not identity.is_us(parse_uri(f"sip:10.255.{n // 256}.{n % 256}"))
+    assert len(identity._local_cache) <= 4_096
+    assert identity.is_us(parse_uri("sip:127.0.0.77"))  # still answers correctly

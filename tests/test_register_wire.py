@@ -118,8 +118,23 @@ async def test_refresh_and_unregister_one_contact_then_star(pbx: Pbx) -> None:
     assert kinds.count(ContactUnregistered) == 2
 
 
-async def test_default_challenge_offers_sha256_first_and_phones_use_it(tmp_path: Path) -> None:
+async def test_default_challenge_offers_md5_alone(tmp_path: Path) -> None:
     server = await start_pbx(tmp_path, auth=AuthSettings())
+    try:
+        async with UdpClient(_address(server)) as client:
+            phone = Phone(client, "alice", USERS["alice"])
+            challenge = await client.ask(phone.register_text())
+            assert challenge is not None and challenge.status == 401
+            [offer] = challenge.headers.get_all("WWW-Authenticate")
+            assert "algorithm=MD5" in offer
+            final = await phone.answer(challenge)
+        assert final is not None and final.status == 200
+    finally:
+        await server.stop()
+
+
+async def test_sha256_opt_in_is_offered_first_and_phones_use_it(tmp_path: Path) -> None:
+    server = await start_pbx(tmp_path, auth=AuthSettings(algorithms=("SHA-256", "MD5")))
     try:
         async with UdpClient(_address(server)) as client:
             phone = Phone(client, "alice", USERS["alice"])

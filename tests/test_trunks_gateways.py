@@ -1,27 +1,12 @@
-"""Gateway selection and resolution (core/trunks/gateways.py) and the SRV client (core/net/dns.py).
-
-The DNS tests run a tiny DNS server of their own on 127.0.0.1 that answers with hand-built
-messages (compression pointers included); nothing leaves the loopback.
-"""
+"""Gateway selection and resolution (core/trunks/gateways.py); the DNS client is in
+tests/test_dns.py."""
 
 from __future__ import annotations
 
-import asyncio
 import random
-import struct
-from collections.abc import AsyncIterator
 
 import pytest
 
-from core.net.dns import (
-    DnsError,
-    SrvResolver,
-    build_query,
-    encode_name,
-    parse_srv_response,
-    read_name,
-    system_nameservers,
-)
 from core.store.rows import CarrierRow
 from core.trunks.gateways import (
     MAX_TARGETS,
@@ -178,98 +163,3 @@ async def test_resolve_prefers_srv_for_a_bare_name() -> None:
     # An explicit port means no SRV at all.
     addresses, via_srv = await resolve(Gateway("p", "localhost", 5068), srv=srv)
     assert ("127.0.0.1", 5068) in addresses and not via_srv
-
-
-# -- the DNS client -----------------------------------------------------------------------------
-def srv_answer(query: bytes, records: list[tuple[int, int, int, str]], rcode: int = 0) -> bytes:
-    """An answer to `query` with SRV records, owner names compressed to the question."""
-    query_id = struct.unpack_from("!H", query)[0]
-    question_end = len(query)
-    header = struct.pack("!HHHHHH", query_id, 0x8180 | rcode, 1, len(records), 0, 0)
-    body = query[12:question_end]
-    for priority, weight, port, target in records:
-        rdata = struct.pack("!HHH", priority, weight, port) + encode_name(target)
-        body += b"\xc0\x0c" + struct.pack("!HHIH", 33, 1, 300, len(rdata)) + rdata
-    return header + body
-
-
-class FakeDns(asyncio.DatagramProtocol):
-    def __init__(self, records: list[tuple[int, int, int, str]], rcode: int = 0) -> None:
-        self.records = records
-        self.rcode = rcode
-        self.transport: asyncio.DatagramTransport | None = None
-        self.questions: list[str] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        self.questions.append(read_name(data, 12)[0])
-        assert self.transport is not None
-        self.transport.sendto(b"\x00", addr)  # a stray datagram first: must be ignored
-        self.transport.sendto(srv_answer(data, self.records, self.rcode), addr)
-
-
-@pytest.fixture
-async def dns_server() -> AsyncIterator[FakeDns]:
-    loop = asyncio.get_running_loop()
-    server = FakeDns([(10, 60, 5060, "sip1.trunk.example"), (10, 40, 5061, "sip2.trunk.example")])
-    transport, _ = await loop.create_datagram_endpoint(lambda: server, local_addr=("127.0.0.1", 0))
-    try:
-        yield server
-    finally:
-        transport.close()
-
-
-async def test_srv_resolver_against_a_loopback_server(dns_server: FakeDns) -> None:
-    assert dns_server.transport is not None
-    port = dns_server.transport.get_extra_info("sockname")[1]
-    resolver = SrvResolver(["127.0.0.1"], port=port, timeout=2.0)
-    records = await resolver("_sip._udp.trunk.example")
-    assert dns_server.questions == ["_sip._udp.trunk.example"]
-    assert sorted(records, key=lambda r: r.port) == [
-        SrvRecord(10, 60, 5060, "sip1.trunk.example"),
-        SrvRecord(10, 40, 5061, "sip2.trunk.example"),
-    ]
-    dns_server.rcode = 3  # NXDOMAIN: no SRV, no error
-    assert await resolver("_sip._udp.trunk.example") == []
-
-
-async def test_srv_resolver_times_out_quietly() -> None:
-    loop = asyncio.get_running_loop()
-    silent, _ = await loop.create_datagram_endpoint(
-        asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
-    )
-    try:
-        port = silent.get_extra_info("sockname")[1]
-        resolver = SrvResolver(["127.0.0.1"], port=port, timeout=0.2)
-        assert await resolver("_sip._udp.trunk.example") == []
-    finally:
-        silent.close()
-    assert await SrvResolver([])("_sip._udp.trunk.example") == []
-
-
-def test_parse_rejects_bad_answers() -> None:
-    query = build_query("_sip._udp.trunk.example", 4242)
-    good = srv_answer(query, [(1, 1, 5060, "a.example")])
-    assert parse_srv_response(good, 4242, "_sip._udp.trunk.example") == [
-        SrvRecord(1, 1, 5060, "a.example")
-    ]
-    with pytest.raises(DnsError):
-        parse_srv_response(good, 4243, "_sip._udp.trunk.example")  # another query's id
-    with pytest.raises(DnsError):
-        parse_srv_response(good, 4242, "_sip._udp.other.example")  # another question
-    with pytest.raises(DnsError):
-        parse_srv_response(good[:-3], 4242, "_sip._udp.trunk.example")  # cut short
-    with pytest.raises(DnsError):
-        parse_srv_response(srv_answer(query, [], rcode=2), 4242, "_sip._udp.trunk.example")
-    looping = good[:12] + b"\xc0\x0c"  # a name pointing at itself
-    with pytest.raises(DnsError):
-        read_name(looping, 12)
-
-
-def test_system_nameservers(tmp_path) -> None:
-    conf = tmp_path / "resolv.conf"
-    conf.write_text("# comment\nsearch example\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\n")
-    assert system_nameservers(conf) == ["192.0.2.53", "fe80::1"]
-    assert system_nameservers(tmp_path / "missing") == []

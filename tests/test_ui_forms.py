@@ -56,8 +56,10 @@ async def test_add_user_shows_credentials_once(tmp_path: Path) -> None:
         shown = str(app.screen.query_one("#credentials-text", Static).render())
         port = app.pbx.listening[0].port
         assert f"Password             {password}" in shown
-        assert "Username / Auth ID   alice" in shown and "Domain / Realm       pbx.test" in shown
-        assert f"127.0.0.1:{port} (UDP, TCP)" in shown
+        assert "Username / Auth ID   alice" in shown and "Realm                pbx.test" in shown
+        assert "SIP server / Domain  127.0.0.1\n" in shown
+        assert f"Port                 {port} (UDP or TCP)" in shown
+        assert "Outbound proxy       none" in shown
         await pilot.press("enter")
         (user,) = await app.pbx.admin.list_users()
         assert (

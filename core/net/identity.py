@@ -2,12 +2,19 @@
 
 The route asks "is this request addressed to us?" (OPTIONS keep-alives, REGISTER's
 Request-URI, loose routing) and the proxy stamps our Via and Record-Route with an address the
-peer can reach, which is the local address the request arrived on, never 0.0.0.0.
+peer can reach: a listener's advertised address when it has one (1:1 NAT in a cloud), else the
+local address the request arrived on, never 0.0.0.0.
+
+"Us" is Kamailio's `myself`: the domain, the host name, every address we listen on (for a
+wildcard listener, every address of this host, asked of the kernel by binding a probe socket),
+and every advertised address, so a phone configured with the server's IP, public or private,
+registers as well as one configured with the domain.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 
 from core.net.flow import Flow
@@ -17,6 +24,7 @@ from core.sip.uri import SipUri, Uri
 
 _WILDCARDS = {"0.0.0.0", "::"}
 _SOURCE_CACHE_LIMIT = 4_096
+_LOCAL_CACHE_LIMIT = 4_096
 
 
 def _interface_addresses() -> set[str]:
@@ -28,6 +36,21 @@ def _interface_addresses() -> set[str]:
     return addresses
 
 
+def _is_local_ip(ip: str) -> bool:
+    """Whether `ip` is an address of this host: only a local address can be bound."""
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    if parsed.is_unspecified or parsed.is_multicast:
+        return False
+    family = socket.AF_INET6 if parsed.version == 6 else socket.AF_INET
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
+        probe.bind((ip, 0))
+        return True
+    return False
+
+
 class ServerIdentity:
     def __init__(
         self, domain: str, listen: list[ListenAddress] | tuple[ListenAddress, ...]
@@ -36,7 +59,10 @@ class ServerIdentity:
         self.listen: tuple[ListenAddress, ...] = ()
         self.ports: set[int] = set()
         self.addresses: set[str] = set()
-        self.names: set[str] = set()
+        self.host_names: set[str] = set()
+        self._wildcard_v4 = False
+        self._wildcard_v6 = False
+        self._local_cache: dict[str, bool] = {}
         self._source_cache: dict[str, str] = {}
         self.bind(listen)
 
@@ -44,35 +70,79 @@ class ServerIdentity:
         """The addresses actually bound (port 0 becomes the real port): every part holding
         this identity names them from now on."""
         self.listen = tuple(listen)
-        self.ports = {address.port for address in listen}
+        self.ports = {address.port for address in listen} | {
+            address.advertise_port for address in listen if address.advertise_port
+        }
         hosts = {address.host for address in listen}
         addresses = {host for host in hosts if host not in _WILDCARDS}
         if hosts & _WILDCARDS:
             addresses |= _interface_addresses()
-        self.addresses = addresses
-        self.names = {self.domain} | {address.lower() for address in self.addresses}
+        advertised = {address.advertise_host for address in listen if address.advertise_host}
+        self.addresses = addresses | {host for host in advertised if _is_ip(host)}
+        self.host_names = {self.domain, socket.gethostname().lower()} | {
+            host.lower() for host in advertised if not _is_ip(host)
+        }
+        self.host_names.discard("")
+        # Wildcard listeners take every local address of their family.
+        self._wildcard_v4 = "0.0.0.0" in hosts
+        self._wildcard_v6 = "::" in hosts
+        self._local_cache = {}
+        self._source_cache = {}
 
     def is_us(self, uri: Uri) -> bool:
-        """A SIP URI naming our domain, or one of our addresses on one of our ports."""
+        """A SIP URI naming our domain or host name, or one of our addresses on one of our
+        ports (any port when the URI names none)."""
         if not isinstance(uri, SipUri):
             return False
         host = uri.host.lower()
-        if host == self.domain:
+        if host in self.host_names:
             return True
-        if host in self.addresses:
-            return uri.port is None or uri.port in self.ports
-        return False
+        if uri.port is not None and uri.port not in self.ports:
+            return False
+        return host in self.addresses or self._is_wildcard_address(host)
 
     def is_own_address(self, ip: str, port: int | None = None) -> bool:
         return ip in self.addresses and (port is None or port in self.ports)
 
+    def _is_wildcard_address(self, host: str) -> bool:
+        """An address of this host that a wildcard listener receives on (cached, bounded)."""
+        if ":" in host:
+            if not self._wildcard_v6:
+                return False
+        elif not self._wildcard_v4:
+            return False
+        known = self._local_cache.get(host)
+        if known is not None:
+            return known
+        local = _is_local_ip(host)
+        if len(self._local_cache) >= _LOCAL_CACHE_LIMIT:
+            self._local_cache.clear()
+        self._local_cache[host] = local
+        return local
+
+    def listener_for(self, flow: Flow) -> ListenAddress | None:
+        """The listener a flow belongs to: same transport and port, same host or a wildcard."""
+        host, port = flow.local
+        wildcard: ListenAddress | None = None
+        for address in self.listen:
+            if address.transport != flow.transport or address.port != port:
+                continue
+            if address.host == host:
+                return address
+            if address.host in _WILDCARDS and (":" in address.host) == (":" in host):
+                wildcard = address
+        return wildcard
+
     def hostport(self, flow: Flow) -> str:
         """The address to put in our Via / Record-Route for a message sent on `flow`.
 
-        A socket bound to a wildcard (0.0.0.0, the default) reports that wildcard as its local
-        address, which no phone can reach: use the address the kernel picks as source towards
-        the peer instead.
+        The listener's advertised address when it has one. Otherwise the local address: a
+        socket bound to a wildcard (0.0.0.0, the default) reports that wildcard, which no
+        phone can reach, so use the address the kernel picks as source towards the peer.
         """
+        listener = self.listener_for(flow)
+        if listener is not None and listener.advertise_host:
+            return listener.advertised
         host = flow.local[0]
         if host in _WILDCARDS:
             host = self.source_address_towards(flow.remote[0])
@@ -95,3 +165,11 @@ class ServerIdentity:
             self._source_cache.clear()
         self._source_cache[remote_ip] = address
         return address
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

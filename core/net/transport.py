@@ -302,9 +302,11 @@ class Transport:
             raise
         sock.setblocking(False)
         self.udp_receive_buffer = enlarge_buffer(sock, self.settings.udp_receive_buffer_bytes)
-        await self._use_udp(sock, read)
+        await self._use_udp(sock, read, address)
 
-    async def _use_udp(self, sock: socket.socket, read: bool) -> None:
+    async def _use_udp(
+        self, sock: socket.socket, read: bool, address: ListenAddress | None = None
+    ) -> None:
         """A bound UDP socket: read here, or (main, beside worker processes) only sent from."""
         assert self._loop is not None
         local = _peer(sock.getsockname())
@@ -316,7 +318,8 @@ class Transport:
         else:
             self._raw_udp[local] = sock
             self._raw_udp_by_family.setdefault(sock.family, sock)
-        self.bound.append(ListenAddress("udp", local[0], local[1]))
+        advertise = (address.advertise_host, address.advertise_port) if address else ("", 0)
+        self.bound.append(ListenAddress("udp", *local, *advertise))
 
     @property
     def udp_sockets(self) -> list[socket.socket]:
@@ -346,7 +349,9 @@ class Transport:
         server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
         self._servers.append(server)
         local = _peer(sock.getsockname())
-        self.bound.append(ListenAddress("tcp", local[0], local[1]))
+        self.bound.append(
+            ListenAddress("tcp", *local, address.advertise_host, address.advertise_port)
+        )
 
     def _accept(self) -> asyncio.Protocol:
         return _TcpConnection(self, next(self._ids))

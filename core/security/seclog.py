@@ -17,19 +17,12 @@ Format (one line, fields always in this order, UTC timestamp to the second)::
 - `count` is how many occurrences the line stands for (repeated drops are summed).
 
 Because `action` and `src` come before any value a peer controls, a filter anchored at the
-start of the line reads the true source. A ready fail2ban filter
-(`/etc/fail2ban/filter.d/pbxtui.conf`); fail2ban cuts the timestamp out before it applies
-`failregex`, hence the leading `\s*`::
-
-    [Definition]
-    datepattern = {^LN-BEG}%%Y-%%m-%%dT%%H:%%M:%%SZ
-    failregex = ^\s*pbxtui\[security\] action=(?:auth-failed|scanner-dropped|flood-banned|banned) src=<HOST>(?= |$)
-    ignoreregex =
-
-pbxtui bans these sources itself; the filter lets a firewall drop them before they cost a
-packet parse (use `maxretry = 1` for `flood-banned`/`banned` lines, a higher one to count
-`auth-failed`). `FAIL2BAN_FAILREGEX` below is that regex, which the tests run against
-formatted lines.
+start of the line reads the true source. The shipped fail2ban filter and jail are in
+`contrib/fail2ban/`: they read the line behind the headless logger's prefix
+(`2026-11-26 22:00:00,123 WARNING pbxtui.security: `), under journald's, and in the
+console's `security.log`, and `tests/test_fail2ban.py` runs them through `fail2ban-regex`
+against a real server's output. `FAIL2BAN_FAILREGEX` below is the core of that regex, which
+the unit tests run against formatted lines.
 """  # noqa: E501 - a log line and a filter line are quoted whole
 
 from __future__ import annotations

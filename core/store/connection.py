@@ -18,18 +18,25 @@ from pathlib import Path
 import aiosqlite
 
 from core.store import schema
-from core.store.errors import StoreError
+from core.store.backup import pre_migration_path, vacuum_into
+from core.store.errors import MissingDatabaseError, StoreError
 
 logger = logging.getLogger(__name__)
 
 
-async def connect(path: str | os.PathLike[str]) -> tuple[aiosqlite.Connection, str]:
-    """Open the file (creating it mode 0600, its directory 0700) in autocommit mode; the
-    connection and the path it was opened at. `StoreError` when SQLite cannot open it."""
+async def connect(
+    path: str | os.PathLike[str], *, create: bool = True
+) -> tuple[aiosqlite.Connection, str]:
+    """Open the file (creating it mode 0600, its directory 0700, unless `create` is False)
+    in autocommit mode; the connection and the path it was opened at. `StoreError` when SQLite
+    cannot open it, or when it does not exist and may not be created."""
     location = os.fspath(path)
     if location != ":memory:":
-        _create_private_file(Path(location).expanduser())
-        location = os.fspath(Path(location).expanduser())
+        file = Path(location).expanduser()
+        if not create and not file.is_file():
+            raise MissingDatabaseError(f"no database at {file}")
+        _create_private_file(file)
+        location = os.fspath(file)
     try:
         db = await aiosqlite.connect(location, isolation_level=None)
     except sqlite3.Error as exc:
@@ -84,6 +91,9 @@ class Connection:
                 f"{self.path} has schema version {version}, newer than this pbxtui "
                 f"understands ({schema.SCHEMA_VERSION}); upgrade pbxtui"
             )
+        if 0 < version < schema.SCHEMA_VERSION and self.path != ":memory:":
+            copy = await vacuum_into(self._db, pre_migration_path(Path(self.path), version))
+            logger.warning("%s: copied to %s before the schema upgrade", self.path, copy)
         for step in range(version, schema.SCHEMA_VERSION):
             try:
                 async with self._transaction() as db:
@@ -96,6 +106,10 @@ class Connection:
                 ) from exc
             logger.info("%s: schema upgraded to version %d", self.path, step + 1)
         self.schema_version = await self._pragma_int("PRAGMA user_version")
+
+    async def backup(self, target: Path) -> Path:
+        """A consistent copy of the database at `target` (core/store/backup.py)."""
+        return await vacuum_into(self._db, target)
 
     async def _stop_watching(self) -> None:
         for task in list(self._watch_tasks):

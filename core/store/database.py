@@ -50,12 +50,14 @@ class Store(Queries, AccountingQueries):
         *,
         write_queue_size: int = DEFAULT_WRITE_QUEUE_SIZE,
         batch_interval: float = DEFAULT_BATCH_INTERVAL,
+        create: bool = True,
     ) -> Store:
         """Open (creating if needed, mode 0600, parent directory 0700) and migrate the file.
 
-        Raises `StoreError` when the file is not a usable pbxtui database.
+        Raises `StoreError` when the file is not a usable pbxtui database, and
+        `MissingDatabaseError` when it does not exist and `create` is False.
         """
-        db, location = await connect(path)
+        db, location = await connect(path, create=create)
         store = cls(db, location, write_queue_size, batch_interval)
         await store._prepare()
         return store

@@ -17,3 +17,8 @@ class DuplicateError(StoreError):
 
 class NotFoundError(StoreError):
     """The row to change or reference does not exist."""
+
+
+class MissingDatabaseError(StoreError):
+    """The database file does not exist, and the caller may not create it (management
+    commands: only the server and `pbxtui init` create one)."""

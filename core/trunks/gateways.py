@@ -90,6 +90,7 @@ class GatewayTarget:
 
 
 SrvLookup = Callable[[str], Awaitable[list[SrvRecord]]]
+HostLookup = Callable[[str], Awaitable[list[str]]]  # a name's addresses (A, AAAA)
 
 
 def parse_gateway(text: str) -> tuple[str, int | None]:
@@ -247,10 +248,15 @@ def _uri_hostport(gateway: Gateway, via_srv: bool) -> str:
 
 
 async def resolve(
-    gateway: Gateway, *, srv: SrvLookup | None = None, timeout: float = DNS_TIMEOUT
+    gateway: Gateway,
+    *,
+    srv: SrvLookup | None = None,
+    hosts: HostLookup | None = None,
+    timeout: float = DNS_TIMEOUT,
 ) -> tuple[list[tuple[str, int]], bool]:
     """Addresses for a gateway and whether SRV gave them; ([], False) when nothing resolved
-    in time. Never raises for a DNS failure: the caller keeps the previous answer."""
+    in time. `hosts` looks names up (core/net/dns.py), else the system resolver does.
+    Never raises for a DNS failure: the caller keeps the previous answer."""
     if gateway.is_address:
         return [(gateway.host, gateway.port or gateway.default_port)], False
     srv_name = gateway.srv_name
@@ -261,19 +267,26 @@ async def resolve(
             records = []
         found: list[tuple[str, int]] = []
         for record in order_srv(records):
-            for ip in await _lookup(record.target, record.port, gateway.transport, timeout):
+            for ip in await _lookup(record.target, record.port, gateway.transport, timeout, hosts):
                 found.append((ip, record.port))
         if found:
             return found, True
     port = gateway.port or gateway.default_port
-    addresses = await _lookup(gateway.host, port, gateway.transport, timeout)
+    addresses = await _lookup(gateway.host, port, gateway.transport, timeout, hosts)
     return [(ip, port) for ip in addresses], False
 
 
-async def _lookup(host: str, port: int, transport: str, timeout: float) -> list[str]:
-    """A/AAAA through the system resolver (getaddrinfo in the loop's executor)."""
+async def _lookup(
+    host: str, port: int, transport: str, timeout: float, hosts: HostLookup | None
+) -> list[str]:
+    """A/AAAA through `hosts`, or the system resolver (getaddrinfo in the loop's executor)."""
     if _is_ip(host):
         return [host]
+    if hosts is not None:
+        try:
+            return await asyncio.wait_for(hosts(host), timeout)
+        except (TimeoutError, OSError, ValueError):
+            return []
     loop = asyncio.get_running_loop()
     kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
     try:

@@ -72,6 +72,7 @@ from core.trunks.gateways import (
     Gateway,
     GatewayTable,
     GatewayTarget,
+    HostLookup,
     SrvLookup,
     gateway_of,
     resolve,
@@ -138,6 +139,7 @@ class Trunks:
         bus: EventBus,
         srv: SrvLookup | None = None,
         meter: Meter | None = None,
+        hosts: HostLookup | None = None,
     ) -> None:
         self.settings = settings
         self.meter = meter
@@ -147,6 +149,7 @@ class Trunks:
         self.calls = calls
         self.bus = bus
         self.srv = srv
+        self.hosts = hosts
         self.dialplan = Dialplan(settings.dialplan)
         self.limiter = CallLimiter(settings.proxy.max_calls_global)
         self.carriers: list[CarrierRow] = []
@@ -203,7 +206,9 @@ class Trunks:
         """Look up every gateway name (concurrently, each bounded by DNS_TIMEOUT)."""
         table = self.gateways
         names = table.names_to_resolve
-        answers = await asyncio.gather(*(resolve(gateway, srv=self.srv) for gateway in names))
+        answers = await asyncio.gather(
+            *(resolve(gateway, srv=self.srv, hosts=self.hosts) for gateway in names)
+        )
         for gateway, (addresses, via_srv) in zip(names, answers, strict=True):
             if addresses:
                 table.set_resolved(gateway, addresses, via_srv=via_srv)

@@ -8,7 +8,8 @@ Management commands write straight to the SQLite file; a running server notices 
 `PRAGMA data_version` within about a second, so they work while it runs.
 
 The modules: `parser` (the command line), `server` (start without a command), one module per
-command family (`users`, `carriers`, `dids`, `bans`, `cdrs`, `admin`), `context` (what the
+command family (`users`, `carriers`, `dids`, `bans`, `cdrs`, `admin`, `database`: init and
+backup), `context` (what the
 commands share) and `output` (tables and times).
 """
 
@@ -22,8 +23,9 @@ from collections.abc import Sequence
 
 from core.settings import Settings
 from core.store.database import Store
-from core.store.errors import StoreError
+from core.store.errors import MissingDatabaseError, StoreError
 from pbxtui.cli.context import PROG, Context, Handler, UsageError
+from pbxtui.cli.database import cmd_init
 from pbxtui.cli.parser import build_parser
 from pbxtui.cli.server import start_server
 from pbxtui.config import ConfigError, load_settings
@@ -45,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen=getattr(args, "listen", None),
             domain=getattr(args, "domain", None),
             workers=getattr(args, "workers", None),
+            advertise=getattr(args, "advertise", None),
         )
         handler: Handler | None = getattr(args, "handler", None)
         if handler is not None and args.headless:
@@ -69,5 +72,21 @@ def _fail(message: str, status: int) -> int:
 
 
 async def _run_command(handler: Handler, args: argparse.Namespace, settings: Settings) -> int:
-    async with await Store.open(settings.db_path) as store:
+    """Run a management command on the configured database, which it names on stderr.
+
+    Only the server and `pbxtui init` create a database: a command pointed at the wrong
+    one (another user's home under sudo, a missing --config) must not make an empty
+    database the service never reads.
+    """
+    path = settings.db_path.expanduser()
+    creates = handler is cmd_init
+    print(f"{PROG}: database {path}", file=sys.stderr)
+    try:
+        store = await Store.open(path, create=creates)
+    except MissingDatabaseError:
+        raise StoreError(
+            f"no database at {path}: start the server once or run `{PROG} init` to create "
+            "it, or point at the service's with --db, --config or PBXTUI_CONFIG"
+        ) from None
+    async with store:
         return await handler(Context(args, settings, store, sys.stdout, sys.stderr))

@@ -54,6 +54,12 @@ class CommandTable:
         sub = self._commands.add_parser(name, help=help_text, parents=[self._global_options])
         return sub.add_subparsers(title="actions", metavar="ACTION", required=True)
 
+    def command(self, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        """A command without actions (`pbxtui init`, `pbxtui backup FILE`)."""
+        sub = self._commands.add_parser(name, help=help_text, parents=[self._global_options])
+        sub.set_defaults(handler=handler)
+        return sub
+
     def action(
         self, actions: Actions, name: str, handler: Handler, help_text: str
     ) -> argparse.ArgumentParser:

@@ -4,8 +4,9 @@ subcommands (added by the family's own module)."""
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 
-from pbxtui.cli import admin, bans, carriers, cdrs, dids, rates, users
+from pbxtui.cli import admin, bans, carriers, cdrs, database, dids, rates, users
 from pbxtui.cli.context import PROG, CommandTable
 
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Without a command, starts the SIP server with the console (or --headless).",
     )
     _add_global_options(parser, default=None)
+    parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
     parser.add_argument(
         "--headless",
         action="store_true",
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         'process does everything), 1-64, or "auto" (one per CPU)',
     )
     table = CommandTable(parser.add_subparsers(title="commands", metavar="COMMAND"), global_options)
-    for family in (users, carriers, dids, bans, cdrs, rates, admin):
+    for family in (database, users, carriers, dids, bans, cdrs, rates, admin):
         family.add_commands(table)
     return parser
 
@@ -47,3 +49,18 @@ def _add_global_options(parser: argparse.ArgumentParser, default: object) -> Non
         help="socket to listen on, e.g. udp:0.0.0.0:5060 (repeatable; replaces the config's)",
     )
     parser.add_argument("--domain", metavar="NAME", default=default, help="SIP domain and realm")
+    parser.add_argument(
+        "--advertise",
+        metavar="HOST[:PORT]",
+        default=default,
+        help="the public address peers reach the listeners by behind 1:1 NAT (cloud instances); "
+        "goes in Via and Record-Route",
+    )
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's, as pip recorded it)."""
+    try:
+        return metadata.version("pbxtui")
+    except metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"

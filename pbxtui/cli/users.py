@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from core.provisioning import phone_settings
 from core.store.errors import DuplicateError
 from core.users import (
     OUTBOUND_POLICIES,
@@ -78,7 +79,11 @@ async def cmd_user_add(ctx: Context) -> int:
         await ctx.store.add_user(user)
     except DuplicateError:
         raise UsageError(f"user {name!r} already exists") from None
-    return await _password_stored(ctx, f"added user {name}", password, generated)
+    status = await _password_stored(ctx, f"added user {name}", password, generated)
+    shown = password if generated else "(the one you set)"
+    account = phone_settings(name, shown, ctx.settings.realm, ctx.settings.listen)
+    print(f"\nIn the phone's SIP account:\n{account.text()}", file=ctx.out)
+    return status
 
 
 async def cmd_user_list(ctx: Context) -> int:

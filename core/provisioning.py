@@ -1,0 +1,92 @@
+"""What to type into a phone for one SIP account, field by field.
+
+Phones name the same things differently (Linphone's "SIP server address", Zoiper's
+"Domain" and "Outbound proxy", a desk phone's "Registrar" and "Auth ID"), and a first-run
+domain such as `pbx.local` resolves nowhere. So the server is given as an address the phone
+can reach: a listener's advertised address (1:1 NAT), else a specific listen address, else
+this host's primary address. The route accepts requests for that address as for the domain
+(Kamailio's `myself`, core/net/identity.py), so the phone needs no outbound proxy. The realm
+is the domain: phones learn it from the challenge, a few ask for it.
+
+`user add` (the CLI) and the console's credentials screen both print these rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.settings import ListenAddress
+
+_WILDCARDS = ("0.0.0.0", "::")
+# RFC 5737 TEST-NET-2: only the routing table is asked which source address would reach it;
+# connect() on a UDP socket sends nothing.
+_ROUTE_PROBE = "198.51.100.1"
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneSettings:
+    """The fields of a phone's SIP account screen."""
+
+    server: str  # host a phone registers at: address or name
+    ports: tuple[tuple[str, int], ...]  # (transport, port) pairs, in listen order
+    username: str
+    password: str
+    realm: str
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) rows, in the order phones ask for them."""
+        by_port: dict[int, list[str]] = {}
+        for transport, port in self.ports:
+            by_port.setdefault(port, []).append(transport.upper())
+        port_text = ", ".join(f"{port} ({' or '.join(t)})" for port, t in by_port.items())
+        transports = sorted({t.upper() for t, _ in self.ports}, key=["UDP", "TCP"].index)
+        return [
+            ("SIP server / Domain", self.server),
+            ("Port", port_text or "5060"),
+            ("Transport", " or ".join(transports) or "UDP"),
+            ("Username / Auth ID", self.username),
+            ("Password", self.password),
+            ("Realm", f"{self.realm} (phones learn it from the server)"),
+            ("Outbound proxy", "none"),
+        ]
+
+    def text(self) -> str:
+        return "\n".join(f"{label:<20} {value}" for label, value in self.rows())
+
+
+def phone_settings(
+    username: str, password: str, realm: str, listening: Sequence[ListenAddress]
+) -> PhoneSettings:
+    """The account fields for `username` on a server listening on `listening`."""
+    return PhoneSettings(
+        server=server_host(listening),
+        ports=tuple(dict.fromkeys((a.transport, a.advertise_port or a.port) for a in listening)),
+        username=username,
+        password=password,
+        realm=realm,
+    )
+
+
+def server_host(listening: Sequence[ListenAddress]) -> str:
+    """The host a phone should register at (IPv6 in brackets)."""
+    host = ""
+    for address in listening:
+        if address.advertise_host:
+            host = address.advertise_host
+            break
+    if not host:
+        specific = [a.host for a in listening if a.host not in _WILDCARDS]
+        host = specific[0] if specific else primary_address()
+    return f"[{host}]" if ":" in host else host
+
+
+def primary_address() -> str:
+    """The address this host sends from by default (the routing table's answer), else its
+    host name."""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((_ROUTE_PROBE, 9))
+        return str(probe.getsockname()[0])
+    return socket.gethostname()
