@@ -48,13 +48,25 @@ def db(tmp_path: Path) -> Path:
 def cli(
     tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> Cli:
+    """`pbxtui ARGS...` on a database made by `pbxtui init` (management commands create none)."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
     monkeypatch.chdir(tmp_path)
+    if not db.exists():
+        assert main(["--db", str(db), "--domain", "pbx.test", "init"]) == 0
+        capsys.readouterr()
 
     def run(*args: str) -> Result:
         code = main(["--db", str(db), "--domain", "pbx.test", *args])
         captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
+        # Every management command names its database first; the rest is the command's own.
+        err = "".join(
+            line
+            for line in captured.err.splitlines(keepends=True)
+            if not line.startswith("pbxtui: database ")
+        )
+        return Result(code, captured.out, err)
 
     return run
 

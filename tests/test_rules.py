@@ -114,11 +114,13 @@ CliRun = Callable[..., Awaitable[tuple[int, str]]]
 
 @pytest.fixture
 def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]):
-    """`pbxtui --db cli.db ARGS...` in a thread (it runs its own event loop): exit status and
-    its one error line (without the `pbxtui: error: ` prefix), or "" on success."""
+    """`pbxtui --db cli.db ARGS...` in a thread (it runs its own event loop), on a database
+    made by `pbxtui init`: exit status and its one error line (without the `pbxtui: error: `
+    prefix), or "" on success."""
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     db = tmp_path / "cli.db"
+    assert main(["--db", str(db), "--domain", "pbx.test", "init"]) == 0
 
     async def run(*args: str) -> tuple[int, str]:
         capsys.readouterr()
