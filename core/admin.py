@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from core.net import addresses as netaddr
+from core.security.sources import canonical_source
 from core.store.database import BanRow, CarrierRow, CdrRow, DidRow, DuplicateError, NotFoundError
 from core.users import (
     User,
@@ -221,7 +222,7 @@ class AdminApi:
         self._pbx.security.ban(address, seconds, reason, self._pbx.clock())
 
     async def unban(self, ip: str) -> None:
-        address = str(netaddr.parse_ip(ip))
+        address = canonical_source(ip)  # an address, or an IPv6 prefix banned as a whole
         if not self._pbx.security.unban(address, self._pbx.clock()):
             raise ValueError(f"{address} is not banned")
 

@@ -201,7 +201,8 @@ class Pbx:
         self.security = Security(security_settings, self.bus, own_addresses=self.identity.addresses)
         # A worker writes nothing itself: its changes go to main (core/cluster/worker.py).
         writes = not self.is_worker
-        self.security.sink = _BanWriter(store) if writes else None
+        self.security.sink = _BanWriter(store, self._close_banned) if writes else None
+        self.transport.refuse_source = lambda ip: self.security.is_banned(ip, self.clock())
         self.security.restore(await store.list_bans(active_at=now), now)
 
         self.location = LocationService(settings.registrar, self.bus)
@@ -387,6 +388,11 @@ class Pbx:
             return
         self._arm_proxy_timer()
 
+    def _close_banned(self, banned: str) -> None:
+        """A ban (an address or an IPv6 prefix) also ends that source's TCP connections."""
+        key = self.security.source_key
+        self.transport.close_connections_from(lambda ip: ip == banned or key(ip) == banned)
+
     def _on_stream_error(self, error, flow, data: bytes) -> None:
         self.security.parse_failed(flow.remote[0], error.reason, self.clock())
 
@@ -493,10 +499,14 @@ class _BindingWriter:
 
 
 class _BanWriter:
-    def __init__(self, store: Store) -> None:
+    """Bans → the store; and a new ban closes the source's TCP connections at once."""
+
+    def __init__(self, store: Store, banned: Callable[[str], None]) -> None:
         self.store = store
+        self.banned = banned
 
     def ban_saved(self, ban) -> None:
+        self.banned(ban.ip)
         until = None if ban.permanent else ban.until_wall
         self.store.submit(UpsertBan(BanRow(ban.ip, until, ban.reason, ban.count, time.time())))
 

@@ -8,6 +8,7 @@ peer can reach, which is the local address the request arrived on, never 0.0.0.0
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import socket
 
 from core.net.flow import Flow
@@ -16,6 +17,16 @@ from core.sip.uri import SipUri, Uri, format_host
 
 _WILDCARDS = {"0.0.0.0", "::"}
 _SOURCE_CACHE_LIMIT = 4_096
+_DEFAULT_ROUTE_PROBE = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address written out (no DNS needed to send to it)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _interface_addresses() -> set[str]:
@@ -77,8 +88,12 @@ class ServerIdentity:
             return cached
         family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
         address = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        # connect() to a host name would resolve it right here, blocking the event loop on
+        # DNS: for a name, ask the routing table about the default route instead (TEST-NET,
+        # RFC 5737; a connected UDP socket sends nothing).
+        probe_ip = remote_ip if is_ip_literal(remote_ip) else _DEFAULT_ROUTE_PROBE[family]
         with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect((remote_ip, 9))
+            probe.connect((probe_ip, 9))
             address = str(probe.getsockname()[0])
         if len(self._source_cache) >= _SOURCE_CACHE_LIMIT:
             self._source_cache.clear()
