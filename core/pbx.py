@@ -24,6 +24,7 @@ from core.cluster.changes import WorkerBus, WorkerSetup, divided_limits
 from core.cluster.main import MainCluster
 from core.cluster.worker import WorkerCluster
 from core.events import EventBus, ServerEvent
+from core.faults import FaultLog
 from core.net.dns import SrvResolver
 from core.net.identity import ServerIdentity
 from core.net.transport import ListenError, Transport
@@ -98,6 +99,8 @@ class Pbx:
             settings.transport, self._on_message, self._on_stream_error, self._on_forwarded
         )
         self.admin = AdminApi(self)
+        # A bug one packet triggers must not write a traceback per packet (core/faults.py).
+        self.faults = FaultLog(log, time.monotonic)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._shed_reported = 0  # transport.shed_requests already reported in the feed
@@ -341,17 +344,17 @@ class Pbx:
                         cluster.forward(owner, data, flow)
                     return
             self.route.on_message(data, flow)
-        except Exception:
-            # A bug must never take the server down; it is logged with the message that hit it.
-            log.exception("unhandled error routing a message from %s", flow)
+        except Exception as error:
+            # A bug must never take the server down; logged once per kind, then counted.
+            self.faults.fault(error, f"a message from {flow}")
         self._arm_proxy_timer()
 
     def _on_forwarded(self, data: bytes, flow) -> None:
         """A message another process read and admitted, for a Call-ID this one owns."""
         try:
             self.route.on_admitted(data, flow, self.clock())
-        except Exception:
-            log.exception("unhandled error routing a message from %s", flow)
+        except Exception as error:
+            self.faults.fault(error, f"a message from {flow}")
         self._arm_proxy_timer()
 
     # -- the proxy's timers (issue "Calls") -----------------------------------------------

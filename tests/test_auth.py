@@ -380,6 +380,22 @@ def test_credentials_for_another_realm_are_a_realm_mismatch() -> None:
     assert result.challenge is not None and result.challenge.status == 401
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Digest username="alice", realm="pbx.test", nonce="unterminated',
+        'Digest username="alice", username="alice", realm="pbx.test"',
+    ],
+)
+def test_credentials_breaking_the_grammar_get_400_and_count(value: str) -> None:
+    # RFC 4475 §3.1.2: a header the route reads that breaks its grammar is a bad request.
+    result = authenticator().check(register(value), T0, proxy=False)
+    assert result.failure is AuthFailure.MALFORMED
+    assert result.counts_as_failure is True
+    assert result.challenge is not None and result.challenge.status == 400
+    assert result.challenge.reason == "Bad Authorization header"
+
+
 def test_digest_uri_must_be_the_request_uri() -> None:
     server = authenticator()
     result = first_round(server)
@@ -463,8 +479,6 @@ def test_unknown_user_and_wrong_password_look_the_same(algorithm: str) -> None:
 MALFORMED = [
     "Digest",
     "garbage",
-    'Digest username="alice", realm="pbx.test", nonce="unterminated',
-    'Digest username="alice", username="alice", realm="pbx.test"',
     "Basic YWxpY2U6YWxpY2Utc2VjcmV0LTE=",
     'Digest username="alice", realm="pbx.test", uri="sip:pbx.test", response="00"',  # no nonce
     'Digest realm="pbx.test", nonce="n", uri="sip:pbx.test", response="00"',  # no username

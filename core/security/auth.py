@@ -212,22 +212,32 @@ class DigestAuthenticator:
         if not values:
             return AuthResult(challenge=self.challenge(request, now, proxy=proxy))
         credentials = self._ours(values)
+        if credentials is None:
+            # Credentials that break the grammar (RFC 7616 §3.4, RFC 3261 §25.1) are a bad
+            # request, not a wrong answer: 400 before any challenge, counted like a failure.
+            header = "Proxy-Authorization" if proxy else "Authorization"
+            return AuthResult(
+                challenge=make_response(
+                    request, 400, f"Bad {header} header", to_tag=new_tag()
+                ),
+                failure=AuthFailure.MALFORMED,
+                counts_as_failure=True,
+            )
         if isinstance(credentials, tuple):
             failure, claimed_user = credentials
             return self._fail(request, now, proxy, failure, claimed_user)
         return self._verify(request, now, proxy, credentials)
 
-    def _ours(self, values: list[str]) -> AuthParams | tuple[AuthFailure, str | None]:
+    def _ours(self, values: list[str]) -> AuthParams | tuple[AuthFailure, str | None] | None:
         """Of possibly several credentials (one per realm, RFC 3261 §22.3), the Digest one for
-        our realm, or why there is none."""
+        our realm, or why there is none; None when one breaks the grammar."""
         other_realm: AuthParams | None = None
         unparsable = False
         for value in values:
             try:
                 credentials = parse_digest_header(value)
             except SipParseError:
-                unparsable = True
-                continue
+                return None
             realm = credentials.get("realm")
             if credentials.scheme.lower() != "digest" or realm is None:
                 unparsable = True
