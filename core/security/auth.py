@@ -217,9 +217,7 @@ class DigestAuthenticator:
             # request, not a wrong answer: 400 before any challenge, counted like a failure.
             header = "Proxy-Authorization" if proxy else "Authorization"
             return AuthResult(
-                challenge=make_response(
-                    request, 400, f"Bad {header} header", to_tag=new_tag()
-                ),
+                challenge=make_response(request, 400, f"Bad {header} header", to_tag=new_tag()),
                 failure=AuthFailure.MALFORMED,
                 counts_as_failure=True,
             )
