@@ -169,8 +169,7 @@ class Pbx:
         cluster.to_main(("ready",))
 
     def _identify(self, bound: tuple[ListenAddress, ...]) -> None:
-        self.identity = ServerIdentity(self.settings.domain, bound)
-        self.route.identity = self.identity
+        self.identity.bind(bound)
         self.security.set_own_addresses(self.identity.addresses)
 
     @property
@@ -239,9 +238,19 @@ class Pbx:
             tag_secret=tag_secret,
             user_agent=settings.user_agent,
         )
-        # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
+        # Calls: the stateful proxy, its call table, CDRs to the store.
         calls = CallTable(
             self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store) if writes else None
+        )
+        # Carrier trunks: inbound from carriers, outbound to gateways; they decide, the
+        # route and the proxy act.
+        self.trunks = Trunks(
+            settings,
+            identity=self.identity,
+            users=self.users,
+            calls=calls,
+            bus=self.bus,
+            srv=SrvResolver(),
         )
         self.proxy = Proxy(
             settings=settings.proxy,
@@ -252,13 +261,9 @@ class Pbx:
             calls=calls,
             bus=self.bus,
             route_secret=tag_secret,
+            carriers=self.trunks,
         )
         self.route.proxy = self.proxy
-        # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
-        self.trunks = Trunks(
-            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
-        )
-        self.trunks.attach()
         self.route.trunks = self.trunks
         await self.reload_carriers()
 
