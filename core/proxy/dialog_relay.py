@@ -6,8 +6,11 @@ A request with a To tag is relayed only inside a dialog we know, between its two
     CANCEL                200, CANCEL each ringing branch (§9.1), 487 to the INVITE
     loose routing (§16.4) our Route entries off the top; neither a Route we signed nor a
                           dialog we follow → 404 (the Route header is no open relay)
-    destination           a Route left after ours (another proxy), else the dialog's peer
-                          (its NAT address, its TCP connection), else the Request-URI
+    destination           a dialog we follow: its other end (its NAT address, its TCP
+                          connection), whatever the Request-URI says; else (after a
+                          restart) a Route left after ours or the Request-URI, relayed only
+                          if our Record-Route token was made for this dialog between these
+                          two addresses and has not expired → else 403 and a security event
     ACK to a 2xx          end to end, forwarded statelessly (§16.11)
     anything else         a server and a client transaction (core/proxy/forwarder.py)
 
@@ -19,6 +22,7 @@ phones (and a carrier's meter) running.
 
 from __future__ import annotations
 
+from core.events import SecurityEvent
 from core.net.flow import Flow
 from core.proxy.calls import ANSWERED, Call
 from core.proxy.decisions import apply_rewrite
@@ -69,13 +73,14 @@ class DialogRelay:
         call = self.calls.get(request.call_id)
         peer = call.peer_flow(request.from_tag, request.to_tag) if call is not None else None
         try:
-            recorded = forwarder.record_router.consume(request, identity)
-            if not recorded and peer is None:
+            token = forwarder.record_router.consume(request, identity)
+            if token is None and peer is None:
                 # Neither a Route we signed nor a dialog we know: not ours to relay.
                 if method != "ACK":
                     reply(request, flow, 404, "Not Here")
                 return
-            destination = self._destination(request, peer, flow)
+            # A dialog we follow: its other end, whatever the Request-URI or a Route names.
+            destination = peer if peer is not None else self._destination(request, flow)
         except SipParseError:
             if method != "ACK":
                 reply(request, flow, 400, "Bad Route")
@@ -83,6 +88,8 @@ class DialogRelay:
         if destination is None:
             if method != "ACK":
                 reply(request, flow, 416)
+            return
+        if peer is None and not self._within_dialog(token, request, flow, destination, now):
             return
         if method == "ACK":
             self._forward_ack(request, destination)
@@ -113,15 +120,38 @@ class DialogRelay:
         if isinstance(context, ResponseContext):
             forwarder.cancelled_by_caller(context, now)
 
-    def _destination(self, request: Request, peer: Flow | None, flow: Flow) -> Flow | None:
-        """A Route left after ours decides (another proxy); else the peer's own flow (its NAT
-        address, its TCP connection); else the Request-URI (§16.12)."""
+    def _destination(self, request: Request, flow: Flow) -> Flow | None:
+        """For a dialog we do not follow (after a restart): a Route left after ours decides
+        (another proxy), else the Request-URI (§16.12)."""
         identity = self.forwarder.identity
         if request.headers.get("route") is not None:
             return flow_for_uri(next_hop(request), identity, flow)
-        if peer is not None:
-            return peer
         return flow_for_uri(request.uri, identity, flow)
+
+    def _within_dialog(
+        self, token: str | None, request: Request, flow: Flow, destination: Flow, now: float
+    ) -> bool:
+        """A dialog we do not follow is relayed only on a token made for it, between the two
+        addresses it was made for, before it expires. Anything else would leave the dialog:
+        a new call, which must come as one (authenticated, policy-checked) — refused here
+        with 403 and a security event."""
+        forwarder = self.forwarder
+        ends = (flow.remote[0], destination.remote[0])
+        if token is not None and forwarder.record_router.verify(token, request, ends, now):
+            return True
+        if request.method != "ACK":
+            forwarder.relay.reply(request, flow, 403, "Not In This Dialog")
+        forwarder.bus.publish(
+            SecurityEvent(
+                action="dialog-refused",
+                source=flow.remote[0],
+                detail=(
+                    f"{request.method} with a To tag to {destination.remote[0]}: "
+                    "no dialog between these ends"
+                ),
+            )
+        )
+        return False
 
     def _forward(self, request: Request, flow: Flow, destination: Flow, now: float) -> None:
         forwarder = self.forwarder
@@ -163,9 +193,7 @@ class DialogRelay:
         """A BYE from us in the name of the other side (§15.1.1), on a client transaction."""
         forwarder = self.forwarder
         identity = forwarder.identity
-        to_callee, to_caller = forwarder.record_router.beyond_us(
-            call.record_route, identity, call.call_id
-        )
+        to_callee, to_caller = forwarder.record_router.beyond_us(call.record_route, identity)
         route = to_callee if towards_callee else to_caller
         flow = call.callee_flow if towards_callee else call.caller_flow
         bye = bye_for(call, towards_callee=towards_callee, route=route)
