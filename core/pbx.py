@@ -35,6 +35,7 @@ from core.registrar.natping import NatKeepalive
 from core.registrar.registrar import Registrar
 from core.route import Route
 from core.security.auth import DigestAuthenticator
+from core.security.destinations import Destinations
 from core.security.guard import Security
 from core.settings import ListenAddress, Settings
 from core.store.database import (
@@ -265,6 +266,10 @@ class Pbx:
         )
         self.route.proxy = self.proxy
         self.route.trunks = self.trunks
+        # No contact may point at our own sockets or a carrier (core/security/destinations.py).
+        destinations = Destinations(lambda: self.identity, self.trunks.is_carrier_destination)
+        self.registrar.destinations = destinations
+        self.proxy.destinations = destinations
         await self.reload_carriers()
 
     def _lookup_ha1(self, username: str) -> tuple[str, str] | None:

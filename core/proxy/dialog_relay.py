@@ -89,7 +89,11 @@ class DialogRelay:
             if method != "ACK":
                 reply(request, flow, 416)
             return
-        if peer is None and not self._within_dialog(token, request, flow, destination, now):
+        if peer is None:
+            if not self._within_dialog(token, request, flow, destination, now):
+                return
+        elif call is not None and not _from_an_end(call, flow):
+            self._refuse(request, flow, destination, "not from either end of the dialog")
             return
         if method == "ACK":
             self._forward_ack(request, destination)
@@ -135,23 +139,24 @@ class DialogRelay:
         addresses it was made for, before it expires. Anything else would leave the dialog:
         a new call, which must come as one (authenticated, policy-checked) — refused here
         with 403 and a security event."""
-        forwarder = self.forwarder
         ends = (flow.remote[0], destination.remote[0])
-        if token is not None and forwarder.record_router.verify(token, request, ends, now):
+        if token is not None and self.forwarder.record_router.verify(token, request, ends, now):
             return True
+        self._refuse(request, flow, destination, "no dialog between these ends")
+        return False
+
+    def _refuse(self, request: Request, flow: Flow, destination: Flow, why: str) -> None:
+        """403 (never to an ACK) and a line in the security feed."""
+        forwarder = self.forwarder
         if request.method != "ACK":
             forwarder.relay.reply(request, flow, 403, "Not In This Dialog")
         forwarder.bus.publish(
             SecurityEvent(
                 action="dialog-refused",
                 source=flow.remote[0],
-                detail=(
-                    f"{request.method} with a To tag to {destination.remote[0]}: "
-                    "no dialog between these ends"
-                ),
+                detail=f"{request.method} with a To tag to {destination.remote[0]}: {why}",
             )
         )
-        return False
 
     def _forward(self, request: Request, flow: Flow, destination: Flow, now: float) -> None:
         forwarder = self.forwarder
@@ -215,6 +220,16 @@ class DialogRelay:
         except (TransactionTableFull, ValueError):
             return
         forwarder.run(actions, now)
+
+
+def _from_an_end(call: Call, flow: Flow) -> bool:
+    """Did this in-dialog request come from the address of one of the call's ends? Tags
+    travel in every message of the dialog, so knowing them proves nothing by itself."""
+    ip = flow.remote[0]
+    caller = call.caller_flow
+    if caller is not None and caller.remote[0] == ip:
+        return True
+    return any(callee.remote[0] == ip for callee in call.callee_flows.values())
 
 
 def _transaction_of(actions: list[Action]) -> Transaction | None:
