@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.accounting.cdrs import CdrWriter
 from core.admin import AdminApi
@@ -28,6 +29,7 @@ from core.faults import FaultLog
 from core.net.dns import SrvResolver
 from core.net.identity import ServerIdentity
 from core.net.transport import ListenError, Transport
+from core.private_files import exposure
 from core.proxy.calls import CallInfo, CallTable
 from core.proxy.proxy import Proxy
 from core.registrar.location import LocationService
@@ -123,6 +125,7 @@ class Pbx:
             self.store = await Store.open(settings.db_path)
         except StoreError as error:
             raise StartError(str(error)) from None
+        self._warn_if_exposed()
         try:
             await self._build()
             # With worker processes, they read the UDP sockets; main only sends from them.
@@ -147,6 +150,16 @@ class Pbx:
         self.bus.publish(
             ServerEvent(f"listening on {', '.join(str(a) for a in self.transport.bound)}{workers}")
         )
+
+    def _warn_if_exposed(self) -> None:
+        """The database holds HA1s and carrier passwords: say so at start when other users
+        of the host can read it (core/private_files.py)."""
+        if str(self.settings.db_path) == ":memory:":
+            return
+        problem = exposure(Path(self.settings.db_path).expanduser())
+        if problem is not None:
+            log.warning("database exposed: %s", problem)
+            self.bus.publish(ServerEvent(f"database exposed: {problem}", level="warning"))
 
     async def start_worker(
         self, setup: WorkerSetup, main_link: socket.socket, udp: list[socket.socket]

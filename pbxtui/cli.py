@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TextIO, TypeVar
 
 from core.net.addresses import parse_ip, parse_network
+from core.private_files import open_private
 from core.settings import Settings
 from core.store.database import (
     BanRow,
@@ -790,7 +791,8 @@ async def cmd_cdr_export(ctx: Context) -> int:
         await _write_cdr_csv(ctx.store, ctx.out)
         return 0
     try:
-        with open(target, "w", encoding="utf-8", newline="") as stream:
+        # Owner-only, never through a symlink (core/private_files.py).
+        with open_private(Path(target), "w") as stream:
             count = await _write_cdr_csv(ctx.store, stream)
     except OSError as exc:
         raise UsageError(f"{target}: {exc.strerror}") from None
