@@ -306,6 +306,8 @@ class TrafficPane(PbxPane):
         try:
             count = await asyncio.to_thread(write_capture, request, dialogs)
         except OSError as error:
-            self.notify(f"could not save: {error.strerror or error}", severity="error")
+            self.notify(
+                f"could not save: {error.strerror or error}", severity="error", markup=False
+            )
             return
-        self.notify(f"saved {count} messages to {Path(request.path)}")
+        self.notify(f"saved {count} messages to {Path(request.path)}", markup=False)
