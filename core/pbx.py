@@ -283,6 +283,9 @@ class Pbx:
         destinations = Destinations(lambda: self.identity, self.trunks.is_carrier_destination)
         self.registrar.destinations = destinations
         self.proxy.destinations = destinations
+        self.transport.refuse_destination = lambda ip, port: (
+            destinations.refusal(ip, port) is not None
+        )
         await self.reload_carriers()
 
     def _lookup_ha1(self, username: str) -> tuple[str, str] | None:

@@ -365,3 +365,52 @@ async def test_a_users_asserted_identity_is_replaced_on_internal_calls(tmp_path:
             assert incoming.headers.get("remote-party-id") is None
     finally:
         await pbx.stop()
+
+
+# -- further holes ----------------------------------------------------------------------------
+
+
+async def test_a_contact_name_resolving_to_our_own_socket_is_never_sent_to(
+    tmp_path: Path,
+) -> None:
+    """A host name the registrar cannot judge (it never resolves names) is checked once
+    resolved: `localhost` at our own port must not make calls loop through the server."""
+    pbx = await start_pbx(tmp_path)
+    try:
+        _host, port = _address(pbx)
+        async with _phone(pbx, "alice") as alice, _phone(pbx, "bob") as bob:
+            assert await _register_contact(bob, f"<sip:bob@localhost:{port}>") == 200
+            received = pbx.transport.received_messages
+            await alice.invite("bob")
+            await alice.expect(100)
+            await asyncio.sleep(0.3)
+            # Only alice's two INVITEs and her ACK arrived: nothing came back to ourselves.
+            assert pbx.transport.received_messages - received == 3
+            assert pbx.transport.refused_sends >= 1
+    finally:
+        await pbx.stop()
+
+
+async def test_only_the_inviting_hop_may_cancel(tmp_path: Path) -> None:
+    """The branch travels in every response; knowing it must not let a third party cancel."""
+    pbx = await start_pbx(tmp_path)
+    try:
+        async with (
+            _phone(pbx, "alice") as alice,
+            _phone(pbx, "bob") as bob,
+            _phone(pbx, "eve", ATTACKER) as eve,
+        ):
+            invite, _incoming = await _ringing_call(pbx, alice, bob)
+            cancel = invite.replace("INVITE sip:", "CANCEL sip:", 1).replace(
+                "CSeq: 2 INVITE", "CSeq: 2 CANCEL"
+            )
+            cancel = cancel.split("Content-Type:")[0] + "Content-Length: 0\r\n\r\n"
+            eve.send(cancel)
+            await eve.expect(481)
+            await asyncio.sleep(0.2)
+            assert bob.received("CANCEL") == []
+            alice.send(cancel)
+            await alice.expect(200)
+            await bob.expect("CANCEL")
+    finally:
+        await pbx.stop()

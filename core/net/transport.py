@@ -210,6 +210,9 @@ class Transport:
         self._pending_connects_by_ip: dict[str, int] = {}
         # Asked at accept: is this source banned? (set by the Pbx to the security layer's view)
         self.refuse_source: Callable[[str], bool] = lambda ip: False
+        # Asked of the address a host name resolved to, before sending there (set by the Pbx).
+        self.refuse_destination: Callable[[str, int], bool] = lambda ip, port: False
+        self.refused_sends = 0
         self._literal_hosts: dict[str, bool] = {}
         self._lookups: set[asyncio.Future[None]] = set()
         self._ids = itertools.count(1)
@@ -467,6 +470,12 @@ class Transport:
                 return
             address = infos[0][4]
             ip = _peer(address)[0]
+            if self.refuse_destination(ip, port):
+                # A name must not launder a destination refused by address (a carrier's
+                # gateway, our own socket): core/security/destinations.py.
+                self.refused_sends += 1
+                log.debug("not sending to %s: it resolves to a refused address %s", host, ip)
+                return
             self.send(data, Flow("udp", (ip, port), flow.local, flow.connection_id))
 
         task = asyncio.ensure_future(lookup_and_send())
@@ -508,13 +517,27 @@ class Transport:
 
         async def connect() -> None:
             try:
+                host = remote[0]
+                if not _literal(host, self._literal_hosts):
+                    # Resolved here, not inside create_connection, so the address can be
+                    # checked like any other destination before anything is sent.
+                    infos = await asyncio.wait_for(
+                        self._loop.getaddrinfo(  # type: ignore[union-attr]
+                            host, remote[1], type=socket.SOCK_STREAM
+                        ),
+                        timeout=5.0,
+                    )
+                    host = _peer(infos[0][4])[0]
+                    if self.refuse_destination(host, remote[1]):
+                        self.refused_sends += 1
+                        return
                 await asyncio.wait_for(
                     self._loop.create_connection(  # type: ignore[union-attr]
-                        lambda: connection, remote[0], remote[1]
+                        lambda: connection, host, remote[1]
                     ),
                     timeout=5.0,
                 )
-            except (OSError, TimeoutError) as error:
+            except (OSError, TimeoutError, UnicodeError) as error:
                 self.send_errors += 1
                 log.debug("tcp connect to %s failed: %s", remote, error)
             finally:

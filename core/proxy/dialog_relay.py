@@ -116,7 +116,9 @@ class DialogRelay:
         except SipParseError:
             forwarder.relay.reply(request, flow, 400, "Bad CANCEL")
             return
-        if server is None:
+        if server is None or not _same_source(server.flow, flow):
+            # §9.2: a CANCEL comes from the hop that sent the INVITE. Anyone else who learnt
+            # the branch (it travels in every response) must not be able to cancel the call.
             forwarder.relay.reply(request, flow, 481)
             return
         forwarder.relay.reply(request, flow, 200)
@@ -220,6 +222,11 @@ class DialogRelay:
         except (TransactionTableFull, ValueError):
             return
         forwarder.run(actions, now)
+
+
+def _same_source(invite_flow: object, flow: Flow) -> bool:
+    """Did the CANCEL come from the address the INVITE came from?"""
+    return isinstance(invite_flow, Flow) and invite_flow.remote[0] == flow.remote[0]
 
 
 def _from_an_end(call: Call, flow: Flow) -> bool:
