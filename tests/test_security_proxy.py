@@ -414,3 +414,25 @@ async def test_only_the_inviting_hop_may_cancel(tmp_path: Path) -> None:
             await bob.expect("CANCEL")
     finally:
         await pbx.stop()
+
+
+async def test_a_users_asserted_identity_is_removed_in_dialog_too(tmp_path: Path) -> None:
+    pbx = await start_pbx(tmp_path)
+    try:
+        async with _phone(pbx, "alice") as alice, _phone(pbx, "bob") as bob:
+            await bob.register()
+            await alice.invite("bob")
+            incoming = await bob.expect("INVITE")
+            bob.respond(incoming, 200, tag="bobtag", body=SDP)
+            answer = await alice.expect(200)
+            alice.send(alice.in_dialog("ACK", answer, cseq=2, caller_side=True))
+            await bob.expect("ACK")
+            update = alice.in_dialog("UPDATE", answer, cseq=3, caller_side=True)
+            update = update.replace(
+                "Content-Length:", "P-Asserted-Identity: <sip:ceo@pbx.test>\r\nContent-Length:"
+            )
+            alice.send(update)
+            relayed = await bob.expect("UPDATE")
+            assert relayed.headers.get("p-asserted-identity") is None
+    finally:
+        await pbx.stop()

@@ -25,7 +25,7 @@ from __future__ import annotations
 from core.events import SecurityEvent
 from core.net.flow import Flow
 from core.proxy.calls import ANSWERED, Call
-from core.proxy.decisions import apply_rewrite
+from core.proxy.decisions import IDENTITY_HEADERS, apply_rewrite
 from core.proxy.dialogs import bye_for, follow_request
 from core.proxy.forking import ResponseContext
 from core.proxy.forwarder import Forwarder, request_hash
@@ -162,6 +162,11 @@ class DialogRelay:
 
     def _forward(self, request: Request, flow: Flow, destination: Flow, now: float) -> None:
         forwarder = self.forwarder
+        if not forwarder.carriers.is_carrier(flow.remote[0]):
+            # RFC 3325 §9.1: a phone's re-INVITE or UPDATE asserts no identity of its own
+            # choosing either (a carrier's connected-line update is kept).
+            for name in IDENTITY_HEADERS:
+                request.headers.remove(name)
         context = forwarder.open(request, flow, now)
         if context is None:
             return
