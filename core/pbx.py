@@ -283,6 +283,8 @@ class Pbx:
         destinations = Destinations(lambda: self.identity, self.trunks.is_carrier_destination)
         self.registrar.destinations = destinations
         self.proxy.destinations = destinations
+        self.registrar.security_report = self.security.report
+        self.proxy.forwarder.security_report = self.security.report
         self.transport.refuse_destination = lambda ip, port: (
             destinations.refusal(ip, port) is not None
         )

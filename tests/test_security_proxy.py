@@ -436,3 +436,29 @@ async def test_a_users_asserted_identity_is_removed_in_dialog_too(tmp_path: Path
             assert relayed.headers.get("p-asserted-identity") is None
     finally:
         await pbx.stop()
+
+
+async def test_refusals_one_packet_provokes_are_reported_throttled(tmp_path: Path) -> None:
+    """Fifty forged in-dialog requests: fifty 403s, but one security line (and a count),
+    not fifty: a spoofed flood must not write a log line per packet."""
+    pbx = await start_pbx(tmp_path)
+    try:
+        host, port = _address(pbx)
+        async with _phone(pbx, "eve", ATTACKER) as eve:
+            forged = (f"<sip:{host}:{port};lr;pbx=1-0000000000000000>",)
+            for index in range(50):
+                eve.send(
+                    eve.request(
+                        "BYE",
+                        f"sip:bob@{VICTIM}:5060",
+                        to="<sip:bob@pbx.test>;tag=x",
+                        call_id=f"forged-{index}",
+                        cseq=5,
+                        routes=forged,
+                    )
+                )
+            for _ in range(50):
+                await eve.expect(403)
+            assert len(_security(pbx, "dialog-refused")) == 1
+    finally:
+        await pbx.stop()

@@ -22,7 +22,6 @@ phones (and a carrier's meter) running.
 
 from __future__ import annotations
 
-from core.events import SecurityEvent
 from core.net.flow import Flow
 from core.proxy.calls import ANSWERED, Call
 from core.proxy.decisions import IDENTITY_HEADERS, apply_rewrite
@@ -93,7 +92,7 @@ class DialogRelay:
             if not self._within_dialog(token, request, flow, destination, now):
                 return
         elif call is not None and not _from_an_end(call, flow):
-            self._refuse(request, flow, destination, "not from either end of the dialog")
+            self._refuse(request, flow, destination, "not from either end of the dialog", now)
             return
         if method == "ACK":
             self._forward_ack(request, destination)
@@ -144,20 +143,21 @@ class DialogRelay:
         ends = (flow.remote[0], destination.remote[0])
         if token is not None and self.forwarder.record_router.verify(token, request, ends, now):
             return True
-        self._refuse(request, flow, destination, "no dialog between these ends")
+        self._refuse(request, flow, destination, "no dialog between these ends", now)
         return False
 
-    def _refuse(self, request: Request, flow: Flow, destination: Flow, why: str) -> None:
-        """403 (never to an ACK) and a line in the security feed."""
+    def _refuse(
+        self, request: Request, flow: Flow, destination: Flow, why: str, now: float
+    ) -> None:
+        """403 (never to an ACK) and a line in the security feed (throttled per source)."""
         forwarder = self.forwarder
         if request.method != "ACK":
             forwarder.relay.reply(request, flow, 403, "Not In This Dialog")
-        forwarder.bus.publish(
-            SecurityEvent(
-                action="dialog-refused",
-                source=flow.remote[0],
-                detail=f"{request.method} with a To tag to {destination.remote[0]}: {why}",
-            )
+        forwarder.security_report(
+            "dialog-refused",
+            flow.remote[0],
+            now,
+            f"{request.method} with a To tag to {destination.remote[0]}: {why}",
         )
 
     def _forward(self, request: Request, flow: Flow, destination: Flow, now: float) -> None:

@@ -42,6 +42,7 @@ from core.proxy.routing import (
 from core.proxy.stray import stray_2xx_destination
 from core.registrar.location import Target
 from core.route import response_flow
+from core.security.reports import SecurityReport, publish_each
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response, new_tag
@@ -113,6 +114,8 @@ class Forwarder:
             route_secret, lifetime=settings.max_call_seconds + settings.invite_timeout + 3_600.0
         )
         self.branch_signer = BranchSigner(route_secret)
+        # Refusals the proxy reports (the Pbx hands it the security layer's throttle).
+        self.security_report: SecurityReport = publish_each(bus)
         self.cancel_timeout = 64 * timers.t1  # §9.1: a cancelled INVITE's last chance
         # Fixed-delay deadlines, so insertion order is deadline order: the first is the next.
         self._ring_deadlines: OrderedDict[ResponseContext, float] = OrderedDict()

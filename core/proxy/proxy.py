@@ -24,7 +24,7 @@ ringing and answered to ended or failed, with a CDR at the end (core/proxy/calls
 
 from __future__ import annotations
 
-from core.events import EventBus, SecurityEvent
+from core.events import EventBus
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.proxy.calls import Call, CallTable
@@ -123,7 +123,7 @@ class Proxy:
         if not reachable:
             reply(request, flow, 480)
             return
-        targets = self._allowed_targets([binding.target() for binding in reachable], flow)
+        targets = self._allowed_targets([binding.target() for binding in reachable], flow, now)
         if not targets:
             reply(request, flow, 480)
             return
@@ -132,7 +132,7 @@ class Proxy:
         direction = "internal" if caller is not None else "inbound"  # None: from a carrier
         self.fork(request, targets, flow, now, caller=caller, callee=callee, direction=direction)
 
-    def _allowed_targets(self, targets: list[Target], flow: Flow) -> list[Target]:
+    def _allowed_targets(self, targets: list[Target], flow: Flow, now: float) -> list[Target]:
         """Contacts that point at one of our own sockets or at a carrier are never forwarded
         to (core/security/destinations.py), whenever their binding was stored."""
         destinations = self.destinations
@@ -145,12 +145,11 @@ class Proxy:
             if why is None:
                 allowed.append(target)
                 continue
-            self.forwarder.bus.publish(
-                SecurityEvent(
-                    action="contact-refused",
-                    source=flow.remote[0],
-                    detail=f"not forwarded to {target.request_uri}: {why}",
-                )
+            self.forwarder.security_report(
+                "contact-refused",
+                flow.remote[0],
+                now,
+                f"not forwarded to {target.request_uri}: {why}",
             )
         return allowed
 

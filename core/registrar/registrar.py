@@ -23,12 +23,12 @@ from core.events import (
     ContactRegistered,
     ContactUnregistered,
     EventBus,
-    SecurityEvent,
 )
 from core.net.addresses import is_private, parse_ip
 from core.net.flow import Flow
 from core.registrar.location import Binding, BindingKey, LocationService, contact_key
 from core.security.destinations import Destinations
+from core.security.reports import SecurityReport, publish_each
 from core.settings import RegistrarSettings
 from core.sip.address import NameAddr, parse_name_addr
 from core.sip.errors import SipParseError
@@ -129,6 +129,8 @@ class Registrar:
         self.bus = bus
         # Contacts that must be refused (our own sockets, carriers): set by the Pbx.
         self.destinations: Destinations | None = None
+        # Refusals reported through the security layer's throttle (set by the Pbx).
+        self.security_report: SecurityReport = publish_each(bus)
 
     def expire(self, now: float) -> list[Binding]:
         """Drop expired bindings (ContactExpired events); call about once a second."""
@@ -198,7 +200,7 @@ class Registrar:
         wanted: dict[BindingKey, ContactRequest] = {}
         for contact in requested:  # a contact listed twice: the last one counts
             wanted[contact_key(contact.uri, contact.instance_id, contact.reg_id)] = contact
-        self._check_destinations(wanted.values(), username, flow)
+        self._check_destinations(wanted.values(), username, flow, now)
         user_agent = request.user_agent or ""
         plan = _Plan(removals=[], saves=[])
         for key, contact in wanted.items():
@@ -234,7 +236,7 @@ class Registrar:
         return plan
 
     def _check_destinations(
-        self, contacts: Iterable[ContactRequest], username: str, flow: Flow
+        self, contacts: Iterable[ContactRequest], username: str, flow: Flow, now: float
     ) -> None:
         """A Contact naming one of our own sockets or a carrier would turn calls to this
         user into loops or into carrier calls no policy saw (core/security/destinations.py)."""
@@ -246,13 +248,12 @@ class Registrar:
                 continue
             why = destinations.contact_refusal(contact.uri)
             if why is not None:
-                self.bus.publish(
-                    SecurityEvent(
-                        action="contact-refused",
-                        source=flow.remote[0],
-                        user=username,
-                        detail=f"Contact {contact.uri} {why}",
-                    )
+                self.security_report(
+                    "contact-refused",
+                    flow.remote[0],
+                    now,
+                    f"Contact {contact.uri} {why}",
+                    user=username,
                 )
                 raise RegisterRejected(403, "Contact Not Allowed")
 

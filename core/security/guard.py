@@ -387,6 +387,20 @@ class Security:
                     )
                 )
 
+    def report(
+        self,
+        action: str,
+        source: str,
+        now: float,
+        detail: str = "",
+        *,
+        user: str = "",
+        user_agent: str = "",
+    ) -> None:
+        """A security decision made elsewhere (the proxy, the registrar), coalesced per
+        (action, source) and capped a second like this layer's own (core/security/reports.py)."""
+        self._reports.report(action, source, now, detail, user=user, user_agent=user_agent)
+
     def auth_succeeded(self, ip: str, now: float) -> None:
         """The source proved a password: forget its failures, give it the higher flood limit."""
         self._auth_failures_by_ip.clear(self.source_key(ip))
