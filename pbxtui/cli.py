@@ -26,6 +26,7 @@ from typing import TextIO, TypeVar
 
 from core.net.addresses import parse_ip, parse_network
 from core.private_files import open_private
+from core.security.sources import canonical_source
 from core.settings import Settings
 from core.store.database import (
     BanRow,
@@ -736,7 +737,10 @@ async def cmd_ban_add(ctx: Context) -> int:
 
 
 async def cmd_ban_del(ctx: Context) -> int:
-    ip = _checked_ip(ctx.args.ip)
+    try:
+        ip = canonical_source(ctx.args.ip)  # an address, or an IPv6 prefix banned as a whole
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if not await ctx.store.delete_ban(ip):
         raise UsageError(f"{ip} is not banned")
     print(f"unbanned {ip}", file=ctx.out)
