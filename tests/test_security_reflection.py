@@ -22,6 +22,7 @@ import pytest
 from conftest import USERS, start_pbx
 from support.client import UdpClient, request_text
 
+from core.events import SecurityEvent
 from core.pbx import Pbx
 from core.settings import AuthSettings, SecuritySettings, TransportSettings
 from core.sip.message import Response
@@ -203,6 +204,44 @@ async def test_scanner_display_names_from_a_carrier_do_not_ban_it(tmp_path: Path
             assert [ban.ip for ban in pbx.security.bans(pbx.clock())] == []
             probe = await carrier.ask(request_text("OPTIONS", "sip:pbx.test", local=carrier.local))
             assert probe is not None and probe.status == 200
+    finally:
+        await pbx.stop()
+
+
+async def test_a_source_that_logged_in_is_not_banned_for_one_scanner_like_softphone(
+    tmp_path: Path,
+) -> None:
+    """A NATed office: one address, phones that authenticate, one softphone whose
+    User-Agent matches a scanner. Its requests are dropped; the office is not banned."""
+    pbx = await start_pbx(tmp_path, auth=AuthSettings(algorithms=("MD5",)))
+    try:
+        async with _attacker(pbx, "127.0.0.6") as office:
+            call_id = secrets.token_hex(6)
+            challenge = await _challenge(office, call_id)
+            text = request_text(
+                "REGISTER",
+                "sip:pbx.test",
+                local=office.local,
+                call_id=call_id,
+                cseq=2,
+                to=ALICE,
+                extra=_answer(challenge, "REGISTER", "sip:pbx.test", qop="auth"),
+            )
+            assert (await office.ask(text)).status == 200  # type: ignore[union-attr]
+            for _ in range(5):  # past scanner_ban_after (3)
+                office.send(
+                    request_text(
+                        "OPTIONS", "sip:pbx.test", local=office.local, user_agent="sipvicious"
+                    )
+                )
+            probe = await office.ask(request_text("OPTIONS", "sip:pbx.test", local=office.local))
+            assert probe is not None and probe.status == 200
+            assert pbx.security.bans(pbx.clock()) == []
+            assert pbx.security.stats.scanner_drops == 5
+            # Reported, but not in a form the fail2ban filter counts towards a ban.
+            events, _cursor, _missed = pbx.bus.feed.read_since(0)
+            actions = {e.action for e in events if isinstance(e, SecurityEvent)}
+            assert "scanner-dropped-known" in actions and "scanner-dropped" not in actions
     finally:
         await pbx.stop()
 
@@ -418,3 +457,27 @@ async def test_brute_force_rotating_ipv6_addresses_in_one_64_is_banned(tmp_path:
 async def _unban_prefix(pbx: Pbx) -> bool:
     await pbx.admin.unban("2001:db8:1:2::/64")
     return pbx.security.admit("2001:db8:1:2::99", pbx.clock())
+
+
+def test_the_fail2ban_filter_ignores_what_must_not_ban() -> None:
+    """Refusals that are not an attacker's fingerprint (a carrier over its limit, a known
+    source's scanner-like phone, a console typo) never match the documented filter."""
+    from core.security.seclog import FAIL2BAN_FAILREGEX, format_log_line
+
+    pattern = re.compile(FAIL2BAN_FAILREGEX.replace("<HOST>", r"(?P<host>\S+)"))
+
+    def matches(action: str) -> bool:
+        line = format_log_line(SecurityEvent(action=action, source="203.0.113.9", detail="x"))
+        assert line is not None
+        _timestamp, rest = line.split(" ", 1)  # fail2ban matches after the date it found
+        return pattern.search(rest) is not None
+
+    assert matches("scanner-dropped") and matches("auth-failed")
+    for action in (
+        "scanner-dropped-known",
+        "carrier-over-limit",
+        "dialog-refused",
+        "contact-refused",
+        "console-login-failed",
+    ):
+        assert not matches(action), action

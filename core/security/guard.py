@@ -294,10 +294,14 @@ class Security:
         settings = self.settings
         user_agent = request.user_agent or ""
         self.stats.scanner_drops += 1
+        known = self._authenticated_recently(ip, now)
+        # A source that logged in is reported under another action, which the fail2ban
+        # filter does not count (core/security/seclog.py): it must not ban it either.
+        action = "scanner-dropped-known" if known else "scanner-dropped"
         self._reports.report(
-            "scanner-dropped", ip, now, detail=f"{request.method}: {what}", user_agent=user_agent
+            action, ip, now, detail=f"{request.method}: {what}", user_agent=user_agent
         )
-        if not self.is_exempt(ip) and not self._authenticated_recently(ip, now):
+        if not self.is_exempt(ip) and not known:
             key = self.source_key(ip)
             hits = self._scanner_hits.strike(key, now)
             if hits >= settings.scanner_ban_after:
