@@ -462,3 +462,16 @@ async def test_refusals_one_packet_provokes_are_reported_throttled(tmp_path: Pat
             assert len(_security(pbx, "dialog-refused")) == 1
     finally:
         await pbx.stop()
+
+
+async def test_contacts_at_unspecified_multicast_or_broadcast_addresses_are_refused(
+    tmp_path: Path,
+) -> None:
+    pbx = await start_pbx(tmp_path)
+    try:
+        async with _phone(pbx, "alice") as alice:
+            for host in ("0.0.0.0", "224.0.0.1", "255.255.255.255", "[ff02::1]"):
+                assert await _register_contact(alice, f"<sip:alice@{host}:5062>") == 403, host
+            assert pbx.location.contact_count == 0
+    finally:
+        await pbx.stop()

@@ -8,11 +8,13 @@ forwarding to any contact, so a binding stored by an older version cannot slip t
 
 Our own socket means address *and* port: a phone or a test tool on the same host at another
 port is legitimate (the benches run that way). A carrier means any address in a carrier's
-ranges, a gateway's configured host, or an address a gateway name resolved to.
+ranges, a gateway's configured host, or an address a gateway name resolved to. Nor may a
+Contact be an unspecified, multicast or broadcast address (an INVITE to the whole LAN).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 
 from core.net.identity import ServerIdentity
@@ -36,6 +38,8 @@ class Destinations:
     def refusal(self, host: str, port: int) -> str | None:
         identity = self._identity()
         name = host.lower()
+        if not _unicast(name):
+            return "is not a unicast address"
         if name == identity.domain or identity.is_own_address(name, port):
             return "points at this server"
         if self._is_carrier(name):
@@ -48,3 +52,18 @@ class Destinations:
         host = uri.param("maddr") or uri.host
         port = uri.port or (SIPS_PORT if transport == "tls" else SIP_PORT)
         return self.refusal(host, port)
+
+
+def _unicast(host: str) -> bool:
+    """False for an address no call may go to: unspecified (0.0.0.0, ::), multicast or
+    broadcast (a datagram to the whole LAN). A host name is judged once resolved."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return True
+    if address.is_unspecified or address.is_multicast:
+        return False
+    return not (isinstance(address, ipaddress.IPv4Address) and address == _BROADCAST)
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
