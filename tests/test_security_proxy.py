@@ -14,13 +14,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from conftest import start_pbx
+from conftest import USERS, start_pbx
 from support.client import UdpClient
 from test_proxy import SDP, Phone, ack_for
 
 from core.events import SecurityEvent
+from core.net.flow import Flow
 from core.pbx import Pbx
-from core.sip.message import Request
+from core.sip.digest import build_authorization, pick_challenge
+from core.sip.fields import parse_auth
+from core.sip.message import Request, Response
+from core.sip.parser import parse_message
 
 ATTACKER = "127.0.0.5"
 VICTIM = "127.0.0.7"
@@ -473,5 +477,50 @@ async def test_contacts_at_unspecified_multicast_or_broadcast_addresses_are_refu
             for host in ("0.0.0.0", "224.0.0.1", "255.255.255.255", "[ff02::1]"):
                 assert await _register_contact(alice, f"<sip:alice@{host}:5062>") == 403, host
             assert pbx.location.contact_count == 0
+    finally:
+        await pbx.stop()
+
+
+async def test_a_loopback_contact_registered_from_elsewhere_is_refused(tmp_path: Path) -> None:
+    """From another host, a Contact at 127.0.0.1 would aim calls at this host's own services
+    (SIP bytes written into a local database's TCP port); from this host it is a local phone.
+    Loopback is all a test can bind, so the remote REGISTER is handed to the route as the
+    transport would hand it, from a documentation address."""
+    pbx = await start_pbx(tmp_path)
+    try:
+        sent: list[bytes] = []
+        real_send = pbx.route._send
+        pbx.route._send = lambda data, flow: sent.append(data) or True
+        source = ("192.0.2.50", 5060)
+        flow = Flow("udp", source, ("127.0.0.1", _address(pbx)[1]))
+
+        def register(cseq: int, extra: str = "") -> Response:
+            text = (
+                "REGISTER sip:pbx.test SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {source[0]}:{source[1]};branch=z9hG4bKlo{cseq}\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:alice@pbx.test>;tag=lo\r\n"
+                "To: <sip:alice@pbx.test>\r\nCall-ID: loopback-1\r\n"
+                f"CSeq: {cseq} REGISTER\r\n"
+                "Contact: <sip:alice@127.0.0.1:6379;transport=tcp>\r\n"
+                f"{extra}Content-Length: 0\r\n\r\n"
+            )
+            pbx.route.on_message(text.encode(), flow)
+            answer = parse_message(sent[-1])
+            assert isinstance(answer, Response)
+            return answer
+
+        challenge = register(1)
+        chosen = pick_challenge(
+            parse_auth(value) for value in challenge.headers.get_all("www-authenticate")
+        )
+        assert chosen is not None
+        credentials = build_authorization(
+            chosen, "alice", USERS["alice"], "REGISTER", "sip:pbx.test"
+        )
+        assert register(2, f"Authorization: {credentials}\r\n").status == 403
+        assert pbx.location.contact_count == 0
+        pbx.route._send = real_send
+        async with _phone(pbx, "alice") as local:  # a phone on this host: fine
+            assert await _register_contact(local, f"<sip:alice@127.0.0.1:{local.port}>") == 200
     finally:
         await pbx.stop()

@@ -246,7 +246,7 @@ class Registrar:
         for contact in contacts:
             if contact.expires == 0:
                 continue
-            why = destinations.contact_refusal(contact.uri)
+            why = destinations.contact_refusal(contact.uri, flow.remote[0])
             if why is not None:
                 self.security_report(
                     "contact-refused",

@@ -46,11 +46,16 @@ class Destinations:
             return "points at a carrier"
         return None
 
-    def contact_refusal(self, uri: SipUri) -> str | None:
-        """For a Contact URI: maddr over host, the URI's port or its scheme's default."""
+    def contact_refusal(self, uri: SipUri, source_ip: str) -> str | None:
+        """For a Contact URI registered from `source_ip`: maddr over host, the URI's port or
+        its scheme's default. A loopback Contact is only for a phone on this host: from
+        anywhere else it would aim calls at this host's local services (a TCP INVITE
+        written into a database's port)."""
         transport = uri.transport or ("tls" if uri.secure else "udp")
         host = uri.param("maddr") or uri.host
         port = uri.port or (SIPS_PORT if transport == "tls" else SIP_PORT)
+        if _loopback(host) and not _loopback(source_ip):
+            return "points at this host's loopback from elsewhere"
         return self.refusal(host, port)
 
 
@@ -67,3 +72,10 @@ def _unicast(host: str) -> bool:
 
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host.lower() == "localhost"
