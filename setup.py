@@ -68,6 +68,9 @@ COMPILED_MODULES = [
     "core/trunks/tollfraud.py",
     "core/trunks/trunks.py",
     "core/security/verdict.py",
+    "core/security/sources.py",
+    "core/security/destinations.py",
+    "core/proxy/branch_mac.py",
 ]
 
 PURE_NOTICE = (

@@ -8,11 +8,14 @@ sentence fit to show under a form field; nothing here ever needs a traceback to 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 from core.accounting.manage import AccountingAdmin
-from core.net import addresses as netaddr
+from core.events import SecurityEvent
 from core.security.bans import checked_ban
+from core.security.console_lock import ConsoleThrottle
+from core.security.sources import canonical_source
 from core.store.accounting import CdrFilter
 from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
@@ -38,6 +41,8 @@ class AdminApi:
     def __init__(self, pbx: Pbx) -> None:
         self._pbx = pbx
         self.accounting = AccountingAdmin(pbx)  # rates, spend limits, today's figures
+        self._console_throttle = ConsoleThrottle()
+        self._console_check = asyncio.Lock()
 
     @property
     def _store(self):
@@ -158,7 +163,7 @@ class AdminApi:
         self._pbx.security.ban(address, seconds, reason, self._pbx.clock())
 
     async def unban(self, ip: str) -> None:
-        address = str(netaddr.parse_ip(ip))
+        address = canonical_source(ip)  # an address, or an IPv6 prefix banned as a whole
         if not self._pbx.security.unban(address, self._pbx.clock()):
             raise ValueError(f"{address} is not banned")
 
@@ -196,7 +201,30 @@ class AdminApi:
         await self._store.set_admin_hash(bcrypt_hash)
 
     async def check_console_password(self, password: str) -> bool:
-        stored = await self._store.get_admin_hash()
-        if stored is None:
+        """One check at a time, after the wait earlier wrong passwords earned
+        (core/security/console_lock.py); each wrong one is a security event."""
+        async with self._console_check:
+            throttle = self._console_throttle
+            wait = throttle.delay(time.monotonic())
+            if wait:
+                await asyncio.sleep(wait)
+            stored = await self._store.get_admin_hash()
+            ok = stored is not None and await asyncio.to_thread(
+                check_admin_password, password, stored
+            )
+            if ok:
+                throttle.succeeded()
+                return True
+            next_wait = throttle.failed(time.monotonic())
+            self._pbx.bus.publish(
+                SecurityEvent(
+                    action="console-login-failed",
+                    source="console",
+                    count=throttle.failures,
+                    detail=(
+                        f"wrong console password ({throttle.failures} in a row); "
+                        f"the next try waits {next_wait:g}s"
+                    ),
+                )
+            )
             return False
-        return await asyncio.to_thread(check_admin_password, password, stored)

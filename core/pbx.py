@@ -16,6 +16,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.accounting.books import Books
 from core.accounting.cdrs import CdrWriter
@@ -25,9 +26,11 @@ from core.cluster.changes import WorkerBus, WorkerSetup, divided_limits
 from core.cluster.main import MainCluster
 from core.cluster.worker import WorkerCluster
 from core.events import EventBus, ServerEvent
+from core.faults import FaultLog
 from core.net.dns import SrvResolver
 from core.net.identity import ServerIdentity
 from core.net.transport import ListenError, Transport
+from core.private_files import exposure
 from core.proxy.calls import CallInfo, CallTable
 from core.proxy.proxy import Proxy
 from core.registrar.location import LocationService
@@ -35,6 +38,7 @@ from core.registrar.natping import NatKeepalive
 from core.registrar.registrar import Registrar
 from core.route import Route
 from core.security.auth import DigestAuthenticator
+from core.security.destinations import Destinations
 from core.security.guard import Security
 from core.settings import ListenAddress, Settings
 from core.store.database import Store
@@ -96,6 +100,8 @@ class Pbx:
         self.admin = AdminApi(self)
         # Rates, spend limits and CDR retention (core/accounting/books.py).
         self.books = Books(settings.accounting)
+        # A bug one packet triggers must not write a traceback per packet (core/faults.py).
+        self.faults = FaultLog(log, time.monotonic)
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
         self._shed_reported = 0  # transport.shed_requests already reported in the feed
@@ -117,6 +123,7 @@ class Pbx:
             self.store = await Store.open(settings.db_path)
         except StoreError as error:
             raise StartError(str(error)) from None
+        self._warn_if_exposed()
         try:
             await self._build()
             # With worker processes, they read the UDP sockets; main only sends from them.
@@ -141,6 +148,16 @@ class Pbx:
         self.bus.publish(
             ServerEvent(f"listening on {', '.join(str(a) for a in self.transport.bound)}{workers}")
         )
+
+    def _warn_if_exposed(self) -> None:
+        """The database holds HA1s and carrier passwords: say so at start when other users
+        of the host can read it (core/private_files.py)."""
+        if str(self.settings.db_path) == ":memory:":
+            return
+        problem = exposure(Path(self.settings.db_path).expanduser())
+        if problem is not None:
+            log.warning("database exposed: %s", problem)
+            self.bus.publish(ServerEvent(f"database exposed: {problem}", level="warning"))
 
     async def start_worker(
         self, setup: WorkerSetup, main_link: socket.socket, udp: list[socket.socket]
@@ -199,7 +216,8 @@ class Pbx:
         self.security = Security(security_settings, self.bus, own_addresses=self.identity.addresses)
         # A worker writes nothing itself: its changes go to main (core/cluster/worker.py).
         writes = not self.is_worker
-        self.security.sink = _BanWriter(store) if writes else None
+        self.security.sink = _BanWriter(store, self._close_banned) if writes else None
+        self.transport.refuse_source = lambda ip: self.security.is_banned(ip, self.clock())
         self.security.restore(await store.list_bans(active_at=now), now)
 
         self.location = LocationService(settings.registrar, self.bus)
@@ -265,6 +283,15 @@ class Pbx:
         )
         self.route.proxy = self.proxy
         self.route.trunks = self.trunks
+        # No contact may point at our own sockets or a carrier (core/security/destinations.py).
+        destinations = Destinations(lambda: self.identity, self.trunks.is_carrier_destination)
+        self.registrar.destinations = destinations
+        self.proxy.destinations = destinations
+        self.registrar.security_report = self.security.report
+        self.proxy.forwarder.security_report = self.security.report
+        self.transport.refuse_destination = lambda ip, port: (
+            destinations.refusal(ip, port) is not None
+        )
         await self.reload_carriers()
 
     def _lookup_ha1(self, username: str) -> tuple[str, str] | None:
@@ -351,17 +378,17 @@ class Pbx:
                         cluster.forward(owner, data, flow)
                     return
             self.route.on_message(data, flow)
-        except Exception:
-            # A bug must never take the server down; it is logged with the message that hit it.
-            log.exception("unhandled error routing a message from %s", flow)
+        except Exception as error:
+            # A bug must never take the server down; logged once per kind, then counted.
+            self.faults.fault(error, f"a message from {flow}")
         self._arm_proxy_timer()
 
     def _on_forwarded(self, data: bytes, flow) -> None:
         """A message another process read and admitted, for a Call-ID this one owns."""
         try:
             self.route.on_admitted(data, flow, self.clock())
-        except Exception:
-            log.exception("unhandled error routing a message from %s", flow)
+        except Exception as error:
+            self.faults.fault(error, f"a message from {flow}")
         self._arm_proxy_timer()
 
     # -- the proxy's timers (issue "Calls") -----------------------------------------------
@@ -397,6 +424,11 @@ class Pbx:
             self._proxy_timer = loop.call_later(HOUSEKEEPING_INTERVAL, self._on_proxy_timer)
             return
         self._arm_proxy_timer()
+
+    def _close_banned(self, banned: str) -> None:
+        """A ban (an address or an IPv6 prefix) also ends that source's TCP connections."""
+        key = self.security.source_key
+        self.transport.close_connections_from(lambda ip: ip == banned or key(ip) == banned)
 
     def _on_stream_error(self, error, flow, data: bytes) -> None:
         self.security.parse_failed(flow.remote[0], error.reason, self.clock())
@@ -507,10 +539,14 @@ class _BindingWriter:
 
 
 class _BanWriter:
-    def __init__(self, store: Store) -> None:
+    """Bans → the store; and a new ban closes the source's TCP connections at once."""
+
+    def __init__(self, store: Store, banned: Callable[[str], None]) -> None:
         self.store = store
+        self.banned = banned
 
     def ban_saved(self, ban) -> None:
+        self.banned(ban.ip)
         until = None if ban.permanent else ban.until_wall
         self.store.submit(UpsertBan(BanRow(ban.ip, until, ban.reason, ban.count, time.time())))
 

@@ -14,7 +14,8 @@ route"):
     anything else        → proxy: local user, or carrier gateway, or 403
 
 Each step is a method that returns after it has answered; none awaits anything. Responses go
-back along §18.2.2 (the top Via, as stamped with received/rport on arrival).
+back to the address the request really came from (§18.2.2 with the received/rport we stamp),
+never to a host a header names.
 """
 
 from __future__ import annotations
@@ -63,6 +64,9 @@ ROUTABLE_METHODS = frozenset(
 )
 REPLY_CACHE_SECONDS = 32.0  # Timer J (64*T1): how long a UDP retransmission can still arrive
 REPLY_CACHE_SIZE = 65_536
+# The cache holds whole answers: bounded in bytes too, so large answers (a 200 to a REGISTER
+# listing many contacts) cannot grow it past this however few they are.
+REPLY_CACHE_BYTES = 16 * 1024 * 1024
 
 
 class Proxy(Protocol):
@@ -85,33 +89,38 @@ class Trunks(Protocol):
 
 
 def response_flow(via: Via | None, flow: Flow) -> Flow:
-    """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4).
+    """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4): always the address the request
+    really came from, never a host a header names.
 
     Over TCP: the connection the request came on (the transport reopens towards the source if
-    it closed). Over UDP: the address in `received` (we always stamp it when sent-by differs
-    from the source) and the rport if the client asked for one, else the sent-by port.
+    it closed). Over UDP: the source IP (what §18.2.2 reaches through the `received` we stamp)
+    and the source port if the client asked for rport, else its sent-by port. A client's own
+    `received` or a host name in its Via is never used: one forged Via would otherwise turn
+    every locally built answer (400, 483, a challenge) into a reflector towards a victim, and
+    a name would need DNS on the event loop.
     """
-    if flow.transport != "udp" or via is None:
+    if flow.transport != "udp" or via is None or via.wants_rport:
         return flow
-    if via.wants_rport:
-        return flow
-    host = via.received or via.host
     port = via.port or 5060
-    if (host, port) == flow.remote:
+    if port == flow.remote[1]:
         return flow
-    return Flow("udp", (host, port), flow.local)
+    return Flow("udp", (flow.remote[0], port), flow.local)
 
 
 def stamp_via(request: Request, flow: Flow) -> None:
-    """Add received= and fill rport on the top Via (RFC 3261 §18.2.1, RFC 3581 §4)."""
+    """Set received= and rport on the top Via (RFC 3261 §18.2.1, RFC 3581 §4).
+
+    Whatever a client put in `received` or `rport` is overwritten with what we saw: those
+    parameters are the server's to set, and a proxy downstream would route responses by them.
+    """
     via = request.top_via
     if via is None:
         return
     ip, port = flow.remote
     params: dict[str, str | None] = {}
-    if via.host != ip:
+    if via.host != ip or via.received not in (None, ip):
         params["received"] = ip
-    if via.wants_rport and via.rport is None:
+    if via.wants_rport and via.params.get("rport") != str(port):
         params["rport"] = str(port)
         params.setdefault("received", ip)
     if not params:
@@ -156,6 +165,7 @@ class Route:
         self._reply_cache: OrderedDict[tuple[str, str, int | None, str], tuple[float, bytes]] = (
             OrderedDict()
         )
+        self._reply_cache_bytes = 0
         self.answered_locally = 0
         self.dropped = 0
 
@@ -391,17 +401,18 @@ class Route:
         """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""
         data = response.to_bytes()
         # A response we built carries the request's (stamped) top Via: reuse its parsed view.
-        via = request.top_via if request is not None else response.top_via
+        # A Via too broken to parse (the reason for a 400) sends the answer to the source.
+        try:
+            via = request.top_via if request is not None else response.top_via
+        except SipParseError:
+            via = None
         destination = response_flow(via, flow)
         self.answered_locally += 1
         self.send(data, destination)
         if request is not None and flow.transport == "udp" and response.status >= 200:
-            key = self._reply_key(request)
+            key = self._reply_key(request, flow)
             if key is not None:
-                cache = self._reply_cache
-                cache[key] = (self.clock() + REPLY_CACHE_SECONDS, data)
-                if len(cache) > REPLY_CACHE_SIZE:
-                    cache.popitem(last=False)
+                self._cache_reply(key, data)
 
     def send(self, data: bytes, flow: Flow) -> bool:
         if self.bus.capture_traffic:
@@ -410,22 +421,44 @@ class Route:
 
     # -- retransmissions of locally answered requests -----------------------------------
     @staticmethod
-    def _reply_key(request: Request) -> tuple[str, str, int | None, str] | None:
-        """§17.2.3 matching: branch, sent-by and method (ACK excluded: it is never answered)."""
+    def _reply_key(request: Request, flow: Flow) -> tuple[str, str, int | None, str] | None:
+        """§17.2.3 matching: branch, sent-by and method (ACK excluded: it is never answered).
+
+        The source address stands in for the sent-by host: a retransmission comes from where
+        the original did, and a third party copying a phone's branch and Via must not be
+        handed that phone's cached answer (or poison it)."""
         try:
             via = request.top_via
         except SipParseError:
             return None
         if via is None or not via.is_rfc3261_branch or request.method == "ACK":
             return None
-        return (via.branch or "", via.host, via.port, request.method)
+        return (via.branch or "", flow.remote[0], via.port, request.method)
+
+    def _cache_reply(self, key: tuple[str, str, int | None, str], data: bytes) -> None:
+        """Remember an answer until Timer J, within REPLY_CACHE_SIZE entries and bytes."""
+        cache = self._reply_cache
+        previous = cache.pop(key, None)
+        if previous is not None:
+            self._reply_cache_bytes -= len(previous[1])
+        cache[key] = (self.clock() + REPLY_CACHE_SECONDS, data)
+        self._reply_cache_bytes += len(data)
+        while cache and (
+            len(cache) > REPLY_CACHE_SIZE or self._reply_cache_bytes > REPLY_CACHE_BYTES
+        ):
+            _key, (_expires, evicted) = cache.popitem(last=False)
+            self._reply_cache_bytes -= len(evicted)
+
+    @property
+    def reply_cache_bytes(self) -> int:
+        return self._reply_cache_bytes
 
     def _resend_cached_reply(self, request: Request, flow: Flow, now: float) -> bool:
         """A UDP retransmission of a request we already answered gets the same answer
         (the server transaction's job, §17.2.2), instead of being processed twice."""
         if flow.transport != "udp" or not self._reply_cache:
             return False
-        key = self._reply_key(request)
+        key = self._reply_key(request, flow)
         if key is None:
             return False
         cached = self._reply_cache.get(key)
@@ -434,15 +467,21 @@ class Route:
         expires, data = cached
         if expires < now:
             del self._reply_cache[key]
+            self._reply_cache_bytes -= len(data)
             return False
-        self.send(data, response_flow(request.top_via, flow))
+        try:
+            via = request.top_via
+        except SipParseError:
+            via = None
+        self.send(data, response_flow(via, flow))
         return True
 
     def expire(self, now: float) -> None:
         """Drop cached replies past Timer J (called about once a second)."""
         cache = self._reply_cache
         while cache:
-            key, (expires, _data) = next(iter(cache.items()))
+            key, (expires, data) = next(iter(cache.items()))
             if expires >= now:
                 break
             del cache[key]
+            self._reply_cache_bytes -= len(data)

@@ -51,6 +51,8 @@ class TransportSettings:
     max_stream_buffer_bytes: int = 131_072  # per TCP connection, unparsed bytes
     tcp_idle_seconds: float = 300.0  # RFC 5626 keep-alives arrive well inside this
     max_tcp_connections: int = 4_096
+    # One address: a phone needs one or two, a NATed office a few dozen; more is exhaustion.
+    max_tcp_connections_per_source: int = 64
     udp_receive_buffer_bytes: int = 4 * 1024 * 1024  # absorbs event-loop stalls (UI redraws)
     udp_backlog_messages: int = 8_192  # datagrams read but not yet handled; more are dropped
     # Once the oldest waiting datagram has waited this long, requests that would start new
@@ -80,6 +82,10 @@ class AuthSettings:
     # fleets of phones that all handle it.
     algorithms: tuple[str, ...] = ("MD5",)
     max_tracked_nonces: int = 100_000  # last nonce-count per nonce, for replay checks; oldest go
+    # Digest answers without qop (RFC 2069 / RFC 2617 §3.2.2.1 form) carry no nonce-count, so a
+    # captured one replays for the nonce's lifetime. Refused unless this is on, for very old
+    # phones; then each nonce answers one qop-less request only.
+    allow_digest_without_qop: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +148,9 @@ class SecuritySettings:
     auth_fail_ban_seconds: float = 1_800.0
     max_bans: int = 100_000
     allow_list: tuple[str, ...] = ()  # CIDR ranges never banned nor rate-limited
+    # IPv6 sources are counted and banned per prefix of this length (a host holds a /64 and
+    # can rotate inside it); 128 counts single addresses.
+    ipv6_prefix_length: int = 64
     # Repeated drops (from a banned source, a scanner, bad requests) are counted and published
     # at most once per source and kind per interval; at most this many such reports a second
     # overall, the rest summed into one warning, so a spoofed flood cannot flood the feed/log.

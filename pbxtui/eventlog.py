@@ -26,6 +26,7 @@ from core.events import (
     SecurityEvent,
     ServerEvent,
 )
+from core.printable import printable
 from core.security.seclog import format_log_line
 
 SECURITY_LOG_NAME = "security.log"
@@ -50,6 +51,7 @@ class EventLogger:
         line = describe(event)
         if line is None:
             return
+        line = printable(line)  # contacts and User-Agents are the wire's: no raw controls
         level = (
             logging.WARNING
             if isinstance(event, ServerEvent) and event.level != "info"

@@ -98,10 +98,10 @@ class CarriersPane(StoreRowsPane):
         await self.load()
         if isinstance(saved, CarrierRow):
             self.query_one("#carriers", KeyedTable).select_key(saved.name)
-            self.notify(f"added carrier {saved.name}")
+            self.notify(f"added carrier {saved.name}", markup=False)
         else:
             self.query_one("#dids", KeyedTable).select_key(saved.number)
-            self.notify(f"{saved.number} now rings {saved.username}")
+            self.notify(f"{saved.number} now rings {saved.username}", markup=False)
 
     def action_add_carrier(self) -> None:
         self.app.push_screen(CarrierForm(), self._saved)
@@ -132,9 +132,9 @@ class CarriersPane(StoreRowsPane):
                 else:
                     await self.admin.delete_carrier(key)
             except ValueError as error:
-                self.notify(str(error), severity="error")
+                self.notify(str(error), severity="error", markup=False)
                 return
-            self.notify(f"deleted {'DID' if is_did else 'carrier'} {key}")
+            self.notify(f"deleted {'DID' if is_did else 'carrier'} {key}", markup=False)
             await self.load()
 
         what = f"DID {key}" if is_did else f"carrier {key}"

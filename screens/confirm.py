@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label
 
+from core.printable import printable
+
 
 class ConfirmScreen(ModalScreen[bool]):
     """Dismisses True on y / Enter on Yes, False on n / Esc."""
@@ -27,7 +29,8 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm"):
-            yield Label(self.question, id="question")
+            # Questions name wire text (a phone's Contact): never markup, no raw controls.
+            yield Label(printable(self.question), id="question", markup=False)
             with Horizontal(id="confirm-buttons"):
                 yield Button(f"{self.yes} (y)", variant="error", id="yes", compact=True)
                 yield Button("No (n)", variant="primary", id="no", compact=True)

@@ -15,6 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
+from core.printable import printable
 from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.dialogs import format_address
@@ -143,9 +144,10 @@ class RegistrationsPane(PbxPane):
             try:
                 await self.admin.unregister(user, contact)
             except ValueError as error:
-                self.notify(str(error), severity="error")
+                self.notify(str(error), severity="error", markup=False)
                 return
-            self.notify(f"unregistered {contact} of {user}")
+            # The Contact is the phone's text: never markup, never raw control characters.
+            self.notify(printable(f"unregistered {contact} of {user}"), markup=False)
             self.refresh_view()
 
         self.app.push_screen(

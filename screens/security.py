@@ -159,7 +159,7 @@ class SecurityPane(PbxPane):
     def action_ban(self) -> None:
         def banned(ip: str | None) -> None:
             if ip:
-                self.notify(f"banned {ip}")
+                self.notify(f"banned {ip}", markup=False)
                 self.refresh_view()
 
         self.app.push_screen(BanForm(self._selected_source()), banned)
@@ -181,9 +181,9 @@ class SecurityPane(PbxPane):
             try:
                 await self.admin.unban(ip)
             except ValueError as error:
-                self.notify(str(error), severity="error")
+                self.notify(str(error), severity="error", markup=False)
                 return
-            self.notify(f"unbanned {ip}")
+            self.notify(f"unbanned {ip}", markup=False)
             self.refresh_view()
 
         self.app.push_screen(ConfirmScreen(f"Unban {ip}?", "Unban"), answered)

@@ -30,6 +30,7 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Input, Label
 
 from core.net.pcap import write_pcap
+from core.private_files import open_private
 from screens.base import PbxPane
 from screens.dialogs import Dialog, TrafficFilter, TrafficMessage, export_text
 from screens.save_form import SaveForm, SaveRequest
@@ -82,10 +83,12 @@ def write_capture(request: SaveRequest, dialogs: list[Dialog]) -> int:
         (message for dialog in dialogs for message in dialog.messages),
         key=lambda message: message.traffic.at,
     )
+    # A capture holds Authorization headers: owner-only, never through a symlink.
     if request.format == "txt":
-        request.path.write_text(export_text(messages))
+        with open_private(request.path, "x") as text:
+            text.write(export_text(messages))
         return len(messages)
-    with request.path.open("xb") as stream:
+    with open_private(request.path, "xb") as stream:
         return write_pcap(stream, (message.traffic for message in messages))
 
 
@@ -303,6 +306,8 @@ class TrafficPane(PbxPane):
         try:
             count = await asyncio.to_thread(write_capture, request, dialogs)
         except OSError as error:
-            self.notify(f"could not save: {error.strerror or error}", severity="error")
+            self.notify(
+                f"could not save: {error.strerror or error}", severity="error", markup=False
+            )
             return
-        self.notify(f"saved {count} messages to {Path(request.path)}")
+        self.notify(f"saved {count} messages to {Path(request.path)}", markup=False)

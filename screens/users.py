@@ -111,7 +111,7 @@ class UsersPane(StoreRowsPane):
             )
             self.app.push_screen(CredentialsScreen(account))
         else:
-            self.notify(f"saved {saved.user.username}")
+            self.notify(f"saved {saved.user.username}", markup=False)
 
     def action_add(self) -> None:
         self.app.push_screen(UserForm(), self._saved)
@@ -142,9 +142,9 @@ class UsersPane(StoreRowsPane):
             try:
                 await self.admin.delete_user(user.username)
             except ValueError as error:
-                self.notify(str(error), severity="error")
+                self.notify(str(error), severity="error", markup=False)
                 return
-            self.notify(f"deleted {user.username}")
+            self.notify(f"deleted {user.username}", markup=False)
             await self.load()
 
         question = f"Delete user {user.username}? Their phones are unregistered at once."

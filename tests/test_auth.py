@@ -182,7 +182,7 @@ def test_unsupported_algorithm_settings_are_refused() -> None:
 @pytest.mark.parametrize("algorithm", ["SHA-256", "MD5"])
 @pytest.mark.parametrize("qop", [True, False])
 def test_round_trip(algorithm: str, qop: bool) -> None:
-    server = authenticator()
+    server = authenticator(allow_digest_without_qop=not qop)
     credentials = answer(first_round(server), register(), algorithm=algorithm, qop=qop)
     assert ("qop=auth" in credentials) is qop
     result = server.check(register(credentials), T0 + 2, proxy=False)
@@ -325,12 +325,22 @@ def test_replayed_nonce_count_is_rejected() -> None:
     assert server.check(register(fourth), T0 + 4, proxy=False).failure is AuthFailure.REPLAYED_NC
 
 
-def test_answers_without_qop_are_accepted_repeatedly() -> None:
-    # RFC 2617 compatibility (SIPp, old phones): no nc, so nothing to track.
+def test_answers_without_qop_are_refused_by_default() -> None:
+    # No nc, so nothing would stop a captured answer being replayed for the nonce's lifetime.
     server = authenticator()
     credentials = answer(first_round(server), register(), qop=False)
-    for offset in range(3):
-        assert server.check(register(credentials), T0 + offset, proxy=False).username == "alice"
+    result = server.check(register(credentials), T0 + 1, proxy=False)
+    assert result.failure is AuthFailure.MISSING_QOP
+    assert result.counts_as_failure is True and result.challenge is not None
+
+
+def test_answers_without_qop_when_allowed_are_single_use() -> None:
+    # The switch for very old phones: each nonce answers one qop-less request.
+    server = authenticator(allow_digest_without_qop=True)
+    credentials = answer(first_round(server), register(), qop=False)
+    assert server.check(register(credentials), T0 + 1, proxy=False).username == "alice"
+    replay = server.check(register(credentials), T0 + 2, proxy=False)
+    assert replay.failure is AuthFailure.REPLAYED_NC
 
 
 def test_a_failed_attempt_does_not_burn_the_nonce_count() -> None:
@@ -372,6 +382,22 @@ def test_credentials_for_another_realm_are_a_realm_mismatch() -> None:
     assert result.claimed_user == "alice"
     assert result.counts_as_failure is True
     assert result.challenge is not None and result.challenge.status == 401
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        'Digest username="alice", realm="pbx.test", nonce="unterminated',
+        'Digest username="alice", username="alice", realm="pbx.test"',
+    ],
+)
+def test_credentials_breaking_the_grammar_get_400_and_count(value: str) -> None:
+    # RFC 4475 §3.1.2: a header the route reads that breaks its grammar is a bad request.
+    result = authenticator().check(register(value), T0, proxy=False)
+    assert result.failure is AuthFailure.MALFORMED
+    assert result.counts_as_failure is True
+    assert result.challenge is not None and result.challenge.status == 400
+    assert result.challenge.reason == "Bad Authorization header"
 
 
 def test_digest_uri_must_be_the_request_uri() -> None:
@@ -457,8 +483,6 @@ def test_unknown_user_and_wrong_password_look_the_same(algorithm: str) -> None:
 MALFORMED = [
     "Digest",
     "garbage",
-    'Digest username="alice", realm="pbx.test", nonce="unterminated',
-    'Digest username="alice", username="alice", realm="pbx.test"',
     "Basic YWxpY2U6YWxpY2Utc2VjcmV0LTE=",
     'Digest username="alice", realm="pbx.test", uri="sip:pbx.test", response="00"',  # no nonce
     'Digest realm="pbx.test", nonce="n", uri="sip:pbx.test", response="00"',  # no username

@@ -32,7 +32,9 @@ IDENTITY = ServerIdentity(
 UDP_IN = Flow("udp", ("203.0.113.7", 5062), (US, 5060))
 TCP_OUT = Flow("tcp", ("198.51.100.9", 40000), (US, 5060), connection_id=3)
 UDP_OUT = Flow("udp", ("198.51.100.9", 5060), (US, 5060))
-ROUTER = RecordRouter(b"secret")
+NOW = 1_000.0
+ROUTER = RecordRouter(b"secret", lifetime=100.0, clock=lambda: NOW)
+ENDS = (UDP_IN.remote[0], UDP_OUT.remote[0])  # the same address on both transports
 
 
 def request(*lines: str, start: str = "INVITE sip:bob@pbx.test SIP/2.0") -> Request:
@@ -57,20 +59,20 @@ TO = "To: <sip:bob@pbx.test>"
 
 
 def route_to_us(token: str | None = None, transport: str = "") -> str:
-    token = ROUTER.token("call-1") if token is None else token
+    token = ROUTER.token("call-1", "a1", ENDS, int(NOW + 100)) if token is None else token
     return f"<sip:{US}:5060{transport};lr;pbx={token}>"
 
 
 # -- Record-Route ---------------------------------------------------------------------------
 def test_one_record_route_when_both_sides_use_the_same_interface() -> None:
     headers = Headers()
-    ROUTER.record(headers, IDENTITY, UDP_IN, UDP_OUT, "call-1")
+    ROUTER.record(headers, IDENTITY, UDP_IN, UDP_OUT, "call-1", "a1")
     assert headers.get_all("record-route") == [route_to_us()]
 
 
 def test_double_record_route_when_the_transports_differ() -> None:
     headers = Headers([("Record-Route", "<sip:edge.example;lr>")])
-    ROUTER.record(headers, IDENTITY, UDP_IN, TCP_OUT, "call-1")
+    ROUTER.record(headers, IDENTITY, UDP_IN, TCP_OUT, "call-1", "a1")
     # The callee (reached over TCP) uses the list top first: the TCP entry must be on top.
     assert headers.get_all("record-route") == [
         route_to_us(transport=";transport=tcp"),
@@ -79,17 +81,32 @@ def test_double_record_route_when_the_transports_differ() -> None:
     ]
 
 
-def test_token_depends_on_the_call_and_the_secret() -> None:
-    assert ROUTER.token("call-1") != ROUTER.token("call-2")
-    assert RecordRouter(b"other").token("call-1") != ROUTER.token("call-1")
-    assert len(ROUTER.token("call-1")) == 12
+def test_token_binds_the_dialog_its_ends_and_an_expiry() -> None:
+    token = ROUTER.token("call-1", "a1", ENDS, 1_100)
+    assert token != ROUTER.token("call-2", "a1", ENDS, 1_100)
+    assert token != ROUTER.token("call-1", "other-tag", ENDS, 1_100)
+    assert token != ROUTER.token("call-1", "a1", ("203.0.113.7", "192.0.2.99"), 1_100)
+    assert token != ROUTER.token("call-1", "a1", ENDS, 1_101)
+    assert RecordRouter(b"other").token("call-1", "a1", ENDS, 1_100) != token
+    assert ROUTER.token("call-1", "a1", ENDS[::-1], 1_100) == token  # either direction
+
+
+def test_a_token_verifies_only_in_its_dialog_between_its_ends_until_it_expires() -> None:
+    token = ROUTER.token("call-1", "a1", ENDS, 1_100)
+    from_caller = request(CALLER_VIA, TO + ";tag=b1")
+    assert ROUTER.verify(token, from_caller, ENDS, NOW)
+    assert not ROUTER.verify(token, from_caller, ENDS, 1_101.0)  # expired
+    assert not ROUTER.verify(token, from_caller, ("203.0.113.7", "192.0.2.99"), NOW)
+    assert not ROUTER.verify(token[:-1] + "0", from_caller, ENDS, NOW)
+    assert not ROUTER.verify("fffffffffff-00", from_caller, ENDS, NOW)
 
 
 # -- loose routing (§16.4) ------------------------------------------------------------------
 def test_our_routes_are_consumed_and_the_token_checked() -> None:
     both = f"Route: {route_to_us(transport=';transport=tcp')}, {route_to_us()}"
     message = request(CALLER_VIA, TO + ";tag=b1", both, "Route: <sip:edge.example;lr>")
-    assert ROUTER.consume(message, IDENTITY)
+    token = ROUTER.consume(message, IDENTITY)
+    assert token is not None and ROUTER.verify(token, message, ENDS, NOW)
     assert message.headers.values("route") == ["<sip:edge.example;lr>"]
     assert str(next_hop(message)) == "sip:edge.example;lr"
     assert str(message.uri) == "sip:bob@pbx.test"  # loose routing leaves the Request-URI
@@ -97,13 +114,14 @@ def test_our_routes_are_consumed_and_the_token_checked() -> None:
 
 def test_a_route_naming_us_without_the_token_is_removed_but_not_trusted() -> None:
     message = request(CALLER_VIA, TO + ";tag=b1", f"Route: {route_to_us('0' * 12)}")
-    assert not ROUTER.consume(message, IDENTITY)
+    token = ROUTER.consume(message, IDENTITY)
+    assert token is not None and not ROUTER.verify(token, message, ENDS, NOW)
     assert message.headers.get("route") is None
 
 
 def test_a_foreign_first_route_is_left_alone() -> None:
     message = request(CALLER_VIA, TO + ";tag=b1", f"Route: <sip:edge.example;lr>, {route_to_us()}")
-    assert not ROUTER.consume(message, IDENTITY)
+    assert ROUTER.consume(message, IDENTITY) is None
     assert len(message.headers.values("route")) == 2
 
 
@@ -117,7 +135,7 @@ def test_strict_router_before_us_is_undone() -> None:
         "Route: <sip:edge.example;lr>, <sip:bob@198.51.100.9:5060>",
         start=f"BYE {ours} SIP/2.0",
     )
-    assert ROUTER.consume(message, IDENTITY)
+    assert ROUTER.consume(message, IDENTITY) is not None
     assert str(message.uri) == "sip:bob@198.51.100.9:5060"
     assert message.headers.values("route") == ["<sip:edge.example;lr>"]
 
@@ -139,10 +157,11 @@ def test_route_sets_beyond_us_for_our_own_bye() -> None:
         route_to_us(),
         "<sip:caller-edge.example;lr>",
     )
-    to_callee, to_caller = ROUTER.beyond_us(record_route, IDENTITY, "call-1")
+    to_callee, to_caller = ROUTER.beyond_us(record_route, IDENTITY)
     assert to_callee == ("<sip:callee-edge.example;lr>",)
     assert to_caller == ("<sip:caller-edge.example;lr>",)
-    assert ROUTER.beyond_us(record_route, IDENTITY, "another-call") == ((), ())
+    without_ours = (record_route[0], f"<sip:{US}:5060;lr>", record_route[3])
+    assert ROUTER.beyond_us(without_ours, IDENTITY) == ((), ())
 
 
 # -- loops (§16.3 step 4, §16.6 step 8) ----------------------------------------------------

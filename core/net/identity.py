@@ -25,6 +25,16 @@ from core.sip.uri import SipUri, Uri
 _WILDCARDS = {"0.0.0.0", "::"}
 _SOURCE_CACHE_LIMIT = 4_096
 _LOCAL_CACHE_LIMIT = 4_096
+_DEFAULT_ROUTE_PROBE = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
+
+
+def is_ip_literal(host: str) -> bool:
+    """An IPv4 or IPv6 address written out (no DNS needed to send to it)."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _interface_addresses() -> set[str]:
@@ -78,9 +88,9 @@ class ServerIdentity:
         if hosts & _WILDCARDS:
             addresses |= _interface_addresses()
         advertised = {address.advertise_host for address in listen if address.advertise_host}
-        self.addresses = addresses | {host for host in advertised if _is_ip(host)}
+        self.addresses = addresses | {host for host in advertised if is_ip_literal(host)}
         self.host_names = {self.domain, socket.gethostname().lower()} | {
-            host.lower() for host in advertised if not _is_ip(host)
+            host.lower() for host in advertised if not is_ip_literal(host)
         }
         self.host_names.discard("")
         # Wildcard listeners take every local address of their family.
@@ -158,18 +168,14 @@ class ServerIdentity:
             return cached
         family = socket.AF_INET6 if ":" in remote_ip else socket.AF_INET
         address = "::1" if family == socket.AF_INET6 else "127.0.0.1"
+        # connect() to a host name would resolve it right here, blocking the event loop on
+        # DNS: for a name, ask the routing table about the default route instead (TEST-NET,
+        # RFC 5737; a connected UDP socket sends nothing).
+        probe_ip = remote_ip if is_ip_literal(remote_ip) else _DEFAULT_ROUTE_PROBE[family]
         with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as probe:
-            probe.connect((remote_ip, 9))
+            probe.connect((probe_ip, 9))
             address = str(probe.getsockname()[0])
         if len(self._source_cache) >= _SOURCE_CACHE_LIMIT:
             self._source_cache.clear()
         self._source_cache[remote_ip] = address
         return address
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import cast
 
 from core.net.flow import Flow
+from core.net.identity import is_ip_literal
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
 from core.sip.framing import KeepAlive, StreamFramer
@@ -31,6 +32,17 @@ UDP_BATCH = 8
 MessageHandler = Callable[[bytes, Flow], None]
 StreamErrorHandler = Callable[[SipParseError, Flow, bytes], None]
 _MAX_PENDING_CONNECT_BYTES = 262_144
+_MAX_PENDING_LOOKUPS = 256  # UDP sends waiting for a host name's DNS answer
+
+
+def _literal(host: str, known: dict[str, bool]) -> bool:
+    """Is `host` an IP address (sendto needs no DNS)? Memoised, bounded: called per send."""
+    answer = known.get(host)
+    if answer is None:
+        if len(known) >= 4_096:
+            known.clear()
+        answer = known[host] = is_ip_literal(host)
+    return answer
 
 
 class ListenError(OSError):
@@ -194,6 +206,15 @@ class Transport:
         self._servers: list[asyncio.base_events.Server] = []
         self._connections: dict[int, _TcpConnection] = {}
         self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
+        self._connections_by_ip: dict[str, int] = {}
+        self._pending_connects_by_ip: dict[str, int] = {}
+        # Asked at accept: is this source banned? (set by the Pbx to the security layer's view)
+        self.refuse_source: Callable[[str], bool] = lambda ip: False
+        # Asked of the address a host name resolved to, before sending there (set by the Pbx).
+        self.refuse_destination: Callable[[str, int], bool] = lambda ip, port: False
+        self.refused_sends = 0
+        self._literal_hosts: dict[str, bool] = {}
+        self._lookups: set[asyncio.Future[None]] = set()
         self._ids = itertools.count(1)
         self._sweeper: asyncio.Task[None] | None = None
         self._connect_tasks: set[asyncio.Future[None]] = set()
@@ -357,21 +378,50 @@ class Transport:
         return _TcpConnection(self, next(self._ids))
 
     def _register_connection(self, connection: _TcpConnection) -> None:
-        if len(self._connections) >= self.settings.max_tcp_connections:
+        """A connection is up (accepted or ours): refused past the total cap, past the cap
+        per source address, or from a banned source (`refuse_source`)."""
+        assert connection.flow is not None and connection.stream is not None
+        ip = connection.flow.remote[0]
+        per_source = self._connections_by_ip.get(ip, 0)
+        if (
+            len(self._connections) >= self.settings.max_tcp_connections
+            or per_source >= self.settings.max_tcp_connections_per_source
+            or self.refuse_source(ip)
+        ):
             self.refused_connections += 1
-            assert connection.stream is not None
+            connection.flow = None  # never registered: nothing to forget
             connection.stream.abort()
             return
         self._connections[connection.connection_id] = connection
-        assert connection.flow is not None
+        self._connections_by_ip[ip] = per_source + 1
         self._connection_by_peer[connection.flow.remote] = connection
 
     def _forget_connection(self, connection: _TcpConnection) -> None:
-        self._connections.pop(connection.connection_id, None)
+        if self._connections.pop(connection.connection_id, None) is None:
+            return
         if connection.flow is not None:
+            ip = connection.flow.remote[0]
+            left = self._connections_by_ip.get(ip, 1) - 1
+            if left > 0:
+                self._connections_by_ip[ip] = left
+            else:
+                self._connections_by_ip.pop(ip, None)
             current = self._connection_by_peer.get(connection.flow.remote)
             if current is connection:
                 del self._connection_by_peer[connection.flow.remote]
+
+    def close_connections_from(self, source: Callable[[str], bool]) -> int:
+        """Close every TCP connection whose peer address `source` accepts (a source that was
+        just banned); how many were closed."""
+        closing = [
+            connection
+            for connection in self._connections.values()
+            if connection.flow is not None and source(connection.flow.remote[0])
+        ]
+        for connection in closing:
+            if connection.stream is not None:
+                connection.stream.abort()
+        return len(closing)
 
     def is_open(self, connection_id: int) -> bool:
         return connection_id in self._connections
@@ -379,6 +429,8 @@ class Transport:
     def send(self, data: bytes, flow: Flow) -> bool:
         """Send without blocking. Returns False when the data could not be handed to a socket."""
         if flow.transport == "udp":
+            if not _literal(flow.remote[0], self._literal_hosts):
+                return self._send_after_lookup(data, flow)
             endpoint = self._udp.get(flow.local) or self._udp_by_family.get(_family(flow.remote[0]))
             if endpoint is None or endpoint.udp is None:
                 return self._send_raw(data, flow)
@@ -402,6 +454,40 @@ class Transport:
         self.send_errors += 1
         return False
 
+    def _send_after_lookup(self, data: bytes, flow: Flow) -> bool:
+        """UDP to a host name: sendto() would resolve it on the event loop, blocking every
+        call on a slow DNS server. The name is looked up in the loop's resolver thread and
+        the datagram sent when the answer comes; at most _MAX_PENDING_LOOKUPS wait."""
+        loop = self._loop
+        if loop is None or len(self._lookups) >= _MAX_PENDING_LOOKUPS:
+            self.send_errors += 1
+            return False
+        host, port = flow.remote
+
+        async def lookup_and_send() -> None:
+            try:
+                infos = await asyncio.wait_for(
+                    loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout=5.0
+                )
+            except (OSError, TimeoutError, UnicodeError) as error:
+                self.send_errors += 1
+                log.debug("cannot resolve %s: %s", host, error)
+                return
+            address = infos[0][4]
+            ip = _peer(address)[0]
+            if self.refuse_destination(ip, port):
+                # A name must not launder a destination refused by address (a carrier's
+                # gateway, our own socket): core/security/destinations.py.
+                self.refused_sends += 1
+                log.debug("not sending to %s: it resolves to a refused address %s", host, ip)
+                return
+            self.send(data, Flow("udp", (ip, port), flow.local, flow.connection_id))
+
+        task = asyncio.ensure_future(lookup_and_send())
+        self._lookups.add(task)
+        task.add_done_callback(self._lookups.discard)
+        return True
+
     def _send_raw(self, data: bytes, flow: Flow) -> bool:
         """UDP from a socket this process does not read (main, beside worker processes)."""
         sock = self._raw_udp.get(flow.local) or self._raw_udp_by_family.get(_family(flow.remote[0]))
@@ -418,21 +504,53 @@ class Transport:
 
     def _connect(self, remote: tuple[str, int]) -> _TcpConnection | None:
         """Open a TCP connection for a send (§18.2.2 when the original one is gone)."""
-        if self._loop is None or len(self._connections) >= self.settings.max_tcp_connections:
+        # Connections we open count against the same caps as those we accept, pending ones
+        # included: a flood of responses naming new TCP targets cannot open them without end.
+        ip = remote[0]
+        pending = self._pending_connects_by_ip.get(ip, 0)
+        if (
+            self._loop is None
+            or len(self._connections) + len(self._connect_tasks)
+            >= self.settings.max_tcp_connections
+            or self._connections_by_ip.get(ip, 0) + pending
+            >= self.settings.max_tcp_connections_per_source
+        ):
+            self.refused_connections += 1
             return None
         connection = _TcpConnection(self, next(self._ids))
+        self._pending_connects_by_ip[ip] = pending + 1
 
         async def connect() -> None:
             try:
+                host = remote[0]
+                if not _literal(host, self._literal_hosts):
+                    # Resolved here, not inside create_connection, so the address can be
+                    # checked like any other destination before anything is sent.
+                    infos = await asyncio.wait_for(
+                        self._loop.getaddrinfo(  # type: ignore[union-attr]
+                            host, remote[1], type=socket.SOCK_STREAM
+                        ),
+                        timeout=5.0,
+                    )
+                    host = _peer(infos[0][4])[0]
+                    if self.refuse_destination(host, remote[1]):
+                        self.refused_sends += 1
+                        return
                 await asyncio.wait_for(
                     self._loop.create_connection(  # type: ignore[union-attr]
-                        lambda: connection, remote[0], remote[1]
+                        lambda: connection, host, remote[1]
                     ),
                     timeout=5.0,
                 )
-            except (OSError, TimeoutError) as error:
+            except (OSError, TimeoutError, UnicodeError) as error:
                 self.send_errors += 1
                 log.debug("tcp connect to %s failed: %s", remote, error)
+            finally:
+                left = self._pending_connects_by_ip.get(ip, 1) - 1
+                if left > 0:
+                    self._pending_connects_by_ip[ip] = left
+                else:
+                    self._pending_connects_by_ip.pop(ip, None)
 
         task = asyncio.ensure_future(connect())
         self._connect_tasks.add(task)
@@ -475,5 +593,8 @@ class Transport:
             sock.close()
         self._raw_udp.clear()
         self._raw_udp_by_family.clear()
+        for task in list(self._lookups):
+            task.cancel()
         self._connections.clear()
         self._connection_by_peer.clear()
+        self._connections_by_ip.clear()

@@ -115,6 +115,8 @@ class Carriers(Protocol):
 
     def rewrite(self, request: Request) -> Rewrite | None: ...
 
+    def is_carrier(self, ip: str) -> bool: ...
+
 
 class NoCarriers:
     """No trunks: requests for numbers and other domains are refused, nothing is rewritten."""
@@ -136,3 +138,6 @@ class NoCarriers:
 
     def rewrite(self, request: Request) -> Rewrite | None:
         return None
+
+    def is_carrier(self, ip: str) -> bool:
+        return False

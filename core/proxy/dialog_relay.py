@@ -6,8 +6,11 @@ A request with a To tag is relayed only inside a dialog we know, between its two
     CANCEL                200, CANCEL each ringing branch (§9.1), 487 to the INVITE
     loose routing (§16.4) our Route entries off the top; neither a Route we signed nor a
                           dialog we follow → 404 (the Route header is no open relay)
-    destination           a Route left after ours (another proxy), else the dialog's peer
-                          (its NAT address, its TCP connection), else the Request-URI
+    destination           a dialog we follow: its other end (its NAT address, its TCP
+                          connection), whatever the Request-URI says; else (after a
+                          restart) a Route left after ours or the Request-URI, relayed only
+                          if our Record-Route token was made for this dialog between these
+                          two addresses and has not expired → else 403 and a security event
     ACK to a 2xx          end to end, forwarded statelessly (§16.11)
     anything else         a server and a client transaction (core/proxy/forwarder.py)
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from core.net.flow import Flow
 from core.proxy.calls import ANSWERED, Call
-from core.proxy.decisions import apply_rewrite
+from core.proxy.decisions import IDENTITY_HEADERS, apply_rewrite
 from core.proxy.dialogs import bye_for, follow_request
 from core.proxy.forking import ResponseContext
 from core.proxy.forwarder import Forwarder, request_hash
@@ -69,13 +72,14 @@ class DialogRelay:
         call = self.calls.get(request.call_id)
         peer = call.peer_flow(request.from_tag, request.to_tag) if call is not None else None
         try:
-            recorded = forwarder.record_router.consume(request, identity)
-            if not recorded and peer is None:
+            token = forwarder.record_router.consume(request, identity)
+            if token is None and peer is None:
                 # Neither a Route we signed nor a dialog we know: not ours to relay.
                 if method != "ACK":
                     reply(request, flow, 404, "Not Here")
                 return
-            destination = self._destination(request, peer, flow)
+            # A dialog we follow: its other end, whatever the Request-URI or a Route names.
+            destination = peer if peer is not None else self._destination(request, flow)
         except SipParseError:
             if method != "ACK":
                 reply(request, flow, 400, "Bad Route")
@@ -83,6 +87,12 @@ class DialogRelay:
         if destination is None:
             if method != "ACK":
                 reply(request, flow, 416)
+            return
+        if peer is None:
+            if not self._within_dialog(token, request, flow, destination, now):
+                return
+        elif call is not None and not _from_an_end(call, flow):
+            self._refuse(request, flow, destination, "not from either end of the dialog", now)
             return
         if method == "ACK":
             self._forward_ack(request, destination)
@@ -105,7 +115,9 @@ class DialogRelay:
         except SipParseError:
             forwarder.relay.reply(request, flow, 400, "Bad CANCEL")
             return
-        if server is None:
+        if server is None or not _same_source(server.flow, flow):
+            # §9.2: a CANCEL comes from the hop that sent the INVITE. Anyone else who learnt
+            # the branch (it travels in every response) must not be able to cancel the call.
             forwarder.relay.reply(request, flow, 481)
             return
         forwarder.relay.reply(request, flow, 200)
@@ -113,18 +125,48 @@ class DialogRelay:
         if isinstance(context, ResponseContext):
             forwarder.cancelled_by_caller(context, now)
 
-    def _destination(self, request: Request, peer: Flow | None, flow: Flow) -> Flow | None:
-        """A Route left after ours decides (another proxy); else the peer's own flow (its NAT
-        address, its TCP connection); else the Request-URI (§16.12)."""
+    def _destination(self, request: Request, flow: Flow) -> Flow | None:
+        """For a dialog we do not follow (after a restart): a Route left after ours decides
+        (another proxy), else the Request-URI (§16.12)."""
         identity = self.forwarder.identity
         if request.headers.get("route") is not None:
             return flow_for_uri(next_hop(request), identity, flow)
-        if peer is not None:
-            return peer
         return flow_for_uri(request.uri, identity, flow)
+
+    def _within_dialog(
+        self, token: str | None, request: Request, flow: Flow, destination: Flow, now: float
+    ) -> bool:
+        """A dialog we do not follow is relayed only on a token made for it, between the two
+        addresses it was made for, before it expires. Anything else would leave the dialog:
+        a new call, which must come as one (authenticated, policy-checked) — refused here
+        with 403 and a security event."""
+        ends = (flow.remote[0], destination.remote[0])
+        if token is not None and self.forwarder.record_router.verify(token, request, ends, now):
+            return True
+        self._refuse(request, flow, destination, "no dialog between these ends", now)
+        return False
+
+    def _refuse(
+        self, request: Request, flow: Flow, destination: Flow, why: str, now: float
+    ) -> None:
+        """403 (never to an ACK) and a line in the security feed (throttled per source)."""
+        forwarder = self.forwarder
+        if request.method != "ACK":
+            forwarder.relay.reply(request, flow, 403, "Not In This Dialog")
+        forwarder.security_report(
+            "dialog-refused",
+            flow.remote[0],
+            now,
+            f"{request.method} with a To tag to {destination.remote[0]}: {why}",
+        )
 
     def _forward(self, request: Request, flow: Flow, destination: Flow, now: float) -> None:
         forwarder = self.forwarder
+        if not forwarder.carriers.is_carrier(flow.remote[0]):
+            # RFC 3325 §9.1: a phone's re-INVITE or UPDATE asserts no identity of its own
+            # choosing either (a carrier's connected-line update is kept).
+            for name in IDENTITY_HEADERS:
+                request.headers.remove(name)
         context = forwarder.open(request, flow, now)
         if context is None:
             return
@@ -168,9 +210,7 @@ class DialogRelay:
         """A BYE from us in the name of the other side (§15.1.1), on a client transaction."""
         forwarder = self.forwarder
         identity = forwarder.identity
-        to_callee, to_caller = forwarder.record_router.beyond_us(
-            call.record_route, identity, call.call_id
-        )
+        to_callee, to_caller = forwarder.record_router.beyond_us(call.record_route, identity)
         route = to_callee if towards_callee else to_caller
         flow = call.callee_flow if towards_callee else call.caller_flow
         bye = bye_for(call, towards_callee=towards_callee, route=route)
@@ -192,6 +232,21 @@ class DialogRelay:
         except (TransactionTableFull, ValueError):
             return
         forwarder.run(actions, now)
+
+
+def _same_source(invite_flow: object, flow: Flow) -> bool:
+    """Did the CANCEL come from the address the INVITE came from?"""
+    return isinstance(invite_flow, Flow) and invite_flow.remote[0] == flow.remote[0]
+
+
+def _from_an_end(call: Call, flow: Flow) -> bool:
+    """Did this in-dialog request come from the address of one of the call's ends? Tags
+    travel in every message of the dialog, so knowing them proves nothing by itself."""
+    ip = flow.remote[0]
+    caller = call.caller_flow
+    if caller is not None and caller.remote[0] == ip:
+        return True
+    return any(callee.remote[0] == ip for callee in call.callee_flows.values())
 
 
 def _transaction_of(actions: list[Action]) -> Transaction | None:

@@ -26,6 +26,7 @@ from typing import Protocol, cast
 from core.events import EventBus, SecurityEvent
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.proxy.branch_mac import BranchSigner
 from core.proxy.calls import CallTable
 from core.proxy.decisions import Carriers, apply_rewrite
 from core.proxy.dialogs import learn_answer, remember_early_dialog
@@ -41,6 +42,7 @@ from core.proxy.routing import (
 from core.proxy.stray import stray_2xx_destination
 from core.registrar.location import Target
 from core.route import response_flow
+from core.security.reports import SecurityReport, publish_each
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response, new_tag
@@ -107,7 +109,13 @@ class Forwarder:
         self.carriers = carriers
         self.bus = bus
         self.table = TransactionTable(timers, max_transactions=settings.max_transactions)
-        self.record_router = RecordRouter(route_secret)
+        # A dialog's Record-Route token outlives the longest call it can carry.
+        self.record_router = RecordRouter(
+            route_secret, lifetime=settings.max_call_seconds + settings.invite_timeout + 3_600.0
+        )
+        self.branch_signer = BranchSigner(route_secret)
+        # Refusals the proxy reports (the Pbx hands it the security layer's throttle).
+        self.security_report: SecurityReport = publish_each(bus)
         self.cancel_timeout = 64 * timers.t1  # §9.1: a cancelled INVITE's last chance
         # Fixed-delay deadlines, so insertion order is deadline order: the first is the next.
         self._ring_deadlines: OrderedDict[ResponseContext, float] = OrderedDict()
@@ -193,7 +201,11 @@ class Forwarder:
             headers.prepend("Route", value)
         identity = self.identity
         if record_route:
-            self.record_router.record(headers, identity, arrived, out, request.call_id)
+            self.record_router.record(
+                headers, identity, arrived, out, request.call_id, request.from_tag
+            )
+        # Signed, so a stray 2xx can prove it answers this request (core/proxy/branch_mac.py).
+        branch = self.branch_signer.sign(branch, request.vias[0], request.call_id)
         ours = push_via(headers, identity, out, branch)
         # The client transaction matches on the top Via: hand it the Vias already parsed
         # (ours and the request's own) instead of having every one parsed again.
@@ -256,7 +268,9 @@ class Forwarder:
         except SipParseError:
             return False
         if actions and type(actions[0]) is Unmatched:
-            destination = stray_2xx_destination(response, flow, self.identity, self.calls)
+            destination = stray_2xx_destination(
+                response, flow, self.identity, self.calls, self.branch_signer
+            )
             if destination is None:
                 return False
             self.relayed += 1

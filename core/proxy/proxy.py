@@ -28,12 +28,13 @@ from core.events import EventBus
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.proxy.calls import Call, CallTable
-from core.proxy.decisions import Carriers, Dial, NoCarriers, Refuse
+from core.proxy.decisions import IDENTITY_HEADERS, Carriers, Dial, NoCarriers, Refuse
 from core.proxy.dialog_relay import DialogRelay
 from core.proxy.dialogs import call_for_invite
 from core.proxy.forwarder import DIALOG_CREATING, Forwarder, Relay, request_hash
 from core.proxy.routing import branch_id, has_looped
 from core.registrar.location import LocationService, Target
+from core.security.destinations import Destinations
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response
@@ -88,6 +89,8 @@ class Proxy:
         )
         self.table = self.forwarder.table
         self.dialogs = DialogRelay(self.forwarder)
+        # Where a contact may not point (our own sockets, carriers): set by the Pbx.
+        self.destinations: Destinations | None = None
 
     @property
     def identity(self) -> ServerIdentity:
@@ -120,9 +123,35 @@ class Proxy:
         if not reachable:
             reply(request, flow, 480)
             return
-        targets = [binding.target() for binding in reachable]
+        targets = self._allowed_targets([binding.target() for binding in reachable], flow, now)
+        if not targets:
+            reply(request, flow, 480)
+            return
+        if caller is not None:
+            _assert_identity(request, caller, self.forwarder.realm)
         direction = "internal" if caller is not None else "inbound"  # None: from a carrier
         self.fork(request, targets, flow, now, caller=caller, callee=callee, direction=direction)
+
+    def _allowed_targets(self, targets: list[Target], flow: Flow, now: float) -> list[Target]:
+        """Contacts that point at one of our own sockets or at a carrier are never forwarded
+        to (core/security/destinations.py), whenever their binding was stored."""
+        destinations = self.destinations
+        if destinations is None:
+            return targets
+        allowed = []
+        for target in targets:
+            host, port = target.flow.remote
+            why = destinations.refusal(host, port)
+            if why is None:
+                allowed.append(target)
+                continue
+            self.forwarder.security_report(
+                "contact-refused",
+                flow.remote[0],
+                now,
+                f"not forwarded to {target.request_uri}: {why}",
+            )
+        return allowed
 
     def _not_local(
         self, request: Request, caller: str | None, flow: Flow, now: float, *, ours: bool
@@ -278,6 +307,15 @@ class Proxy:
             self.forwarder.loop_detected(request, flow, now)
             return False
         return True
+
+
+def _assert_identity(request: Request, caller: str, realm: str) -> None:
+    """RFC 3325 §9.1: identity headers a user sent are theirs to invent; on an internal call
+    too, the callee sees the identity the user proved instead."""
+    headers = request.headers
+    for name in IDENTITY_HEADERS:
+        headers.remove(name)
+    headers.add("P-Asserted-Identity", f"<sip:{caller}@{realm}>")
 
 
 def _from_user(request: Request) -> str | None:

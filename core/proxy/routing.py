@@ -11,9 +11,9 @@ RFC 3261 §16 in the pieces the proxy needs for every forwarded request:
 - §16.6 step 4, Record-Route: `<sip:OUR-ADDRESS;lr>`, `transport=tcp` when the hop is TCP.
   When the two sides of the call reach us differently (UDP on one, TCP on the other, or two
   addresses) we record-route twice, one entry per side, so each phone's route set names the
-  interface it can reach (Kamailio's double Record-Route). Each entry carries a token, an HMAC
-  of the Call-ID: an in-dialog request naming us in its Route is relayed only when the token
-  shows we record-routed that call, so the Route header is not an open relay.
+  interface it can reach (Kamailio's double Record-Route). Each entry carries a token, a MAC
+  of the dialog's identifiers, its two ends and an expiry (`RecordRouter`): the Route header
+  is not an open relay, and a token is no key to anywhere outside its dialog.
 - §16.4, loose routing: Route entries naming us are removed from the top; a Request-URI that is
   one of our Record-Route URIs means the previous hop was a strict router (RFC 2543), and the
   real Request-URI is the last Route entry.
@@ -24,7 +24,10 @@ RFC 3261 §16 in the pieces the proxy needs for every forwarded request:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
+import time
+from collections.abc import Callable
 
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
@@ -42,18 +45,54 @@ DEFAULT_MAX_FORWARDS = 70  # §8.1.1.6
 
 
 class RecordRouter:
-    """Builds our Record-Route entries and recognises them when they come back as Route."""
+    """Builds our Record-Route entries and recognises them when they come back as Route.
 
-    __slots__ = ("_key",)
+    The token in each entry (`;pbx=<expiry>-<mac>`) is a keyed MAC over the dialog's Call-ID,
+    the caller's tag, the addresses of its two ends and an expiry: it lets an in-dialog
+    request be relayed after a restart (when the call table is empty) only within that
+    dialog, between those two addresses, until the call could not still be up. Seeing one
+    provisional response therefore gives no one a way to send requests anywhere else.
+    """
 
-    def __init__(self, secret: bytes) -> None:
+    __slots__ = ("_clock", "_key", "lifetime")
+
+    def __init__(
+        self, secret: bytes, lifetime: float = 86_400.0, clock: Callable[[], float] = time.time
+    ) -> None:
         # A key of its own, derived from the server secret it is given.
         self._key = hashlib.blake2b(b"pbxtui record-route", key=secret[:64]).digest()
+        self.lifetime = lifetime
+        self._clock = clock  # wall time, the Pbx's clock: tokens outlive a restart
 
-    def token(self, call_id: str | None) -> str:
-        """A MAC of the Call-ID (keyed BLAKE2b: one C call, unlike the hmac module's objects)."""
-        data = (call_id or "").encode("utf-8", "surrogateescape")
-        return hashlib.blake2b(data, key=self._key, digest_size=6).hexdigest()
+    def token(
+        self, call_id: str | None, caller_tag: str | None, ends: tuple[str, str], expires: int
+    ) -> str:
+        """The token for a dialog (keyed BLAKE2b: one C call, unlike the hmac module's)."""
+        low, high = sorted(ends)
+        data = f"{call_id or ''}\x00{caller_tag or ''}\x00{low}\x00{high}\x00{expires}"
+        mac = hashlib.blake2b(
+            data.encode("utf-8", "surrogateescape"), key=self._key, digest_size=8
+        ).hexdigest()
+        return f"{expires:x}-{mac}"
+
+    def verify(self, token: str, request: Request, ends: tuple[str, str], now: float) -> bool:
+        """Was `token` made for this request's dialog (either tag may be the caller's, as the
+        callee's requests carry it in To) between these two addresses, and not expired?"""
+        expires_hex, _, mac = token.partition("-")
+        if not mac or not 0 < len(expires_hex) <= 12:
+            return False
+        try:
+            expires = int(expires_hex, 16)
+        except ValueError:
+            return False
+        if expires < now:
+            return False
+        call_id = request.call_id
+        for tag in (request.from_tag, request.to_tag):
+            expected = self.token(call_id, tag, ends, expires)
+            if tag and hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
+                return True
+        return False
 
     def uri(self, identity: ServerIdentity, flow: Flow, token: str) -> str:
         """Our Record-Route URI for the side of the call reached over `flow`."""
@@ -67,13 +106,16 @@ class RecordRouter:
         inbound: Flow,
         outbound: Flow,
         call_id: str | None,
+        caller_tag: str | None,
     ) -> None:
         """Push our Record-Route (twice when the two sides reach us differently).
 
         The callee's route set is the list as it arrives, top first, so the entry facing the
         callee goes on top; the caller reverses the list, so the inbound one is its first.
         """
-        token = self.token(call_id)
+        expires = int(self._clock() + self.lifetime)
+        ends = (inbound.remote[0], outbound.remote[0])
+        token = self.token(call_id, caller_tag, ends, expires)
         inbound_uri = self.uri(identity, inbound, token)
         outbound_uri = self.uri(identity, outbound, token)
         headers.prepend("Record-Route", f"<{inbound_uri}>")
@@ -84,22 +126,21 @@ class RecordRouter:
         """A URI naming us with no user part: one of our Record-Route entries (or our address)."""
         return isinstance(uri, SipUri) and uri.user is None and identity.is_us(uri)
 
-    def consume(self, request: Request, identity: ServerIdentity) -> bool:
+    def consume(self, request: Request, identity: ServerIdentity) -> str | None:
         """§16.4: undo a strict router's rewrite, then pop the Route entries naming us.
 
-        Returns True when at least one entry we removed carries the right token for this
-        Call-ID (we record-routed this dialog); entries naming us without it are removed too,
-        since they address us, but do not count. Raises SipParseError for a bad Route value.
+        Returns the token of the first entry we removed that carries one (to be verified with
+        `verify` once the destination is known), else None; entries naming us without one are
+        removed too, since they address us. Raises SipParseError for a bad Route value.
         """
         headers = request.headers
         routes = headers.values("route")
         if not routes:
-            return False
-        token = self.token(request.call_id)
-        verified = False
+            return None
+        token: str | None = None
         uri = request.uri
         if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) is not None:  # type: ignore[union-attr]
-            verified = uri.param(ROUTE_TOKEN_PARAM) == token  # type: ignore[union-attr]
+            token = uri.param(ROUTE_TOKEN_PARAM)  # type: ignore[union-attr]
             request.uri = parse_name_addr(routes[-1]).uri
             _remove_last_route(headers, routes)
             routes = routes[:-1]
@@ -107,25 +148,26 @@ class RecordRouter:
             route_uri = parse_name_addr(value).uri
             if not self.is_ours(identity, route_uri):
                 break
-            if route_uri.param(ROUTE_TOKEN_PARAM) == token:  # type: ignore[union-attr]
-                verified = True
+            if token is None:
+                token = route_uri.param(ROUTE_TOKEN_PARAM)  # type: ignore[union-attr]
             headers.pop_first_value("route")
-        return verified
+        return token
 
     def beyond_us(
-        self, record_route: tuple[str, ...], identity: ServerIdentity, call_id: str
+        self, record_route: tuple[str, ...], identity: ServerIdentity
     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """A dialog's Record-Route entries beyond ours, as Route sets from us: towards the
         callee (the entries above ours, reversed) and towards the caller (those below ours),
-        per §12.1.1 / §12.1.2. Empty when ours is not there or an entry does not parse."""
-        token = self.token(call_id)
+        per §12.1.1 / §12.1.2. Empty when ours is not there or an entry does not parse.
+        The list is the one the dialog's answer carried through us: our entries in it are
+        those naming us with a token."""
         ours = []
         for index, value in enumerate(record_route):
             try:
                 uri = parse_name_addr(value).uri
             except SipParseError:
                 return (), ()
-            if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) == token:  # type: ignore[union-attr]
+            if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) is not None:  # type: ignore[union-attr]
                 ours.append(index)
         if not ours:
             return (), ()

@@ -5,22 +5,30 @@ to an INVITE whose transactions were let go once the ACK went by (core/proxy/for
 resent by a callee that never saw that ACK. RFC 3261 §16.7's original rule applies: if the
 top Via is ours, the response goes to the next Via (§18.2.2), or to the caller's own flow when
 the call is known (its NAT address, its TCP connection), and the caller ACKs it again.
+"Ours" is proved by the keyed MAC in our branch (core/proxy/branch_mac.py), never assumed from
+an address a packet names, and the response never goes back to one of our own sockets.
 """
 
 from __future__ import annotations
 
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.proxy.branch_mac import BranchSigner
 from core.proxy.calls import CallTable
 from core.sip.errors import SipParseError
 from core.sip.message import Response
 
 
 def stray_2xx_destination(
-    response: Response, flow: Flow, identity: ServerIdentity, calls: CallTable
+    response: Response,
+    flow: Flow,
+    identity: ServerIdentity,
+    calls: CallTable,
+    signer: BranchSigner,
 ) -> Flow | None:
     """Where a stray 2xx to an INVITE that arrived on `flow` goes on to; None: drop it
-    (not a 2xx to an INVITE, not sent through us, or unparsable)."""
+    (not a 2xx to an INVITE, a top Via branch we did not sign for the Via below it, a
+    destination that is one of our own sockets, or unparsable)."""
     try:
         vias = response.vias
         cseq = response.cseq
@@ -30,10 +38,18 @@ def stray_2xx_destination(
         return None
     if len(vias) < 2 or not identity.is_own_address(vias[0].host, vias[0].port):
         return None
+    next_via = vias[1]
+    if not signer.verify(vias[0].branch, next_via, response.call_id):
+        return None  # not provably a response to a request we forwarded
     call = calls.get(response.call_id)
     if call is not None and call.caller_flow is not None:
-        return call.caller_flow
-    next_via = vias[1]
-    host = next_via.received or next_via.host
-    port = next_via.rport or next_via.port or 5060
-    return Flow(next_via.transport.lower(), (host, port), flow.local)
+        destination = call.caller_flow
+    else:
+        # The Via below ours is as we stamped it on arrival (the MAC covers it): its received
+        # and rport are the address the request really came from.
+        host = next_via.received or next_via.host
+        port = next_via.rport or next_via.port or 5060
+        destination = Flow(next_via.transport.lower(), (host, port), flow.local)
+    if identity.is_own_address(*destination.remote):
+        return None  # never to ourselves: a response looping through the server
+    return destination

@@ -14,13 +14,21 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 
-from core.events import ContactRefreshed, ContactRegistered, ContactUnregistered, EventBus
+from core.events import (
+    ContactRefreshed,
+    ContactRegistered,
+    ContactUnregistered,
+    EventBus,
+)
 from core.net.addresses import is_private, parse_ip
 from core.net.flow import Flow
 from core.registrar.location import Binding, BindingKey, LocationService, contact_key
+from core.security.destinations import Destinations
+from core.security.reports import SecurityReport, publish_each
 from core.settings import RegistrarSettings
 from core.sip.address import NameAddr, parse_name_addr
 from core.sip.errors import SipParseError
@@ -119,6 +127,10 @@ class Registrar:
         self.settings = settings
         self.location = location
         self.bus = bus
+        # Contacts that must be refused (our own sockets, carriers): set by the Pbx.
+        self.destinations: Destinations | None = None
+        # Refusals reported through the security layer's throttle (set by the Pbx).
+        self.security_report: SecurityReport = publish_each(bus)
 
     def expire(self, now: float) -> list[Binding]:
         """Drop expired bindings (ContactExpired events); call about once a second."""
@@ -188,6 +200,7 @@ class Registrar:
         wanted: dict[BindingKey, ContactRequest] = {}
         for contact in requested:  # a contact listed twice: the last one counts
             wanted[contact_key(contact.uri, contact.instance_id, contact.reg_id)] = contact
+        self._check_destinations(wanted.values(), username, flow, now)
         user_agent = request.user_agent or ""
         plan = _Plan(removals=[], saves=[])
         for key, contact in wanted.items():
@@ -221,6 +234,28 @@ class Registrar:
             plan.outbound = plan.outbound or binding.outbound
         self._check_limits(username, current, plan)
         return plan
+
+    def _check_destinations(
+        self, contacts: Iterable[ContactRequest], username: str, flow: Flow, now: float
+    ) -> None:
+        """A Contact naming one of our own sockets or a carrier would turn calls to this
+        user into loops or into carrier calls no policy saw (core/security/destinations.py)."""
+        destinations = self.destinations
+        if destinations is None:
+            return
+        for contact in contacts:
+            if contact.expires == 0:
+                continue
+            why = destinations.contact_refusal(contact.uri, flow.remote[0])
+            if why is not None:
+                self.security_report(
+                    "contact-refused",
+                    flow.remote[0],
+                    now,
+                    f"Contact {contact.uri} {why}",
+                    user=username,
+                )
+                raise RegisterRejected(403, "Contact Not Allowed")
 
     def _check_require(self, request: Request) -> None:
         """§10.3 step 2 / §8.2.2.3: an extension we don't know must be refused with 420."""

@@ -58,6 +58,7 @@ class AuthFailure(enum.StrEnum):
     REALM_MISMATCH = "realm mismatch"
     URI_MISMATCH = "uri mismatch"
     MALFORMED = "malformed credentials"
+    MISSING_QOP = "no qop (replayable)"
 
 
 @dataclass(slots=True, init=False)
@@ -148,6 +149,7 @@ class DigestAuthenticator:
 
     __slots__ = (
         "_algorithm_by_upper",
+        "_allow_qopless",
         "_challenge_parts",
         "_dummy_ha1s",
         "_lookup",
@@ -172,6 +174,7 @@ class DigestAuthenticator:
                 raise ValueError(f"no stored HA1 for digest algorithm {algorithm!r}")
         self.realm = realm
         self._lookup = lookup
+        self._allow_qopless = settings.allow_digest_without_qop
         self._nonces = NonceFactory(secret, settings.nonce_lifetime, issuer)
         self._nc_by_nonce = NonceCounts(settings.max_tracked_nonces, self._nonces.max_validity)
         self._algorithm_by_upper = {algorithm.upper(): algorithm for algorithm in offered}
@@ -209,22 +212,30 @@ class DigestAuthenticator:
         if not values:
             return AuthResult(challenge=self.challenge(request, now, proxy=proxy))
         credentials = self._ours(values)
+        if credentials is None:
+            # Credentials that break the grammar (RFC 7616 §3.4, RFC 3261 §25.1) are a bad
+            # request, not a wrong answer: 400 before any challenge, counted like a failure.
+            header = "Proxy-Authorization" if proxy else "Authorization"
+            return AuthResult(
+                challenge=make_response(request, 400, f"Bad {header} header", to_tag=new_tag()),
+                failure=AuthFailure.MALFORMED,
+                counts_as_failure=True,
+            )
         if isinstance(credentials, tuple):
             failure, claimed_user = credentials
             return self._fail(request, now, proxy, failure, claimed_user)
         return self._verify(request, now, proxy, credentials)
 
-    def _ours(self, values: list[str]) -> AuthParams | tuple[AuthFailure, str | None]:
+    def _ours(self, values: list[str]) -> AuthParams | tuple[AuthFailure, str | None] | None:
         """Of possibly several credentials (one per realm, RFC 3261 §22.3), the Digest one for
-        our realm, or why there is none."""
+        our realm, or why there is none; None when one breaks the grammar."""
         other_realm: AuthParams | None = None
         unparsable = False
         for value in values:
             try:
                 credentials = parse_digest_header(value)
             except SipParseError:
-                unparsable = True
-                continue
+                return None
             realm = credentials.get("realm")
             if credentials.scheme.lower() != "digest" or realm is None:
                 unparsable = True
@@ -254,16 +265,23 @@ class DigestAuthenticator:
             return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
         if qop is not None:
             # We offer qop="auth" only; RFC 7616 §3.4 then requires nc (8LHEX) and cnonce.
+            # The token is compared without case (`AUTH` is the same token); the digest is
+            # computed over the value we offered, so a client hashing another spelling fails
+            # as a wrong answer: counted, never an exception.
             if qop.lower() != "auth" or cnonce is None or nc is None:
                 return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
             if len(nc) != 8 or not _HEX_DIGITS.issuperset(nc):
                 return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+            qop = "auth"
         elif algorithm.endswith("-sess") and cnonce is None:
             return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
 
         nonce_state = self._nonces.check(nonce, now)
         if nonce_state is NonceState.INVALID:
             return self._fail(request, now, proxy, AuthFailure.BAD_NONCE, username)
+        if qop is None and not self._allow_qopless:
+            # RFC 7616 §3.4: without qop there is no nonce-count, hence no replay protection.
+            return self._fail(request, now, proxy, AuthFailure.MISSING_QOP, username)
         if not _same_uri(uri, request.uri):
             return self._fail(request, now, proxy, AuthFailure.URI_MISMATCH, username)
 
@@ -295,12 +313,10 @@ class DigestAuthenticator:
                 failure=AuthFailure.STALE_NONCE,
                 claimed_user=username,
             )
-        # A qop-less answer (RFC 2617 §3.2.2 compatibility) carries no nc to track.
-        if (
-            qop is not None
-            and nc is not None
-            and not self._nc_by_nonce.accept(nonce, int(nc, 16), now)
-        ):
+        # A qop-less answer (RFC 2617 §3.2.2 compatibility, when allowed) carries no nc: its
+        # nonce is good for one request (count 0, which no later answer can exceed).
+        count = int(nc, 16) if qop is not None and nc is not None else 0
+        if not self._nc_by_nonce.accept(nonce, count, now):
             return self._fail(request, now, proxy, AuthFailure.REPLAYED_NC, username)
         return AuthResult(username=username, claimed_user=username)
 

@@ -22,7 +22,20 @@ so banning it would lock the server out of itself; but other loopback addresses 
 one machine simulates many sources, and a flood from 127.0.0.3 must be caught like any
 other. To exempt a range, put it in the allow-list. Exempt sources still get their scanner
 requests dropped and bad requests refused: exemption is from bans and limits, not from
-checks. Carriers are not exempt: they get `flood_limit_carrier` and can be banned.
+checks.
+
+Which heuristic may ban whom. A carrier address is never banned by a heuristic: anyone can
+make a carrier send us anything (a PSTN caller picks the display name "friendly-scanner", a
+dialler floods a DID), and a ban would cut every inbound call. A carrier gets the scanner
+check skipped (its From is a PSTN caller's), its own flood limit, and past that limit its
+excess is dropped with a throttled `carrier-over-limit` alert instead of a ban. A source
+that authenticated recently (a NATed office's one address) still has its scanner requests
+dropped, but is not banned for them, so one misbehaving softphone cannot take the office's
+phones off line; it keeps the flood ban (at `flood_limit_authenticated`) and the brute-force
+ban, whose count every successful login from that address resets. An admin's ban applies to
+everyone but the exempt.
+
+IPv6 sources are counted and banned per prefix (`ipv6_prefix_length`, core/security/sources.py).
 
 Hot path: `admit` is a dict lookup in the ban table plus `FloodDetector.hit` (a look-up and
 a move in an ordered dict, a few integer operations). Whether a source is own, allow-listed,
@@ -50,6 +63,7 @@ from core.security.bans import Ban, BanList, BanSink, SavedBan
 from core.security.flood import FloodDetector
 from core.security.sanity import SanityFailure, check_max_forwards, check_request
 from core.security.scanners import ScannerMatcher
+from core.security.sources import SourceKeys, canonical_source
 from core.security.strikes import StrikeCounter
 from core.security.throttle import ReportThrottle
 from core.security.verdict import CONTINUE, Continue, Drop, Reply, Verdict
@@ -91,6 +105,7 @@ class SecurityStats:
     banned_drops: int = 0
     flood_bans: int = 0
     scanner_drops: int = 0
+    carrier_drops: int = 0  # a carrier's messages past flood_limit_carrier (never a ban)
     scanner_bans: int = 0
     sanity_rejects: int = 0
     max_forwards_rejects: int = 0
@@ -119,6 +134,8 @@ class Security:
         self.stats = SecurityStats()
         self._bus = bus
         self._own = _with_mapped_forms(own_addresses)
+        self._keys = SourceKeys(settings.ipv6_prefix_length)
+        self.source_key = self._keys.key
         self._allowed = AddressSet(settings.allow_list)
         self._carriers = AddressSet()
         self._flood = FloodDetector(
@@ -177,32 +194,64 @@ class Security:
     # -- per packet -------------------------------------------------------------------------
     def admit(self, ip: str, now: float) -> bool:
         """False: drop the message unread (the source is banned, or just became so)."""
-        until = self._ban_until.get(ip)
-        if until is not None:
-            if now < until:
-                self.stats.banned_drops += 1
-                self._reports.report("banned-dropped", ip, now, "source is banned")
-                return False
-            self._bans.expire_ip(ip, now)
-        estimate = self._flood.hit(ip, now)
+        key = ip if ":" not in ip else self.source_key(ip)
+        if key is not ip and self._banned(ip, now):  # an admin's ban of one IPv6 address
+            return False
+        if self._banned(key, now):
+            return False
+        estimate = self._flood.hit(key, now)
         if estimate > self._flood_base_limit:
-            return self._over_base_limit(ip, estimate, now)
+            return self._over_base_limit(ip, key, estimate, now)
         return True
 
-    def _over_base_limit(self, ip: str, estimate: float, now: float) -> bool:
+    def is_banned(self, ip: str, now: float) -> bool:
+        """Is `ip` (or its IPv6 prefix) banned at `now`? For the transport's accept check."""
+        key = self.source_key(ip)
+        for banned in {ip, key}:
+            until = self._ban_until.get(banned)
+            if until is not None and now < until:
+                return True
+        return False
+
+    def _banned(self, key: str, now: float) -> bool:
+        until = self._ban_until.get(key)
+        if until is None:
+            return False
+        if now < until:
+            self.stats.banned_drops += 1
+            self._reports.report("banned-dropped", key, now, "source is banned")
+            return True
+        self._bans.expire_ip(key, now)
+        return False
+
+    def is_carrier(self, ip: str) -> bool:
+        return bool(self._carriers) and self._carriers.contains(ip)
+
+    def _over_base_limit(self, ip: str, key: str, estimate: float, now: float) -> bool:
         limit = self._flood_limit_for(ip, now)
         if limit is None:
             # Exempt: start its count again, so it pays for this look-up once per
             # `flood_limit` messages rather than on every one (the bench's 127.0.0.1).
-            self._flood.forget(ip)
+            self._flood.forget(key)
             return True
         if estimate <= limit:
             return True
         settings = self.settings
-        self._flood.forget(ip)
+        if self.is_carrier(ip):
+            # Never banned by a heuristic: the excess is dropped, the admin alerted.
+            self.stats.carrier_drops += 1
+            self._reports.report(
+                "carrier-over-limit",
+                ip,
+                now,
+                f"carrier over its flood limit ({limit} in {settings.flood_window:g}s): "
+                "excess dropped, not banned",
+            )
+            return False
+        self._flood.forget(key)
         count = round(estimate)
         self._bans.add(
-            ip,
+            key,
             settings.flood_ban_seconds,
             "flood",
             now,
@@ -222,7 +271,7 @@ class Security:
         authenticated_until = self._authenticated_until.get(ip)
         if authenticated_until is not None and now < authenticated_until:
             limit = max(limit, settings.flood_limit_authenticated)
-        if self._carriers and self._carriers.contains(ip):
+        if self.is_carrier(ip):
             limit = max(limit, settings.flood_limit_carrier)
         return limit
 
@@ -234,7 +283,7 @@ class Security:
         """
         ip = flow.ip
         scanner = self._scanners.match_request(request)
-        if scanner is not None:
+        if scanner is not None and not self.is_carrier(ip):
             return self._scanner_dropped(request, ip, scanner, now)
         failure = check_max_forwards(request) or check_request(request, reliable=flow.reliable)
         if failure is None:
@@ -245,16 +294,21 @@ class Security:
         settings = self.settings
         user_agent = request.user_agent or ""
         self.stats.scanner_drops += 1
+        known = self._authenticated_recently(ip, now)
+        # A source that logged in is reported under another action, which the fail2ban
+        # filter does not count (core/security/seclog.py): it must not ban it either.
+        action = "scanner-dropped-known" if known else "scanner-dropped"
         self._reports.report(
-            "scanner-dropped", ip, now, detail=f"{request.method}: {what}", user_agent=user_agent
+            action, ip, now, detail=f"{request.method}: {what}", user_agent=user_agent
         )
-        if not self.is_exempt(ip):
-            hits = self._scanner_hits.strike(ip, now)
+        if not self.is_exempt(ip) and not known:
+            key = self.source_key(ip)
+            hits = self._scanner_hits.strike(key, now)
             if hits >= settings.scanner_ban_after:
-                self._scanner_hits.clear(ip)
-                self._flood.forget(ip)
+                self._scanner_hits.clear(key)
+                self._flood.forget(key)
                 self._bans.add(
-                    ip,
+                    key,
                     settings.scanner_ban_seconds,
                     "scanner",
                     now,
@@ -295,7 +349,8 @@ class Security:
         self.stats.auth_failures += 1
         user_key = username[:_MAX_USERNAME_KEY]
         exempt = self.is_exempt(ip)
-        from_ip = 0 if exempt else self._auth_failures_by_ip.strike(ip, now)
+        key = self.source_key(ip)
+        from_ip = 0 if exempt else self._auth_failures_by_ip.strike(key, now)
         window = f"{settings.auth_fail_window:g}s"
         self._bus.publish(
             SecurityEvent(
@@ -307,10 +362,10 @@ class Security:
             )
         )
         if from_ip >= settings.auth_fail_limit_per_ip:
-            self._auth_failures_by_ip.clear(ip)
-            self._flood.forget(ip)
+            self._auth_failures_by_ip.clear(key)
+            self._flood.forget(key)
             self._bans.add(
-                ip,
+                key,
                 settings.auth_fail_ban_seconds,
                 "brute-force",
                 now,
@@ -336,15 +391,33 @@ class Security:
                     )
                 )
 
+    def report(
+        self,
+        action: str,
+        source: str,
+        now: float,
+        detail: str = "",
+        *,
+        user: str = "",
+        user_agent: str = "",
+    ) -> None:
+        """A security decision made elsewhere (the proxy, the registrar), coalesced per
+        (action, source) and capped a second like this layer's own (core/security/reports.py)."""
+        self._reports.report(action, source, now, detail, user=user, user_agent=user_agent)
+
     def auth_succeeded(self, ip: str, now: float) -> None:
         """The source proved a password: forget its failures, give it the higher flood limit."""
-        self._auth_failures_by_ip.clear(ip)
+        self._auth_failures_by_ip.clear(self.source_key(ip))
         remembered = self._authenticated_until
         if ip in remembered:
             remembered.move_to_end(ip)
         elif len(remembered) >= self.settings.max_authenticated_sources:
             remembered.popitem(last=False)
         remembered[ip] = now + self.settings.authenticated_memory_seconds
+
+    def _authenticated_recently(self, ip: str, now: float) -> bool:
+        until = self._authenticated_until.get(ip)
+        return until is not None and now < until
 
     def parse_failed(self, ip: str, reason: str, now: float) -> None:
         """Input from `ip` could not be parsed (the route answers or drops it)."""
@@ -370,7 +443,9 @@ class Security:
 
     def unban(self, ip: str, now: float) -> bool:
         """Lift a ban by hand; False when `ip` was not banned. Its strike counts are cleared."""
-        address = canonical_ip(ip)
+        address = canonical_source(ip)
+        if address not in self._bans and "/" not in address:
+            address = self.source_key(address)  # the IPv6 prefix the address was banned in
         self._scanner_hits.clear(address)
         self._auth_failures_by_ip.clear(address)
         return self._bans.remove(address, "admin") is not None

@@ -19,6 +19,8 @@ this module. Kamailio's check numbers, for readers who know `sanity_check("17895
 | 512 Proxy-Require          | we support no proxy extensions → 420 with Unsupported         |
 |                            | (§16.3 step 5); not for ACK/CANCEL, where it is ignored       |
 | 1024 parse URIs            | R-URI (parser), From, To, Contact → 400 "Bad From header", ...|
+|                            | R-URI without headers or broken escapes, Route entries parse  |
+|                            | (RFC 4475 §3.1.2.11, §3.1.2.15) → 400 before any challenge    |
 | 4096 duplicated tags       | 400 "Duplicate From tag" / "Duplicate To tag"                 |
 | 16384 first Via            | every Via parses, top one is SIP/2.0 and has a branch         |
 |                            | (§8.1.1.7) → 400 "Bad Via" / "Missing Via branch"             |
@@ -36,10 +38,15 @@ Max-Forwards is checked first (`check_max_forwards`): missing is fixed, not refu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
-from core.sip import OtherUri, Request, SipParseError
+from core.sip import OtherUri, Request, SipParseError, SipUri
+from core.sip.address import NameAddr, parse_name_addr
+from core.sip.fields import is_token
 from core.sip.headers import split_list
+
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 DEFAULT_MAX_FORWARDS = 70  # RFC 3261 §16.6 step 3, §8.1.1.6
 
@@ -100,8 +107,10 @@ def check_request(request: Request, *, reliable: bool) -> SanityFailure | None:
     if isinstance(request.uri, OtherUri):
         return SanityFailure(416, "Unsupported URI Scheme")
     return (
-        _vias(request)
+        _request_uri(request)
+        or _vias(request)
         or _addresses(request)
+        or _routes(request)
         or _call_id(request)
         or _cseq(request)
         or _single_valued_headers(request)
@@ -109,6 +118,46 @@ def check_request(request: Request, *, reliable: bool) -> SanityFailure | None:
         or _content_length(request, reliable)
         or _proxy_require(request)
     )
+
+
+def _request_uri(request: Request) -> SanityFailure | None:
+    """RFC 3261 §19.1.1's table: a Request-URI carries no headers (RFC 4475 §3.1.2.11);
+    its user and password are written with well-formed escapes (§25.1 `escaped`)."""
+    uri = request.uri
+    if not isinstance(uri, SipUri):
+        return None
+    if uri.headers is not None:
+        return SanityFailure(400, "Bad Request-URI")
+    for part in (uri.user, uri.password):
+        if part is not None and "%" in part and _BAD_ESCAPE.search(part):
+            return SanityFailure(400, "Bad Request-URI")
+    return None
+
+
+def _routes(request: Request) -> SanityFailure | None:
+    """Route is read by loose routing (§16.4) before any challenge: it must parse."""
+    values = request.headers.values("route")
+    for value in values:
+        try:
+            parse_name_addr(value)
+        except SipParseError:
+            return SanityFailure(400, "Bad Route header")
+    return None
+
+
+def _display_name_ok(address: NameAddr) -> bool:
+    """An unquoted display name is tokens and blanks only (§25.1 `display-name`); a comma
+    or other separator outside quotes is RFC 4475 §3.1.2.15's malformed From."""
+    raw = address.raw or ""
+    cut = raw.find("<")
+    if cut <= 0:
+        return True
+    display = raw[:cut].strip()
+    if not display or display.startswith('"'):
+        return True
+    # Non-ASCII letters unquoted are let through: phones do send them, and they are no
+    # separator a parser could misread.
+    return all(is_token(word) or not word.isascii() for word in display.split())
 
 
 def _single_valued_headers(request: Request) -> SanityFailure | None:
@@ -175,6 +224,10 @@ def _addresses(request: Request) -> SanityFailure | None:
         return SanityFailure(400, "Bad To header")
     if recipient is None:
         return SanityFailure(400, "Missing To")
+    if not _display_name_ok(sender):
+        return SanityFailure(400, "Bad From header")
+    if not _display_name_ok(recipient):
+        return SanityFailure(400, "Bad To header")
     if not sender.tag:
         return SanityFailure(400, "Missing From tag")
     # §7.3.1: a parameter name appears at most once; the parsed view would keep just one tag.

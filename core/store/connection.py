@@ -202,6 +202,8 @@ def _create_private_file(path: Path) -> None:
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not path.exists():
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            # O_EXCL | O_NOFOLLOW: a dangling symlink planted at the name is not followed.
+            flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+            os.close(os.open(path, flags, 0o600))
     except OSError as exc:
         raise StoreError(f"cannot create database {path}: {exc.strerror}") from exc

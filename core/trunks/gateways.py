@@ -218,6 +218,16 @@ class GatewayTable:
         if unique:
             self._resolved[gateway.carrier] = (unique, via_srv)
 
+    def owns(self, host: str) -> bool:
+        """Is `host` a gateway's configured host or one of the addresses it resolved to?"""
+        name = host.lower()
+        for gateway in self.gateways:
+            if gateway.host.lower() == name:
+                return True
+        return any(
+            ip == name for addresses, _srv in self._resolved.values() for ip, _port in addresses
+        )
+
     def addresses(self, gateway: Gateway) -> tuple[tuple[str, int], ...]:
         return self._resolved.get(gateway.carrier, ((), False))[0]
 

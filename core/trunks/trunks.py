@@ -256,6 +256,11 @@ class Trunks:
     def is_carrier(self, ip: str) -> bool:
         return bool(self.carrier_networks) and self.carrier_networks.contains(ip)
 
+    def is_carrier_destination(self, host: str) -> bool:
+        """A carrier's address range, a gateway's host, or an address a gateway resolved to:
+        no user's contact may point there (core/security/destinations.py)."""
+        return self.is_carrier(host) or self.gateways.owns(host)
+
     def inbound(self, request: Request) -> Refuse | ToUser:
         """An out-of-dialog request from a carrier's address: to a DID's or a user's URI,
         else refused (404)."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from core.net.addresses import parse_ip
 from core.security.bans import checked_ban
+from core.security.sources import canonical_source
 from core.store.rows import BanRow
 from pbxtui.cli.context import CommandTable, Context, UsageError, checked_call
 from pbxtui.cli.output import duration, local_time, print_listing
@@ -59,7 +59,8 @@ async def cmd_ban_add(ctx: Context) -> int:
 
 
 async def cmd_ban_del(ctx: Context) -> int:
-    ip = checked_call(lambda: str(parse_ip(ctx.args.ip)))
+    # An address, or an IPv6 prefix banned as a whole.
+    ip = checked_call(lambda: canonical_source(ctx.args.ip))
     if not await ctx.store.delete_ban(ip):
         raise UsageError(f"{ip} is not banned")
     print(f"unbanned {ip}", file=ctx.out)

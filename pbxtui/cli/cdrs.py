@@ -6,11 +6,13 @@ import argparse
 import csv
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TextIO
 
 from core.accounting.disposition import DISPOSITIONS
 from core.accounting.rates import format_money
 from core.accounting.stats import TALLY_COLUMNS
+from core.private_files import open_private
 from core.store.accounting import FAR_FUTURE, CdrFilter
 from core.store.database import Store
 from core.store.rows import CdrRow
@@ -129,7 +131,8 @@ async def cmd_cdr_export(ctx: Context) -> int:
         await _write_cdr_csv(ctx.store, ctx.out, where)
         return 0
     try:
-        with open(target, "w", encoding="utf-8", newline="") as stream:
+        # Owner-only, never through a symlink (core/private_files.py).
+        with open_private(Path(target), "w") as stream:
             count = await _write_cdr_csv(ctx.store, stream, where)
     except OSError as exc:
         raise UsageError(f"{target}: {exc.strerror}") from None

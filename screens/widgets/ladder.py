@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from rich.text import Text
 
+from core.printable import printable
 from screens.dialogs import Dialog, TrafficMessage, format_address
 from screens.widgets.line_table import LineTable
 
@@ -117,7 +118,8 @@ def raw_message(message: TrafficMessage) -> Text:
         f"{_clock(event.at)}  {event.transport.upper()}  {arrow}  {len(event.data)} bytes\n\n",
         style="dim",
     )
-    body = event.data.decode("utf-8", "replace").replace("\r\n", "\n")
+    # Control characters (ESC above all) shown as escapes, never sent to the terminal.
+    body = printable(event.data.decode("utf-8", "replace").replace("\r\n", "\n"), one_line=False)
     head, blank, rest = body.partition("\n\n")
     lines = head.split("\n")
     text.append(lines[0] + "\n", style=message_style(message))

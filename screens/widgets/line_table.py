@@ -28,6 +28,8 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from core.printable import printable
+
 Cell = str | Text
 # (key, label, width): every column is as wide as it says, cells are cut to fit.
 Column = tuple[str, Cell, int]
@@ -269,7 +271,7 @@ class LineTable(ScrollView, can_focus=True):
         text = Text(no_wrap=True, overflow="crop", end="", style=style or "")
         pad = " " * self.padding
         for cell, (_key, _label, width) in zip(cells, self.columns, strict=False):
-            part = cell.copy() if isinstance(cell, Text) else Text(cell)
+            part = _safe(cell)
             part.truncate(width, overflow="ellipsis", pad=True)
             text.append(pad)
             text.append_text(part)
@@ -306,3 +308,15 @@ class LineTable(ScrollView, can_focus=True):
         if index % 2 and self.zebra_stripes:
             return strip.apply_style(self._style("line-table--even-row"))
         return strip.apply_style(base)
+
+
+def _safe(cell: Cell) -> Text:
+    """A cell as Text (never parsed as markup), control characters shown as escapes: cells
+    carry wire text (users, User-Agents, Contacts) that must not reach the terminal raw."""
+    if isinstance(cell, Text):
+        plain = cell.plain
+        safe = printable(plain)
+        if safe is plain:
+            return cell.copy()
+        return Text(safe, style=cell.style)
+    return Text(printable(cell))

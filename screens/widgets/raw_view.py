@@ -15,6 +15,8 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from core.printable import printable
+
 
 class RawView(ScrollView, can_focus=True):
     """Shows `text`, wrapped to the view's width; `show` replaces it and scrolls to the top."""
@@ -39,7 +41,7 @@ class RawView(ScrollView, can_focus=True):
         return self.text.plain
 
     def show(self, text: Text | str) -> None:
-        self.text = Text(text) if isinstance(text, str) else text
+        self.text = Text(printable(text, one_line=False)) if isinstance(text, str) else text
         self._wrap(self.scrollable_content_region.width)
         self.scroll_to(0, 0, animate=False)
         self.refresh()
