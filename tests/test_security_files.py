@@ -107,6 +107,7 @@ def test_cdr_export_is_0600_and_refuses_a_symlink(
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     db = str(tmp_path / "pbx.db")
+    assert main(["--db", db, "--domain", "pbx.test", "init"]) == 0
     target = tmp_path / "cdrs.csv"
     assert main(["--db", db, "--domain", "pbx.test", "cdr", "export", "--csv", str(target)]) == 0
     assert _mode(target) == 0o600
