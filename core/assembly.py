@@ -66,11 +66,14 @@ class PbxStats:
 
 @dataclass(frozen=True, slots=True)
 class Sinks:
-    """Where the core's changes go: the store's writers, other processes, or both."""
+    """Where the core's changes go. Sinks hear of every change (the store's writers);
+    publishers only of this process's own (other processes, which hear of them once)."""
 
     bans: BanSink | None
     calls: CallSink | None  # each finished call's CDR
-    limiter: LimiterListener | None  # outbound calls counted in and out
+    ban_publisher: BanSink | None = None
+    binding_publisher: BindingSink | None = None
+    limiter: LimiterListener | None = None  # outbound calls counted in and out here
 
 
 class Role(Protocol):
@@ -211,12 +214,15 @@ class Core:
             bus,
             own_addresses=self.identity.addresses,
             sink=sinks.bans,
+            publisher=sinks.ban_publisher,
         )
         self.security.restore(stored.bans, now)
 
         self.location = LocationService(settings.registrar, bus)
         self.natping = NatKeepalive(settings.registrar, self.location, bus, settings.domain)
         self.location.sinks.extend(role.binding_sinks(store, self.natping))
+        if sinks.binding_publisher is not None:
+            self.location.publishers.append(sinks.binding_publisher)
         self.location.restore(stored.bindings, now)
         self.registrar = Registrar(settings.registrar, self.location, bus)
 

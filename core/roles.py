@@ -78,7 +78,7 @@ class StandaloneRole:
         return settings
 
     def sinks(self, store: Store) -> Sinks:
-        return Sinks(bans=BanWriter(store), calls=CdrWriter(store), limiter=None)
+        return Sinks(bans=BanWriter(store), calls=CdrWriter(store))
 
     def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
         return [BindingWriter(store), keepalive]

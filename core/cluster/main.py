@@ -11,22 +11,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from core.accounting.cdrs import CdrWriter
 from core.assembly import Core, PbxStats, Sinks
 from core.cluster.affinity import MAIN
-from core.cluster.changes import (
-    BanReplicator,
-    BindingReplicator,
-    LimiterReplicator,
-    RemoteCalls,
-    WorkerFigures,
+from core.cluster.changes import BanReplicator, BindingReplicator, LimiterReplicator, flow_of
+from core.cluster.messages import (
+    CallReleased,
+    CallsUp,
+    Cdr,
+    Figures,
+    Init,
+    LogLine,
+    Message,
+    Publish,
+    Ready,
+    Reload,
+    Send,
     WorkerSetup,
-    flow_of,
-    lost_call,
 )
-from core.cluster.links import Message
 from core.cluster.pool import WorkerPool
+from core.cluster.remote import RemoteCalls, WorkerFigures, lost_call
 from core.cluster.side import ClusterDuties, ClusterRole
 from core.events import CallEvent, EventBus, ServerEvent
 from core.net.transport import Transport
@@ -62,13 +69,15 @@ class MainRole(ClusterRole):
         """Main's changes go to every worker; bans and CDRs are stored as well."""
         replicator = self.replicator
         return Sinks(
-            bans=BanReplicator(replicator, BanWriter(store)),
+            bans=BanWriter(store),
+            ban_publisher=BanReplicator(replicator),
             calls=CdrWriter(store),
             limiter=LimiterReplicator(replicator),
+            binding_publisher=BindingReplicator(replicator),
         )
 
     def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
-        return [BindingWriter(store), keepalive, BindingReplicator(self.replicator)]
+        return [BindingWriter(store), keepalive]
 
     def sender(self, transport: Transport) -> Sender:
         return transport.send
@@ -78,7 +87,7 @@ class MainRole(ClusterRole):
 
     def tables_changed(self) -> None:
         """Users, carriers or DIDs changed in the database: workers read them again."""
-        self.links.broadcast(("reload",))
+        self.links.broadcast(Reload())
 
     async def bind(self, transport: Transport, listen: tuple[ListenAddress, ...]) -> None:
         # The workers read the UDP sockets; main only sends from them.
@@ -108,6 +117,14 @@ class MainDuties(ClusterDuties):
         self.bus = role.bus
         self.settings = role.settings
         self.figures: dict[int, WorkerFigures] = {}
+        self._handlers: dict[type, Callable[[int, Any], None]] = {
+            Send: self._send,
+            Publish: self._publish,
+            Cdr: self._cdr,
+            Figures: self._figures,
+            LogLine: self._log,
+            Ready: self._ready,
+        }
         proxy_settings = role.settings.proxy
         self.remote_calls = RemoteCalls(
             proxy_settings.max_active_calls * self.workers,
@@ -136,46 +153,44 @@ class MainDuties(ClusterDuties):
         core = self.core
         bound = tuple(core.transport.bound)
         setup = WorkerSetup(index, self.workers, bound, self.bus.capture_traffic)
-        messages: list[Message] = [("init", setup, self.settings)]
+        messages: list[Message] = [Init(setup, self.settings)]
         calls, windows = core.trunks.limiter.snapshot()
         if calls or windows:
-            messages.append(("limits", (calls, windows)))
+            messages.append(CallsUp((calls, windows)))
         return messages
 
     # -- messages ---------------------------------------------------------------------------
     def _on_side_message(self, worker: int, message: Message, fds: list[int]) -> None:
-        core = self.core
-        kind = message[0]
-        if kind == "send":
-            core.transport.send(message[1], flow_of(message[2]))
-            return
-        if kind == "event":
-            event = message[1]
-            if type(event) is CallEvent:
-                self.remote_calls.follow(event, worker)
-            # Main's own listeners (the trunks) follow it quietly: the worker sends its
-            # changes itself.
-            replicator = self.changes.replicator
-            replicator.applying = True
-            try:
-                self.bus.publish(event)
-            finally:
-                replicator.applying = False
-            return
-        if self.changes.apply(message):
+        handle = self._handlers.get(type(message))
+        if handle is not None:
+            handle(worker, message)
+        elif self.changes.apply(message):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
-            return
-        if kind == "cdr":
-            core.store.submit(InsertCdr(message[1]))
-        elif kind == "stats":
-            self.figures[worker] = WorkerFigures(*message[1:])
-        elif kind == "log":
-            _, level, name, text = message
-            logging.getLogger(name).log(level, "[worker %d] %s", worker, text)
-        elif kind == "ready":
-            self.pool.ready(worker)
         else:
-            log.warning("unknown message %r from worker %d", kind, worker)
+            log.warning("unexpected %s from worker %d", type(message).__name__, worker)
+
+    def _send(self, worker: int, message: Send) -> None:
+        self.core.transport.send(message.data, flow_of(message.flow))
+
+    def _publish(self, worker: int, message: Publish) -> None:
+        """A worker's event, for the console and the log. Main's own listeners (the trunks)
+        follow it too, quietly: what they change is another process's (no publisher hears)."""
+        event = message.event
+        if type(event) is CallEvent:
+            self.remote_calls.follow(event, worker)
+        self.bus.publish(event)
+
+    def _cdr(self, worker: int, message: Cdr) -> None:
+        self.core.store.submit(InsertCdr(message.row))
+
+    def _figures(self, worker: int, message: Figures) -> None:
+        self.figures[worker] = WorkerFigures(*message)
+
+    def _log(self, worker: int, message: LogLine) -> None:
+        logging.getLogger(message.logger).log(message.level, "[worker %d] %s", worker, message.text)
+
+    def _ready(self, worker: int, message: Ready) -> None:
+        self.pool.ready(worker)
 
     def _on_link_lost(self, worker: int) -> None:
         self.figures.pop(worker, None)
@@ -187,16 +202,21 @@ class MainDuties(ClusterDuties):
         as it will never send them (core/cluster/changes.py `lost_call`).
 
         The end is published as main's own, so main's trunks count those calls out of the
-        toll-fraud limits as for any call that ends, and tell every other worker; otherwise
-        their users would stay at their limits until a restart. (An answered call may carry
-        on end to end, uncounted: a limit too loose for a while beats a user locked out.)
+        toll-fraud limits as for any call that ends, and every other worker is told to do the
+        same; otherwise their users would stay at their limits until a restart. (An answered
+        call may carry on end to end, uncounted: a limit too loose for a while beats a user
+        locked out.)
         Every call counted in is here: its CallEvent travels with its count, and the proxy
         ends a call before `RemoteCalls` would forget it."""
         now = time.time()
+        limiter = self.core.trunks.limiter
         for info in self.remote_calls.forget_worker(worker):
             cdr, event = lost_call(info, now)
+            counted = info.call_id in limiter
             self.core.store.submit(InsertCdr(cdr))
             self.bus.publish(event)
+            if counted:
+                self.links.broadcast(CallReleased(info.call_id))
 
     def _server_event(self, message: str, level: str) -> None:
         self.bus.publish(ServerEvent(message, level=level))

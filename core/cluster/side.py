@@ -13,7 +13,8 @@ from __future__ import annotations
 from core.assembly import Core, PbxStats
 from core.cluster.affinity import owner_of
 from core.cluster.changes import ChangeApplier, Replicator, flow_fields, flow_of
-from core.cluster.links import Links, Message
+from core.cluster.links import Links
+from core.cluster.messages import Message, Sip
 from core.net.flow import Flow
 from core.proxy.calls import CallInfo
 
@@ -39,7 +40,6 @@ class ClusterDuties:
         self.route = core.route
         self.clock = core.clock
         self.changes = ChangeApplier(
-            role.replicator,
             location=core.location,
             security=core.security,
             limiter=core.trunks.limiter,
@@ -61,12 +61,12 @@ class ClusterDuties:
             self.route.on_message(data, flow)
         elif self.route.admit(flow, self.clock()):
             self.forwarded += 1
-            self.links.send(owner, ("sip", data, flow_fields(flow)))
+            self.links.send(owner, Sip(data, flow_fields(flow)))
 
     def _on_link_message(self, peer: int, message: Message, fds: list[int]) -> None:
-        if message[0] == "sip":
+        if type(message) is Sip:
             # Queued and shed like a datagram read here, then routed as admitted.
-            self.core.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
+            self.core.transport.enqueue_datagram(message.data, flow_of(message.flow), True)
         else:
             self._on_side_message(peer, message, fds)
 

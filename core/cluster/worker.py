@@ -21,11 +21,10 @@ from core.cluster.changes import (
     CdrForwarder,
     LimiterReplicator,
     WorkerBus,
-    WorkerSetup,
     divided_limits,
     flow_fields,
 )
-from core.cluster.links import Message
+from core.cluster.messages import Figures, Message, Peer, Ready, Reload, Send, WorkerSetup
 from core.cluster.side import ClusterDuties, ClusterRole
 from core.net.flow import Flow
 from core.net.transport import Transport
@@ -66,13 +65,15 @@ class WorkerRole(ClusterRole):
         """Every change goes to main, which stores it; so do CDRs."""
         replicator = self.replicator
         return Sinks(
-            bans=BanReplicator(replicator, None),
+            bans=None,
             calls=CdrForwarder(self.links),
+            ban_publisher=BanReplicator(replicator),
+            binding_publisher=BindingReplicator(replicator),
             limiter=LimiterReplicator(replicator),
         )
 
     def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
-        return [BindingReplicator(self.replicator)]  # keep-alives are main's
+        return []  # no store here, and keep-alives are main's
 
     def sender(self, transport: Transport) -> Sender:
         """UDP from the shared socket, TCP through main's connection."""
@@ -81,7 +82,7 @@ class WorkerRole(ClusterRole):
         def send(data: bytes, flow: Flow) -> bool:
             if flow.transport == "udp":
                 return transport.send(data, flow)
-            return to_main(("send", data, flow_fields(flow)))
+            return to_main(Send(data, flow_fields(flow)))
 
         return send
 
@@ -102,7 +103,7 @@ class WorkerRole(ClusterRole):
         """Tables loaded, sinks installed, sockets read: take in what main sent meanwhile."""
         duties = WorkerDuties(self, core)
         self.links.read(MAIN)
-        self.to_main(("ready",))
+        self.to_main(Ready())
         return duties
 
 
@@ -118,8 +119,7 @@ class WorkerDuties(ClusterDuties):
         """Counters for main's header strip, about once a second."""
         transport = self.core.transport
         self.to_main(
-            (
-                "stats",
+            Figures(
                 transport.received_messages,
                 transport.sent_messages,
                 self.core.dropped_here + self.links.dropped,
@@ -129,20 +129,18 @@ class WorkerDuties(ClusterDuties):
 
     # -- messages ---------------------------------------------------------------------------
     def _on_side_message(self, peer: int, message: Message, fds: list[int]) -> None:
-        kind = message[0]
-        if kind == "peer":
+        if type(message) is Peer:
             for extra in fds[1:]:
                 socket.close(extra)
             if fds:
-                self.links.attach(message[1], socket.socket(fileno=fds[0]))
+                self.links.attach(message.worker, socket.socket(fileno=fds[0]))
             return
         for fd in fds:
             socket.close(fd)
-        if kind == "reload":
+        if type(message) is Reload:
             self._schedule_reload()
-            return
-        if not self.changes.apply(message):
-            log.warning("unknown message %r from process %d", kind, peer)
+        elif not self.changes.apply(message):
+            log.warning("unexpected %s from process %d", type(message).__name__, peer)
 
     def _schedule_reload(self) -> None:
         if self._reload is not None:
