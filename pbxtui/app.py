@@ -28,7 +28,7 @@ from textual.screen import Screen
 
 from core.pbx import Pbx, StartError, role_for
 from core.settings import Settings
-from pbxtui.run import settle_after_start
+from pbxtui.loop import settle_after_start
 from screens.base import PbxPane
 from screens.confirm import ConfirmScreen
 from screens.console import PANE_TYPES, ConsoleScreen

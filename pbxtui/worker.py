@@ -18,7 +18,7 @@ import sys
 from core.cluster.links import receive_blocking
 from core.cluster.messages import Init, LogLine, WorkerSetup
 from core.settings import Settings
-from pbxtui.run import run_on_fast_loop, settle_after_start
+from pbxtui.loop import run_on_fast_loop, settle_after_start
 
 log = logging.getLogger("pbxtui.worker")
 
