@@ -31,12 +31,6 @@ from core.store.sinks import BanWriter, BindingWriter
 log = logging.getLogger("pbxtui.pbx")
 
 
-def announce_on(bus: EventBus, message: str) -> None:
-    """A warning for the admin: in the log and in the console's feed."""
-    log.warning(message)
-    bus.publish(ServerEvent(message, level="warning"))
-
-
 class ServerDuties:
     """What one process does for the whole server: the store's writer and its watch for
     changes made elsewhere, binding expiry and NAT keep-alives. The standalone process and
@@ -63,10 +57,10 @@ class ServerDuties:
             send(request.to_bytes(), binding.target().flow)
 
 
-class StandaloneRole:
-    """One process for everything (`[server] workers = 0`)."""
-
-    index = 0
+class ServerRole:
+    """What the standalone process and the main process have in common: they face the
+    server's admin and its sockets themselves (the bus the console reads, the full limits,
+    the listen addresses, the store's writers, the keep-alive)."""
 
     def __init__(self, settings: Settings) -> None:
         self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
@@ -77,9 +71,6 @@ class StandaloneRole:
     def limits(self, settings: SecuritySettings) -> SecuritySettings:
         return settings
 
-    def sinks(self, store: Store) -> Sinks:
-        return Sinks(bans=BanWriter(store), calls=CdrWriter(store))
-
     def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
         return [BindingWriter(store), keepalive]
 
@@ -87,7 +78,24 @@ class StandaloneRole:
         return transport.send
 
     def announce(self, message: str) -> None:
-        announce_on(self.bus, message)
+        """A warning for the admin: in the log and in the console's feed."""
+        log.warning(message)
+        self.bus.publish(ServerEvent(message, level="warning"))
+
+    def bound(self, transport: Transport) -> tuple[ListenAddress, ...]:
+        return tuple(transport.bound)
+
+    def announce_listening(self, transport: Transport, extra: str = "") -> None:
+        self.bus.publish(ServerEvent(f"listening on {', '.join(map(str, transport.bound))}{extra}"))
+
+
+class StandaloneRole(ServerRole):
+    """One process for everything (`[server] workers = 0`)."""
+
+    index = 0
+
+    def sinks(self, store: Store) -> Sinks:
+        return Sinks(bans=BanWriter(store), calls=CdrWriter(store))
 
     def tables_changed(self) -> None:
         """Nobody else reads the tables."""
@@ -95,12 +103,9 @@ class StandaloneRole:
     async def bind(self, transport: Transport, listen: tuple[ListenAddress, ...]) -> None:
         await transport.start(listen)
 
-    def bound(self, transport: Transport) -> tuple[ListenAddress, ...]:
-        return tuple(transport.bound)
-
     async def start(self, core: Core) -> StandaloneDuties:
         duties = StandaloneDuties(core, ServerDuties(core, self.tables_changed))
-        self.bus.publish(ServerEvent(f"listening on {', '.join(map(str, core.transport.bound))}"))
+        self.announce_listening(core.transport)
         return duties
 
 

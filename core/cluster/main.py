@@ -35,35 +35,26 @@ from core.cluster.messages import (
 from core.cluster.pool import WorkerPool
 from core.cluster.remote import RemoteCalls, WorkerFigures, lost_call
 from core.cluster.side import ClusterDuties, ClusterRole
-from core.events import CallEvent, EventBus, ServerEvent
+from core.events import CallEvent, ServerEvent
 from core.net.transport import Transport
-from core.outbox import Sender
 from core.proxy.calls import CallInfo
-from core.registrar.location import BindingSink
-from core.registrar.natping import NatKeepalive
-from core.roles import ServerDuties, announce_on
-from core.settings import ListenAddress, SecuritySettings, Settings
+from core.roles import ServerDuties, ServerRole
+from core.settings import ListenAddress, Settings
 from core.store.database import InsertCdr, Store
-from core.store.sinks import BanWriter, BindingWriter
+from core.store.sinks import BanWriter
 
 log = logging.getLogger("pbxtui.cluster")
 
 
-class MainRole(ClusterRole):
+class MainRole(ServerRole, ClusterRole):
     """The main process of `[server] workers` processes. `quiet`: the console owns the
     terminal, so the workers write nothing to stderr."""
 
     def __init__(self, settings: Settings, *, quiet: bool = False) -> None:
-        super().__init__(MAIN, settings.workers)
+        ServerRole.__init__(self, settings)
+        ClusterRole.__init__(self, MAIN, settings.workers)
         self.settings = settings
         self.quiet = quiet
-        self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
-
-    def listen(self, settings: Settings) -> tuple[ListenAddress, ...]:
-        return tuple(settings.listen)
-
-    def limits(self, settings: SecuritySettings) -> SecuritySettings:
-        return settings
 
     def sinks(self, store: Store) -> Sinks:
         """Main's changes go to every worker; bans and CDRs are stored as well."""
@@ -76,15 +67,6 @@ class MainRole(ClusterRole):
             binding_publisher=BindingReplicator(replicator),
         )
 
-    def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
-        return [BindingWriter(store), keepalive]
-
-    def sender(self, transport: Transport) -> Sender:
-        return transport.send
-
-    def announce(self, message: str) -> None:
-        announce_on(self.bus, message)
-
     def tables_changed(self) -> None:
         """Users, carriers or DIDs changed in the database: workers read them again."""
         self.links.broadcast(Reload())
@@ -93,9 +75,6 @@ class MainRole(ClusterRole):
         # The workers read the UDP sockets; main only sends from them.
         await transport.start(listen, read_udp=False)
 
-    def bound(self, transport: Transport) -> tuple[ListenAddress, ...]:
-        return tuple(transport.bound)
-
     async def start(self, core: Core) -> MainDuties:
         duties = MainDuties(self, core, ServerDuties(core, self.tables_changed))
         try:
@@ -103,8 +82,7 @@ class MainRole(ClusterRole):
         except Exception as error:
             await duties.stop()
             raise RuntimeError(f"cannot start the worker processes: {error}") from None
-        listening = ", ".join(map(str, core.transport.bound))
-        self.bus.publish(ServerEvent(f"listening on {listening}, {self.workers} worker processes"))
+        self.announce_listening(core.transport, f", {self.workers} worker processes")
         return duties
 
 

@@ -43,6 +43,7 @@ from core.proxy.stray import stray_2xx_destination
 from core.registrar.location import Target
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
+from core.sip.headers import Headers
 from core.sip.message import Request, Response, new_tag
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
@@ -144,20 +145,6 @@ class Forwarder:
         """An INVITE's ring timeout: at `deadline`, CANCEL its branches and answer 408."""
         self._ring_deadlines[context] = deadline
 
-    def branch(
-        self,
-        context: ResponseContext,
-        uri: Uri,
-        route: tuple[str, ...],
-        arrived: Flow,
-        out: Flow,
-        branch: str,
-        record_route: bool,
-    ) -> Branch:
-        """A branch of `context` towards `out` with Via branch `branch`, not yet started."""
-        copy = self._branch_request(context.request, uri, route, arrived, out, branch, record_route)
-        return context.add_branch(copy, out)
-
     def start(self, branch: Branch, now: float) -> None:
         """Send a branch on its own client transaction."""
         try:
@@ -171,24 +158,21 @@ class Forwarder:
         self.forwarded += 1
         self.run(actions, now)
 
-    def _branch_request(
+    def branch(
         self,
-        request: Request,
+        context: ResponseContext,
         uri: Uri,
         route: tuple[str, ...],
         arrived: Flow,
         out: Flow,
         branch: str,
         record_route: bool,
-    ) -> Request:
-        """The copy of `request` a branch sends (§16.6): new Request-URI, Path as Route,
+    ) -> Branch:
+        """A branch of `context` towards `out` with Via branch `branch`, not yet started
+        (`start`). The copy of the request it sends (§16.6): new Request-URI, Path as Route,
         Max-Forwards less one, our credentials removed, our Record-Route and Via on top."""
-        headers = request.headers.copy()
-        decrement_max_forwards(headers, request.max_forwards)
-        remove_own_credentials(headers, self.realm)
-        rewrite = self.carriers.rewrite(request)
-        if rewrite is not None:
-            apply_rewrite(rewrite, request, headers)
+        request = context.request
+        headers = self.copy_headers(request)
         for value in reversed(route):
             headers.prepend("Route", value)
         identity = self.identity
@@ -199,7 +183,23 @@ class Forwarder:
         # (ours and the request's own) instead of having every one parsed again.
         vias = [ours, *request.vias]
         headers.view("via", lambda _top: vias)
-        return Request(request.method, uri, headers, request.body)
+        return context.add_branch(Request(request.method, uri, headers, request.body), out)
+
+    def copy_headers(self, request: Request) -> Headers:
+        """The headers of a copy of `request` to send on (§16.6 steps 3-5): Max-Forwards less
+        one, our own credentials removed, and what the carriers change for a gateway."""
+        headers = request.headers.copy()
+        decrement_max_forwards(headers, request.max_forwards)
+        remove_own_credentials(headers, self.realm)
+        self.rewrite_for_carrier(request, headers)
+        return headers
+
+    def rewrite_for_carrier(self, request: Request, headers: Headers) -> None:
+        """A request of an outbound call's caller, on its way to the gateway: the CSeq
+        shift, the caller ID and the credentials the carriers decided (decisions.py)."""
+        rewrite = self.carriers.rewrite(request)
+        if rewrite is not None:
+            apply_rewrite(rewrite, request, headers)
 
     # -- the transaction layer's actions --------------------------------------------------
     def run(self, actions: list[Action], now: float) -> None:
@@ -422,19 +422,19 @@ class Forwarder:
 
     def cancelled_by_caller(self, context: ResponseContext, now: float) -> None:
         """§16.10: the caller's CANCEL matched: CANCEL the branches, 487 to the INVITE."""
-        if context.final_sent:
-            return
-        self.cancel_branches(context, now)
-        answer = context.own_answer(487, None, self.relay.server_header)
-        self.final_to_caller(context, answer, now, "cancelled by caller")
+        self._give_up(context, 487, "cancelled by caller", now)
 
     def _ring_timeout(self, context: ResponseContext, now: float) -> None:
         """Nobody answered within `invite_timeout`: CANCEL the branches, 408 to the caller."""
+        self._give_up(context, 408, "no answer", now)
+
+    def _give_up(self, context: ResponseContext, status: int, why: str, now: float) -> None:
+        """Stop ringing: CANCEL the branches, our own final answer `status` to the caller."""
         if context.final_sent:
             return
         self.cancel_branches(context, now)
-        answer = context.own_answer(408, None, self.relay.server_header)
-        self.final_to_caller(context, answer, now, "no answer")
+        answer = context.own_answer(status, None, self.relay.server_header)
+        self.final_to_caller(context, answer, now, why)
 
     # -- after the 2xx ------------------------------------------------------------------------
     def _await_ack(self, context: ResponseContext) -> None:
