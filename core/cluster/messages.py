@@ -2,8 +2,11 @@
 
 One small named tuple per kind: a receiver dispatches on the type, reads fields by name, and a
 message in a log reads as `Bind(row=(...), connection_id=None)`. A named tuple pickles as its
-class (once per batch) and a plain tuple of its values, so it costs about what the bare tuples
-it replaces cost (measured: µs per message within a batch, dumps + loads, within noise).
+class (named once per batch) and a plain tuple of its values. Measured here (dumps + loads, in
+a batch of 100 distinct messages as the links send them): about 1.3 µs per Bind or Send,
+against 0.3-0.6 µs for a bare tagged tuple; the difference is the Python-level
+`__getnewargs__` and `__new__` of a named tuple, a few µs per REGISTER (three Binds on its
+way round) next to the ~100 µs it costs to handle.
 
 Who sends what (main is process 0, workers 1..N):
 
