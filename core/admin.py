@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
 
 from core.accounting.manage import AccountingAdmin
-from core.events import SecurityEvent
+from core.events import EventBus, SecurityEvent
+from core.registrar.location import LocationService
 from core.security.bans import checked_ban
 from core.security.console_lock import ConsoleThrottle
+from core.security.guard import Security
 from core.security.sources import canonical_source
+from core.settings import Settings
 from core.store.accounting import CdrFilter
+from core.store.database import Store
 from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.trunks.carriers import new_carrier
@@ -24,6 +28,7 @@ from core.trunks.dialplan import Dialplan
 from core.trunks.gateways import SIP_PORT
 from core.users import (
     User,
+    UserDirectory,
     changed_user,
     check_admin_password,
     generate_password,
@@ -33,20 +38,41 @@ from core.users import (
     with_password,
 )
 
-if TYPE_CHECKING:
-    from core.pbx import Pbx
-
 
 class AdminApi:
-    def __init__(self, pbx: Pbx) -> None:
-        self._pbx = pbx
-        self.accounting = AccountingAdmin(pbx)  # rates, spend limits, today's figures
+    """The changes an admin makes, each validated once, stored, then put in force.
+
+    `carriers_changed` reloads carriers and DIDs into the running core; `tables_changed`
+    tells whoever else reads users, carriers and DIDs (worker processes) to read them again.
+    `accounting` holds the rates, spend limits and today's figures (core/accounting/manage.py).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        users: UserDirectory,
+        location: LocationService,
+        security: Security,
+        settings: Settings,
+        bus: EventBus,
+        accounting: AccountingAdmin,
+        clock: Callable[[], float],
+        carriers_changed: Callable[[], Awaitable[None]],
+        tables_changed: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._location = location
+        self._security = security
+        self._settings = settings
+        self._bus = bus
+        self.accounting = accounting
+        self._clock = clock
+        self._carriers_changed = carriers_changed
+        self._tables_changed = tables_changed
         self._console_throttle = ConsoleThrottle()
         self._console_check = asyncio.Lock()
-
-    @property
-    def _store(self):
-        return self._pbx.store
 
     # -- users ----------------------------------------------------------------------------
     async def list_users(self) -> list[User]:
@@ -57,36 +83,36 @@ class AdminApi:
 
     async def add_user(self, username: str, password: str, **fields: object) -> User:
         validate_option_names(fields)
-        user = make_user(username, password, self._pbx.settings.realm, **fields)  # type: ignore[arg-type]
+        user = make_user(username, password, self._settings.realm, **fields)  # type: ignore[arg-type]
         try:
             await self._store.add_user(user)
         except DuplicateError:
             raise ValueError(f"user {username!r} already exists") from None
-        self._pbx.users.put(user)
-        self._pbx.tables_changed()
+        self._users.put(user)
+        self._tables_changed()
         return user
 
     async def update_user(self, username: str, **changes: object) -> User:
         updated = changed_user(await self._existing_user(username), **changes)
         await self._store.update_user(updated)
-        self._pbx.users.put(updated)
-        self._pbx.tables_changed()
+        self._users.put(updated)
+        self._tables_changed()
         return updated
 
     async def set_password(self, username: str, password: str) -> User:
         user = await self._existing_user(username)
-        updated = with_password(user, password, self._pbx.settings.realm)
+        updated = with_password(user, password, self._settings.realm)
         await self._store.update_user(updated)
-        self._pbx.users.put(updated)
-        self._pbx.tables_changed()
+        self._users.put(updated)
+        self._tables_changed()
         return updated
 
     async def delete_user(self, username: str) -> None:
         if not await self._store.delete_user(username):
             raise ValueError(f"no user {username!r}")
-        self._pbx.users.remove(username)
-        self._pbx.location.remove_user(username)
-        self._pbx.tables_changed()
+        self._users.remove(username)
+        self._location.remove_user(username)
+        self._tables_changed()
 
     async def _existing_user(self, username: str) -> User:
         user = await self._store.get_user(username)
@@ -124,21 +150,21 @@ class AdminApi:
             await self._store.add_carrier(carrier)
         except DuplicateError:
             raise ValueError(f"carrier {carrier.name!r} already exists") from None
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
         return carrier
 
     async def delete_carrier(self, name: str) -> None:
         if not await self._store.delete_carrier(name):
             raise ValueError(f"no carrier {name!r}")
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
 
     async def list_dids(self) -> list[DidRow]:
         return await self._store.list_dids()
 
     def _did_number(self, number: str) -> str:
-        return Dialplan(self._pbx.settings.dialplan).did_number(number)
+        return Dialplan(self._settings.dialplan).did_number(number)
 
     async def add_did(self, number: str, username: str) -> DidRow:
         canonical = self._did_number(number)
@@ -146,32 +172,32 @@ class AdminApi:
             await self._store.add_did(canonical, username)
         except (DuplicateError, NotFoundError) as error:
             raise ValueError(str(error)) from None
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
         return DidRow(canonical, username)
 
     async def delete_did(self, number: str) -> None:
         canonical = self._did_number(number)
         if not await self._store.delete_did(canonical):
             raise ValueError(f"no DID {canonical}")
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
 
     # -- bans and registrations -----------------------------------------------------------
     async def ban(self, ip: str, seconds: float | None, reason: str = "banned by admin") -> None:
         address, seconds = checked_ban(ip, seconds)
-        self._pbx.security.ban(address, seconds, reason, self._pbx.clock())
+        self._security.ban(address, seconds, reason, self._clock())
 
     async def unban(self, ip: str) -> None:
         address = canonical_source(ip)  # an address, or an IPv6 prefix banned as a whole
-        if not self._pbx.security.unban(address, self._pbx.clock()):
+        if not self._security.unban(address, self._clock()):
             raise ValueError(f"{address} is not banned")
 
     async def list_bans(self) -> list[BanRow]:
-        return await self._store.list_bans(active_at=self._pbx.clock())
+        return await self._store.list_bans(active_at=self._clock())
 
     async def unregister(self, user: str, contact: str) -> None:
-        if not self._pbx.location.remove(user, contact):
+        if not self._location.remove(user, contact):
             raise ValueError(f"{user} has no contact {contact}")
 
     # -- CDRs -------------------------------------------------------------------------------
@@ -216,7 +242,7 @@ class AdminApi:
                 throttle.succeeded()
                 return True
             next_wait = throttle.failed(time.monotonic())
-            self._pbx.bus.publish(
+            self._bus.publish(
                 SecurityEvent(
                     action="console-login-failed",
                     source="console",

@@ -15,10 +15,10 @@ import signal
 import socket
 import sys
 
-from core.cluster.changes import WorkerSetup
 from core.cluster.links import receive_blocking
+from core.cluster.messages import Init, LogLine, WorkerSetup
 from core.settings import Settings
-from pbxtui.run import run_on_fast_loop, settle_after_start
+from pbxtui.loop import run_on_fast_loop, settle_after_start
 
 log = logging.getLogger("pbxtui.worker")
 
@@ -26,7 +26,7 @@ INIT_TIMEOUT = 30.0
 
 
 class LinkLogHandler(logging.Handler):
-    """Log records to main as ("log", level, logger, text); main writes them."""
+    """Log records to main as `LogLine`s; main writes them."""
 
     def __init__(self, send) -> None:
         super().__init__()
@@ -37,7 +37,7 @@ class LinkLogHandler(logging.Handler):
             text = record.getMessage()
             if record.exc_info:
                 text += "\n" + logging.Formatter().formatException(record.exc_info)
-            self.send(("log", record.levelno, record.name, text))
+            self.send(LogLine(record.levelno, record.name, text))
         except Exception:
             self.handleError(record)
 
@@ -53,37 +53,35 @@ def main(argv: list[str]) -> int:
     except (TimeoutError, EOFError, OSError) as error:
         print(f"pbxtui worker: no start message from main: {error}", file=sys.stderr)
         return 1
-    if message[0] != "init":
-        print(f"pbxtui worker: unexpected first message {message[0]!r}", file=sys.stderr)
+    if not isinstance(message, Init):
+        print(f"pbxtui worker: unexpected first message {message!r:.80}", file=sys.stderr)
         return 1
-    _, setup, settings = message
-    return run_on_fast_loop(_serve(setup, settings, fds, link))
+    return run_on_fast_loop(_serve(message.setup, message.settings, fds, link))
 
 
 async def _serve(
     setup: WorkerSetup, settings: Settings, fds: list[int], link: socket.socket
 ) -> int:
-    from core.cluster.worker import WorkerCluster
+    from core.cluster.worker import WorkerRole
     from core.pbx import Pbx, StartError
 
     index = setup.index
     udp = [socket.socket(fileno=fd) for fd in fds]
-    pbx = Pbx(settings)
+    role = WorkerRole(setup, link, udp)
+    pbx = Pbx(settings, role=role)
     try:
-        await pbx.start_worker(setup, link, udp)
+        await pbx.start()
     except StartError as error:
         print(f"pbxtui worker {index}: {error}", file=sys.stderr)
         return 1
-    cluster = pbx.cluster
-    assert isinstance(cluster, WorkerCluster)
     root = logging.getLogger()
-    root.handlers[:] = [LinkLogHandler(cluster.to_main)]
+    root.handlers[:] = [LinkLogHandler(role.to_main)]
     root.setLevel(logging.INFO)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, cluster.stopped.set)
+    loop.add_signal_handler(signal.SIGTERM, role.stopped.set)
     settle_after_start(loop)
     try:
-        await cluster.stopped.wait()
+        await role.stopped.wait()
     finally:
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGTERM)

@@ -12,18 +12,34 @@ import pytest
 
 from core.cluster.affinity import MAIN
 from core.cluster.changes import (
+    BanReplicator,
     BindingReplicator,
     ChangeApplier,
-    RemoteCalls,
+    LimiterReplicator,
     Replicator,
     WorkerBus,
-    binding_message,
+    bind_message,
     divided_limits,
     flow_fields,
     flow_of,
-    lost_call,
+    unbind_message,
 )
 from core.cluster.links import Links, link_pair
+from core.cluster.messages import (
+    Banned,
+    Bind,
+    CallCounted,
+    CallReleased,
+    CallsUp,
+    Cdr,
+    Init,
+    Publish,
+    Ready,
+    Reload,
+    Sip,
+    Unbanned,
+)
+from core.cluster.remote import RemoteCalls, lost_call
 from core.events import (
     CallEvent,
     ContactRegistered,
@@ -80,18 +96,20 @@ async def test_messages_and_file_descriptors_travel_between_links() -> None:
     main, main_inbox, worker, worker_inbox = linked()
     try:
         flow = Flow("tcp", ("192.0.2.7", 5060), ("127.0.0.1", 5060), 42)
-        assert main.send(1, ("sip", b"OPTIONS ...", flow_fields(flow)))
+        assert main.send(1, Sip(b"OPTIONS ...", flow_fields(flow)))
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         with udp:
-            assert main.send(1, ("init",), [udp.fileno()])
+            assert main.send(1, Reload(), [udp.fileno()])
             await worker_inbox.wait(2)
-        (_, first, _), (_, _, fds) = worker_inbox.messages
-        assert flow_of(first[2]) == flow and first[1] == b"OPTIONS ..."
+        (_, first, _), (_, second, fds) = worker_inbox.messages
+        assert type(first) is Sip and flow_of(first.flow) == flow and first.data == b"OPTIONS ..."
+        assert type(second) is Reload
         with socket.socket(fileno=fds[0]) as passed:
             assert passed.type == socket.SOCK_DGRAM
-        worker.send(MAIN, ("ready",))
+        worker.send(MAIN, Ready())
         await main_inbox.wait(1)
-        assert main_inbox.messages == [(1, ("ready",), [])]
+        assert main_inbox.messages == [(1, Ready(), [])]
+        assert repr(first).startswith("Sip(data=b'OPTIONS ...', flow=('tcp'")
     finally:
         main.close()
         worker.close()
@@ -103,7 +121,7 @@ async def test_a_peer_that_goes_away_is_reported_once_and_sends_to_it_are_counte
     await main_inbox.wait(1)
     assert main_inbox.lost == [1]
     assert 1 not in main
-    assert not main.send(1, ("reload",))
+    assert not main.send(1, Reload())
     assert main.dropped == 1
     main.close()
 
@@ -112,12 +130,12 @@ async def test_messages_queued_in_one_turn_travel_as_one_batch_in_order() -> Non
     main, _, worker, worker_inbox = linked()
     try:
         for number in range(50):
-            main.send(1, ("limit-", f"call-{number}"))
-        main.broadcast(("reload",))
+            main.send(1, CallReleased(f"call-{number}"))
+        main.broadcast(Reload())
         await worker_inbox.wait(51)
         assert [message for _, message, _ in worker_inbox.messages] == [
-            *(("limit-", f"call-{number}") for number in range(50)),
-            ("reload",),
+            *(CallReleased(f"call-{number}") for number in range(50)),
+            Reload(),
         ]
         assert worker.received == 51
     finally:
@@ -131,10 +149,10 @@ async def test_a_full_link_drops_instead_of_blocking() -> None:
         payload = b"x" * 70_000
         batches = 0
         while main.dropped == 0:  # nobody reads: the buffer fills up
-            main.send(1, ("sip", payload, None))  # past FLUSH_BYTES: sent at once
+            main.send(1, Sip(payload, None))  # type: ignore[arg-type]  # past FLUSH_BYTES
             batches += 1
             assert batches < 10_000, "the link never filled"
-        main.broadcast(("reload",))
+        main.broadcast(Reload())
         main.flush()
         assert main.dropped == 2
     finally:
@@ -170,39 +188,49 @@ class Sent:
         self.to_peers.append((skip, message))
 
 
-def test_a_worker_sends_its_changes_to_main_but_not_those_it_applies() -> None:
+def test_a_worker_sends_its_own_changes_to_main_but_not_those_it_adopts() -> None:
     sent = Sent()
     replicator = Replicator(sent, 2)  # type: ignore[arg-type]
     location = LocationService(RegistrarSettings(), EventBus())
-    location.sinks.append(BindingReplicator(replicator))
+    location.publishers.append(BindingReplicator(replicator))
     location.save(binding())
-    assert [(peer, message[0]) for peer, message in sent.to_peers] == [(MAIN, "bind")]
-    replicator.applying = True
-    location.save(binding(contact="sip:alice@192.0.2.11"))
+    assert [(peer, type(message)) for peer, message in sent.to_peers] == [(MAIN, Bind)]
+    location.adopt(binding(contact="sip:alice@192.0.2.11"))  # another process's
     assert len(sent.to_peers) == 1
 
 
 def test_main_sends_its_own_changes_to_every_worker() -> None:
     sent = Sent()
     replicator = Replicator(sent, MAIN)  # type: ignore[arg-type]
-    replicator.emit(("unban", "192.0.2.8"))
-    replicator.applying = True
-    replicator.emit(("unban", "192.0.2.9"))
-    assert sent.to_peers == [(None, ("unban", "192.0.2.8"))]
+    replicator.emit(Unbanned("192.0.2.8"))
+    assert sent.to_peers == [(None, Unbanned("192.0.2.8"))]
+
+
+def test_a_call_counted_elsewhere_is_released_here_without_an_announcement() -> None:
+    sent = Sent()
+    limiter = CallLimiter(max_global=0, listener=LimiterReplicator(Replicator(sent, 1)))  # type: ignore[arg-type]
+    alice = make_user("alice", "alice-secret-1", "pbx.test")
+    assert limiter.admit(alice, "mine", NOW) is None
+    limiter.count_in("alice", "theirs", NOW, hourly=False)
+    limiter.release("theirs")  # its own process announces its end
+    limiter.release("mine")
+    assert [message for _, message in sent.to_peers] == [
+        CallCounted("alice", "mine", NOW),
+        CallReleased("mine"),
+    ]
 
 
 def test_changes_from_another_process_are_applied_quietly() -> None:
     bus = EventBus()
-    location = LocationService(RegistrarSettings(), bus)
-    security = Security(SecuritySettings(), bus)
-    limiter = CallLimiter(max_global=0)
-    users = UserDirectory()
-    users.put(make_user("alice", "alice-secret-1", "pbx.test", max_calls_per_hour=5))
     sent = Sent()
     replicator = Replicator(sent, MAIN)  # type: ignore[arg-type]
-    location.sinks.append(BindingReplicator(replicator))
+    location = LocationService(RegistrarSettings(), bus)
+    location.publishers.append(BindingReplicator(replicator))
+    security = Security(SecuritySettings(), bus, publisher=BanReplicator(replicator))
+    limiter = CallLimiter(max_global=0, listener=LimiterReplicator(replicator))
+    users = UserDirectory()
+    users.put(make_user("alice", "alice-secret-1", "pbx.test", max_calls_per_hour=5))
     changes = ChangeApplier(
-        replicator,
         location=location,
         security=security,
         limiter=limiter,
@@ -211,33 +239,38 @@ def test_changes_from_another_process_are_applied_quietly() -> None:
     )
 
     original = binding()
-    assert changes.apply(binding_message("bind", original))
+    assert changes.apply(bind_message(original))
     [held] = location.lookup("alice", NOW)
     assert held.flow == original.flow  # the TCP connection is kept: main holds it
     assert (held.call_id, held.cseq, held.expires_at) == ("reg-1", 3, NOW + 3600)
-    assert changes.apply(binding_message("unbind", original))
+    assert changes.apply(unbind_message(original))
     assert location.lookup("alice", NOW) == []
 
-    assert changes.apply(("ban", "192.0.2.66", NOW + 600, "flood", 900))
+    assert changes.apply(Banned("192.0.2.66", NOW + 600, "flood", 900))
     [ban] = security.bans(NOW)
     assert (ban.ip, ban.reason, ban.until_wall) == ("192.0.2.66", "flood", NOW + 600)
-    assert changes.apply(("unban", "192.0.2.66"))
+    assert changes.apply(Unbanned("192.0.2.66"))
     assert security.bans(NOW) == []
 
-    assert changes.apply(("limit+", "alice", "call-1", NOW))
+    assert changes.apply(CallCounted("alice", "call-1", NOW))
     assert limiter.active("alice") == 1
-    assert changes.apply(("limit-", "call-1"))
+    assert changes.apply(CallReleased("call-1"))
     assert limiter.active("alice") == 0
 
     # A worker started again learns from main what the others carry (core/cluster/main.py).
-    assert changes.apply(("limits", ([("call-2", "alice")], {"alice": [NOW - 60, NOW]})))
+    assert changes.apply(CallsUp(([("call-2", "alice")], {"alice": [NOW - 60, NOW]})))
     assert limiter.active("alice") == 1 and "call-2" in limiter
 
-    assert not changes.apply(("cdr", None))
+    assert not changes.apply(Cdr(None))  # type: ignore[arg-type]
+    assert not changes.apply(Init(None, None))  # type: ignore[arg-type]
     events, _, _ = bus.feed.read_since(0)
     assert events == []  # the process that made each change announced it
     assert sent.to_peers == []  # and passed it on
-    assert not replicator.applying
+
+    # The same tables' own changes do go out.
+    security.ban("192.0.2.77", 60.0, "admin", NOW)
+    location.save(binding(contact="sip:alice@192.0.2.12"))
+    assert [type(message) for _, message in sent.to_peers] == [Banned, Bind]
 
 
 def test_a_limiter_snapshot_carries_calls_up_and_hourly_windows_to_a_new_worker() -> None:
@@ -285,9 +318,10 @@ def test_a_worker_bus_sends_events_to_main_but_not_expiries_main_announces() -> 
     bus.publish(traffic)
     bus.capture_traffic = True
     bus.publish(traffic)
-    assert [message[1] for message in sent] == [
+    assert all(type(message) is Publish for message in sent)
+    assert [message.event for message in sent] == [
         registered,
-        SourceUnbanned("unbanned", "192.0.2.6", detail="admin", at=sent[1][1].at),
+        SourceUnbanned("unbanned", "192.0.2.6", detail="admin", at=sent[1].event.at),
         traffic,
     ]
     assert len(heard) == 3  # local listeners (the trunks) hear every feed event

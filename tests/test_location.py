@@ -9,7 +9,6 @@ import pytest
 
 from core.events import ContactExpired, ContactUnregistered, EventBus
 from core.net.flow import Flow
-from core.pbx import _BindingWriter
 from core.registrar.location import (
     Binding,
     LocationFull,
@@ -22,6 +21,7 @@ from core.settings import RegistrarSettings
 from core.sip.uri import SipUri, parse_uri
 from core.store.database import Store
 from core.store.rows import BindingRow
+from core.store.sinks import BindingWriter
 
 LOCAL = ("198.51.100.1", 5060)
 WALL = 1_700_000_000.0
@@ -151,7 +151,7 @@ def test_admin_remove_emits_unregistered_and_tells_the_sink(
     location: LocationService, bus: EventBus
 ) -> None:
     sink = RecordingSink()
-    location.sink = sink
+    location.sinks.append(sink)
     location.save(binding("sip:alice@192.0.2.1;transport=udp"))
     location.save(binding("sip:alice@192.0.2.2"))
 
@@ -178,7 +178,7 @@ def test_expire_emits_contact_expired_and_tells_the_sink(
     location: LocationService, bus: EventBus
 ) -> None:
     sink = RecordingSink()
-    location.sink = sink
+    location.sinks.append(sink)
     location.save(binding("sip:alice@192.0.2.1", expires=60.0))
     location.save(binding("sip:alice@192.0.2.2", expires=120.0))
 
@@ -197,7 +197,7 @@ def test_a_new_contact_uri_for_the_same_instance_replaces_the_stored_row(
     location: LocationService,
 ) -> None:
     sink = RecordingSink()
-    location.sink = sink
+    location.sinks.append(sink)
     location.save(binding("sip:alice@192.0.2.1:5060", instance_id="<urn:uuid:1>"))
     previous = location.save(binding("sip:alice@192.0.2.1:5090", instance_id="<urn:uuid:1>"))
 
@@ -209,18 +209,29 @@ def test_a_new_contact_uri_for_the_same_instance_replaces_the_stored_row(
     ]
 
 
-def test_setting_the_sink_again_replaces_it(location: LocationService) -> None:
-    first, second = RecordingSink(), RecordingSink()
-    location.sink = first
-    location.sink = second
-    location.save(binding())
-    assert (first.calls, len(second.calls), location.sinks) == ([], 1, [second])
+def test_publishers_hear_only_of_this_process_own_changes(location: LocationService) -> None:
+    sink, publisher = RecordingSink(), RecordingSink()
+    location.sinks.append(sink)
+    location.publishers.append(publisher)
+    own = binding("sip:alice@192.0.2.1")
+    adopted = binding("sip:alice@192.0.2.2")  # another process of the server saved it
+    location.save(own)
+    location.adopt(adopted)
+    location.forget(adopted.user, adopted.key)
+    location.remove("alice", "sip:alice@192.0.2.1")
+    assert sink.calls == [
+        ("saved", "sip:alice@192.0.2.1"),
+        ("saved", "sip:alice@192.0.2.2"),
+        ("removed", "sip:alice@192.0.2.2"),
+        ("removed", "sip:alice@192.0.2.1"),
+    ]
+    assert publisher.calls == [("saved", "sip:alice@192.0.2.1"), ("removed", "sip:alice@192.0.2.1")]
 
 
 # -- restore ---------------------------------------------------------------------------------
 def test_restore_skips_expired_and_is_silent(location: LocationService, bus: EventBus) -> None:
     sink = RecordingSink()
-    location.sink = sink
+    location.sinks.append(sink)
     live = binding("sip:alice@192.0.2.1", now=0.0, expires=3600.0)
     old = binding("sip:alice@192.0.2.2", now=0.0, expires=60.0)
 
@@ -345,7 +356,7 @@ async def test_the_pbx_writer_removes_only_the_flow_that_went(tmp_path: Path) ->
     # RFC 5626 §4.2: one phone, one Contact URI, two flows (reg-ids) through two edge proxies.
     location = LocationService(RegistrarSettings(), EventBus())
     async with await Store.open(tmp_path / "pbx.db") as store:
-        location.sink = _BindingWriter(store)
+        location.sinks.append(BindingWriter(store))
         contact = "sip:alice@192.168.1.10:5060;ob"
         flows = [
             binding(contact, instance_id="<urn:uuid:1>", reg_id=reg_id, path=(f"<sip:{edge};lr>",))

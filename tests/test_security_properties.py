@@ -111,7 +111,7 @@ class Harness:
     def __init__(self, pbx: Pbx) -> None:
         self.pbx = pbx
         self.sent: list[bytes] = []
-        pbx.route._send = lambda data, flow: self.sent.append(data) or True
+        pbx.core.outbox._send = lambda data, flow: self.sent.append(data) or True
         self.local = ("127.0.0.1", pbx.listening[0].port)
         self.index = 0
 

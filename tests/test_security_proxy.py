@@ -489,8 +489,8 @@ async def test_a_loopback_contact_registered_from_elsewhere_is_refused(tmp_path:
     pbx = await start_pbx(tmp_path)
     try:
         sent: list[bytes] = []
-        real_send = pbx.route._send
-        pbx.route._send = lambda data, flow: sent.append(data) or True
+        real_send = pbx.core.outbox._send
+        pbx.core.outbox._send = lambda data, flow: sent.append(data) or True
         source = ("192.0.2.50", 5060)
         flow = Flow("udp", source, ("127.0.0.1", _address(pbx)[1]))
 
@@ -519,7 +519,7 @@ async def test_a_loopback_contact_registered_from_elsewhere_is_refused(tmp_path:
         )
         assert register(2, f"Authorization: {credentials}\r\n").status == 403
         assert pbx.location.contact_count == 0
-        pbx.route._send = real_send
+        pbx.core.outbox._send = real_send
         async with _phone(pbx, "alice") as local:  # a phone on this host: fine
             assert await _register_contact(local, f"<sip:alice@127.0.0.1:{local.port}>") == 200
     finally:

@@ -81,14 +81,14 @@ async def test_a_400_is_not_reflected_to_the_host_a_via_names(tmp_path: Path) ->
             text = request_text("OPTIONS", "sip:pbx.test", local=attacker.local)
             text = text.replace("CSeq: 1 OPTIONS", "CSeq: 1 BYE")  # sanity: Bad CSeq method
             text = _via(text, f"SIP/2.0/UDP {VICTIM}:{victim.local[1]};branch=z9hG4bKrefl1")
-            answered = pbx.route.answered_locally
+            answered = pbx.core.outbox.answered_locally
             attacker.send(text)
             # A probe after it: once the probe is answered, the 400 was sent (in order).
             probe = await attacker.ask(
                 request_text("OPTIONS", "sip:pbx.test", local=attacker.local)
             )
             assert probe is not None and probe.status == 200
-            assert pbx.route.answered_locally == answered + 2
+            assert pbx.core.outbox.answered_locally == answered + 2
             await _silent(victim)
     finally:
         await pbx.stop()
@@ -408,9 +408,9 @@ async def test_a_banned_source_is_refused_at_accept_and_its_connections_closed(
 async def test_the_reply_cache_is_bounded_in_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import core.route
+    import core.outbox
 
-    monkeypatch.setattr(core.route, "REPLY_CACHE_BYTES", 4_000)
+    monkeypatch.setattr(core.outbox, "REPLY_CACHE_BYTES", 4_000)
     pbx = await start_pbx(tmp_path)
     try:
         async with _attacker(pbx) as client:
@@ -418,7 +418,7 @@ async def test_the_reply_cache_is_bounded_in_bytes(
                 call_id = secrets.token_hex(4) + "c" * 900
                 text = request_text("OPTIONS", "sip:pbx.test", local=client.local, call_id=call_id)
                 assert (await client.ask(text)) is not None
-        assert 0 < pbx.route.reply_cache_bytes <= 4_000
+        assert 0 < pbx.core.outbox.reply_cache_bytes <= 4_000
     finally:
         await pbx.stop()
 
@@ -435,7 +435,7 @@ async def test_brute_force_rotating_ipv6_addresses_in_one_64_is_banned(tmp_path:
     pbx = await start_pbx(tmp_path, security=security)
     try:
         sent: list[bytes] = []
-        pbx.route._send = lambda data, flow: sent.append(data) or True
+        pbx.core.outbox._send = lambda data, flow: sent.append(data) or True
         local = ("127.0.0.1", _address(pbx)[1])
         for i in range(8):
             ip = f"2001:db8:1:2::{i + 1:x}"

@@ -54,10 +54,13 @@ class TodayFigures:
 
 
 class Books:
-    """The meter, its loading, and retention (see the module docstring)."""
+    """The meter, its loading, and retention (see the module docstring). `prices_calls`: this
+    process writes and prices the CDRs (standalone or main), so its ledger stays exact; a
+    worker's is read again from the store."""
 
-    def __init__(self, settings: AccountingSettings) -> None:
+    def __init__(self, settings: AccountingSettings, *, prices_calls: bool = True) -> None:
         self.settings = settings
+        self.prices_calls = prices_calls
         ledger = SpendLedger(
             global_limit=limit_of(settings.day_limit, settings.month_limit),
             user_default=limit_of(settings.user_day_limit, settings.user_month_limit),
@@ -77,6 +80,11 @@ class Books:
         else:
             self.meter.ledger.set_user_limits(await store.spend_limits())
 
+    async def reload(self, store: Store, now: float) -> None:
+        """Rates or limits changed in the database: read them again (and, in a process that
+        prices nothing, the spend sums too)."""
+        await self.load(store, now, sums=not self.prices_calls)
+
     async def load_spend(self, store: Store, now: float) -> None:
         month = month_start(now)
         day = day_start(now)
@@ -88,9 +96,10 @@ class Books:
         )
         self._next_refresh = now + SPEND_REFRESH_SECONDS
 
-    def housekeep(self, store: Store, now: float, *, writes: bool) -> None:
+    def housekeep(self, store: Store, now: float) -> None:
         """Once a second: the process that writes queues the next retention batch; a worker
         reads the spend sums again when due."""
+        writes = self.prices_calls
         if not writes and now >= self._next_refresh and self._refresh_task is None:
             self._next_refresh = now + SPEND_REFRESH_SECONDS
             self._refresh_task = asyncio.get_running_loop().create_task(

@@ -13,8 +13,11 @@ Every process holds the full location table, the bans and the toll-fraud counts,
 never waits for another process. A change made by a worker goes to main, which stores it and
 passes it on to the other workers; a change made by main goes to every worker. Events (the
 console's feed and traffic, the log) and CDRs go from workers to main only. Each change is
-applied quietly where it arrives: no event (the process that made it published one) and no
-echo back.
+applied quietly where it arrives: no event (the process that made it published one), and no
+echo back: a table tells its publishers (the replicators below) only of its own changes,
+never of those it adopts from another process (core/registrar/location.py `publishers`,
+core/security/bans.py `publisher`, core/trunks/tollfraud.py `release`). The messages are
+declared in core/cluster/messages.py.
 
 Flood and brute-force limits are counted in the process that sees the packets, and each sees
 about 1/N of a source's packets, so those limits are divided among the workers.
@@ -25,39 +28,38 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from dataclasses import replace
 
 from core.accounting.cdrs import cdr_for
 from core.cluster.affinity import MAIN
-from core.cluster.links import Links, Message
-from core.events import (
-    CallEvent,
-    Event,
-    EventBus,
-    SipTraffic,
-    SourceUnbanned,
+from core.cluster.links import Links
+from core.cluster.messages import (
+    Banned,
+    Bind,
+    CallCounted,
+    CallReleased,
+    CallsUp,
+    Cdr,
+    Change,
+    FlowFields,
+    Message,
+    Publish,
+    Unbanned,
+    Unbind,
 )
+from core.events import Event, EventBus, SipTraffic, SourceUnbanned
 from core.net.flow import Flow
-from core.proxy.calls import ANSWERED, ENDED, FAILED, Call, CallInfo, call_event
+from core.proxy.calls import Call
 from core.registrar.location import Binding, LocationService
-from core.security.bans import Ban, BanSink
-from core.settings import ListenAddress, SecuritySettings
-from core.sip.errors import SipParseError
-from core.sip.hostport import parse_hostport
-from core.store.rows import BanRow, BindingRow, CdrRow
-
-if TYPE_CHECKING:
-    from core.pbx import Pbx
-    from core.security.guard import Security
-    from core.trunks.tollfraud import CallLimiter
-    from core.users import UserDirectory
+from core.security.bans import Ban
+from core.security.guard import Security
+from core.settings import SecuritySettings
+from core.store.rows import BanRow, BindingRow
+from core.trunks.tollfraud import CallLimiter
+from core.users import UserDirectory
 
 log = logging.getLogger("pbxtui.cluster")
-
-FlowFields = tuple[str, tuple[str, int], tuple[str, int], "int | None"]
 
 
 def flow_fields(flow: Flow) -> FlowFields:
@@ -90,12 +92,19 @@ def divided_limits(settings: SecuritySettings, workers: int) -> SecuritySettings
 _ROW_FIELDS = BindingRow.__slots__
 
 
-def binding_message(kind: str, binding: Binding) -> Message:
+def _row_fields(binding: Binding) -> tuple:
     """The row as a plain tuple: pickled, a tuple costs a fifth of the dataclass (2 µs each
     way against 9), and every REGISTER is pickled three times on its way round."""
     row = binding.to_row()
-    fields = tuple([getattr(row, name) for name in _ROW_FIELDS])
-    return (kind, fields, binding.flow.connection_id)
+    return tuple([getattr(row, name) for name in _ROW_FIELDS])
+
+
+def bind_message(binding: Binding) -> Bind:
+    return Bind(_row_fields(binding), binding.flow.connection_id)
+
+
+def unbind_message(binding: Binding) -> Unbind:
+    return Unbind(_row_fields(binding), binding.flow.connection_id)
 
 
 def binding_of(fields: tuple, connection_id: int | None, now: float) -> Binding:
@@ -110,17 +119,14 @@ def binding_of(fields: tuple, connection_id: int | None, now: float) -> Binding:
 # -- passing changes on ---------------------------------------------------------------------
 class Replicator:
     """Sends this process's own changes to the others: a worker's to main, main's to every
-    worker. Changes it is applying for another process are not sent (`applying`): main
-    passes those on as they came (core/cluster/main.py)."""
+    worker. Only own changes reach it (the tables' publishers); main passes on a worker's
+    as they came (core/cluster/main.py)."""
 
     def __init__(self, links: Links, index: int) -> None:
         self.links = links
         self.index = index
-        self.applying = False
 
-    def emit(self, message: Message) -> None:
-        if self.applying:
-            return
+    def emit(self, message: Change) -> None:
         if self.index == MAIN:
             self.links.broadcast(message)
         else:
@@ -128,52 +134,47 @@ class Replicator:
 
 
 class BindingReplicator:
-    """A location sink: saved and removed bindings go to the other processes."""
+    """A location publisher: bindings saved and removed here go to the other processes."""
 
     def __init__(self, replicator: Replicator) -> None:
         self.replicator = replicator
 
     def binding_saved(self, binding: Binding) -> None:
-        self.replicator.emit(binding_message("bind", binding))
+        self.replicator.emit(bind_message(binding))
 
     def binding_removed(self, binding: Binding) -> None:
-        self.replicator.emit(binding_message("unbind", binding))
+        self.replicator.emit(unbind_message(binding))
 
 
 class BanReplicator:
-    """A ban sink: bans go to the other processes, then to `store` (main's writer) if any.
+    """A ban publisher: bans made here go to the other processes.
 
     Only main passes on lifted bans: a worker lifts a ban when it runs out, as main does
     and announces, or when main told it to."""
 
-    def __init__(self, replicator: Replicator, store: BanSink | None) -> None:
+    def __init__(self, replicator: Replicator) -> None:
         self.replicator = replicator
-        self.store = store
 
     def ban_saved(self, ban: Ban) -> None:
         until = None if ban.permanent else ban.until_wall
-        self.replicator.emit(("ban", ban.ip, until, ban.reason, ban.count))
-        if self.store is not None:
-            self.store.ban_saved(ban)
+        self.replicator.emit(Banned(ban.ip, until, ban.reason, ban.count))
 
     def ban_removed(self, ip: str) -> None:
         if self.replicator.index == MAIN:
-            self.replicator.emit(("unban", ip))
-        if self.store is not None:
-            self.store.ban_removed(ip)
+            self.replicator.emit(Unbanned(ip))
 
 
 class LimiterReplicator:
-    """Outbound calls counted in and out (toll-fraud limits hold across every worker)."""
+    """Outbound calls counted in and out here (toll-fraud limits hold across every worker)."""
 
     def __init__(self, replicator: Replicator) -> None:
         self.replicator = replicator
 
     def call_admitted(self, username: str, call_id: str, now: float) -> None:
-        self.replicator.emit(("limit+", username, call_id, now))
+        self.replicator.emit(CallCounted(username, call_id, now))
 
     def call_released(self, call_id: str) -> None:
-        self.replicator.emit(("limit-", call_id))
+        self.replicator.emit(CallReleased(call_id))
 
 
 class CdrForwarder:
@@ -183,7 +184,7 @@ class CdrForwarder:
         self.links = links
 
     def call_finished(self, call: Call) -> None:
-        self.links.send(MAIN, ("cdr", cdr_for(call)))
+        self.links.send(MAIN, Cdr(cdr_for(call)))
 
 
 def announced_by_main(event: Event) -> bool:
@@ -202,124 +203,25 @@ class WorkerBus(EventBus):
     def publish(self, event: Event) -> None:
         if type(event) is SipTraffic:
             if self.capture_traffic:
-                self._send(("event", event))
+                self._send(Publish(event))
             return
         for listener in self._listeners:
             listener(event)
         if not announced_by_main(event):
-            self._send(("event", event))
-
-
-# -- main's view of the workers --------------------------------------------------------------
-@dataclass(slots=True)
-class WorkerFigures:
-    """A worker's counters, as it last reported them (about once a second)."""
-
-    messages_in: int = 0
-    messages_out: int = 0
-    dropped: int = 0
-    forwarded: int = 0
-
-
-class RemoteCalls:
-    """The workers' active calls, followed from their CallEvents, for the console.
-
-    Bounded: at most `capacity` calls; a call whose end was never heard of (its worker died)
-    goes when its worker is lost or after `max_age` seconds.
-    """
-
-    def __init__(self, capacity: int, max_age: float) -> None:
-        self.capacity = capacity
-        self.max_age = max_age
-        self._calls: OrderedDict[str, tuple[CallInfo, int]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._calls)
-
-    def follow(self, event: CallEvent, worker: int) -> None:
-        call_id = event.call_id
-        if event.state in (ENDED, FAILED):
-            self._calls.pop(call_id, None)
-            return
-        held = self._calls.get(call_id)
-        started_at = event.at if held is None else held[0].started_at
-        answered_at = None if held is None else held[0].answered_at
-        if event.state == ANSWERED and answered_at is None:
-            answered_at = event.at
-        info = CallInfo(
-            call_id,
-            event.caller,
-            event.callee,
-            event.source,
-            event.state,
-            started_at,
-            answered_at,
-            event.direction,
-        )
-        self._calls[call_id] = (info, worker)
-        if held is None and len(self._calls) > self.capacity:
-            self._calls.popitem(last=False)
-
-    def forget_worker(self, worker: int) -> list[CallInfo]:
-        """The calls of a worker that died, which will never be heard of again."""
-        gone = [call_id for call_id, (_, owner) in self._calls.items() if owner == worker]
-        return [self._calls.pop(call_id)[0] for call_id in gone]
-
-    def sweep(self, now: float) -> None:
-        while self._calls:
-            call_id, (info, _) = next(iter(self._calls.items()))
-            if info.started_at + self.max_age > now:
-                break
-            del self._calls[call_id]
-
-    def snapshot(self) -> list[CallInfo]:
-        return [info for info, _ in self._calls.values()]
-
-
-LOST_CALL_REASON = "worker process stopped"
-
-
-def lost_call(info: CallInfo, now: float) -> tuple[CdrRow, CallEvent]:
-    """The CDR and the last event of a call whose worker died, from what main knew of it.
-
-    The call itself may carry on end to end (its BYE follows our Record-Route), but nobody
-    follows it any more: it is accounted for as ending now, so it is not missing from the
-    CDRs (status 200 if it was answered, 0 if no final answer was known)."""
-    answered_at = info.answered_at
-    try:
-        host, port = parse_hostport(info.source)  # as `Call.source_text` wrote it
-    except SipParseError:  # no source known
-        host, port = "", None
-    call = Call(
-        info.call_id,
-        info.caller,
-        info.callee,
-        (host, port or 0),
-        info.started_at,
-        direction=info.direction,
-        state=FAILED if answered_at is None else ENDED,
-        answered_at=answered_at,
-        ended_at=now,
-        status=0 if answered_at is None else 200,
-        reason=LOST_CALL_REASON,
-    )
-    return cdr_for(call), call_event(call, now)
+            self._send(Publish(event))
 
 
 def ban_row(ip: str, until: float | None, reason: str, count: int) -> BanRow:
     return BanRow(ip, until, reason, count, time.time())
 
 
-CHANGES = frozenset({"bind", "unbind", "ban", "unban", "limit+", "limit-", "limits"})
-
-
 class ChangeApplier:
     """Applies other processes' changes to this process's tables, quietly: no event (the
-    process that made the change published it), and the replicator sends nothing."""
+    process that made the change published it), and no publisher hears of it (the tables'
+    adopt paths), so nothing is sent back."""
 
     def __init__(
         self,
-        replicator: Replicator,
         *,
         location: LocationService,
         security: Security,
@@ -327,104 +229,60 @@ class ChangeApplier:
         users: UserDirectory,
         clock: Callable[[], float],
     ) -> None:
-        self.replicator = replicator
         self.location = location
         self.security = security
         self.limiter = limiter
         self.users = users
         self.clock = clock
+        self._apply: dict[type, Callable[..., None]] = {
+            Bind: self._bind,
+            Unbind: self._unbind,
+            Banned: self._banned,
+            Unbanned: self._unbanned,
+            CallCounted: self._counted,
+            CallReleased: self._released,
+            CallsUp: self._calls_up,
+        }
 
     def apply(self, message: Message) -> bool:
         """False when the message is not a change (the caller handles it)."""
-        if message[0] not in CHANGES:
+        apply = self._apply.get(type(message))
+        if apply is None:
             return False
-        replicator = self.replicator
-        replicator.applying = True
-        try:
-            self._apply(message, self.clock())
-        finally:
-            replicator.applying = False
+        apply(message)
         return True
 
-    def _apply(self, message: Message, now: float) -> None:
-        kind = message[0]
-        if kind in ("bind", "unbind"):
-            _, row, connection_id = message
-            try:
-                binding = binding_of(row, connection_id, now)
-            except ValueError:
-                return  # a contact that no longer parses: the other process had it anyway
-            if kind == "unbind":
-                self.location.forget(binding.user, binding.key)
-            elif binding.expires_at > now:
-                self.location.adopt(binding)
-        elif kind == "ban":
-            _, ip, until, reason, count = message
-            self.security.adopt_ban(ban_row(ip, until, reason, count), now)
-        elif kind == "unban":
-            self.security.forget_ban(message[1])
-        elif kind == "limit+":
-            _, username, call_id, at = message
-            user = self.users.get(username)
-            hourly = user is not None and bool(user.max_calls_per_hour)
-            self.limiter.count_in(username, call_id, at, hourly=hourly)
-        elif kind == "limit-":
-            self.limiter.release(message[1])
-        elif kind == "limits":  # main's count of every call up, for a worker (re)started
-            self.limiter.adopt(message[1])
+    def _bind(self, message: Bind) -> None:
+        now = self.clock()
+        try:
+            binding = binding_of(message.row, message.connection_id, now)
+        except ValueError:
+            return  # a contact that no longer parses: the other process had it anyway
+        if binding.expires_at > now:
+            self.location.adopt(binding)
 
+    def _unbind(self, message: Unbind) -> None:
+        try:
+            binding = binding_of(message.row, message.connection_id, self.clock())
+        except ValueError:
+            return
+        self.location.forget(binding.user, binding.key)
 
-# -- what both sides share ---------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class WorkerSetup:
-    """What main tells a worker at start (the "init" message)."""
+    def _banned(self, message: Banned) -> None:
+        row = ban_row(message.ip, message.until, message.reason, message.hits)
+        self.security.adopt_ban(row, self.clock())
 
-    index: int
-    workers: int
-    bound: tuple[ListenAddress, ...]  # main's listen addresses, for Via and Record-Route
-    capture_traffic: bool  # the console's Traffic pane wants every message
+    def _unbanned(self, message: Unbanned) -> None:
+        self.security.forget_ban(message.ip)
 
+    def _counted(self, message: CallCounted) -> None:
+        user = self.users.get(message.username)
+        hourly = user is not None and bool(user.max_calls_per_hour)
+        self.limiter.count_in(message.username, message.call_id, message.at, hourly=hourly)
 
-class ClusterSide:
-    """One process's end of the cluster: its links, what it forwards, what it applies.
-    `core/cluster/main.py` and `core/cluster/worker.py` add what each side does alone."""
+    def _released(self, message: CallReleased) -> None:
+        self.limiter.release(message.call_id)
 
-    def __init__(self, pbx: Pbx, index: int, workers: int) -> None:
-        self.pbx = pbx
-        self.index = index
-        self.workers = workers
-        self.links = Links(self._on_link_message, self._on_link_lost)
-        self.replicator = Replicator(self.links, index)
-        self.forwarded = 0
-
-    def install(self) -> None:
-        """Once the Pbx is built: apply others' changes to its tables, send its own."""
-        pbx = self.pbx
-        self.changes = ChangeApplier(
-            self.replicator,
-            location=pbx.location,
-            security=pbx.security,
-            limiter=pbx.trunks.limiter,
-            users=pbx.users,
-            clock=pbx.clock,
-        )
-        pbx.location.sinks.append(BindingReplicator(self.replicator))
-        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
-
-    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
-        """A message read here for a Call-ID `owner` holds (core/cluster/affinity.py)."""
-        self.forwarded += 1
-        self.links.send(owner, ("sip", data, flow_fields(flow)))
-
-    def _on_link_message(self, peer: int, message: Message, fds: list[int]) -> None:
-        if message[0] == "sip":
-            # Queued and shed like a datagram read here, then routed as admitted.
-            self.pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
-        else:
-            self._on_side_message(peer, message, fds)
-
-    def _on_side_message(self, peer: int, message: Message, fds: list[int]) -> None:
-        raise NotImplementedError
-
-    def _on_link_lost(self, peer: int) -> None:
-        raise NotImplementedError
+    def _calls_up(self, message: CallsUp) -> None:
+        """Main's count of every call up, for a worker (re)started."""
+        self.limiter.adopt(message.snapshot)

@@ -1,11 +1,11 @@
 """The sockets between pbxtui's processes: one SOCK_SEQPACKET socketpair per pair of them.
 
-The asyncio layer of the cluster (`core/cluster/changes.py` decides what travels). A message is a
-tuple of plain values: a SIP message to handle, a binding that changed, an event for the
-console; messages travel pickled, in batches. Pickle is safe here because the sockets are
-unnamed socketpairs, inherited or passed over one another (SCM_RIGHTS); nothing outside our
-own processes can reach them. SEQPACKET keeps message boundaries and, unlike a datagram
-socketpair, reports a peer that died as end of file.
+The asyncio layer of the cluster (`core/cluster/changes.py` decides what travels). A message is
+one of the named tuples of core/cluster/messages.py: a SIP message to handle, a binding that
+changed, an event for the console; messages travel pickled, in batches. Pickle is safe here
+because the sockets are unnamed socketpairs, inherited or passed over one another
+(SCM_RIGHTS); nothing outside our own processes can reach them. SEQPACKET keeps message
+boundaries and, unlike a datagram socketpair, reports a peer that died as end of file.
 
 Sending never blocks: when a peer's buffer is full the batch is dropped and counted, as UDP
 would lose it (a forwarded SIP request is retransmitted by its sender). The buffers are
@@ -21,8 +21,8 @@ import logging
 import pickle
 import socket
 from collections.abc import Callable
-from typing import Any
 
+from core.cluster.messages import Message, Sip
 from core.net.transport import enlarge_buffer
 
 log = logging.getLogger("pbxtui.links")
@@ -34,7 +34,6 @@ MAX_FDS_PER_MESSAGE = 16
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS_PER_MESSAGE * array.array("i").itemsize)
 READS_PER_TURN = 64  # batches read per wake-up before other callbacks run
 
-Message = tuple[Any, ...]
 MessageHandler = Callable[[int, Message, list[int]], None]  # (peer, message, passed fds)
 LostHandler = Callable[[int], None]
 
@@ -62,6 +61,16 @@ def receive_blocking(sock: socket.socket, timeout: float) -> tuple[Message, list
     return message, _passed_fds(ancillary)
 
 
+def _unheard(peer: int, message: Message, fds: list[int]) -> None:
+    log.warning("%s from process %d before anyone listened", type(message).__name__, peer)
+    for fd in fds:
+        socket.close(fd)
+
+
+def _no_loss_heard(peer: int) -> None:
+    log.warning("link to process %d lost before anyone listened", peer)
+
+
 def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     fds = array.array("i")
     for level, kind, data in ancillary:
@@ -78,7 +87,9 @@ class Links:
     each, which at a few messages per REGISTER was most of what the cluster cost.
     """
 
-    def __init__(self, on_message: MessageHandler, on_lost: LostHandler) -> None:
+    def __init__(
+        self, on_message: MessageHandler = _unheard, on_lost: LostHandler = _no_loss_heard
+    ) -> None:
         self.on_message = on_message
         self.on_lost = on_lost
         self._socks: dict[int, socket.socket] = {}
@@ -88,6 +99,13 @@ class Links:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.received = 0
         self.dropped = 0  # a peer's buffer was full or the peer was gone
+
+    def listen(self, on_message: MessageHandler, on_lost: LostHandler) -> None:
+        """Who handles what arrives, and a peer that went away. Links send from the start;
+        nothing is read from them before this (a worker's link to main waits in its socket
+        until the worker's core is built)."""
+        self.on_message = on_message
+        self.on_lost = on_lost
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._socks
@@ -137,8 +155,8 @@ class Links:
         pending.append(message)
         if fds:
             return self._send_now(peer, fds)
-        if message[0] == "sip":
-            size = self._pending_bytes[peer] + len(message[1])
+        if type(message) is Sip:
+            size = self._pending_bytes[peer] + len(message.data)
             self._pending_bytes[peer] = size
             if size >= FLUSH_BYTES:
                 return self._send_now(peer, None)
@@ -210,4 +228,6 @@ class Links:
                     on_message(peer, message, fds if position == last else [])
                 except Exception:
                     # One bad message must not stop the link: the rest still arrive.
-                    log.exception("handling %r from process %d failed", message[:1], peer)
+                    log.exception(
+                        "handling %s from process %d failed", type(message).__name__, peer
+                    )

@@ -19,7 +19,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from core.cluster.links import Links, Message, link_pair
+from core.cluster.links import Links, link_pair
+from core.cluster.messages import Message, Peer
 
 log = logging.getLogger("pbxtui.workers")
 
@@ -95,8 +96,8 @@ class WorkerPool:
                 continue
             mine, theirs = link_pair()
             with mine, theirs:
-                self.links.send(index, ("peer", other), [mine.fileno()])
-                self.links.send(other, ("peer", index), [theirs.fileno()])
+                self.links.send(index, Peer(other), [mine.fileno()])
+                self.links.send(other, Peer(index), [theirs.fileno()])
 
     async def _wait_ready(self, indexes: list[int]) -> None:
         futures = [self._ready[index] for index in indexes]

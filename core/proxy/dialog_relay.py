@@ -24,18 +24,16 @@ from __future__ import annotations
 
 from core.net.flow import Flow
 from core.proxy.calls import ANSWERED, Call
-from core.proxy.decisions import IDENTITY_HEADERS, apply_rewrite
+from core.proxy.decisions import IDENTITY_HEADERS
 from core.proxy.dialogs import bye_for, follow_request
 from core.proxy.forking import ResponseContext
 from core.proxy.forwarder import Forwarder, request_hash
 from core.proxy.routing import (
     branch_id,
-    decrement_max_forwards,
     flow_for_uri,
     has_looped,
     next_hop,
     push_via,
-    remove_own_credentials,
 )
 from core.sip.errors import SipParseError
 from core.sip.message import Request, new_branch
@@ -180,12 +178,7 @@ class DialogRelay:
     def _forward_ack(self, ack: Request, destination: Flow) -> None:
         """An ACK to a 2xx is its own transaction end to end: forwarded statelessly (§16.11)."""
         forwarder = self.forwarder
-        headers = ack.headers.copy()
-        decrement_max_forwards(headers, ack.max_forwards)
-        remove_own_credentials(headers, forwarder.realm)
-        rewrite = forwarder.carriers.rewrite(ack)
-        if rewrite is not None:
-            apply_rewrite(rewrite, ack, headers)
+        headers = forwarder.copy_headers(ack)
         branch = branch_id(request_hash(ack), "a")
         push_via(headers, forwarder.identity, destination, branch)
         forwarder.forwarded += 1
@@ -217,9 +210,7 @@ class DialogRelay:
         if bye is None or flow is None:
             return
         headers = bye.headers
-        rewrite = forwarder.carriers.rewrite(bye)  # towards a gateway: its CSeq
-        if rewrite is not None:
-            apply_rewrite(rewrite, bye, headers)
+        forwarder.rewrite_for_carrier(bye, headers)  # towards a gateway: its CSeq
         destination = flow
         if route:
             try:

@@ -26,6 +26,7 @@ from typing import Protocol, cast
 from core.events import EventBus, SecurityEvent
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.outbox import response_flow
 from core.proxy.branch_mac import BranchSigner
 from core.proxy.calls import CallTable
 from core.proxy.decisions import Carriers, apply_rewrite
@@ -41,10 +42,10 @@ from core.proxy.routing import (
 )
 from core.proxy.stray import stray_2xx_destination
 from core.registrar.location import Target
-from core.route import response_flow
 from core.security.reports import SecurityReport, publish_each
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
+from core.sip.headers import Headers
 from core.sip.message import Request, Response, new_tag
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
@@ -70,7 +71,7 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
 class Relay(Protocol):
-    """What the proxy needs of the route (core/route.py `Route`)."""
+    """What the proxy needs to send (core/outbox.py `Outbox`)."""
 
     identity: ServerIdentity
     server_header: tuple[str, str]
@@ -101,6 +102,7 @@ class Forwarder:
         bus: EventBus,
         route_secret: bytes,
         timers: TimerSettings,
+        security_report: SecurityReport | None = None,
     ) -> None:
         self.settings = settings
         self.realm = realm
@@ -114,8 +116,8 @@ class Forwarder:
             route_secret, lifetime=settings.max_call_seconds + settings.invite_timeout + 3_600.0
         )
         self.branch_signer = BranchSigner(route_secret)
-        # Refusals the proxy reports (the Pbx hands it the security layer's throttle).
-        self.security_report: SecurityReport = publish_each(bus)
+        # Refusals the proxy reports, through the security layer's throttle.
+        self.security_report: SecurityReport = security_report or publish_each(bus)
         self.cancel_timeout = 64 * timers.t1  # §9.1: a cancelled INVITE's last chance
         # Fixed-delay deadlines, so insertion order is deadline order: the first is the next.
         self._ring_deadlines: OrderedDict[ResponseContext, float] = OrderedDict()
@@ -152,20 +154,6 @@ class Forwarder:
         """An INVITE's ring timeout: at `deadline`, CANCEL its branches and answer 408."""
         self._ring_deadlines[context] = deadline
 
-    def branch(
-        self,
-        context: ResponseContext,
-        uri: Uri,
-        route: tuple[str, ...],
-        arrived: Flow,
-        out: Flow,
-        branch: str,
-        record_route: bool,
-    ) -> Branch:
-        """A branch of `context` towards `out` with Via branch `branch`, not yet started."""
-        copy = self._branch_request(context.request, uri, route, arrived, out, branch, record_route)
-        return context.add_branch(copy, out)
-
     def start(self, branch: Branch, now: float) -> None:
         """Send a branch on its own client transaction."""
         try:
@@ -179,24 +167,21 @@ class Forwarder:
         self.forwarded += 1
         self.run(actions, now)
 
-    def _branch_request(
+    def branch(
         self,
-        request: Request,
+        context: ResponseContext,
         uri: Uri,
         route: tuple[str, ...],
         arrived: Flow,
         out: Flow,
         branch: str,
         record_route: bool,
-    ) -> Request:
-        """The copy of `request` a branch sends (§16.6): new Request-URI, Path as Route,
+    ) -> Branch:
+        """A branch of `context` towards `out` with Via branch `branch`, not yet started
+        (`start`). The copy of the request it sends (§16.6): new Request-URI, Path as Route,
         Max-Forwards less one, our credentials removed, our Record-Route and Via on top."""
-        headers = request.headers.copy()
-        decrement_max_forwards(headers, request.max_forwards)
-        remove_own_credentials(headers, self.realm)
-        rewrite = self.carriers.rewrite(request)
-        if rewrite is not None:
-            apply_rewrite(rewrite, request, headers)
+        request = context.request
+        headers = self.copy_headers(request)
         for value in reversed(route):
             headers.prepend("Route", value)
         identity = self.identity
@@ -211,7 +196,23 @@ class Forwarder:
         # (ours and the request's own) instead of having every one parsed again.
         vias = [ours, *request.vias]
         headers.view("via", lambda _top: vias)
-        return Request(request.method, uri, headers, request.body)
+        return context.add_branch(Request(request.method, uri, headers, request.body), out)
+
+    def copy_headers(self, request: Request) -> Headers:
+        """The headers of a copy of `request` to send on (§16.6 steps 3-5): Max-Forwards less
+        one, our own credentials removed, and what the carriers change for a gateway."""
+        headers = request.headers.copy()
+        decrement_max_forwards(headers, request.max_forwards)
+        remove_own_credentials(headers, self.realm)
+        self.rewrite_for_carrier(request, headers)
+        return headers
+
+    def rewrite_for_carrier(self, request: Request, headers: Headers) -> None:
+        """A request of an outbound call's caller, on its way to the gateway: the CSeq
+        shift, the caller ID and the credentials the carriers decided (decisions.py)."""
+        rewrite = self.carriers.rewrite(request)
+        if rewrite is not None:
+            apply_rewrite(rewrite, request, headers)
 
     # -- the transaction layer's actions --------------------------------------------------
     def run(self, actions: list[Action], now: float) -> None:
@@ -436,19 +437,19 @@ class Forwarder:
 
     def cancelled_by_caller(self, context: ResponseContext, now: float) -> None:
         """§16.10: the caller's CANCEL matched: CANCEL the branches, 487 to the INVITE."""
-        if context.final_sent:
-            return
-        self.cancel_branches(context, now)
-        answer = context.own_answer(487, None, self.relay.server_header)
-        self.final_to_caller(context, answer, now, "cancelled by caller")
+        self._give_up(context, 487, "cancelled by caller", now)
 
     def _ring_timeout(self, context: ResponseContext, now: float) -> None:
         """Nobody answered within `invite_timeout`: CANCEL the branches, 408 to the caller."""
+        self._give_up(context, 408, "no answer", now)
+
+    def _give_up(self, context: ResponseContext, status: int, why: str, now: float) -> None:
+        """Stop ringing: CANCEL the branches, our own final answer `status` to the caller."""
         if context.final_sent:
             return
         self.cancel_branches(context, now)
-        answer = context.own_answer(408, None, self.relay.server_header)
-        self.final_to_caller(context, answer, now, "no answer")
+        answer = context.own_answer(status, None, self.relay.server_header)
+        self.final_to_caller(context, answer, now, why)
 
     # -- after the 2xx ------------------------------------------------------------------------
     def _await_ack(self, context: ResponseContext) -> None:

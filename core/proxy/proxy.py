@@ -15,7 +15,7 @@ The route (core/route.py) has authenticated the caller; from there:
     on_timer        the transaction timers, the ring timeout (timer C-like: CANCEL + 408),
                     the CANCEL guard (64*T1), the maximum call duration
 
-Nothing here reads a clock or awaits: `now` comes in, bytes go out through the route's `send`,
+Nothing here reads a clock or awaits: `now` comes in, bytes go out through the outbox's `send`,
 and the Pbx arms one loop timer for `next_deadline()`.
 
 Calls: an initial INVITE that gets this far becomes a `Call` in `self.calls`, followed through
@@ -35,6 +35,7 @@ from core.proxy.forwarder import DIALOG_CREATING, Forwarder, Relay, request_hash
 from core.proxy.routing import branch_id, has_looped
 from core.registrar.location import LocationService, Target
 from core.security.destinations import Destinations
+from core.security.reports import SecurityReport
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response
@@ -69,6 +70,8 @@ class Proxy:
         bus: EventBus,
         route_secret: bytes,
         carriers: Carriers | None = None,
+        destinations: Destinations | None = None,
+        security_report: SecurityReport | None = None,
         timers: TimerSettings = PROXY_TIMERS,
     ) -> None:
         self.settings = settings
@@ -86,11 +89,12 @@ class Proxy:
             bus=bus,
             route_secret=route_secret,
             timers=timers,
+            security_report=security_report,
         )
         self.table = self.forwarder.table
         self.dialogs = DialogRelay(self.forwarder)
-        # Where a contact may not point (our own sockets, carriers): set by the Pbx.
-        self.destinations: Destinations | None = None
+        # Where a contact may not point (our own sockets, carriers).
+        self.destinations = destinations
 
     @property
     def identity(self) -> ServerIdentity:

@@ -301,8 +301,12 @@ class LocationService:
         self.settings = settings
         self.bus = bus
         self.max_contacts = max_contacts
-        self.sinks: list[BindingSink] = []  # the store's writer, the NAT keep-alive
-        self._persistence: BindingSink | None = None
+        # Chosen by the role when the core is built (core/assembly.py). `sinks` hear of every
+        # change, another process's too (the store's writer, the NAT keep-alive);
+        # `publishers` hear only of this process's own, so a change never echoes back
+        # (the other processes: core/cluster/changes.py).
+        self.sinks: list[BindingSink] = []
+        self.publishers: list[BindingSink] = []
         self.restores = 0  # how many times restore() ran; the keep-alive rescans when it moves
         self._bindings_by_user: dict[str, dict[BindingKey, Binding]] = {}
         self._count = 0
@@ -310,20 +314,6 @@ class LocationService:
         # popped, and the heap is rebuilt when they outnumber the live ones.
         self._expiry_heap: list[tuple[float, int, Binding]] = []
         self._sequence = itertools.count()
-
-    @property
-    def sink(self) -> BindingSink | None:
-        """The persistence sink (the Pbx connects the store's writer here); other listeners,
-        such as the NAT keep-alive, join `sinks`. Setting it replaces the previous one."""
-        return self._persistence
-
-    @sink.setter
-    def sink(self, sink: BindingSink | None) -> None:
-        if self._persistence is not None:
-            self.sinks.remove(self._persistence)
-        self._persistence = sink
-        if sink is not None:
-            self.sinks.insert(0, sink)
 
     # -- reading ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -384,13 +374,16 @@ class LocationService:
         Raises LocationFull when it would be a new contact beyond the per-user or global limit
         (the registrar checks first and answers 403/503; this is the last line).
         """
+        return self._put(binding, self.sinks + self.publishers if self.publishers else self.sinks)
+
+    def _put(self, binding: Binding, told: list[BindingSink]) -> Binding | None:
         previous = self.get(binding.user, binding.key)
         if previous is None:
             self._check_room(binding.user)
             self._count += 1
         self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
         self._push_expiry(binding)
-        for sink in self.sinks:
+        for sink in told:
             if previous is not None and previous.contact != binding.contact:
                 sink.binding_removed(previous)
             sink.binding_saved(binding)
@@ -442,17 +435,19 @@ class LocationService:
 
     def adopt(self, binding: Binding) -> bool:
         """Hold a binding another process of this server saved (core/cluster/changes.py): no event
-        (that process announced it), but every sink hears of it. False when it did not fit."""
+        and no publisher (that process announced it and passed it on), but every sink hears
+        of it. False when it did not fit."""
         try:
-            self.save(binding)
+            self._put(binding, self.sinks)
         except LocationFull:
             return False
         return True
 
     def forget(self, user: str, key: BindingKey) -> bool:
-        """Drop a binding another process removed; False when it was not held here."""
+        """Drop a binding another process removed (the sinks hear of it, the publishers do
+        not); False when it was not held here."""
         binding = self.get(user, key)
-        return binding is not None and self._drop(binding)
+        return binding is not None and self._drop(binding, self.sinks)
 
     def expire(self, now: float) -> list[Binding]:
         """Drop bindings whose time is up, emitting ContactExpired for each; returns them."""
@@ -510,7 +505,8 @@ class LocationService:
         if bindings is not None and len(bindings) >= self.settings.max_contacts_per_user:
             raise LocationFull(f"{user} has too many contacts")
 
-    def _drop(self, binding: Binding) -> bool:
+    def _drop(self, binding: Binding, told: list[BindingSink] | None = None) -> bool:
+        """Remove `binding`; `told` hear of it (by default: sinks and publishers)."""
         bindings = self._bindings_by_user.get(binding.user)
         if bindings is None or bindings.get(binding.key) is not binding:
             return False
@@ -518,7 +514,9 @@ class LocationService:
         if not bindings:
             del self._bindings_by_user[binding.user]
         self._count -= 1
-        for sink in self.sinks:
+        if told is None:
+            told = self.sinks + self.publishers if self.publishers else self.sinks
+        for sink in told:
             sink.binding_removed(binding)
         return True
 

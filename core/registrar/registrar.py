@@ -122,15 +122,21 @@ class Registrar:
     outbound."""
 
     def __init__(
-        self, settings: RegistrarSettings, location: LocationService, bus: EventBus
+        self,
+        settings: RegistrarSettings,
+        location: LocationService,
+        bus: EventBus,
+        *,
+        destinations: Destinations | None = None,
+        security_report: SecurityReport | None = None,
     ) -> None:
         self.settings = settings
         self.location = location
         self.bus = bus
-        # Contacts that must be refused (our own sockets, carriers): set by the Pbx.
-        self.destinations: Destinations | None = None
-        # Refusals reported through the security layer's throttle (set by the Pbx).
-        self.security_report: SecurityReport = publish_each(bus)
+        # Contacts that must be refused (our own sockets, carriers).
+        self.destinations = destinations
+        # Refusals reported through the security layer's throttle.
+        self.security_report: SecurityReport = security_report or publish_each(bus)
 
     def expire(self, now: float) -> list[Binding]:
         """Drop expired bindings (ContactExpired events); call about once a second."""

@@ -71,7 +71,11 @@ class SavedBan(Protocol):
 
 
 class BanSink(Protocol):
-    """Where bans are persisted; calls must not block (queue the write)."""
+    """Told of bans made and lifted; calls must not block (queue the write).
+
+    A `BanList` has two: its `sink` (the store) hears of every ban it holds or lifts,
+    another process's too; its `publisher` (the other processes of the server) hears only
+    of the bans this process made and lifted itself, so a change never echoes back."""
 
     def ban_saved(self, ban: Ban) -> None: ...
 
@@ -89,6 +93,7 @@ class BanList:
         "_wall_clock",
         "_written_at",
         "max_bans",
+        "publisher",
         "sink",
         "until_by_ip",
     )
@@ -99,12 +104,14 @@ class BanList:
         *,
         max_bans: int,
         sink: BanSink | None = None,
+        publisher: BanSink | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         if max_bans < 1:
             raise ValueError("max_bans must be at least 1")
         self.max_bans = max_bans
         self.sink = sink
+        self.publisher = publisher
         self.until_by_ip: dict[str, float] = {}
         self._bans: dict[str, Ban] = {}
         self._heap: list[tuple[float, str]] = []  # (until, ip); stale entries skipped lazily
@@ -159,6 +166,8 @@ class BanList:
         if self.sink is not None:
             self.sink.ban_saved(ban)
             self._written_at[ip] = self._wall_clock()
+        if self.publisher is not None:
+            self.publisher.ban_saved(ban)
         self._bus.publish(
             SourceBanned(
                 action=action,
@@ -181,13 +190,15 @@ class BanList:
         del self.until_by_ip[ip]
         if self.sink is not None:
             self.sink.ban_removed(ip)
+        if self.publisher is not None:
+            self.publisher.ban_removed(ip)
         self._bus.publish(SourceUnbanned(action="unbanned", source=ip, detail=reason))
         return ban
 
     def adopt(self, saved: SavedBan, now: float, skip: Callable[[str], bool]) -> bool:
-        """Hold a ban another process of this server made (core/cluster/changes.py): no event (that
-        process announced it), but the sink hears of it. False when `restore` would not
-        keep it (run out, or an exempt address)."""
+        """Hold a ban another process of this server made (core/cluster/changes.py): no event
+        and no publisher (that process announced it and passed it on), but the sink hears of
+        it. False when `restore` would not keep it (run out, or an exempt address)."""
         if not self.restore([saved], now, skip):
             return False
         if self.sink is not None:

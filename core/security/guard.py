@@ -127,6 +127,7 @@ class Security:
         *,
         own_addresses: Iterable[str] = (),
         sink: BanSink | None = None,
+        publisher: BanSink | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         """`wall_clock` only stamps bans with an epoch time for display and the store."""
@@ -142,7 +143,9 @@ class Security:
             settings.flood_window, settings.flood_limit, settings.max_tracked_sources
         )
         self._flood_base_limit = settings.flood_limit
-        self._bans = BanList(bus, max_bans=settings.max_bans, sink=sink, wall_clock=wall_clock)
+        self._bans = BanList(
+            bus, max_bans=settings.max_bans, sink=sink, publisher=publisher, wall_clock=wall_clock
+        )
         self._ban_until = self._bans.until_by_ip  # the per-packet lookup
         self._scanners = ScannerMatcher(settings.scanner_user_agents)
         self._scanner_hits = StrikeCounter(

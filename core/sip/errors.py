@@ -8,21 +8,18 @@ IndexError, so the route needs exactly one `except`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from core.sip.message import Message
-
 
 class SipParseError(ValueError):
     """Malformed SIP. `status` and `reason` are what to answer with when an answer is possible.
 
-    `partial` holds the message when its start line and headers parsed, so a request whose
-    body or a header value is broken can still be answered (the response needs its Via,
-    From, To, Call-ID and CSeq).
+    `partial` holds the message (a `core.sip.message.Request` or `Response`) when its start
+    line and headers parsed, so a request whose body or a header value is broken can still be
+    answered (the response needs its Via, From, To, Call-ID and CSeq). It is typed `object`
+    because every module of the SIP layer raises this error, the message model included: the
+    error names no type above it, and the route checks what it got with `isinstance`.
     """
 
-    def __init__(self, reason: str, status: int = 400, partial: Message | None = None) -> None:
+    def __init__(self, reason: str, status: int = 400, partial: object | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.status = status

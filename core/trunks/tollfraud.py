@@ -84,12 +84,21 @@ class CallLimiter:
     the users' own limits; users without an hourly limit keep none.
     """
 
-    __slots__ = ("_active_by_call", "_active_by_user", "_starts_by_user", "listener", "max_global")
+    __slots__ = (
+        "_active_by_call",
+        "_active_by_user",
+        "_admitted_here",
+        "_starts_by_user",
+        "listener",
+        "max_global",
+    )
 
-    def __init__(self, max_global: int) -> None:
+    def __init__(self, max_global: int, listener: LimiterListener | None = None) -> None:
         self.max_global = max_global  # 0: no global limit
         # Told of every call counted in or out, so other worker processes count it too.
-        self.listener: LimiterListener | None = None
+        self.listener = listener
+        # Calls `admit` counted in; the others were admitted (and are announced) elsewhere.
+        self._admitted_here: set[str] = set()
         self._active_by_call: dict[str, str] = {}  # call-id → user
         self._active_by_user: dict[str, int] = {}
         self._starts_by_user: dict[str, deque[float]] = {}
@@ -128,6 +137,7 @@ class CallLimiter:
             starts.append(now)
         self._active_by_call[call_id] = username
         self._active_by_user[username] = active + 1
+        self._admitted_here.add(call_id)
         if self.listener is not None:
             self.listener.call_admitted(username, call_id, now)
         return None
@@ -162,12 +172,16 @@ class CallLimiter:
             self._starts_by_user[username] = deque(sorted([*known, *starts]))
 
     def release(self, call_id: str) -> None:
-        """The call ended or failed; releasing one not admitted (or twice) does nothing."""
+        """The call ended or failed; releasing one not admitted (or twice) does nothing. The
+        listener hears of the calls admitted here: the process that admitted a call announces
+        its end, so a release never echoes back."""
         username = self._active_by_call.pop(call_id, None)
         if username is None:
             return
-        if self.listener is not None:
-            self.listener.call_released(call_id)
+        if call_id in self._admitted_here:
+            self._admitted_here.discard(call_id)
+            if self.listener is not None:
+                self.listener.call_released(call_id)
         left = self._active_by_user.get(username, 1) - 1
         if left > 0:
             self._active_by_user[username] = left

@@ -77,7 +77,7 @@ from core.trunks.gateways import (
     gateway_of,
     resolve,
 )
-from core.trunks.tollfraud import CallLimiter, Refusal, check_policy
+from core.trunks.tollfraud import CallLimiter, LimiterListener, Refusal, check_policy
 from core.users import UserDirectory
 
 # Per-call outbound state outlives the call by Timer J (64*T1): the BYE that ended it, and its
@@ -140,6 +140,7 @@ class Trunks:
         srv: SrvLookup | None = None,
         meter: Meter | None = None,
         hosts: HostLookup | None = None,
+        limiter_listener: LimiterListener | None = None,
     ) -> None:
         self.settings = settings
         self.meter = meter
@@ -151,7 +152,7 @@ class Trunks:
         self.srv = srv
         self.hosts = hosts
         self.dialplan = Dialplan(settings.dialplan)
-        self.limiter = CallLimiter(settings.proxy.max_calls_global)
+        self.limiter = CallLimiter(settings.proxy.max_calls_global, limiter_listener)
         self.carriers: list[CarrierRow] = []
         self.carrier_networks = AddressSet()
         self.dids: dict[str, str] = {}  # canonical number → username

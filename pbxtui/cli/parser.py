@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from importlib import metadata
 
-from pbxtui.cli import admin, bans, carriers, cdrs, database, dids, rates, users
+import pbxtui.cli.admin as admin
+import pbxtui.cli.bans as bans
+import pbxtui.cli.carriers as carriers
+import pbxtui.cli.cdrs as cdrs
+import pbxtui.cli.database as database
+import pbxtui.cli.dids as dids
+import pbxtui.cli.rates as rates
+import pbxtui.cli.users as users
 from pbxtui.cli.context import PROG, CommandTable
 
 

@@ -1,0 +1,209 @@
+"""What leaves the server: every message sent, and the answers the server builds itself.
+
+The route, the registrar's answers and the proxy all send through one `Outbox`: it puts the
+outgoing traffic on the bus when the console watches it, sends answers back where the request
+really came from (RFC 3261 §18.2.2 with the received/rport we stamp; never a host a header
+names), gives our own final answers a deterministic To-tag, and keeps
+the UDP final answers for Timer J so a retransmitted request gets the same answer again
+instead of being handled twice (§17.2.2). It knows nothing of routing: the route decides, the
+outbox sends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable
+
+from core.events import EventBus, SipTraffic
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.sip.errors import SipParseError
+from core.sip.fields import Via
+from core.sip.message import Request, Response, make_response
+
+Sender = Callable[[bytes, Flow], bool]
+
+REPLY_CACHE_SECONDS = 32.0  # Timer J (64*T1): how long a UDP retransmission can still arrive
+REPLY_CACHE_SIZE = 65_536
+# The cache holds whole answers: bounded in bytes too, so large answers (a 200 to a REGISTER
+# listing many contacts) cannot grow it past this however few they are.
+REPLY_CACHE_BYTES = 16 * 1024 * 1024
+
+
+def response_flow(via: Via | None, flow: Flow) -> Flow:
+    """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4): always the address the request
+    really came from, never a host a header names.
+
+    Over TCP: the connection the request came on (the transport reopens towards the source if
+    it closed). Over UDP: the source IP (what §18.2.2 reaches through the `received` we stamp)
+    and the source port if the client asked for rport, else its sent-by port. A client's own
+    `received` or a host name in its Via is never used: one forged Via would otherwise turn
+    every locally built answer (400, 483, a challenge) into a reflector towards a victim, and
+    a name would need DNS on the event loop.
+    """
+    if flow.transport != "udp" or via is None or via.wants_rport:
+        return flow
+    port = via.port or 5060
+    if port == flow.remote[1]:
+        return flow
+    return Flow("udp", (flow.remote[0], port), flow.local)
+
+
+class Outbox:
+    """One per process: `send` for every message out, `reply` for the answers we build."""
+
+    def __init__(
+        self,
+        *,
+        identity: ServerIdentity,
+        bus: EventBus,
+        send: Sender,
+        clock: Callable[[], float],
+        tag_secret: bytes,
+        user_agent: str = "pbxtui",
+    ) -> None:
+        self.identity = identity
+        self.bus = bus
+        self._send = send
+        self.clock = clock
+        self._tag_key = hashlib.blake2b(b"pbxtui to-tag", key=tag_secret[:64]).digest()
+        self.server_header = ("Server", user_agent)
+        self._reply_cache: OrderedDict[tuple[str, str, int | None, str], tuple[float, bytes]] = (
+            OrderedDict()
+        )
+        self._reply_cache_bytes = 0
+        self.answered_locally = 0
+
+    def local_tag(self, request: Request) -> str:
+        """The To-tag of every final response we generate for this request's Call-ID.
+
+        Deterministic (an HMAC of the Call-ID and From-tag), so the ACK of our own 407 or 404
+        is recognised without keeping state per request.
+        """
+        try:
+            from_tag = request.from_tag
+        except SipParseError:  # a request answered with 400 because its From is broken
+            from_tag = request.headers.get("from")
+        key = f"{request.call_id}|{from_tag}".encode("utf-8", "surrogateescape")
+        # Keyed BLAKE2b: a MAC in one C call (hmac.digest runs interpreted code around it).
+        return "pbx" + hashlib.blake2b(key, key=self._tag_key, digest_size=7).hexdigest()[:13]
+
+    def retag(self, response: Response, request: Request) -> None:
+        """Give a locally built final response our deterministic To-tag (§8.2.6.2)."""
+        if request.to_tag is not None or response.status < 200:
+            return
+        to = request.headers.get("to")
+        if to is not None:
+            response.headers.set("To", f"{to};tag={self.local_tag(request)}")
+
+    def reply(
+        self,
+        request: Request,
+        flow: Flow,
+        status: int,
+        reason: str | None = None,
+        extra: list[tuple[str, str]] | None = None,
+    ) -> None:
+        """Answer a request ourselves (no ACK is ever answered: §17)."""
+        if request.method == "ACK":
+            return
+        try:
+            in_dialog = request.to_tag is not None
+        except SipParseError:  # answering a request whose To is what is broken
+            in_dialog = False
+        tag = None if in_dialog else self.local_tag(request)
+        headers = [self.server_header]
+        if extra:
+            headers.extend(extra)
+        response = make_response(request, status, reason, to_tag=tag, extra=headers)
+        self.send_response(response, flow, request)
+
+    def send_response(self, response: Response, flow: Flow, request: Request | None = None) -> None:
+        """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""
+        data = response.to_bytes()
+        # A response we built carries the request's (stamped) top Via: reuse its parsed view.
+        # A Via too broken to parse (the reason for a 400) sends the answer to the source.
+        try:
+            via = request.top_via if request is not None else response.top_via
+        except SipParseError:
+            via = None
+        destination = response_flow(via, flow)
+        self.answered_locally += 1
+        self.send(data, destination)
+        if request is not None and flow.transport == "udp" and response.status >= 200:
+            key = self._reply_key(request, flow)
+            if key is not None:
+                self._cache_reply(key, data)
+
+    def send(self, data: bytes, flow: Flow) -> bool:
+        if self.bus.capture_traffic:
+            self.bus.publish(SipTraffic("out", flow.transport, flow.remote, flow.local, data))
+        return self._send(data, flow)
+
+    # -- retransmissions of locally answered requests -----------------------------------
+    @staticmethod
+    def _reply_key(request: Request, flow: Flow) -> tuple[str, str, int | None, str] | None:
+        """§17.2.3 matching: branch, sent-by and method (ACK excluded: it is never answered).
+
+        The source address stands in for the sent-by host: a retransmission comes from where
+        the original did, and a third party copying a phone's branch and Via must not be
+        handed that phone's cached answer (or poison it)."""
+        try:
+            via = request.top_via
+        except SipParseError:
+            return None
+        if via is None or not via.is_rfc3261_branch or request.method == "ACK":
+            return None
+        return (via.branch or "", flow.remote[0], via.port, request.method)
+
+    def _cache_reply(self, key: tuple[str, str, int | None, str], data: bytes) -> None:
+        """Remember an answer until Timer J, within REPLY_CACHE_SIZE entries and bytes."""
+        cache = self._reply_cache
+        previous = cache.pop(key, None)
+        if previous is not None:
+            self._reply_cache_bytes -= len(previous[1])
+        cache[key] = (self.clock() + REPLY_CACHE_SECONDS, data)
+        self._reply_cache_bytes += len(data)
+        while cache and (
+            len(cache) > REPLY_CACHE_SIZE or self._reply_cache_bytes > REPLY_CACHE_BYTES
+        ):
+            _key, (_expires, evicted) = cache.popitem(last=False)
+            self._reply_cache_bytes -= len(evicted)
+
+    @property
+    def reply_cache_bytes(self) -> int:
+        return self._reply_cache_bytes
+
+    def resend_cached_reply(self, request: Request, flow: Flow, now: float) -> bool:
+        """A UDP retransmission of a request we already answered gets the same answer
+        (the server transaction's job, §17.2.2), instead of being processed twice."""
+        if flow.transport != "udp" or not self._reply_cache:
+            return False
+        key = self._reply_key(request, flow)
+        if key is None:
+            return False
+        cached = self._reply_cache.get(key)
+        if cached is None:
+            return False
+        expires, data = cached
+        if expires < now:
+            del self._reply_cache[key]
+            self._reply_cache_bytes -= len(data)
+            return False
+        try:
+            via = request.top_via
+        except SipParseError:
+            via = None
+        self.send(data, response_flow(via, flow))
+        return True
+
+    def expire(self, now: float) -> None:
+        """Drop cached replies past Timer J (called about once a second)."""
+        cache = self._reply_cache
+        while cache:
+            key, (expires, data) = next(iter(cache.items()))
+            if expires >= now:
+                break
+            del cache[key]
+            self._reply_cache_bytes -= len(data)
