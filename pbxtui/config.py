@@ -62,7 +62,16 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "ui": ("ui", UiSettings),
     "dialplan": ("dialplan", DialplanSettings),
 }
-_SERVER_KEYS = ("domain", "db", "listen", "user_agent", "workers")
+_SERVER_KEYS = (
+    "domain",
+    "db",
+    "listen",
+    "user_agent",
+    "workers",
+    "log_level",
+    "control_group",
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_WORKERS = 64
 
 # A SIP domain is a hostname or an IP address; it is also the digest realm, which is quoted
@@ -269,6 +278,10 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
             except ValueError as exc:
                 raise ConfigError(f"{where} domain: {exc}") from None
             changes["domain"] = value
+        elif key == "log_level":
+            if value.lower() not in LOG_LEVELS:
+                raise ConfigError(f"{where} log_level: one of {', '.join(LOG_LEVELS)}")
+            changes["log_level"] = value.lower()
         else:
             changes[key] = value
     return changes

@@ -12,7 +12,7 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from core.settings import Settings
@@ -78,25 +78,39 @@ def run_on_fast_loop(coroutine: Coroutine[Any, Any, int]) -> int:
     return asyncio.run(coroutine)
 
 
-def configure_logging(stream: Any = None) -> BatchingStreamHandler:
+def configure_logging(stream: Any = None, level: str = "info") -> BatchingStreamHandler:
+    from pbxtui.service import log_level_number
+    from pbxtui.systemd import JournalFormatter, stderr_is_journal
+
     handler = BatchingStreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if stream is None and stderr_is_journal():
+        # journald stamps the time and reads the priority from the `<N>` prefix.
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(log_level_number(level))
     return handler
 
 
-def run_headless(settings: Settings) -> int:
-    """The core only: logs to stderr, stops cleanly on SIGINT/SIGTERM. Exit 2 if it can't listen."""
-    handler = configure_logging()
-    return run_on_fast_loop(_headless(settings, handler))
+def run_headless(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> int:
+    """The service: the core, its control socket and systemd's notifications; logs to stderr,
+    stops cleanly on SIGINT/SIGTERM, reloads on SIGHUP. Exit 2 if it can't listen."""
+    handler = configure_logging(level=settings.log_level)
+    return run_on_fast_loop(_headless(settings, handler, reload_settings))
 
 
-async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> int:
+async def _headless(
+    settings: Settings,
+    log_handler: BatchingStreamHandler,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> int:
     from core import compiled
+    from core.control.server import ControlError
     from core.pbx import Pbx, StartError
     from pbxtui.eventlog import EventLogger
+    from pbxtui.service import Service
 
     pbx = Pbx(settings)
     # Headless, nothing reads the traffic ring (the console's Traffic pane is its only
@@ -109,27 +123,39 @@ async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> i
     except StartError as error:
         print(f"pbxtui: error: {error}", file=sys.stderr)
         return 2
+    service = Service(pbx, reload_settings=reload_settings)
+    try:
+        await service.start()
+    except ControlError as error:
+        print(f"pbxtui: error: {error}", file=sys.stderr)
+        await pbx.stop()
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     settle_after_start(loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    listening = ", ".join(str(address) for address in pbx.listening)
     log.info(
-        "pbxtui ready: domain %s, listening on %s, %d users; SIP core: %s",
+        "pbxtui ready: domain %s, listening on %s, %d users; SIP core: %s; control socket %s",
         settings.domain,
-        ", ".join(str(address) for address in pbx.listening),
+        listening,
         pbx.user_count,
         compiled.describe(),
+        service.control.path if service.control else "-",
     )
+    service.ready(f"listening on {listening}")
     log_handler.start_batching(loop)  # from here on, lines go out every 0.1 s (logbatch.py)
     try:
         await stop.wait()
     finally:
         log_handler.stop_batching()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
         log.info("stopping")
+        await service.stop()
         await pbx.stop()
         log.info("stopped")
     return 0
@@ -151,4 +177,5 @@ def run_console(settings: Settings) -> int:
     if app.start_error is not None:
         print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
         return 2
+    print("pbxtui: the console quit and the SIP server with it", file=sys.stderr)
     return 0

@@ -101,7 +101,7 @@ class CallsPane(PbxPane):
 
     def refresh_view(self) -> None:
         now = time.time()
-        calls = self.pbx.calls()
+        calls = self.core.calls()
         self.query_one("#calls", KeyedTable).sync(
             {call.call_id: call_cells(call, now) for call in calls}
         )

@@ -104,7 +104,7 @@ class CarrierForm(FormScreen[CarrierRow | None]):
         if invalid:
             return
         try:
-            carrier = await self.pbx.admin.add_carrier(
+            carrier = await self.admin.add_carrier(
                 self.value("name"),
                 addresses,
                 gateway=self.value("gateway") or None,

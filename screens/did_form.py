@@ -69,7 +69,7 @@ class DidForm(FormScreen[DidRow | None]):
         if invalid:
             return
         try:
-            did = await self.pbx.admin.add_did(number, str(user_select.value))
+            did = await self.admin.add_did(number, str(user_select.value))
         except ValueError as error:
             self.show_error(str(error))
             return

@@ -16,7 +16,7 @@ from textual.widgets import Input, Label
 from screens.widgets.field import Field
 
 if TYPE_CHECKING:
-    from core.pbx import Pbx
+    from core.control.view import AdminCalls, CoreView
     from screens.base import ConsoleHost
 
 ResultType = TypeVar("ResultType")
@@ -34,8 +34,12 @@ class FormScreen(ModalScreen[ResultType]):
     ERROR_FIELDS: ClassVar[tuple[tuple[str, str], ...]] = ()
 
     @property
-    def pbx(self) -> Pbx:
-        return cast("ConsoleHost", self.app).pbx
+    def core(self) -> CoreView:
+        return cast("ConsoleHost", self.app).core
+
+    @property
+    def admin(self) -> AdminCalls:
+        return self.core.admin
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -141,7 +141,7 @@ class UserForm(FormScreen[UserSaved | None]):
 
     def action_generate(self) -> None:
         if self.query("#password"):
-            self.query_one("#password", Input).value = self.pbx.admin.generate_password()
+            self.query_one("#password", Input).value = self.admin.generate_password()
 
     async def submit(self) -> None:
         fields: dict[str, object] = {
@@ -173,7 +173,7 @@ class UserForm(FormScreen[UserSaved | None]):
                 invalid = True
         if invalid:
             return
-        admin = self.pbx.admin
+        admin = self.admin
         try:
             if self.user is None:
                 password = self.query_one("#password", Input).value
@@ -223,7 +223,7 @@ class PasswordForm(FormScreen[UserSaved | None]):
             self.action_cancel()
 
     def action_generate(self) -> None:
-        self.query_one("#password", Input).value = self.pbx.admin.generate_password()
+        self.query_one("#password", Input).value = self.admin.generate_password()
 
     async def submit(self) -> None:
         password = self.query_one("#password", Input).value
@@ -231,7 +231,7 @@ class PasswordForm(FormScreen[UserSaved | None]):
             self.field_error("password", "password is empty (ctrl+g generates one)")
             return
         try:
-            user = await self.pbx.admin.set_password(self.username, password)
+            user = await self.admin.set_password(self.username, password)
         except ValueError as error:
             self.show_error(str(error))
             return

@@ -85,10 +85,10 @@ class UsersPane(PbxPane):
         self._render_rows()
 
     def _render_rows(self) -> None:
-        location = self.pbx.location
+        core = self.core
         self.query_one("#users", KeyedTable).sync(
             {
-                user.username: user_cells(user, len(location.bindings_of(user.username)))
+                user.username: user_cells(user, core.contact_count(user.username))
                 for user in self.users
             }
         )
@@ -112,13 +112,13 @@ class UsersPane(PbxPane):
         await self.load()
         self.query_one("#users", KeyedTable).select_key(saved.user.username)
         if saved.password is not None:
-            settings = self.pbx.settings
+            settings = self.core.settings
             self.app.push_screen(
                 CredentialsScreen(
                     saved.user.username,
                     saved.password,
                     settings.domain,
-                    server_addresses(settings.domain, self.pbx.listening),
+                    server_addresses(settings.domain, self.core.listening),
                 )
             )
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -37,9 +38,10 @@ def format_rate(rate: float) -> str:
 class StatusStrip(Vertical):
     """Navigation and live figures; `pane` is the name of the pane on show."""
 
-    def __init__(self, pane: str) -> None:
+    def __init__(self, pane: str, mode: str = "") -> None:
         super().__init__(id="status-strip")
         self.pane = pane
+        self.mode = mode  # "one process" or "attached pid N": what quitting would stop
 
     def compose(self) -> ComposeResult:
         yield Static(self._nav(), id="nav", markup=True)
@@ -57,6 +59,8 @@ class StatusStrip(Vertical):
                 parts.append(f"[reverse]{text}[/reverse]")
             else:
                 parts.append(f"[@click=app.show_pane('{pane}')]{text}[/]")
+        if self.mode:
+            parts.append(f"  [b $accent]{escape(self.mode)}[/]")
         return "".join(parts)
 
     def show_pane(self, pane: str) -> None:
