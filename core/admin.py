@@ -12,7 +12,8 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from core.net import addresses as netaddr
-from core.store.database import BanRow, CarrierRow, CdrRow, DidRow, DuplicateError, NotFoundError
+from core.store.errors import DuplicateError, NotFoundError
+from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.users import (
     User,
     check_admin_password,

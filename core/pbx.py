@@ -36,15 +36,10 @@ from core.route import Route
 from core.security.auth import DigestAuthenticator
 from core.security.guard import Security
 from core.settings import ListenAddress, Settings
-from core.store.database import (
-    BanRow,
-    DeleteBan,
-    DeleteBinding,
-    Store,
-    StoreError,
-    UpsertBan,
-    UpsertBinding,
-)
+from core.store.database import Store
+from core.store.errors import StoreError
+from core.store.ops import DeleteBan, DeleteBinding, UpsertBan, UpsertBinding
+from core.store.rows import BanRow
 from core.trunks.trunks import Trunks
 from core.users import UserDirectory
 

@@ -12,7 +12,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
-from core.store.database import CdrRow
+from core.store.rows import CdrRow
 from screens.base import PbxPane
 from screens.registrations import countdown
 from screens.widgets.tables import KeyedTable

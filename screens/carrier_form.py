@@ -6,7 +6,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label, Select
 
-from core.store.database import CarrierRow
+from core.store.rows import CarrierRow
 from screens.form import FormScreen
 from screens.widgets.field import Field
 

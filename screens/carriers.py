@@ -11,7 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label
 
-from core.store.database import CarrierRow, DidRow
+from core.store.rows import CarrierRow, DidRow
 from screens.base import PbxPane
 from screens.carrier_form import CarrierForm
 from screens.confirm import ConfirmScreen

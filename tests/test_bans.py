@@ -10,7 +10,7 @@ from core.events import EventBus, SecurityEvent, SourceBanned, SourceUnbanned
 from core.security.bans import Ban, BanList
 from core.security.guard import Security
 from core.settings import SecuritySettings
-from core.store.database import BanRow
+from core.store.rows import BanRow
 
 WALL = 1_800_000_000.0  # the fake wall clock's reading; the loop clock starts near 0
 

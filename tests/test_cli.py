@@ -14,7 +14,8 @@ from typing import TypeVar
 
 import pytest
 
-from core.store.database import CdrRow, Store
+from core.store.database import Store
+from core.store.rows import CdrRow
 from core.users import check_admin_password, compute_ha1
 from pbxtui.cli import main
 

@@ -20,7 +20,8 @@ from core.registrar.location import (
 )
 from core.settings import RegistrarSettings
 from core.sip.uri import SipUri, parse_uri
-from core.store.database import BindingRow, Store
+from core.store.database import Store
+from core.store.rows import BindingRow
 
 LOCAL = ("198.51.100.1", 5060)
 WALL = 1_700_000_000.0

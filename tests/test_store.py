@@ -1,4 +1,4 @@
-"""core/store/database.py against real SQLite files: schema, migrations, CRUD, the writer, and
+"""core/store/ against real SQLite files: schema, migrations, CRUD, the writer, and
 the change watch."""
 
 from __future__ import annotations
@@ -13,24 +13,19 @@ from pathlib import Path
 
 import pytest
 
-import core.store.database as store_module
-from core.store.database import (
-    SCHEMA_VERSION,
-    BanRow,
-    BindingRow,
-    CarrierRow,
-    CdrRow,
+import core.store.schema as store_module
+from core.store.database import Store
+from core.store.errors import DuplicateError, NotFoundError, StoreError
+from core.store.ops import (
     DeleteBan,
     DeleteBinding,
     DeleteExpiredBindings,
-    DuplicateError,
     InsertCdr,
-    NotFoundError,
-    Store,
-    StoreError,
     UpsertBan,
     UpsertBinding,
 )
+from core.store.rows import BanRow, BindingRow, CarrierRow, CdrRow
+from core.store.schema import SCHEMA_VERSION
 from core.users import make_user
 
 REALM = "pbx.test"

@@ -18,7 +18,7 @@ from core.registrar.location import LocationService
 from core.settings import DialplanSettings, ListenAddress, ProxySettings, Settings
 from core.sip.message import Message, Request, Response, make_response
 from core.sip.parser import parse_message
-from core.store.database import CarrierRow
+from core.store.rows import CarrierRow
 from core.trunks.gateways import REFRESH_SECONDS
 from core.trunks.trunks import STATE_GRACE_SECONDS, Trunks
 from core.users import UserDirectory, make_user

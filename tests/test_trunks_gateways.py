@@ -22,7 +22,7 @@ from core.net.dns import (
     read_name,
     system_nameservers,
 )
-from core.store.database import CarrierRow
+from core.store.rows import CarrierRow
 from core.trunks.gateways import (
     MAX_TARGETS,
     Gateway,

@@ -13,7 +13,7 @@ from test_ui_support import console, flood, refreshed, register, server_of
 from textual.widgets import Input, Label
 
 from core.settings import SecuritySettings
-from core.store.database import CdrRow
+from core.store.rows import CdrRow
 from screens.widgets.line_table import LineTable
 from screens.widgets.tables import KeyedTable
 

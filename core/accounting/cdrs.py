@@ -9,7 +9,8 @@ burst of hang-ups costs one queue put each, and the writer commits them in one t
 from __future__ import annotations
 
 from core.proxy.calls import Call
-from core.store.database import CdrRow, InsertCdr, Store
+from core.store.ops import InsertCdr, WriteQueue
+from core.store.rows import CdrRow
 
 
 def cdr_for(call: Call) -> CdrRow:
@@ -37,7 +38,7 @@ def cdr_for(call: Call) -> CdrRow:
 class CdrWriter:
     """A `CallSink` that queues each finished call's CDR on the store's writer."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: WriteQueue) -> None:
         self.store = store
         self.queued = 0
         self.dropped = 0  # the writer's queue was full (counted by the store too)

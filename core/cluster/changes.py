@@ -48,7 +48,7 @@ from core.security.bans import Ban, BanSink
 from core.settings import ListenAddress, SecuritySettings
 from core.sip.errors import SipParseError
 from core.sip.uri import parse_hostport
-from core.store.database import BanRow, BindingRow, CdrRow
+from core.store.rows import BanRow, BindingRow, CdrRow
 
 if TYPE_CHECKING:
     from core.pbx import Pbx

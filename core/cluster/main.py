@@ -25,7 +25,7 @@ from core.cluster.changes import (
 from core.cluster.links import Message
 from core.cluster.pool import WorkerPool
 from core.events import CallEvent, ServerEvent
-from core.store.database import InsertCdr
+from core.store.ops import InsertCdr
 
 if TYPE_CHECKING:
     from core.pbx import Pbx

@@ -30,7 +30,7 @@ from core.settings import RegistrarSettings
 from core.sip.errors import SipParseError
 from core.sip.headers import readable
 from core.sip.uri import SipUri, format_host, parse_uri
-from core.store.database import BindingRow
+from core.store.rows import BindingRow
 
 DEFAULT_MAX_CONTACTS = 100_000  # all users together: a memory bound, not a licence
 SIP_PORT = 5060
@@ -177,7 +177,7 @@ class Binding:
         return Target(self.contact, contact_flow(self.uri, flow.local), self.path)
 
     def to_row(self) -> BindingRow:
-        """The row of the store's `location` table (core/store/database.py) for this binding.
+        """The row of the store's `location` table (core/store/schema.py) for this binding.
 
         Header text may hold bytes that were not UTF-8 (kept as lone surrogates so they go
         back out unchanged); SQLite refuses those, so the row stores `readable()` text.

@@ -43,7 +43,7 @@ class Ban:
 
 
 class SavedBan(Protocol):
-    """A ban as the store keeps it (`core.store.database.BanRow` fits): wall clock only."""
+    """A ban as the store keeps it (`core.store.rows.BanRow` fits): wall clock only."""
 
     @property
     def ip(self) -> str: ...

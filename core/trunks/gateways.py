@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from core.sip.uri import format_host
-from core.store.database import CarrierRow
+from core.store.rows import CarrierRow
 
 SIP_PORT = 5060
 DNS_TIMEOUT = 2.0  # per name; a carrier whose name does not resolve in time is skipped

@@ -59,7 +59,7 @@ from core.sip.fields import parse_auth
 from core.sip.headers import Headers
 from core.sip.message import Request, Response
 from core.sip.uri import SipUri, TelUri
-from core.store.database import CarrierRow, DidRow
+from core.store.rows import CarrierRow, DidRow
 from core.trunks.dialplan import DialledNumber, Dialplan
 from core.trunks.gateways import (
     REFRESH_SECONDS,
