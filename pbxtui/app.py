@@ -29,6 +29,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from core.control.client import ServiceRefused, ServiceUnavailable
 from core.control.view import CoreView, LocalCore
 from core.pbx import Pbx, StartError
 from core.settings import Settings
@@ -90,12 +91,13 @@ class PbxApp(App[None]):
         await self.push_screen(self.console_screen)
         try:
             await self.core.start()
-        except (StartError, ConnectionError, ValueError) as error:
+        except (StartError, ServiceUnavailable, ServiceRefused, ConnectionError) as error:
             self.start_error = str(error)
             self.exit(return_code=2)
             return
         self.ready = True
         self.sub_title = self.core.describe()
+        self.console_screen.status_strip.set_mode(self.core.mode_label())
         if self.core.attached:
             self.core.on_lost = self._service_lost  # type: ignore[attr-defined]
         if self.freeze_gc:

@@ -1,6 +1,7 @@
-"""Running the Pbx: headless under systemd, or with the console attached.
+"""Running the Pbx: headless as a service, with the console in one process, or the console
+alone attached to a service.
 
-Both hold the same `core.pbx.Pbx`; the only difference is who owns the event loop. uvloop
+The first two hold the same `core.pbx.Pbx`; the only difference is who owns the event loop. uvloop
 is used when it is installed (about 5x less CPU per datagram), plain asyncio otherwise.
 """
 
@@ -13,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
@@ -178,4 +180,24 @@ def run_console(settings: Settings) -> int:
         print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
         return 2
     print("pbxtui: the console quit and the SIP server with it", file=sys.stderr)
+    return 0
+
+
+def run_attached(settings: Settings, control_socket: Path) -> int:
+    """The console alone, attached to the service listening on `control_socket`."""
+    from core.control.client import RemoteCore
+    from pbxtui.app import PbxApp
+
+    core = RemoteCore(settings, control_socket)
+    app = PbxApp(settings, core=core)
+    app.run()
+    if app.start_error is not None:
+        print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
+        return 2
+    if app.lost_reason is not None:
+        print(f"pbxtui: {app.lost_reason}", file=sys.stderr)
+        return 1
+    welcome = core.welcome
+    pid = f" (pid {welcome.pid})" if welcome else ""
+    print(f"pbxtui: detached; the service{pid} keeps running", file=sys.stderr)
     return 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 # logging level → syslog priority (RFC 5424 §6.2.1): err 3, warning 4, info 6, debug 7.
 _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
@@ -93,3 +94,62 @@ class JournalFormatter(logging.Formatter):
         prefix = f"<{syslog_priority(record.levelno)}>"
         # A traceback spans lines: each line is its own journal entry, each gets the prefix.
         return "\n".join(prefix + line for line in text.split("\n"))
+
+
+UNIT_NAME = "pbxtui.service"
+
+
+def unit_text(*, executable: str, user: str, data_dir: Path, config: Path | None = None) -> str:
+    """The systemd unit for this machine: `executable` is the pbxtui to run (a venv's script,
+    or `python -m pbxtui`), the database lives in `data_dir`, owned by `user`."""
+    options = f" --config {config}" if config is not None else ""
+    database = data_dir / "pbxtui.db"
+    return UNIT_TEMPLATE.format(
+        exec_start=f"{executable} --headless --db {database}{options}",
+        user=user,
+        data_dir=data_dir,
+    )
+
+
+# ProtectSystem=strict makes the whole file system read-only but for ReadWritePaths= and the
+# runtime/state directories; the capability is the only privilege kept, for port 5060 < 1024.
+UNIT_TEMPLATE = """\
+[Unit]
+Description=pbxtui SIP PBX (registrar, proxy, carrier trunks)
+Documentation=https://github.com/pbxtui/pbxtui
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exec_start}
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+RestartSec=2
+WatchdogSec=30
+TimeoutStopSec=20
+User={user}
+Group={user}
+# The console and the CLI attach through /run/pbxtui (pbxtui console, pbxtui status).
+RuntimeDirectory=pbxtui
+RuntimeDirectoryMode=0750
+AmbientCapabilities=CAP_NET_BIND_SERVICE
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={data_dir}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectControlGroups=yes
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+RestrictNamespaces=yes
+LockPersonality=yes
+LimitNOFILE=65536
+
+[Install]
+WantedBy=multi-user.target
+"""

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -54,7 +55,7 @@ from core.pbx import PbxStats
 from core.proxy.calls import CallInfo
 from core.security.bans import Ban
 from core.settings import ListenAddress, Settings
-from core.store.database import BanRow, CarrierRow, CdrRow, DidRow
+from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.users import User, generate_password
 
 log = logging.getLogger("pbxtui.control")
@@ -175,23 +176,31 @@ class ControlClient:
         self.on_lost(reason)
 
 
-async def find_service(db_path: Path, client: str = "pbxtui") -> ControlClient | None:
-    """A connection to the service running on `db_path`, None when none runs.
+def running_service(db_path: Path) -> Path | None:
+    """The control socket of the service running on `db_path`, None when none runs.
 
-    ServiceRefused when one runs but will not serve this user or version: the caller must
-    say so rather than touch the database behind the service's back.
+    A blocking probe (a connect, nothing sent), for the CLI to choose its way before any
+    event loop runs. ServiceRefused when a service runs but this user may not reach it: the
+    caller must say so rather than write to the database behind the service's back.
     """
     for path in candidate_paths(db_path):
         if not path.exists():
             continue
-        try:
-            return await ControlClient.connect(path, client)
-        except ServiceUnavailable:
-            continue
-        except PermissionError as error:
-            if error.errno == errno.EACCES:
-                raise ServiceRefused(f"no permission on {path}") from None
-            raise
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.settimeout(CONNECT_TIMEOUT)
+            try:
+                probe.connect(str(path))
+            except PermissionError:
+                raise ServiceRefused(
+                    f"a pbxtui service runs on this database, but this user may not use its "
+                    f"control socket {path} (run as the service's user, root, or a member of "
+                    "its control_group)"
+                ) from None
+            except OSError as error:
+                if error.errno in (errno.ECONNREFUSED, errno.ENOENT, errno.ENOTSOCK):
+                    continue  # a socket file left behind by a service that was killed
+                raise ServiceUnavailable(f"cannot reach {path}: {error}") from None
+        return path
     return None
 
 
@@ -325,10 +334,11 @@ class RemoteCore:
 
     attached = True
 
-    def __init__(self, settings: Settings, client: ControlClient) -> None:
+    def __init__(self, settings: Settings, path: Path) -> None:
         self.settings = settings
-        self.client = client
-        self.admin = RemoteAdmin(client)
+        self.path = path
+        self.client: ControlClient | None = None
+        self.admin: RemoteAdmin = None  # type: ignore[assignment]  # set by start()
         self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
         self.not_shown = 0
         self.lost: str | None = None  # why the connection ended, once it has
@@ -340,12 +350,15 @@ class RemoteCore:
         self._calls: list[CallInfo] = []
         self._stale = asyncio.Event()
         self._refreshing: asyncio.Task[None] | None = None
-        client.on_push = self._pushed
-        client.on_lost = self._lost
+
+    @property
+    def welcome(self) -> Welcome | None:
+        return self.client.welcome if self.client is not None else None
 
     @property
     def listening(self) -> list[ListenAddress]:
-        return [_listen_address(text) for text in self.client.welcome.listening]
+        welcome = self.welcome
+        return [_listen_address(text) for text in welcome.listening] if welcome else []
 
     def clock(self) -> float:
         return time.time()
@@ -365,21 +378,31 @@ class RemoteCore:
     def bans(self, now: float) -> list[Ban]:
         return [ban for ban in self._bans if ban.until > now]
 
+    def _pid(self) -> str:
+        welcome = self.welcome
+        return str(welcome.pid) if welcome else "?"
+
     def mode_label(self) -> str:
         """A few words for the navigation line: does quitting stop the SIP server?"""
-        return f"attached · pid {self.client.welcome.pid}"
+        return f"attached · service pid {self._pid()}"
 
     def describe(self) -> str:
-        return f"attached to the service (pid {self.client.welcome.pid})"
+        return f"attached to the service (pid {self._pid()}); detaching leaves it running"
 
     def quit_question(self) -> str:
         return (
-            f"Detach the console? The SIP server (pid {self.client.welcome.pid}) keeps "
-            "running with its registrations and calls."
+            f"Detach the console? The SIP server (pid {self._pid()}) keeps running with "
+            "its registrations and calls."
         )
 
     async def start(self) -> None:
-        self.client.subscribe(feed=True, traffic=True)
+        """Connect, subscribe, take the first snapshots. ServiceUnavailable / ServiceRefused
+        (both with a sentence) when the service is gone or says no."""
+        self.client = client = await ControlClient.connect(self.path, "pbxtui console")
+        self.admin = RemoteAdmin(client)
+        client.on_push = self._pushed
+        client.on_lost = self._lost
+        client.subscribe(feed=True, traffic=True)
         await self.refresh_snapshots()
         self._refreshing = asyncio.create_task(self._refresh_forever(), name="console-snapshots")
 
@@ -388,10 +411,13 @@ class RemoteCore:
             self._refreshing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refreshing
-        await self.client.close()
+        if self.client is not None:
+            self.client.on_lost = lambda reason: None  # a detach is not a loss
+            await self.client.close()
 
     async def refresh_snapshots(self) -> None:
         client = self.client
+        assert client is not None
         contacts = _many(await client.call("registrations"), ContactRow)
         by_user: dict[str, int] = {}
         for row in contacts:
@@ -402,6 +428,7 @@ class RemoteCore:
         self._calls = _many(await client.call("calls"), CallInfo)
 
     async def _refresh_forever(self) -> None:
+        assert self.client is not None
         while not self.client.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stale.wait(), SNAPSHOT_SECONDS)

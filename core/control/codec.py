@@ -31,7 +31,7 @@ from core.events import (
 )
 from core.proxy.calls import CallInfo
 from core.security.bans import Ban
-from core.store.database import BanRow, CarrierRow, CdrRow, DidRow
+from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.users import User
 
 EVENT_TYPES: tuple[type[Event], ...] = (

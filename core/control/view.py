@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from core.proxy.calls import CallInfo
     from core.security.bans import Ban
     from core.settings import ListenAddress, Settings
-    from core.store.database import BanRow, CarrierRow, CdrRow, DidRow
+    from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
     from core.users import User
 
 

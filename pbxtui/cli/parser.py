@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pbxtui.cli import admin, bans, carriers, cdrs, dids, users
+from pbxtui.cli import admin, bans, carriers, cdrs, dids, service, users
 from pbxtui.cli.context import PROG, CommandTable
 
 
@@ -16,7 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="A PBX in a box: SIP registrar, proxy and carrier trunks with a console.",
-        epilog="Without a command, starts the SIP server with the console (or --headless).",
+        epilog="Without a command: attaches the console to the service running on the "
+        "database, or else starts the SIP server with the console in one process "
+        "(--headless: the service alone).",
     )
     _add_global_options(parser, default=None)
     parser.add_argument(
@@ -31,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         'process does everything), 1-64, or "auto" (one per CPU)',
     )
     table = CommandTable(parser.add_subparsers(title="commands", metavar="COMMAND"), global_options)
-    for family in (users, carriers, dids, bans, cdrs, admin):
+    for family in (users, carriers, dids, bans, cdrs, admin, service):
         family.add_commands(table)
     return parser
 

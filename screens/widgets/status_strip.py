@@ -63,6 +63,13 @@ class StatusStrip(Vertical):
             parts.append(f"  [b $accent]{escape(self.mode)}[/]")
         return "".join(parts)
 
+    def set_mode(self, mode: str) -> None:
+        """Say where the core runs (known once it has started or the console has attached)."""
+        if mode != self.mode:
+            self.mode = mode
+            if self.is_mounted:
+                self.query_one("#nav", Static).update(self._nav())
+
     def show_pane(self, pane: str) -> None:
         """Highlight `pane` in the navigation line (fixed size: a repaint, not a layout)."""
         if pane != self.pane:
