@@ -142,13 +142,14 @@ class ControlServer:
             self._pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump
+        # Closing each connection ends its task (its read returns nothing); a task cancelled
+        # instead would be reported by asyncio's stream callback as an error.
         for link in list(self.links):
             link.writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:
+            _done, stuck = await asyncio.wait(list(self._tasks), timeout=2.0)
+            for task in stuck:
+                task.cancel()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self._set_traffic_capture()
