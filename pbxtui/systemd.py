@@ -116,7 +116,6 @@ def unit_text(*, executable: str, user: str, data_dir: Path, config: Path | None
 UNIT_TEMPLATE = """\
 [Unit]
 Description=pbxtui SIP PBX (registrar, proxy, carrier trunks)
-Documentation=https://github.com/pbxtui/pbxtui
 After=network-online.target
 Wants=network-online.target
 
