@@ -26,6 +26,7 @@ from core.control.codec import CodecError, from_wire, to_wire
 from core.control.peers import AccessPolicy, PeerCredentials, peer_credentials, socket_path
 from core.control.protocol import (
     PROTOCOL_VERSION,
+    PUSH_LINE_BYTES,
     Dropped,
     Hello,
     ProtocolError,
@@ -103,6 +104,16 @@ def test_a_wrong_type_where_an_event_is_expected_is_refused() -> None:
 def test_hostile_lines_are_protocol_errors(line: bytes) -> None:
     with pytest.raises(ProtocolError):
         decode(line, (Hello, Request))
+
+
+def test_pushed_events_are_cut_into_bounded_lines() -> None:
+    big = SipTraffic("in", "udp", ("127.0.0.1", 1), ("127.0.0.1", 2), b"x" * 65_000)
+    encoded = [json.dumps(to_wire(big))] * 12
+    lines = Pushed.lines(encoded)
+    assert len(lines) > 1
+    assert all(len(line) <= PUSH_LINE_BYTES + len(encoded[0]) + 100 for line in lines)
+    events = [wire for line in lines for wire in decode(line, (Pushed,)).events]  # type: ignore[attr-defined]
+    assert [from_wire(wire) for wire in events] == [big] * 12
 
 
 def test_messages_round_trip() -> None:

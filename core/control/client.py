@@ -63,6 +63,9 @@ log = logging.getLogger("pbxtui.control")
 CONNECT_TIMEOUT = 3.0
 REQUEST_TIMEOUT = 30.0  # bcrypt at a high cost, a CDR search over a big table
 SNAPSHOT_SECONDS = 1.0
+# Snapshots are asked for at most this often, however many registrations a loaded service
+# reports: each costs the service a pass over its location table.
+MIN_SNAPSHOT_GAP = 0.5
 T = TypeVar("T")
 # Events after which the snapshots are fetched at once rather than at the next second.
 _SNAPSHOT_EVENTS = (
@@ -432,6 +435,7 @@ class RemoteCore:
         while not self.client.closed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stale.wait(), SNAPSHOT_SECONDS)
+            await asyncio.sleep(MIN_SNAPSHOT_GAP)
             self._stale.clear()
             try:
                 await self.refresh_snapshots()

@@ -19,10 +19,12 @@ from typing import Any, ClassVar
 from core.control.codec import CodecError
 
 PROTOCOL_VERSION = 1
-# A request line (an admin action with its arguments) is small; a pushed line may carry one
-# SIP message of up to 64 KiB as base64.
+# A request line (an admin action with its arguments) is small. A service's line is larger:
+# a reply carries up to MAX_SNAPSHOT_ROWS rows (core/control/operations.py), and pushed events
+# are cut into lines of about PUSH_LINE_BYTES (one SIP message of 64 KiB is ~90 KiB as base64).
 MAX_REQUEST_LINE = 64 * 1024
-MAX_LINE = 256 * 1024
+PUSH_LINE_BYTES = 256 * 1024
+MAX_LINE = 16 * 1024 * 1024
 
 
 class ProtocolError(ValueError):
@@ -104,6 +106,27 @@ class Pushed(Message):
     events: list[dict[str, Any]]
     kind: ClassVar[str] = "pushed"
 
+    @staticmethod
+    def lines(encoded_events: list[str]) -> list[bytes]:
+        """`Pushed` lines of events already encoded as JSON (each once, however many
+        consoles get it), every line about PUSH_LINE_BYTES at most."""
+        lines: list[bytes] = []
+        chunk: list[str] = []
+        size = 0
+        for event in encoded_events:
+            if chunk and size + len(event) > PUSH_LINE_BYTES:
+                lines.append(_pushed_line(chunk))
+                chunk, size = [], 0
+            chunk.append(event)
+            size += len(event) + 1
+        if chunk:
+            lines.append(_pushed_line(chunk))
+        return lines
+
+
+def _pushed_line(encoded_events: list[str]) -> bytes:
+    return ('{"t":"pushed","events":[' + ",".join(encoded_events) + "]}\n").encode()
+
 
 @dataclass(slots=True)
 class Figures(Message):
@@ -183,6 +206,7 @@ __all__ = [
     "MAX_LINE",
     "MAX_REQUEST_LINE",
     "PROTOCOL_VERSION",
+    "PUSH_LINE_BYTES",
     "CodecError",
     "Dropped",
     "Figures",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import json
 import logging
 import os
 import socket
@@ -81,8 +82,11 @@ class ConsoleLink:
         self.dropped_total = 0
 
     def send(self, message: Message) -> None:
+        self.write(message.encode())
+
+    def write(self, line: bytes) -> None:
         if not self.writer.is_closing():
-            self.writer.write(message.encode())
+            self.writer.write(line)
 
     @property
     def backed_up(self) -> bool:
@@ -277,7 +281,7 @@ class ControlServer:
         if not links:
             return
         bus = self.pbx.bus
-        encoded: dict[int, dict[str, object]] = {}  # id(event) → its wire form, shared
+        encoded: dict[int, str] = {}  # id(event) → its JSON, shared by every console
         figures: Figures | None = None
         traffic_limit = min(TRAFFIC_PER_TICK, self.pbx.settings.ui.traffic_per_refresh)
         for link in links:
@@ -304,11 +308,14 @@ class ControlServer:
             if events:
                 batch = []
                 for event in events:
-                    wire = encoded.get(id(event))
-                    if wire is None:
-                        wire = encoded[id(event)] = to_wire(event)
-                    batch.append(wire)
-                link.send(Pushed(batch))
+                    text = encoded.get(id(event))
+                    if text is None:
+                        text = encoded[id(event)] = json.dumps(
+                            to_wire(event), separators=(",", ":"), allow_nan=False
+                        )
+                    batch.append(text)
+                for line in Pushed.lines(batch):
+                    link.write(line)
             if figures is None:
                 figures = self._figures()
             link.send(figures)

@@ -97,5 +97,6 @@ class StatusStrip(Vertical):
             " ban" if bans == 1 else " bans",
         )
         if note:
-            counts.append(f"  {note}", style="bold yellow")
+            # First, so a narrow terminal cuts the counts rather than the warning.
+            counts = Text.assemble((f" {note} ", "bold yellow"), counts)
         self.query_one("#counts", Label).update(counts, layout=False)
