@@ -31,7 +31,7 @@ from textual.screen import Screen
 
 from core.control.client import ServiceRefused, ServiceUnavailable
 from core.control.view import CoreView, LocalCore
-from core.pbx import Pbx, StartError
+from core.pbx import Pbx, StartError, role_for
 from core.settings import Settings
 from pbxtui.run import settle_after_start
 from screens.base import PbxPane
@@ -71,8 +71,8 @@ class PbxApp(App[None]):
         self.require_login = require_login
         self.freeze_gc = freeze_gc
         if core is None:
-            self.pbx: Pbx = Pbx(settings)
-            self.pbx.quiet_workers = True  # the console owns the terminal
+            # The console owns the terminal: worker processes started under it stay quiet.
+            self.pbx: Pbx = Pbx(settings, role=role_for(settings, quiet_workers=True))
             core = LocalCore(self.pbx)
         self.core: CoreView = core
         self.lost_reason: str | None = None  # an attached console's service went away

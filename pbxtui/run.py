@@ -109,11 +109,26 @@ async def _headless(
     reload_settings: Callable[[], Settings] | None = None,
 ) -> int:
     from core import compiled
+    from core.control.client import ServiceRefused, ServiceUnavailable, running_service
     from core.control.server import ControlError
     from core.pbx import Pbx, StartError
     from pbxtui.eventlog import EventLogger
     from pbxtui.service import Service
 
+    # Before binding anything: a second service on the same database is refused whole.
+    try:
+        already = running_service(settings.db_path) is not None
+    except ServiceRefused:
+        already = True  # one runs, as a user this one may not reach
+    except ServiceUnavailable:
+        already = False
+    if already:
+        print(
+            f"pbxtui: error: a pbxtui service already runs on {settings.db_path} "
+            "(pbxtui status shows it)",
+            file=sys.stderr,
+        )
+        return 2
     pbx = Pbx(settings)
     # Headless, nothing reads the traffic ring (the console's Traffic pane is its only
     # reader): the route then builds no event per message in or out, and no ring fills up.

@@ -276,9 +276,10 @@ async def test_a_peer_with_another_uid_is_refused(pbx: Pbx, tmp_path: Path) -> N
     server = await _serve(pbx, folder)
     try:
         os.chmod(server.path, 0o666)
+        # The refusal comes before the service reads a byte: the probe only listens.
         probe = (
             "import socket,sys;s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);"
-            's.sendall(b\'{"t":"hello","version":1}\\n\');print(s.recv(4096).decode())'
+            "print(s.recv(4096).decode())"
         )
         process = await asyncio.create_subprocess_exec(
             "/usr/bin/python3",  # the venv under /root is not for other users

@@ -94,7 +94,10 @@ class LocalCore:
         self.pbx = pbx
         self.settings = pbx.settings
         self.bus = pbx.bus
-        self.admin: AdminCalls = pbx.admin
+
+    @property
+    def admin(self) -> AdminCalls:
+        return self.pbx.admin
 
     @property
     def listening(self) -> list[ListenAddress]:
