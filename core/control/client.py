@@ -15,6 +15,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -66,6 +67,7 @@ SNAPSHOT_SECONDS = 1.0
 # Snapshots are asked for at most this often, however many registrations a loaded service
 # reports: each costs the service a pass over its location table.
 MIN_SNAPSHOT_GAP = 0.5
+WANTED_SECONDS = 3.0  # a snapshot no pane read for this long is no longer fetched
 T = TypeVar("T")
 # Events after which the snapshots are fetched at once rather than at the next second.
 _SNAPSHOT_EVENTS = (
@@ -351,6 +353,9 @@ class RemoteCore:
         self._contacts_by_user: dict[str, int] = {}
         self._bans: list[Ban] = []
         self._calls: list[CallInfo] = []
+        # Snapshot name → when a pane last read it: only those are fetched (a console on the
+        # Traffic pane costs the service no pass over its location table).
+        self._wanted_at: dict[str, float] = {}
         self._stale = asyncio.Event()
         self._refreshing: asyncio.Task[None] | None = None
 
@@ -370,16 +375,27 @@ class RemoteCore:
         return self._stats
 
     def calls(self) -> list[CallInfo]:
+        self._want("calls")
         return self._calls
 
     def registrations(self) -> list[ContactRow]:
+        self._want("registrations")
         return self._contacts
 
     def contact_count(self, user: str) -> int:
+        self._want("registrations")
         return self._contacts_by_user.get(user, 0)
 
     def bans(self, now: float) -> list[Ban]:
+        self._want("bans")
         return [ban for ban in self._bans if ban.until > now]
+
+    def _want(self, snapshot: str) -> None:
+        """A pane reads `snapshot`: keep it fresh for a while (fetch it now if it was not)."""
+        now = time.monotonic()
+        if now - self._wanted_at.get(snapshot, -math.inf) > WANTED_SECONDS:
+            self._stale.set()
+        self._wanted_at[snapshot] = now
 
     def _pid(self) -> str:
         welcome = self.welcome
@@ -406,7 +422,7 @@ class RemoteCore:
         client.on_push = self._pushed
         client.on_lost = self._lost
         client.subscribe(feed=True, traffic=True)
-        await self.refresh_snapshots()
+        await self.refresh_snapshots(("registrations", "bans", "calls"))
         self._refreshing = asyncio.create_task(self._refresh_forever(), name="console-snapshots")
 
     async def stop(self) -> None:
@@ -418,17 +434,24 @@ class RemoteCore:
             self.client.on_lost = lambda reason: None  # a detach is not a loss
             await self.client.close()
 
-    async def refresh_snapshots(self) -> None:
+    async def refresh_snapshots(self, snapshots: tuple[str, ...]) -> None:
         client = self.client
         assert client is not None
-        contacts = _many(await client.call("registrations"), ContactRow)
-        by_user: dict[str, int] = {}
-        for row in contacts:
-            by_user[row.user] = by_user.get(row.user, 0) + 1
-        self._contacts = contacts
-        self._contacts_by_user = by_user
-        self._bans = _many(await client.call("bans"), Ban)
-        self._calls = _many(await client.call("calls"), CallInfo)
+        if "registrations" in snapshots:
+            contacts = _many(await client.call("registrations"), ContactRow)
+            by_user: dict[str, int] = {}
+            for row in contacts:
+                by_user[row.user] = by_user.get(row.user, 0) + 1
+            self._contacts = contacts
+            self._contacts_by_user = by_user
+        if "bans" in snapshots:
+            self._bans = _many(await client.call("bans"), Ban)
+        if "calls" in snapshots:
+            self._calls = _many(await client.call("calls"), CallInfo)
+
+    def _wanted(self) -> tuple[str, ...]:
+        now = time.monotonic()
+        return tuple(name for name, at in self._wanted_at.items() if now - at <= WANTED_SECONDS)
 
     async def _refresh_forever(self) -> None:
         assert self.client is not None
@@ -437,8 +460,11 @@ class RemoteCore:
                 await asyncio.wait_for(self._stale.wait(), SNAPSHOT_SECONDS)
             await asyncio.sleep(MIN_SNAPSHOT_GAP)
             self._stale.clear()
+            wanted = self._wanted()
+            if not wanted:
+                continue
             try:
-                await self.refresh_snapshots()
+                await self.refresh_snapshots(wanted)
             except (ConnectionError, ValueError, CodecError, TimeoutError):
                 if self.client.closed:
                     return
