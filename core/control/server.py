@@ -46,7 +46,7 @@ from core.control.protocol import (
     Welcome,
     decode,
 )
-from core.events import Event
+from core.events import ContactRefreshed, Event
 
 if TYPE_CHECKING:
     from core.pbx import Pbx
@@ -297,7 +297,9 @@ class ControlServer:
                     link.feed_cursor, FEED_PER_TICK
                 )
                 link.not_sent += missed
-                events.extend(feed)
+                # A refresh is one per REGISTER under load and no pane lists them (the
+                # figures carry their count): not worth encoding.
+                events.extend(event for event in feed if type(event) is not ContactRefreshed)
             if link.backed_up:
                 link.not_sent += len(events)
                 continue
