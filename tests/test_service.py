@@ -147,6 +147,16 @@ async def test_a_sipp_registration_shows_live_in_the_attached_console(
         # The Traffic pane saw the REGISTER dialog too, pushed live from the service.
         await until(lambda: app.state.dialogs.total_messages >= 4, 5, "traffic")
         assert app.state.stats is not None and app.state.stats.contacts == 1
+        # Wire text stays text: a User-Agent written as markup shows as written.
+        async with UdpClient(service.address) as client:
+            phone = Phone(client, "alice", "alice-secret-1", DOMAIN)
+            phone.user_agent = "[b red]evil[/] [@click=app.quit]x[/]"
+            answer = await phone.register()
+            assert answer is not None and answer.status == 200
+            key = f"alice\x1fsip:alice@127.0.0.1:{client.local[1]}"
+            await until(lambda: key in table.keys, 5, "the markup phone's row")
+            assert phone.user_agent in [str(cell) for cell in table.cells(key)]
+        assert app.is_running  # the [@click=app.quit] did nothing
 
 
 async def test_a_user_added_in_the_attached_console_registers_at_once(
