@@ -238,10 +238,19 @@ async def test_hostile_clients_are_cut_off_and_the_service_goes_on(
         )
         assert b"too long" in await reader.read(1 << 20)
         writer.close()
-        # Too many clients: the fourth is told so.
+        # Too many clients: the fourth is told so, and so is one that never says hello.
         clients = [await ControlClient.connect(server.path) for _ in range(3)]
         with pytest.raises(ServiceRefused, match="too many"):
             await ControlClient.connect(server.path)
+        for client in clients[1:]:
+            await client.close()
+        silent = [await _raw(server.path) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        with pytest.raises(ServiceRefused, match="too many"):
+            await ControlClient.connect(server.path)
+        for _reader, writer in silent:
+            writer.close()
+        clients = clients[:1]
         for client in clients:
             await client.close()
         await asyncio.sleep(0.05)

@@ -184,7 +184,9 @@ class ControlServer:
             )
             writer.write(Refused("not allowed: this user may not manage the service").encode())
             return
-        if len(self.links) >= self.max_clients:
+        # Every connection counts, greeted or not (this one included): one that never says
+        # hello holds its place until HELLO_TIMEOUT.
+        if len(self._tasks) > self.max_clients:
             writer.write(Refused(f"too many consoles attached ({self.max_clients})").encode())
             return
         try:
