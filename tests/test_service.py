@@ -187,6 +187,22 @@ async def test_a_user_added_in_the_attached_console_registers_at_once(
         assert app.screen is form
 
 
+async def test_an_attached_console_ends_with_the_reason_when_the_service_stops(
+    tmp_path: Path,
+) -> None:
+    service = await start_service(tmp_path)
+    app = attached_app(service)
+    try:
+        async with app.run_test(size=SIZE):
+            await until(lambda: app.ready, what="the console to attach")
+            service.stop()
+            await until(lambda: app.lost_reason is not None, 10, "the console to notice")
+        assert "closed the connection" in (app.lost_reason or "")
+        assert app.return_code == 1
+    finally:
+        service.close()
+
+
 # -- detaching, killing, several consoles ------------------------------------------------------
 
 

@@ -10,7 +10,6 @@ answered with an error and runs nothing.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -218,6 +217,3 @@ def result_to_wire(result: object) -> object:
         return result
     return to_wire(result)
 
-
-def uptime(started_at: float, now: float | None = None) -> float:
-    return max(0.0, (time.time() if now is None else now) - started_at)
