@@ -216,4 +216,3 @@ def result_to_wire(result: object) -> object:
     if result is None or isinstance(result, (bool, int, float, str)):
         return result
     return to_wire(result)
-
