@@ -21,12 +21,14 @@ from support.phone import Phone
 from support.ports import free_port
 from support.service import DOMAIN, ServiceProcess, cli, start_service
 from support.sipp import run_sipp, write_users_csv
+from test_ui_support import console
 from textual.widgets import Input
 
 from core.control.client import RemoteCore
 from core.control.peers import socket_path
 from pbxtui.app import PbxApp
 from pbxtui.config import load_settings
+from screens.confirm import ConfirmScreen
 from screens.registrations import RegistrationsPane
 from screens.user_form import UserForm
 from screens.widgets.tables import KeyedTable
@@ -203,12 +205,31 @@ async def test_an_attached_console_ends_with_the_reason_when_the_service_stops(
         service.close()
 
 
+async def test_each_console_says_what_quitting_stops(
+    service: ServiceProcess, tmp_path: Path
+) -> None:
+    """Attached: detaching leaves the server running. One process: the server stops too."""
+    app = attached_app(service)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(lambda: app.ready, what="the console to attach")
+        await pilot.press("ctrl+q")
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question.startswith("Detach the console? The SIP server (pid ")
+        assert "keeps running" in app.screen.question and app.screen.yes == "Detach"
+    async with console(tmp_path / "alone") as (local, pilot):
+        assert local.console_screen.status_strip.mode == "one process"
+        await pilot.press("ctrl+q")
+        assert isinstance(local.screen, ConfirmScreen)
+        assert "stops with it" in local.screen.question and local.screen.yes == "Quit"
+
+
 # -- detaching, killing, several consoles ------------------------------------------------------
 
 
 def tmux_console(service: ServiceProcess, name: str) -> int:
-    """`pbxtui console` in a detached tmux session; returns the console's pid."""
-    command = " ".join([sys.executable, "-m", "pbxtui", "console", *service.global_options()])
+    """Plain `pbxtui` in a detached tmux session (a service runs on its database, so it
+    attaches); returns the console's pid."""
+    command = " ".join([sys.executable, "-m", "pbxtui", *service.global_options()])
     output = subprocess.run(
         [
             "tmux",
