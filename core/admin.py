@@ -18,6 +18,7 @@ from core.settings import Settings
 from core.store.database import Store
 from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
+from core.trunks.gateways import parse_gateway
 from core.users import (
     User,
     UserDirectory,
@@ -26,6 +27,7 @@ from core.users import (
     hash_admin_password,
     make_user,
     normalise_number,
+    validate_name,
     validate_outbound_policy,
     with_password,
 )
@@ -40,27 +42,6 @@ _USER_FIELDS = {
     "max_calls_per_hour",
     "caller_id",
 }
-
-
-def _parse_hostport(text: str) -> tuple[str, int]:
-    """`host:port`, `host` (port 5060) or `[v6]:port` for a carrier gateway."""
-    text = text.strip()
-    if not text:
-        raise ValueError("gateway is empty")
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not host or any(char.isspace() for char in host):
-        raise ValueError(f"gateway {text!r} is not HOST[:PORT]")
-    if port_text:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"gateway port in {text!r} must be 1-65535")
-        return host, int(port_text)
-    return host, 5060
 
 
 class AdminApi:
@@ -165,14 +146,15 @@ class AdminApi:
         password: str | None = None,
         priority: int = 10,
     ) -> CarrierRow:
+        # The rules the CLI applies: one validator for a name, and the gateway parser the
+        # trunks themselves use when they send.
         name = name.strip()
-        if not name or len(name) > 64 or any(char.isspace() for char in name):
-            raise ValueError("carrier name must be 1-64 characters without spaces")
+        validate_name(name, "carrier name")
         if not addresses:
             raise ValueError("a carrier needs at least one address")
         networks = [str(netaddr.parse_network(address)) for address in addresses]
         if gateway:
-            _parse_hostport(gateway)
+            parse_gateway(gateway)
         if transport not in ("udp", "tcp"):
             raise ValueError("transport must be udp or tcp")
         if port is not None and not 0 < port < 65536:

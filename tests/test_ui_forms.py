@@ -169,7 +169,7 @@ async def test_carrier_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
         assert isinstance(form, CarrierForm)
         cases = [
             ({"name": "", "addresses": "203.0.113.0/24"}, "name", "empty"),
-            ({"name": "has space", "addresses": "203.0.113.0/24"}, "name", "without spaces"),
+            ({"name": "has space", "addresses": "203.0.113.0/24"}, "name", "contains ' '"),
             ({"name": "acme", "addresses": ""}, "addresses", "at least one address"),
             ({"name": "acme", "addresses": "not-an-ip"}, "addresses", "not-an-ip"),
             ({"name": "acme", "addresses": "203.0.113.0/40"}, "addresses", "prefix length"),
