@@ -223,6 +223,10 @@ class Settings:
     # Worker processes that serve SIP over UDP beside the main process (core/cluster/changes.py);
     # 0: one process does everything.
     workers: int = 0
+    log_level: str = "info"  # the service's log: debug, info, warning or error (SIGHUP reloads)
+    # A group whose members may use the service's control socket besides its own user and
+    # root (core/control/peers.py); empty: nobody else.
+    control_group: str = ""
     transport: TransportSettings = field(default_factory=TransportSettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)

@@ -1,6 +1,9 @@
-"""The console: a Textual app that hosts the SIP core in its own event loop.
+"""The console: a Textual app over a core in its own event loop, or attached to a service.
 
-`PbxApp` starts the `Pbx` when it mounts and stops it when it exits. It owns the cadence:
+`PbxApp` reads the core through a `CoreView` (core/control/view.py). In one process it holds
+a `LocalCore`: it starts the `Pbx` when it mounts and stops it when it exits. Attached, it
+holds a `RemoteCore` over the service's control socket: quitting only detaches, and a lost
+connection ends the console with the reason. The navigation line says which. It owns the cadence:
 `settings.ui.refresh_hz` times a second it drains the event bus into the console's models
 (in batches, whatever pane is shown) and asks the visible pane to redraw inside one
 `batch_update`, so a flood of SIP messages costs a few table cell updates per tick, never a
@@ -26,6 +29,8 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
+from core.control.client import ServiceRefused, ServiceUnavailable
+from core.control.view import CoreView, LocalCore
 from core.pbx import Pbx, StartError, role_for
 from core.settings import Settings
 from pbxtui.loop import settle_after_start
@@ -54,21 +59,30 @@ class PbxApp(App[None]):
     ]
 
     def __init__(
-        self, settings: Settings, *, require_login: bool = True, freeze_gc: bool = False
+        self,
+        settings: Settings,
+        *,
+        core: CoreView | None = None,
+        require_login: bool = True,
+        freeze_gc: bool = False,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.require_login = require_login
         self.freeze_gc = freeze_gc
-        # The console owns the terminal: worker processes started under it stay quiet.
-        self.pbx = Pbx(settings, role=role_for(settings, quiet_workers=True))
-        self.state = ConsoleState(self.pbx)
+        if core is None:
+            # The console owns the terminal: worker processes started under it stay quiet.
+            self.pbx: Pbx = Pbx(settings, role=role_for(settings, quiet_workers=True))
+            core = LocalCore(self.pbx)
+        self.core: CoreView = core
+        self.lost_reason: str | None = None  # an attached console's service went away
+        self.state = ConsoleState(self.core)
         self.ready = False
         self.locked = False
         self.start_error: str | None = None
         self.last_activity = time.monotonic()
         self.refresh_interval = 1.0 / min(max(settings.ui.refresh_hz, 0.5), MAX_REFRESH_HZ)
-        self.console_screen = ConsoleScreen()
+        self.console_screen = ConsoleScreen(core.mode_label())
 
     # -- lifecycle ------------------------------------------------------------------------
     async def on_mount(self) -> None:
@@ -76,16 +90,20 @@ class PbxApp(App[None]):
         # panes' .tcss) when the screen is pushed, never for the default screen.
         await self.push_screen(self.console_screen)
         try:
-            await self.pbx.start()
-        except StartError as error:
+            await self.core.start()
+        except (StartError, ServiceUnavailable, ServiceRefused, ConnectionError) as error:
             self.start_error = str(error)
             self.exit(return_code=2)
             return
         self.ready = True
+        self.sub_title = self.core.describe()
+        self.console_screen.status_strip.set_mode(self.core.mode_label())
+        if self.core.attached:
+            self.core.on_lost = self._service_lost  # type: ignore[attr-defined]
         if self.freeze_gc:
             settle_after_start(asyncio.get_running_loop())
         if self.require_login:
-            first_run = not await self.pbx.admin.has_console_password()
+            first_run = not await self.core.admin.has_console_password()
             self.lock(first_run=first_run)
             lock_after = self.settings.ui.lock_after_seconds
             if lock_after > 0:
@@ -96,7 +114,12 @@ class PbxApp(App[None]):
     async def on_unmount(self) -> None:
         if self.ready:
             self.ready = False
-            await self.pbx.stop()
+            await self.core.stop()
+
+    def _service_lost(self, reason: str) -> None:
+        """The service stopped or the socket broke: nothing left to show or to act on."""
+        self.lost_reason = reason
+        self.exit(return_code=1)
 
     # -- the cadence ----------------------------------------------------------------------
     @property
@@ -127,6 +150,8 @@ class PbxApp(App[None]):
         if pane is None or not pane.is_mounted:
             return
         stats = self.state.stats
+        not_shown = self.core.not_shown
+        note = f"{not_shown} messages not shown" if not_shown else ""
         with self.batch_update():
             try:
                 if stats is not None:
@@ -136,6 +161,7 @@ class PbxApp(App[None]):
                         stats.contacts,
                         stats.calls_up,
                         stats.bans,
+                        note,
                     )
                 pane.refresh_view()
             except NoMatches:
@@ -185,9 +211,8 @@ class PbxApp(App[None]):
                 self.exit()
 
         if not isinstance(self.screen, ConfirmScreen):
-            await self.push_screen(
-                ConfirmScreen("Quit the console? The SIP server stops with it.", "Quit"), answered
-            )
+            verb = "Detach" if self.core.attached else "Quit"
+            await self.push_screen(ConfirmScreen(self.core.quit_question(), verb), answered)
 
     def key_sections(self) -> list[tuple[str, Iterable[BindingType]]]:
         """Every key, grouped as the help screen shows them."""

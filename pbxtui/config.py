@@ -72,7 +72,17 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "dialplan": ("dialplan", DialplanSettings),
     "accounting": ("accounting", AccountingSettings),
 }
-_SERVER_KEYS = ("domain", "db", "listen", "advertise", "user_agent", "workers")
+_SERVER_KEYS = (
+    "domain",
+    "db",
+    "listen",
+    "advertise",
+    "user_agent",
+    "workers",
+    "log_level",
+    "control_group",
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
 MAX_WORKERS = 64
 
 MAX_DOMAIN_LENGTH = 253  # a DNS name (RFC 1035 §2.3.4)
@@ -339,6 +349,10 @@ def _server_changes(table: Mapping[str, Any], source: str, base_dir: Path) -> di
             except ValueError as exc:
                 raise ConfigError(f"{where} domain: {exc}") from None
             changes["domain"] = value
+        elif key == "log_level":
+            if value.lower() not in LOG_LEVELS:
+                raise ConfigError(f"{where} log_level: one of {', '.join(LOG_LEVELS)}")
+            changes["log_level"] = value.lower()
         else:
             changes[key] = value
     if "advertise" in table:

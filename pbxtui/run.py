@@ -1,7 +1,8 @@
-"""Running the Pbx: headless under systemd, or with the console attached.
+"""Running the Pbx: headless as a service, with the console in one process, or the console
+alone attached to a service.
 
-Both hold the same `core.pbx.Pbx`; the only difference is who owns the event loop. The loop
-and the collector are set up the same way for both, and for worker processes
+The first two hold the same `core.pbx.Pbx`; the only difference is who owns the event loop.
+The loop and the collector are set up the same way for both, and for worker processes
 (pbxtui/loop.py).
 """
 
@@ -10,42 +11,72 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from core.settings import Settings
-from pbxtui.eventlog import JOURNAL_LOG_FORMAT, LOG_FORMAT
+from pbxtui.eventlog import LOG_FORMAT
 from pbxtui.logbatch import BatchingStreamHandler
 from pbxtui.loop import install_fast_loop, run_on_fast_loop, settle_after_start, tune_gc
 
 log = logging.getLogger("pbxtui")
 
 
-def configure_logging(stream: Any = None) -> BatchingStreamHandler:
-    """Log to stderr. Under systemd (JOURNAL_STREAM set) journald stamps each line with its
-    own time, so ours is left out; contrib/fail2ban's filter reads both forms."""
+def configure_logging(stream: Any = None, level: str = "info") -> BatchingStreamHandler:
+    """Log to stderr. When stderr is the journal, journald stamps each line with its own time
+    and reads its priority from a `<N>` prefix (pbxtui/systemd.py); contrib/fail2ban's filter
+    reads both forms."""
+    from pbxtui.service import log_level_number
+    from pbxtui.systemd import JournalFormatter, stderr_is_journal
+
     handler = BatchingStreamHandler(stream or sys.stderr)
-    journald = bool(os.environ.get("JOURNAL_STREAM")) and stream is None
-    handler.setFormatter(logging.Formatter(JOURNAL_LOG_FORMAT if journald else LOG_FORMAT))
+    if stream is None and stderr_is_journal():
+        # journald stamps the time and reads the priority from the `<N>` prefix.
+        handler.setFormatter(JournalFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(log_level_number(level))
     return handler
 
 
-def run_headless(settings: Settings) -> int:
-    """The core only: logs to stderr, stops cleanly on SIGINT/SIGTERM. Exit 2 if it can't listen."""
-    handler = configure_logging()
-    return run_on_fast_loop(_headless(settings, handler))
+def run_headless(settings: Settings, reload_settings: Callable[[], Settings] | None = None) -> int:
+    """The service: the core, its control socket and systemd's notifications; logs to stderr,
+    stops cleanly on SIGINT/SIGTERM, reloads on SIGHUP. Exit 2 if it can't listen."""
+    handler = configure_logging(level=settings.log_level)
+    return run_on_fast_loop(_headless(settings, handler, reload_settings))
 
 
-async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> int:
+async def _headless(
+    settings: Settings,
+    log_handler: BatchingStreamHandler,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> int:
     from core import compiled
+    from core.control.client import ServiceRefused, ServiceUnavailable, running_service
+    from core.control.server import ControlError
     from core.pbx import Pbx, StartError
     from pbxtui.eventlog import EventLogger
+    from pbxtui.service import Service
 
+    # Before binding anything: a second service on the same database is refused whole.
+    try:
+        already = running_service(settings.db_path) is not None
+    except ServiceRefused:
+        already = True  # one runs, as a user this one may not reach
+    except ServiceUnavailable:
+        already = False
+    if already:
+        print(
+            f"pbxtui: error: a pbxtui service already runs on {settings.db_path} "
+            "(pbxtui status shows it)",
+            file=sys.stderr,
+        )
+        return 2
     pbx = Pbx(settings)
     # Headless, nothing reads the traffic ring (the console's Traffic pane is its only
     # reader): the route then builds no event per message in or out, and no ring fills up.
@@ -57,27 +88,39 @@ async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> i
     except StartError as error:
         print(f"pbxtui: error: {error}", file=sys.stderr)
         return 2
+    service = Service(pbx, reload_settings=reload_settings)
+    try:
+        await service.start()
+    except ControlError as error:
+        print(f"pbxtui: error: {error}", file=sys.stderr)
+        await pbx.stop()
+        return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     settle_after_start(loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, service.reload)
+    listening = ", ".join(str(address) for address in pbx.listening)
     log.info(
-        "pbxtui ready: domain %s, listening on %s, %d users; SIP core: %s",
+        "pbxtui ready: domain %s, listening on %s, %d users; SIP core: %s; control socket %s",
         settings.domain,
-        ", ".join(str(address) for address in pbx.listening),
+        listening,
         pbx.user_count,
         compiled.describe(),
+        service.control.path if service.control else "-",
     )
+    service.ready(f"listening on {listening}")
     log_handler.start_batching(loop)  # from here on, lines go out every 0.1 s (logbatch.py)
     try:
         await stop.wait()
     finally:
         log_handler.stop_batching()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
         log.info("stopping")
+        await service.stop()
         await pbx.stop()
         log.info("stopped")
     return 0
@@ -104,4 +147,25 @@ def run_console(settings: Settings) -> int:
     if app.start_error is not None:
         print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
         return 2
+    print("pbxtui: the console quit and the SIP server with it", file=sys.stderr)
+    return 0
+
+
+def run_attached(settings: Settings, control_socket: Path) -> int:
+    """The console alone, attached to the service listening on `control_socket`."""
+    from core.control.client import RemoteCore
+    from pbxtui.app import PbxApp
+
+    core = RemoteCore(settings, control_socket)
+    app = PbxApp(settings, core=core)
+    app.run()
+    if app.start_error is not None:
+        print(f"pbxtui: error: {app.start_error}", file=sys.stderr)
+        return 2
+    if app.lost_reason is not None:
+        print(f"pbxtui: {app.lost_reason}", file=sys.stderr)
+        return 1
+    welcome = core.welcome
+    pid = f" (pid {welcome.pid})" if welcome else ""
+    print(f"pbxtui: detached; the service{pid} keeps running", file=sys.stderr)
     return 0

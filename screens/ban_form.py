@@ -65,7 +65,7 @@ class BanForm(FormScreen[str | None]):
             self.field_error("duration", str(error))
             return
         try:
-            await self.pbx.admin.ban(ip, seconds, self.value("reason") or "banned by admin")
+            await self.admin.ban(ip, seconds, self.value("reason") or "banned by admin")
         except ValueError as error:
             self.show_error(str(error))
             return

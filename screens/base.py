@@ -5,9 +5,10 @@ A pane is a container inside the one `ConsoleScreen` (screens/console.py), not a
 own: switching panes then only swaps which container is displayed, while the status strip and
 the key bar stay put (see that module for what a screen switch cost).
 
-A pane reads the core only through the app it runs in (`ConsoleHost`): the `Pbx` object,
-its admin API and the models the app drains from the bus. It never opens a socket or a
-database itself.
+A pane reads the core only through the app it runs in (`ConsoleHost`): its `CoreView`
+(core/control/view.py: the same whether the core runs in this process or in a service the
+console is attached to), the admin calls and the models the app drains from the bus. It never
+opens a socket or a database itself.
 """
 
 from __future__ import annotations
@@ -21,17 +22,16 @@ from textual.widget import Widget
 from textual.widgets import Label
 
 if TYPE_CHECKING:
-    from core.admin import AdminApi
-    from core.pbx import Pbx
+    from core.control.view import AdminCalls, CoreView
     from screens.state import ConsoleState
 
 
 class ConsoleHost(Protocol):
     """What a pane may use of the app that hosts it."""
 
-    pbx: Pbx
+    core: CoreView
     state: ConsoleState
-    ready: bool  # the Pbx has started; before that the panes show nothing
+    ready: bool  # the core has started (or is attached); before that the panes show nothing
 
 
 class PbxPane(Vertical):
@@ -66,12 +66,12 @@ class PbxPane(Vertical):
         return cast("ConsoleHost", self.app)
 
     @property
-    def pbx(self) -> Pbx:
-        return self.host.pbx
+    def core(self) -> CoreView:
+        return self.host.core
 
     @property
-    def admin(self) -> AdminApi:
-        return self.host.pbx.admin
+    def admin(self) -> AdminCalls:
+        return self.host.core.admin
 
     @property
     def state(self) -> ConsoleState:

@@ -107,7 +107,7 @@ class CallsPane(StoreRowsPane):
 
     def refresh_view(self) -> None:
         now = time.time()
-        calls = self.pbx.calls()
+        calls = self.core.calls()
         self.query_one("#calls", KeyedTable).sync(
             {call.call_id: call_cells(call, now) for call in calls}
         )
@@ -126,9 +126,11 @@ class CallsPane(StoreRowsPane):
         )
         shown = f"matching {self.filter_text!r}" if self.filter_text else "most recent"
         self.show_text("cdr-title", f"Recent calls ({len(self.cdrs)} {shown})")
-        figures = await self.admin.accounting.today()
-        currency = self.pbx.settings.accounting.currency
-        self.query_one("#today", TodayPanel).show(figures, currency)
+        accounting = self.admin.accounting
+        if accounting is not None:
+            figures = await accounting.today()
+            currency = self.core.settings.accounting.currency
+            self.query_one("#today", TodayPanel).show(figures, currency)
 
     @on(Input.Changed, "#cdr-filter")
     async def _filter_changed(self, event: Input.Changed) -> None:

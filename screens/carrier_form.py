@@ -87,7 +87,7 @@ class CarrierForm(FormScreen[CarrierRow | None]):
         if invalid:
             return
         try:
-            carrier = await self.pbx.admin.add_carrier(
+            carrier = await self.admin.add_carrier(
                 self.value("name"),
                 split_addresses(self.value("addresses")),
                 gateway=self.value("gateway") or None,

@@ -75,9 +75,9 @@ class CarriersPane(StoreRowsPane):
     async def load_rows(self) -> None:
         self.carriers = await self.admin.list_carriers()
         self.dids = await self.admin.list_dids()
-        rates = {
-            name: count for name, _currency, count in await self.admin.accounting.rate_tables()
-        }
+        accounting = self.admin.accounting
+        tables = await accounting.rate_tables() if accounting is not None else []
+        rates = {name: count for name, _currency, count in tables}
         self.query_one("#carriers", KeyedTable).sync(
             {
                 carrier.name: carrier_cells(carrier, rates.get(carrier.name, 0))
@@ -146,8 +146,12 @@ class CarriersPane(StoreRowsPane):
         if carrier is None:
             self.notify("select a carrier first", severity="warning")
             return
-        currency, rates = await self.admin.accounting.rates(carrier)
-        default_currency = self.pbx.settings.accounting.currency
+        accounting = self.admin.accounting
+        if accounting is None:
+            self.notify("attached to a service: manage rates with `pbxtui rate`", markup=False)
+            return
+        currency, rates = await accounting.rates(carrier)
+        default_currency = self.core.settings.accounting.currency
 
         async def done(changed: str | None) -> None:
             if changed:

@@ -49,11 +49,11 @@ class ConsoleScreen(Screen[None]):
     # The focus goes where `show_pane` puts it, never to the first focusable widget.
     AUTO_FOCUS = ""
 
-    def __init__(self) -> None:
+    def __init__(self, mode: str = "") -> None:
         super().__init__()
         self.panes: dict[str, PbxPane] = {name: pane() for name, pane in PANE_TYPES.items()}
         self.current_pane = FIRST_PANE
-        self.status_strip = StatusStrip(FIRST_PANE)
+        self.status_strip = StatusStrip(FIRST_PANE, mode)
         self.switcher = ContentSwitcher(
             *self.panes.values(), initial=f"pane-{FIRST_PANE}", id="panes"
         )

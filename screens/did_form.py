@@ -53,7 +53,7 @@ class DidForm(FormScreen[DidRow | None]):
             self.field_error("user", "choose the user this number rings")
             return
         try:
-            did = await self.pbx.admin.add_did(number, str(user_select.value))
+            did = await self.admin.add_did(number, str(user_select.value))
         except ValueError as error:
             self.show_error(str(error))
             return

@@ -23,7 +23,7 @@ from textual.widgets import Button, Input, Label
 from screens.widgets.field import Field
 
 if TYPE_CHECKING:
-    from core.pbx import Pbx
+    from core.control.view import AdminCalls, CoreView
     from screens.base import ConsoleHost
 
 ResultType = TypeVar("ResultType")
@@ -73,8 +73,12 @@ class FormScreen(ModalScreen[ResultType]):
             await self.run_action(event.button.id)
 
     @property
-    def pbx(self) -> Pbx:
-        return cast("ConsoleHost", self.app).pbx
+    def core(self) -> CoreView:
+        return cast("ConsoleHost", self.app).core
+
+    @property
+    def admin(self) -> AdminCalls:
+        return self.core.admin
 
     def action_cancel(self) -> None:
         self.dismiss(None)

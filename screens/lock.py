@@ -33,7 +33,7 @@ class LockScreen(Screen[bool]):
         self.failures = 0
 
     def compose(self) -> ComposeResult:
-        settings = cast("ConsoleHost", self.app).pbx.settings
+        settings = cast("ConsoleHost", self.app).core.settings
         with Vertical(id="lock"):
             yield Label("pbxtui", id="lock-brand")
             yield Label(f"PBX console for {settings.domain}", id="lock-domain")
@@ -64,7 +64,7 @@ class LockScreen(Screen[bool]):
     async def check(self) -> None:
         password_input = self.query_one("#password", Input)
         password = password_input.value
-        admin = cast("ConsoleHost", self.app).pbx.admin
+        admin = cast("ConsoleHost", self.app).core.admin
         if self.first_run:
             confirm = self.query_one("#confirm", Input)
             if len(password) < MIN_CONSOLE_PASSWORD:

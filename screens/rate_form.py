@@ -13,6 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label
 
+from core.accounting.manage import AccountingAdmin
 from core.accounting.rates import Rate, format_money
 from screens.form import FormScreen
 from screens.widgets.field import Field
@@ -87,7 +88,7 @@ class RatesForm(FormScreen[str | None]):
     async def delete_table(self) -> None:
         self.clear_errors()
         try:
-            removed = await self.pbx.admin.accounting.delete_rates(self.carrier)
+            removed = await self._accounting().delete_rates(self.carrier)
         except ValueError as error:
             self.show_error(str(error))
             return
@@ -109,10 +110,16 @@ class RatesForm(FormScreen[str | None]):
             self.field_error("file", f"larger than {MAX_FILE_BYTES // 2**20} MiB")
             return
         try:
-            count = await self.pbx.admin.accounting.import_rates(
+            count = await self._accounting().import_rates(
                 self.carrier, text.removeprefix("\ufeff"), self.value("currency")
             )
         except ValueError as error:
             self.show_error(str(error))
             return
         self.dismiss(f"imported {count} rates for {self.carrier}")
+
+    def _accounting(self) -> AccountingAdmin:
+        """The rates form opens only where the console holds the accounting (one process)."""
+        accounting = self.admin.accounting
+        assert accounting is not None
+        return accounting

@@ -22,7 +22,7 @@ from screens.dialogs import format_address
 from screens.widgets.tables import KeyedTable
 
 if TYPE_CHECKING:
-    from core.registrar.location import Binding as ContactBinding
+    from core.control.rows import ContactRow
 
 
 def countdown(seconds: float) -> str:
@@ -32,7 +32,7 @@ def countdown(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
-def nat_cell(binding: ContactBinding) -> Text:
+def nat_cell(binding: ContactRow) -> Text:
     if not binding.behind_nat:
         return Text("-", style="dim")
     if not binding.reachable:
@@ -42,17 +42,17 @@ def nat_cell(binding: ContactBinding) -> Text:
     return Text("NAT ✓ pinged", style="green")
 
 
-def binding_key(binding: ContactBinding) -> str:
+def binding_key(binding: ContactRow) -> str:
     return f"{binding.user}\x1f{binding.contact}"
 
 
-def binding_cells(binding: ContactBinding, now: float) -> tuple[str | Text, ...]:
+def binding_cells(binding: ContactRow, now: float) -> tuple[str | Text, ...]:
     left = binding.expires_at - now
     return (
         binding.user,
         binding.contact,
-        format_address(binding.flow.remote),
-        binding.flow.transport.upper(),
+        format_address(binding.remote),
+        binding.transport.upper(),
         binding.user_agent,
         Text(countdown(left), style="yellow" if left < 60 else ""),
         nat_cell(binding),
@@ -94,9 +94,9 @@ class RegistrationsPane(PbxPane):
         )
 
     def refresh_view(self) -> None:
-        pbx = self.pbx
-        now = pbx.clock()
-        bindings = sorted(pbx.location.all_bindings(), key=lambda b: (b.user, b.contact))
+        core = self.core
+        now = core.clock()
+        bindings = sorted(core.registrations(), key=lambda b: (b.user, b.contact))
         needle = self.filter_text
         if needle:
             bindings = [
@@ -104,11 +104,11 @@ class RegistrationsPane(PbxPane):
                 for b in bindings
                 if needle in b.user.lower()
                 or needle in b.contact.lower()
-                or needle in format_address(b.flow.remote)
+                or needle in format_address(b.remote)
                 or needle in b.user_agent.lower()
             ]
         total = len(bindings)
-        bindings = bindings[: pbx.settings.ui.max_table_rows]
+        bindings = bindings[: core.settings.ui.max_table_rows]
         self.query_one("#bindings", KeyedTable).sync(
             {binding_key(b): binding_cells(b, now) for b in bindings}
         )

@@ -111,8 +111,8 @@ class SecurityPane(PbxPane):
 
     def refresh_view(self) -> None:
         feed = self.state.security
-        now = self.pbx.clock()
-        bans = sorted(self.pbx.security.bans(now), key=lambda ban: ban.until)
+        now = self.core.clock()
+        bans = sorted(self.core.bans(now), key=lambda ban: ban.until)
         banned = {ban.ip for ban in bans}
         if feed.revision != self._feed_revision:
             self._feed_revision = feed.revision
@@ -129,13 +129,13 @@ class SecurityPane(PbxPane):
         self.query_one("#bans", KeyedTable).sync(
             {
                 ban.ip: (ban.ip, time_left(ban.until, now), ban.reason, str(ban.count or ""))
-                for ban in bans[: self.pbx.settings.ui.max_table_rows]
+                for ban in bans[: self.core.settings.ui.max_table_rows]
             }
         )
         self.show_text("security-counters", self._counters())
 
     def _counters(self) -> Text:
-        counts = self.pbx.bus.counts
+        counts = self.core.bus.counts
         text = Text(" ")
         kinds = [kind for kind in counts if kind not in NOT_SECURITY_KINDS]
         if not kinds:
@@ -168,7 +168,7 @@ class SecurityPane(PbxPane):
         bans_table = self.query_one("#bans", KeyedTable)
         on_bans = self.screen.focused is bans_table
         ip = bans_table.selected_key if on_bans else self._selected_source()
-        banned = {ban.ip for ban in self.pbx.security.bans(self.pbx.clock())}
+        banned = {ban.ip for ban in self.core.bans(self.core.clock())}
         if not ip or ip not in banned:
             ip = bans_table.selected_key or ""
         if not ip:

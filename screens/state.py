@@ -15,7 +15,8 @@ from core.events import CallEvent, Event, SecurityEvent
 from screens.dialogs import DialogLog
 
 if TYPE_CHECKING:
-    from core.pbx import Pbx, PbxStats
+    from core.control.view import CoreView
+    from core.pbx import PbxStats
 
 
 class RateMeter:
@@ -118,9 +119,9 @@ class SecurityFeed:
 class ConsoleState:
     """The bus cursors and every model the panes render from."""
 
-    def __init__(self, pbx: Pbx) -> None:
-        self.pbx = pbx
-        ui = pbx.settings.ui
+    def __init__(self, core: CoreView) -> None:
+        self.core = core
+        ui = core.settings.ui
         self.dialogs = DialogLog(ui.traffic_dialogs, ui.traffic_messages_per_dialog)
         self.security = SecurityFeed()
         self.rates = RateMeter()
@@ -133,7 +134,7 @@ class ConsoleState:
 
     def drain(self, now: float) -> None:
         """Read everything new from the bus (the newest `traffic_per_refresh` messages)."""
-        bus = self.pbx.bus
+        bus = self.core.bus
         traffic, self._traffic_cursor, missed = bus.traffic.read_since(
             self._traffic_cursor, self.traffic_per_refresh
         )
@@ -143,5 +144,5 @@ class ConsoleState:
         self.security.add(feed)
         if any(isinstance(event, CallEvent) for event in feed):
             self.calls_revision += 1
-        self.stats = self.pbx.stats()
+        self.stats = self.core.stats()
         self.rates.sample(self.stats.messages_in + self.stats.messages_out, now)

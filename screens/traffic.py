@@ -193,7 +193,7 @@ class TrafficPane(PbxPane):
         return dialogs
 
     def app_settings_rows(self) -> int:
-        return self.pbx.settings.ui.max_table_rows
+        return self.core.settings.ui.max_table_rows
 
     def _update_info(self) -> None:
         log = self.state.dialogs

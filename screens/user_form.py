@@ -124,7 +124,7 @@ class UserForm(FormScreen[UserSaved | None]):
 
     def action_generate(self) -> None:
         if self.query("#password"):
-            self.query_one("#password", Input).value = self.pbx.admin.generate_password()
+            self.query_one("#password", Input).value = self.admin.generate_password()
 
     async def submit(self) -> None:
         fields: dict[str, object] = {
@@ -145,7 +145,7 @@ class UserForm(FormScreen[UserSaved | None]):
                 invalid = True
         if invalid:
             return
-        admin = self.pbx.admin
+        admin = self.admin
         try:
             if self.user is None:
                 password = self.query_one("#password", Input).value
@@ -186,12 +186,12 @@ class PasswordForm(FormScreen[UserSaved | None]):
         self.query_one("#password", Input).focus()
 
     def action_generate(self) -> None:
-        self.query_one("#password", Input).value = self.pbx.admin.generate_password()
+        self.query_one("#password", Input).value = self.admin.generate_password()
 
     async def submit(self) -> None:
         password = self.query_one("#password", Input).value
         try:
-            user = await self.pbx.admin.set_password(self.username, password)
+            user = await self.admin.set_password(self.username, password)
         except ValueError as error:
             self.show_error(str(error))
             return

@@ -79,10 +79,10 @@ class UsersPane(StoreRowsPane):
         self._render_rows()
 
     def _render_rows(self) -> None:
-        location = self.pbx.location
+        core = self.core
         self.query_one("#users", KeyedTable).sync(
             {
-                user.username: user_cells(user, len(location.bindings_of(user.username)))
+                user.username: user_cells(user, core.contact_count(user.username))
                 for user in self.users
             }
         )
@@ -107,7 +107,7 @@ class UsersPane(StoreRowsPane):
         self.query_one("#users", KeyedTable).select_key(saved.user.username)
         if saved.password is not None:
             account = phone_settings(
-                saved.user.username, saved.password, self.pbx.settings.realm, self.pbx.listening
+                saved.user.username, saved.password, self.core.settings.realm, self.core.listening
             )
             self.app.push_screen(CredentialsScreen(account))
         else:

@@ -97,7 +97,15 @@ def test_the_example_file_lists_every_key_at_its_default(home: Path) -> None:
     with EXAMPLE.open("rb") as stream:
         documented = tomllib.load(stream)
     defaults = Settings()
-    assert set(documented["server"]) == {"domain", "db", "listen", "user_agent", "workers"}
+    assert set(documented["server"]) == {
+        "domain",
+        "db",
+        "listen",
+        "user_agent",
+        "workers",
+        "log_level",
+        "control_group",
+    }
     for field in dataclasses.fields(defaults):
         value = getattr(defaults, field.name)
         if dataclasses.is_dataclass(value):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -97,13 +98,19 @@ def _attack(port: int) -> None:
                 sock.sendto(_request(source, port, user_agent, index), ("127.0.0.1", port))
 
 
-def _run_headless(tmp_path: Path, env: dict[str, str]) -> list[str]:
-    """A real `pbxtui --headless`, attacked, stopped with SIGINT; its stderr lines."""
+def _run_headless(tmp_path: Path, env: dict[str, str], *, journal: bool = False) -> list[str]:
+    """A real `pbxtui --headless`, attacked, stopped with SIGINT; its stderr lines. With
+    `journal`, its stderr is announced as the journal's stream (`JOURNAL_STREAM` names the
+    file's device and inode, as systemd does), and the lines come back as journald stores
+    them: without the `<N>` priority prefix."""
     port = free_port()
     command = [sys.executable, "-m", "pbxtui", "--headless", "--db", str(tmp_path / "pbx.db")]
     command += ["--domain", "pbx.test", "--listen", f"udp:127.0.0.1:{port}"]
     stderr_path = tmp_path / "stderr.log"
     with stderr_path.open("w") as stderr:
+        if journal:
+            status = os.fstat(stderr.fileno())
+            env = {**env, "JOURNAL_STREAM": f"{status.st_dev}:{status.st_ino}"}
         process = subprocess.Popen(command, stderr=stderr, env={**os.environ, **env})
         try:
             deadline = time.monotonic() + 15
@@ -119,7 +126,11 @@ def _run_headless(tmp_path: Path, env: dict[str, str]) -> list[str]:
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(timeout=10)
-    return stderr_path.read_text().splitlines()
+    lines = stderr_path.read_text().splitlines()
+    if journal:
+        assert all(re.match(r"<[0-7]>", line) for line in lines), lines
+        lines = [line[3:] for line in lines]
+    return lines
 
 
 def _check(lines: list[str], log: Path, filter_file: Path) -> None:
@@ -143,7 +154,7 @@ def test_the_filter_reads_the_journal_format(tmp_path: Path) -> None:
     """Under systemd pbxtui leaves the time to journald; `journalctl -u pbxtui` then shows
     `MMM DD HH:MM:SS host pbxtui[PID]: MESSAGE`."""
     filter_file = _filter_dir(tmp_path)
-    lines = _run_headless(tmp_path, {"JOURNAL_STREAM": "8:12345"})
+    lines = _run_headless(tmp_path, {}, journal=True)
     assert all(line.startswith(("INFO ", "WARNING ")) for line in lines), lines
     stamp = time.strftime("%b %d %H:%M:%S")
     journal = [f"{stamp} vps1 pbxtui[812]: {line}" for line in lines]

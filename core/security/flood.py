@@ -45,6 +45,13 @@ class FloodDetector:
         self._inverse_window = 1.0 / window
         self._sources: OrderedDict[str, list[float]] = OrderedDict()
 
+    def set_window(self, window: float) -> None:
+        """A new window (a reload); estimates already made scale with it from the next hit."""
+        if window <= 0:
+            raise ValueError("flood window must be positive")
+        self.window = window
+        self._inverse_window = 1.0 / window
+
     def hit(self, ip: str, now: float) -> float:
         """Count one message from `ip`; return 0.0 when clearly under `base_limit`, else the
         estimated number of messages over the last window (which may still be under it)."""

@@ -177,6 +177,30 @@ class Security:
         """Carrier addresses get `flood_limit_carrier` (a higher limit, not an exemption)."""
         self._carriers = networks if isinstance(networks, AddressSet) else AddressSet(networks)
 
+    def apply_settings(self, settings: SecuritySettings) -> None:
+        """New limits and allow-list in force from the next message (a reload, SIGHUP).
+
+        Counts already made are kept where their meaning is unchanged: flood estimates, strikes
+        and bans in force stay; only the thresholds move. Table sizes (`max_*`) are fixed at
+        start and keep their old values.
+        """
+        self.settings = settings
+        self._allowed = AddressSet(settings.allow_list)
+        flood = self._flood
+        if settings.flood_window > 0 and settings.flood_window != flood.window:
+            flood.set_window(settings.flood_window)
+        flood.base_limit = settings.flood_limit
+        self._flood_base_limit = settings.flood_limit
+        self._scanners = ScannerMatcher(settings.scanner_user_agents)
+        self._scanner_hits.window = settings.scanner_ban_seconds
+        self._scanner_hits.limit = max(1, settings.scanner_ban_after)
+        for counter, limit in (
+            (self._auth_failures_by_ip, settings.auth_fail_limit_per_ip),
+            (self._auth_failures_by_user, settings.auth_fail_limit_per_user),
+        ):
+            counter.window = settings.auth_fail_window
+            counter.limit = max(1, limit)
+
     def set_own_addresses(self, addresses: Iterable[str]) -> None:
         """Replace the server's own addresses (known once the sockets are bound)."""
         self._own = _with_mapped_forms(addresses)

@@ -54,11 +54,13 @@ class CommandTable:
         sub = self._commands.add_parser(name, help=help_text, parents=[self._global_options])
         return sub.add_subparsers(title="actions", metavar="ACTION", required=True)
 
-    def command(self, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
-        """A command without actions (`pbxtui init`, `pbxtui backup FILE`)."""
-        sub = self._commands.add_parser(name, help=help_text, parents=[self._global_options])
-        sub.set_defaults(handler=handler)
-        return sub
+    def command(
+        self, name: str, help_text: str, actions: Actions | None = None
+    ) -> argparse.ArgumentParser:
+        """A command without actions (`pbxtui status`), or an action of `actions`, that the
+        caller sets its own defaults on (it runs without the database opened for it)."""
+        parent = self._commands if actions is None else actions
+        return parent.add_parser(name, help=help_text, parents=[self._global_options])
 
     def action(
         self, actions: Actions, name: str, handler: Handler, help_text: str

@@ -14,8 +14,10 @@ from pbxtui.cli.realm import REALM_SETTING
 
 
 def add_commands(table: CommandTable) -> None:
-    table.command("init", cmd_init, "create the database (the server also does on first start)")
-    backup = table.command("backup", cmd_backup, "copy the database, consistent, while it runs")
+    init = table.command("init", "create the database (the server also does on first start)")
+    init.set_defaults(handler=cmd_init)
+    backup = table.command("backup", "copy the database, consistent, while it runs")
+    backup.set_defaults(handler=cmd_backup)
     backup.add_argument("file", metavar="FILE", type=Path, help="a new file for the copy")
 
 

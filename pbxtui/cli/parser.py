@@ -13,6 +13,7 @@ import pbxtui.cli.cdrs as cdrs
 import pbxtui.cli.database as database
 import pbxtui.cli.dids as dids
 import pbxtui.cli.rates as rates
+import pbxtui.cli.service as service
 import pbxtui.cli.users as users
 from pbxtui.cli.context import PROG, CommandTable
 
@@ -24,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="A PBX in a box: SIP registrar, proxy and carrier trunks with a console.",
-        epilog="Without a command, starts the SIP server with the console (or --headless).",
+        epilog="Without a command: attaches the console to the service running on the "
+        "database, or else starts the SIP server with the console in one process "
+        "(--headless: the service alone).",
     )
     _add_global_options(parser, default=None)
     parser.add_argument("--version", action="version", version=f"{PROG} {package_version()}")
@@ -40,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         'process does everything), 1-64, or "auto" (one per CPU)',
     )
     table = CommandTable(parser.add_subparsers(title="commands", metavar="COMMAND"), global_options)
-    for family in (database, users, carriers, dids, bans, cdrs, rates, admin):
+    for family in (database, users, carriers, dids, bans, cdrs, rates, admin, service):
         family.add_commands(table)
     return parser
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rich.markup import escape
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -37,9 +38,10 @@ def format_rate(rate: float) -> str:
 class StatusStrip(Vertical):
     """Navigation and live figures; `pane` is the name of the pane on show."""
 
-    def __init__(self, pane: str) -> None:
+    def __init__(self, pane: str, mode: str = "") -> None:
         super().__init__(id="status-strip")
         self.pane = pane
+        self.mode = mode  # "one process" or "attached pid N": what quitting would stop
 
     def compose(self) -> ComposeResult:
         yield Static(self._nav(), id="nav", markup=True)
@@ -57,7 +59,16 @@ class StatusStrip(Vertical):
                 parts.append(f"[reverse]{text}[/reverse]")
             else:
                 parts.append(f"[@click=app.show_pane('{pane}')]{text}[/]")
+        if self.mode:
+            parts.append(f"  [b $accent]{escape(self.mode)}[/]")
         return "".join(parts)
+
+    def set_mode(self, mode: str) -> None:
+        """Say where the core runs (known once it has started or the console has attached)."""
+        if mode != self.mode:
+            self.mode = mode
+            if self.is_mounted:
+                self.query_one("#nav", Static).update(self._nav())
 
     def show_pane(self, pane: str) -> None:
         """Highlight `pane` in the navigation line (fixed size: a repaint, not a layout)."""
@@ -86,5 +97,6 @@ class StatusStrip(Vertical):
             " ban" if bans == 1 else " bans",
         )
         if note:
-            counts.append(f"  {note}", style="bold yellow")
+            # First, so a narrow terminal cuts the counts rather than the warning.
+            counts = Text.assemble((f" {note} ", "bold yellow"), counts)
         self.query_one("#counts", Label).update(counts, layout=False)

@@ -1,0 +1,1 @@
+"""The control socket: how consoles and the CLI reach a running service (DESIGN.md, roles)."""
