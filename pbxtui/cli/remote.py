@@ -14,10 +14,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+import pbxtui.cli.bans as bans
+import pbxtui.cli.carriers as carriers
+import pbxtui.cli.dids as dids
+import pbxtui.cli.users as users
 from core.control.client import RemoteAdmin
+from core.security.bans import checked_ban
+from core.security.sources import canonical_source
 from core.settings import Settings
 from core.users import validate_username
-from pbxtui.cli import bans, carriers, dids, users
 from pbxtui.cli.context import Handler, UsageError, checked, checked_call
 from pbxtui.cli.output import duration
 
@@ -95,12 +100,13 @@ async def carrier_add(ctx: RemoteContext) -> int:
     args = ctx.args
     if (args.username is None) != (args.password is None):
         raise UsageError("--username and --password go together")
-    gateway = carriers.parse_gateway(args.gateway) if args.gateway is not None else None
+    # The gateway goes as typed: the service reads it with the one gateway parser (a bare
+    # host stays bare, so DNS SRV applies).
     carrier = await _service_says(
         ctx.admin.add_carrier(
             args.name,
             list(args.addresses),
-            gateway=gateway,
+            gateway=args.gateway,
             port=args.port,
             transport=args.transport,
             username=args.username,
@@ -133,10 +139,7 @@ async def did_del(ctx: RemoteContext) -> int:
 
 
 async def ban_add(ctx: RemoteContext) -> int:
-    ip = bans._checked_ip(ctx.args.ip)
-    seconds: float | None = ctx.args.seconds
-    if seconds is not None and not seconds > 0:
-        raise UsageError(f"--for {seconds:g}: must be more than 0 seconds")
+    ip, seconds = checked_call(lambda: checked_ban(ctx.args.ip, ctx.args.seconds))
     await _service_says(ctx.admin.ban(ip, seconds, ctx.args.reason))
     how_long = "forever" if seconds is None else f"for {duration(seconds)}"
     print(f"banned {ip} {how_long}", file=ctx.out)
@@ -144,7 +147,8 @@ async def ban_add(ctx: RemoteContext) -> int:
 
 
 async def ban_del(ctx: RemoteContext) -> int:
-    ip = bans._checked_ip(ctx.args.ip)
+    # An address, or an IPv6 prefix banned as a whole.
+    ip = checked_call(lambda: canonical_source(ctx.args.ip))
     await _service_says(ctx.admin.unban(ip))
     print(f"unbanned {ip}", file=ctx.out)
     return 0
