@@ -160,5 +160,5 @@ def test_mutated_phone_sdp_round_trips(data: st.DataObject) -> None:
         assert (new.kind, new.proto, new.direction, new.rtcp_mux) == (
             old.kind, old.proto, old.direction, old.rtcp_mux,
         )  # fmt: skip
-    assert b"a=candidate" not in out and b"a=ice-" not in out
+    assert not any(line.startswith((b"a=candidate", b"a=ice-")) for line in out.splitlines())
     assert rewrite(out, "192.0.2.1", ports) == out  # idempotent
