@@ -1,0 +1,161 @@
+"""The embedded relay on loopback sockets: latching, forwarding, strangers, hold, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from core.media.latch import ANY_SOURCE, SDP_ADDRESS, SIGNALLING_IP, Latch
+from core.media.relay import EmbeddedRelay, RelayFull
+from core.media.sdp import SdpError, parse
+from core.settings import MediaSettings
+
+
+def sdp(port: int, address: str = "127.0.0.99", direction: str = "sendrecv") -> bytes:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na={direction}\r\n"
+    ).encode()
+
+
+def test_latch_prefers_the_sdp_address_then_its_ip_then_the_signalling_ip() -> None:
+    latch = Latch()
+    latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=0.0, window=3.0)
+    assert latch.admit(("203.0.113.9", 1000), 0.1)  # a stranger first: latched for now
+    assert latch.rank == ANY_SOURCE
+    assert not latch.admit(("203.0.113.10", 1000), 0.2)  # another stranger cannot take it
+    assert latch.admit(("198.51.100.7", 5000), 0.3)  # the phone's NAT address wins
+    assert latch.rank == SIGNALLING_IP
+    assert not latch.admit(("203.0.113.9", 1000), 0.4)
+    assert latch.admit(("10.0.0.1", 4000), 0.5)  # the SDP address itself wins over all
+    assert latch.rank == SDP_ADDRESS
+    assert not latch.admit(("198.51.100.7", 5000), 0.6)
+    # After the window only the latched source gets through, whatever its rank.
+    assert latch.admit(("10.0.0.1", 4000), 10.0)
+    assert not latch.admit(("10.0.0.1", 4002), 10.0)
+
+
+def test_latch_without_a_packet_in_the_window_takes_the_first_then_locks() -> None:
+    latch = Latch()
+    latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=0.0, window=1.0)
+    assert latch.destination() == ("10.0.0.1", 4000)
+    assert latch.admit(("203.0.113.9", 1000), 5.0)
+    assert not latch.admit(("198.51.100.7", 1000), 5.1)  # locked: the window is over
+    # A new offer/answer re-opens it: the phone (higher rank) may now come back.
+    latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=6.0, window=1.0)
+    assert latch.admit(("198.51.100.7", 1000), 6.1)
+    assert latch.destination() == ("198.51.100.7", 1000)
+
+
+class Phone:
+    """A UDP endpoint on its own loopback address, counting what it receives."""
+
+    def __init__(self, ip: str) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((ip, 0))
+        self.sock.setblocking(False)
+        self.address = self.sock.getsockname()
+        self.received: list[bytes] = []
+
+    def drain(self) -> None:
+        while True:
+            try:
+                self.received.append(self.sock.recv(4096))
+            except BlockingIOError:
+                return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+
+
+def media_port(body: bytes) -> int:
+    return parse(body).media[0].port
+
+
+async def test_relay_carries_rtp_both_ways_and_ignores_a_stranger() -> None:
+    relay = EmbeddedRelay(MediaSettings(port_min=41000, port_max=41100), "127.0.0.1", time.time)
+    alice, bob, mallory = Phone("127.0.0.11"), Phone("127.0.0.12"), Phone("127.0.0.13")
+    now = time.time()
+    try:
+        to_bob = relay.offer("c1", "atag", sdp(4000), "127.0.0.11", "127.0.0.1", now)
+        to_alice = relay.answer("c1", "atag", "btag", sdp(4002), "127.0.0.12", "127.0.0.1", now)
+        assert parse(to_bob).media[0].address == "127.0.0.1"
+        alice_port, bob_port = media_port(to_alice), media_port(to_bob)
+        assert alice_port != bob_port
+        for index in range(20):
+            alice.sock.sendto(b"A%d" % index, ("127.0.0.1", alice_port))
+            bob.sock.sendto(b"B%d" % index, ("127.0.0.1", bob_port))
+            await settle()
+        mallory.sock.sendto(b"M", ("127.0.0.1", alice_port))
+        mallory.sock.sendto(b"M", ("127.0.0.1", bob_port))
+        await settle()
+        alice.sock.sendto(b"A-last", ("127.0.0.1", alice_port))
+        await settle()
+        alice.drain()
+        bob.drain()
+        mallory.drain()
+        # A0 went to the address Bob's SDP named (nowhere): Bob had not been heard from yet.
+        assert bob.received == [b"A%d" % i for i in range(1, 20)] + [b"A-last"]
+        assert alice.received == [b"B%d" % i for i in range(20)]
+        assert mallory.received == []
+        stats = relay.stats("c1", time.time())
+        assert stats is not None
+        assert stats.caller_packets == 21 and stats.callee_packets == 20
+        assert stats.streams[0].dropped == 2
+    finally:
+        relay.delete("c1")
+        for phone in (alice, bob, mallory):
+            phone.close()
+    assert relay.ports.free == relay.ports.capacity
+
+
+async def test_hold_keeps_ports_and_reinvite_relatches() -> None:
+    relay = EmbeddedRelay(MediaSettings(port_min=41100, port_max=41200), "127.0.0.1", time.time)
+    now = time.time()
+    first = relay.offer("c2", "atag", sdp(4000), "127.0.0.11", "127.0.0.1", now)
+    relay.answer("c2", "atag", "btag", sdp(4002), "127.0.0.12", "127.0.0.1", now)
+    held = relay.offer("c2", "atag", sdp(4000, "0.0.0.0", "sendonly"), "127.0.0.11", "x", now)
+    assert media_port(held) == media_port(first)
+    assert b"c=IN IP4 0.0.0.0" in held and b"a=sendonly" in held
+    stats = relay.stats("c2", now)
+    assert stats is not None and stats.streams[0].on_hold
+    # A re-INVITE from the callee (its own From tag) updates the callee side.
+    again = relay.offer("c2", "btag", sdp(4010), "127.0.0.12", "127.0.0.1", now)
+    assert media_port(again) != media_port(first)  # faces the caller
+    relay.delete("c2")
+
+
+async def test_silence_expires_the_session_hold_waits_longer() -> None:
+    settings = MediaSettings(port_min=41200, port_max=41300, timeout_seconds=60.0)
+    relay = EmbeddedRelay(settings, "127.0.0.1", time.time)
+    relay.offer("talk", "a", sdp(4000), "127.0.0.11", "127.0.0.1", 1000.0)
+    relay.offer("hold", "a", sdp(4000, direction="inactive"), "127.0.0.11", "127.0.0.1", 1000.0)
+    assert relay.expire(1059.0) == []
+    assert relay.expire(1060.0) == ["talk"]
+    assert list(relay.sessions) == ["hold"]
+    assert relay.expire(1000.0 + settings.hold_timeout_seconds) == ["hold"]
+    assert relay.ports.free == relay.ports.capacity
+
+
+async def test_bounded_by_sessions_and_ports() -> None:
+    relay = EmbeddedRelay(
+        MediaSettings(port_min=41300, port_max=41308, max_sessions=5), "127.0.0.1", time.time
+    )
+    relay.offer("one", "a", sdp(4000), "127.0.0.11", "127.0.0.1", 0.0)  # 2 pairs of 4
+    relay.offer("two", "a", sdp(4000), "127.0.0.11", "127.0.0.1", 0.0)
+    with pytest.raises(RelayFull):
+        relay.offer("three", "a", sdp(4000), "127.0.0.11", "127.0.0.1", 0.0)
+    with pytest.raises(SdpError):
+        relay.offer("bad", "a", b"garbage", "127.0.0.11", "127.0.0.1", 0.0)
+    assert "bad" not in relay.sessions
+    for call_id in list(relay.sessions):
+        relay.delete(call_id)
+    assert relay.ports.free == relay.ports.capacity
