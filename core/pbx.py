@@ -24,6 +24,7 @@ from core.cluster.changes import WorkerBus, WorkerSetup, divided_limits
 from core.cluster.main import MainCluster
 from core.cluster.worker import WorkerCluster
 from core.events import EventBus, ServerEvent
+from core.media.anchor import MediaAnchor, build_anchor, watch_media
 from core.net.dns import SrvResolver
 from core.net.identity import ServerIdentity
 from core.net.transport import ListenError, Transport
@@ -91,6 +92,7 @@ class Pbx:
         self.route: Route = None  # type: ignore[assignment]
         self.proxy: Proxy = None  # type: ignore[assignment]
         self.trunks: Trunks = None  # type: ignore[assignment]  # issue "Carrier trunks"
+        self.media: MediaAnchor | None = None  # RTP anchoring; None: [media] relay = "never"
         # The proxy's one loop timer (issue "Calls"): armed for proxy.next_deadline().
         self._proxy_timer: asyncio.TimerHandle | None = None
         self._proxy_timer_at = 0.0
@@ -236,9 +238,13 @@ class Pbx:
             user_agent=settings.user_agent,
         )
         # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
-        calls = CallTable(
-            self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store) if writes else None
-        )
+        cdrs = CdrWriter(store) if writes else None
+        # Media anchoring (core/media/anchor.py) sees every call end before its CDR is written.
+        self.media = build_anchor(
+            settings.media, settings.listen[0].host, self.location,
+            lambda: self.identity, self.clock, cdrs,
+        )  # fmt: skip
+        calls = CallTable(self.bus, settings.proxy.max_active_calls, sink=self.media or cdrs)
         self.proxy = Proxy(
             settings=settings.proxy,
             realm=settings.realm,
@@ -250,6 +256,10 @@ class Pbx:
             route_secret=tag_secret,
         )
         self.route.proxy = self.proxy
+        if self.media is not None:
+            self.proxy.media = self.media
+            watch = watch_media(self.media, self.proxy.end_call, self.clock)
+            self._tasks.append(asyncio.create_task(watch, name="pbx-media"))
         # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
         self.trunks = Trunks(
             settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
@@ -321,6 +331,8 @@ class Pbx:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.media is not None:
+            self.media.close()
         await self.transport.stop()
         if self.store is not None:
             with contextlib.suppress(Exception):

@@ -121,6 +121,18 @@ class ProxyHooks(Protocol):
     def adapt_branch(self, request: Request, headers: Headers) -> None: ...
 
 
+class MediaHooks(Protocol):
+    """What media anchoring (core/media/anchor.py) needs to see: each SDP body on its way."""
+
+    def request_body(
+        self, request: Request, arrived: Flow, out: Flow, target_uri: SipUri | None
+    ) -> bytes: ...
+
+    def response_body(
+        self, request: Request, response: Response, source: Flow, to: Flow
+    ) -> bytes: ...
+
+
 class Proxy:
     """The proxy core. One per Pbx; every method runs on the event loop and returns at once.
 
@@ -162,6 +174,7 @@ class Proxy:
         # The trunks, once attached (issue "Carrier trunks"). A hooks object rather than
         # methods replaced on the instance: the compiled build has no per-instance methods.
         self.hooks: ProxyHooks | None = None
+        self.media: MediaHooks | None = None  # media anchoring, when the Pbx sets one up
 
     @property
     def identity(self) -> ServerIdentity:
@@ -274,7 +287,7 @@ class Proxy:
                 self.relay.reply(request, flow, 416)
             return
         if method == "ACK":
-            self._forward_ack(request, destination)
+            self._forward_ack(request, destination, flow)
             self._acknowledged(request, now)
             return
         if has_looped(request, identity):
@@ -502,7 +515,15 @@ class Proxy:
         # (ours and the request's own) instead of having every one parsed again.
         vias = [ours, *request.vias]
         headers.view("via", lambda _top: vias)
-        return Request(request.method, uri, headers, request.body)
+        body = request.body
+        if self.media is not None:
+            body = self.media.request_body(
+                request,
+                arrived,
+                out,
+                uri if isinstance(uri, SipUri) and request.to_tag is None else None,
+            )
+        return Request(request.method, uri, headers, body)
 
     # -- responses from branches ----------------------------------------------------------------
     def _branch_response(self, branch: Branch, response: Response, now: float) -> None:
@@ -520,7 +541,7 @@ class Proxy:
             if call is not None:
                 remember_early_dialog(call, response, branch.flow)
                 self.calls.ringing(call, now)
-            self._to_caller(context, relayed(response), now)
+            self._to_caller(context, self._with_media(context, branch, response), now)
             return
         if status < 300:
             context.branch_finished(branch, status)
@@ -545,7 +566,7 @@ class Proxy:
     ) -> None:
         """Every 2xx goes up (§16.7 step 5); the first also ends the forking and the ringing."""
         call = context.call
-        self._to_caller(context, relayed(response), now)
+        self._to_caller(context, self._with_media(context, branch, response), now)
         if context.answered:
             if call is not None:
                 remember_early_dialog(call, response, branch.flow)
@@ -559,6 +580,15 @@ class Proxy:
         if context.is_invite:
             self._await_ack(context)
             self._cancel_branches(context, now)
+
+    def _with_media(self, context: ResponseContext, branch: Branch, response: Response) -> Response:
+        """The response as it goes up, its SDP anchored when the call's media is."""
+        up = relayed(response)
+        if self.media is not None and response.body:
+            up.body = self.media.response_body(
+                context.request, response, branch.flow, _flow(context.server)
+            )
+        return up
 
     def _branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
         """A branch ended without a response of its own: timeout, transport error, abandoned."""
@@ -693,7 +723,7 @@ class Proxy:
         )
         self._start_branch(context.add_branch(out, destination), now)
 
-    def _forward_ack(self, ack: Request, destination: Flow) -> None:
+    def _forward_ack(self, ack: Request, destination: Flow, arrived: Flow | None = None) -> None:
         """An ACK to a 2xx is its own transaction end to end: forwarded statelessly (§16.11)."""
         headers = ack.headers.copy()
         decrement_max_forwards(headers, ack.max_forwards)
@@ -702,7 +732,10 @@ class Proxy:
         branch = branch_id(loop_hash(ack, ack.headers.values("via")[0]), "a")
         push_via(headers, self.identity, destination, branch)
         self.forwarded += 1
-        self.relay.send(Request("ACK", ack.uri, headers, ack.body).to_bytes(), destination)
+        body = ack.body
+        if self.media is not None and body and arrived is not None:
+            body = self.media.request_body(ack, arrived, destination, None)  # a late answer
+        self.relay.send(Request("ACK", ack.uri, headers, body).to_bytes(), destination)
 
     # -- after the 2xx ------------------------------------------------------------------------
     # RFC 6026 keeps an answered INVITE's transactions for 64*T1 (timers L and M), to absorb
@@ -776,14 +809,22 @@ class Proxy:
         call = call_for_invite(request, caller_name, callee, flow, now, direction)
         return call if self.calls.start(call) else None
 
-    def _end_overlong_call(self, call: Call, now: float) -> None:
-        """`max_call_seconds` reached: hang up both sides (an unanswered one is just dropped)."""
+    def end_call(self, call_id: str, reason: str, now: float) -> None:
+        """Hang a call up from here: BYE both sides, `reason` in its CDR (an unanswered one is
+        just dropped)."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return
         if call.state == ANSWERED:
             self._hang_up(call, towards_callee=True, now=now)
             self._hang_up(call, towards_callee=False, now=now)
-            self.calls.ended(call, now, "maximum call duration")
+            self.calls.ended(call, now, reason)
         else:
-            self.calls.failed(call, now, 408, "maximum call duration")
+            self.calls.failed(call, now, 408, reason)
+
+    def _end_overlong_call(self, call: Call, now: float) -> None:
+        """`max_call_seconds` reached: hang up both sides (an unanswered one is just dropped)."""
+        self.end_call(call.call_id, "maximum call duration", now)
 
     def _hang_up(self, call: Call, *, towards_callee: bool, now: float) -> None:
         """A BYE from us in the name of the other side (§15.1.1), on a client transaction."""
