@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from conftest import USERS, start_pbx
-from support.softphone import SoftPhone
+from support.softphone import RtpEndpoint, SoftPhone
 
 from core.pbx import Pbx
 from core.settings import MediaSettings
@@ -85,6 +85,87 @@ async def test_the_same_call_without_the_relay_is_silent(tmp_path: Path) -> None
         assert alice.dialog is not None
         assert alice.dialog.media_address()[0] == "127.0.0.99"  # the SDP went through as it was
         assert await talk(alice, bob, 25) == (0, 0)
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_stranger_spraying_the_relay_ports_gets_nothing_through(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    mallory = RtpEndpoint("127.0.0.23")
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        # Mallory knows both relay ports (a scan would find them) and sprays them at once,
+        # while the phones talk and for the rest of the call.
+        spraying = [
+            asyncio.create_task(mallory.stream(alice.dialog.media_address(), b"mallory", PACKETS)),
+            asyncio.create_task(mallory.stream(bob.dialog.media_address(), b"mallory", PACKETS)),
+        ]
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        await asyncio.gather(*spraying)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert alice.rtp.from_marker(b"mallory") == 0 and bob.rtp.from_marker(b"mallory") == 0
+        assert mallory.received == []  # nobody's audio was turned towards her either
+        assert pbx.media is not None
+        stats = pbx.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None and stats.streams[0].dropped >= PACKETS
+    finally:
+        mallory.close()
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_hold_and_resume_keep_the_audio(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        relay_port = alice.dialog.media_address()
+        await talk(alice, bob, 20)
+        # Alice holds: her re-INVITE says sendonly, Bob answers recvonly; Bob's side now
+        # offers hold music's way only, and the relay keeps its ports.
+        answering = asyncio.create_task(bob.answer_reinvite("recvonly", 2))
+        assert (await alice.reinvite("sendonly", 2)).status == 200
+        await answering
+        assert b"a=sendonly" in bob.dialog.remote_sdp and b"a=recvonly" in alice.dialog.remote_sdp
+        assert alice.dialog.media_address() == relay_port
+        assert pbx.media is not None
+        stats = pbx.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None and stats.streams[0].on_hold
+        before = bob.rtp.from_marker(b"alice")
+        await alice.rtp.stream(alice.dialog.media_address(), b"alice", 25)
+        await asyncio.sleep(0.2)
+        assert bob.rtp.from_marker(b"alice") - before >= 0.9 * 25  # the music on hold
+        # Resume: both ways again, through the same ports.
+        answering = asyncio.create_task(bob.answer_reinvite("sendrecv", 3))
+        assert (await alice.reinvite("sendrecv", 3)).status == 200
+        await answering
+        assert alice.dialog.media_address() == relay_port
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_call_whose_audio_stopped_is_hung_up_with_media_timeout_in_its_cdr(
+    tmp_path: Path,
+) -> None:
+    pbx = await start(tmp_path, timeout_seconds=1.5)
+    alice, bob = await call_between(pbx)
+    try:
+        await talk(alice, bob, 10)
+        # Then silence: both phones get a BYE from the server within a few seconds.
+        byes = await asyncio.wait_for(asyncio.gather(alice.answer_bye(), bob.answer_bye()), 6)
+        assert byes == [None, None]
+        assert pbx.media is not None and pbx.media.calls == {}
+        await pbx.store.flush()
+        [cdr] = await pbx.store.list_cdrs()
+        assert cdr.reason == "media timeout"
     finally:
         alice.close()
         bob.close()

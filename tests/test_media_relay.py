@@ -24,10 +24,9 @@ def sdp(port: int, address: str = "127.0.0.99", direction: str = "sendrecv") -> 
 def test_latch_prefers_the_sdp_address_then_its_ip_then_the_signalling_ip() -> None:
     latch = Latch()
     latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=0.0, window=3.0)
-    assert latch.admit(("203.0.113.9", 1000), 0.1)  # a stranger first: latched for now
-    assert latch.rank == ANY_SOURCE
-    assert not latch.admit(("203.0.113.10", 1000), 0.2)  # another stranger cannot take it
-    assert latch.admit(("198.51.100.7", 5000), 0.3)  # the phone's NAT address wins
+    assert not latch.admit(("203.0.113.9", 1000), 0.1)  # a stranger: not in the window
+    assert latch.peer is None
+    assert latch.admit(("198.51.100.7", 5000), 0.3)  # the phone's NAT address
     assert latch.rank == SIGNALLING_IP
     assert not latch.admit(("203.0.113.9", 1000), 0.4)
     assert latch.admit(("10.0.0.1", 4000), 0.5)  # the SDP address itself wins over all
@@ -42,7 +41,9 @@ def test_latch_without_a_packet_in_the_window_takes_the_first_then_locks() -> No
     latch = Latch()
     latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=0.0, window=1.0)
     assert latch.destination() == ("10.0.0.1", 4000)
-    assert latch.admit(("203.0.113.9", 1000), 5.0)
+    assert not latch.admit(("203.0.113.9", 1000), 0.5)
+    assert latch.admit(("203.0.113.9", 1000), 5.0)  # the window closed empty: any source
+    assert latch.rank == ANY_SOURCE
     assert not latch.admit(("198.51.100.7", 1000), 5.1)  # locked: the window is over
     # A new offer/answer re-opens it: the phone (higher rank) may now come back.
     latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=6.0, window=1.0)

@@ -13,12 +13,13 @@ source alone:
     rank 2  the IP the phone's SIP came from (the NAT's public address)
     rank 1  any other source
 
-Within the window a source replaces the latched one only with a higher rank, so a stranger
-(rank 1) cannot displace the phone, nor another stranger who came first. Outside the window
-the latched source alone is accepted. A port that has latched nothing when its window closes
-takes the first source it hears, and is then locked. Every new offer/answer opens the window
-again, keeping the latched source at its rank under the new SDP (re-INVITE after a move or a
-NAT rebinding re-learns; a stranger still cannot).
+Within the window only ranks 2-4 latch, and a source replaces the latched one only with a
+higher rank: a stranger's packets (rank 1) are dropped, even those that arrive before the
+phone's first. Outside the window the latched source alone is accepted. A port that has
+latched nothing when its window closes (media from an address neither the SDP nor the SIP
+named) takes the first source it hears then, and is locked to it. Every new offer/answer
+opens the window again, keeping the latched source at its rank under the new SDP (a re-INVITE
+after a move or a NAT rebinding re-learns; a stranger still cannot).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Latch:
         if peer is not None and now >= self.open_until:
             return False
         rank = self.rank_of(source)
-        if rank <= self.rank:
+        if rank <= self.rank or (rank == ANY_SOURCE and now < self.open_until):
             return False
         self.peer = source
         self.rank = rank
