@@ -168,8 +168,7 @@ class Pbx:
         cluster.to_main(("ready",))
 
     def _identify(self, bound: tuple[ListenAddress, ...]) -> None:
-        self.identity = ServerIdentity(self.settings.domain, bound)
-        self.route.identity = self.identity
+        self.identity.bind(bound)
         self.security.set_own_addresses(self.identity.addresses)
 
     @property
@@ -237,7 +236,7 @@ class Pbx:
             tag_secret=tag_secret,
             user_agent=settings.user_agent,
         )
-        # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
+        # Calls: the stateful proxy, its call table, CDRs to the store.
         cdrs = CdrWriter(store) if writes else None
         # Media anchoring (core/media/anchor.py) sees every call end before its CDR is written.
         self.media = build_anchor(
@@ -245,6 +244,16 @@ class Pbx:
             lambda: self.identity, self.clock, cdrs,
         )  # fmt: skip
         calls = CallTable(self.bus, settings.proxy.max_active_calls, sink=self.media or cdrs)
+        # Carrier trunks: inbound from carriers, outbound to gateways; they decide, the
+        # route and the proxy act.
+        self.trunks = Trunks(
+            settings,
+            identity=self.identity,
+            users=self.users,
+            calls=calls,
+            bus=self.bus,
+            srv=SrvResolver(),
+        )
         self.proxy = Proxy(
             settings=settings.proxy,
             realm=settings.realm,
@@ -254,17 +263,13 @@ class Pbx:
             calls=calls,
             bus=self.bus,
             route_secret=tag_secret,
+            carriers=self.trunks,
         )
         self.route.proxy = self.proxy
         if self.media is not None:
-            self.proxy.media = self.media
-            watch = watch_media(self.media, self.proxy.end_call, self.clock)
+            self.proxy.forwarder.media = self.media
+            watch = watch_media(self.media, self.proxy.dialogs.end_call, self.clock)
             self._tasks.append(asyncio.create_task(watch, name="pbx-media"))
-        # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
-        self.trunks = Trunks(
-            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
-        )
-        self.trunks.attach()
         self.route.trunks = self.trunks
         await self.reload_carriers()
 

@@ -27,6 +27,7 @@ from typing import Protocol
 from core.events import EventBus, SipTraffic
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.proxy.decisions import Refuse, ToUser
 from core.sip.errors import SipParseError
 from core.sip.fields import Via
 from core.sip.message import Request, Response, make_response
@@ -77,8 +78,10 @@ class Proxy(Protocol):
 
 
 class Trunks(Protocol):
+    """What the route asks of the carrier trunks (core/trunks/trunks.py)."""
+
     def is_carrier(self, ip: str) -> bool: ...
-    def inbound(self, request: Request, flow: Flow, now: float) -> None: ...
+    def inbound(self, request: Request) -> Refuse | ToUser: ...
 
 
 def response_flow(via: Via | None, flow: Flow) -> Flow:
@@ -205,7 +208,7 @@ class Route:
             self._answer_ourselves(request, flow)
             return
         if self.trunks is not None and self.trunks.is_carrier(flow.remote[0]):
-            self.trunks.inbound(request, flow, now)
+            self._from_carrier(request, flow, now)
             return
         username = self._authenticate(request, flow, now)
         if username is None:
@@ -259,6 +262,19 @@ class Route:
             self.reply(request, flow, 405, extra=[("Allow", "OPTIONS, REGISTER")])
         else:
             self.reply(request, flow, 501)
+
+    def _from_carrier(self, request: Request, flow: Flow, now: float) -> None:
+        """Step 5: a trusted carrier's request goes to the user its DID names, or is refused."""
+        assert self.trunks is not None
+        decision = self.trunks.inbound(request)
+        if isinstance(decision, Refuse):
+            self.reply(request, flow, decision.status, decision.reason, decision.extra)
+            return
+        if self.proxy is None:
+            self.reply(request, flow, 480)
+            return
+        request.uri = decision.uri
+        self.proxy.route_to_user(request, None, flow, now)
 
     def _in_dialog(self, request: Request, flow: Flow, now: float) -> None:
         if request.method == "ACK" and request.to_tag == self.local_tag(request):
