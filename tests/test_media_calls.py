@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from conftest import USERS, start_pbx
 from support.softphone import RtpEndpoint, SoftPhone
 
@@ -26,12 +27,22 @@ async def start(tmp_path: Path, **media: object) -> Pbx:
     return await start_pbx(tmp_path, media=settings)
 
 
-async def call_between(pbx: Pbx) -> tuple[SoftPhone, SoftPhone]:
+async def call_between(
+    pbx: Pbx, *, natted: bool = True, late_offer: bool = False
+) -> tuple[SoftPhone, SoftPhone]:
     server = (pbx.listening[0].host, pbx.listening[0].port)
-    alice = await SoftPhone("alice", USERS["alice"], "127.0.0.21", server).start()
-    bob = await SoftPhone("bob", USERS["bob"], "127.0.0.22", server).start()
+    alice_ip, bob_ip = "127.0.0.21", "127.0.0.22"
+    alice = SoftPhone(
+        "alice", USERS["alice"], alice_ip, server, "127.0.0.99" if natted else alice_ip
+    )
+    bob = SoftPhone("bob", USERS["bob"], bob_ip, server, "127.0.0.99" if natted else bob_ip)
+    await alice.start()
+    await bob.start()
     answering = asyncio.create_task(bob.answer_call())
-    final = await alice.call("bob")
+    if late_offer:
+        final = await alice.call("bob", b"", ack_body=alice.sdp())
+    else:
+        final = await alice.call("bob")
     await answering
     assert final.status == 200
     return alice, bob
@@ -166,6 +177,41 @@ async def test_a_call_whose_audio_stopped_is_hung_up_with_media_timeout_in_its_c
         await pbx.store.flush()
         [cdr] = await pbx.store.list_cdrs()
         assert cdr.reason == "media timeout"
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_late_offer_in_the_2xx_answered_in_the_ack_is_anchored(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx, late_offer=True)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        assert alice.dialog.media_address()[0] == "127.0.0.1"  # Bob's offer, anchored
+        await asyncio.sleep(0.1)  # the ACK (Alice's answer) reaches Bob
+        assert bob.dialog.media_address()[0] == "127.0.0.1"  # Alice's answer, anchored
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+@pytest.mark.parametrize(("relay", "anchored"), [("auto", False), ("always", True)])
+async def test_phones_not_behind_nat_are_anchored_only_when_always(
+    tmp_path: Path, relay: str, anchored: bool
+) -> None:
+    pbx = await start(tmp_path, relay=relay)
+    alice, bob = await call_between(pbx, natted=False)
+    try:
+        assert alice.dialog is not None and pbx.media is not None
+        expected = "127.0.0.1" if anchored else "127.0.0.22"
+        assert alice.dialog.media_address()[0] == expected
+        assert (alice.dialog.call_id in pbx.media.calls) is anchored
+        heard_by_alice, heard_by_bob = await talk(alice, bob, 25)
+        assert heard_by_alice >= 22 and heard_by_bob >= 22  # direct or relayed, audio flows
     finally:
         alice.close()
         bob.close()

@@ -81,11 +81,13 @@ class Dialog:
 class SoftPhone:
     """One user on `ip`; announces `nat_ip` (an address nobody listens on) as its own."""
 
-    def __init__(self, user: str, password: str, ip: str, server: tuple[str, int]) -> None:
+    def __init__(
+        self, user: str, password: str, ip: str, server: tuple[str, int], nat_ip: str = "127.0.0.99"
+    ) -> None:
         self.user = user
         self.password = password
         self.ip = ip
-        self.nat_ip = "127.0.0.99"
+        self.nat_ip = nat_ip  # the phone's own `ip`: a phone not behind NAT
         self.client = UdpClient(server)
         self.rtp: RtpEndpoint = None  # type: ignore[assignment]
         self.dialog: Dialog | None = None
@@ -94,7 +96,9 @@ class SoftPhone:
         await self.client.open(self.ip)
         self.rtp = RtpEndpoint(self.ip)
         phone = Phone(self.client, self.user, self.password, DOMAIN)
-        response = await phone.register(contact=self.contact, via_host=f"{self.nat_ip}:5060")
+        response = await phone.register(
+            contact=self.contact, via_host=f"{self.nat_ip}:{self.sip_port}"
+        )
         assert response is not None and response.status == 200, response
         return self
 
@@ -104,7 +108,12 @@ class SoftPhone:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.user}@{self.nat_ip}:5060>"
+        return f"<sip:{self.user}@{self.nat_ip}:{self.sip_port}>"
+
+    @property
+    def sip_port(self) -> int:
+        """The port the phone writes: its own, unless behind NAT (which rewrites it)."""
+        return 5060 if self.nat_ip != self.ip else self.client.local[1]
 
     def sdp(self, direction: str = "sendrecv", version: int = 1) -> bytes:
         return (
@@ -115,7 +124,7 @@ class SoftPhone:
 
     # -- messages ---------------------------------------------------------------------------
     def _request(self, method: str, uri: str, headers: list[str], body: bytes = b"") -> bytes:
-        local = f"{self.nat_ip}:5060"  # what the phone believes; rport finds it (RFC 3581)
+        local = f"{self.nat_ip}:{self.sip_port}"  # behind NAT, rport finds it (RFC 3581)
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {local};branch=z9hG4bK{secrets.token_hex(6)};rport",
@@ -181,8 +190,9 @@ class SoftPhone:
         self.client.send(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
 
     # -- calls ------------------------------------------------------------------------------
-    async def call(self, callee: str, body: bytes | None = None) -> Response:
-        """INVITE `callee`, answer the 407, ACK the final answer; the dialog on a 2xx."""
+    async def call(self, callee: str, body: bytes | None = None, ack_body: bytes = b"") -> Response:
+        """INVITE `callee`, answer the 407, ACK the final answer; the dialog on a 2xx.
+        A late offer (RFC 3264 §2): `body` b"", and `ack_body` answers the 2xx's offer."""
         body = self.sdp() if body is None else body
         self.dialog = dialog = Dialog(secrets.token_hex(8), secrets.token_hex(4))
         uri = f"sip:{callee}@{DOMAIN}"
@@ -208,7 +218,7 @@ class SoftPhone:
         final = await self._final(5.0)
         if 200 <= final.status < 300:
             self._learn(final)
-            self.client.send(self._in_dialog("ACK", cseq=2))
+            self.client.send(self._in_dialog("ACK", ack_body, cseq=2))
         return final
 
     def _ack_failure(self, response: Response, uri: str, headers: list[str]) -> None:
@@ -243,6 +253,8 @@ class SoftPhone:
         self._reply(invite, 200, "OK", self.sdp() if body is None else body)
         ack = await self._next_request()
         assert ack.method == "ACK", ack.method
+        if ack.body:
+            dialog.remote_sdp = ack.body
         return invite
 
     async def reinvite(self, direction: str, version: int) -> Response:
