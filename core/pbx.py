@@ -15,7 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.accounting.cdrs import CdrWriter
 from core.admin import AdminApi
@@ -489,10 +489,15 @@ class Pbx:
         return stats
 
     def calls(self) -> list[CallInfo]:
-        """Active calls, oldest first, for the console."""
+        """Active calls, oldest first, for the console, with their relayed media's counters."""
         if isinstance(self.cluster, MainCluster):
             return self.cluster.calls.snapshot()
-        return self.proxy.calls.snapshot() if self.proxy else []
+        calls = self.proxy.calls.snapshot() if self.proxy else []
+        media = self.media
+        if media is None or not media.calls:
+            return calls
+        now = self.clock()
+        return [replace(call, media=media.stats(call.call_id, now)) for call in calls]
 
 
 class _BindingWriter:
