@@ -44,6 +44,7 @@ COMPILED_MODULES = [
     "core/registrar/location.py",
     "core/registrar/natping.py",
     "core/net/addresses.py",
+    "core/outbox.py",
     "core/route.py",
     "core/proxy/forwarder.py",
     "core/proxy/proxy.py",

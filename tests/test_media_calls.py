@@ -77,12 +77,12 @@ async def test_natted_phones_hear_each_other_through_the_relay(tmp_path: Path) -
         assert bob.dialog.media_address()[0] == "127.0.0.1"
         heard_by_alice, heard_by_bob = await talk(alice, bob)
         assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
-        assert pbx.media is not None
-        stats = pbx.media.stats(alice.dialog.call_id, pbx.clock())
+        assert pbx.core.media is not None
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
         assert stats is not None
         assert stats.caller_packets >= 0.9 * PACKETS and stats.callee_packets >= 0.9 * PACKETS
         await hang_up(alice, bob)
-        assert pbx.media.calls == {} and pbx.media.engine.sessions == {}  # type: ignore[attr-defined]
+        assert pbx.core.media.calls == {} and pbx.core.media.engine.sessions == {}  # type: ignore[attr-defined]
     finally:
         alice.close()
         bob.close()
@@ -119,8 +119,8 @@ async def test_a_stranger_spraying_the_relay_ports_gets_nothing_through(tmp_path
         assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
         assert alice.rtp.from_marker(b"mallory") == 0 and bob.rtp.from_marker(b"mallory") == 0
         assert mallory.received == []  # nobody's audio was turned towards her either
-        assert pbx.media is not None
-        stats = pbx.media.stats(alice.dialog.call_id, pbx.clock())
+        assert pbx.core.media is not None
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
         assert stats is not None and stats.streams[0].dropped >= PACKETS
     finally:
         mallory.close()
@@ -143,8 +143,8 @@ async def test_hold_and_resume_keep_the_audio(tmp_path: Path) -> None:
         await answering
         assert b"a=sendonly" in bob.dialog.remote_sdp and b"a=recvonly" in alice.dialog.remote_sdp
         assert alice.dialog.media_address() == relay_port
-        assert pbx.media is not None
-        stats = pbx.media.stats(alice.dialog.call_id, pbx.clock())
+        assert pbx.core.media is not None
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
         assert stats is not None and stats.streams[0].on_hold
         before = bob.rtp.from_marker(b"alice")
         await alice.rtp.stream(alice.dialog.media_address(), b"alice", 25)
@@ -173,7 +173,7 @@ async def test_a_call_whose_audio_stopped_is_hung_up_with_media_timeout_in_its_c
         # Then silence: both phones get a BYE from the server within a few seconds.
         byes = await asyncio.wait_for(asyncio.gather(alice.answer_bye(), bob.answer_bye()), 6)
         assert byes == [None, None]
-        assert pbx.media is not None and pbx.media.calls == {}
+        assert pbx.core.media is not None and pbx.core.media.calls == {}
         await pbx.store.flush()
         [cdr] = await pbx.store.list_cdrs()
         assert cdr.reason == "media timeout"
@@ -206,10 +206,10 @@ async def test_phones_not_behind_nat_are_anchored_only_when_always(
     pbx = await start(tmp_path, relay=relay)
     alice, bob = await call_between(pbx, natted=False)
     try:
-        assert alice.dialog is not None and pbx.media is not None
+        assert alice.dialog is not None and pbx.core.media is not None
         expected = "127.0.0.1" if anchored else "127.0.0.22"
         assert alice.dialog.media_address()[0] == expected
-        assert (alice.dialog.call_id in pbx.media.calls) is anchored
+        assert (alice.dialog.call_id in pbx.core.media.calls) is anchored
         heard_by_alice, heard_by_bob = await talk(alice, bob, 25)
         assert heard_by_alice >= 22 and heard_by_bob >= 22  # direct or relayed, audio flows
     finally:

@@ -27,7 +27,6 @@ is the advertised public address where one is set.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -257,14 +256,3 @@ def build_anchor(
         return None
     relay = EmbeddedRelay(settings, settings.address or listen_host, clock)
     return MediaAnchor(settings, relay, location, identity, clock, sink)
-
-
-async def watch_media(
-    anchor: MediaAnchor, hang_up: Callable[[str, str, float], None], clock: Callable[[], float]
-) -> None:
-    """Once a second: the calls whose media stopped are hung up, "media timeout" in the CDR."""
-    while True:
-        await asyncio.sleep(1.0)
-        now = clock()
-        for call_id in anchor.expire(now):
-            hang_up(call_id, "media timeout", now)

@@ -26,6 +26,7 @@ from typing import Protocol, cast
 from core.events import EventBus, SecurityEvent
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.outbox import response_flow
 from core.proxy.calls import CallTable
 from core.proxy.decisions import Carriers, apply_rewrite
 from core.proxy.dialogs import learn_answer, remember_early_dialog
@@ -40,7 +41,6 @@ from core.proxy.routing import (
 )
 from core.proxy.stray import stray_2xx_destination
 from core.registrar.location import Target
-from core.route import response_flow
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response, new_tag
@@ -68,7 +68,7 @@ DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
 
 
 class Relay(Protocol):
-    """What the proxy needs of the route (core/route.py `Route`)."""
+    """What the proxy needs to send (core/outbox.py `Outbox`)."""
 
     identity: ServerIdentity
     server_header: tuple[str, str]

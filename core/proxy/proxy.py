@@ -15,7 +15,7 @@ The route (core/route.py) has authenticated the caller; from there:
     on_timer        the transaction timers, the ring timeout (timer C-like: CANCEL + 408),
                     the CANCEL guard (64*T1), the maximum call duration
 
-Nothing here reads a clock or awaits: `now` comes in, bytes go out through the route's `send`,
+Nothing here reads a clock or awaits: `now` comes in, bytes go out through the outbox's `send`,
 and the Pbx arms one loop timer for `next_deadline()`.
 
 Calls: an initial INVITE that gets this far becomes a `Call` in `self.calls`, followed through

@@ -73,7 +73,7 @@ from core.trunks.gateways import (
     gateway_of,
     resolve,
 )
-from core.trunks.tollfraud import CallLimiter, Refusal, check_policy
+from core.trunks.tollfraud import CallLimiter, LimiterListener, Refusal, check_policy
 from core.users import UserDirectory
 
 # Per-call outbound state outlives the call by Timer J (64*T1): the BYE that ended it, and its
@@ -128,6 +128,7 @@ class Trunks:
         calls: CallTable,
         bus: EventBus,
         srv: SrvLookup | None = None,
+        limiter_listener: LimiterListener | None = None,
     ) -> None:
         self.settings = settings
         self.domain = settings.domain
@@ -137,7 +138,7 @@ class Trunks:
         self.bus = bus
         self.srv = srv
         self.dialplan = Dialplan(settings.dialplan)
-        self.limiter = CallLimiter(settings.proxy.max_calls_global)
+        self.limiter = CallLimiter(settings.proxy.max_calls_global, limiter_listener)
         self.carriers: list[CarrierRow] = []
         self.carrier_networks = AddressSet()
         self.dids: dict[str, str] = {}  # canonical number → username
