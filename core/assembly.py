@@ -28,7 +28,8 @@ from typing import Protocol
 
 from core.admin import AdminApi
 from core.events import EventBus
-from core.media.anchor import build_anchor
+from core.media.anchor import MediaAnchor, build_anchor
+from core.media.gate import RtpEngineGate, RtpEngineSessions, rtpengine_sessions
 from core.net.dns import SrvResolver
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
@@ -235,10 +236,12 @@ class Core:
         )
         # Media anchoring (core/media/anchor.py): its relay lives in the process that owns the
         # call, and it sees every call end before the call's CDR is written.
-        self.media = build_anchor(
+        anchor = build_anchor(
             settings.media, settings.listen[0].host, self.location, lambda: self.identity,
             clock, sinks.calls,
         )  # fmt: skip
+        rtpengine = rtpengine_sessions(settings.media, sinks.calls)
+        self.media: MediaAnchor | RtpEngineSessions | None = rtpengine or anchor
         calls = CallTable(bus, settings.proxy.max_active_calls, sink=self.media or sinks.calls)
         self.trunks = Trunks(
             settings,
@@ -261,7 +264,11 @@ class Core:
             route_secret=stored.tag_secret,
             carriers=self.trunks,
         )
-        self.proxy.forwarder.media = self.media
+        self.proxy.forwarder.media = anchor
+        # With rtpengine, SDP is rewritten before the proxy sees it (core/media/gate.py).
+        gate = None
+        if rtpengine is not None:
+            gate = RtpEngineGate(settings.media, rtpengine, self.proxy, self.location, clock)
         self.route = Route(
             identity=self.identity,
             bus=bus,
@@ -269,7 +276,7 @@ class Core:
             authenticator=authenticator,
             registrar=self.registrar,
             natping=self.natping,
-            proxy=self.proxy,
+            proxy=gate or self.proxy,
             trunks=self.trunks,
             outbox=self.outbox,
             clock=clock,

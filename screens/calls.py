@@ -46,6 +46,8 @@ def media_cell(call: Any) -> Text:
     media = call.media
     if media is None:
         return Text("direct", style="dim")
+    if not media.streams:
+        return Text("relayed by rtpengine", style="green")  # its counters stay there
     caller_bytes = sum(stream.caller_bytes for stream in media.streams)
     callee_bytes = sum(stream.callee_bytes for stream in media.streams)
     counts = (

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import USERS, start_pbx
+from support.rtpengine import rtpengine_daemon
 from support.softphone import RtpEndpoint, SoftPhone
 
 from core.pbx import Pbx
@@ -216,3 +217,24 @@ async def test_phones_not_behind_nat_are_anchored_only_when_always(
         alice.close()
         bob.close()
         await pbx.stop()
+
+
+async def test_natted_phones_hear_each_other_through_rtpengine(tmp_path: Path) -> None:
+    with rtpengine_daemon(tmp_path, 44200, 44400) as ng_port:
+        pbx = await start(tmp_path, engine="rtpengine", rtpengine=f"127.0.0.1:{ng_port}")
+        try:
+            alice, bob = await call_between(pbx)
+            try:
+                assert alice.dialog is not None and bob.dialog is not None
+                for dialog in (alice.dialog, bob.dialog):  # rtpengine's address and ports
+                    address, port = dialog.media_address()
+                    assert address == "127.0.0.1" and 44200 <= port <= 44400
+                heard_by_alice, heard_by_bob = await talk(alice, bob)
+                assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+                await hang_up(alice, bob)
+                assert pbx.core.media is not None and pbx.core.media.calls == {}
+            finally:
+                alice.close()
+                bob.close()
+        finally:
+            await pbx.stop()

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.ports import free_port
+from support.rtpengine import rtpengine_daemon
 from support.softphone import RtpEndpoint
 
 from core.media.bencode import BencodeError, decode, encode
@@ -67,33 +66,13 @@ def sdp(port: int) -> bytes:
 
 @pytest.fixture
 async def rtpengine(tmp_path: Path) -> AsyncIterator[RtpEngine]:
-    """The daemon with its own config: loopback only, no kernel table, a free ng port."""
-    binary = shutil.which("rtpengine")
-    assert binary is not None, "rtpengine is not installed (apt-get install rtpengine-daemon)"
-    port = free_port()
-    config = tmp_path / "rtpengine.conf"
-    config.write_text(
-        "[rtpengine]\ntable = -1\ninterface = 127.0.0.1\n"
-        f"listen-ng = 127.0.0.1:{port}\nport-min = 44000\nport-max = 44200\n"
-        "log-level = 5\nlog-stderr = true\nforeground = true\n"
-        # Ranked learning like the embedded relay's (SDP address, its IP, any), after which
-        # `strict-source` drops every other source (see core/media/rtpengine.py).
-        "endpoint-learning = heuristic\ndelete-delay = 0\n"
-    )
-    log = (tmp_path / "rtpengine.log").open("w")
-    daemon = subprocess.Popen(
-        [binary, f"--config-file={config}", f"--pidfile={tmp_path / 'pid'}"],
-        stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    client = await RtpEngine(("127.0.0.1", port), timeout=0.3, retries=10).open()
-    try:
-        assert await client.ping()
-        yield client
-    finally:
-        client.close()
-        daemon.terminate()
-        daemon.wait(10)
-        log.close()
+    with rtpengine_daemon(tmp_path) as port:
+        client = await RtpEngine(("127.0.0.1", port), timeout=0.3, retries=10).open()
+        try:
+            assert await client.ping()
+            yield client
+        finally:
+            client.close()
 
 
 async def test_calls_through_rtpengine_carry_audio_both_ways(rtpengine: RtpEngine) -> None:

@@ -78,7 +78,7 @@ class AnchoredCall:
     offerer: str = ""  # From/To tag of the side whose offer is outstanding; "" when none
 
 
-def _has_sdp(message: Message) -> bool:
+def has_sdp(message: Message) -> bool:
     if not message.body:
         return False
     content_type = message.headers.get("content-type")
@@ -90,6 +90,39 @@ def _has_sdp(message: Message) -> bool:
 def _host(hostport: str) -> str:
     host = hostport.rsplit(":", 1)[0] if not hostport.endswith("]") else hostport
     return host.strip("[]")
+
+
+def wants_anchor(
+    settings: MediaSettings,
+    location: LocationService,
+    request: Request,
+    arrived: Flow,
+    target_uri: SipUri | None,
+    out: Flow | None,
+    now: float,
+) -> bool:
+    """Whether a new call needs its media anchored (see the module docstring); `target_uri`
+    and `out`: the contact a branch goes to and how, when known."""
+    mode = settings.relay
+    if mode != "auto":
+        return mode == "always"
+    contacts = request.contacts
+    if contacts and isinstance(contacts[0].uri, SipUri) and contacts[0].uri.host != arrived.ip:
+        return True
+    if has_sdp(request):
+        try:
+            description = parse(request.body)
+        except SdpError:
+            return False
+        if any(m.port and m.address not in (arrived.ip, "0.0.0.0", "::")
+               for m in description.media):  # fmt: skip
+            return True
+    if target_uri is not None and out is not None and target_uri.host != out.ip:
+        return True
+    callee = request.uri.user if isinstance(request.uri, SipUri) else None
+    return bool(callee) and any(
+        binding.behind_nat for binding in location.lookup(callee or "", now)
+    )
 
 
 class MediaAnchor:
@@ -116,27 +149,7 @@ class MediaAnchor:
     # -- deciding -------------------------------------------------------------------------
     def wants_anchor(self, request: Request, arrived: Flow, target_uri: SipUri | None, out: Flow,
                      now: float) -> bool:  # fmt: skip
-        """Whether a new call needs its media anchored (see the module docstring)."""
-        mode = self.settings.relay
-        if mode != "auto":
-            return mode == "always"
-        contacts = request.contacts
-        if contacts and isinstance(contacts[0].uri, SipUri) and contacts[0].uri.host != arrived.ip:
-            return True
-        if _has_sdp(request):
-            try:
-                description = parse(request.body)
-            except SdpError:
-                return False
-            if any(m.port and m.address not in (arrived.ip, "0.0.0.0", "::")
-                   for m in description.media):  # fmt: skip
-                return True
-        if target_uri is not None and target_uri.host != out.ip:
-            return True
-        callee = request.uri.user if isinstance(request.uri, SipUri) else None
-        return bool(callee) and any(
-            binding.behind_nat for binding in self.location.lookup(callee or "", now)
-        )
+        return wants_anchor(self.settings, self.location, request, arrived, target_uri, out, now)
 
     # -- the proxy's calls -----------------------------------------------------------------
     def request_body(
@@ -161,7 +174,7 @@ class MediaAnchor:
                 return request.body
             anchored = self.calls[call_id] = AnchoredCall()
         from_tag = request.from_tag or ""
-        if not _has_sdp(request):
+        if not has_sdp(request):
             if method == "INVITE":
                 anchored.offerer = ""  # RFC 3264 §2: the offer comes in the 2xx
             return request.body
@@ -194,7 +207,7 @@ class MediaAnchor:
             anchored is None
             or request.method not in _OFFER_METHODS
             or not 100 < status < 300
-            or not _has_sdp(response)
+            or not has_sdp(response)
         ):
             return response.body
         from_tag = request.from_tag or ""
@@ -252,7 +265,7 @@ def build_anchor(
 ) -> MediaAnchor | None:
     """The media hook for these settings, with the embedded relay bound on `[media] address`
     (else the SIP listen address); None when calls are never anchored."""
-    if settings.relay == "never":
+    if settings.relay == "never" or settings.engine != "embedded":
         return None
     relay = EmbeddedRelay(settings, settings.address or listen_host, clock)
     return MediaAnchor(settings, relay, location, identity, clock, sink)

@@ -113,7 +113,11 @@ class RtpEngine:
     async def command(self, name: str, fields: dict[str, Encodable]) -> dict[bytes, Value]:
         """Send `name` with `fields`, retrying on silence; the reply's dictionary."""
         if self._transport is None:
-            raise RtpEngineError("not connected")
+            try:
+                await self.open()
+            except OSError as error:
+                raise RtpEngineError(f"cannot reach rtpengine: {error}") from None
+            assert self._transport is not None
         if len(self._pending) >= MAX_PENDING:
             raise RtpEngineError("too many requests waiting for rtpengine")
         cookie = os.urandom(8).hex().encode("ascii")
