@@ -14,9 +14,12 @@ from pathlib import Path
 
 import pytest
 from conftest import USERS, start_pbx
+from support.ports import free_port
 from support.rtpengine import rtpengine_daemon
+from support.sipp import run_sipp
 from support.softphone import RtpEndpoint, SoftPhone
 
+from core.media.sdp import parse
 from core.pbx import Pbx
 from core.settings import MediaSettings
 
@@ -238,3 +241,41 @@ async def test_natted_phones_hear_each_other_through_rtpengine(tmp_path: Path) -
                 bob.close()
         finally:
             await pbx.stop()
+
+
+PCAP = Path("/usr/share/sip-tester/g711a.pcap")  # SIPp's own G.711 recording: 236 packets
+
+
+async def test_a_carrier_leg_reaches_a_natted_phone_with_audio(tmp_path: Path) -> None:
+    """SIPp plays a carrier (its address trusted, a DID for Bob) sending a real G.711
+    recording with play_pcap_audio; Bob's phone behind NAT hears it through the relay."""
+    assert PCAP.exists(), "SIPp's g711a.pcap is missing (apt-get install sip-tester)"
+    pbx = await start(tmp_path)
+    await pbx.admin.add_carrier("acme", ["127.0.0.2/32"])
+    await pbx.admin.add_did("1632960002", "bob")
+    server = (pbx.listening[0].host, pbx.listening[0].port)
+    bob = await SoftPhone("bob", USERS["bob"], "127.0.0.22", server).start()
+    try:
+        answering = asyncio.create_task(bob.answer_call())
+        carrier = asyncio.create_task(
+            run_sipp(
+                "carrier_audio.xml", *server, local_ip="127.0.0.2",
+                keys={"did": "1632960002", "from_user": "442079460000",
+                      "from_host": "carrier.example", "pcap": str(PCAP)},
+                extra=["-mi", "127.0.0.2", "-mp", str(free_port()), "-d", "8000"],
+                timeout=30,
+            )
+        )  # fmt: skip
+        invite = await answering
+        assert parse(invite.body).media[0].address == "127.0.0.1"  # the carrier's, anchored
+        assert bob.dialog is not None
+        # Bob talks too, as phones do: that is how the relay finds him behind his NAT.
+        talking = asyncio.create_task(bob.rtp.stream(bob.dialog.media_address(), b"bob", 350))
+        await bob.answer_bye(timeout=15)
+        talking.cancel()
+        result = await carrier
+        assert result.returncode == 0, str(result)
+        assert len(bob.rtp.received) >= 0.9 * 236, len(bob.rtp.received)
+    finally:
+        bob.close()
+        await pbx.stop()

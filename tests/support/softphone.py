@@ -280,7 +280,7 @@ class SoftPhone:
         self.client.send(self._in_dialog("BYE"))
         return await self._final()
 
-    async def answer_bye(self) -> None:
-        bye = await self._next_request()
+    async def answer_bye(self, timeout: float = 3.0) -> None:
+        bye = await self._next_request(timeout)
         assert bye.method == "BYE", bye.method
         self._reply(bye, 200, "OK")
