@@ -26,9 +26,9 @@ from core.settings import MediaSettings
 PACKETS = 100  # two seconds of 20 ms audio each way
 
 
-async def start(tmp_path: Path, **media: object) -> Pbx:
+async def start(tmp_path: Path, workers: int = 0, **media: object) -> Pbx:
     settings = replace(MediaSettings(port_min=42000, port_max=42400), **media)
-    return await start_pbx(tmp_path, media=settings)
+    return await start_pbx(tmp_path, media=settings, workers=workers)
 
 
 async def call_between(
@@ -278,4 +278,23 @@ async def test_a_carrier_leg_reaches_a_natted_phone_with_audio(tmp_path: Path) -
         assert len(bob.rtp.received) >= 0.9 * 236, len(bob.rtp.received)
     finally:
         bob.close()
+        await pbx.stop()
+
+
+async def test_with_worker_processes_the_call_is_relayed_where_it_is_handled(
+    tmp_path: Path,
+) -> None:
+    """Two workers read the SIP socket; the call's relay lives in the worker that owns the
+    call (main holds no session), and the NATed phones hear each other."""
+    pbx = await start(tmp_path, workers=2)
+    try:
+        alice, bob = await call_between(pbx)
+        try:
+            heard_by_alice, heard_by_bob = await talk(alice, bob)
+            assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+            assert pbx.core.media is not None and pbx.core.media.calls == {}
+        finally:
+            alice.close()
+            bob.close()
+    finally:
         await pbx.stop()
