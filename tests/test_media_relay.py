@@ -160,3 +160,26 @@ async def test_bounded_by_sessions_and_ports() -> None:
     for call_id in list(relay.sessions):
         relay.delete(call_id)
     assert relay.ports.free == relay.ports.capacity
+
+
+async def test_rtcp_goes_between_the_odd_ports() -> None:
+    """RFC 3550 §11: RTCP on the port above RTP, relayed between the sides' RTCP ports."""
+    relay = EmbeddedRelay(MediaSettings(port_min=41400, port_max=41500), "127.0.0.1", time.time)
+    alice, bob = Phone("127.0.0.11"), Phone("127.0.0.12")
+    try:
+        now = time.time()
+        to_bob = relay.offer("c5", "atag", sdp(4000), "127.0.0.11", "127.0.0.1", now)
+        to_alice = relay.answer("c5", "atag", "btag", sdp(4002), "127.0.0.12", "127.0.0.1", now)
+        alice_rtcp, bob_rtcp = media_port(to_alice) + 1, media_port(to_bob) + 1
+        bob.sock.sendto(b"bob-rtcp", ("127.0.0.1", bob_rtcp))  # Bob is heard first: latched
+        await settle()
+        alice.sock.sendto(b"alice-rtcp", ("127.0.0.1", alice_rtcp))
+        await settle()
+        bob.drain()
+        assert bob.received == [b"alice-rtcp"]
+        stats = relay.stats("c5", now)
+        assert stats is not None and stats.caller_packets == 1 and stats.callee_packets == 1
+    finally:
+        relay.delete("c5")
+        alice.close()
+        bob.close()
