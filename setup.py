@@ -60,6 +60,12 @@ COMPILED_MODULES = [
     "core/trunks/tollfraud.py",
     "core/trunks/trunks.py",
     "core/security/verdict.py",
+    # The RTP relay's per-packet path, and the SDP and bencode it reads per offer/answer.
+    "core/media/bencode.py",
+    "core/media/latch.py",
+    "core/media/ports.py",
+    "core/media/relay.py",
+    "core/media/sdp.py",
 ]
 
 if os.environ.get("PBXTUI_PURE_PYTHON"):

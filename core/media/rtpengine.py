@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import cast
 
 from core.media.bencode import BencodeError, Encodable, Value, decode, encode
 
@@ -155,7 +154,7 @@ class RtpEngine:
         if not isinstance(reply, dict):
             future.set_exception(RtpEngineError("rtpengine reply is not a dictionary"))
             return
-        future.set_result(cast(dict[bytes, Value], reply))
+        future.set_result(reply)
 
 
 def _sdp_of(reply: dict[bytes, Value]) -> bytes:

@@ -214,8 +214,9 @@ class Forwarder:
         headers.view("via", lambda _top: vias)
         body = request.body
         if self.media is not None:
-            new_call = isinstance(uri, SipUri) and request.to_tag is None
-            body = self.media.request_body(request, arrived, out, uri if new_call else None)
+            # A new call's branch names its contact; in a dialog there is none to judge.
+            target = uri if isinstance(uri, SipUri) and request.to_tag is None else None
+            body = self.media.request_body(request, arrived, out, target)
         return Request(request.method, uri, headers, body)
 
     # -- the transaction layer's actions --------------------------------------------------
