@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.media.latch import ANY_SOURCE, SDP_ADDRESS, SIGNALLING_IP, Latch
+from core.media.latch import ANY_SOURCE, SDP_ADDRESS, SDP_PORT, SIGNALLING_IP, Latch
 from core.media.relay import EmbeddedRelay, RelayFull
 from core.media.sdp import SdpError, parse
 from core.settings import MediaSettings
@@ -35,6 +35,18 @@ def test_latch_prefers_the_sdp_address_then_its_ip_then_the_signalling_ip() -> N
     # After the window only the latched source gets through, whatever its rank.
     assert latch.admit(("10.0.0.1", 4000), 10.0)
     assert not latch.admit(("10.0.0.1", 4002), 10.0)
+
+
+def test_latch_takes_the_sdp_port_from_another_ip_below_the_phones_own_addresses() -> None:
+    """A phone sending from another of its addresses keeps its port: latched at once (not
+    after the window), yet the SIP source or the SDP address still wins over it."""
+    latch = Latch()
+    latch.expect(("10.0.0.1", 4000), "198.51.100.7", now=0.0, window=3.0)
+    assert latch.admit(("192.0.2.50", 4000), 0.1)
+    assert latch.rank == SDP_PORT
+    assert latch.admit(("198.51.100.7", 6000), 0.2)
+    assert latch.rank == SIGNALLING_IP
+    assert not latch.admit(("192.0.2.50", 4000), 0.3)
 
 
 def test_latch_without_a_packet_in_the_window_takes_the_first_then_locks() -> None:

@@ -8,27 +8,31 @@ that is "RTP bleed" (CVE-2017-14099, CVE-2017-9765 class). So a port latches onl
 short window after each offer/answer, ranks the sources it sees, and afterwards accepts one
 source alone:
 
-    rank 4  the address and port the SDP names (a phone not behind NAT)
-    rank 3  the SDP's IP on another port (a phone whose port the NAT rewrote)
-    rank 2  the IP the phone's SIP came from (the NAT's public address)
+    rank 5  the address and port the SDP names (a phone not behind NAT)
+    rank 4  the SDP's IP on another port (a phone whose port the NAT rewrote)
+    rank 3  the IP the phone's SIP came from (the NAT's public address)
+    rank 2  the SDP's port from another IP (a multi-homed phone sending from the address its
+            route picks, a NAT that keeps ports: rtpengine's "heuristic" ranks it too)
     rank 1  any other source
 
-Within the window only ranks 2-4 latch, and a source replaces the latched one only with a
+Within the window only ranks 2-5 latch, and a source replaces the latched one only with a
 higher rank: a stranger's packets (rank 1) are dropped, even those that arrive before the
-phone's first. Outside the window the latched source alone is accepted. A port that has
-latched nothing when its window closes (media from an address neither the SDP nor the SIP
-named) takes the first source it hears then, and is locked to it. Every new offer/answer
-opens the window again, keeping the latched source at its rank under the new SDP (a re-INVITE
-after a move or a NAT rebinding re-learns; a stranger still cannot).
+phone's first; one that guessed the phone's port is displaced by the phone's own address.
+Outside the window the latched source alone is accepted. A port that has latched nothing when
+its window closes (media from an address and port neither the SDP nor the SIP named) takes the
+first source it hears then, and is locked to it. Every new offer/answer opens the window
+again, keeping the latched source at its rank under the new SDP (a re-INVITE after a move or
+a NAT rebinding re-learns; a stranger still cannot).
 """
 
 from __future__ import annotations
 
 NO_SOURCE = 0
 ANY_SOURCE = 1
-SIGNALLING_IP = 2
-SDP_IP = 3
-SDP_ADDRESS = 4
+SDP_PORT = 2
+SIGNALLING_IP = 3
+SDP_IP = 4
+SDP_ADDRESS = 5
 
 
 class Latch:
@@ -61,6 +65,8 @@ class Latch:
                 return SDP_IP
         if source[0] == self.signalling_ip:
             return SIGNALLING_IP
+        if expected is not None and source[1] == expected[1]:
+            return SDP_PORT
         return ANY_SOURCE
 
     def admit(self, source: tuple[str, int], now: float) -> bool:
