@@ -9,6 +9,8 @@ very same call is silent, which is what proves the counting can fail.
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -298,3 +300,35 @@ async def test_with_worker_processes_the_call_is_relayed_where_it_is_handled(
             bob.close()
     finally:
         await pbx.stop()
+
+
+async def test_tshark_on_lo_counts_the_audio_the_relay_sent_each_phone(tmp_path: Path) -> None:
+    """The count by an independent capture: Wireshark's own reading of lo, RTP decoded."""
+    tshark = shutil.which("tshark")
+    assert tshark is not None, "tshark is not installed (apt-get install tshark)"
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    capture_file = tmp_path / "rtp.pcap"
+    capture = await asyncio.create_subprocess_exec(
+        tshark, "-i", "lo", "-f", "udp and src host 127.0.0.1 and src portrange 42000-42399",
+        "-w", str(capture_file), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert capture.stderr is not None
+        while b"Capturing on" not in await asyncio.wait_for(capture.stderr.readline(), 10):
+            pass
+        await talk(alice, bob)
+    finally:
+        capture.terminate()
+        await capture.wait()
+        alice.close()
+        bob.close()
+        await pbx.stop()
+    decoded = subprocess.run(
+        [tshark, "-r", str(capture_file), "-d", "udp.port==42000-42399,rtp",
+         "-Y", "rtp", "-T", "fields", "-e", "ip.dst", "-e", "rtp.seq"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    to_alice = {line for line in decoded if line.startswith("127.0.0.21\t")}
+    to_bob = {line for line in decoded if line.startswith("127.0.0.22\t")}
+    assert len(to_alice) >= 0.9 * PACKETS and len(to_bob) >= 0.9 * PACKETS
