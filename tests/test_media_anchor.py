@@ -106,8 +106,15 @@ async def test_offer_and_answer_are_rewritten_and_the_call_end_frees_the_ports()
     request = invite(sdp("192.168.1.5"))
     offer = anchor.request_body(request, CALLER, CALLEE, bob_uri("198.51.100.9"))
     assert parse(offer).media[0].address == "127.0.0.1"
-    body = anchor.response_body(request, answer(sdp("10.0.0.9")), CALLEE, CALLER)
+    body = anchor.response_body(answer(sdp("10.0.0.9")), CALLEE, CALLER)
     assert parse(body).media[0].address == "127.0.0.1"
+    # The 200 again (its ACK was lost): rewritten the same, the relay left as it was.
+    session = relay.sessions["call-1"]
+    windows = [port.latch.open_until for stream in session.streams if stream
+               for pair in stream.ports for port in pair]  # fmt: skip
+    assert anchor.response_body(answer(sdp("10.0.0.9")), CALLEE, CALLER) == body
+    assert windows == [port.latch.open_until for stream in session.streams if stream
+                       for pair in stream.ports for port in pair]  # fmt: skip
     assert relay.ports.free == relay.ports.capacity - 2
     # BYE, CANCEL, a final failure, a media timeout: every end reaches the call table's sink.
     call = Call("call-1", "alice", "bob", CALLER.remote, 0.0)

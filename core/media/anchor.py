@@ -28,7 +28,7 @@ is the advertised public address where one is set.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.media.relay import EmbeddedRelay, MediaStats, RelayFull
@@ -73,9 +73,19 @@ class MediaEngine(Protocol):
 
 @dataclass(slots=True)
 class AnchoredCall:
-    """A call whose media goes through us, and whose offer is waiting for its answer."""
+    """A call whose media goes through us, and where its offer/answer stands."""
 
     offerer: str = ""  # From/To tag of the side whose offer is outstanding; "" when none
+    late_offer: int = -1  # CSeq of an INVITE sent without SDP: its 2xx carries the offer
+    # The last answers rewritten, by (CSeq, To tag): a retransmitted 18x/2xx (the same SDP
+    # again, RFC 3261 §13.3.1.4) goes up rewritten the same way, the engine untouched.
+    answers: dict[tuple[int, str], tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def remember(self, key: tuple[int, str], original: bytes, rewritten: bytes) -> bytes:
+        if len(self.answers) >= 8:  # a forked call's early dialogs; more is a misbehaving UA
+            self.answers.clear()
+        self.answers[key] = (original, rewritten)
+        return rewritten
 
 
 def has_sdp(message: Message) -> bool:
@@ -175,8 +185,10 @@ class MediaAnchor:
             anchored = self.calls[call_id] = AnchoredCall()
         from_tag = request.from_tag or ""
         if not has_sdp(request):
-            if method == "INVITE":
-                anchored.offerer = ""  # RFC 3264 §2: the offer comes in the 2xx
+            cseq = request.cseq
+            if method == "INVITE" and cseq is not None:
+                anchored.offerer = ""
+                anchored.late_offer = cseq.number  # RFC 3264 §2: the offer comes in the 2xx
             return request.body
         address = self._address(out)
         try:
@@ -197,36 +209,47 @@ class MediaAnchor:
         anchored.offerer = from_tag
         return body
 
-    def response_body(self, request: Request, response: Response, source: Flow, to: Flow) -> bytes:
-        """The body of `response` (from `source`, to the request `request`) going to `to`."""
-        now = self.clock()
-        call_id = request.call_id or ""
-        anchored = self.calls.get(call_id)
+    def response_body(self, response: Response, source: Flow, to: Flow) -> bytes:
+        """The body of `response` (from `source`) going to `to`. Call-ID, CSeq and From are
+        the request's (RFC 3261 §8.2.6.2), so a 2xx no transaction owns any more (a
+        retransmission, core/proxy/stray.py) is handled like the first."""
+        anchored = self.calls.get(response.call_id or "")
+        cseq = response.cseq
         status = response.status
         if (
             anchored is None
-            or request.method not in _OFFER_METHODS
+            or cseq is None
+            or cseq.method not in _OFFER_METHODS
             or not 100 < status < 300
             or not has_sdp(response)
         ):
             return response.body
-        from_tag = request.from_tag or ""
         to_tag = response.to_tag or ""
+        key = (cseq.number, to_tag)
+        seen = anchored.answers.get(key)
+        if seen is not None and seen[0] == response.body:
+            return seen[1]
+        now = self.clock()
+        call_id = response.call_id or ""
+        from_tag = response.from_tag or ""
         address = self._address(to)
+        body = response.body
         try:
             if anchored.offerer == from_tag and from_tag:
                 if status >= 200:
                     anchored.offerer = ""
-                return self.engine.answer(
-                    call_id, from_tag, to_tag, response.body, source.ip, address, now
+                answer = self.engine.answer(
+                    call_id, from_tag, to_tag, body, source.ip, address, now
                 )
-            if status >= 200 and request.method == "INVITE" and not anchored.offerer:
-                body = self.engine.offer(call_id, to_tag, response.body, source.ip, address, now)
+                return anchored.remember(key, body, answer)
+            if status >= 200 and cseq.method == "INVITE" and cseq.number == anchored.late_offer:
+                anchored.late_offer = -1
                 anchored.offerer = to_tag  # the answer comes in the ACK
-                return body
+                offer = self.engine.offer(call_id, to_tag, body, source.ip, address, now)
+                return anchored.remember(key, body, offer)
         except (SdpError, RelayFull):
             self.refused += 1
-        return response.body
+        return body
 
     def expire(self, now: float) -> list[str]:
         """Calls whose media stopped, forgotten here: the proxy hangs them up."""

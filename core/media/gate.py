@@ -133,7 +133,9 @@ class RtpEngineGate:
             return
         anchored = self.calls[call_id] = AnchoredCall()
         if not has_sdp(request):
-            self.proxy.route_to_user(request, caller, flow, now)  # the offer comes in the 2xx
+            cseq = request.cseq
+            anchored.late_offer = cseq.number if cseq is not None else -1  # offer in the 2xx
+            self.proxy.route_to_user(request, caller, flow, now)
             return
         from_tag = request.from_tag or ""
         anchored.offerer = from_tag
@@ -182,20 +184,38 @@ class RtpEngineGate:
             return self.proxy.on_response(response, flow, now)
         from_tag = response.from_tag or ""
         to_tag = response.to_tag or ""
+        key = (cseq.number, to_tag)
+        seen = anchored.answers.get(key)
+        if seen is not None and seen[0] == response.body:  # a retransmission: as before
+            response.body = seen[1]
+            return self.proxy.on_response(response, flow, now)
         if anchored.offerer == from_tag and from_tag:
             exchange = self.engine.answer(
                 call_id, from_tag, to_tag, response.body, flow.ip, "", now
             )
-        elif status >= 200 and cseq.method == "INVITE" and not anchored.offerer:
+        elif status >= 200 and cseq.method == "INVITE" and cseq.number == anchored.late_offer:
+            anchored.late_offer = -1
             anchored.offerer = to_tag  # a late offer: the answer comes in the ACK
             exchange = self.engine.offer(call_id, to_tag, response.body, flow.ip, "", now)
         else:
             return self.proxy.on_response(response, flow, now)
-        self._later(exchange, response,
-                    lambda: self._response_ready(response, flow))  # fmt: skip
+        original = response.body
+        self._later(
+            exchange,
+            response,
+            lambda: self._response_ready(anchored, key, original, response, flow),
+        )
         return True
 
-    def _response_ready(self, response: Response, flow: Flow) -> None:
+    def _response_ready(
+        self,
+        anchored: AnchoredCall,
+        key: tuple[int, str],
+        original: bytes,
+        response: Response,
+        flow: Flow,
+    ) -> None:
+        anchored.remember(key, original, response.body)
         self.proxy.on_response(response, flow, self.clock())
 
     # -- inside ---------------------------------------------------------------------------

@@ -92,9 +92,7 @@ class MediaHooks(Protocol):
         self, request: Request, arrived: Flow, out: Flow, target_uri: SipUri | None
     ) -> bytes: ...
 
-    def response_body(
-        self, request: Request, response: Response, source: Flow, to: Flow
-    ) -> bytes: ...
+    def response_body(self, response: Response, source: Flow, to: Flow) -> bytes: ...
 
 
 class Forwarder:
@@ -278,7 +276,10 @@ class Forwarder:
             if destination is None:
                 return False
             self.relayed += 1
-            self.relay.send(relayed(response).to_bytes(), destination)
+            up = relayed(response)
+            if self.media is not None and response.body:
+                up.body = self.media.response_body(response, flow, destination)
+            self.relay.send(up.to_bytes(), destination)
             return True
         self.run(actions, now)
         return True
@@ -342,9 +343,7 @@ class Forwarder:
         """The response as it goes up, its SDP anchored when the call's media is."""
         up = relayed(response)
         if self.media is not None and response.body:
-            up.body = self.media.response_body(
-                context.request, response, branch.flow, _flow(context.server)
-            )
+            up.body = self.media.response_body(response, branch.flow, _flow(context.server))
         return up
 
     def _branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
