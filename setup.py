@@ -65,6 +65,7 @@ COMPILED_MODULES = [
     "core/media/latch.py",
     "core/media/ports.py",
     "core/media/relay.py",
+    "core/media/rtcp.py",
     "core/media/sdp.py",
 ]
 

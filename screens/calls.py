@@ -53,12 +53,25 @@ def media_cell(call: Any) -> Text:
     counts = (
         f"→{media.caller_packets} ←{media.callee_packets} pkt "
         f"{caller_bytes // 1024}/{callee_bytes // 1024} KiB"
-    )
+    ) + _quality(media.streams[0])
     if any(stream.on_hold for stream in media.streams):
         return Text(f"on hold {counts}", style="yellow")
     if call.answered_at and media.idle_seconds >= SILENT_AFTER_SECONDS:
         return Text(f"no audio {countdown(media.idle_seconds)} {counts}", style="bold red")
     return Text(f"relayed {counts}", style="green")
+
+
+def _quality(stream: Any) -> str:
+    """Loss and jitter as the phones report them over RTCP (caller's view / callee's)."""
+    if stream.caller_loss is None and stream.callee_loss is None:
+        return ""
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    loss = f"{shown(stream.caller_loss)}/{shown(stream.callee_loss)} %"
+    jitter = f"{shown(stream.caller_jitter_ms)}/{shown(stream.callee_jitter_ms)} ms"
+    return f" loss {loss} jitter {jitter}"
 
 
 def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:

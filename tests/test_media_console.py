@@ -34,11 +34,19 @@ async def test_the_calls_pane_shows_relayed_media_and_silence(
                 alice.rtp.stream(alice.dialog.media_address(), b"alice", 20),
                 bob.rtp.stream(bob.dialog.media_address(), b"bob", 20),
             )
+            # Alice's phone reports over RTCP what it hears: 25 % lost, 20 ms of jitter.
+            report = bytes([0x81, 201, 0, 7]) + bytes(8) + bytes([64, 0, 0, 9]) + bytes(4)
+            relay_ip, relay_port = alice.dialog.media_address()
+            alice.rtp.sock.sendto(
+                report + (160).to_bytes(4, "big") + bytes(8), (relay_ip, relay_port + 1)
+            )
+            await asyncio.sleep(0.05)
             await pilot.press("6")
             await refreshed(pilot, app)
             [row] = rows(app, "calls")
             assert row[1:3] == ["alice", "bob"]
             assert row[-1].startswith("relayed →") and "pkt" in row[-1], row[-1]
+            assert "loss 25/- %" in row[-1] and "jitter 20/- ms" in row[-1], row[-1]
             caller_packets = int(row[-1].split("→")[1].split()[0])
             assert caller_packets >= 18
             await asyncio.sleep(1.2)  # nobody talks any more

@@ -195,3 +195,29 @@ async def test_rtcp_goes_between_the_odd_ports() -> None:
         relay.delete("c5")
         alice.close()
         bob.close()
+
+
+async def test_the_phones_rtcp_reports_give_loss_and_jitter() -> None:
+    """What each phone reports of what it hears (RFC 3550 §6.4), in % and ms; SRTCP is not
+    read (its blocks are encrypted), only relayed."""
+    relay = EmbeddedRelay(MediaSettings(port_min=41600, port_max=41700), "127.0.0.1", time.time)
+    alice, bob = Phone("127.0.0.11"), Phone("127.0.0.12")
+    try:
+        now = time.time()
+        to_bob = relay.offer("c6", "atag", sdp(4000), "127.0.0.11", "127.0.0.1", now)
+        to_alice = relay.answer("c6", "atag", "btag", sdp(4002), "127.0.0.12", "127.0.0.1", now)
+        rr = bytes([0x81, 201, 0, 7]) + bytes(4) + bytes(4) + bytes([64, 0, 0, 9]) + bytes(4)
+        alice.sock.sendto(
+            rr + (160).to_bytes(4, "big") + bytes(8), ("127.0.0.1", media_port(to_alice) + 1)
+        )
+        bob.sock.sendto(b"\x80\x00not rtcp at all", ("127.0.0.1", media_port(to_bob)))
+        await settle()
+        stats = relay.stats("c6", now)
+        assert stats is not None
+        (stream,) = stats.streams
+        assert stream.caller_loss == 25.0 and stream.caller_jitter_ms == 20.0  # 64/256, 160/8k
+        assert stream.callee_loss is None and stream.callee_jitter_ms is None
+    finally:
+        relay.delete("c6")
+        alice.close()
+        bob.close()

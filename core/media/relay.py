@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from core.media.latch import Latch
 from core.media.ports import PortPairs, PortsExhausted, Readers
+from core.media.rtcp import reception_report
 from core.media.sdp import SdpError, SessionDescription, parse, rewrite
 from core.settings import MediaSettings
 
@@ -45,7 +46,10 @@ class RelayFull(Exception):
 class RelayPort:
     """One socket facing one side: what it accepts from that side and has passed on."""
 
-    __slots__ = ("bytes", "dropped", "latch", "packets", "partner", "session", "sock")
+    __slots__ = (
+        "bytes", "dropped", "fraction_lost", "jitter", "latch", "packets", "partner",
+        "reads_rtcp", "session", "sock",
+    )  # fmt: skip
 
     def __init__(self, sock: socket.socket, session: MediaSession) -> None:
         self.sock = sock
@@ -55,16 +59,21 @@ class RelayPort:
         self.packets = 0  # accepted from this side and sent on
         self.bytes = 0
         self.dropped = 0  # from a source other than the latched peer, or not sendable
+        self.reads_rtcp = False  # plain RTCP may come here (not SRTCP): its reports are read
+        # This side's last RTCP reception report (core/media/rtcp.py): how it hears the other.
+        self.fraction_lost = -1  # out of 256; -1: no report yet
+        self.jitter = -1  # RTP timestamp units
 
 
 class Stream:
     """One media stream: an RTP and an RTCP port facing each side."""
 
-    __slots__ = ("on_hold", "ports")
+    __slots__ = ("clock_rate", "on_hold", "ports")
 
     def __init__(self, ports: tuple[tuple[RelayPort, RelayPort], tuple[RelayPort, RelayPort]]):
         self.ports = ports  # [side][0 = RTP, 1 = RTCP]
         self.on_hold = False
+        self.clock_rate = 8_000  # of the RTP timestamps, for jitter in milliseconds
 
 
 class MediaSession:
@@ -89,6 +98,12 @@ class StreamStats:
     callee_bytes: int
     dropped: int  # from strangers, every port of the stream
     on_hold: bool
+    # From the phones' own RTCP reports, None until one arrives: the loss (%) and jitter (ms)
+    # the caller measures on what it receives, and the same for the callee.
+    caller_loss: float | None = None
+    caller_jitter_ms: float | None = None
+    callee_loss: float | None = None
+    callee_jitter_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +206,8 @@ class EmbeddedRelay:
             if stream is None:
                 continue
             (caller_rtp, caller_rtcp), (callee_rtp, callee_rtcp) = stream.ports
+            caller_loss, caller_jitter = _report(stream, caller_rtp, caller_rtcp)
+            callee_loss, callee_jitter = _report(stream, callee_rtp, callee_rtcp)
             streams.append(
                 StreamStats(
                     caller_rtp.packets + caller_rtcp.packets,
@@ -199,6 +216,10 @@ class EmbeddedRelay:
                     callee_rtp.bytes + callee_rtcp.bytes,
                     sum(port.dropped for pair in stream.ports for port in pair),
                     stream.on_hold,
+                    caller_loss,
+                    caller_jitter,
+                    callee_loss,
+                    callee_jitter,
                 )
             )
         return MediaStats(tuple(streams), max(0.0, now - session.last_packet))
@@ -230,11 +251,13 @@ class EmbeddedRelay:
                 stream = self._open(session)
                 session.streams[index] = stream
             stream.on_hold = section.on_hold
+            stream.clock_rate = section.clock_rate
             rtp_address: tuple[str, int] | None = (section.address, section.port)
             rtcp_address: tuple[str, int] | None = (section.address, section.rtcp_port)
             if section.address in ("", "0.0.0.0", "::"):  # RFC 3264 §8.4 hold: send nothing
                 rtp_address = rtcp_address = None
             own_rtp, own_rtcp = stream.ports[side]
+            own_rtp.reads_rtcp = own_rtcp.reads_rtcp = "SAVP" not in section.proto
             own_rtp.latch.expect(rtp_address, source_ip, now, window)
             own_rtcp.latch.expect(rtcp_address, source_ip, now, window)
             other_rtp, other_rtcp = stream.ports[1 - side]
@@ -292,7 +315,12 @@ class EmbeddedRelay:
                 continue
             received += 1
             port.packets += 1
-            port.bytes += len(data)
+            size = len(data)
+            port.bytes += size
+            if port.reads_rtcp and size > 7 and 191 < data[1] < 224:  # RFC 5761 §4: RTCP
+                report = reception_report(data)
+                if report is not None:
+                    port.fraction_lost, port.jitter = report
             destination = partner.latch.destination()
             if destination is not None:
                 try:
@@ -301,3 +329,12 @@ class EmbeddedRelay:
                     port.dropped += 1
         if received:
             port.session.last_packet = now
+
+
+def _report(stream: Stream, *ports: RelayPort) -> tuple[float | None, float | None]:
+    """The loss (%) and jitter (ms) a side last reported, from whichever of its ports the
+    report came in on (the RTCP port, or the RTP port with rtcp-mux)."""
+    for port in ports:
+        if port.fraction_lost >= 0:
+            return 100.0 * port.fraction_lost / 256, 1000.0 * port.jitter / stream.clock_rate
+    return None, None

@@ -54,6 +54,9 @@ class MediaSection:
     rtcp_port: int
     rtcp_mux: bool
     direction: str  # one of DIRECTIONS, session default applied
+    # The RTP clock of the first format (its a=rtpmap, RFC 8866 §6.6), for RTCP jitter in ms;
+    # 8000 (every static audio payload type's) when there is none, 90000 for video.
+    clock_rate: int = 8000
 
     @property
     def on_hold(self) -> bool:
@@ -122,13 +125,25 @@ def _origin_address(content: bytes) -> str:
     return _text(fields[5])
 
 
-def _media_fields(content: bytes) -> tuple[str, int, str]:
-    """`m=audio 49170 RTP/AVP 0 8` (RFC 8866 §5.14); a `port/count` form is refused: it
-    asks for a range of ports a relay would have to mirror (layered encodings)."""
+def _media_fields(content: bytes) -> tuple[str, int, str, bytes]:
+    """`m=audio 49170 RTP/AVP 0 8` (RFC 8866 §5.14): kind, port, proto, first format. A
+    `port/count` form is refused: it asks for a range of ports a relay would have to mirror
+    (layered encodings)."""
     fields = content[2:].split(b" ")
     if len(fields) < 4 or not fields[0] or not fields[2]:
         raise SdpError("bad m= line")
-    return _text(fields[0]), _port(fields[1]), _text(fields[2])
+    return _text(fields[0]), _port(fields[1]), _text(fields[2]), fields[3]
+
+
+def _rtpmap_rate(content: bytes, first_format: bytes) -> int | None:
+    """`a=rtpmap:111 opus/48000/2` → 48000 when 111 is the first format; else None."""
+    fmt, _space, encoding = content[9:].partition(b" ")
+    if fmt != first_format:
+        return None
+    rate = encoding.split(b"/")
+    if len(rate) < 2 or not rate[1].isdigit() or len(rate[1]) > 7:
+        return None
+    return int(rate[1]) or None
 
 
 def _rtcp_port(content: bytes) -> int:
@@ -163,7 +178,8 @@ def parse(body: bytes) -> SessionDescription:
             session_direction = _text(content[2:])
     media = []
     for section in sections:
-        kind, port, proto = _media_fields(section[0])
+        kind, port, proto, first_format = _media_fields(section[0])
+        clock_rate = 90_000 if kind == "video" else 8_000
         address = session_address
         rtcp_port = port + 1 if port else 0
         rtcp_mux = False
@@ -175,9 +191,13 @@ def parse(body: bytes) -> SessionDescription:
                 rtcp_port = _rtcp_port(content)
             elif content == b"a=rtcp-mux":
                 rtcp_mux = True
+            elif content.startswith(b"a=rtpmap:"):
+                clock_rate = _rtpmap_rate(content, first_format) or clock_rate
             elif content.startswith(b"a=") and content[2:] in _DIRECTION_VALUES:
                 direction = _text(content[2:])
-        media.append(MediaSection(kind, port, proto, address, rtcp_port, rtcp_mux, direction))
+        media.append(
+            MediaSection(kind, port, proto, address, rtcp_port, rtcp_mux, direction, clock_rate)
+        )
     return SessionDescription(origin, tuple(media))
 
 
