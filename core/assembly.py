@@ -35,7 +35,7 @@ from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.net.transport import Transport
 from core.outbox import Outbox, Sender
-from core.proxy.calls import CallInfo, CallSink, CallTable
+from core.proxy.calls import RINGING, TRYING, CallInfo, CallSink, CallTable
 from core.proxy.proxy import Proxy
 from core.registrar.location import BindingSink, LocationService
 from core.registrar.natping import NatKeepalive
@@ -364,8 +364,12 @@ class Core:
     def expire_media(self, now: float) -> None:
         """Calls whose media stopped are hung up, "media timeout" in their CDRs."""
         if self.media is not None:
-            for call_id in self.media.expire(now):
+            for call_id in self.media.expire(now, self._ringing):
                 self.proxy.dialogs.end_call(call_id, "media timeout", now)
+
+    def _ringing(self, call_id: str) -> bool:
+        call = self.proxy.calls.get(call_id)
+        return call is not None and call.state in (TRYING, RINGING)
 
     def with_media(self, calls: list[CallInfo]) -> list[CallInfo]:
         """The console's call rows with the counters of the media relayed here."""

@@ -221,3 +221,13 @@ async def test_the_phones_rtcp_reports_give_loss_and_jitter() -> None:
         relay.delete("c6")
         alice.close()
         bob.close()
+
+
+async def test_a_ringing_call_is_not_timed_out_its_silence_counts_from_the_answer() -> None:
+    relay = EmbeddedRelay(MediaSettings(port_min=41700, port_max=41800), "127.0.0.1", time.time)
+    relay.offer("ring", "a", sdp(4000), "127.0.0.11", "127.0.0.1", 1000.0)
+    ringing = {"ring"}
+    assert relay.expire(1100.0, ringing.__contains__) == []  # 100 s of ringing: kept
+    ringing.clear()  # answered at 1100
+    assert relay.expire(1159.0, ringing.__contains__) == []
+    assert relay.expire(1160.0, ringing.__contains__) == ["ring"]

@@ -66,7 +66,7 @@ class MediaEngine(Protocol):
 
     def delete(self, call_id: str) -> None: ...
 
-    def expire(self, now: float) -> list[str]: ...
+    def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]: ...
 
     def stats(self, call_id: str, now: float) -> MediaStats | None: ...
 
@@ -251,9 +251,10 @@ class MediaAnchor:
             self.refused += 1
         return body
 
-    def expire(self, now: float) -> list[str]:
-        """Calls whose media stopped, forgotten here: the proxy hangs them up."""
-        ended = self.engine.expire(now)
+    def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]:
+        """Calls whose media stopped, forgotten here: the proxy hangs them up. Calls still
+        `ringing` are left alone (no RTP is due before the answer, early media aside)."""
+        ended = self.engine.expire(now, ringing)
         for call_id in ended:
             self.calls.pop(call_id, None)
         return ended

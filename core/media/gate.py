@@ -71,7 +71,7 @@ class RtpEngineSessions:
         """Relayed, by rtpengine: no counters here (the pane says so)."""
         return MediaStats((), 0.0) if call_id in self.calls else None
 
-    def expire(self, now: float) -> list[str]:
+    def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]:
         return []  # rtpengine times streams out itself
 
     def close(self) -> None:

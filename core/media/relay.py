@@ -185,10 +185,16 @@ class EmbeddedRelay:
                 self._close(stream)
 
     # -- timers and figures --------------------------------------------------------------
-    def expire(self, now: float) -> list[str]:
-        """End the sessions silent for too long; their Call-IDs."""
+    def expire(
+        self, now: float, ringing: Callable[[str], bool] = lambda _call_id: False
+    ) -> list[str]:
+        """End the sessions silent for too long; their Call-IDs. A call still `ringing` has
+        no media to miss: its silence counts from the answer."""
         ended = []
         for session in list(self.sessions.values()):
+            if ringing(session.call_id):
+                session.last_packet = max(session.last_packet, now)
+                continue
             on_hold = any(stream is not None and stream.on_hold for stream in session.streams)
             limit = self.settings.hold_timeout_seconds if on_hold else self.settings.timeout_seconds
             if now - session.last_packet >= limit:
