@@ -224,11 +224,15 @@ async def test_phones_not_behind_nat_are_anchored_only_when_always(
         await pbx.stop()
 
 
-async def test_natted_phones_hear_each_other_through_rtpengine(tmp_path: Path) -> None:
+@pytest.mark.parametrize("late_offer", [False, True])
+async def test_natted_phones_hear_each_other_through_rtpengine(
+    tmp_path: Path, late_offer: bool
+) -> None:
     with rtpengine_daemon(tmp_path, 44200, 44400) as ng_port:
         pbx = await start(tmp_path, engine="rtpengine", rtpengine=f"127.0.0.1:{ng_port}")
         try:
-            alice, bob = await call_between(pbx)
+            alice, bob = await call_between(pbx, late_offer=late_offer)
+            await asyncio.sleep(0.1)  # a late answer in the ACK reaches Bob
             try:
                 assert alice.dialog is not None and bob.dialog is not None
                 for dialog in (alice.dialog, bob.dialog):  # rtpengine's address and ports
