@@ -72,6 +72,13 @@ COMPILED_MODULES = [
     "core/security/sources.py",
     "core/security/destinations.py",
     "core/proxy/branch_mac.py",
+    # The RTP relay's per-packet path, and the SDP and bencode it reads per offer/answer.
+    "core/media/bencode.py",
+    "core/media/latch.py",
+    "core/media/ports.py",
+    "core/media/relay.py",
+    "core/media/rtcp.py",
+    "core/media/sdp.py",
 ]
 
 PURE_NOTICE = (

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from core.accounting.books import Books
@@ -31,12 +31,14 @@ from core.accounting.cdrs import Pricer
 from core.accounting.manage import AccountingAdmin
 from core.admin import AdminApi
 from core.events import EventBus
+from core.media.anchor import MediaAnchor, build_anchor
+from core.media.gate import RtpEngineGate, RtpEngineSessions, rtpengine_sessions
 from core.net.dns import SrvResolver
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.net.transport import Transport
 from core.outbox import Outbox, Sender
-from core.proxy.calls import CallInfo, CallSink, CallTable
+from core.proxy.calls import RINGING, TRYING, CallInfo, CallSink, CallTable
 from core.proxy.proxy import Proxy
 from core.registrar.location import BindingSink, LocationService
 from core.registrar.natping import NatKeepalive
@@ -253,7 +255,15 @@ class Core:
             tag_secret=stored.tag_secret,
             user_agent=settings.user_agent,
         )
-        calls = CallTable(bus, settings.proxy.max_active_calls, sink=sinks.calls)
+        # Media anchoring (core/media/anchor.py): its relay lives in the process that owns the
+        # call, and it sees every call end before the call's CDR is written.
+        anchor = build_anchor(
+            settings.media, settings.listen[0].host, self.location, lambda: self.identity,
+            clock, sinks.calls,
+        )  # fmt: skip
+        rtpengine = rtpengine_sessions(settings.media, sinks.calls)
+        self.media: MediaAnchor | RtpEngineSessions | None = rtpengine or anchor
+        calls = CallTable(bus, settings.proxy.max_active_calls, sink=self.media or sinks.calls)
         dns = SrvResolver()
         self.trunks = Trunks(
             settings,
@@ -291,7 +301,12 @@ class Core:
             carriers=self.trunks,
             destinations=destinations,
             security_report=security.report,
+            media=anchor,
         )
+        # With rtpengine, SDP is rewritten before the proxy sees it (core/media/gate.py).
+        gate = None
+        if rtpengine is not None:
+            gate = RtpEngineGate(settings.media, rtpengine, self.proxy, self.location, clock)
         self.route = Route(
             identity=self.identity,
             bus=bus,
@@ -299,7 +314,7 @@ class Core:
             authenticator=authenticator,
             registrar=self.registrar,
             natping=self.natping,
-            proxy=self.proxy,
+            proxy=gate or self.proxy,
             trunks=self.trunks,
             outbox=self.outbox,
             clock=clock,
@@ -393,7 +408,30 @@ class Core:
             dropped=self.dropped_here,
         )
 
+    def expire_media(self, now: float) -> None:
+        """Calls whose media stopped are hung up, "media timeout" in their CDRs."""
+        if self.media is not None:
+            calls = self.proxy.calls
+            for call_id in self.media.expire(now, self._ringing):
+                call = calls.get(call_id)
+                if call is not None:
+                    self.proxy.end_call(call, now, "media timeout")
+
+    def _ringing(self, call_id: str) -> bool:
+        call = self.proxy.calls.get(call_id)
+        return call is not None and call.state in (TRYING, RINGING)
+
+    def with_media(self, calls: list[CallInfo]) -> list[CallInfo]:
+        """The console's call rows with the counters of the media relayed here."""
+        media = self.media
+        if media is None or not media.calls:
+            return calls
+        now = self.clock()
+        return [replace(call, media=media.stats(call.call_id, now)) for call in calls]
+
     async def close(self) -> None:
+        if self.media is not None:
+            self.media.close()
         await self.trunks.close()
         await self.books.close()
 

@@ -316,6 +316,7 @@ class Pbx:
         for call, reason in core.trunks.calls_past_spend_limits(now):
             core.proxy.end_call(call, now, reason)
         core.books.housekeep(core.store, now)
+        core.expire_media(now)
         self._report_shedding()
 
     def _report_shedding(self) -> None:
@@ -358,5 +359,6 @@ class Pbx:
         return stats
 
     def calls(self) -> list[CallInfo]:
-        """Active calls, oldest first, for the console."""
-        return self._started()[1].calls()
+        """Active calls, oldest first, for the console, with their relayed media's counters."""
+        core, duties = self._started()
+        return core.with_media(duties.calls())

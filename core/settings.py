@@ -171,6 +171,22 @@ class ProxySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaSettings:
+    """Media anchoring (core/media/): when calls' RTP goes through us, and with what."""
+
+    relay: str = "auto"  # "auto": calls with a NATed phone; "always"; "never"
+    engine: str = "embedded"  # "embedded" (in-process) or "rtpengine"
+    rtpengine: str = "127.0.0.1:2223"  # rtpengine's ng control address, HOST:PORT
+    address: str = ""  # the relay's bind address; "": the first SIP listen address
+    port_min: int = 30_000
+    port_max: int = 40_000  # 4 ports per relayed audio stream: 2,500 calls
+    max_sessions: int = 2_000
+    latch_seconds: float = 3.0  # after each offer/answer, the source of RTP may be learnt
+    timeout_seconds: float = 60.0  # no RTP either way this long: the call is hung up
+    hold_timeout_seconds: float = 3_600.0  # the same while a stream is on hold
+
+
+@dataclass(frozen=True, slots=True)
 class EventSettings:
     traffic_capacity: int = 20_000  # raw SIP messages kept for the UI
     feed_capacity: int = 5_000  # other events kept for the UI
@@ -232,6 +248,7 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)
     proxy: ProxySettings = field(default_factory=ProxySettings)
+    media: MediaSettings = field(default_factory=MediaSettings)
     events: EventSettings = field(default_factory=EventSettings)
     ui: UiSettings = field(default_factory=UiSettings)
     dialplan: DialplanSettings = field(default_factory=DialplanSettings)

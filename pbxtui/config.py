@@ -44,6 +44,7 @@ from core.settings import (
     DialplanSettings,
     EventSettings,
     ListenAddress,
+    MediaSettings,
     ProxySettings,
     RegistrarSettings,
     SecuritySettings,
@@ -67,6 +68,7 @@ _SECTIONS: dict[str, tuple[str, type]] = {
     "auth": ("auth", AuthSettings),
     "security": ("security", SecuritySettings),
     "proxy": ("proxy", ProxySettings),
+    "media": ("media", MediaSettings),
     "events": ("events", EventSettings),
     "ui": ("ui", UiSettings),
     "dialplan": ("dialplan", DialplanSettings),
@@ -413,6 +415,13 @@ def _check_consistency(settings: Settings, source: str) -> None:
         raise ConfigError(
             f"{source}: [registrar] needs min_expires <= default_expires <= max_expires"
         )
+    media = settings.media
+    if media.relay not in ("auto", "always", "never"):
+        raise ConfigError(f"{source}: [media] relay: choose from auto, always, never")
+    if media.engine not in ("embedded", "rtpengine"):
+        raise ConfigError(f"{source}: [media] engine: choose from embedded, rtpengine")
+    if not 1 <= media.port_min < media.port_max <= 65_535 or media.port_max - media.port_min < 4:
+        raise ConfigError(f"{source}: [media] needs 1 <= port_min < port_max <= 65535")
     algorithms = settings.auth.algorithms
     if not algorithms or any(a not in DIGEST_ALGORITHMS for a in algorithms):
         raise ConfigError(

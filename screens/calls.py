@@ -20,6 +20,9 @@ from screens.registrations import countdown
 from screens.widgets.tables import KeyedTable
 from screens.widgets.today import TodayPanel
 
+# An answered, relayed call that has carried no packet for this long shows as silent: a
+# phone sends RTP every 20 ms, comfort noise at least every few seconds (RFC 3389).
+SILENT_AFTER_SECONDS = 5.0
 CDR_LIMIT = 200
 
 
@@ -34,7 +37,43 @@ def call_cells(call: Any, now: float) -> tuple[str | Text, ...]:
         duration = Text(countdown(now - answered), style="bold green")
     else:
         duration = Text(f"ringing {countdown(now - call.started_at)}", style="yellow")
-    return (clock(call.started_at), call.caller, call.callee, call.source, call.state, duration)
+    return (
+        clock(call.started_at), call.caller, call.callee, call.source, call.state, duration,
+        media_cell(call),
+    )  # fmt: skip
+
+
+def media_cell(call: Any) -> Text:
+    """Relayed or direct; packets and bytes each way (caller → callee / back); silence."""
+    media = call.media
+    if media is None:
+        return Text("direct", style="dim")
+    if not media.streams:
+        return Text("relayed by rtpengine", style="green")  # its counters stay there
+    caller_bytes = sum(stream.caller_bytes for stream in media.streams)
+    callee_bytes = sum(stream.callee_bytes for stream in media.streams)
+    counts = (
+        f"→{media.caller_packets} ←{media.callee_packets} pkt "
+        f"{caller_bytes // 1024}/{callee_bytes // 1024} KiB"
+    ) + _quality(media.streams[0])
+    if any(stream.on_hold for stream in media.streams):
+        return Text(f"on hold {counts}", style="yellow")
+    if call.answered_at and media.idle_seconds >= SILENT_AFTER_SECONDS:
+        return Text(f"no audio {countdown(media.idle_seconds)} {counts}", style="bold red")
+    return Text(f"relayed {counts}", style="green")
+
+
+def _quality(stream: Any) -> str:
+    """Loss and jitter as the phones report them over RTCP (caller's view / callee's)."""
+    if stream.caller_loss is None and stream.callee_loss is None:
+        return ""
+
+    def shown(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0f}"
+
+    loss = f"{shown(stream.caller_loss)}/{shown(stream.callee_loss)} %"
+    jitter = f"{shown(stream.caller_jitter_ms)}/{shown(stream.callee_jitter_ms)} ms"
+    return f" loss {loss} jitter {jitter}"
 
 
 def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
@@ -80,6 +119,7 @@ class CallsPane(StoreRowsPane):
                 ("source", "Source"),
                 ("state", "State"),
                 ("duration", "Duration"),
+                ("media", "Media"),
             ],
             id="calls",
         )

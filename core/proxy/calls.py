@@ -22,10 +22,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from core.events import CallEvent, EventBus
 from core.net.flow import Flow
+
+if TYPE_CHECKING:
+    from core.media.relay import MediaStats
 
 TRYING = "trying"
 RINGING = "ringing"
@@ -105,6 +108,7 @@ class CallInfo:
     started_at: float
     answered_at: float | None
     direction: str = "internal"
+    media: MediaStats | None = None  # relayed media's counters; None: direct (or unknown)
 
 
 class CallSink(Protocol):

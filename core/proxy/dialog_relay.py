@@ -93,7 +93,7 @@ class DialogRelay:
             self._refuse(request, flow, destination, "not from either end of the dialog", now)
             return
         if method == "ACK":
-            self._forward_ack(request, destination)
+            self._forward_ack(request, destination, flow)
             forwarder.acknowledged(request, now)
             return
         if has_looped(request, identity):
@@ -175,14 +175,17 @@ class DialogRelay:
             forwarder.branch(context, request.uri, (), flow, destination, branch, False), now
         )
 
-    def _forward_ack(self, ack: Request, destination: Flow) -> None:
+    def _forward_ack(self, ack: Request, destination: Flow, arrived: Flow) -> None:
         """An ACK to a 2xx is its own transaction end to end: forwarded statelessly (§16.11)."""
         forwarder = self.forwarder
         headers = forwarder.copy_headers(ack)
         branch = branch_id(request_hash(ack), "a")
         push_via(headers, forwarder.identity, destination, branch)
         forwarder.forwarded += 1
-        forwarder.relay.send(Request("ACK", ack.uri, headers, ack.body).to_bytes(), destination)
+        body = ack.body
+        if forwarder.media is not None and body:
+            body = forwarder.media.request_body(ack, arrived, destination, None)  # a late answer
+        forwarder.relay.send(Request("ACK", ack.uri, headers, body).to_bytes(), destination)
 
     # -- calls we end ourselves -------------------------------------------------------------
     def end_overlong_call(self, call: Call, now: float) -> None:

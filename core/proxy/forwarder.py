@@ -61,7 +61,7 @@ from core.sip.transaction import (
 )
 from core.sip.transaction_client import make_cancel
 from core.sip.transaction_table import TransactionTable, TransactionTableFull
-from core.sip.uri import Uri, parse_uri
+from core.sip.uri import SipUri, Uri, parse_uri
 
 # Server transaction states past their final answer (a 2xx to an INVITE leaves it Accepted,
 # where further 2xx from other branches still go through it).
@@ -88,6 +88,16 @@ class Relay(Protocol):
     ) -> None: ...
 
 
+class MediaHooks(Protocol):
+    """What media anchoring (core/media/anchor.py) needs to see: each SDP body on its way."""
+
+    def request_body(
+        self, request: Request, arrived: Flow, out: Flow, target_uri: SipUri | None
+    ) -> bytes: ...
+
+    def response_body(self, response: Response, source: Flow, to: Flow) -> bytes: ...
+
+
 class Forwarder:
     """Transactions, branches and answers of every request the proxy forwards."""
 
@@ -103,6 +113,7 @@ class Forwarder:
         route_secret: bytes,
         timers: TimerSettings,
         security_report: SecurityReport | None = None,
+        media: MediaHooks | None = None,
     ) -> None:
         self.settings = settings
         self.realm = realm
@@ -126,6 +137,7 @@ class Forwarder:
         self._awaiting_ack: dict[tuple[str, str, int], ResponseContext] = {}
         self.forwarded = 0  # requests sent on (branches, in-dialog, ACKs)
         self.relayed = 0  # responses sent back up
+        self.media = media  # media anchoring (core/media/anchor.py), when calls are anchored
 
     @property
     def identity(self) -> ServerIdentity:
@@ -196,7 +208,12 @@ class Forwarder:
         # (ours and the request's own) instead of having every one parsed again.
         vias = [ours, *request.vias]
         headers.view("via", lambda _top: vias)
-        return context.add_branch(Request(request.method, uri, headers, request.body), out)
+        body = request.body
+        if self.media is not None:
+            # A new call's branch names its contact; in a dialog there is none to judge.
+            target = uri if isinstance(uri, SipUri) and request.to_tag is None else None
+            body = self.media.request_body(request, arrived, out, target)
+        return context.add_branch(Request(request.method, uri, headers, body), out)
 
     def copy_headers(self, request: Request) -> Headers:
         """The headers of a copy of `request` to send on (§16.6 steps 3-5): Max-Forwards less
@@ -275,7 +292,10 @@ class Forwarder:
             if destination is None:
                 return False
             self.relayed += 1
-            self.relay.send(relayed(response).to_bytes(), destination)
+            up = relayed(response)
+            if self.media is not None and response.body:
+                up.body = self.media.response_body(response, flow, destination)
+            self.relay.send(up.to_bytes(), destination)
             return True
         self.run(actions, now)
         return True
@@ -295,7 +315,7 @@ class Forwarder:
             if call is not None:
                 remember_early_dialog(call, response, branch.flow)
                 self.calls.ringing(call, now)
-            self.to_caller(context, relayed(response), now)
+            self.to_caller(context, self._with_media(context, branch, response), now)
             return
         if status < 300:
             context.branch_finished(branch, status)
@@ -320,7 +340,7 @@ class Forwarder:
     ) -> None:
         """Every 2xx goes up (§16.7 step 5); the first also ends the forking and the ringing."""
         call = context.call
-        self.to_caller(context, relayed(response), now)
+        self.to_caller(context, self._with_media(context, branch, response), now)
         if context.answered:
             if call is not None:
                 remember_early_dialog(call, response, branch.flow)
@@ -334,6 +354,13 @@ class Forwarder:
         if context.is_invite:
             self._await_ack(context)
             self.cancel_branches(context, now)
+
+    def _with_media(self, context: ResponseContext, branch: Branch, response: Response) -> Response:
+        """The response as it goes up, its SDP anchored when the call's media is."""
+        up = relayed(response)
+        if self.media is not None and response.body:
+            up.body = self.media.response_body(response, branch.flow, _flow(context.server))
+        return up
 
     def _branch_failed(self, branch: Branch, status: int, reason: str, now: float) -> None:
         """A branch ended without a response of its own: timeout, transport error, abandoned."""

@@ -31,7 +31,7 @@ from core.proxy.calls import Call, CallTable
 from core.proxy.decisions import IDENTITY_HEADERS, Carriers, Dial, NoCarriers, Refuse
 from core.proxy.dialog_relay import DialogRelay
 from core.proxy.dialogs import call_for_invite
-from core.proxy.forwarder import DIALOG_CREATING, Forwarder, Relay, request_hash
+from core.proxy.forwarder import DIALOG_CREATING, Forwarder, MediaHooks, Relay, request_hash
 from core.proxy.routing import branch_id, has_looped
 from core.registrar.location import LocationService, Target
 from core.security.destinations import Destinations
@@ -72,6 +72,7 @@ class Proxy:
         carriers: Carriers | None = None,
         destinations: Destinations | None = None,
         security_report: SecurityReport | None = None,
+        media: MediaHooks | None = None,
         timers: TimerSettings = PROXY_TIMERS,
     ) -> None:
         self.settings = settings
@@ -90,6 +91,7 @@ class Proxy:
             route_secret=route_secret,
             timers=timers,
             security_report=security_report,
+            media=media,
         )
         self.table = self.forwarder.table
         self.dialogs = DialogRelay(self.forwarder)

@@ -1,0 +1,295 @@
+"""When and how the proxy anchors a call's media: the SDP of each offer and answer goes
+through the media engine on its way past.
+
+RFC 3264 offer/answer rides on these messages, and each is handled where it passes:
+
+    INVITE / UPDATE with SDP      an offer from the From-tag's side      `request_body`
+    18x / 2xx with SDP            its answer (or, to an INVITE that      `response_body`
+                                  had none, the callee's late offer)
+    ACK with SDP                  the caller's answer to a late offer    `request_body`
+
+A re-INVITE or UPDATE from either side is the same offer again; the engine re-opens its
+latching windows, so a phone that moved or was re-NATed is learnt anew (RFC 3264 §8). A
+final failure of a re-INVITE leaves the session as it was; the call's end frees it
+(`call_finished`, in front of the CDR writer, sees every call end: BYE, CANCEL, a final
+failure, the maximum duration, a media timeout).
+
+When (`[media] relay`): "always", "never", or "auto" — a call is anchored when either end is
+behind NAT, as far as signalling can tell: the caller's Contact or SDP address is not the
+address its INVITE came from, or the callee's registered contact is not where its REGISTER
+came from (the registrar's `behind_nat`). A carrier leg's SDP is public, so a carrier to a
+NATed phone is anchored by the phone's side. The decision is made once, at the INVITE, and
+holds for the call's re-INVITEs.
+
+The SDP we send names the address our Via and Record-Route use towards its receiver, which
+is the advertised public address where one is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.media.relay import EmbeddedRelay, MediaStats, RelayFull
+from core.media.sdp import SdpError, parse
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.proxy.calls import Call, CallSink
+from core.registrar.location import LocationService
+from core.settings import MediaSettings
+from core.sip.errors import SipParseError
+from core.sip.message import Message, Request, Response
+from core.sip.uri import SipUri
+
+_OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
+
+
+class MediaEngine(Protocol):
+    """What the embedded relay (core/media/relay.py) offers; rtpengine's ng client the same
+    calls, awaited (core/media/rtpengine.py)."""
+
+    def offer(
+        self, call_id: str, from_tag: str, sdp: bytes, source_ip: str, address: str, now: float
+    ) -> bytes: ...
+
+    def answer(
+        self,
+        call_id: str,
+        from_tag: str,
+        to_tag: str,
+        sdp: bytes,
+        source_ip: str,
+        address: str,
+        now: float,
+    ) -> bytes: ...
+
+    def delete(self, call_id: str) -> None: ...
+
+    def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]: ...
+
+    def stats(self, call_id: str, now: float) -> MediaStats | None: ...
+
+
+@dataclass(slots=True)
+class AnchoredCall:
+    """A call whose media goes through us, and where its offer/answer stands."""
+
+    offerer: str = ""  # From/To tag of the side whose offer is outstanding; "" when none
+    late_offer: int = -1  # CSeq of an INVITE sent without SDP: its 2xx carries the offer
+    # The last answers rewritten, by (CSeq, To tag): a retransmitted 18x/2xx (the same SDP
+    # again, RFC 3261 §13.3.1.4) goes up rewritten the same way, the engine untouched.
+    answers: dict[tuple[int, str], tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def remember(self, key: tuple[int, str], original: bytes, rewritten: bytes) -> bytes:
+        if len(self.answers) >= 8:  # a forked call's early dialogs; more is a misbehaving UA
+            self.answers.clear()
+        self.answers[key] = (original, rewritten)
+        return rewritten
+
+
+def has_sdp(message: Message) -> bool:
+    if not message.body:
+        return False
+    content_type = message.headers.get("content-type")
+    if content_type is None:
+        return message.body.startswith(b"v=")
+    return content_type.split(";", 1)[0].strip().lower() == "application/sdp"
+
+
+def _host(hostport: str) -> str:
+    host = hostport.rsplit(":", 1)[0] if not hostport.endswith("]") else hostport
+    return host.strip("[]")
+
+
+def wants_anchor(
+    settings: MediaSettings,
+    location: LocationService,
+    request: Request,
+    arrived: Flow,
+    target_uri: SipUri | None,
+    out: Flow | None,
+    now: float,
+) -> bool:
+    """Whether a new call needs its media anchored (see the module docstring); `target_uri`
+    and `out`: the contact a branch goes to and how, when known."""
+    mode = settings.relay
+    if mode != "auto":
+        return mode == "always"
+    contacts = request.contacts
+    if contacts and isinstance(contacts[0].uri, SipUri) and contacts[0].uri.host != arrived.ip:
+        return True
+    if has_sdp(request):
+        try:
+            description = parse(request.body)
+        except SdpError:
+            return False
+        if any(m.port and m.address not in (arrived.ip, "0.0.0.0", "::")
+               for m in description.media):  # fmt: skip
+            return True
+    if target_uri is not None and out is not None and target_uri.host != out.ip:
+        return True
+    callee = request.uri.user if isinstance(request.uri, SipUri) else None
+    return bool(callee) and any(
+        binding.behind_nat for binding in location.lookup(callee or "", now)
+    )
+
+
+class MediaAnchor:
+    """The proxy's media hook. Every method returns at once; the engine owns the sockets."""
+
+    def __init__(
+        self,
+        settings: MediaSettings,
+        engine: MediaEngine,
+        location: LocationService,
+        identity: Callable[[], ServerIdentity],
+        clock: Callable[[], float],
+        sink: CallSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.location = location
+        self.identity = identity
+        self.clock = clock  # the proxy's: the engine's latching windows are on it
+        self.sink = sink  # the CDR writer, behind us
+        self.calls: dict[str, AnchoredCall] = {}
+        self.refused = 0  # calls that needed anchoring and could not have it (full, bad SDP)
+
+    # -- deciding -------------------------------------------------------------------------
+    def wants_anchor(self, request: Request, arrived: Flow, target_uri: SipUri | None, out: Flow,
+                     now: float) -> bool:  # fmt: skip
+        return wants_anchor(self.settings, self.location, request, arrived, target_uri, out, now)
+
+    # -- the proxy's calls -----------------------------------------------------------------
+    def request_body(
+        self, request: Request, arrived: Flow, out: Flow, target_uri: SipUri | None
+    ) -> bytes:
+        """The body `request` (arrived on `arrived`) goes on with towards `out`; `target_uri`
+        is the contact it is sent to (a new call's branch), else None."""
+        now = self.clock()
+        method = request.method
+        call_id = request.call_id or ""
+        anchored = self.calls.get(call_id)
+        if anchored is None:
+            if method != "INVITE" or request.to_tag is not None:
+                return request.body
+            if len(self.calls) >= self.settings.max_sessions:
+                self.refused += 1
+                return request.body
+            try:
+                if not self.wants_anchor(request, arrived, target_uri, out, now):
+                    return request.body
+            except SipParseError:
+                return request.body
+            anchored = self.calls[call_id] = AnchoredCall()
+        from_tag = request.from_tag or ""
+        if not has_sdp(request):
+            cseq = request.cseq
+            if method == "INVITE" and cseq is not None:
+                anchored.offerer = ""
+                anchored.late_offer = cseq.number  # RFC 3264 §2: the offer comes in the 2xx
+            return request.body
+        address = self._address(out)
+        try:
+            if method == "ACK":
+                to_tag = request.to_tag or ""
+                if anchored.offerer != to_tag:
+                    return request.body
+                anchored.offerer = ""
+                return self.engine.answer(
+                    call_id, to_tag, from_tag, request.body, arrived.ip, address, now
+                )
+            if method not in _OFFER_METHODS:
+                return request.body
+            body = self.engine.offer(call_id, from_tag, request.body, arrived.ip, address, now)
+        except (SdpError, RelayFull):
+            self.refused += 1
+            return request.body
+        anchored.offerer = from_tag
+        return body
+
+    def response_body(self, response: Response, source: Flow, to: Flow) -> bytes:
+        """The body of `response` (from `source`) going to `to`. Call-ID, CSeq and From are
+        the request's (RFC 3261 §8.2.6.2), so a 2xx no transaction owns any more (a
+        retransmission, core/proxy/stray.py) is handled like the first."""
+        anchored = self.calls.get(response.call_id or "")
+        cseq = response.cseq
+        status = response.status
+        if (
+            anchored is None
+            or cseq is None
+            or cseq.method not in _OFFER_METHODS
+            or not 100 < status < 300
+            or not has_sdp(response)
+        ):
+            return response.body
+        to_tag = response.to_tag or ""
+        key = (cseq.number, to_tag)
+        seen = anchored.answers.get(key)
+        if seen is not None and seen[0] == response.body:
+            return seen[1]
+        now = self.clock()
+        call_id = response.call_id or ""
+        from_tag = response.from_tag or ""
+        address = self._address(to)
+        body = response.body
+        try:
+            if anchored.offerer == from_tag and from_tag:
+                if status >= 200:
+                    anchored.offerer = ""
+                answer = self.engine.answer(
+                    call_id, from_tag, to_tag, body, source.ip, address, now
+                )
+                return anchored.remember(key, body, answer)
+            if status >= 200 and cseq.method == "INVITE" and cseq.number == anchored.late_offer:
+                anchored.late_offer = -1
+                anchored.offerer = to_tag  # the answer comes in the ACK
+                offer = self.engine.offer(call_id, to_tag, body, source.ip, address, now)
+                return anchored.remember(key, body, offer)
+        except (SdpError, RelayFull):
+            self.refused += 1
+        return body
+
+    def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]:
+        """Calls whose media stopped, forgotten here: the proxy hangs them up. Calls still
+        `ringing` are left alone (no RTP is due before the answer, early media aside)."""
+        ended = self.engine.expire(now, ringing)
+        for call_id in ended:
+            self.calls.pop(call_id, None)
+        return ended
+
+    def stats(self, call_id: str, now: float) -> MediaStats | None:
+        return self.engine.stats(call_id, now) if call_id in self.calls else None
+
+    # -- the end of a call (a CallSink in front of the CDR writer) --------------------------
+    def call_finished(self, call: Call) -> None:
+        if self.calls.pop(call.call_id, None) is not None:
+            self.engine.delete(call.call_id)
+        if self.sink is not None:
+            self.sink.call_finished(call)
+
+    def _address(self, flow: Flow) -> str:
+        return _host(self.identity().hostport(flow))
+
+    def close(self) -> None:
+        """Every session ended (the Pbx stops): their sockets are closed."""
+        for call_id in list(self.calls):
+            self.engine.delete(call_id)
+        self.calls.clear()
+
+
+def build_anchor(
+    settings: MediaSettings,
+    listen_host: str,
+    location: LocationService,
+    identity: Callable[[], ServerIdentity],
+    clock: Callable[[], float],
+    sink: CallSink | None,
+) -> MediaAnchor | None:
+    """The media hook for these settings, with the embedded relay bound on `[media] address`
+    (else the SIP listen address); None when calls are never anchored."""
+    if settings.relay == "never" or settings.engine != "embedded":
+        return None
+    relay = EmbeddedRelay(settings, settings.address or listen_host, clock)
+    return MediaAnchor(settings, relay, location, identity, clock, sink)

@@ -1,0 +1,151 @@
+"""When the proxy anchors a call, and what becomes of hostile or unlucky SDP: the anchor
+with the real embedded relay on loopback, messages parsed from text."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from core.events import EventBus
+from core.media.anchor import MediaAnchor, wants_anchor
+from core.media.relay import EmbeddedRelay
+from core.media.sdp import parse
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.proxy.calls import Call
+from core.registrar.location import LocationService
+from core.settings import ListenAddress, MediaSettings, RegistrarSettings
+from core.sip.message import Request, Response
+from core.sip.parser import parse_message
+from core.sip.uri import SipUri, parse_uri
+
+CALLER = Flow("udp", ("203.0.113.7", 5060), ("127.0.0.1", 5060))
+CALLEE = Flow("udp", ("198.51.100.9", 5060), ("127.0.0.1", 5060))
+
+
+def sdp(address: str, port: int = 4000) -> str:
+    return (
+        f"v=0\r\no=- 1 1 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\n"
+    )
+
+
+def invite(body: str, contact_host: str = "203.0.113.7") -> Request:
+    text = (
+        "INVITE sip:bob@pbx.test SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK1\r\n"
+        "From: <sip:alice@pbx.test>;tag=a1\r\nTo: <sip:bob@pbx.test>\r\n"
+        "Call-ID: call-1\r\nCSeq: 1 INVITE\r\n"
+        f"Contact: <sip:alice@{contact_host}:5060>\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    return message
+
+
+def answer(body: str) -> Response:
+    text = (
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK1\r\n"
+        "From: <sip:alice@pbx.test>;tag=a1\r\nTo: <sip:bob@pbx.test>;tag=b1\r\n"
+        "Call-ID: call-1\r\nCSeq: 1 INVITE\r\n"
+        f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n\r\n{body}"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Response)
+    return message
+
+
+class Cdrs:
+    def __init__(self) -> None:
+        self.finished: list[str] = []
+
+    def call_finished(self, call: Call) -> None:
+        self.finished.append(call.call_id)
+
+
+def make_anchor(**media: object) -> tuple[MediaAnchor, EmbeddedRelay, Cdrs]:
+    settings = MediaSettings(port_min=41500, port_max=41600, **media)  # type: ignore[arg-type]
+    relay = EmbeddedRelay(settings, "127.0.0.1", time.time)
+    identity = ServerIdentity("pbx.test", [ListenAddress("udp", "127.0.0.1", 5060)])
+    location = LocationService(RegistrarSettings(), EventBus(100, 100))
+    cdrs = Cdrs()
+    return MediaAnchor(settings, relay, location, lambda: identity, time.time, cdrs), relay, cdrs
+
+
+def bob_uri(host: str) -> SipUri:
+    uri = parse_uri(f"sip:bob@{host}:5060")
+    assert isinstance(uri, SipUri)
+    return uri
+
+
+@pytest.mark.parametrize(
+    ("relay", "contact", "sdp_address", "target", "expected"),
+    [
+        ("auto", "203.0.113.7", "203.0.113.7", "198.51.100.9", False),  # nobody NATed
+        ("auto", "192.168.1.5", "203.0.113.7", "198.51.100.9", True),  # caller's Contact
+        ("auto", "203.0.113.7", "192.168.1.5", "198.51.100.9", True),  # caller's SDP
+        ("auto", "203.0.113.7", "203.0.113.7", "10.0.0.9", True),  # callee's contact
+        ("never", "192.168.1.5", "192.168.1.5", "10.0.0.9", False),
+        ("always", "203.0.113.7", "203.0.113.7", "198.51.100.9", True),
+    ],
+)
+def test_when_a_call_is_anchored(
+    relay: str, contact: str, sdp_address: str, target: str, expected: bool
+) -> None:
+    settings = MediaSettings(relay=relay)
+    location = LocationService(RegistrarSettings(), EventBus(100, 100))
+    request = invite(sdp(sdp_address), contact)
+    decided = wants_anchor(settings, location, request, CALLER, bob_uri(target), CALLEE, 0.0)
+    assert decided is expected
+
+
+async def test_offer_and_answer_are_rewritten_and_the_call_end_frees_the_ports() -> None:
+    anchor, relay, cdrs = make_anchor(relay="always")
+    request = invite(sdp("192.168.1.5"))
+    offer = anchor.request_body(request, CALLER, CALLEE, bob_uri("198.51.100.9"))
+    assert parse(offer).media[0].address == "127.0.0.1"
+    body = anchor.response_body(answer(sdp("10.0.0.9")), CALLEE, CALLER)
+    assert parse(body).media[0].address == "127.0.0.1"
+    # The 200 again (its ACK was lost): rewritten the same, the relay left as it was.
+    session = relay.sessions["call-1"]
+    windows = [port.latch.open_until for stream in session.streams if stream
+               for pair in stream.ports for port in pair]  # fmt: skip
+    assert anchor.response_body(answer(sdp("10.0.0.9")), CALLEE, CALLER) == body
+    assert windows == [port.latch.open_until for stream in session.streams if stream
+                       for pair in stream.ports for port in pair]  # fmt: skip
+    assert relay.ports.free == relay.ports.capacity - 2
+    # BYE, CANCEL, a final failure, a media timeout: every end reaches the call table's sink.
+    call = Call("call-1", "alice", "bob", CALLER.remote, 0.0)
+    anchor.call_finished(call)
+    assert relay.sessions == {} and relay.ports.free == relay.ports.capacity
+    assert cdrs.finished == ["call-1"]  # the CDR writer behind the anchor still hears of it
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "v=0\r\nm=audio 99999 RTP/AVP 0\r\n",  # a port out of range
+        "not sdp at all",
+        "v=0\r\n" + "m=audio 4000 RTP/AVP 0\r\n" * 40,  # more streams than we relay
+        "v=0\r\nc=IN IP4\r\nm=audio 4000 RTP/AVP 0\r\n",
+    ],
+)
+async def test_sdp_the_anchor_cannot_read_goes_on_untouched(body: str) -> None:
+    anchor, relay, _cdrs = make_anchor(relay="always")
+    request = invite(body)
+    assert anchor.request_body(request, CALLER, CALLEE, bob_uri("198.51.100.9")) == request.body
+    assert anchor.refused == 1 and relay.sessions == {}
+
+
+async def test_a_full_relay_lets_the_call_through_unanchored() -> None:
+    anchor, relay, _cdrs = make_anchor(relay="always", max_sessions=1)
+    first = invite(sdp("192.168.1.5"))
+    anchor.request_body(first, CALLER, CALLEE, bob_uri("198.51.100.9"))
+    second = invite(sdp("192.168.1.6"))
+    second.headers.set("Call-ID", "call-2")
+    assert anchor.request_body(second, CALLER, CALLEE, bob_uri("198.51.100.9")) == second.body
+    assert list(relay.sessions) == ["call-1"]
+    anchor.close()
+    assert relay.ports.free == relay.ports.capacity

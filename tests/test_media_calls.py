@@ -1,0 +1,338 @@
+"""Calls with audio through NAT, end to end over loopback.
+
+Alice (127.0.0.21) and Bob (127.0.0.22) are phones behind "NAT": their Contact and SDP name
+127.0.0.99, where nothing listens, while they really send SIP and RTP from their own
+addresses. Through the relay their audio flows both ways; with `[media] relay = "never"` the
+very same call is silent, which is what proves the counting can fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import USERS, start_pbx
+from support.ports import free_port
+from support.rtpengine import rtpengine_daemon
+from support.sipp import run_sipp
+from support.softphone import RtpEndpoint, SoftPhone
+
+from core.media.sdp import parse
+from core.pbx import Pbx
+from core.settings import MediaSettings
+
+PACKETS = 100  # two seconds of 20 ms audio each way
+
+
+async def start(tmp_path: Path, workers: int = 0, **media: object) -> Pbx:
+    settings = replace(MediaSettings(port_min=42000, port_max=42400), **media)
+    return await start_pbx(tmp_path, media=settings, workers=workers)
+
+
+async def call_between(
+    pbx: Pbx, *, natted: bool = True, late_offer: bool = False
+) -> tuple[SoftPhone, SoftPhone]:
+    server = (pbx.listening[0].host, pbx.listening[0].port)
+    alice_ip, bob_ip = "127.0.0.21", "127.0.0.22"
+    alice = SoftPhone(
+        "alice", USERS["alice"], alice_ip, server, "127.0.0.99" if natted else alice_ip
+    )
+    bob = SoftPhone("bob", USERS["bob"], bob_ip, server, "127.0.0.99" if natted else bob_ip)
+    await alice.start()
+    await bob.start()
+    answering = asyncio.create_task(bob.answer_call())
+    if late_offer:
+        final = await alice.call("bob", b"", ack_body=alice.sdp())
+    else:
+        final = await alice.call("bob")
+    await answering
+    assert final.status == 200
+    return alice, bob
+
+
+async def hang_up(alice: SoftPhone, bob: SoftPhone) -> None:
+    answering = asyncio.create_task(bob.answer_bye())
+    assert (await alice.hang_up()).status == 200
+    await answering
+
+
+async def talk(alice: SoftPhone, bob: SoftPhone, count: int = PACKETS) -> tuple[int, int]:
+    """Both talk at once; how many of the other's packets each heard."""
+    assert alice.dialog is not None and bob.dialog is not None
+    before_alice = alice.rtp.from_marker(b"bob")
+    before_bob = bob.rtp.from_marker(b"alice")
+    await asyncio.gather(
+        alice.rtp.stream(alice.dialog.media_address(), b"alice", count),
+        bob.rtp.stream(bob.dialog.media_address(), b"bob", count),
+    )
+    await asyncio.sleep(0.2)
+    return alice.rtp.from_marker(b"bob") - before_alice, bob.rtp.from_marker(b"alice") - before_bob
+
+
+async def test_natted_phones_hear_each_other_through_the_relay(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        # Each side was told the relay's address, not the other's private one.
+        assert alice.dialog.media_address()[0] == "127.0.0.1"
+        assert bob.dialog.media_address()[0] == "127.0.0.1"
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert pbx.core.media is not None
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None
+        assert stats.caller_packets >= 0.9 * PACKETS and stats.callee_packets >= 0.9 * PACKETS
+        await hang_up(alice, bob)
+        assert pbx.core.media.calls == {} and pbx.core.media.engine.sessions == {}  # type: ignore[attr-defined]
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_the_same_call_without_the_relay_is_silent(tmp_path: Path) -> None:
+    pbx = await start(tmp_path, relay="never")
+    alice, bob = await call_between(pbx)
+    try:
+        assert alice.dialog is not None
+        assert alice.dialog.media_address()[0] == "127.0.0.99"  # the SDP went through as it was
+        assert await talk(alice, bob, 25) == (0, 0)
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_stranger_spraying_the_relay_ports_gets_nothing_through(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    mallory = RtpEndpoint("127.0.0.23")
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        # Mallory knows both relay ports (a scan would find them) and sprays them at once,
+        # while the phones talk and for the rest of the call.
+        spraying = [
+            asyncio.create_task(mallory.stream(alice.dialog.media_address(), b"mallory", PACKETS)),
+            asyncio.create_task(mallory.stream(bob.dialog.media_address(), b"mallory", PACKETS)),
+        ]
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        await asyncio.gather(*spraying)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert alice.rtp.from_marker(b"mallory") == 0 and bob.rtp.from_marker(b"mallory") == 0
+        assert mallory.received == []  # nobody's audio was turned towards her either
+        assert pbx.core.media is not None
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None and stats.streams[0].dropped >= PACKETS
+    finally:
+        mallory.close()
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_hold_and_resume_keep_the_audio(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        relay_port = alice.dialog.media_address()
+        await talk(alice, bob, 20)
+        # Alice holds: her re-INVITE says sendonly, Bob answers recvonly; Bob's side now
+        # offers hold music's way only, and the relay keeps its ports.
+        answering = asyncio.create_task(bob.answer_reinvite("recvonly", 2))
+        assert (await alice.reinvite("sendonly", 2)).status == 200
+        await answering
+        assert b"a=sendonly" in bob.dialog.remote_sdp and b"a=recvonly" in alice.dialog.remote_sdp
+        assert alice.dialog.media_address() == relay_port
+        assert pbx.core.media is not None
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None and stats.streams[0].on_hold
+        before = bob.rtp.from_marker(b"alice")
+        await alice.rtp.stream(alice.dialog.media_address(), b"alice", 25)
+        await asyncio.sleep(0.2)
+        assert bob.rtp.from_marker(b"alice") - before >= 0.9 * 25  # the music on hold
+        # Resume: both ways again, through the same ports.
+        answering = asyncio.create_task(bob.answer_reinvite("sendrecv", 3))
+        assert (await alice.reinvite("sendrecv", 3)).status == 200
+        await answering
+        assert alice.dialog.media_address() == relay_port
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_call_whose_audio_stopped_is_hung_up_with_media_timeout_in_its_cdr(
+    tmp_path: Path,
+) -> None:
+    pbx = await start(tmp_path, timeout_seconds=1.5)
+    alice, bob = await call_between(pbx)
+    try:
+        await talk(alice, bob, 10)
+        # Then silence: both phones get a BYE from the server within a few seconds.
+        byes = await asyncio.wait_for(asyncio.gather(alice.answer_bye(), bob.answer_bye()), 6)
+        assert byes == [None, None]
+        assert pbx.core.media is not None and pbx.core.media.calls == {}
+        await pbx.store.flush()
+        [cdr] = await pbx.store.list_cdrs()
+        assert cdr.reason == "media timeout"
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_late_offer_in_the_2xx_answered_in_the_ack_is_anchored(tmp_path: Path) -> None:
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx, late_offer=True)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        assert alice.dialog.media_address()[0] == "127.0.0.1"  # Bob's offer, anchored
+        await asyncio.sleep(0.1)  # the ACK (Alice's answer) reaches Bob
+        assert bob.dialog.media_address()[0] == "127.0.0.1"  # Alice's answer, anchored
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+@pytest.mark.parametrize(("relay", "anchored"), [("auto", False), ("always", True)])
+async def test_phones_not_behind_nat_are_anchored_only_when_always(
+    tmp_path: Path, relay: str, anchored: bool
+) -> None:
+    pbx = await start(tmp_path, relay=relay)
+    alice, bob = await call_between(pbx, natted=False)
+    try:
+        assert alice.dialog is not None and pbx.core.media is not None
+        expected = "127.0.0.1" if anchored else "127.0.0.22"
+        assert alice.dialog.media_address()[0] == expected
+        assert (alice.dialog.call_id in pbx.core.media.calls) is anchored
+        heard_by_alice, heard_by_bob = await talk(alice, bob, 25)
+        assert heard_by_alice >= 22 and heard_by_bob >= 22  # direct or relayed, audio flows
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+@pytest.mark.parametrize("late_offer", [False, True])
+async def test_natted_phones_hear_each_other_through_rtpengine(
+    tmp_path: Path, late_offer: bool
+) -> None:
+    with rtpengine_daemon(tmp_path, 44200, 44400) as ng_port:
+        pbx = await start(tmp_path, engine="rtpengine", rtpengine=f"127.0.0.1:{ng_port}")
+        try:
+            alice, bob = await call_between(pbx, late_offer=late_offer)
+            await asyncio.sleep(0.1)  # a late answer in the ACK reaches Bob
+            try:
+                assert alice.dialog is not None and bob.dialog is not None
+                for dialog in (alice.dialog, bob.dialog):  # rtpengine's address and ports
+                    address, port = dialog.media_address()
+                    assert address == "127.0.0.1" and 44200 <= port <= 44400
+                heard_by_alice, heard_by_bob = await talk(alice, bob)
+                assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+                await hang_up(alice, bob)
+                assert pbx.core.media is not None and pbx.core.media.calls == {}
+            finally:
+                alice.close()
+                bob.close()
+        finally:
+            await pbx.stop()
+
+
+PCAP = Path("/usr/share/sip-tester/g711a.pcap")  # SIPp's own G.711 recording: 236 packets
+
+
+async def test_a_carrier_leg_reaches_a_natted_phone_with_audio(tmp_path: Path) -> None:
+    """SIPp plays a carrier (its address trusted, a DID for Bob) sending a real G.711
+    recording with play_pcap_audio; Bob's phone behind NAT hears it through the relay."""
+    assert PCAP.exists(), "SIPp's g711a.pcap is missing (apt-get install sip-tester)"
+    pbx = await start(tmp_path)
+    await pbx.admin.add_carrier("acme", ["127.0.0.2/32"])
+    await pbx.admin.add_did("1632960002", "bob")
+    server = (pbx.listening[0].host, pbx.listening[0].port)
+    bob = await SoftPhone("bob", USERS["bob"], "127.0.0.22", server).start()
+    try:
+        answering = asyncio.create_task(bob.answer_call())
+        carrier = asyncio.create_task(
+            run_sipp(
+                "carrier_audio.xml", *server, local_ip="127.0.0.2",
+                keys={"did": "1632960002", "from_user": "442079460000",
+                      "from_host": "carrier.example", "pcap": str(PCAP)},
+                extra=["-mi", "127.0.0.2", "-mp", str(free_port()), "-d", "8000"],
+                timeout=30,
+            )
+        )  # fmt: skip
+        invite = await answering
+        assert parse(invite.body).media[0].address == "127.0.0.1"  # the carrier's, anchored
+        assert bob.dialog is not None
+        # Bob talks too, as phones do: that is how the relay finds him behind his NAT.
+        talking = asyncio.create_task(bob.rtp.stream(bob.dialog.media_address(), b"bob", 350))
+        await bob.answer_bye(timeout=15)
+        talking.cancel()
+        result = await carrier
+        assert result.returncode == 0, str(result)
+        assert len(bob.rtp.received) >= 0.9 * 236, len(bob.rtp.received)
+    finally:
+        bob.close()
+        await pbx.stop()
+
+
+async def test_with_worker_processes_the_call_is_relayed_where_it_is_handled(
+    tmp_path: Path,
+) -> None:
+    """Two workers read the SIP socket; the call's relay lives in the worker that owns the
+    call (main holds no session), and the NATed phones hear each other."""
+    pbx = await start(tmp_path, workers=2)
+    try:
+        alice, bob = await call_between(pbx)
+        try:
+            heard_by_alice, heard_by_bob = await talk(alice, bob)
+            assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+            assert pbx.core.media is not None and pbx.core.media.calls == {}
+        finally:
+            alice.close()
+            bob.close()
+    finally:
+        await pbx.stop()
+
+
+async def test_tshark_on_lo_counts_the_audio_the_relay_sent_each_phone(tmp_path: Path) -> None:
+    """The count by an independent capture: Wireshark's own reading of lo, RTP decoded."""
+    tshark = shutil.which("tshark")
+    assert tshark is not None, "tshark is not installed (apt-get install tshark)"
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    capture_file = tmp_path / "rtp.pcap"
+    capture = await asyncio.create_subprocess_exec(
+        tshark, "-i", "lo", "-f", "udp and src host 127.0.0.1 and src portrange 42000-42399",
+        "-w", str(capture_file), stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert capture.stderr is not None
+        while b"Capturing on" not in await asyncio.wait_for(capture.stderr.readline(), 10):
+            pass
+        await talk(alice, bob)
+    finally:
+        capture.terminate()
+        await capture.wait()
+        alice.close()
+        bob.close()
+        await pbx.stop()
+    decoded = subprocess.run(
+        [tshark, "-r", str(capture_file), "-d", "udp.port==42000-42399,rtp",
+         "-Y", "rtp", "-T", "fields", "-e", "ip.dst", "-e", "rtp.seq"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split("\n")  # fmt: skip
+    to_alice = {line for line in decoded if line.startswith("127.0.0.21\t")}
+    to_bob = {line for line in decoded if line.startswith("127.0.0.22\t")}
+    assert len(to_alice) >= 0.9 * PACKETS and len(to_bob) >= 0.9 * PACKETS
