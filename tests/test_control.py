@@ -40,7 +40,9 @@ from core.control.protocol import (
 from core.control.rows import ContactRow
 from core.control.server import ControlError, ControlServer
 from core.events import SecurityEvent, SipTraffic
+from core.media.relay import MediaStats, StreamStats
 from core.pbx import Pbx
+from core.proxy.calls import CallInfo
 from core.security.bans import Ban
 from core.users import make_user
 
@@ -75,6 +77,21 @@ def test_events_and_rows_cross_intact_and_hashes_never_leave() -> None:
 def test_hostile_objects_are_refused(wire: object) -> None:
     with pytest.raises(CodecError):
         from_wire(wire)
+
+
+def test_a_calls_media_counters_cross_and_a_flood_of_streams_is_refused() -> None:
+    """The Calls pane of an attached console shows the relay's counters: they cross intact,
+    and a reply claiming thousands of streams is refused, not built."""
+    stream = StreamStats(120, 20_640, 118, 20_296, 3, False, 0.5, 12.0)
+    call = CallInfo(
+        "c1", "alice", "bob", "127.0.0.21:5060", "answered", 1.0, 2.0,
+        media=MediaStats((stream,), 0.2),
+    )  # fmt: skip
+    assert from_wire(json.loads(json.dumps(to_wire(call))), CallInfo) == call
+    wire = json.loads(json.dumps(to_wire(call)))
+    wire["media"]["streams"] = [wire["media"]["streams"][0]] * 10_000
+    with pytest.raises(CodecError):
+        from_wire(wire, CallInfo)
 
 
 def test_a_wrong_type_where_an_event_is_expected_is_refused() -> None:

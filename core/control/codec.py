@@ -29,6 +29,7 @@ from core.events import (
     SourceBanned,
     SourceUnbanned,
 )
+from core.media.relay import MediaStats, StreamStats
 from core.proxy.calls import CallInfo
 from core.security.bans import Ban
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
@@ -58,6 +59,8 @@ WIRE_TYPES: dict[str, type[Any]] = {
         BanRow,
         Ban,
         CallInfo,
+        MediaStats,
+        StreamStats,
         ContactRow,
         ServiceStatus,
     )
@@ -70,6 +73,8 @@ class CodecError(ValueError):
 
 
 def _plain(value: object) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_wire(value)  # a nested row: a call's media counters
     if isinstance(value, bytes):
         return {"b64": base64.b64encode(value).decode("ascii")}
     if isinstance(value, float) and not math.isfinite(value):
@@ -143,6 +148,16 @@ def _as_strings(value: object) -> tuple[str, ...]:
     return tuple(_as_str(item) for item in value)
 
 
+def _as_streams(value: object) -> tuple[StreamStats, ...]:
+    if not isinstance(value, list) or len(value) > MAX_STREAMS:
+        raise CodecError("expected a short list of streams")
+    return tuple(from_wire(item, StreamStats) for item in value)
+
+
+def _as_media(value: object) -> MediaStats:
+    return from_wire(value, MediaStats)  # type: ignore[no-any-return]
+
+
 def _optional(convert):  # type: ignore[no-untyped-def]
     def converted(value: object) -> object:
         return None if value is None else convert(value)
@@ -162,7 +177,10 @@ _CONVERTERS = {
     "int | None": _optional(_as_int),
     "float | None": _optional(_as_float),
     "tuple[str, int] | None": _optional(_as_address),
+    "tuple[StreamStats, ...]": _as_streams,
+    "MediaStats | None": _optional(_as_media),
 }
+MAX_STREAMS = 16  # media streams in one call's counters
 
 
 def from_wire(value: object, expected: type[Any] | tuple[type[Any], ...] | None = None) -> Any:
