@@ -1,7 +1,6 @@
 """The request route: every message that reaches pbxtui passes through `Route.on_message`.
 
-Read it top to bottom like Kamailio's request_route (../shared/DESIGN.md, "The request
-route"):
+Read it top to bottom like Kamailio's request_route:
 
     banned or flooding?  → drop before parsing
     parse                → 400 / drop

@@ -4,9 +4,9 @@ Security decisions use the fail2ban-friendly format of core/security/seclog.py; 
 human sentences. SIP traffic is never logged here (it is on the bus for the console).
 
 A call gets one line, when it ends or fails, with its status and duration: the console
-shows calls live and the CDRs keep them. The two lines per call this log used to write (at
-answer and at end) cost 6 % of the server's CPU at 300 calls/s, and journald rate-limits a
-service past 10,000 lines per 30 s anyway.
+shows calls live and the CDRs keep them. Two lines per call (at answer and at end) cost 6 %
+of the server's CPU at 300 calls/s, and journald rate-limits a service past 10,000 lines per
+30 s anyway.
 """
 
 from __future__ import annotations

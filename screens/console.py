@@ -1,7 +1,7 @@
 """The console's one screen: the status strip, the six panes in a `ContentSwitcher`, the key bar.
 
-The panes used to be six screens (Textual modes). Measured in-process at 120x36 (a key
-pressed until a frame showing the new pane is rendered), a switch took ~120-150 ms median
+Why not six screens (Textual modes): measured in-process at 120x36 (a key pressed until a
+frame showing the new pane is rendered), a switch between screens takes ~120-150 ms median
 idle and ~170 ms under 300 msg/s: Textual restyles the whole screen it resumes, which also
 dropped every DataTable's render cache; each screen's own `Footer` was remounted key by key
 (half of the cost); the whole terminal was repainted. Here all panes stay mounted and styled;

@@ -1,5 +1,6 @@
 """The import graph of core/, screens/ and pbxtui/: no circles, and each layer imports only
-what it may (../shared/DESIGN.md, "Layers and what each may import").
+what it may (the README's Layout section: core never imports screens, pbxtui or textual;
+screens never touch sockets or SQL; core/sip imports only the standard library).
 
 Every import counts, wherever it is written: at the top, inside a function (a lazy import
 hides a circle, it does not remove it) or under `if TYPE_CHECKING:`. The checker itself is

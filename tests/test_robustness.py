@@ -1,4 +1,4 @@
-"""Bad input never kills or wedges the server (issue: foundation, "Done when").
+"""Bad input never kills or wedges the server.
 
 Each test throws something hostile at a real socket, then proves the server still answers
 an ordinary OPTIONS on the same transport.

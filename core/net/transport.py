@@ -246,10 +246,10 @@ class Transport:
     def enqueue_datagram(self, data: bytes, flow: Flow, forwarded: bool = False) -> None:
         """Queue a datagram for `on_message`, handled a few at a time between other work.
 
-        The loop reads up to 32 datagrams per turn and used to handle each as it was read:
-        with the server saturated, a turn lasted ~10 ms, and everything else on the loop (the
-        console's keypresses, which take several turns each, and the transaction timers) waited
-        behind it. Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms.
+        The loop reads up to 32 datagrams per turn. Handled as each is read, with the server
+        saturated, a turn lasts ~10 ms, and everything else on the loop (the console's
+        keypresses, which take several turns each, and the transaction timers) waits behind it.
+        Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms.
         """
         backlog = self._backlog
         if len(backlog) >= self.settings.udp_backlog_messages:

@@ -2,8 +2,8 @@
 
 Panes hand `sync` the rows they want, in order, at the console's cadence (dolphie's way).
 It is a `LineTable` (screens/widgets/line_table.py), which renders a row into one strip when
-its cells change and per frame only crops and styles the strips on screen. It used to be a
-Textual DataTable, which throws away every rendered cell whenever any cell changes or the
+its cells change and per frame only crops and styles the strips on screen. Not a Textual
+DataTable, which throws away every rendered cell whenever any cell changes or the
 table gains or loses the focus (its caches are keyed by an update count and cleared on each
 restyle), then renders each visible cell again at ~0.5 ms a cell: with a feed of a hundred
 rows, showing the Security pane cost ~60 ms more than with this table, and a countdown column
