@@ -4,13 +4,16 @@ push, and a console that stops reading)."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import inspect
 import json
 import math
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +25,7 @@ from support.phone import Phone
 
 from core.control import server as control_server
 from core.control.client import ControlClient, RemoteAdmin, ServiceRefused
-from core.control.codec import CodecError, from_wire, to_wire
+from core.control.codec import COMPILED_FIELD_TYPES, CodecError, from_wire, to_wire
 from core.control.peers import AccessPolicy, PeerCredentials, peer_credentials, socket_path
 from core.control.protocol import (
     PROTOCOL_VERSION,
@@ -77,6 +80,24 @@ def test_events_and_rows_cross_intact_and_hashes_never_leave() -> None:
 def test_hostile_objects_are_refused(wire: object) -> None:
     with pytest.raises(CodecError):
         from_wire(wire)
+
+
+def test_the_declared_field_types_of_compiled_classes_match_their_source() -> None:
+    """mypyc erases a compiled dataclass's annotations, so the codec declares them; the
+    declaration must say what the source says (read from the source, compiled or not)."""
+    for cls, declared in COMPILED_FIELD_TYPES.items():
+        tree = ast.parse(Path(inspect.getfile(sys.modules[cls.__module__])).with_suffix(".py")
+                         .read_text())  # fmt: skip
+        node = next(
+            item for item in ast.walk(tree)
+            if isinstance(item, ast.ClassDef) and item.name == cls.__name__
+        )  # fmt: skip
+        written = {
+            statement.target.id: ast.unparse(statement.annotation)
+            for statement in node.body
+            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
+        }
+        assert declared == written, cls.__name__
 
 
 def test_a_calls_media_counters_cross_and_a_flood_of_streams_is_refused() -> None:

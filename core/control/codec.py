@@ -66,6 +66,36 @@ WIRE_TYPES: dict[str, type[Any]] = {
     )
 }
 _SECRET_FIELDS = {User: ("ha1_md5", "ha1_sha256")}
+# The field types of the wire classes that mypyc compiles: a compiled class keeps only the
+# erased runtime types (`float | None` becomes `type`), so their annotations are declared
+# here as written in the source (tests/test_control.py checks them against it).
+COMPILED_FIELD_TYPES: dict[type[Any], dict[str, str]] = {
+    Ban: {"ip": "str", "until": "float", "until_wall": "float", "reason": "str", "count": "int"},
+    CallInfo: {
+        "call_id": "str",
+        "caller": "str",
+        "callee": "str",
+        "source": "str",
+        "state": "str",
+        "started_at": "float",
+        "answered_at": "float | None",
+        "direction": "str",
+        "media": "MediaStats | None",
+    },
+    MediaStats: {"streams": "tuple[StreamStats, ...]", "idle_seconds": "float"},
+    StreamStats: {
+        "caller_packets": "int",
+        "caller_bytes": "int",
+        "callee_packets": "int",
+        "callee_bytes": "int",
+        "dropped": "int",
+        "on_hold": "bool",
+        "caller_loss": "float | None",
+        "caller_jitter_ms": "float | None",
+        "callee_loss": "float | None",
+        "callee_jitter_ms": "float | None",
+    },
+}
 
 
 class CodecError(ValueError):
@@ -200,7 +230,8 @@ def from_wire(value: object, expected: type[Any] | tuple[type[Any], ...] | None 
         field = fields.get(name)
         if field is None:
             raise CodecError(f"{cls.__name__} has no field {name!r}")
-        convert = _CONVERTERS.get(str(field.type))
+        declared = COMPILED_FIELD_TYPES.get(cls)
+        convert = _CONVERTERS.get(declared[name] if declared else str(field.type))
         if convert is None:
             raise CodecError(f"{cls.__name__}.{name} does not cross the control socket")
         arguments[name] = convert(raw)
