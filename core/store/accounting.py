@@ -216,18 +216,8 @@ class AccountingQueries(Connection):
         self, where: CdrFilter, chunk_size: int = 1_000
     ) -> AsyncIterator[CdrRow]:
         """Every matching CDR, oldest first, in chunks: an export never loads the table."""
-        last_id = 0
-        params = where.params()
-        while True:
-            rows = await self._db.execute_fetchall(
-                _SELECT_CDRS_CHUNK, (last_id, *params, chunk_size)
-            )
-            if not rows:
-                return
-            for row in rows:
-                cdr = CdrRow(*row)
-                last_id = cdr.id or last_id
-                yield cdr
+        async for cdr in self._cdrs_by_id(_SELECT_CDRS_CHUNK, where.params(), chunk_size):
+            yield cdr
 
     async def cdr_tallies(self, where: CdrFilter) -> tuple[Tally, list[Tally], list[Tally]]:
         """Sums for the period: in all, per user (caller) and per carrier."""

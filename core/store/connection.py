@@ -20,6 +20,7 @@ import aiosqlite
 from core.store import schema
 from core.store.backup import pre_migration_path, vacuum_into
 from core.store.errors import MissingDatabaseError, StoreError
+from core.store.rows import CdrRow
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +167,22 @@ class Connection:
         changed = current != self._data_version_seen
         self._data_version_seen = current
         return changed
+
+    async def _cdrs_by_id(
+        self, sql: str, params: tuple[object, ...], chunk_size: int
+    ) -> AsyncIterator[CdrRow]:
+        """The CDRs `sql` selects, oldest first, `chunk_size` at a time, so an export never
+        loads the whole table. `sql` takes (last id seen, *`params`, chunk size) and orders
+        by id."""
+        last_id = 0
+        while True:
+            rows = await self._db.execute_fetchall(sql, (last_id, *params, chunk_size))
+            if not rows:
+                return
+            for row in rows:
+                cdr = CdrRow(*row)
+                last_id = cdr.id or last_id
+                yield cdr
 
     def watch_changes(
         self, callback: Callable[[], Awaitable[None]], interval: float = 1.0

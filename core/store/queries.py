@@ -44,6 +44,7 @@ _SELECT_CDRS = """
     SELECT call_id, caller, callee, source_ip, direction, started_at, answered_at, ended_at,
            status, reason, duration, id
     FROM cdrs"""
+_SELECT_CDRS_BY_ID = _SELECT_CDRS + " WHERE id > ? ORDER BY id LIMIT ?"
 
 
 class Queries(Connection):
@@ -234,18 +235,8 @@ class Queries(Connection):
 
     async def export_cdrs(self, chunk_size: int = 1_000) -> AsyncIterator[CdrRow]:
         """Every CDR, oldest first, read in chunks so an export never loads the whole table."""
-        last_id = 0
-        while True:
-            rows = await self._db.execute_fetchall(
-                _SELECT_CDRS + " WHERE id > ? ORDER BY id LIMIT ?",
-                (last_id, chunk_size),
-            )
-            if not rows:
-                return
-            for row in rows:
-                cdr = CdrRow(*row)
-                last_id = cdr.id or last_id
-                yield cdr
+        async for cdr in self._cdrs_by_id(_SELECT_CDRS_BY_ID, (), chunk_size):
+            yield cdr
 
     # -- admin
 
