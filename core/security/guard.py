@@ -333,16 +333,9 @@ class Security:
             hits = self._scanner_hits.strike(key, now)
             if hits >= settings.scanner_ban_after:
                 detail = f"scanner ({what}): {hits} requests"
+                seconds = settings.scanner_ban_seconds
                 self._strikes_ban(
-                    self._scanner_hits,
-                    key,
-                    settings.scanner_ban_seconds,
-                    "scanner",
-                    now,
-                    hits,
-                    detail,
-                    user_agent,
-                    "",
+                    self._scanner_hits, key, seconds, "scanner", now, hits, detail, user_agent
                 )
                 self.stats.scanner_bans += 1
         return Drop(f"scanner: {what}")
@@ -357,7 +350,7 @@ class Security:
         hits: int,
         detail: str,
         user_agent: str,
-        user: str,
+        user: str = "",
     ) -> None:
         """`key` reached `counter`'s limit: ban it, and start its strikes and its flood count
         again, so that it comes back from the ban with a clean slate."""
@@ -411,16 +404,9 @@ class Security:
         )
         if from_ip >= settings.auth_fail_limit_per_ip:
             detail = f"{from_ip} failed authentications in {window}"
+            counter, seconds = self._auth_failures_by_ip, settings.auth_fail_ban_seconds
             self._strikes_ban(
-                self._auth_failures_by_ip,
-                key,
-                settings.auth_fail_ban_seconds,
-                "brute-force",
-                now,
-                from_ip,
-                detail,
-                user_agent,
-                username,
+                counter, key, seconds, "brute-force", now, from_ip, detail, user_agent, username
             )
             self.stats.brute_force_bans += 1
         if user_key:
