@@ -187,9 +187,7 @@ class AccountingQueries(Connection):
 
     async def delete_spend_limit(self, username: str) -> bool:
         """Back to the configured default for users."""
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM spend_limits WHERE username = ?", (username,))
-            return cursor.rowcount > 0
+        return await self._delete("DELETE FROM spend_limits WHERE username = ?", (username,))
 
     async def spend_limits(self) -> dict[str, SpendLimit]:
         rows = await self._db.execute_fetchall(

@@ -14,6 +14,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -147,8 +148,19 @@ class Connection:
         return int(row[0]) if row else 0
 
     async def _scalar_int(self, statement: str) -> int:
-        rows = await self._db.execute_fetchall(statement)
-        return int(next(iter(rows))[0]) if rows else 0
+        row = await self._first_row(statement)
+        return int(row[0]) if row else 0
+
+    async def _first_row(self, statement: str, params: tuple[object, ...] = ()) -> Any:
+        """The first row `statement` selects, or None when it selects none."""
+        rows = await self._db.execute_fetchall(statement, params)
+        return next(iter(rows)) if rows else None
+
+    async def _delete(self, statement: str, params: tuple[object, ...]) -> bool:
+        """Run one DELETE in its own transaction; whether it removed a row."""
+        async with self._transaction() as db:
+            cursor = await db.execute(statement, params)
+            return cursor.rowcount > 0
 
     async def journal_mode(self) -> str:
         async with self._db.execute("PRAGMA journal_mode") as cursor:

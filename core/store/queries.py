@@ -94,16 +94,11 @@ class Queries(Connection):
 
     async def delete_user(self, username: str) -> bool:
         """Delete a user and its DIDs (they would point nowhere). False if there was none."""
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM users WHERE username = ?", (username,))
-            return cursor.rowcount > 0
+        return await self._delete("DELETE FROM users WHERE username = ?", (username,))
 
     async def get_user(self, username: str) -> User | None:
-        rows = await self._db.execute_fetchall(
-            _SELECT_USERS + " WHERE username = ?",
-            (username,),
-        )
-        return user_from_row(next(iter(rows))) if rows else None
+        row = await self._first_row(_SELECT_USERS + " WHERE username = ?", (username,))
+        return user_from_row(row) if row else None
 
     async def list_users(self) -> list[User]:
         rows = await self._db.execute_fetchall(_SELECT_USERS + " ORDER BY username")
@@ -144,16 +139,11 @@ class Queries(Connection):
                 raise NotFoundError(f"no carrier {carrier.name!r}")
 
     async def delete_carrier(self, name: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM carriers WHERE name = ?", (name,))
-            return cursor.rowcount > 0
+        return await self._delete("DELETE FROM carriers WHERE name = ?", (name,))
 
     async def get_carrier(self, name: str) -> CarrierRow | None:
-        rows = await self._db.execute_fetchall(
-            _SELECT_CARRIERS + " WHERE name = ?",
-            (name,),
-        )
-        return carrier_from_row(next(iter(rows))) if rows else None
+        row = await self._first_row(_SELECT_CARRIERS + " WHERE name = ?", (name,))
+        return carrier_from_row(row) if row else None
 
     async def list_carriers(self) -> list[CarrierRow]:
         """Carriers in the order outbound routing should try them."""
@@ -179,9 +169,7 @@ class Queries(Connection):
             )
 
     async def delete_did(self, number: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM dids WHERE number = ?", (number,))
-            return cursor.rowcount > 0
+        return await self._delete("DELETE FROM dids WHERE number = ?", (number,))
 
     async def list_dids(self) -> list[DidRow]:
         rows = await self._db.execute_fetchall("SELECT number, username FROM dids ORDER BY number")
@@ -195,13 +183,11 @@ class Queries(Connection):
             await db.execute(op.SQL, op.params())
 
     async def delete_ban(self, ip: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute(DeleteBan.SQL, (ip,))
-            return cursor.rowcount > 0
+        return await self._delete(DeleteBan.SQL, (ip,))
 
     async def get_ban(self, ip: str) -> BanRow | None:
-        rows = await self._db.execute_fetchall(_SELECT_BANS + " WHERE ip = ?", (ip,))
-        return BanRow(*next(iter(rows))) if rows else None
+        row = await self._first_row(_SELECT_BANS + " WHERE ip = ?", (ip,))
+        return BanRow(*row) if row else None
 
     async def list_bans(self, active_at: float | None = None) -> list[BanRow]:
         """Every ban, or only those still in force at `active_at`."""
@@ -241,8 +227,8 @@ class Queries(Connection):
     # -- admin
 
     async def get_admin_hash(self) -> str | None:
-        rows = await self._db.execute_fetchall("SELECT bcrypt_hash FROM admin WHERE id = 1")
-        return str(next(iter(rows))[0]) if rows else None
+        row = await self._first_row("SELECT bcrypt_hash FROM admin WHERE id = 1")
+        return str(row[0]) if row else None
 
     async def set_admin_hash(self, bcrypt_hash: str) -> None:
         async with self._transaction() as db:
@@ -257,8 +243,8 @@ class Queries(Connection):
     # -- settings
 
     async def get_setting(self, key: str) -> str | None:
-        rows = await self._db.execute_fetchall("SELECT value FROM settings WHERE key = ?", (key,))
-        return str(next(iter(rows))[0]) if rows else None
+        row = await self._first_row("SELECT value FROM settings WHERE key = ?", (key,))
+        return str(row[0]) if row else None
 
     async def set_setting(self, key: str, value: str) -> None:
         async with self._transaction() as db:
