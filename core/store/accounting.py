@@ -187,7 +187,9 @@ class AccountingQueries(Connection):
 
     async def delete_spend_limit(self, username: str) -> bool:
         """Back to the configured default for users."""
-        return await self._delete("DELETE FROM spend_limits WHERE username = ?", (username,))
+        return (
+            await self._rows_changed("DELETE FROM spend_limits WHERE username = ?", (username,)) > 0
+        )
 
     async def spend_limits(self) -> dict[str, SpendLimit]:
         rows = await self._db.execute_fetchall(

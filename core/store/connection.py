@@ -156,11 +156,11 @@ class Connection:
         rows = await self._db.execute_fetchall(statement, params)
         return next(iter(rows)) if rows else None
 
-    async def _delete(self, statement: str, params: tuple[object, ...]) -> bool:
-        """Run one DELETE in its own transaction; whether it removed a row."""
+    async def _rows_changed(self, statement: str, params: tuple[object, ...]) -> int:
+        """Run one UPDATE or DELETE in its own transaction; how many rows it changed."""
         async with self._transaction() as db:
             cursor = await db.execute(statement, params)
-            return cursor.rowcount > 0
+            return cursor.rowcount
 
     async def journal_mode(self) -> str:
         async with self._db.execute("PRAGMA journal_mode") as cursor:

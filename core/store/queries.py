@@ -78,23 +78,22 @@ class Queries(Connection):
 
     async def update_user(self, user: User) -> None:
         """Replace every column of an existing user; `NotFoundError` if there is none."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                """
-                UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ?, display_name = ?,
-                                 enabled = ?, outbound_policy = ?, allow_prefixes = ?,
-                                 deny_prefixes = ?, max_concurrent_calls = ?,
-                                 max_calls_per_hour = ?, caller_id = ?, created_at = ?
-                WHERE username = ?
-                """,
-                (*user_params(user)[1:], user.username),
-            )
-            if cursor.rowcount == 0:
-                raise NotFoundError(f"no user {user.username!r}")
+        changed = await self._rows_changed(
+            """
+            UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ?, display_name = ?,
+                             enabled = ?, outbound_policy = ?, allow_prefixes = ?,
+                             deny_prefixes = ?, max_concurrent_calls = ?,
+                             max_calls_per_hour = ?, caller_id = ?, created_at = ?
+            WHERE username = ?
+            """,
+            (*user_params(user)[1:], user.username),
+        )
+        if changed == 0:
+            raise NotFoundError(f"no user {user.username!r}")
 
     async def delete_user(self, username: str) -> bool:
         """Delete a user and its DIDs (they would point nowhere). False if there was none."""
-        return await self._delete("DELETE FROM users WHERE username = ?", (username,))
+        return await self._rows_changed("DELETE FROM users WHERE username = ?", (username,)) > 0
 
     async def get_user(self, username: str) -> User | None:
         row = await self._first_row(_SELECT_USERS + " WHERE username = ?", (username,))
@@ -126,20 +125,19 @@ class Queries(Connection):
             raise DuplicateError(f"carrier {carrier.name!r} already exists") from exc
 
     async def update_carrier(self, carrier: CarrierRow) -> None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                """
-                UPDATE carriers SET addresses = ?, port = ?, transport = ?, gateway = ?,
-                                    username = ?, password = ?, priority = ?, enabled = ?
-                WHERE name = ?
-                """,
-                (*carrier_params(carrier)[1:], carrier.name),
-            )
-            if cursor.rowcount == 0:
-                raise NotFoundError(f"no carrier {carrier.name!r}")
+        changed = await self._rows_changed(
+            """
+            UPDATE carriers SET addresses = ?, port = ?, transport = ?, gateway = ?,
+                                username = ?, password = ?, priority = ?, enabled = ?
+            WHERE name = ?
+            """,
+            (*carrier_params(carrier)[1:], carrier.name),
+        )
+        if changed == 0:
+            raise NotFoundError(f"no carrier {carrier.name!r}")
 
     async def delete_carrier(self, name: str) -> bool:
-        return await self._delete("DELETE FROM carriers WHERE name = ?", (name,))
+        return await self._rows_changed("DELETE FROM carriers WHERE name = ?", (name,)) > 0
 
     async def get_carrier(self, name: str) -> CarrierRow | None:
         row = await self._first_row(_SELECT_CARRIERS + " WHERE name = ?", (name,))
@@ -169,7 +167,7 @@ class Queries(Connection):
             )
 
     async def delete_did(self, number: str) -> bool:
-        return await self._delete("DELETE FROM dids WHERE number = ?", (number,))
+        return await self._rows_changed("DELETE FROM dids WHERE number = ?", (number,)) > 0
 
     async def list_dids(self) -> list[DidRow]:
         rows = await self._db.execute_fetchall("SELECT number, username FROM dids ORDER BY number")
@@ -183,7 +181,7 @@ class Queries(Connection):
             await db.execute(op.SQL, op.params())
 
     async def delete_ban(self, ip: str) -> bool:
-        return await self._delete(DeleteBan.SQL, (ip,))
+        return await self._rows_changed(DeleteBan.SQL, (ip,)) > 0
 
     async def get_ban(self, ip: str) -> BanRow | None:
         row = await self._first_row(_SELECT_BANS + " WHERE ip = ?", (ip,))
