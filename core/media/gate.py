@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
 from core.media.anchor import OFFER_METHODS, AnchoredCall, exchange_key, has_sdp, wants_anchor
 from core.media.relay import MediaStats
@@ -31,22 +30,11 @@ from core.media.rtpengine import RtpEngine, RtpEngineError
 from core.net.flow import Flow
 from core.proxy.calls import Call, CallSink
 from core.registrar.location import LocationService
+from core.route import Proxy
 from core.settings import MediaSettings
 from core.sip.message import Request, Response
 
 log = logging.getLogger("pbxtui.media")
-
-
-class ProxyCalls(Protocol):
-    """The proxy as the route sees it (core/route.py `Proxy`)."""
-
-    def route_to_user(
-        self, request: Request, caller: str | None, flow: Flow, now: float
-    ) -> None: ...
-    def in_dialog(self, request: Request, flow: Flow, now: float) -> None: ...
-    def cancel(self, request: Request, flow: Flow, now: float) -> None: ...
-    def on_response(self, response: Response, flow: Flow, now: float) -> bool: ...
-    def absorb_retransmission(self, request: Request, flow: Flow, now: float) -> bool: ...
 
 
 class RtpEngineSessions:
@@ -107,7 +95,7 @@ class RtpEngineGate:
         self,
         settings: MediaSettings,
         sessions: RtpEngineSessions,
-        proxy: ProxyCalls,
+        proxy: Proxy,  # the proxy as the route calls it; the gate stands in its place
         location: LocationService,
         clock: Callable[[], float],
     ) -> None:
