@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol, cast
 from rich.text import Text
 from textual.containers import Vertical
 from textual.widget import Widget
-from textual.widgets import Label
+from textual.widgets import Input, Label
 
 if TYPE_CHECKING:
     from core.control.view import AdminCalls, CoreView
@@ -110,3 +110,22 @@ class StoreRowsPane(PbxPane):
 
     async def action_reload(self) -> None:
         await self.load()
+
+
+class FilteredPane(PbxPane):
+    """A pane with a filter box over a list: `/` (`action_filter`) goes to the box, Enter in
+    it back to the list, `action_unfilter` empties the box and goes back to the list too."""
+
+    FILTER_INPUT: ClassVar[str] = ""  # the id of the filter `Input`
+    FILTERED: ClassVar[str] = ""  # selector of the list the filter narrows
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id == self.FILTER_INPUT:
+            self.query_one(self.FILTERED).focus()
+
+    def action_filter(self) -> None:
+        self.query_one(f"#{self.FILTER_INPUT}", Input).focus()
+
+    def action_unfilter(self) -> None:
+        self.query_one(f"#{self.FILTER_INPUT}", Input).value = ""
+        self.query_one(self.FILTERED).focus()

@@ -15,7 +15,7 @@ from textual.widgets import Input, Label
 
 from core.accounting.rates import format_money
 from core.store.rows import CdrRow
-from screens.base import StoreRowsPane
+from screens.base import FilteredPane, StoreRowsPane
 from screens.registrations import countdown
 from screens.widgets.tables import KeyedTable
 from screens.widgets.today import TodayPanel
@@ -93,9 +93,11 @@ def cdr_cells(cdr: CdrRow) -> tuple[str | Text, ...]:
     )
 
 
-class CallsPane(StoreRowsPane):
+class CallsPane(StoreRowsPane, FilteredPane):
     PANE = "calls"
     FIRST_FOCUS = "#cdrs"
+    FILTER_INPUT = "cdr-filter"
+    FILTERED = "#cdrs"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter CDRs"),
         Binding("r", "reload", "Reload"),
@@ -176,14 +178,3 @@ class CallsPane(StoreRowsPane):
     async def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip()
         self.reload_rows()
-
-    @on(Input.Submitted, "#cdr-filter")
-    def _filter_submitted(self) -> None:
-        self.query_one("#cdrs", KeyedTable).focus()
-
-    def action_filter(self) -> None:
-        self.query_one("#cdr-filter", Input).focus()
-
-    def action_unfilter(self) -> None:
-        self.query_one("#cdr-filter", Input).value = ""
-        self.query_one("#cdrs", KeyedTable).focus()

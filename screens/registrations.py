@@ -16,7 +16,7 @@ from textual.containers import Horizontal
 from textual.widgets import Input, Label
 
 from core.printable import printable
-from screens.base import PbxPane
+from screens.base import FilteredPane
 from screens.confirm import ConfirmScreen
 from screens.dialogs import format_address
 from screens.widgets.tables import KeyedTable
@@ -59,9 +59,11 @@ def binding_cells(binding: ContactRow, now: float) -> tuple[str | Text, ...]:
     )
 
 
-class RegistrationsPane(PbxPane):
+class RegistrationsPane(FilteredPane):
     PANE = "registrations"
     FIRST_FOCUS = "#bindings"
+    FILTER_INPUT = "registrations-filter"
+    FILTERED = "#bindings"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter"),
         Binding("u,delete", "unregister", "Unregister"),
@@ -119,17 +121,6 @@ class RegistrationsPane(PbxPane):
     def _filter_changed(self, event: Input.Changed) -> None:
         self.filter_text = event.value.strip().lower()
         self.refresh_view()
-
-    @on(Input.Submitted, "#registrations-filter")
-    def _filter_submitted(self) -> None:
-        self.query_one("#bindings", KeyedTable).focus()
-
-    def action_filter(self) -> None:
-        self.query_one("#registrations-filter", Input).focus()
-
-    def action_unfilter(self) -> None:
-        self.query_one("#registrations-filter", Input).value = ""
-        self.query_one("#bindings", KeyedTable).focus()
 
     def action_unregister(self) -> None:
         key = self.query_one("#bindings", KeyedTable).selected_key

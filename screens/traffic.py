@@ -31,7 +31,7 @@ from textual.widgets import Input, Label
 
 from core.net.pcap import write_pcap
 from core.private_files import open_private
-from screens.base import PbxPane
+from screens.base import FilteredPane
 from screens.dialogs import Dialog, TrafficFilter, TrafficMessage, export_text
 from screens.save_form import SaveForm, SaveRequest
 from screens.widgets.ladder import LadderTable, raw_message
@@ -92,9 +92,11 @@ def write_capture(request: SaveRequest, dialogs: list[Dialog]) -> int:
         return write_pcap(stream, (message.traffic for message in messages))
 
 
-class TrafficPane(PbxPane):
+class TrafficPane(FilteredPane):
     PANE = "traffic"
     FIRST_FOCUS = "#dialogs"
+    FILTER_INPUT = "traffic-filter"
+    FILTERED = "#dialogs"
     BINDINGS: ClassVar = [
         Binding("slash", "filter", "Filter"),
         Binding("space", "pause", "Pause"),
@@ -242,10 +244,6 @@ class TrafficPane(PbxPane):
     def _filter_changed(self, event: Input.Changed) -> None:
         self.apply_filter(event.value)
 
-    @on(Input.Submitted, "#traffic-filter")
-    def _filter_submitted(self) -> None:
-        self.query_one("#dialogs", LineTable).focus()
-
     def apply_filter(self, query: str) -> None:
         self.filter = TrafficFilter.parse(query)
         self._matches = {}
@@ -254,9 +252,6 @@ class TrafficPane(PbxPane):
             self.draw(time.monotonic(), force=True)
 
     # -- actions --------------------------------------------------------------------------
-    def action_filter(self) -> None:
-        self.query_one("#traffic-filter", Input).focus()
-
     def action_pause(self) -> None:
         self.paused = not self.paused
         self._paused_at_total = self.state.dialogs.total_messages

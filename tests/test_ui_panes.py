@@ -189,3 +189,27 @@ async def test_with_worker_processes_the_console_shows_what_they_did(tmp_path: P
             await pilot.pause(0.1)
         assert app.pbx.stats().messages_in >= 2
         alice.close()
+
+
+async def test_filter_keys_move_between_the_box_and_its_list_in_every_filtered_pane(
+    tmp_path: Path,
+) -> None:
+    """`/` goes to the filter box, Enter back to the list; where Escape clears the filter
+    (Registrations, Calls) it empties the box and goes back to the list too."""
+    panes = [("1", "traffic-filter", "dialogs", False)]
+    panes += [("2", "registrations-filter", "bindings", True), ("6", "cdr-filter", "cdrs", True)]
+    async with console(tmp_path, users=USERS) as (app, pilot):
+        for key, box_id, list_id, escape_clears in panes:
+            await pilot.press(key)
+            box = app.screen.query_one(f"#{box_id}", Input)
+            await pilot.press("slash", "z")
+            assert app.screen.focused is box and box.value == "z"
+            await pilot.press("enter")
+            assert app.screen.focused is app.screen.query_one(f"#{list_id}")
+            if escape_clears:
+                await pilot.press("slash", "escape")
+                assert box.value == ""
+                assert app.screen.focused is app.screen.query_one(f"#{list_id}")
+            else:
+                box.value = ""
+            await pilot.pause()

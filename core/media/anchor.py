@@ -42,7 +42,7 @@ from core.sip.errors import SipParseError
 from core.sip.message import Message, Request, Response
 from core.sip.uri import SipUri
 
-_OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
+OFFER_METHODS = frozenset({"INVITE", "UPDATE"})  # the requests that carry an offer
 
 
 class MediaEngine(Protocol):
@@ -86,6 +86,28 @@ class AnchoredCall:
             self.answers.clear()
         self.answers[key] = (original, rewritten)
         return rewritten
+
+    def replayed(self, key: tuple[int, str], body: bytes) -> bytes | None:
+        """The body rewritten before for this answer, when `body` is the same again (a
+        retransmission); None for a new one."""
+        seen = self.answers.get(key)
+        return seen[1] if seen is not None and seen[0] == body else None
+
+
+def exchange_key(anchored: AnchoredCall | None, response: Response) -> tuple[int, str] | None:
+    """The (CSeq, To tag) a response to an anchored call's INVITE or UPDATE is remembered
+    under, when it carries SDP in a 101-299 (an answer, or a late offer in a 2xx: RFC 3264
+    §2); None when its body goes on untouched."""
+    cseq = response.cseq
+    if (
+        anchored is None
+        or cseq is None
+        or cseq.method not in OFFER_METHODS
+        or not 100 < response.status < 300
+        or not has_sdp(response)
+    ):
+        return None
+    return (cseq.number, response.to_tag or "")
 
 
 def has_sdp(message: Message) -> bool:
@@ -200,7 +222,7 @@ class MediaAnchor:
                 return self.engine.answer(
                     call_id, to_tag, from_tag, request.body, arrived.ip, address, now
                 )
-            if method not in _OFFER_METHODS:
+            if method not in OFFER_METHODS:
                 return request.body
             body = self.engine.offer(call_id, from_tag, request.body, arrived.ip, address, now)
         except (SdpError, RelayFull):
@@ -214,21 +236,15 @@ class MediaAnchor:
         the request's (RFC 3261 §8.2.6.2), so a 2xx no transaction owns any more (a
         retransmission, core/proxy/stray.py) is handled like the first."""
         anchored = self.calls.get(response.call_id or "")
+        key = exchange_key(anchored, response)
         cseq = response.cseq
-        status = response.status
-        if (
-            anchored is None
-            or cseq is None
-            or cseq.method not in _OFFER_METHODS
-            or not 100 < status < 300
-            or not has_sdp(response)
-        ):
+        if anchored is None or key is None or cseq is None:
             return response.body
-        to_tag = response.to_tag or ""
-        key = (cseq.number, to_tag)
-        seen = anchored.answers.get(key)
-        if seen is not None and seen[0] == response.body:
-            return seen[1]
+        replayed = anchored.replayed(key, response.body)
+        if replayed is not None:
+            return replayed
+        status = response.status
+        to_tag = key[1]
         now = self.clock()
         call_id = response.call_id or ""
         from_tag = response.from_tag or ""

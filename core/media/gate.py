@@ -23,31 +23,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
-from core.media.anchor import AnchoredCall, has_sdp, wants_anchor
+from core.media.anchor import OFFER_METHODS, AnchoredCall, exchange_key, has_sdp, wants_anchor
 from core.media.relay import MediaStats
 from core.media.rtpengine import RtpEngine, RtpEngineError
 from core.net.flow import Flow
 from core.proxy.calls import Call, CallSink
 from core.registrar.location import LocationService
+from core.route import Proxy
 from core.settings import MediaSettings
 from core.sip.message import Request, Response
 
 log = logging.getLogger("pbxtui.media")
-_OFFER_METHODS = frozenset({"INVITE", "UPDATE"})
-
-
-class ProxyCalls(Protocol):
-    """The proxy as the route sees it (core/route.py `Proxy`)."""
-
-    def route_to_user(
-        self, request: Request, caller: str | None, flow: Flow, now: float
-    ) -> None: ...
-    def in_dialog(self, request: Request, flow: Flow, now: float) -> None: ...
-    def cancel(self, request: Request, flow: Flow, now: float) -> None: ...
-    def on_response(self, response: Response, flow: Flow, now: float) -> bool: ...
-    def absorb_retransmission(self, request: Request, flow: Flow, now: float) -> bool: ...
 
 
 class RtpEngineSessions:
@@ -108,7 +95,7 @@ class RtpEngineGate:
         self,
         settings: MediaSettings,
         sessions: RtpEngineSessions,
-        proxy: ProxyCalls,
+        proxy: Proxy,  # the proxy as the route calls it; the gate stands in its place
         location: LocationService,
         clock: Callable[[], float],
     ) -> None:
@@ -155,7 +142,7 @@ class RtpEngineGate:
         if method == "ACK" and anchored.offerer == to_tag:
             anchored.offerer = ""
             exchange = self.engine.answer(call_id, to_tag, from_tag, request.body, flow.ip, "", now)
-        elif method in _OFFER_METHODS:
+        elif method in OFFER_METHODS:
             anchored.offerer = from_tag
             exchange = self.engine.offer(call_id, from_tag, request.body, flow.ip, "", now)
         else:
@@ -172,23 +159,17 @@ class RtpEngineGate:
     def on_response(self, response: Response, flow: Flow, now: float) -> bool:
         call_id = response.call_id or ""
         anchored = self.calls.get(call_id)
+        key = exchange_key(anchored, response)
         cseq = response.cseq
+        if anchored is None or key is None or cseq is None:
+            return self.proxy.on_response(response, flow, now)
+        replayed = anchored.replayed(key, response.body)
+        if replayed is not None:  # a retransmission: as before
+            response.body = replayed
+            return self.proxy.on_response(response, flow, now)
         status = response.status
-        if (
-            anchored is None
-            or cseq is None
-            or cseq.method not in _OFFER_METHODS
-            or not 100 < status < 300
-            or not has_sdp(response)
-        ):
-            return self.proxy.on_response(response, flow, now)
         from_tag = response.from_tag or ""
-        to_tag = response.to_tag or ""
-        key = (cseq.number, to_tag)
-        seen = anchored.answers.get(key)
-        if seen is not None and seen[0] == response.body:  # a retransmission: as before
-            response.body = seen[1]
-            return self.proxy.on_response(response, flow, now)
+        to_tag = key[1]
         if anchored.offerer == from_tag and from_tag:
             exchange = self.engine.answer(
                 call_id, from_tag, to_tag, response.body, flow.ip, "", now

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import socket
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +28,7 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from core.net.identity import is_ip_literal
 from core.trunks.gateways import SrvRecord
 
 DNS_PORT = 53
@@ -77,7 +77,7 @@ class SrvResolver:
     async def addresses(self, host: str) -> list[str]:
         """IPv4 then IPv6 addresses of `host`, through DNS, else through getaddrinfo
         (/etc/hosts and the rest of nsswitch)."""
-        if _is_ip(host):
+        if is_ip_literal(host):
             return [host]
         found: list[str] = []
         for rdtype in ("A", "AAAA"):
@@ -127,11 +127,3 @@ async def _system_addresses(host: str, timeout: float) -> list[str]:
     except (TimeoutError, OSError, UnicodeError):
         return []
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

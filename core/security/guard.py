@@ -332,19 +332,33 @@ class Security:
             key = self.source_key(ip)
             hits = self._scanner_hits.strike(key, now)
             if hits >= settings.scanner_ban_after:
-                self._scanner_hits.clear(key)
-                self._flood.forget(key)
-                self._bans.add(
-                    key,
-                    settings.scanner_ban_seconds,
-                    "scanner",
-                    now,
-                    count=hits,
-                    detail=f"scanner ({what}): {hits} requests",
-                    user_agent=user_agent,
+                detail = f"scanner ({what}): {hits} requests"
+                seconds = settings.scanner_ban_seconds
+                self._strikes_ban(
+                    self._scanner_hits, key, seconds, "scanner", now, hits, detail, user_agent
                 )
                 self.stats.scanner_bans += 1
         return Drop(f"scanner: {what}")
+
+    def _strikes_ban(
+        self,
+        counter: StrikeCounter,
+        key: str,
+        seconds: float,
+        reason: str,
+        now: float,
+        hits: int,
+        detail: str,
+        user_agent: str,
+        user: str = "",
+    ) -> None:
+        """`key` reached `counter`'s limit: ban it, and start its strikes and its flood count
+        again, so that it comes back from the ban with a clean slate."""
+        counter.clear(key)
+        self._flood.forget(key)
+        self._bans.add(
+            key, seconds, reason, now, count=hits, detail=detail, user_agent=user_agent, user=user
+        )
 
     def _refused(self, request: Request, ip: str, failure: SanityFailure, now: float) -> Verdict:
         if failure.status == 483:
@@ -389,17 +403,10 @@ class Security:
             )
         )
         if from_ip >= settings.auth_fail_limit_per_ip:
-            self._auth_failures_by_ip.clear(key)
-            self._flood.forget(key)
-            self._bans.add(
-                key,
-                settings.auth_fail_ban_seconds,
-                "brute-force",
-                now,
-                count=from_ip,
-                detail=f"{from_ip} failed authentications in {window}",
-                user_agent=user_agent,
-                user=username,
+            detail = f"{from_ip} failed authentications in {window}"
+            counter, seconds = self._auth_failures_by_ip, settings.auth_fail_ban_seconds
+            self._strikes_ban(
+                counter, key, seconds, "brute-force", now, from_ip, detail, user_agent, username
             )
             self.stats.brute_force_bans += 1
         if user_key:

@@ -91,13 +91,28 @@ def split_list(value: str) -> list[str]:
     if '"' not in value and "<" not in value:
         return [item for item in (part.strip() for part in value.split(",")) if item]
     items: list[str] = []
+    for part in split_outside_quotes(value, _LIST_SPECIALS, ","):
+        item = part.strip()
+        if item:
+            items.append(item)
+    return items
+
+
+def split_outside_quotes(text: str, specials: re.Pattern[str], separator: str) -> list[str]:
+    """Split `text` at `separator` where it stands outside a quoted-string (§25.1), and outside
+    a <URI> (§7.3.1) when `specials` matches `<` and `>`; an unterminated quote runs to the end.
+
+    Only what `specials` matches is visited: it must match `"`, `\\` and `separator`, and
+    matches `<` and `>` only where angle brackets protect a separator. Parts are not stripped.
+    """
+    parts: list[str] = []
     in_angle = False
     in_quote = False
     escaped_at = -1
     start = 0
-    for match in _LIST_SPECIALS.finditer(value):
+    for match in specials.finditer(text):
         index = match.start()
-        char = value[index]
+        char = text[index]
         if in_quote:
             if index == escaped_at:
                 continue
@@ -111,15 +126,11 @@ def split_list(value: str) -> list[str]:
             in_angle = True
         elif char == ">":
             in_angle = False
-        elif char == "," and not in_angle:
-            item = value[start:index].strip()
-            if item:
-                items.append(item)
+        elif char == separator and not in_angle:
+            parts.append(text[start:index])
             start = index + 1
-    item = value[start:].strip()
-    if item:
-        items.append(item)
-    return items
+    parts.append(text[start:])
+    return parts
 
 
 _LIST_SPECIALS = re.compile(r'[",<>\\]')

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from core.sip.errors import SipParseError
+from core.sip.headers import split_outside_quotes
 from core.sip.hostport import format_host, parse_hostport
 
 # user = 1*( unreserved / escaped / user-unreserved ), RFC 3261 §25.1
@@ -45,7 +46,7 @@ def parse_params(text: str, *, after_semicolon: bool = False) -> dict[str, str |
     if not quoted or ("\\" not in text and ";" not in "".join(text.split('"')[1::2])):
         parts = text.split(";")  # no `;` inside a quoted value, so a plain split is exact
     else:
-        parts = _split_outside_quotes(text, ";")
+        parts = split_outside_quotes(text, _PARAM_SPECIALS, ";")
     for part in parts:
         name, sep, value = part.partition("=")
         name = name.strip().lower()
@@ -61,35 +62,7 @@ def parse_params(text: str, *, after_semicolon: bool = False) -> dict[str, str |
     return params
 
 
-def _split_outside_quotes(text: str, separator: str) -> list[str]:
-    """Split at `separator` where it is not inside a quoted-string.
-
-    Only quotes, backslashes and separators are visited; an unterminated quote runs to the end.
-    """
-    parts: list[str] = []
-    start = 0
-    in_quote = False
-    escaped_at = -1
-    for match in _QUOTE_SPECIALS[separator].finditer(text):
-        index = match.start()
-        char = text[index]
-        if in_quote:
-            if index == escaped_at:
-                continue
-            if char == "\\":
-                escaped_at = index + 1
-            elif char == '"':
-                in_quote = False
-        elif char == '"':
-            in_quote = True
-        elif char == separator:
-            parts.append(text[start:index])
-            start = index + 1
-    parts.append(text[start:])
-    return parts
-
-
-_QUOTE_SPECIALS = {separator: re.compile(rf'["\\{separator}]') for separator in ";,"}
+_PARAM_SPECIALS = re.compile(r'["\\;]')  # what split_outside_quotes visits in params
 
 
 def format_params(params: dict[str, str | None]) -> str:

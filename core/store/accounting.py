@@ -187,9 +187,9 @@ class AccountingQueries(Connection):
 
     async def delete_spend_limit(self, username: str) -> bool:
         """Back to the configured default for users."""
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM spend_limits WHERE username = ?", (username,))
-            return cursor.rowcount > 0
+        return (
+            await self._rows_changed("DELETE FROM spend_limits WHERE username = ?", (username,)) > 0
+        )
 
     async def spend_limits(self) -> dict[str, SpendLimit]:
         rows = await self._db.execute_fetchall(
@@ -216,18 +216,8 @@ class AccountingQueries(Connection):
         self, where: CdrFilter, chunk_size: int = 1_000
     ) -> AsyncIterator[CdrRow]:
         """Every matching CDR, oldest first, in chunks: an export never loads the table."""
-        last_id = 0
-        params = where.params()
-        while True:
-            rows = await self._db.execute_fetchall(
-                _SELECT_CDRS_CHUNK, (last_id, *params, chunk_size)
-            )
-            if not rows:
-                return
-            for row in rows:
-                cdr = CdrRow(*row)
-                last_id = cdr.id or last_id
-                yield cdr
+        async for cdr in self._cdrs_by_id(_SELECT_CDRS_CHUNK, where.params(), chunk_size):
+            yield cdr
 
     async def cdr_tallies(self, where: CdrFilter) -> tuple[Tally, list[Tally], list[Tally]]:
         """Sums for the period: in all, per user (caller) and per carrier."""

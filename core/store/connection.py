@@ -14,12 +14,14 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 from core.store import schema
 from core.store.backup import pre_migration_path, vacuum_into
 from core.store.errors import MissingDatabaseError, StoreError
+from core.store.rows import CdrRow
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +148,19 @@ class Connection:
         return int(row[0]) if row else 0
 
     async def _scalar_int(self, statement: str) -> int:
-        rows = await self._db.execute_fetchall(statement)
-        return int(next(iter(rows))[0]) if rows else 0
+        row = await self._first_row(statement)
+        return int(row[0]) if row else 0
+
+    async def _first_row(self, statement: str, params: tuple[object, ...] = ()) -> Any:
+        """The first row `statement` selects, or None when it selects none."""
+        rows = await self._db.execute_fetchall(statement, params)
+        return next(iter(rows)) if rows else None
+
+    async def _rows_changed(self, statement: str, params: tuple[object, ...]) -> int:
+        """Run one UPDATE or DELETE in its own transaction; how many rows it changed."""
+        async with self._transaction() as db:
+            cursor = await db.execute(statement, params)
+            return cursor.rowcount
 
     async def journal_mode(self) -> str:
         async with self._db.execute("PRAGMA journal_mode") as cursor:
@@ -166,6 +179,22 @@ class Connection:
         changed = current != self._data_version_seen
         self._data_version_seen = current
         return changed
+
+    async def _cdrs_by_id(
+        self, sql: str, params: tuple[object, ...], chunk_size: int
+    ) -> AsyncIterator[CdrRow]:
+        """The CDRs `sql` selects, oldest first, `chunk_size` at a time, so an export never
+        loads the whole table. `sql` takes (last id seen, *`params`, chunk size) and orders
+        by id."""
+        last_id = 0
+        while True:
+            rows = await self._db.execute_fetchall(sql, (last_id, *params, chunk_size))
+            if not rows:
+                return
+            for row in rows:
+                cdr = CdrRow(*row)
+                last_id = cdr.id or last_id
+                yield cdr
 
     def watch_changes(
         self, callback: Callable[[], Awaitable[None]], interval: float = 1.0

@@ -44,6 +44,7 @@ _SELECT_CDRS = """
     SELECT call_id, caller, callee, source_ip, direction, started_at, answered_at, ended_at,
            status, reason, duration, id
     FROM cdrs"""
+_SELECT_CDRS_BY_ID = _SELECT_CDRS + " WHERE id > ? ORDER BY id LIMIT ?"
 
 
 class Queries(Connection):
@@ -77,32 +78,26 @@ class Queries(Connection):
 
     async def update_user(self, user: User) -> None:
         """Replace every column of an existing user; `NotFoundError` if there is none."""
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                """
-                UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ?, display_name = ?,
-                                 enabled = ?, outbound_policy = ?, allow_prefixes = ?,
-                                 deny_prefixes = ?, max_concurrent_calls = ?,
-                                 max_calls_per_hour = ?, caller_id = ?, created_at = ?
-                WHERE username = ?
-                """,
-                (*user_params(user)[1:], user.username),
-            )
-            if cursor.rowcount == 0:
-                raise NotFoundError(f"no user {user.username!r}")
+        changed = await self._rows_changed(
+            """
+            UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ?, display_name = ?,
+                             enabled = ?, outbound_policy = ?, allow_prefixes = ?,
+                             deny_prefixes = ?, max_concurrent_calls = ?,
+                             max_calls_per_hour = ?, caller_id = ?, created_at = ?
+            WHERE username = ?
+            """,
+            (*user_params(user)[1:], user.username),
+        )
+        if changed == 0:
+            raise NotFoundError(f"no user {user.username!r}")
 
     async def delete_user(self, username: str) -> bool:
         """Delete a user and its DIDs (they would point nowhere). False if there was none."""
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM users WHERE username = ?", (username,))
-            return cursor.rowcount > 0
+        return await self._rows_changed("DELETE FROM users WHERE username = ?", (username,)) > 0
 
     async def get_user(self, username: str) -> User | None:
-        rows = await self._db.execute_fetchall(
-            _SELECT_USERS + " WHERE username = ?",
-            (username,),
-        )
-        return user_from_row(next(iter(rows))) if rows else None
+        row = await self._first_row(_SELECT_USERS + " WHERE username = ?", (username,))
+        return user_from_row(row) if row else None
 
     async def list_users(self) -> list[User]:
         rows = await self._db.execute_fetchall(_SELECT_USERS + " ORDER BY username")
@@ -130,29 +125,23 @@ class Queries(Connection):
             raise DuplicateError(f"carrier {carrier.name!r} already exists") from exc
 
     async def update_carrier(self, carrier: CarrierRow) -> None:
-        async with self._transaction() as db:
-            cursor = await db.execute(
-                """
-                UPDATE carriers SET addresses = ?, port = ?, transport = ?, gateway = ?,
-                                    username = ?, password = ?, priority = ?, enabled = ?
-                WHERE name = ?
-                """,
-                (*carrier_params(carrier)[1:], carrier.name),
-            )
-            if cursor.rowcount == 0:
-                raise NotFoundError(f"no carrier {carrier.name!r}")
+        changed = await self._rows_changed(
+            """
+            UPDATE carriers SET addresses = ?, port = ?, transport = ?, gateway = ?,
+                                username = ?, password = ?, priority = ?, enabled = ?
+            WHERE name = ?
+            """,
+            (*carrier_params(carrier)[1:], carrier.name),
+        )
+        if changed == 0:
+            raise NotFoundError(f"no carrier {carrier.name!r}")
 
     async def delete_carrier(self, name: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM carriers WHERE name = ?", (name,))
-            return cursor.rowcount > 0
+        return await self._rows_changed("DELETE FROM carriers WHERE name = ?", (name,)) > 0
 
     async def get_carrier(self, name: str) -> CarrierRow | None:
-        rows = await self._db.execute_fetchall(
-            _SELECT_CARRIERS + " WHERE name = ?",
-            (name,),
-        )
-        return carrier_from_row(next(iter(rows))) if rows else None
+        row = await self._first_row(_SELECT_CARRIERS + " WHERE name = ?", (name,))
+        return carrier_from_row(row) if row else None
 
     async def list_carriers(self) -> list[CarrierRow]:
         """Carriers in the order outbound routing should try them."""
@@ -178,9 +167,7 @@ class Queries(Connection):
             )
 
     async def delete_did(self, number: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute("DELETE FROM dids WHERE number = ?", (number,))
-            return cursor.rowcount > 0
+        return await self._rows_changed("DELETE FROM dids WHERE number = ?", (number,)) > 0
 
     async def list_dids(self) -> list[DidRow]:
         rows = await self._db.execute_fetchall("SELECT number, username FROM dids ORDER BY number")
@@ -194,13 +181,11 @@ class Queries(Connection):
             await db.execute(op.SQL, op.params())
 
     async def delete_ban(self, ip: str) -> bool:
-        async with self._transaction() as db:
-            cursor = await db.execute(DeleteBan.SQL, (ip,))
-            return cursor.rowcount > 0
+        return await self._rows_changed(DeleteBan.SQL, (ip,)) > 0
 
     async def get_ban(self, ip: str) -> BanRow | None:
-        rows = await self._db.execute_fetchall(_SELECT_BANS + " WHERE ip = ?", (ip,))
-        return BanRow(*next(iter(rows))) if rows else None
+        row = await self._first_row(_SELECT_BANS + " WHERE ip = ?", (ip,))
+        return BanRow(*row) if row else None
 
     async def list_bans(self, active_at: float | None = None) -> list[BanRow]:
         """Every ban, or only those still in force at `active_at`."""
@@ -234,24 +219,14 @@ class Queries(Connection):
 
     async def export_cdrs(self, chunk_size: int = 1_000) -> AsyncIterator[CdrRow]:
         """Every CDR, oldest first, read in chunks so an export never loads the whole table."""
-        last_id = 0
-        while True:
-            rows = await self._db.execute_fetchall(
-                _SELECT_CDRS + " WHERE id > ? ORDER BY id LIMIT ?",
-                (last_id, chunk_size),
-            )
-            if not rows:
-                return
-            for row in rows:
-                cdr = CdrRow(*row)
-                last_id = cdr.id or last_id
-                yield cdr
+        async for cdr in self._cdrs_by_id(_SELECT_CDRS_BY_ID, (), chunk_size):
+            yield cdr
 
     # -- admin
 
     async def get_admin_hash(self) -> str | None:
-        rows = await self._db.execute_fetchall("SELECT bcrypt_hash FROM admin WHERE id = 1")
-        return str(next(iter(rows))[0]) if rows else None
+        row = await self._first_row("SELECT bcrypt_hash FROM admin WHERE id = 1")
+        return str(row[0]) if row else None
 
     async def set_admin_hash(self, bcrypt_hash: str) -> None:
         async with self._transaction() as db:
@@ -266,8 +241,8 @@ class Queries(Connection):
     # -- settings
 
     async def get_setting(self, key: str) -> str | None:
-        rows = await self._db.execute_fetchall("SELECT value FROM settings WHERE key = ?", (key,))
-        return str(next(iter(rows))[0]) if rows else None
+        row = await self._first_row("SELECT value FROM settings WHERE key = ?", (key,))
+        return str(row[0]) if row else None
 
     async def set_setting(self, key: str, value: str) -> None:
         async with self._transaction() as db:

@@ -75,8 +75,8 @@ class LineTable(ScrollView, can_focus=True):
     }
     """
 
-    class Highlighted(Message):
-        """The cursor is on a different row (`key`), or on none."""
+    class _RowMessage(Message):
+        """About row `key` of `table`; `control` is the table, for `@on` selectors."""
 
         def __init__(self, table: LineTable, key: str | None) -> None:
             super().__init__()
@@ -87,17 +87,11 @@ class LineTable(ScrollView, can_focus=True):
         def control(self) -> LineTable:
             return self.table
 
-    class Selected(Message):
+    class Highlighted(_RowMessage):
+        """The cursor is on a different row (`key`), or on none."""
+
+    class Selected(_RowMessage):
         """The row under the cursor (`key`) was clicked again: open it."""
-
-        def __init__(self, table: LineTable, key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.key = key
-
-        @property
-        def control(self) -> LineTable:
-            return self.table
 
     def __init__(
         self,
