@@ -113,11 +113,13 @@ class Server:
 
 
 def pbxtui(*args: str, db: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "pbxtui", "--db", str(db), "--domain", DOMAIN, *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    """A management command on the bench's database, made first (`pbxtui init`): management
+    commands create none."""
+    base = [sys.executable, "-m", "pbxtui", "--db", str(db), "--domain", DOMAIN]
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    if not db.exists():
+        subprocess.run([*base, "init"], check=True, **quiet)  # type: ignore[call-overload]
+    subprocess.run([*base, *args], check=True, stdout=subprocess.DEVNULL)
 
 
 def start_server(workdir: Path, *, users: int = 0, extra: list[str] | None = None) -> Server:
