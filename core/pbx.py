@@ -23,9 +23,10 @@ from core.cluster.affinity import MAIN, owner_of
 from core.cluster.changes import WorkerBus, WorkerSetup, divided_limits
 from core.cluster.main import MainCluster
 from core.cluster.worker import WorkerCluster
-from core.events import EventBus, ServerEvent
+from core.events import EventBus, SecurityEvent, ServerEvent
 from core.net.dns import SrvResolver
 from core.net.identity import ServerIdentity
+from core.net.tls import Reloaded, TlsError, TlsLayer, watch_certificate
 from core.net.transport import ListenError, Transport
 from core.proxy.calls import CallInfo, CallTable
 from core.proxy.proxy import Proxy
@@ -94,8 +95,14 @@ class Pbx:
         # The proxy's one loop timer (issue "Calls"): armed for proxy.next_deadline().
         self._proxy_timer: asyncio.TimerHandle | None = None
         self._proxy_timer_at = 0.0
+        self.tls = TlsLayer(settings.tls)
+        self.tls.report = self._tls_security_event
         self.transport = Transport(
-            settings.transport, self._on_message, self._on_stream_error, self._on_forwarded
+            settings.transport,
+            self._on_message,
+            self._on_stream_error,
+            self._on_forwarded,
+            tls=self.tls,
         )
         self.admin = AdminApi(self)
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,10 +127,11 @@ class Pbx:
         except StoreError as error:
             raise StartError(str(error)) from None
         try:
+            self._load_tls()
             await self._build()
             # With worker processes, they read the UDP sockets; main only sends from them.
             await self.transport.start(settings.listen, read_udp=not settings.workers)
-        except ListenError as error:
+        except (ListenError, TlsError) as error:
             await self.store.close()
             raise StartError(str(error)) from None
         # Our own Via / Record-Route must name the address actually bound (port 0 → real port).
@@ -138,6 +146,11 @@ class Pbx:
                 await self.stop()
                 raise StartError(f"cannot start the worker processes: {error}") from None
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
+        if self.tls.certificate is not None:
+            watch = watch_certificate(
+                self.tls, self._certificate_reloaded, settings.tls.reload_check_seconds
+            )
+            self._tasks.append(asyncio.create_task(watch, name="tls-certificate-watch"))
         self._started = True
         workers = f", {settings.workers} worker processes" if settings.workers else ""
         self.bus.publish(
@@ -164,6 +177,35 @@ class Pbx:
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
         self._started = True
         cluster.to_main(("ready",))
+
+    def _load_tls(self) -> None:
+        """The TLS certificate and the carriers' CA store, loaded before anything listens:
+        a tls listener without a usable certificate is a start error (RFC 3261 §26.2.1)."""
+        wants_tls = any(address.transport == "tls" for address in self.settings.listen)
+        if wants_tls and self.tls.certificate is None:
+            raise TlsError(
+                "a tls listen address needs [tls] certificate and key "
+                "(pbxtui tls selfsigned makes a pair for testing)"
+            )
+        self.tls.load()
+
+    def reload_certificate(self) -> Reloaded | None:
+        """Load the TLS certificate and key again (SIGHUP); None when none is configured."""
+        if self.tls.certificate is None:
+            return None
+        result = self.tls.certificate.reload()
+        self._certificate_reloaded(result)
+        return result
+
+    def _certificate_reloaded(self, result: Reloaded) -> None:
+        if result.ok:
+            log.info("%s", result.message)
+        else:
+            log.error("%s", result.message)
+        self.bus.publish(ServerEvent(result.message, level="info" if result.ok else "error"))
+
+    def _tls_security_event(self, action: str, source: str, detail: str) -> None:
+        self.bus.publish(SecurityEvent(action, source, detail))
 
     def _identify(self, bound: tuple[ListenAddress, ...]) -> None:
         self.identity = ServerIdentity(self.settings.domain, bound)

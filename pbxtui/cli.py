@@ -49,7 +49,8 @@ from core.users import (
     validate_username,
     with_password,
 )
-from pbxtui.config import ConfigError, load_settings
+from pbxtui.config import ConfigError, load_settings, validate_domain
+from pbxtui.selfsigned import SELF_SIGNED_WARNING, SelfSignedError, make_self_signed
 
 PROG = "pbxtui"
 REALM_SETTING = "realm"  # settings-table key: the realm the stored HA1s were computed for
@@ -280,6 +281,20 @@ def build_parser() -> argparse.ArgumentParser:
     export = action(cdrs, "export", cmd_cdr_export, "write every call record to a CSV file")
     export.add_argument("--csv", dest="csv_file", required=True, metavar="FILE", help="- = stdout")
 
+    tls = group("tls", "certificates for SIP over TLS")
+    selfsigned = action(tls, "selfsigned", cmd_tls_selfsigned, "make a self-signed pair (testing)")
+    selfsigned.add_argument("--cert", type=Path, default=Path("pbxtui-cert.pem"), metavar="FILE")
+    selfsigned.add_argument("--key", type=Path, default=Path("pbxtui-key.pem"), metavar="FILE")
+    selfsigned.add_argument(
+        "--name",
+        dest="names",
+        action="append",
+        metavar="HOST",
+        help="host name or address the phones use (repeatable; default: the SIP domain)",
+    )
+    selfsigned.add_argument("--days", type=int, default=365, help="validity (365)")
+    selfsigned.add_argument("--force", action="store_true", help="overwrite existing files")
+
     admin = group("admin", "the console password")
     passwd = action(admin, "passwd", cmd_admin_passwd, "set the console password (bcrypt)")
     passwd.add_argument("--password", help="for scripts; otherwise prompted twice")
@@ -333,6 +348,28 @@ async def cmd_user_add(ctx: Context) -> int:
         print(f"password: {password}", file=ctx.out)
     else:
         _warn_if_weak(ctx, password)
+    return 0
+
+
+async def cmd_tls_selfsigned(ctx: Context) -> int:
+    args = ctx.args
+    if not 1 <= args.days <= 3_650:
+        raise UsageError("--days must be 1-3650")
+    names = args.names or [ctx.settings.domain]
+    for name in names:
+        _checked_call(lambda name=name: validate_domain(name))
+    for path in (args.cert, args.key):
+        if path.exists() and not args.force:
+            raise UsageError(f"{path} exists (--force overwrites it)")
+    try:
+        make_self_signed(args.cert, args.key, names, args.days)
+    except SelfSignedError as error:
+        raise UsageError(str(error)) from None
+    print(f"wrote {args.cert} and {args.key} (openssl, RSA 2048, {args.days} days)", file=ctx.out)
+    print(f'add to the config:\n[tls]\ncertificate = "{args.cert.absolute()}"', file=ctx.out)
+    print(f'key = "{args.key.absolute()}"', file=ctx.out)
+    print('and listen on "tls:0.0.0.0:5061" in [server] listen', file=ctx.out)
+    print(f"{PROG}: warning: {SELF_SIGNED_WARNING}", file=ctx.err)
     return 0
 
 

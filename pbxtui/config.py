@@ -41,6 +41,7 @@ from core.settings import (
     RegistrarSettings,
     SecuritySettings,
     Settings,
+    TlsSettings,
     TransportSettings,
     UiSettings,
 )
@@ -48,12 +49,14 @@ from core.settings import (
 CONFIG_FILE_NAME = "pbxtui.toml"
 USER_CONFIG_PATH = Path("~/.config/pbxtui") / CONFIG_FILE_NAME
 DEFAULT_DB_PATH = Path("~/.local/share/pbxtui/pbxtui.db")
-LISTEN_TRANSPORTS = ("udp", "tcp")
+LISTEN_TRANSPORTS = ("udp", "tcp", "tls")
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}  # RFC 3261 §19.1.2
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 
 # TOML section -> (Settings attribute, dataclass it fills).
 _SECTIONS: dict[str, tuple[str, type]] = {
     "transport": ("transport", TransportSettings),
+    "tls": ("tls", TlsSettings),
     "registrar": ("registrar", RegistrarSettings),
     "auth": ("auth", AuthSettings),
     "security": ("security", SecuritySettings),
@@ -80,15 +83,18 @@ class ConfigError(Exception):
 
 
 def parse_listen(text: str) -> ListenAddress:
-    """Parse `PROTO:HOST[:PORT]`: `udp:0.0.0.0:5060`, `tcp:[::1]:5060`, `udp:127.0.0.1`.
+    """Parse `PROTO:HOST[:PORT]`: `udp:0.0.0.0:5060`, `tcp:[::1]:5060`, `tls:0.0.0.0:5061`.
 
-    PROTO is udp or tcp; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060 and
-    may be 0 to let the system pick one (tests). Raises `ValueError` saying what is wrong.
+    PROTO is udp, tcp or tls; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060
+    (5061 for tls) and may be 0 to let the system pick one (tests). Raises `ValueError`
+    saying what is wrong.
     """
     transport, colon, rest = text.strip().partition(":")
     transport = transport.lower()
     if not colon or transport not in LISTEN_TRANSPORTS:
-        raise ValueError(f"listen address {text!r} must look like udp:HOST:PORT or tcp:HOST:PORT")
+        raise ValueError(
+            f"listen address {text!r} must look like udp:HOST:PORT, tcp:HOST:PORT or tls:HOST:PORT"
+        )
     if rest.startswith("["):
         host, bracket, after = rest[1:].partition("]")
         if not bracket or (after and not after.startswith(":")):
@@ -106,7 +112,7 @@ def parse_listen(text: str) -> ListenAddress:
         raise ValueError(f"listen address {text!r}: {host!r} is not an IP address") from None
     if isinstance(address, ipaddress.IPv4Address) and rest.startswith("["):
         raise ValueError(f"listen address {text!r}: brackets are for IPv6 addresses only")
-    port = 5060
+    port = DEFAULT_PORTS[transport]
     if has_port:
         if not port_text.isascii() or not port_text.isdigit() or int(port_text) > 65_535:
             raise ValueError(f"listen address {text!r}: port must be 0-65535")
@@ -184,6 +190,8 @@ def settings_from_mapping(
     for section, (attribute, cls) in _SECTIONS.items():
         if section in data:
             changes[attribute] = _section(cls, data[section], f"{source}: [{section}]")
+    if "tls" in changes:
+        changes["tls"] = _tls_paths(changes["tls"], base_dir or Path.cwd())
     settings = dataclasses.replace(settings, **changes)
     _check_consistency(settings, source)
     return settings
@@ -314,6 +322,16 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: this setting cannot be set from the config file")
 
 
+def _tls_paths(tls: TlsSettings, base_dir: Path) -> TlsSettings:
+    """Relative certificate, key and CA paths are relative to the config file, like `db`."""
+    paths = {}
+    for key in ("certificate", "key", "ca_file", "client_certificate", "client_key"):
+        value = getattr(tls, key)
+        if value:
+            paths[key] = str(base_dir / Path(value).expanduser())
+    return dataclasses.replace(tls, **paths)
+
+
 def _check_consistency(settings: Settings, source: str) -> None:
     """Rules that span keys or need more than a type check."""
     registrar = settings.registrar
@@ -335,6 +353,13 @@ def _check_consistency(settings: Settings, source: str) -> None:
     for key in ("country_code", "national_prefix", "international_prefix"):
         if not _DIGITS.fullmatch(getattr(dialplan, key)):
             raise ConfigError(f"{source}: [dialplan] {key}: digits only")
+    tls = settings.tls
+    if tls.certificate and not tls.key:
+        raise ConfigError(f"{source}: [tls] certificate needs a key")
+    if tls.handshake_timeout <= 0 or tls.reload_check_seconds <= 0:
+        raise ConfigError(
+            f"{source}: [tls] handshake_timeout and reload_check_seconds: more than 0"
+        )
     if settings.ui.refresh_hz <= 0:
         raise ConfigError(f"{source}: [ui] refresh_hz: must be more than 0")
 

@@ -1,9 +1,10 @@
-"""The thin asyncio layer: UDP and TCP sockets in, bytes and Flows out (RFC 3261 §18).
+"""The thin asyncio layer: UDP, TCP and TLS sockets in, bytes and Flows out (RFC 3261 §18).
 
 Nothing here understands SIP beyond framing a TCP stream. Every received message is handed
 to one callback, `on_message(data, flow)`, synchronously; every send is `send(data, flow)`,
 non-blocking. All buffers are bounded: datagram size, per-connection stream buffer, the
-number of TCP connections, and outgoing data queued on a connection still being opened.
+number of TCP connections, and outgoing data queued on a connection still being opened. TLS
+(`core/net/tls.py`) runs its handshake first, then is a stream connection like TCP.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 from core.net.flow import Flow
+from core.net.tls import HandshakeProtocol, TlsLayer
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
 from core.sip.framing import KeepAlive, StreamFramer
@@ -110,9 +112,12 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    def __init__(self, transport_layer: Transport, connection_id: int) -> None:
+    def __init__(
+        self, transport_layer: Transport, connection_id: int, transport_name: str = "tcp"
+    ) -> None:
         self.layer = transport_layer
         self.connection_id = connection_id
+        self.transport_name = transport_name  # "tcp", or "tls" once its handshake is done
         self.stream: asyncio.Transport | None = None
         self.flow: Flow | None = None
         self.framer = StreamFramer(
@@ -128,7 +133,7 @@ class _TcpConnection(asyncio.Protocol):
         self.stream = stream
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.flow = Flow("tcp", _peer(peer), _peer(local), self.connection_id)
+        self.flow = Flow(self.transport_name, _peer(peer), _peer(local), self.connection_id)
         self.last_activity = self.layer.loop_time()
         self.layer._register_connection(self)
         for data in self.pending:
@@ -178,8 +183,10 @@ class Transport:
         on_message: MessageHandler,
         on_stream_error: StreamErrorHandler | None = None,
         on_forwarded: MessageHandler | None = None,
+        tls: TlsLayer | None = None,
     ) -> None:
         self.settings = settings
+        self.tls = tls
         self.on_message = on_message
         # Messages another worker process read and checked (core/cluster/changes.py): queued
         # and shed
@@ -273,7 +280,7 @@ class Transport:
             for address in listen:
                 if address.transport == "udp":
                     await self._listen_udp(address, read_udp)
-                elif address.transport == "tcp":
+                elif address.transport in ("tcp", "tls"):
                     await self._listen_tcp(address)
                 else:
                     raise ListenError(errno.EINVAL, f"unsupported transport {address.transport!r}")
@@ -343,13 +350,24 @@ class Transport:
             sock.close()
             raise
         sock.setblocking(False)
-        server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
+        accept = self._accept if address.transport == "tcp" else self._accept_tls
+        server = await self._loop.create_server(accept, sock=sock, backlog=1024)
         self._servers.append(server)
         local = _peer(sock.getsockname())
-        self.bound.append(ListenAddress("tcp", local[0], local[1]))
+        self.bound.append(ListenAddress(address.transport, local[0], local[1]))
 
     def _accept(self) -> asyncio.Protocol:
         return _TcpConnection(self, next(self._ids))
+
+    def _accept_tls(self) -> asyncio.Protocol:
+        if self.tls is None:
+            raise ListenError(errno.EINVAL, "a tls listener needs [tls] certificate and key")
+        return HandshakeProtocol(
+            self.tls, lambda: _TcpConnection(self, next(self._ids), "tls"), self._refused
+        )
+
+    def _refused(self) -> None:
+        self.refused_connections += 1
 
     def _register_connection(self, connection: _TcpConnection) -> None:
         if len(self._connections) >= self.settings.max_tcp_connections:
@@ -380,14 +398,16 @@ class Transport:
             endpoint.udp.sendto(data, flow.remote)
             self.sent_messages += 1
             return True
-        if flow.transport == "tcp":
+        if flow.transport in ("tcp", "tls"):
             connection = None
             if flow.connection_id is not None:
                 connection = self._connections.get(flow.connection_id)
             if connection is None:
                 connection = self._connection_by_peer.get(flow.remote)
+                if connection is not None and connection.transport_name != flow.transport:
+                    connection = None
             if connection is None:
-                connection = self._connect(flow.remote)
+                connection = self._connect(flow.remote, flow.transport)
                 if connection is None:
                     self.send_errors += 1
                     return False
@@ -411,23 +431,36 @@ class Transport:
         self.sent_messages += 1
         return True
 
-    def _connect(self, remote: tuple[str, int]) -> _TcpConnection | None:
-        """Open a TCP connection for a send (§18.2.2 when the original one is gone)."""
+    def _connect(self, remote: tuple[str, int], transport: str = "tcp") -> _TcpConnection | None:
+        """Open a TCP or TLS connection for a send (§18.2.2 when the original one is gone).
+        TLS verifies the server's certificate and name (`core/net/tls.py`)."""
         if self._loop is None or len(self._connections) >= self.settings.max_tcp_connections:
             return None
-        connection = _TcpConnection(self, next(self._ids))
+        tls = self.tls
+        if transport == "tls" and tls is None:
+            return None
+        connection = _TcpConnection(self, next(self._ids), transport)
 
         async def connect() -> None:
+            secure: dict[str, object] = {}
+            if tls is not None and transport == "tls":
+                secure = {
+                    "ssl": tls.client,
+                    "server_hostname": tls.server_name(remote),
+                    "ssl_handshake_timeout": tls.settings.handshake_timeout,
+                }
             try:
                 await asyncio.wait_for(
                     self._loop.create_connection(  # type: ignore[union-attr]
-                        lambda: connection, remote[0], remote[1]
+                        lambda: connection, remote[0], remote[1], **secure
                     ),
-                    timeout=5.0,
+                    timeout=5.0 + (tls.settings.handshake_timeout if secure and tls else 0.0),
                 )
             except (OSError, TimeoutError) as error:
                 self.send_errors += 1
-                log.debug("tcp connect to %s failed: %s", remote, error)
+                if tls is not None and secure:
+                    tls.connect_failed(remote, error)
+                log.debug("%s connect to %s failed: %s", transport, remote, error)
 
         task = asyncio.ensure_future(connect())
         self._connect_tasks.add(task)
@@ -454,6 +487,8 @@ class Transport:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        if self.tls is not None:
+            await self.tls.close()
         for connection in list(self._connections.values()):
             if connection.stream is not None:
                 connection.stream.abort()

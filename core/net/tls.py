@@ -1,0 +1,386 @@
+"""SIP over TLS (RFC 3261 §26.2.1, RFC 5630): contexts, certificate reload, handshake limits.
+
+The TLS listener accepts a plain TCP connection first and runs the handshake itself
+(`loop.start_tls`), for three reasons:
+
+- the source address is known before any TLS work is done, so the handshakes under way can
+  be counted per source and in all (`HandshakeGate`): a thousand connections that send half
+  a ClientHello and stop cost one source its own slots, never another phone its handshake;
+- the handshake has its own deadline (`handshake_timeout`), shorter than the TCP idle limit;
+- each handshake uses the context serving at that moment, so a renewed certificate is in
+  force for the next connection without a restart, while connections already up keep theirs.
+
+After the handshake the connection is an ordinary stream connection of `core/net/transport.py`:
+the same framing, caps, CRLF keep-alives (RFC 5626 §4.4.1) and idle sweep as TCP, and its
+flow's transport is "tls", so Via says SIP/2.0/TLS and responses and in-dialog requests go
+back on it (RFC 5923 connection reuse).
+
+Versions and ciphers follow the common "intermediate" server profile: TLS 1.2 and 1.3 only;
+for TLS 1.2 ECDHE key exchange with AEAD ciphers (forward secrecy, no CBC, no RSA key
+transport); TLS 1.3's suites are all AEAD and left at OpenSSL's defaults. No compression
+(CRIME) and no renegotiation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.settings import TlsSettings
+
+log = logging.getLogger("pbxtui.tls")
+
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+MAX_SERVER_NAMES = 4_096
+_MAX_HELD_BYTES = 262_144  # read after the handshake, before the connection is handed over
+
+# (action, source address, detail): a security event for the feed and the security log.
+SecurityReport = Callable[[str, str, str], None]
+
+
+class TlsError(Exception):
+    """A certificate, key or CA file that cannot be used; the message says which and why."""
+
+
+def _harden(context: ssl.SSLContext) -> ssl.SSLContext:
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.maximum_version = ssl.TLSVersion.TLSv1_3
+    context.set_ciphers(TLS12_CIPHERS)
+    context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
+    return context
+
+
+def server_context(certificate: str | Path, key: str | Path) -> ssl.SSLContext:
+    """A server context for the listener; TlsError naming the file when the pair is unusable
+    (missing, unreadable, not PEM, or a key that does not match the certificate)."""
+    context = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
+    context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
+    try:
+        context.load_cert_chain(str(certificate), str(key))
+    except FileNotFoundError as error:
+        raise TlsError(f"{error.filename}: no such file") from None
+    except PermissionError as error:
+        raise TlsError(f"{error.filename}: permission denied") from None
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or str(error)
+        raise TlsError(
+            f"{certificate} / {key}: not a usable certificate and key pair ({reason})"
+        ) from None
+    return context
+
+
+def client_context(settings: TlsSettings) -> ssl.SSLContext:
+    """The context for connections we open (carrier gateways): the server's certificate is
+    verified against `ca_file` or the system store, and its name checked (RFC 5922 §7.2);
+    a client certificate is presented when configured (mutual TLS)."""
+    context = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))  # CERT_REQUIRED, check_hostname
+    try:
+        if settings.ca_file:
+            context.load_verify_locations(cafile=settings.ca_file)
+        else:
+            context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+        if settings.client_certificate:
+            context.load_cert_chain(
+                settings.client_certificate, settings.client_key or settings.client_certificate
+            )
+    except (ssl.SSLError, OSError) as error:
+        reason = getattr(error, "reason", None) or getattr(error, "strerror", None) or str(error)
+        raise TlsError(f"[tls] ca_file / client_certificate: cannot be used ({reason})") from None
+    return context
+
+
+@dataclass(frozen=True, slots=True)
+class _FileStamp:
+    """What tells a file was replaced or rewritten: certbot swaps symlinks to new files."""
+
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def _stamp(path: Path) -> _FileStamp | None:
+    try:
+        status = os.stat(path)  # follows the symlink, as certbot's live/ directory needs
+    except OSError:
+        return None
+    return _FileStamp(status.st_ino, status.st_size, status.st_mtime_ns)
+
+
+@dataclass(frozen=True, slots=True)
+class Reloaded:
+    """The outcome of a reload: `ok` False means the old pair is still serving."""
+
+    ok: bool
+    message: str
+
+
+class ServerCertificate:
+    """The certificate and key serving now, and a reload that never replaces them with a bad
+    pair."""
+
+    def __init__(self, certificate: str | Path, key: str | Path) -> None:
+        self.certificate = Path(certificate)
+        self.key = Path(key)
+        self.context: ssl.SSLContext | None = None
+        self._stamps: tuple[_FileStamp | None, _FileStamp | None] = (None, None)
+        self.loads = 0
+
+    def _current_stamps(self) -> tuple[_FileStamp | None, _FileStamp | None]:
+        return _stamp(self.certificate), _stamp(self.key)
+
+    def load(self) -> None:
+        """The first load; TlsError when the pair is unusable (the server must not start)."""
+        stamps = self._current_stamps()
+        self.context = server_context(self.certificate, self.key)
+        self._stamps = stamps
+        self.loads += 1
+
+    def reload(self) -> Reloaded:
+        """Load the pair again (SIGHUP, or the files changed). A bad pair leaves the old one."""
+        stamps = self._current_stamps()
+        try:
+            context = server_context(self.certificate, self.key)
+        except TlsError as error:
+            # Remember the stamps anyway: one error line per change, not one per check.
+            self._stamps = stamps
+            return Reloaded(False, f"TLS certificate not reloaded, the old one serves on: {error}")
+        self.context = context
+        self._stamps = stamps
+        self.loads += 1
+        return Reloaded(True, f"TLS certificate reloaded from {self.certificate}")
+
+    def reload_if_changed(self) -> Reloaded | None:
+        """Reload when either file changed since the last attempt; None when neither did."""
+        if self._current_stamps() == self._stamps:
+            return None
+        return self.reload()
+
+
+class HandshakeGate:
+    """Handshakes under way, per source address and in all, with a cap on each."""
+
+    def __init__(self, per_source: int, total: int) -> None:
+        self.per_source = per_source
+        self.total = total
+        self._by_source: dict[str, int] = {}
+        self._under_way = 0
+        self.refused = 0
+
+    @property
+    def under_way(self) -> int:
+        return self._under_way
+
+    def admit(self, ip: str) -> bool:
+        count = self._by_source.get(ip, 0)
+        if count >= self.per_source or self._under_way >= self.total:
+            self.refused += 1
+            return False
+        self._by_source[ip] = count + 1
+        self._under_way += 1
+        return True
+
+    def release(self, ip: str) -> None:
+        count = self._by_source.get(ip, 0)
+        if count <= 1:
+            self._by_source.pop(ip, None)
+        else:
+            self._by_source[ip] = count - 1
+        self._under_way = max(0, self._under_way - 1)
+
+
+class TlsLayer:
+    """Everything TLS the transport needs: the serving certificate, the handshake gate, the
+    client context for carriers, and the names to verify their certificates against."""
+
+    def __init__(self, settings: TlsSettings) -> None:
+        self.settings = settings
+        self.certificate: ServerCertificate | None = None
+        if settings.certificate:
+            self.certificate = ServerCertificate(
+                settings.certificate, settings.key or settings.certificate
+            )
+        self.gate = HandshakeGate(settings.max_handshakes_per_source, settings.max_handshakes)
+        self._client: ssl.SSLContext | None = None
+        # Carrier gateways by resolved address → the host name their certificate must carry.
+        self._server_names: dict[tuple[str, int], str] = {}
+        self.report: SecurityReport = lambda action, source, detail: None
+        self.handshakes = 0
+        self.handshake_failures = 0
+        self.handshake_timeouts = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def has_certificate(self) -> bool:
+        return self.certificate is not None and self.certificate.context is not None
+
+    def load(self) -> None:
+        """Load the certificate and the client context; TlsError if either is unusable."""
+        if self.certificate is not None:
+            self.certificate.load()
+        self._client = client_context(self.settings)
+
+    @property
+    def client(self) -> ssl.SSLContext:
+        if self._client is None:
+            self._client = client_context(self.settings)
+        return self._client
+
+    # -- names for outbound verification ---------------------------------------------------
+    def expect_name(self, remote: tuple[str, int], name: str) -> None:
+        """The certificate of the server at `remote` must carry `name` (a gateway's host)."""
+        if remote not in self._server_names and len(self._server_names) >= MAX_SERVER_NAMES:
+            self._server_names.pop(next(iter(self._server_names)))
+        self._server_names[remote] = name
+
+    def server_name(self, remote: tuple[str, int]) -> str:
+        """The name to check: the configured host name, else the address itself (an IP
+        SAN)."""
+        return self._server_names.get(remote, remote[0])
+
+    # -- the server side -------------------------------------------------------------------
+    def accept(
+        self, raw: asyncio.Transport, protocol: asyncio.Protocol, on_refused: Callable[[], None]
+    ) -> None:
+        """Run the handshake for an accepted TCP connection; `protocol` gets connection_made
+        with the TLS transport once it is done. Refused at once past the gate's caps."""
+        peer = raw.get_extra_info("peername")
+        ip = str(peer[0]) if peer else ""
+        context = self.certificate.context if self.certificate is not None else None
+        if context is None or not self.gate.admit(ip):
+            on_refused()
+            raw.abort()
+            return
+        # Nothing may be read before the TLS protocol takes the socket over.
+        raw.pause_reading()
+        task = asyncio.ensure_future(self._handshake(raw, protocol, context, ip))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _handshake(
+        self, raw: asyncio.Transport, protocol: asyncio.Protocol, context: ssl.SSLContext, ip: str
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        holding = _Holding()
+        try:
+            secure = await loop.start_tls(
+                raw,
+                holding,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self.settings.handshake_timeout,
+            )
+        except TimeoutError:
+            self.handshake_timeouts += 1
+            raw.abort()
+            return
+        except (OSError, ConnectionError, ssl.SSLError) as error:
+            self.handshake_failures += 1
+            log.debug("TLS handshake from %s failed: %s", ip, error)
+            raw.abort()
+            return
+        finally:
+            self.gate.release(ip)
+        if secure is None or holding.lost:
+            raw.abort()
+            return
+        self.handshakes += 1
+        holding.hand_over(secure, protocol)
+
+    # -- the client side -------------------------------------------------------------------
+    def connect_failed(self, remote: tuple[str, int], error: BaseException) -> None:
+        """A connection we opened failed: a certificate that does not verify is a security
+        event naming the reason (expired, wrong host, unknown issuer)."""
+        if isinstance(error, ssl.SSLCertVerificationError):
+            detail = error.verify_message or str(error)
+            self.report(
+                "tls-verify-failed",
+                remote[0],
+                f"certificate of {self.server_name(remote)} ({remote[0]}:{remote[1]}) "
+                f"refused: {detail}",
+            )
+        elif isinstance(error, ssl.SSLError):
+            self.report(
+                "tls-failed", remote[0], f"TLS to {remote[0]}:{remote[1]} failed: {error.reason}"
+            )
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class _Holding(asyncio.Protocol):
+    """Holds what arrives between the end of the handshake and the moment `start_tls`
+    returns the TLS transport (the request a phone sends right after its Finished message
+    is read in the same turn), then hands the transport and those bytes to the stream
+    protocol."""
+
+    def __init__(self) -> None:
+        self.held: list[bytes] = []
+        self.lost = False
+        self.target: asyncio.Protocol | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.target is not None:
+            self.target.data_received(data)
+        elif sum(map(len, self.held)) < _MAX_HELD_BYTES:
+            self.held.append(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.target is not None:
+            self.target.connection_lost(exc)
+
+    def hand_over(self, secure: asyncio.Transport, protocol: asyncio.Protocol) -> None:
+        secure.set_protocol(protocol)
+        self.target = protocol
+        protocol.connection_made(secure)
+        held, self.held = self.held, []
+        for data in held:
+            if secure.is_closing():
+                break
+            protocol.data_received(data)
+
+
+class HandshakeProtocol(asyncio.Protocol):
+    """The protocol of an accepted TLS listener connection until its handshake is done: it
+    hands the socket to `TlsLayer.accept`, which passes it on to the stream protocol."""
+
+    def __init__(
+        self,
+        layer: TlsLayer,
+        make_protocol: Callable[[], asyncio.Protocol],
+        on_refused: Callable[[], None],
+    ) -> None:
+        self.layer = layer
+        self.make_protocol = make_protocol
+        self.on_refused = on_refused
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.layer.accept(transport, self.make_protocol(), self.on_refused)  # type: ignore[arg-type]
+
+    def data_received(self, data: bytes) -> None:
+        """Not reached: reading is paused until the TLS protocol owns the socket."""
+
+
+async def watch_certificate(
+    layer: TlsLayer, publish: Callable[[Reloaded], None], interval: float
+) -> None:
+    """Reload the serving certificate whenever its files change (a renewal by certbot or
+    acme.sh), for as long as the server runs."""
+    certificate = layer.certificate
+    if certificate is None:
+        return
+    while True:
+        await asyncio.sleep(interval)
+        result = certificate.reload_if_changed()
+        if result is not None:
+            publish(result)
