@@ -114,6 +114,9 @@ async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> i
     settle_after_start(loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # `systemctl reload` / `kill -HUP`: load the TLS certificate again now (a renewal hook),
+    # rather than at the next file check. Headless only: for the console SIGHUP is a hang-up.
+    loop.add_signal_handler(signal.SIGHUP, pbx.reload_certificate)
     log.info(
         "pbxtui ready: domain %s, listening on %s, %d users; SIP core: %s",
         settings.domain,
@@ -126,7 +129,7 @@ async def _headless(settings: Settings, log_handler: BatchingStreamHandler) -> i
         await stop.wait()
     finally:
         log_handler.stop_batching()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             with contextlib.suppress(Exception):
                 loop.remove_signal_handler(signum)
         log.info("stopping")

@@ -1,7 +1,7 @@
 """SIP over TLS (RFC 3261 §26.2.1, RFC 5630): contexts, certificate reload, handshake limits.
 
-The TLS listener accepts a plain TCP connection first and runs the handshake itself
-(`loop.start_tls`), for three reasons:
+The TLS listener accepts sockets itself (`sock_accept`) and starts each handshake with
+`connect_accepted_socket`, for three reasons:
 
 - the source address is known before any TLS work is done, so the handshakes under way can
   be counted per source and in all (`HandshakeGate`): a thousand connections that send half
@@ -27,7 +27,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +40,7 @@ log = logging.getLogger("pbxtui.tls")
 
 TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 MAX_SERVER_NAMES = 4_096
-_MAX_HELD_BYTES = 262_144  # read after the handshake, before the connection is handed over
+_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: a refused connection is reset at once
 
 # (action, source address, detail): a security event for the feed and the security log.
 SecurityReport = Callable[[str, str, str], None]
@@ -46,6 +48,10 @@ SecurityReport = Callable[[str, str, str], None]
 
 class TlsError(Exception):
     """A certificate, key or CA file that cannot be used; the message says which and why."""
+
+
+def _unmapped(ip: str) -> str:
+    return ip[7:] if ip.startswith("::ffff:") and "." in ip else ip
 
 
 def _harden(context: ssl.SSLContext) -> ssl.SSLContext:
@@ -61,12 +67,13 @@ def server_context(certificate: str | Path, key: str | Path) -> ssl.SSLContext:
     (missing, unreadable, not PEM, or a key that does not match the certificate)."""
     context = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
+    for path in (certificate, key):
+        if not os.path.isfile(path):
+            raise TlsError(f"{path}: no such file")
+        if not os.access(path, os.R_OK):
+            raise TlsError(f"{path}: permission denied")
     try:
         context.load_cert_chain(str(certificate), str(key))
-    except FileNotFoundError as error:
-        raise TlsError(f"{error.filename}: no such file") from None
-    except PermissionError as error:
-        raise TlsError(f"{error.filename}: permission denied") from None
     except (ssl.SSLError, OSError) as error:
         reason = getattr(error, "reason", None) or str(error)
         raise TlsError(
@@ -244,53 +251,78 @@ class TlsLayer:
         return self._server_names.get(remote, remote[0])
 
     # -- the server side -------------------------------------------------------------------
-    def accept(
-        self, raw: asyncio.Transport, protocol: asyncio.Protocol, on_refused: Callable[[], None]
-    ) -> None:
-        """Run the handshake for an accepted TCP connection; `protocol` gets connection_made
-        with the TLS transport once it is done. Refused at once past the gate's caps."""
-        peer = raw.get_extra_info("peername")
-        ip = str(peer[0]) if peer else ""
-        context = self.certificate.context if self.certificate is not None else None
-        if context is None or not self.gate.admit(ip):
-            on_refused()
-            raw.abort()
-            return
-        # Nothing may be read before the TLS protocol takes the socket over.
-        raw.pause_reading()
-        task = asyncio.ensure_future(self._handshake(raw, protocol, context, ip))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def serve(
+        self,
+        listener: socket.socket,
+        make_protocol: Callable[[], asyncio.Protocol],
+        on_refused: Callable[[], None],
+    ) -> asyncio.Task[None]:
+        """Accept on a listening socket for as long as the task runs; each connection gets
+        its handshake (`make_protocol()` sees connection_made once it is done)."""
+        return asyncio.create_task(
+            self._accept_loop(listener, make_protocol, on_refused), name="tls-accept"
+        )
 
-    async def _handshake(
-        self, raw: asyncio.Transport, protocol: asyncio.Protocol, context: ssl.SSLContext, ip: str
+    async def _accept_loop(
+        self,
+        listener: socket.socket,
+        make_protocol: Callable[[], asyncio.Protocol],
+        on_refused: Callable[[], None],
     ) -> None:
         loop = asyncio.get_running_loop()
-        holding = _Holding()
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except OSError as error:  # EMFILE and the like: wait, do not spin
+                log.warning("TLS accept failed: %s", error)
+                await asyncio.sleep(0.1)
+                continue
+            ip = _unmapped(str(address[0]))
+            context = self.certificate.context if self.certificate is not None else None
+            if context is None or not self.gate.admit(ip):
+                on_refused()
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                sock.close()
+                continue
+            task = asyncio.create_task(self._handshake(sock, make_protocol, context, ip))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handshake(
+        self,
+        sock: socket.socket,
+        make_protocol: Callable[[], asyncio.Protocol],
+        context: ssl.SSLContext,
+        ip: str,
+    ) -> None:
+        """The handshake with the context serving when the connection was accepted; the
+        gate's slot is held until it ends, whichever way."""
+        loop = asyncio.get_running_loop()
+        timeout = self.settings.handshake_timeout
+        started = loop.time()
         try:
-            secure = await loop.start_tls(
-                raw,
-                holding,
-                context,
-                server_side=True,
-                ssl_handshake_timeout=self.settings.handshake_timeout,
+            await loop.connect_accepted_socket(
+                make_protocol, sock, ssl=context, ssl_handshake_timeout=timeout
             )
-        except TimeoutError:
-            self.handshake_timeouts += 1
-            raw.abort()
+        except (TimeoutError, OSError) as error:
+            # asyncio reports its handshake deadline as ConnectionAbortedError: tell it by
+            # the time taken.
+            if isinstance(error, TimeoutError) or loop.time() - started >= timeout:
+                self.handshake_timeouts += 1
+            else:
+                self.handshake_failures += 1
+            log.debug("TLS handshake from %s failed: %r", ip, error)
+            sock.close()
             return
-        except (OSError, ConnectionError, ssl.SSLError) as error:
+        except Exception as error:  # whatever a hostile peer triggers, never the task's end
             self.handshake_failures += 1
-            log.debug("TLS handshake from %s failed: %s", ip, error)
-            raw.abort()
+            log.debug("TLS handshake from %s failed: %r", ip, error)
+            sock.close()
             return
         finally:
             self.gate.release(ip)
-        if secure is None or holding.lost:
-            raw.abort()
-            return
         self.handshakes += 1
-        holding.hand_over(secure, protocol)
 
     # -- the client side -------------------------------------------------------------------
     def connect_failed(self, remote: tuple[str, int], error: BaseException) -> None:
@@ -315,60 +347,6 @@ class TlsLayer:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-
-
-class _Holding(asyncio.Protocol):
-    """Holds what arrives between the end of the handshake and the moment `start_tls`
-    returns the TLS transport (the request a phone sends right after its Finished message
-    is read in the same turn), then hands the transport and those bytes to the stream
-    protocol."""
-
-    def __init__(self) -> None:
-        self.held: list[bytes] = []
-        self.lost = False
-        self.target: asyncio.Protocol | None = None
-
-    def data_received(self, data: bytes) -> None:
-        if self.target is not None:
-            self.target.data_received(data)
-        elif sum(map(len, self.held)) < _MAX_HELD_BYTES:
-            self.held.append(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.target is not None:
-            self.target.connection_lost(exc)
-
-    def hand_over(self, secure: asyncio.Transport, protocol: asyncio.Protocol) -> None:
-        secure.set_protocol(protocol)
-        self.target = protocol
-        protocol.connection_made(secure)
-        held, self.held = self.held, []
-        for data in held:
-            if secure.is_closing():
-                break
-            protocol.data_received(data)
-
-
-class HandshakeProtocol(asyncio.Protocol):
-    """The protocol of an accepted TLS listener connection until its handshake is done: it
-    hands the socket to `TlsLayer.accept`, which passes it on to the stream protocol."""
-
-    def __init__(
-        self,
-        layer: TlsLayer,
-        make_protocol: Callable[[], asyncio.Protocol],
-        on_refused: Callable[[], None],
-    ) -> None:
-        self.layer = layer
-        self.make_protocol = make_protocol
-        self.on_refused = on_refused
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.layer.accept(transport, self.make_protocol(), self.on_refused)  # type: ignore[arg-type]
-
-    def data_received(self, data: bytes) -> None:
-        """Not reached: reading is paused until the TLS protocol owns the socket."""
 
 
 async def watch_certificate(

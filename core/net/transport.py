@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 from core.net.flow import Flow
-from core.net.tls import HandshakeProtocol, TlsLayer
+from core.net.tls import TlsLayer
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
 from core.sip.framing import KeepAlive, StreamFramer
@@ -199,6 +199,8 @@ class Transport:
         self._raw_udp: dict[tuple[str, int], socket.socket] = {}
         self._raw_udp_by_family: dict[socket.AddressFamily, socket.socket] = {}
         self._servers: list[asyncio.base_events.Server] = []
+        self._tls_listeners: list[socket.socket] = []
+        self._tls_accepts: list[asyncio.Task[None]] = []
         self._connections: dict[int, _TcpConnection] = {}
         self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
         self._ids = itertools.count(1)
@@ -350,21 +352,28 @@ class Transport:
             sock.close()
             raise
         sock.setblocking(False)
-        accept = self._accept if address.transport == "tcp" else self._accept_tls
-        server = await self._loop.create_server(accept, sock=sock, backlog=1024)
-        self._servers.append(server)
         local = _peer(sock.getsockname())
+        if address.transport == "tls":
+            self._listen_tls(sock)
+        else:
+            server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
+            self._servers.append(server)
         self.bound.append(ListenAddress(address.transport, local[0], local[1]))
 
     def _accept(self) -> asyncio.Protocol:
         return _TcpConnection(self, next(self._ids))
 
-    def _accept_tls(self) -> asyncio.Protocol:
+    def _listen_tls(self, sock: socket.socket) -> None:
+        """TLS accepts in a loop of its own (core/net/tls.py: the handshake comes first)."""
         if self.tls is None:
+            sock.close()
             raise ListenError(errno.EINVAL, "a tls listener needs [tls] certificate and key")
-        return HandshakeProtocol(
-            self.tls, lambda: _TcpConnection(self, next(self._ids), "tls"), self._refused
+        sock.listen(1024)
+        self._tls_listeners.append(sock)
+        accept = self.tls.serve(
+            sock, lambda: _TcpConnection(self, next(self._ids), "tls"), self._refused
         )
+        self._tls_accepts.append(accept)
 
     def _refused(self) -> None:
         self.refused_connections += 1
@@ -487,6 +496,15 @@ class Transport:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        for accept in self._tls_accepts:
+            accept.cancel()
+        for accept in self._tls_accepts:
+            with contextlib.suppress(asyncio.CancelledError):
+                await accept
+        self._tls_accepts.clear()
+        for sock in self._tls_listeners:
+            sock.close()
+        self._tls_listeners.clear()
         if self.tls is not None:
             await self.tls.close()
         for connection in list(self._connections.values()):
