@@ -8,13 +8,25 @@ sentence fit to show under a form field; nothing here ever needs a traceback to 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from core.net import addresses as netaddr
-from core.store.database import BanRow, CarrierRow, CdrRow, DidRow, DuplicateError, NotFoundError
+from core.registrar.location import LocationService
+from core.security.guard import Security
+from core.settings import Settings
+from core.store.database import (
+    BanRow,
+    CarrierRow,
+    CdrRow,
+    DidRow,
+    DuplicateError,
+    NotFoundError,
+    Store,
+)
 from core.users import (
     User,
+    UserDirectory,
     check_admin_password,
     generate_password,
     hash_admin_password,
@@ -23,9 +35,6 @@ from core.users import (
     validate_outbound_policy,
     with_password,
 )
-
-if TYPE_CHECKING:
-    from core.pbx import Pbx
 
 _USER_FIELDS = {
     "display_name",
@@ -61,12 +70,32 @@ def _parse_hostport(text: str) -> tuple[str, int]:
 
 
 class AdminApi:
-    def __init__(self, pbx: Pbx) -> None:
-        self._pbx = pbx
+    """The changes an admin makes, each validated once, stored, then put in force.
 
-    @property
-    def _store(self):
-        return self._pbx.store
+    `carriers_changed` reloads carriers and DIDs into the running core; `tables_changed`
+    tells whoever else reads users, carriers and DIDs (worker processes) to read them again.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        users: UserDirectory,
+        location: LocationService,
+        security: Security,
+        settings: Settings,
+        clock: Callable[[], float],
+        carriers_changed: Callable[[], Awaitable[None]],
+        tables_changed: Callable[[], None],
+    ) -> None:
+        self._store = store
+        self._users = users
+        self._location = location
+        self._security = security
+        self._settings = settings
+        self._clock = clock
+        self._carriers_changed = carriers_changed
+        self._tables_changed = tables_changed
 
     # -- users ----------------------------------------------------------------------------
     async def list_users(self) -> list[User]:
@@ -79,13 +108,13 @@ class AdminApi:
         unknown = set(fields) - _USER_FIELDS
         if unknown:
             raise ValueError(f"unknown user field(s): {', '.join(sorted(unknown))}")
-        user = make_user(username, password, self._pbx.settings.realm, **fields)  # type: ignore[arg-type]
+        user = make_user(username, password, self._settings.realm, **fields)  # type: ignore[arg-type]
         try:
             await self._store.add_user(user)
         except DuplicateError:
             raise ValueError(f"user {username!r} already exists") from None
-        self._pbx.users.put(user)
-        self._pbx.tables_changed()
+        self._users.put(user)
+        self._tables_changed()
         return user
 
     async def update_user(self, username: str, **changes: object) -> User:
@@ -101,24 +130,24 @@ class AdminApi:
                 raise ValueError(f"{limit.replace('_', ' ')} must be 0 (no limit) or positive")
         updated = replace(user, **changes)  # type: ignore[arg-type]
         await self._store.update_user(updated)
-        self._pbx.users.put(updated)
-        self._pbx.tables_changed()
+        self._users.put(updated)
+        self._tables_changed()
         return updated
 
     async def set_password(self, username: str, password: str) -> User:
         user = await self._existing_user(username)
-        updated = with_password(user, password, self._pbx.settings.realm)
+        updated = with_password(user, password, self._settings.realm)
         await self._store.update_user(updated)
-        self._pbx.users.put(updated)
-        self._pbx.tables_changed()
+        self._users.put(updated)
+        self._tables_changed()
         return updated
 
     async def delete_user(self, username: str) -> None:
         if not await self._store.delete_user(username):
             raise ValueError(f"no user {username!r}")
-        self._pbx.users.remove(username)
-        self._pbx.location.remove_user(username)
-        self._pbx.tables_changed()
+        self._users.remove(username)
+        self._location.remove_user(username)
+        self._tables_changed()
 
     async def _existing_user(self, username: str) -> User:
         user = await self._store.get_user(username)
@@ -170,22 +199,22 @@ class AdminApi:
             await self._store.add_carrier(carrier)
         except DuplicateError:
             raise ValueError(f"carrier {name!r} already exists") from None
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
         return carrier
 
     async def delete_carrier(self, name: str) -> None:
         if not await self._store.delete_carrier(name):
             raise ValueError(f"no carrier {name!r}")
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
 
     async def list_dids(self) -> list[DidRow]:
         return await self._store.list_dids()
 
     def _canonical_number(self, number: str) -> str:
         """The DID's canonical form under this PBX's dialplan (the CLI uses the same)."""
-        dialplan = self._pbx.settings.dialplan
+        dialplan = self._settings.dialplan
         return normalise_number(
             number,
             national_prefix=dialplan.national_prefix,
@@ -203,33 +232,33 @@ class AdminApi:
             raise ValueError(f"DID {number!r} is already assigned") from None
         except NotFoundError as error:
             raise ValueError(str(error)) from None
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
         return DidRow(canonical, username)
 
     async def delete_did(self, number: str) -> None:
         if not await self._store.delete_did(self._canonical_number(number)):
             raise ValueError(f"no DID {number!r}")
-        await self._pbx.reload_carriers()
-        self._pbx.tables_changed()
+        await self._carriers_changed()
+        self._tables_changed()
 
     # -- bans and registrations -----------------------------------------------------------
     async def ban(self, ip: str, seconds: float | None, reason: str = "banned by admin") -> None:
         address = str(netaddr.parse_ip(ip))
         if seconds is not None and seconds <= 0:
             raise ValueError("ban time must be positive")
-        self._pbx.security.ban(address, seconds, reason, self._pbx.clock())
+        self._security.ban(address, seconds, reason, self._clock())
 
     async def unban(self, ip: str) -> None:
         address = str(netaddr.parse_ip(ip))
-        if not self._pbx.security.unban(address, self._pbx.clock()):
+        if not self._security.unban(address, self._clock()):
             raise ValueError(f"{address} is not banned")
 
     async def list_bans(self) -> list[BanRow]:
-        return await self._store.list_bans(active_at=self._pbx.clock())
+        return await self._store.list_bans(active_at=self._clock())
 
     async def unregister(self, user: str, contact: str) -> None:
-        if not self._pbx.location.remove(user, contact):
+        if not self._location.remove(user, contact):
             raise ValueError(f"{user} has no contact {contact}")
 
     # -- CDRs -------------------------------------------------------------------------------

@@ -1,9 +1,15 @@
-"""The Pbx: builds every part of the SIP core, wires them together, starts and stops them.
+"""The Pbx: starts the SIP core of one process, runs its timers, stops it.
 
-The headless runner and the console hold the same object. One clock for everything: wall
-time in epoch seconds (`time.time`), so binding expiry and ban ends mean the same thing after
-a restart as before it, and the console can show them without conversion. Timers armed on the
-event loop are converted to its monotonic clock at the moment they are armed.
+The headless runner, the console and a worker process hold the same object; what differs
+between them is the role it is given (core/roles.py, core/cluster/), chosen before anything
+is built. `start()` opens the store, builds the core (core/assembly.py), binds the sockets and
+starts the role's duties; from then on the loop's callbacks land here: messages go to the
+role's `dispatch`, and the proxy's one timer and the housekeeping tick run from here.
+
+One clock for everything: wall time in epoch seconds (`time.time`), so binding expiry and ban
+ends mean the same thing after a restart as before it, and the console can show them without
+conversion. Timers armed on the event loop are converted to its monotonic clock at the moment
+they are armed.
 """
 
 from __future__ import annotations
@@ -11,43 +17,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from core.accounting.cdrs import CdrWriter
 from core.admin import AdminApi
-from core.cluster.affinity import MAIN, owner_of
-from core.cluster.changes import WorkerBus, WorkerSetup, divided_limits
-from core.cluster.main import MainCluster
-from core.cluster.worker import WorkerCluster
+from core.assembly import Core, Duties, PbxStats, Role, Stored
+from core.cluster.main import MainRole
 from core.events import EventBus, SecurityEvent, ServerEvent
-from core.net.dns import SrvResolver
 from core.net.identity import ServerIdentity
 from core.net.tls import Reloaded, TlsError, TlsLayer, watch_certificate
 from core.net.transport import ListenError, Transport
-from core.proxy.calls import CallInfo, CallTable
+from core.proxy.calls import CallInfo
 from core.proxy.proxy import Proxy
 from core.registrar.location import LocationService
 from core.registrar.natping import NatKeepalive
 from core.registrar.registrar import Registrar
+from core.roles import StandaloneRole
 from core.route import Route
-from core.security.auth import DigestAuthenticator
 from core.security.guard import Security
 from core.settings import ListenAddress, Settings
-from core.store.database import (
-    BanRow,
-    DeleteBan,
-    DeleteBinding,
-    Store,
-    StoreError,
-    UpsertBan,
-    UpsertBinding,
-)
+from core.store.database import Store, StoreError
 from core.trunks.trunks import Trunks
 from core.users import UserDirectory
+
+__all__ = ["HOUSEKEEPING_INTERVAL", "Pbx", "PbxStats", "StartError", "role_for"]
 
 log = logging.getLogger("pbxtui.pbx")
 
@@ -58,43 +51,29 @@ class StartError(Exception):
     """The Pbx cannot start: the message says why, in words for an admin."""
 
 
-@dataclass(slots=True)
-class PbxStats:
-    """Live figures for the console's header strip."""
-
-    messages_in: int
-    messages_out: int
-    contacts: int
-    calls_up: int
-    bans: int
-    users: int
-    dropped: int  # never handled: from banned sources, past the UDP backlog, or shed (overload)
+def role_for(settings: Settings, *, quiet_workers: bool = False) -> Role:
+    """Standalone, or the main process when `[server] workers` is set (`quiet_workers`: the
+    console owns the terminal, so the workers write nothing to stderr)."""
+    if settings.workers:
+        return MainRole(settings, quiet=quiet_workers)
+    return StandaloneRole(settings)
 
 
 class Pbx:
-    """The SIP core, in one process or, with `[server] workers`, as the main process or one
-    of the workers (core/cluster/changes.py)."""
+    """The SIP core of one process, in the role it is given (by default: standalone, or the
+    main process when `[server] workers` is set)."""
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        role: Role | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
-        self.cluster: MainCluster | WorkerCluster | None = None
-        # The console owns the terminal: workers started under it write nothing to stderr.
-        self.quiet_workers = False
-        self.users = UserDirectory()
-        self.store: Store = None  # type: ignore[assignment]  # set by start()
-        self.identity = ServerIdentity(settings.domain, settings.listen)
-        self.security: Security = None  # type: ignore[assignment]
-        self.location: LocationService = None  # type: ignore[assignment]
-        self.registrar: Registrar = None  # type: ignore[assignment]
-        self.natping: NatKeepalive = None  # type: ignore[assignment]
-        self.route: Route = None  # type: ignore[assignment]
-        self.proxy: Proxy = None  # type: ignore[assignment]
-        self.trunks: Trunks = None  # type: ignore[assignment]  # issue "Carrier trunks"
-        # The proxy's one loop timer (issue "Calls"): armed for proxy.next_deadline().
-        self._proxy_timer: asyncio.TimerHandle | None = None
-        self._proxy_timer_at = 0.0
+        self.role: Role = role if role is not None else role_for(settings)
+        self.bus: EventBus = self.role.bus
         self.tls = TlsLayer(settings.tls)
         self.tls.report = self._tls_security_event
         self.transport = Transport(
@@ -104,83 +83,130 @@ class Pbx:
             self._on_forwarded,
             tls=self.tls,
         )
-        self.admin = AdminApi(self)
+        # Set by `start`, together: the core and what the role does while it runs.
+        self._running: tuple[Core, Duties] | None = None
+        # The proxy's one loop timer: armed for proxy.next_deadline().
+        self._proxy_timer: asyncio.TimerHandle | None = None
+        self._proxy_timer_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
-        self._started = False
         self._shed_reported = 0  # transport.shed_requests already reported in the feed
         self._lost_reported = 0  # backlog and link drops already reported
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- the parts, once started ------------------------------------------------------------
+    @property
+    def core(self) -> Core:
+        if self._running is None:
+            raise RuntimeError("the Pbx is not started")
+        return self._running[0]
+
+    @property
+    def duties(self) -> Duties:
+        """What the role does while the core runs (core/roles.py, core/cluster/)."""
+        return self._started()[1]
+
+    @property
+    def admin(self) -> AdminApi:
+        return self.core.admin
+
+    @property
+    def store(self) -> Store:
+        return self.core.store
+
+    @property
+    def users(self) -> UserDirectory:
+        return self.core.users
+
+    @property
+    def identity(self) -> ServerIdentity:
+        return self.core.identity
+
+    @property
+    def security(self) -> Security:
+        return self.core.security
+
+    @property
+    def location(self) -> LocationService:
+        return self.core.location
+
+    @property
+    def registrar(self) -> Registrar:
+        return self.core.registrar
+
+    @property
+    def natping(self) -> NatKeepalive:
+        return self.core.natping
+
+    @property
+    def proxy(self) -> Proxy:
+        return self.core.proxy
+
+    @property
+    def trunks(self) -> Trunks:
+        return self.core.trunks
+
+    @property
+    def route(self) -> Route:
+        return self.core.route
+
     @property
     def listening(self) -> list[ListenAddress]:
         return list(self.transport.bound)
 
     @property
     def user_count(self) -> int:
-        return len(self.users)
+        return len(self.core.users)
 
+    # -- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open the database, load it into memory, bind the sockets, start the timers."""
+        """Open the database, build the core from it, bind the sockets, start the role."""
         settings = self.settings
+        role = self.role
         try:
-            self.store = await Store.open(settings.db_path)
+            store = await Store.open(settings.db_path)
         except StoreError as error:
             raise StartError(str(error)) from None
+        stored = await Stored.load(store, settings, self.clock())
+        if stored.realm != settings.realm:
+            role.announce(
+                f"the domain changed from {stored.realm!r} to {settings.realm!r}: SIP passwords "
+                "are stored as HA1 hashes of the realm, so every user's password must be reset "
+                "(pbxtui user passwd NAME)"
+            )
+        core = Core(
+            settings, role=role, store=store, stored=stored, transport=self.transport,
+            clock=self.clock,
+        )  # fmt: skip
         try:
             self._load_tls()
-            await self._build()
-            # With worker processes, they read the UDP sockets; main only sends from them.
-            await self.transport.start(settings.listen, read_udp=not settings.workers)
+            await core.trunks.resolve_gateways()
+            await role.bind(self.transport, tuple(settings.listen))
         except (ListenError, TlsError) as error:
-            await self.store.close()
+            await core.close()
+            await store.close()
             raise StartError(str(error)) from None
         # Our own Via / Record-Route must name the address actually bound (port 0 → real port).
-        self._identify(tuple(self.transport.bound))
-        self.store.start_writer()
-        self.store.watch_changes(self._reload_changed_tables)
-        if settings.workers:
-            self.cluster = MainCluster(self, quiet=self.quiet_workers)
-            try:
-                await self.cluster.start()
-            except Exception as error:
-                await self.stop()
-                raise StartError(f"cannot start the worker processes: {error}") from None
+        core.bound(role.bound(self.transport))
+        try:
+            duties = await role.start(core)
+        except Exception as error:
+            await core.close()
+            await self.transport.stop()
+            with contextlib.suppress(Exception):
+                await store.flush()
+            await store.close()
+            raise StartError(str(error)) from None
+        self._running = (core, duties)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
         if self.tls.certificate is not None:
             watch = watch_certificate(
                 self.tls, self._certificate_reloaded, settings.tls.reload_check_seconds
             )
             self._tasks.append(asyncio.create_task(watch, name="tls-certificate-watch"))
-        self._started = True
-        workers = f", {settings.workers} worker processes" if settings.workers else ""
-        self.bus.publish(
-            ServerEvent(f"listening on {', '.join(str(a) for a in self.transport.bound)}{workers}")
-        )
 
-    async def start_worker(
-        self, setup: WorkerSetup, main_link: socket.socket, udp: list[socket.socket]
-    ) -> None:
-        """Start as worker `setup.index`: the tables from the database (read only), the
-        UDP sockets main bound, and every change to and from main (core/cluster/worker.py)."""
-        self.cluster = cluster = WorkerCluster(self, setup, main_link)
-        self.bus = WorkerBus(cluster.to_main)
-        self.bus.capture_traffic = setup.capture_traffic
-        try:
-            self.store = await Store.open(self.settings.db_path)
-        except StoreError as error:
-            raise StartError(str(error)) from None
-        await self._build()
-        self._identify(setup.bound)  # main's addresses, known before the first datagram
-        cluster.install()
-        await self.transport.adopt_udp(udp)
-        cluster.start()
-        self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
-        self._started = True
-        cluster.to_main(("ready",))
-
+    # -- TLS: the certificate and what the carriers' servers are checked against -----------
     def _load_tls(self) -> None:
-        """The TLS certificate and the carriers' CA store, loaded before anything listens:
-        a tls listener without a usable certificate is a start error (RFC 3261 §26.2.1)."""
+        """Loaded before anything listens: a tls listener without a usable certificate is a
+        start error (RFC 3261 §26.2.1), as is an unusable CA file or client certificate."""
         wants_tls = any(address.transport == "tls" for address in self.settings.listen)
         if wants_tls and self.tls.certificate is None:
             raise TlsError(
@@ -207,153 +233,13 @@ class Pbx:
     def _tls_security_event(self, action: str, source: str, detail: str) -> None:
         self.bus.publish(SecurityEvent(action, source, detail))
 
-    def _identify(self, bound: tuple[ListenAddress, ...]) -> None:
-        self.identity = ServerIdentity(self.settings.domain, bound)
-        self.route.identity = self.identity
-        self.security.set_own_addresses(self.identity.addresses)
-
-    @property
-    def is_worker(self) -> bool:
-        return self.cluster is not None and self.cluster.index != MAIN
-
-    async def _build(self) -> None:
-        settings = self.settings
-        store = self.store
-        nonce_secret = bytes.fromhex(
-            await store.get_or_create_setting("nonce_secret", lambda: secrets.token_hex(32))
-        )
-        tag_secret = bytes.fromhex(
-            await store.get_or_create_setting("tag_secret", lambda: secrets.token_hex(16))
-        )
-        stored_realm = await store.get_or_create_setting("realm", lambda: settings.realm)
-        if stored_realm != settings.realm and not self.is_worker:
-            message = (
-                f"the domain changed from {stored_realm!r} to {settings.realm!r}: SIP passwords "
-                "are stored as HA1 hashes of the realm, so every user's password must be reset "
-                "(pbxtui user passwd NAME)"
-            )
-            log.warning(message)
-            self.bus.publish(ServerEvent(message, level="warning"))
-        self.users.replace_all(await store.list_users())
-        now = self.clock()
-
-        security_settings = settings.security
-        if self.is_worker:  # each worker sees about 1/N of every source's messages
-            security_settings = divided_limits(security_settings, settings.workers)
-        self.security = Security(security_settings, self.bus, own_addresses=self.identity.addresses)
-        # A worker writes nothing itself: its changes go to main (core/cluster/worker.py).
-        writes = not self.is_worker
-        self.security.sink = _BanWriter(store) if writes else None
-        self.security.restore(await store.list_bans(active_at=now), now)
-
-        self.location = LocationService(settings.registrar, self.bus)
-        self.location.sink = _BindingWriter(store) if writes else None
-        self.location.restore(await store.load_bindings(now), now)
-        self.registrar = Registrar(settings.registrar, self.location, self.bus)
-        self.natping = NatKeepalive(settings.registrar, self.location, self.bus, settings.domain)
-
-        # Nonces name the process that issued them: each keeps its own nonce counts.
-        authenticator = DigestAuthenticator(
-            settings.realm,
-            nonce_secret,
-            settings.auth,
-            self._lookup_ha1,
-            issuer=self.cluster.index if self.cluster is not None else MAIN,
-        )
-        # A worker sends on TCP flows through main, which holds the connections.
-        cluster = self.cluster
-        send = cluster.send if isinstance(cluster, WorkerCluster) else self.transport.send
-        self.route = Route(
-            identity=self.identity,
-            bus=self.bus,
-            security=self.security,
-            authenticator=authenticator,
-            registrar=self.registrar,
-            natping=self.natping,
-            proxy=None,
-            trunks=None,
-            send=send,
-            clock=self.clock,
-            tag_secret=tag_secret,
-            user_agent=settings.user_agent,
-        )
-        # Calls (issue "Calls"): the stateful proxy, its call table, CDRs to the store.
-        calls = CallTable(
-            self.bus, settings.proxy.max_active_calls, sink=CdrWriter(store) if writes else None
-        )
-        self.proxy = Proxy(
-            settings=settings.proxy,
-            realm=settings.realm,
-            relay=self.route,
-            users=self.users,
-            location=self.location,
-            calls=calls,
-            bus=self.bus,
-            route_secret=tag_secret,
-        )
-        self.route.proxy = self.proxy
-        # Carrier trunks (issue "Carrier trunks"): inbound from carriers, outbound to gateways.
-        self.trunks = Trunks(
-            settings, proxy=self.proxy, users=self.users, bus=self.bus, srv=SrvResolver()
-        )
-        self.trunks.attach()
-        self.route.trunks = self.trunks
-        await self.reload_carriers()
-
-    def _lookup_ha1(self, username: str) -> tuple[str, str] | None:
-        user = self.users.get(username)
-        if user is None or not user.enabled or user.realm != self.settings.realm:
-            return None
-        return user.ha1_md5, user.ha1_sha256
-
-    async def reload_carriers(self) -> None:
-        """Carrier addresses get a higher flood limit; the trunks see carriers and DIDs."""
-        carriers = await self.store.list_carriers()
-        networks = [
-            address for carrier in carriers if carrier.enabled for address in carrier.addresses
-        ]
-        self.security.set_carrier_networks(networks)
-        await self.trunks.reload(carriers, await self.store.list_dids())
-
-    async def reload_tables(self) -> None:
-        """Users, carriers and DIDs, read again from the database."""
-        self.users.replace_all(await self.store.list_users())
-        await self.reload_carriers()
-
-    def tables_changed(self) -> None:
-        """The console changed users, carriers or DIDs: worker processes read them again."""
-        if isinstance(self.cluster, MainCluster):
-            self.cluster.tables_changed()
-
-    async def _reload_changed_tables(self) -> None:
-        """Another process (the CLI) wrote to the database: reload what the route reads."""
-        await self.reload_tables()
-        self.tables_changed()
-        # `pbxtui ban add/del` while we run: put the ban in force or lift it (issue "Security").
-        # Flushed first, so every ban this process made is in the store: a row of ours that is
-        # missing now was deleted by the other process.
-        await self.store.flush()
-        saved_bans = await self.store.list_bans()
-        added, lifted, refused = self.security.sync_bans(saved_bans, self.clock())
-        for ip in refused:
-            message = f"ban of {ip} ignored: it is this server's address or in the allow_list"
-            log.warning(message)
-            self.bus.publish(ServerEvent(message, level="warning"))
-        log.info(
-            "database changed elsewhere: reloaded %d users, %d bans added, %d lifted",
-            len(self.users),
-            added,
-            lifted,
-        )
-
     async def stop(self) -> None:
-        cluster = self.cluster
-        if isinstance(cluster, MainCluster):
-            await cluster.stop()
-        elif cluster is not None:
-            cluster.close()
-        if self.trunks is not None:
-            await self.trunks.close()
+        running = self._running
+        self._running = None
+        if running is not None:
+            core, duties = running
+            await duties.stop()
+            await core.close()
         if self._proxy_timer is not None:
             self._proxy_timer.cancel()
             self._proxy_timer = None
@@ -364,24 +250,19 @@ class Pbx:
                 await task
         self._tasks.clear()
         await self.transport.stop()
-        if self.store is not None:
+        if running is not None:
+            store = running[0].store
             with contextlib.suppress(Exception):
-                await self.store.flush()
-            await self.store.close()
-        self._started = False
+                await store.flush()
+            await store.close()
 
     # -- the loop's callbacks -------------------------------------------------------------
     def _on_message(self, data: bytes, flow) -> None:
+        running = self._running
+        if running is None:
+            return  # read while stopping: nobody left to answer it
         try:
-            cluster = self.cluster
-            if cluster is not None:
-                owner = owner_of(data, cluster.workers)
-                if owner != cluster.index:
-                    # Another process holds this Call-ID's state (core/cluster/affinity.py).
-                    if self.route.admit(flow, self.clock()):
-                        cluster.forward(owner, data, flow)
-                    return
-            self.route.on_message(data, flow)
+            running[1].dispatch(data, flow)
         except Exception:
             # A bug must never take the server down; it is logged with the message that hit it.
             log.exception("unhandled error routing a message from %s", flow)
@@ -389,21 +270,28 @@ class Pbx:
 
     def _on_forwarded(self, data: bytes, flow) -> None:
         """A message another process read and admitted, for a Call-ID this one owns."""
+        running = self._running
+        if running is None:
+            return
         try:
-            self.route.on_admitted(data, flow, self.clock())
+            running[0].route.on_admitted(data, flow, self.clock())
         except Exception:
             log.exception("unhandled error routing a message from %s", flow)
         self._arm_proxy_timer()
 
-    # -- the proxy's timers (issue "Calls") -----------------------------------------------
+    def _on_stream_error(self, error, flow, data: bytes) -> None:
+        if self._running is not None:
+            self._running[0].security.parse_failed(flow.remote[0], error.reason, self.clock())
+
+    # -- the proxy's timer ------------------------------------------------------------------
     def _arm_proxy_timer(self) -> None:
         """One loop timer for the proxy's earliest deadline (transaction timers, ring
         timeouts, call limits). Re-armed only when a message brought the deadline forward;
         a timer that fires early finds nothing due and re-arms for the real deadline."""
-        proxy = self.proxy
-        if proxy is None:
+        running = self._running
+        if running is None:
             return
-        deadline = proxy.next_deadline()
+        deadline = running[0].proxy.next_deadline()
         if deadline is None:
             return
         handle = self._proxy_timer
@@ -419,7 +307,7 @@ class Pbx:
     def _on_proxy_timer(self) -> None:
         self._proxy_timer = None
         try:
-            self.proxy.on_timer(self.clock())
+            self.core.proxy.on_timer(self.clock())
         except Exception:
             # A bug must not spin the loop on a deadline that stays due: retry in a second.
             log.exception("proxy timer failed")
@@ -429,9 +317,7 @@ class Pbx:
             return
         self._arm_proxy_timer()
 
-    def _on_stream_error(self, error, flow, data: bytes) -> None:
-        self.security.parse_failed(flow.remote[0], error.reason, self.clock())
-
+    # -- housekeeping -----------------------------------------------------------------------
     async def _housekeeping(self) -> None:
         while True:
             await asyncio.sleep(HOUSEKEEPING_INTERVAL)
@@ -441,26 +327,17 @@ class Pbx:
                 log.exception("housekeeping failed")
 
     def _housekeep(self, now: float) -> None:
-        cluster = self.cluster
-        worker = isinstance(cluster, WorkerCluster)
-        if not worker:
-            # Binding expiry and keep-alives are main's; workers hear the result (cluster.py).
-            if cluster is not None:
-                cluster.housekeeping(now)
-            self.registrar.expire(now)
-            self.natping.on_timeout(now)
-            for binding, request in self.natping.due(now):
-                self.route.send(request.to_bytes(), binding.target().flow)
-        self.security.expire(now)
-        self.route.expire(now)
-        self.trunks.expire(now)
+        core, duties = self._started()
+        duties.housekeep(now)  # binding expiry and keep-alives where this process has them
+        core.security.expire(now)
+        core.outbox.expire(now)
+        core.trunks.expire(now)
         self._report_shedding()
-        if worker:
-            cluster.report()
 
     def _report_shedding(self) -> None:
         """A warning a second while overloaded: how many new requests were shed, and how
         many messages of any kind were lost."""
+        _core, duties = self._started()
         shed = self.transport.shed_requests
         if shed > self._shed_reported:
             self.bus.publish(
@@ -472,7 +349,7 @@ class Pbx:
                 )
             )
             self._shed_reported = shed
-        lost = self.transport.backlog_drops + (self.cluster.links.dropped if self.cluster else 0)
+        lost = self.transport.backlog_drops + duties.lost
         if lost > self._lost_reported:
             self.bus.publish(
                 ServerEvent(
@@ -484,63 +361,18 @@ class Pbx:
             )
             self._lost_reported = lost
 
-    # -- figures for the console ----------------------------------------------------------
-    @property
-    def dropped_here(self) -> int:
-        """Messages this process never handled: from banned or flooding sources, past the UDP
-        backlog, or shed under overload."""
-        route_drops = self.route.dropped if self.route else 0
-        return route_drops + self.transport.backlog_drops + self.transport.shed_requests
+    def _started(self) -> tuple[Core, Duties]:
+        if self._running is None:
+            raise RuntimeError("the Pbx is not started")
+        return self._running
 
+    # -- figures for the console ----------------------------------------------------------
     def stats(self) -> PbxStats:
-        now = self.clock()
-        stats = PbxStats(
-            messages_in=self.transport.received_messages,
-            messages_out=self.transport.sent_messages,
-            contacts=self.location.contact_count if self.location else 0,
-            calls_up=len(self.proxy.calls) if self.proxy else 0,
-            bans=len(self.security.bans(now)) if self.security else 0,
-            users=len(self.users),
-            dropped=self.dropped_here,
-        )
-        cluster = self.cluster
-        if isinstance(cluster, MainCluster):
-            # What the workers last reported, added to main's own (TCP, keep-alives).
-            totals = cluster.totals()
-            stats.messages_in += totals.messages_in
-            stats.messages_out += totals.messages_out
-            stats.dropped += totals.dropped
-            stats.calls_up = len(cluster.calls)
+        core, duties = self._started()
+        stats = core.stats()
+        duties.add_figures(stats)
         return stats
 
     def calls(self) -> list[CallInfo]:
         """Active calls, oldest first, for the console."""
-        if isinstance(self.cluster, MainCluster):
-            return self.cluster.calls.snapshot()
-        return self.proxy.calls.snapshot() if self.proxy else []
-
-
-class _BindingWriter:
-    """Location changes → the store's batching writer (never awaited on the SIP path)."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def binding_saved(self, binding) -> None:
-        self.store.submit(UpsertBinding(binding.to_row()))
-
-    def binding_removed(self, binding) -> None:
-        # The whole row key: one Contact URI may be stored once per RFC 5626 flow (reg-id).
-        self.store.submit(DeleteBinding.of(binding.to_row()))
-
-
-class _BanWriter:
-    def __init__(self, store: Store) -> None:
-        self.store = store
-
-    def ban_saved(self, ban) -> None:
-        until = None if ban.permanent else ban.until_wall
-        self.store.submit(UpsertBan(BanRow(ban.ip, until, ban.reason, ban.count, time.time())))
-
-    def ban_removed(self, ip: str) -> None:
-        self.store.submit(DeleteBan(ip))
+        return self._started()[1].calls()

@@ -19,21 +19,18 @@ back along §18.2.2 (the top Via, as stamped with received/rport on arrival).
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
 from core.events import EventBus, SipTraffic
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.outbox import Outbox
+from core.proxy.decisions import Refuse, ToUser
 from core.sip.errors import SipParseError
-from core.sip.fields import Via
-from core.sip.message import Request, Response, make_response
+from core.sip.message import Request, Response
 from core.sip.parser import parse_message
 from core.sip.uri import SipUri, TelUri
-
-Sender = Callable[[bytes, Flow], bool]
 
 ALLOWED_METHODS = (
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, NOTIFY, PRACK, REFER"
@@ -60,8 +57,6 @@ KNOWN_METHODS = frozenset(
 ROUTABLE_METHODS = frozenset(
     {"INVITE", "MESSAGE", "OPTIONS", "INFO", "NOTIFY", "REFER", "SUBSCRIBE"}
 )
-REPLY_CACHE_SECONDS = 32.0  # Timer J (64*T1): how long a UDP retransmission can still arrive
-REPLY_CACHE_SIZE = 65_536
 
 
 class Proxy(Protocol):
@@ -77,26 +72,10 @@ class Proxy(Protocol):
 
 
 class Trunks(Protocol):
+    """What the route asks of the carrier trunks (core/trunks/trunks.py)."""
+
     def is_carrier(self, ip: str) -> bool: ...
-    def inbound(self, request: Request, flow: Flow, now: float) -> None: ...
-
-
-def response_flow(via: Via | None, flow: Flow) -> Flow:
-    """Where a response goes (RFC 3261 §18.2.2, RFC 3581 §4).
-
-    Over TCP: the connection the request came on (the transport reopens towards the source if
-    it closed). Over UDP: the address in `received` (we always stamp it when sent-by differs
-    from the source) and the rport if the client asked for one, else the sent-by port.
-    """
-    if flow.transport != "udp" or via is None:
-        return flow
-    if via.wants_rport:
-        return flow
-    host = via.received or via.host
-    port = via.port or 5060
-    if (host, port) == flow.remote:
-        return flow
-    return Flow("udp", (host, port), flow.local)
+    def inbound(self, request: Request) -> Refuse | ToUser: ...
 
 
 def stamp_via(request: Request, flow: Flow) -> None:
@@ -120,7 +99,8 @@ def stamp_via(request: Request, flow: Flow) -> None:
 
 
 class Route:
-    """The request route. Construct once per Pbx; `on_message` is the transport's callback."""
+    """The request route. Construct once per process, last: it calls every other part.
+    `on_message` is the transport's callback; everything it sends goes through `outbox`."""
 
     def __init__(
         self,
@@ -131,12 +111,10 @@ class Route:
         authenticator,  # core.security.auth.DigestAuthenticator
         registrar,  # core.registrar.registrar.Registrar
         natping,  # core.registrar.natping.NatKeepalive
-        proxy: Proxy | None,
-        trunks: Trunks | None,
-        send: Sender,
+        proxy: Proxy,
+        trunks: Trunks,
+        outbox: Outbox,
         clock: Callable[[], float],
-        tag_secret: bytes,
-        user_agent: str = "pbxtui",
     ) -> None:
         self.identity = identity
         self.bus = bus
@@ -146,14 +124,8 @@ class Route:
         self.natping = natping
         self.proxy = proxy
         self.trunks = trunks
-        self._send = send
+        self.outbox = outbox
         self.clock = clock
-        self._tag_key = hashlib.blake2b(b"pbxtui to-tag", key=tag_secret[:64]).digest()
-        self.server_header = ("Server", user_agent)
-        self._reply_cache: OrderedDict[tuple[str, str, int | None, str], tuple[float, bytes]] = (
-            OrderedDict()
-        )
-        self.answered_locally = 0
         self.dropped = 0
 
     # -- the route ------------------------------------------------------------------------
@@ -186,7 +158,7 @@ class Route:
             self._on_request(message, flow, now)
 
     def _on_request(self, request: Request, flow: Flow, now: float) -> None:
-        if self._resend_cached_reply(request, flow, now):
+        if self.outbox.resend_cached_reply(request, flow, now):
             return
         if not self._reqinit(request, flow, now):
             return
@@ -199,13 +171,13 @@ class Route:
             return
         if request.method == "ACK":
             return  # an ACK outside any dialog or transaction has nowhere to go (§17.2.3)
-        if self.proxy is not None and self.proxy.absorb_retransmission(request, flow, now):
+        if self.proxy.absorb_retransmission(request, flow, now):
             return
         if self._to_us_without_user(request) and request.method != "REGISTER":
             self._answer_ourselves(request, flow)
             return
-        if self.trunks is not None and self.trunks.is_carrier(flow.remote[0]):
-            self.trunks.inbound(request, flow, now)
+        if self.trunks.is_carrier(flow.remote[0]):
+            self._from_carrier(request, flow, now)
             return
         username = self._authenticate(request, flow, now)
         if username is None:
@@ -221,14 +193,14 @@ class Route:
         self.security.parse_failed(flow.remote[0], error.reason, now)
         partial = error.partial
         if isinstance(partial, Request) and partial.method != "ACK":
-            self.reply(partial, flow, error.status, error.reason)
+            self.outbox.reply(partial, flow, error.status, error.reason)
 
     def _reqinit(self, request: Request, flow: Flow, now: float) -> bool:
         """Scanner UAs, Max-Forwards, sanity (core/security). False when already handled."""
         verdict = self.security.reqinit(request, flow, now)
         response = getattr(verdict, "response", None)
         if response is not None:
-            self.send_response(response, flow)
+            self.outbox.send_response(response, flow)
             return False
         return verdict is self.security.CONTINUE
 
@@ -240,7 +212,7 @@ class Route:
         """Requests addressed to the server itself: OPTIONS keep-alives get 200 (RFC 3261 §11)."""
         method = request.method
         if method == "OPTIONS":
-            self.reply(
+            self.outbox.reply(
                 request,
                 flow,
                 200,
@@ -254,25 +226,27 @@ class Route:
             )
         elif method == "INVITE":
             # Calls: a call to the domain with no user part is a number not dialled (yet).
-            self.reply(request, flow, 484)
+            self.outbox.reply(request, flow, 484)
         elif method in KNOWN_METHODS:
-            self.reply(request, flow, 405, extra=[("Allow", "OPTIONS, REGISTER")])
+            self.outbox.reply(request, flow, 405, extra=[("Allow", "OPTIONS, REGISTER")])
         else:
-            self.reply(request, flow, 501)
+            self.outbox.reply(request, flow, 501)
+
+    def _from_carrier(self, request: Request, flow: Flow, now: float) -> None:
+        """Step 5: a trusted carrier's request goes to the user its DID names, or is refused."""
+        decision = self.trunks.inbound(request)
+        if isinstance(decision, Refuse):
+            self.outbox.reply(request, flow, decision.status, decision.reason, decision.extra)
+            return
+        request.uri = decision.uri
+        self.proxy.route_to_user(request, None, flow, now)
 
     def _in_dialog(self, request: Request, flow: Flow, now: float) -> None:
-        if request.method == "ACK" and request.to_tag == self.local_tag(request):
+        if request.method == "ACK" and request.to_tag == self.outbox.local_tag(request):
             return  # the ACK of a final response we generated ourselves (§17.2.1): absorbed
-        if self.proxy is None:
-            if request.method != "ACK":
-                self.reply(request, flow, 481)
-            return
         self.proxy.in_dialog(request, flow, now)
 
     def _cancel(self, request: Request, flow: Flow, now: float) -> None:
-        if self.proxy is None:
-            self.reply(request, flow, 481)
-            return
         self.proxy.cancel(request, flow, now)
 
     def _authenticate(self, request: Request, flow: Flow, now: float) -> str | None:
@@ -291,142 +265,33 @@ class Route:
             self.security.auth_failed(ip, result.claimed_user or "", request.user_agent or "", now)
         challenge = result.challenge
         if challenge is not None:
-            self._retag(challenge, request)
-            self.send_response(challenge, flow, request)
+            self.outbox.retag(challenge, request)
+            self.outbox.send_response(challenge, flow, request)
         return None
 
     def _register(self, request: Request, username: str, flow: Flow, now: float) -> None:
         if not self.identity.is_us(request.uri):
-            self.reply(request, flow, 403, "Not our domain")
+            self.outbox.reply(request, flow, 403, "Not our domain")
             return
         response = self.registrar.register(request, username, flow, now)
-        self._retag(response, request)
-        self.send_response(response, flow, request)
+        self.outbox.retag(response, request)
+        self.outbox.send_response(response, flow, request)
 
     def _route_from_user(self, request: Request, username: str, flow: Flow, now: float) -> None:
         method = request.method
         if method not in KNOWN_METHODS:
-            self.reply(request, flow, 501)
+            self.outbox.reply(request, flow, 501)
             return
         if method not in ROUTABLE_METHODS:
-            self.reply(request, flow, 405, extra=[("Allow", ALLOWED_METHODS)])
+            self.outbox.reply(request, flow, 405, extra=[("Allow", ALLOWED_METHODS)])
             return
         uri = request.uri
         if not isinstance(uri, SipUri | TelUri):
-            self.reply(request, flow, 416)
-            return
-        if self.proxy is None:
-            self.reply(request, flow, 480)
+            self.outbox.reply(request, flow, 416)
             return
         self.proxy.route_to_user(request, username, flow, now)
 
     def _on_response(self, response: Response, flow: Flow, now: float) -> None:
         if self.natping.on_response(response, now):
             return
-        if self.proxy is not None:
-            self.proxy.on_response(response, flow, now)
-
-    # -- sending --------------------------------------------------------------------------
-    def local_tag(self, request: Request) -> str:
-        """The To-tag of every final response we generate for this request's Call-ID.
-
-        Deterministic (an HMAC of the Call-ID and From-tag), so the ACK of our own 407 or 404
-        is recognised without keeping state per request.
-        """
-        try:
-            from_tag = request.from_tag
-        except SipParseError:  # a request answered with 400 because its From is broken
-            from_tag = request.headers.get("from")
-        key = f"{request.call_id}|{from_tag}".encode("utf-8", "surrogateescape")
-        # Keyed BLAKE2b: a MAC in one C call (hmac.digest runs interpreted code around it).
-        return "pbx" + hashlib.blake2b(key, key=self._tag_key, digest_size=7).hexdigest()[:13]
-
-    def _retag(self, response: Response, request: Request) -> None:
-        """Give a locally built final response our deterministic To-tag (§8.2.6.2)."""
-        if request.to_tag is not None or response.status < 200:
-            return
-        to = request.headers.get("to")
-        if to is not None:
-            response.headers.set("To", f"{to};tag={self.local_tag(request)}")
-
-    def reply(
-        self,
-        request: Request,
-        flow: Flow,
-        status: int,
-        reason: str | None = None,
-        extra: list[tuple[str, str]] | None = None,
-    ) -> None:
-        """Answer a request ourselves (no ACK is ever answered: §17)."""
-        if request.method == "ACK":
-            return
-        try:
-            in_dialog = request.to_tag is not None
-        except SipParseError:  # answering a request whose To is what is broken
-            in_dialog = False
-        tag = None if in_dialog else self.local_tag(request)
-        headers = [self.server_header]
-        if extra:
-            headers.extend(extra)
-        response = make_response(request, status, reason, to_tag=tag, extra=headers)
-        self.send_response(response, flow, request)
-
-    def send_response(self, response: Response, flow: Flow, request: Request | None = None) -> None:
-        """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""
-        data = response.to_bytes()
-        # A response we built carries the request's (stamped) top Via: reuse its parsed view.
-        via = request.top_via if request is not None else response.top_via
-        destination = response_flow(via, flow)
-        self.answered_locally += 1
-        self.send(data, destination)
-        if request is not None and flow.transport == "udp" and response.status >= 200:
-            key = self._reply_key(request)
-            if key is not None:
-                cache = self._reply_cache
-                cache[key] = (self.clock() + REPLY_CACHE_SECONDS, data)
-                if len(cache) > REPLY_CACHE_SIZE:
-                    cache.popitem(last=False)
-
-    def send(self, data: bytes, flow: Flow) -> bool:
-        if self.bus.capture_traffic:
-            self.bus.publish(SipTraffic("out", flow.transport, flow.remote, flow.local, data))
-        return self._send(data, flow)
-
-    # -- retransmissions of locally answered requests -----------------------------------
-    @staticmethod
-    def _reply_key(request: Request) -> tuple[str, str, int | None, str] | None:
-        """§17.2.3 matching: branch, sent-by and method (ACK excluded: it is never answered)."""
-        try:
-            via = request.top_via
-        except SipParseError:
-            return None
-        if via is None or not via.is_rfc3261_branch or request.method == "ACK":
-            return None
-        return (via.branch or "", via.host, via.port, request.method)
-
-    def _resend_cached_reply(self, request: Request, flow: Flow, now: float) -> bool:
-        """A UDP retransmission of a request we already answered gets the same answer
-        (the server transaction's job, §17.2.2), instead of being processed twice."""
-        if flow.transport != "udp" or not self._reply_cache:
-            return False
-        key = self._reply_key(request)
-        if key is None:
-            return False
-        cached = self._reply_cache.get(key)
-        if cached is None:
-            return False
-        expires, data = cached
-        if expires < now:
-            del self._reply_cache[key]
-            return False
-        self.send(data, response_flow(request.top_via, flow))
-        return True
-
-    def expire(self, now: float) -> None:
-        """Drop cached replies past Timer J (called about once a second)."""
-        cache = self._reply_cache
-        while cache:
-            key, (expires, _data) = next(iter(cache.items()))
-            if expires >= now:
-                break
-            del cache[key]
+        self.proxy.on_response(response, flow, now)

@@ -26,7 +26,7 @@ from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.screen import Screen
 
-from core.pbx import Pbx, StartError
+from core.pbx import Pbx, StartError, role_for
 from core.settings import Settings
 from pbxtui.run import settle_after_start
 from screens.base import PbxPane
@@ -60,8 +60,8 @@ class PbxApp(App[None]):
         self.settings = settings
         self.require_login = require_login
         self.freeze_gc = freeze_gc
-        self.pbx = Pbx(settings)
-        self.pbx.quiet_workers = True  # the console owns the terminal
+        # The console owns the terminal: worker processes started under it stay quiet.
+        self.pbx = Pbx(settings, role=role_for(settings, quiet_workers=True))
         self.state = ConsoleState(self.pbx)
         self.ready = False
         self.locked = False

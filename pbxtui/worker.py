@@ -63,27 +63,26 @@ def main(argv: list[str]) -> int:
 async def _serve(
     setup: WorkerSetup, settings: Settings, fds: list[int], link: socket.socket
 ) -> int:
-    from core.cluster.worker import WorkerCluster
+    from core.cluster.worker import WorkerRole
     from core.pbx import Pbx, StartError
 
     index = setup.index
     udp = [socket.socket(fileno=fd) for fd in fds]
-    pbx = Pbx(settings)
+    role = WorkerRole(setup, link, udp)
+    pbx = Pbx(settings, role=role)
     try:
-        await pbx.start_worker(setup, link, udp)
+        await pbx.start()
     except StartError as error:
         print(f"pbxtui worker {index}: {error}", file=sys.stderr)
         return 1
-    cluster = pbx.cluster
-    assert isinstance(cluster, WorkerCluster)
     root = logging.getLogger()
-    root.handlers[:] = [LinkLogHandler(cluster.to_main)]
+    root.handlers[:] = [LinkLogHandler(role.to_main)]
     root.setLevel(logging.INFO)
     loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, cluster.stopped.set)
+    loop.add_signal_handler(signal.SIGTERM, role.stopped.set)
     settle_after_start(loop)
     try:
-        await cluster.stopped.wait()
+        await role.stopped.wait()
     finally:
         with contextlib.suppress(Exception):
             loop.remove_signal_handler(signal.SIGTERM)

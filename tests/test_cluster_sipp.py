@@ -26,7 +26,7 @@ from test_proxy_sipp import call, call_events, invite_answers, register_port, st
 from test_trunks_sipp import CARRIER_IP, wait_until_bound
 
 from core.cluster.affinity import owner_of
-from core.cluster.main import MainCluster
+from core.cluster.main import MainDuties
 from core.events import ContactRegistered, SecurityEvent, ServerEvent, SourceBanned
 from core.pbx import Pbx
 from core.settings import AuthSettings, DialplanSettings, RegistrarSettings, SecuritySettings
@@ -51,9 +51,9 @@ async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
         await server.stop()
 
 
-def cluster_of(pbx: Pbx) -> MainCluster:
-    assert isinstance(pbx.cluster, MainCluster)
-    return pbx.cluster
+def cluster_of(pbx: Pbx) -> MainDuties:
+    assert isinstance(pbx.duties, MainDuties)
+    return pbx.duties
 
 
 def feed(pbx: Pbx) -> list:

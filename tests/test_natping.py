@@ -51,6 +51,7 @@ class World:
         self.bus = EventBus()
         self.location = LocationService(settings, self.bus)
         self.keepalive = NatKeepalive(settings, self.location, self.bus, "pbx.test")
+        self.location.sinks.append(self.keepalive)
 
     def unreachable_events(self) -> list[ContactUnreachable]:
         events = self.bus.feed.read_since(0)[0]
@@ -141,6 +142,7 @@ def test_outstanding_pings_are_bounded() -> None:
     bus = EventBus()
     location = LocationService(settings, bus)
     keepalive = NatKeepalive(settings, location, bus, "pbx.test", max_outstanding=2)
+    location.sinks.append(keepalive)
     for host in range(3):
         location.save(nated(f"sip:alice@192.168.1.{host + 10}"))
 

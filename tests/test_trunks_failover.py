@@ -75,18 +75,19 @@ def build(**alice: object) -> tuple[Proxy, Trunks, Wire, EventBus]:
     users = UserDirectory(
         [make_user("alice", "alice-secret-1", DOMAIN, outbound_policy="national", **alice)]  # type: ignore[arg-type]
     )
+    calls = CallTable(bus, 100)
+    trunks = Trunks(settings, identity=wire.identity, users=users, calls=calls, bus=bus)
     proxy = Proxy(
         settings=ProxySettings(),
         realm=DOMAIN,
         relay=wire,
         users=users,
         location=LocationService(settings.registrar, bus),
-        calls=CallTable(bus, 100),
+        calls=calls,
         bus=bus,
         route_secret=b"secret",
+        carriers=trunks,
     )
-    trunks = Trunks(settings, proxy=proxy, users=users, bus=bus)
-    trunks.attach()
     trunks.load(
         [
             CarrierRow("first", (f"{FIRST[0]}/32",), gateway=f"{FIRST[0]}:{FIRST[1]}", priority=1),

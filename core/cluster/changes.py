@@ -51,7 +51,6 @@ from core.sip.uri import parse_hostport
 from core.store.database import BanRow, BindingRow, CdrRow
 
 if TYPE_CHECKING:
-    from core.pbx import Pbx
     from core.security.guard import Security
     from core.trunks.tollfraud import CallLimiter
     from core.users import UserDirectory
@@ -388,48 +387,3 @@ class WorkerSetup:
     workers: int
     bound: tuple[ListenAddress, ...]  # main's listen addresses, for Via and Record-Route
     capture_traffic: bool  # the console's Traffic pane wants every message
-
-
-class ClusterSide:
-    """One process's end of the cluster: its links, what it forwards, what it applies.
-    `core/cluster/main.py` and `core/cluster/worker.py` add what each side does alone."""
-
-    def __init__(self, pbx: Pbx, index: int, workers: int) -> None:
-        self.pbx = pbx
-        self.index = index
-        self.workers = workers
-        self.links = Links(self._on_link_message, self._on_link_lost)
-        self.replicator = Replicator(self.links, index)
-        self.forwarded = 0
-
-    def install(self) -> None:
-        """Once the Pbx is built: apply others' changes to its tables, send its own."""
-        pbx = self.pbx
-        self.changes = ChangeApplier(
-            self.replicator,
-            location=pbx.location,
-            security=pbx.security,
-            limiter=pbx.trunks.limiter,
-            users=pbx.users,
-            clock=pbx.clock,
-        )
-        pbx.location.sinks.append(BindingReplicator(self.replicator))
-        pbx.trunks.limiter.listener = LimiterReplicator(self.replicator)
-
-    def forward(self, owner: int, data: bytes, flow: Flow) -> None:
-        """A message read here for a Call-ID `owner` holds (core/cluster/affinity.py)."""
-        self.forwarded += 1
-        self.links.send(owner, ("sip", data, flow_fields(flow)))
-
-    def _on_link_message(self, peer: int, message: Message, fds: list[int]) -> None:
-        if message[0] == "sip":
-            # Queued and shed like a datagram read here, then routed as admitted.
-            self.pbx.transport.enqueue_datagram(message[1], flow_of(message[2]), True)
-        else:
-            self._on_side_message(peer, message, fds)
-
-    def _on_side_message(self, peer: int, message: Message, fds: list[int]) -> None:
-        raise NotImplementedError
-
-    def _on_link_lost(self, peer: int) -> None:
-        raise NotImplementedError

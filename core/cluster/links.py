@@ -62,6 +62,16 @@ def receive_blocking(sock: socket.socket, timeout: float) -> tuple[Message, list
     return message, _passed_fds(ancillary)
 
 
+def _unheard(peer: int, message: Message, fds: list[int]) -> None:
+    log.warning("message %r from process %d before anyone listened", message[:1], peer)
+    for fd in fds:
+        socket.close(fd)
+
+
+def _no_loss_heard(peer: int) -> None:
+    log.warning("link to process %d lost before anyone listened", peer)
+
+
 def _passed_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     fds = array.array("i")
     for level, kind, data in ancillary:
@@ -78,7 +88,9 @@ class Links:
     each, which at a few messages per REGISTER was most of what the cluster cost.
     """
 
-    def __init__(self, on_message: MessageHandler, on_lost: LostHandler) -> None:
+    def __init__(
+        self, on_message: MessageHandler = _unheard, on_lost: LostHandler = _no_loss_heard
+    ) -> None:
         self.on_message = on_message
         self.on_lost = on_lost
         self._socks: dict[int, socket.socket] = {}
@@ -88,6 +100,13 @@ class Links:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.received = 0
         self.dropped = 0  # a peer's buffer was full or the peer was gone
+
+    def listen(self, on_message: MessageHandler, on_lost: LostHandler) -> None:
+        """Who handles what arrives, and a peer that went away. Links send from the start;
+        nothing is read from them before this (a worker's link to main waits in its socket
+        until the worker's core is built)."""
+        self.on_message = on_message
+        self.on_lost = on_lost
 
     def __contains__(self, peer: object) -> bool:
         return peer in self._socks

@@ -1,21 +1,24 @@
-"""The main process's side of the cluster: starts the workers and takes in what they report.
+"""The main process's role beside worker processes: it starts them and takes in what they report.
 
 See core/cluster/changes.py for the layout. Main reads no UDP itself once workers run; it hands the
 messages of its TCP connections to their owners, writes what workers send on TCP flows,
 stores their bindings, bans and CDRs, passes their changes on to the other workers, and
-shows their events, calls and figures in the console.
+shows their events, calls and figures in the console. The per-server duties (the store's
+writer, binding expiry, NAT keep-alives) are main's, as in a standalone process.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
 
+from core.accounting.cdrs import CdrWriter
+from core.assembly import Core, PbxStats, Sinks
 from core.cluster.affinity import MAIN
 from core.cluster.changes import (
     BanReplicator,
-    ClusterSide,
+    BindingReplicator,
+    LimiterReplicator,
     RemoteCalls,
     WorkerFigures,
     WorkerSetup,
@@ -24,21 +27,89 @@ from core.cluster.changes import (
 )
 from core.cluster.links import Message
 from core.cluster.pool import WorkerPool
-from core.events import CallEvent, ServerEvent
-from core.store.database import InsertCdr
-
-if TYPE_CHECKING:
-    from core.pbx import Pbx
+from core.cluster.side import ClusterDuties, ClusterRole
+from core.events import CallEvent, EventBus, ServerEvent
+from core.net.transport import Transport
+from core.outbox import Sender
+from core.proxy.calls import CallInfo
+from core.registrar.location import BindingSink
+from core.registrar.natping import NatKeepalive
+from core.roles import ServerDuties, announce_on
+from core.settings import ListenAddress, SecuritySettings, Settings
+from core.store.database import InsertCdr, Store
+from core.store.sinks import BanWriter, BindingWriter
 
 log = logging.getLogger("pbxtui.cluster")
 
 
-class MainCluster(ClusterSide):
-    def __init__(self, pbx: Pbx, *, quiet: bool) -> None:
-        super().__init__(pbx, MAIN, pbx.settings.workers)
+class MainRole(ClusterRole):
+    """The main process of `[server] workers` processes. `quiet`: the console owns the
+    terminal, so the workers write nothing to stderr."""
+
+    def __init__(self, settings: Settings, *, quiet: bool = False) -> None:
+        super().__init__(MAIN, settings.workers)
+        self.settings = settings
+        self.quiet = quiet
+        self.bus = EventBus(settings.events.traffic_capacity, settings.events.feed_capacity)
+
+    def listen(self, settings: Settings) -> tuple[ListenAddress, ...]:
+        return tuple(settings.listen)
+
+    def limits(self, settings: SecuritySettings) -> SecuritySettings:
+        return settings
+
+    def sinks(self, store: Store) -> Sinks:
+        """Main's changes go to every worker; bans and CDRs are stored as well."""
+        replicator = self.replicator
+        return Sinks(
+            bans=BanReplicator(replicator, BanWriter(store)),
+            calls=CdrWriter(store),
+            limiter=LimiterReplicator(replicator),
+        )
+
+    def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
+        return [BindingWriter(store), keepalive, BindingReplicator(self.replicator)]
+
+    def sender(self, transport: Transport) -> Sender:
+        return transport.send
+
+    def announce(self, message: str) -> None:
+        announce_on(self.bus, message)
+
+    def tables_changed(self) -> None:
+        """Users, carriers or DIDs changed in the database: workers read them again."""
+        self.links.broadcast(("reload",))
+
+    async def bind(self, transport: Transport, listen: tuple[ListenAddress, ...]) -> None:
+        # The workers read the UDP sockets; main only sends from them.
+        await transport.start(listen, read_udp=False)
+
+    def bound(self, transport: Transport) -> tuple[ListenAddress, ...]:
+        return tuple(transport.bound)
+
+    async def start(self, core: Core) -> MainDuties:
+        duties = MainDuties(self, core, ServerDuties(core, self.tables_changed))
+        try:
+            await duties.start()
+        except Exception as error:
+            await duties.stop()
+            raise RuntimeError(f"cannot start the worker processes: {error}") from None
+        listening = ", ".join(map(str, core.transport.bound))
+        self.bus.publish(ServerEvent(f"listening on {listening}, {self.workers} worker processes"))
+        return duties
+
+
+class MainDuties(ClusterDuties):
+    """Main at run time: the workers' pool, their figures and calls, their messages."""
+
+    def __init__(self, role: MainRole, core: Core, server: ServerDuties) -> None:
+        super().__init__(role, core)
+        self.server = server
+        self.bus = role.bus
+        self.settings = role.settings
         self.figures: dict[int, WorkerFigures] = {}
-        proxy_settings = pbx.settings.proxy
-        self.calls = RemoteCalls(
+        proxy_settings = role.settings.proxy
+        self.remote_calls = RemoteCalls(
             proxy_settings.max_active_calls * self.workers,
             proxy_settings.max_call_seconds + proxy_settings.invite_timeout + 60.0,
         )
@@ -46,67 +117,56 @@ class MainCluster(ClusterSide):
             self.workers,
             self.links,
             self._start_messages,
-            [sock.fileno() for sock in pbx.transport.udp_sockets],
-            quiet=quiet,
+            [sock.fileno() for sock in core.transport.udp_sockets],
+            quiet=role.quiet,
             on_event=self._server_event,
         )
 
-    def _start_messages(self, index: int) -> list[Message]:
-        """What a worker is told as it starts: its setup, then the outbound calls the other
-        workers are carrying, so that one started again holds the toll-fraud limits too."""
-        pbx = self.pbx
-        bound = tuple(pbx.transport.bound)
-        setup = WorkerSetup(index, self.workers, bound, pbx.bus.capture_traffic)
-        messages: list[Message] = [("init", setup, pbx.settings)]
-        calls, windows = pbx.trunks.limiter.snapshot()
-        if calls or windows:
-            messages.append(("limits", (calls, windows)))
-        return messages
-
-    def install(self) -> None:
-        """Main's changes go to every worker: bindings, bans, outbound call counts. Bans are
-        stored as well, by the store's writer behind the replicator."""
-        super().install()
-        security = self.pbx.security
-        security.sink = BanReplicator(self.replicator, security.sink)
-
     async def start(self) -> None:
         # Bindings and bans written so far must be in the file the workers load.
-        await self.pbx.store.flush()
-        self.install()
+        await self.core.store.flush()
         await self.pool.start()
 
     async def stop(self) -> None:
         await self.pool.stop()
 
-    # -- messages ---------------------------------------------------------------------------
-    def tables_changed(self) -> None:
-        """Users, carriers or DIDs changed in the database: workers read them again."""
-        self.links.broadcast(("reload",))
+    def _start_messages(self, index: int) -> list[Message]:
+        """What a worker is told as it starts: its setup, then the outbound calls the other
+        workers are carrying, so that one started again holds the toll-fraud limits too."""
+        core = self.core
+        bound = tuple(core.transport.bound)
+        setup = WorkerSetup(index, self.workers, bound, self.bus.capture_traffic)
+        messages: list[Message] = [("init", setup, self.settings)]
+        calls, windows = core.trunks.limiter.snapshot()
+        if calls or windows:
+            messages.append(("limits", (calls, windows)))
+        return messages
 
+    # -- messages ---------------------------------------------------------------------------
     def _on_side_message(self, worker: int, message: Message, fds: list[int]) -> None:
-        pbx = self.pbx
+        core = self.core
         kind = message[0]
         if kind == "send":
-            pbx.transport.send(message[1], flow_of(message[2]))
+            core.transport.send(message[1], flow_of(message[2]))
             return
         if kind == "event":
             event = message[1]
             if type(event) is CallEvent:
-                self.calls.follow(event, worker)
+                self.remote_calls.follow(event, worker)
             # Main's own listeners (the trunks) follow it quietly: the worker sends its
             # changes itself.
-            self.replicator.applying = True
+            replicator = self.changes.replicator
+            replicator.applying = True
             try:
-                pbx.bus.publish(event)
+                self.bus.publish(event)
             finally:
-                self.replicator.applying = False
+                replicator.applying = False
             return
         if self.changes.apply(message):
             self.links.broadcast(message, skip=worker)  # to the other workers, as it came
             return
         if kind == "cdr":
-            pbx.store.submit(InsertCdr(message[1]))
+            core.store.submit(InsertCdr(message[1]))
         elif kind == "stats":
             self.figures[worker] = WorkerFigures(*message[1:])
         elif kind == "log":
@@ -132,15 +192,14 @@ class MainCluster(ClusterSide):
         on end to end, uncounted: a limit too loose for a while beats a user locked out.)
         Every call counted in is here: its CallEvent travels with its count, and the proxy
         ends a call before `RemoteCalls` would forget it."""
-        pbx = self.pbx
         now = time.time()
-        for info in self.calls.forget_worker(worker):
+        for info in self.remote_calls.forget_worker(worker):
             cdr, event = lost_call(info, now)
-            pbx.store.submit(InsertCdr(cdr))
-            pbx.bus.publish(event)
+            self.core.store.submit(InsertCdr(cdr))
+            self.bus.publish(event)
 
     def _server_event(self, message: str, level: str) -> None:
-        self.pbx.bus.publish(ServerEvent(message, level=level))
+        self.bus.publish(ServerEvent(message, level=level))
 
     # -- figures ----------------------------------------------------------------------------
     def totals(self) -> WorkerFigures:
@@ -152,5 +211,17 @@ class MainCluster(ClusterSide):
             total.forwarded += figures.forwarded
         return total
 
-    def housekeeping(self, now: float) -> None:
-        self.calls.sweep(now)
+    def add_figures(self, stats: PbxStats) -> None:
+        """What the workers last reported, added to main's own (TCP, keep-alives)."""
+        totals = self.totals()
+        stats.messages_in += totals.messages_in
+        stats.messages_out += totals.messages_out
+        stats.dropped += totals.dropped
+        stats.calls_up = len(self.remote_calls)
+
+    def calls(self) -> list[CallInfo]:
+        return self.remote_calls.snapshot()
+
+    def housekeep(self, now: float) -> None:
+        self.remote_calls.sweep(now)
+        self.server.housekeep(now)

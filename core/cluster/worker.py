@@ -1,9 +1,10 @@
-"""A worker process's side of the cluster: its links, and what it reports to main.
+"""A worker process's role: its links, and what it reports to main.
 
 See core/cluster/changes.py for the layout. A worker handles the messages whose Call-ID it owns,
 hands the others to their owners, sends its changes (bindings, bans, outbound call counts),
-events and CDRs to main, and applies the changes main passes on. It stops when its link to
-main closes: main stopped or died, and a worker on its own would serve stale tables.
+events and CDRs to main, and applies the changes main passes on. It writes nothing itself and
+has none of the per-server duties (binding expiry, keep-alives: main's). It stops when its link
+to main closes: main stopped or died, and a worker on its own would serve stale tables.
 """
 
 from __future__ import annotations
@@ -11,68 +12,122 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import TYPE_CHECKING
 
+from core.assembly import Core, Sinks
 from core.cluster.affinity import MAIN
-from core.cluster.changes import BanReplicator, CdrForwarder, ClusterSide, WorkerSetup, flow_fields
+from core.cluster.changes import (
+    BanReplicator,
+    BindingReplicator,
+    CdrForwarder,
+    LimiterReplicator,
+    WorkerBus,
+    WorkerSetup,
+    divided_limits,
+    flow_fields,
+)
 from core.cluster.links import Message
+from core.cluster.side import ClusterDuties, ClusterRole
 from core.net.flow import Flow
-
-if TYPE_CHECKING:
-    from core.pbx import Pbx
+from core.net.transport import Transport
+from core.outbox import Sender
+from core.registrar.location import BindingSink
+from core.registrar.natping import NatKeepalive
+from core.settings import ListenAddress, SecuritySettings, Settings
+from core.store.database import Store
 
 log = logging.getLogger("pbxtui.cluster")
 
 
-class WorkerCluster(ClusterSide):
-    def __init__(self, pbx: Pbx, setup: WorkerSetup, main_link: socket.socket) -> None:
-        super().__init__(pbx, setup.index, setup.workers)
-        # What main sends waits in the socket until this worker's tables are loaded and its
-        # sinks installed (`start`); what this worker sends goes at once.
+class WorkerRole(ClusterRole):
+    """Worker `setup.index`, given its link to main and the UDP sockets main bound. Build it
+    on the event loop: what it sends to main goes at once; what main sends waits in the
+    socket until the core is built and listening (`start`)."""
+
+    def __init__(self, setup: WorkerSetup, main_link: socket.socket, udp: list[socket.socket]):
+        super().__init__(setup.index, setup.workers)
+        self.setup = setup
+        self.udp = udp
         self.links.attach(MAIN, main_link, read=False)
-        self.stopped = asyncio.Event()
-        self._reload: asyncio.Task[None] | None = None
-        self._reload_again = False
+        self.bus = WorkerBus(self.to_main)
+        self.bus.capture_traffic = setup.capture_traffic
+        self.stopped = asyncio.Event()  # the link to main closed
 
     def to_main(self, message: Message) -> bool:
         return self.links.send(MAIN, message)
 
-    def install(self) -> None:
-        """After the Pbx is built (with no store writers): changes go to main, CDRs too, and
-        keep-alives are main's (the worker's keep-alive leaves the location's listeners)."""
-        super().install()
-        pbx = self.pbx
-        location = pbx.location
-        if pbx.natping in location.sinks:
-            location.sinks.remove(pbx.natping)
-        pbx.security.sink = BanReplicator(self.replicator, None)
-        pbx.proxy.calls.sink = CdrForwarder(self.links)
+    def listen(self, settings: Settings) -> tuple[ListenAddress, ...]:
+        return self.setup.bound  # main's addresses, known before the first datagram
 
-    def start(self) -> None:
+    def limits(self, settings: SecuritySettings) -> SecuritySettings:
+        """Each worker sees about 1/N of every source's messages."""
+        return divided_limits(settings, self.workers)
+
+    def sinks(self, store: Store) -> Sinks:
+        """Every change goes to main, which stores it; so do CDRs."""
+        replicator = self.replicator
+        return Sinks(
+            bans=BanReplicator(replicator, None),
+            calls=CdrForwarder(self.links),
+            limiter=LimiterReplicator(replicator),
+        )
+
+    def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
+        return [BindingReplicator(self.replicator)]  # keep-alives are main's
+
+    def sender(self, transport: Transport) -> Sender:
+        """UDP from the shared socket, TCP through main's connection."""
+        to_main = self.to_main
+
+        def send(data: bytes, flow: Flow) -> bool:
+            if flow.transport == "udp":
+                return transport.send(data, flow)
+            return to_main(("send", data, flow_fields(flow)))
+
+        return send
+
+    def announce(self, message: str) -> None:
+        """Main gives the server's warnings, once."""
+        log.debug("%s", message)
+
+    def tables_changed(self) -> None:
+        """A worker changes no tables: main tells the workers."""
+
+    async def bind(self, transport: Transport, listen: tuple[ListenAddress, ...]) -> None:
+        await transport.adopt_udp(self.udp)
+
+    def bound(self, transport: Transport) -> tuple[ListenAddress, ...]:
+        return self.setup.bound
+
+    async def start(self, core: Core) -> WorkerDuties:
         """Tables loaded, sinks installed, sockets read: take in what main sent meanwhile."""
+        duties = WorkerDuties(self, core)
         self.links.read(MAIN)
+        self.to_main(("ready",))
+        return duties
 
-    # -- messages ---------------------------------------------------------------------------
-    def send(self, data: bytes, flow: Flow) -> bool:
-        """The route's sender: UDP from the shared socket, TCP through main's connection."""
-        if flow.transport == "udp":
-            return self.pbx.transport.send(data, flow)
-        return self.to_main(("send", data, flow_fields(flow)))
 
-    def report(self) -> None:
+class WorkerDuties(ClusterDuties):
+    def __init__(self, role: WorkerRole, core: Core) -> None:
+        super().__init__(role, core)
+        self.to_main = role.to_main
+        self.stopped = role.stopped
+        self._reload: asyncio.Task[None] | None = None
+        self._reload_again = False
+
+    def housekeep(self, now: float) -> None:
         """Counters for main's header strip, about once a second."""
-        pbx = self.pbx
-        transport = pbx.transport
+        transport = self.core.transport
         self.to_main(
             (
                 "stats",
                 transport.received_messages,
                 transport.sent_messages,
-                pbx.dropped_here + self.links.dropped,
+                self.core.dropped_here + self.links.dropped,
                 self.forwarded,
             )
         )
 
+    # -- messages ---------------------------------------------------------------------------
     def _on_side_message(self, peer: int, message: Message, fds: list[int]) -> None:
         kind = message[0]
         if kind == "peer":
@@ -99,7 +154,7 @@ class WorkerCluster(ClusterSide):
         try:
             while True:
                 self._reload_again = False
-                await self.pbx.reload_tables()
+                await self.core.reload_tables()
                 if not self._reload_again:
                     break
         except Exception:
@@ -111,5 +166,5 @@ class WorkerCluster(ClusterSide):
         if peer == MAIN:
             self.stopped.set()
 
-    def close(self) -> None:
+    async def stop(self) -> None:
         self.links.close()

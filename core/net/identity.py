@@ -32,14 +32,24 @@ class ServerIdentity:
         self, domain: str, listen: list[ListenAddress] | tuple[ListenAddress, ...]
     ) -> None:
         self.domain = domain.lower()
+        self.listen: tuple[ListenAddress, ...] = ()
+        self.ports: set[int] = set()
+        self.addresses: set[str] = set()
+        self.names: set[str] = set()
+        self._source_cache: dict[str, str] = {}
+        self.bind(listen)
+
+    def bind(self, listen: list[ListenAddress] | tuple[ListenAddress, ...]) -> None:
+        """The addresses actually bound (port 0 becomes the real port): every part holding
+        this identity names them from now on."""
         self.listen = tuple(listen)
         self.ports = {address.port for address in listen}
         hosts = {address.host for address in listen}
-        self.addresses: set[str] = {host for host in hosts if host not in _WILDCARDS}
+        addresses = {host for host in hosts if host not in _WILDCARDS}
         if hosts & _WILDCARDS:
-            self.addresses |= _interface_addresses()
+            addresses |= _interface_addresses()
+        self.addresses = addresses
         self.names = {self.domain} | {address.lower() for address in self.addresses}
-        self._source_cache: dict[str, str] = {}
 
     def is_us(self, uri: Uri) -> bool:
         """A SIP URI naming our domain, or one of our addresses on one of our ports."""

@@ -300,8 +300,9 @@ class LocationService:
         self.settings = settings
         self.bus = bus
         self.max_contacts = max_contacts
-        self.sinks: list[BindingSink] = []  # the store's writer, the NAT keep-alive
-        self._persistence: BindingSink | None = None
+        # Told of every change: the store's writer, the NAT keep-alive, other processes (the
+        # role chooses them when the core is built: core/assembly.py).
+        self.sinks: list[BindingSink] = []
         self.restores = 0  # how many times restore() ran; the keep-alive rescans when it moves
         self._bindings_by_user: dict[str, dict[BindingKey, Binding]] = {}
         self._count = 0
@@ -309,20 +310,6 @@ class LocationService:
         # popped, and the heap is rebuilt when they outnumber the live ones.
         self._expiry_heap: list[tuple[float, int, Binding]] = []
         self._sequence = itertools.count()
-
-    @property
-    def sink(self) -> BindingSink | None:
-        """The persistence sink (the Pbx connects the store's writer here); other listeners,
-        such as the NAT keep-alive, join `sinks`. Setting it replaces the previous one."""
-        return self._persistence
-
-    @sink.setter
-    def sink(self, sink: BindingSink | None) -> None:
-        if self._persistence is not None:
-            self.sinks.remove(self._persistence)
-        self._persistence = sink
-        if sink is not None:
-            self.sinks.insert(0, sink)
 
     # -- reading ------------------------------------------------------------------------
     def __len__(self) -> int:

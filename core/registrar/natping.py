@@ -48,7 +48,10 @@ class _Ping:
 
 
 class NatKeepalive:
-    """Schedules OPTIONS pings for NATed bindings and keeps their reachability."""
+    """Schedules OPTIONS pings for NATed bindings and keeps their reachability.
+
+    A `BindingSink`: it schedules from what it hears, so add it to the location's `sinks` in
+    the one process that pings (core/assembly.py)."""
 
     def __init__(
         self,
@@ -83,7 +86,6 @@ class NatKeepalive:
         self._outstanding: OrderedDict[str, _Ping] = OrderedDict()
         self._cseq = 0
         self._restores_seen = -1
-        location.sinks.append(self)
 
     @property
     def outstanding(self) -> int:

@@ -86,10 +86,10 @@ class CallLimiter:
 
     __slots__ = ("_active_by_call", "_active_by_user", "_starts_by_user", "listener", "max_global")
 
-    def __init__(self, max_global: int) -> None:
+    def __init__(self, max_global: int, listener: LimiterListener | None = None) -> None:
         self.max_global = max_global  # 0: no global limit
         # Told of every call counted in or out, so other worker processes count it too.
-        self.listener: LimiterListener | None = None
+        self.listener = listener
         self._active_by_call: dict[str, str] = {}  # call-id → user
         self._active_by_user: dict[str, int] = {}
         self._starts_by_user: dict[str, deque[float]] = {}

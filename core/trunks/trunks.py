@@ -8,8 +8,11 @@ and `0…` reach the same DID), then as a username; found, the request goes to t
 call from a trusted carrier (forking to the user's contacts: 480 when none is registered);
 not found, 404.
 
-Outbound (the proxy's `outbound` hook). An authenticated user's request for a number that is
-neither a user nor a DID:
+The trunks decide and the proxy or the route acts (core/proxy/decisions.py): they answer with
+a refusal, a local user, or a gateway to dial, and never send anything themselves.
+
+Outbound (asked by the proxy for a request it has no local user for). An authenticated user's
+request for a number that is neither a user nor a DID:
 
     not a number                   404 (our domain) / 403 (elsewhere: no open relay)
     a DID                          to the DID's user, like any internal call
@@ -19,14 +22,14 @@ neither a user nor a DID:
     limits                         486 / 503 + SecurityEvent("toll-fraud")
     → the first gateway (core/trunks/gateways.py), with the caller ID set
 
-and the proxy's `reroute` hook answers for each attempt that fails: a 401/407 from the
+and `reroute` answers, for each attempt that fails: a 401/407 from the
 gateway is answered once with the carrier's credentials (digest as a client, RFC 3261 §22.2:
 the INVITE again, CSeq + 1, same Call-ID and From tag); a 5xx, 408 or transport failure
 moves on to the next gateway (RFC 3263 §4.3). A request from a carrier never goes back out.
 
 Re-sending the INVITE with a higher CSeq means the gateway's dialog counts from there, so
 every later request of the caller in that dialog (ACK, BYE, re-INVITE) goes out with its
-CSeq raised by the same amount (`adapt_branch`); the proxy puts the caller's own CSeq and
+CSeq raised by the same amount (`rewrite`); the proxy puts the caller's own CSeq and
 From back on the responses it relays (RFC 3261 §8.2.6.2). Caller ID: the From user becomes
 the user's configured outbound number, and P-Asserted-Identity says the same (RFC 3325 §9.1);
 identity headers the phone itself sent are removed, so a user cannot choose whom to pose as.
@@ -40,12 +43,13 @@ import contextlib
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from core.events import CallEvent, Event, EventBus, ServerEvent
 from core.net.addresses import AddressSet
 from core.net.flow import Flow
-from core.proxy.calls import ENDED, FAILED
+from core.net.identity import ServerIdentity
+from core.proxy.calls import ENDED, FAILED, CallTable
+from core.proxy.decisions import Decision, Dial, Refuse, Rewrite, ToUser
 from core.proxy.forking import Branch
 from core.proxy.routing import local_address
 from core.registrar.location import Target
@@ -56,7 +60,6 @@ from core.sip.address import NameAddr
 from core.sip.digest import DigestChallengeError, build_authorization, pick_challenge
 from core.sip.errors import SipParseError
 from core.sip.fields import parse_auth
-from core.sip.headers import Headers
 from core.sip.message import Request, Response
 from core.sip.uri import SipUri, TelUri
 from core.store.database import CarrierRow, DidRow
@@ -70,16 +73,12 @@ from core.trunks.gateways import (
     gateway_of,
     resolve,
 )
-from core.trunks.tollfraud import CallLimiter, Refusal, check_policy
+from core.trunks.tollfraud import CallLimiter, LimiterListener, Refusal, check_policy
 from core.users import UserDirectory
-
-if TYPE_CHECKING:
-    from core.proxy.proxy import Proxy
 
 # Per-call outbound state outlives the call by Timer J (64*T1): the BYE that ended it, and its
 # retransmissions, still need the CSeq shift on their way to the gateway.
 STATE_GRACE_SECONDS = 32.0
-IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID")
 FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})  # and any other 5xx
 
 
@@ -113,30 +112,33 @@ class OutboundCall:
 
 
 class Trunks:
-    """Carriers, DIDs and gateways in memory; the route's and the proxy's hooks for them.
+    """Carriers, DIDs and gateways in memory; what the route and the proxy ask of them.
 
-    Build it with the proxy, call `attach()` to install the proxy hooks, `load()` (or
-    `reload()`, which also resolves gateway names) whenever carriers or DIDs change, and
-    `expire(now)` about once a second.
+    Build it before the proxy (which it serves as `carriers`), call `load()` (or `reload()`,
+    which also resolves gateway names) whenever carriers or DIDs change, and `expire(now)`
+    about once a second.
     """
 
     def __init__(
         self,
         settings: Settings,
         *,
-        proxy: Proxy,
+        identity: ServerIdentity,
         users: UserDirectory,
+        calls: CallTable,
         bus: EventBus,
         srv: SrvLookup | None = None,
+        limiter_listener: LimiterListener | None = None,
     ) -> None:
         self.settings = settings
         self.domain = settings.domain
-        self.proxy = proxy
+        self.identity = identity
         self.users = users
+        self.calls = calls
         self.bus = bus
         self.srv = srv
         self.dialplan = Dialplan(settings.dialplan)
-        self.limiter = CallLimiter(settings.proxy.max_calls_global)
+        self.limiter = CallLimiter(settings.proxy.max_calls_global, limiter_listener)
         self.carriers: list[CarrierRow] = []
         self.carrier_networks = AddressSet()
         self.dids: dict[str, str] = {}  # canonical number → username
@@ -157,10 +159,6 @@ class Trunks:
         self.refused = 0
 
     # -- set-up ---------------------------------------------------------------------------
-    def attach(self) -> None:
-        """Install the proxy hooks: requests for numbers, failed attempts, outgoing copies."""
-        self.proxy.hooks = self
-
     def load(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
         """Replace carriers and DIDs (from the store). Resolved gateway addresses of carriers
         whose gateway did not change are kept until the next resolution."""
@@ -235,25 +233,21 @@ class Trunks:
     def is_carrier(self, ip: str) -> bool:
         return bool(self.carrier_networks) and self.carrier_networks.contains(ip)
 
-    def inbound(self, request: Request, flow: Flow, now: float) -> None:
-        """An out-of-dialog request from a carrier's address: DID or user, else 404."""
-        reply = self.proxy.relay.reply
+    def inbound(self, request: Request) -> Refuse | ToUser:
+        """An out-of-dialog request from a carrier's address: to a DID's or a user's URI,
+        else refused (404)."""
         method = request.method
         if method == "REGISTER":
-            reply(request, flow, 403, "Carriers do not register")
-            return
+            return Refuse(403, "Carriers do not register")
         if method not in ROUTABLE_METHODS:
-            reply(request, flow, 405, extra=[("Allow", ALLOWED_METHODS)])
-            return
+            return Refuse(405, extra=[("Allow", ALLOWED_METHODS)])
         uri = request.uri
         username = self.local_user(uri.user) if isinstance(uri, SipUri | TelUri) else None
         if username is None:
-            reply(request, flow, 404)
-            return
+            return Refuse(404)
         if method == "INVITE":
             self.inbound_calls += 1
-        request.uri = SipUri(user=username, host=self.domain)
-        self.proxy.route_to_user(request, None, flow, now)
+        return ToUser(SipUri(user=username, host=self.domain))
 
     def local_user(self, user_part: str | None) -> str | None:
         """The user a Request-URI user reaches: a DID's owner, else a username."""
@@ -266,51 +260,41 @@ class Trunks:
                 return owner
         return user_part if user_part in self.users else None
 
-    # -- outbound (the proxy's hook) ------------------------------------------------------
-    def outbound(self, request: Request, caller: str | None, flow: Flow, now: float) -> None:
-        """A request the proxy has no local user for: a DID, a number to dial out, or 404/403."""
-        reply = self.proxy.relay.reply
+    # -- outbound (asked by the proxy) ----------------------------------------------------
+    def outbound(
+        self, request: Request, caller: str | None, flow: Flow, now: float, *, ours: bool
+    ) -> Decision:
+        """A request the proxy has no local user for (`ours`: its URI names our domain): a
+        DID's user, a gateway to dial, or a refusal (404 ours / 403 elsewhere)."""
         uri = request.uri
-        ours = isinstance(uri, SipUri) and self.proxy.identity.is_us(uri)
         number = self.dialplan.parse(uri.user) if isinstance(uri, SipUri | TelUri) else None
         if number is None:
             if ours:
-                reply(request, flow, 404)
-            else:
-                reply(request, flow, 403, "Outbound calls not allowed")
-            return
+                return Refuse(404)
+            return Refuse(403, "Outbound calls not allowed")
         owner = self.dids.get(number.canonical)
         if owner is not None and owner in self.users:
-            request.uri = SipUri(user=owner, host=self.domain)
-            self.proxy.route_to_user(request, caller, flow, now)
-            return
+            return ToUser(SipUri(user=owner, host=self.domain))
         if caller is None:
             # From a carrier: a number we do not own. Never relayed back out (toll fraud).
-            reply(request, flow, 404)
-            return
+            return Refuse(404)
         if request.method != "INVITE":
-            reply(request, flow, 403, "Only calls go to carriers")
-            return
+            return Refuse(403, "Only calls go to carriers")
         user = self.users.get(caller)
         if user is None:
-            reply(request, flow, 403, "Outbound calls not allowed")
-            return
+            return Refuse(403, "Outbound calls not allowed")
         refusal = check_policy(user, number, self.dialplan)
         if refusal is not None:
-            self._refuse(request, flow, caller, refusal, now)
-            return
+            return self._refuse(request, flow, caller, refusal, now)
         call_id = request.call_id or ""
-        if call_id in self._outbound or call_id in self.proxy.calls:
-            reply(request, flow, 482, "Call-ID already in use")
-            return
+        if call_id in self._outbound or call_id in self.calls:
+            return Refuse(482, "Call-ID already in use")
         targets = self.gateways.targets(self._can_send_to)
         if not targets:
-            reply(request, flow, 503, "No carrier available", [("Retry-After", "60")])
-            return
+            return Refuse(503, "No carrier available", [("Retry-After", "60")])
         refusal = self.limiter.admit(user, call_id, now)
         if refusal is not None:
-            self._refuse(request, flow, caller, refusal, now)
-            return
+            return self._refuse(request, flow, caller, refusal, now)
         state = OutboundCall(
             call_id=call_id,
             caller=caller,
@@ -322,23 +306,17 @@ class Trunks:
         self._set_caller_id(state, request, user.caller_id)
         self._outbound[call_id] = state
         self.outbound_calls += 1
-        self.proxy.fork(
-            request,
-            [self._target_of(state)],
-            flow,
-            now,
-            caller=caller,
-            callee=number.carrier_form,
-            direction="outbound",
-        )
-        if call_id not in self.proxy.calls:
-            self._finished(call_id, now)  # refused before it became a call (503: table full)
+        return Dial(self._target_of(state), number.carrier_form)
+
+    def not_dialled(self, call_id: str, now: float) -> None:
+        """The proxy did not make a call of a `Dial` (503: the call table is full)."""
+        self._finished(call_id, now)
 
     def _refuse(
         self, request: Request, flow: Flow, caller: str, refusal: Refusal, now: float
-    ) -> None:
+    ) -> Refuse:
+        """A policy or limit refusal: counted and reported (toll fraud), then answered."""
         self.refused += 1
-        self.proxy.relay.reply(request, flow, refusal.status, refusal.reason, refusal.extra_headers)
         self._reports.report(
             "toll-fraud",
             flow.ip,
@@ -347,18 +325,19 @@ class Trunks:
             user=caller,
             user_agent=request.user_agent or "",
         )
+        return Refuse(refusal.status, refusal.reason, refusal.extra_headers)
 
     def _can_send_to(self, ip: str) -> bool:
         """An address of a family we have a listener for (no IPv6 gateway from IPv4 only)."""
         v6 = ":" in ip
-        return any((":" in address.host) == v6 for address in self.proxy.identity.listen)
+        return any((":" in address.host) == v6 for address in self.identity.listen)
 
     def _target_of(self, state: OutboundCall) -> Target:
         """Where the current attempt goes: `sip:+NUMBER@gateway;user=phone` (§19.1.1)."""
         target = state.target
         transport = ";transport=tcp" if target.transport == "tcp" else ""
         uri = f"sip:{state.number.carrier_form}@{target.uri_hostport};user=phone{transport}"
-        local = local_address(self.proxy.identity, target.transport, state.arrived)
+        local = local_address(self.identity, target.transport, state.arrived)
         return Target(uri, Flow(target.transport, (target.ip, target.port), local))
 
     def _set_caller_id(self, state: OutboundCall, request: Request, caller_id: str) -> None:
@@ -381,7 +360,7 @@ class Trunks:
         state.from_value = str(carrier_from)
         state.identity_value = f"<{SipUri(user=caller_id, host=self.domain)}>"
 
-    # -- the proxy's other hooks ----------------------------------------------------------
+    # -- attempts under way (asked by the proxy) ------------------------------------------
     def reroute(
         self, branch: Branch, status: int, response: Response | None, now: float
     ) -> Target | None:
@@ -451,32 +430,23 @@ class Trunks:
             return None
         return ("Authorization" if status == 401 else "Proxy-Authorization"), value
 
-    def adapt_branch(self, request: Request, headers: Headers) -> None:
-        """A copy of the caller's `request` about to go towards a gateway: raise its CSeq by
-        the call's shift, set the caller ID, and add the carrier credentials once."""
+    def rewrite(self, request: Request) -> Rewrite | None:
+        """How a copy of the caller's `request` changes on its way towards a gateway: its
+        CSeq raised by the call's shift, the caller ID, and the carrier credentials once.
+        None: not a request of an outbound call's caller."""
         if not self._outbound:
-            return
+            return None
         state = self._outbound.get(request.call_id or "")
         if state is None or request.from_tag != state.caller_tag:
-            return
-        shift = state.cseq_shift
-        if shift:
-            cseq = request.cseq
-            if cseq is not None:
-                headers.set("CSeq", f"{cseq.number + shift} {cseq.method}")
-        if state.from_value is not None:
-            headers.set("From", state.from_value)
-        if request.method == "INVITE" and request.to_tag is None:
-            # The call goes to the gateway and nowhere else: no route set of the phone's
-            # (our own entries were consumed), no identity of its choosing.
-            headers.remove("route")
-            for name in IDENTITY_HEADERS:
-                headers.remove(name)
-            if state.identity_value is not None:
-                headers.add("P-Asserted-Identity", state.identity_value)
-            if state.authorization is not None:
-                headers.add(*state.authorization)
-                state.authorization = None
+            return None
+        initial = request.method == "INVITE" and request.to_tag is None
+        if not initial:
+            return Rewrite(state.cseq_shift, state.from_value, False)
+        authorization = state.authorization
+        state.authorization = None  # one INVITE copy carries it
+        return Rewrite(
+            state.cseq_shift, state.from_value, True, state.identity_value, authorization
+        )
 
     # -- call ends --------------------------------------------------------------------------
     def _on_event(self, event: Event) -> None:

@@ -1,0 +1,350 @@
+"""The core, built in one place in dependency order, for whichever role this process has.
+
+`Core` makes every part with what it needs in its constructor, lower parts first, so nothing
+is patched in afterwards and no part waits as None:
+
+    users, identity                   what the others look up
+    security                          bans restored, its sink (the store, or other processes)
+    location → keep-alive, registrar  bindings restored; the role names who hears of changes
+    authenticator                     digest nonces that name this process (the role's index)
+    outbox                            every message out, through the role's sender
+    calls → trunks → proxy            the trunks decide, the proxy acts (core/proxy/decisions.py)
+    route                             the request route (core/route.py), last: it calls them all
+    admin                             the console's and the CLI's changes (core/admin.py)
+
+A `Role` (standalone, the main process beside workers, a worker: core/roles.py and
+core/cluster/) is chosen before the build and owns what differs between processes: the bus,
+the sinks, the sender, the security limits, the per-server duties (housekeeping, the store's
+writer), the figures and the end. The Pbx (core/pbx.py) asks the role; it never branches on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.admin import AdminApi
+from core.events import EventBus
+from core.net.dns import SrvResolver
+from core.net.flow import Flow
+from core.net.identity import ServerIdentity
+from core.net.transport import Transport
+from core.outbox import Outbox, Sender
+from core.proxy.calls import CallInfo, CallSink, CallTable
+from core.proxy.proxy import Proxy
+from core.registrar.location import BindingSink, LocationService
+from core.registrar.natping import NatKeepalive
+from core.registrar.registrar import Registrar
+from core.route import Route
+from core.security.auth import DigestAuthenticator
+from core.security.bans import BanSink
+from core.security.guard import Security
+from core.settings import ListenAddress, SecuritySettings, Settings
+from core.store.database import BanRow, BindingRow, CarrierRow, DidRow, Store
+from core.trunks.tollfraud import LimiterListener
+from core.trunks.trunks import Trunks
+from core.users import User, UserDirectory
+
+log = logging.getLogger("pbxtui.pbx")
+
+
+@dataclass(slots=True)
+class PbxStats:
+    """Live figures for the console's header strip."""
+
+    messages_in: int
+    messages_out: int
+    contacts: int
+    calls_up: int
+    bans: int
+    users: int
+    dropped: int  # never handled: from banned sources, past the UDP backlog, or shed (overload)
+
+
+@dataclass(frozen=True, slots=True)
+class Sinks:
+    """Where the core's changes go: the store's writers, other processes, or both."""
+
+    bans: BanSink | None
+    calls: CallSink | None  # each finished call's CDR
+    limiter: LimiterListener | None  # outbound calls counted in and out
+
+
+class Role(Protocol):
+    """What differs between the processes a Pbx can be; chosen before the build."""
+
+    @property
+    def index(self) -> int:
+        """0 for the main process (and standalone), else the worker's number."""
+        ...
+
+    @property
+    def bus(self) -> EventBus:
+        """The feed; a worker's goes to the main process."""
+        ...
+
+    def listen(self, settings: Settings) -> tuple[ListenAddress, ...]:
+        """The addresses our Via and Record-Route name until the sockets are bound."""
+        ...
+
+    def limits(self, settings: SecuritySettings) -> SecuritySettings:
+        """The flood and brute-force limits this process counts against."""
+        ...
+
+    def sinks(self, store: Store) -> Sinks: ...
+
+    def binding_sinks(self, store: Store, keepalive: NatKeepalive) -> list[BindingSink]:
+        """Who hears of every binding saved or removed (the keep-alive only where it pings)."""
+        ...
+
+    def sender(self, transport: Transport) -> Sender: ...
+
+    def announce(self, message: str) -> None:
+        """A warning for the admin, given once per server."""
+        ...
+
+    async def bind(self, transport: Transport, listen: tuple[ListenAddress, ...]) -> None:
+        """Open (or adopt) the sockets this process reads."""
+        ...
+
+    def bound(self, transport: Transport) -> tuple[ListenAddress, ...]:
+        """The addresses our Via and Record-Route name once bound."""
+        ...
+
+    def tables_changed(self) -> None:
+        """Users, carriers or DIDs changed in the database: whoever else reads them, reload."""
+        ...
+
+    async def start(self, core: Core) -> Duties:
+        """The core is built and bound: start what the role adds (the store's writer, worker
+        processes, links) and return what the running process does differently."""
+        ...
+
+
+class Duties(Protocol):
+    """What differs between roles once the core runs (a role's `start` returns it)."""
+
+    def dispatch(self, data: bytes, flow: Flow) -> None:
+        """A message read here: routed here, or handed to the process that owns it."""
+        ...
+
+    def housekeep(self, now: float) -> None:
+        """The role's share of the once-a-second duties."""
+        ...
+
+    @property
+    def lost(self) -> int:
+        """Messages lost on the way to or from other processes."""
+        ...
+
+    def add_figures(self, stats: PbxStats) -> None:
+        """Add what other processes report to this process's own figures."""
+        ...
+
+    def calls(self) -> list[CallInfo]:
+        """Active calls, oldest first, for the console."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the build reads from the database first (the route never awaits it later)."""
+
+    nonce_secret: bytes
+    tag_secret: bytes
+    realm: str  # the realm the stored HA1 hashes were made with
+    users: list[User]
+    bans: list[BanRow]
+    bindings: list[BindingRow]
+    carriers: list[CarrierRow]
+    dids: list[DidRow]
+
+    @classmethod
+    async def load(cls, store: Store, settings: Settings, now: float) -> Stored:
+        nonce_secret = await store.get_or_create_setting(
+            "nonce_secret", lambda: secrets.token_hex(32)
+        )
+        tag_secret = await store.get_or_create_setting("tag_secret", lambda: secrets.token_hex(16))
+        return cls(
+            nonce_secret=bytes.fromhex(nonce_secret),
+            tag_secret=bytes.fromhex(tag_secret),
+            realm=await store.get_or_create_setting("realm", lambda: settings.realm),
+            users=await store.list_users(),
+            bans=await store.list_bans(active_at=now),
+            bindings=await store.load_bindings(now),
+            carriers=await store.list_carriers(),
+            dids=await store.list_dids(),
+        )
+
+
+class Core:
+    """Every part of the SIP core of one process, built in dependency order."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        role: Role,
+        store: Store,
+        stored: Stored,
+        transport: Transport,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.transport = transport
+        self.clock = clock
+        self.bus = bus = role.bus
+        self.announce = role.announce
+        now = clock()
+        sinks = role.sinks(store)
+
+        self.users = UserDirectory(stored.users)
+        self.identity = ServerIdentity(settings.domain, role.listen(settings))
+        self.security = Security(
+            role.limits(settings.security),
+            bus,
+            own_addresses=self.identity.addresses,
+            sink=sinks.bans,
+        )
+        self.security.restore(stored.bans, now)
+
+        self.location = LocationService(settings.registrar, bus)
+        self.natping = NatKeepalive(settings.registrar, self.location, bus, settings.domain)
+        self.location.sinks.extend(role.binding_sinks(store, self.natping))
+        self.location.restore(stored.bindings, now)
+        self.registrar = Registrar(settings.registrar, self.location, bus)
+
+        # Nonces name the process that issued them: each keeps its own nonce counts.
+        authenticator = DigestAuthenticator(
+            settings.realm, stored.nonce_secret, settings.auth, self._lookup_ha1, role.index
+        )
+        self.outbox = Outbox(
+            identity=self.identity,
+            bus=bus,
+            send=role.sender(transport),
+            clock=clock,
+            tag_secret=stored.tag_secret,
+            user_agent=settings.user_agent,
+        )
+        calls = CallTable(bus, settings.proxy.max_active_calls, sink=sinks.calls)
+        self.trunks = Trunks(
+            settings,
+            identity=self.identity,
+            users=self.users,
+            calls=calls,
+            bus=bus,
+            srv=SrvResolver(),
+            limiter_listener=sinks.limiter,
+        )
+        self._load_carriers(stored.carriers, stored.dids)
+        self.proxy = Proxy(
+            settings=settings.proxy,
+            realm=settings.realm,
+            relay=self.outbox,
+            users=self.users,
+            location=self.location,
+            calls=calls,
+            bus=bus,
+            route_secret=stored.tag_secret,
+            carriers=self.trunks,
+        )
+        self.route = Route(
+            identity=self.identity,
+            bus=bus,
+            security=self.security,
+            authenticator=authenticator,
+            registrar=self.registrar,
+            natping=self.natping,
+            proxy=self.proxy,
+            trunks=self.trunks,
+            outbox=self.outbox,
+            clock=clock,
+        )
+        self.admin = AdminApi(
+            store=store,
+            users=self.users,
+            location=self.location,
+            security=self.security,
+            settings=settings,
+            clock=clock,
+            carriers_changed=self.reload_carriers,
+            tables_changed=role.tables_changed,
+        )
+
+    def _lookup_ha1(self, username: str) -> tuple[str, str] | None:
+        user = self.users.get(username)
+        if user is None or not user.enabled or user.realm != self.settings.realm:
+            return None
+        return user.ha1_md5, user.ha1_sha256
+
+    def bound(self, addresses: tuple[ListenAddress, ...]) -> None:
+        """The sockets are bound (port 0 is a real port now): name what was bound."""
+        self.identity.bind(addresses)
+        self.security.set_own_addresses(self.identity.addresses)
+
+    # -- tables read again ----------------------------------------------------------------
+    def _load_carriers(self, carriers: list[CarrierRow], dids: list[DidRow]) -> None:
+        """Carrier addresses get a higher flood limit; the trunks see carriers and DIDs."""
+        networks = [
+            address for carrier in carriers if carrier.enabled for address in carrier.addresses
+        ]
+        self.security.set_carrier_networks(networks)
+        self.trunks.load(carriers, dids)
+
+    async def reload_carriers(self) -> None:
+        """Carriers and DIDs read again, gateway names resolved again."""
+        self._load_carriers(await self.store.list_carriers(), await self.store.list_dids())
+        await self.trunks.resolve_gateways()
+
+    async def reload_tables(self) -> None:
+        """Users, carriers and DIDs, read again from the database."""
+        self.users.replace_all(await self.store.list_users())
+        await self.reload_carriers()
+
+    async def changed_elsewhere(self) -> None:
+        """Another process (the CLI) wrote to the database: reload what the route reads, and
+        put bans added or lifted there in force here."""
+        await self.reload_tables()
+        # Flushed first, so every ban this process made is in the store: a row of ours that is
+        # missing now was deleted by the other process.
+        await self.store.flush()
+        saved_bans = await self.store.list_bans()
+        added, lifted, refused = self.security.sync_bans(saved_bans, self.clock())
+        for ip in refused:
+            self.announce(f"ban of {ip} ignored: it is this server's address or in the allow_list")
+        log.info(
+            "database changed elsewhere: reloaded %d users, %d bans added, %d lifted",
+            len(self.users),
+            added,
+            lifted,
+        )
+
+    # -- figures --------------------------------------------------------------------------
+    @property
+    def dropped_here(self) -> int:
+        """Messages this process never handled: from banned or flooding sources, past the UDP
+        backlog, or shed under overload."""
+        transport = self.transport
+        return self.route.dropped + transport.backlog_drops + transport.shed_requests
+
+    def stats(self) -> PbxStats:
+        """This process's own figures (the role adds the other processes')."""
+        now = self.clock()
+        return PbxStats(
+            messages_in=self.transport.received_messages,
+            messages_out=self.transport.sent_messages,
+            contacts=self.location.contact_count,
+            calls_up=len(self.proxy.calls),
+            bans=len(self.security.bans(now)),
+            users=len(self.users),
+            dropped=self.dropped_here,
+        )
+
+    async def close(self) -> None:
+        await self.trunks.close()
