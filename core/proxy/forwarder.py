@@ -58,7 +58,7 @@ from core.sip.transaction import (
 )
 from core.sip.transaction_client import make_cancel
 from core.sip.transaction_table import TransactionTable, TransactionTableFull
-from core.sip.uri import Uri, parse_uri
+from core.sip.uri import SipUri, Uri, parse_uri
 
 # Server transaction states past their final answer (a 2xx to an INVITE leaves it Accepted,
 # where further 2xx from other branches still go through it).
@@ -193,7 +193,8 @@ class Forwarder:
             headers.prepend("Route", value)
         identity = self.identity
         if record_route:
-            self.record_router.record(headers, identity, arrived, out, request.call_id)
+            secure = isinstance(request.uri, SipUri) and request.uri.secure
+            self.record_router.record(headers, identity, arrived, out, request.call_id, secure)
         ours = push_via(headers, identity, out, branch)
         # The client transaction matches on the top Via: hand it the Vias already parsed
         # (ours and the request's own) instead of having every one parsed again.

@@ -121,6 +121,12 @@ class Proxy:
             reply(request, flow, 480)
             return
         targets = [binding.target() for binding in reachable]
+        if uri.secure:
+            # RFC 5630 §3.1.1: a SIPS request goes over TLS on every hop, the last one too.
+            targets = [target for target in targets if target.flow.transport == "tls"]
+            if not targets:
+                reply(request, flow, 480, "No TLS path to the callee (sips: URI)")
+                return
         direction = "internal" if caller is not None else "inbound"  # None: from a carrier
         self.fork(request, targets, flow, now, caller=caller, callee=callee, direction=direction)
 

@@ -1,0 +1,223 @@
+"""A call across transports: a phone on TLS calls a phone on UDP, through the real server.
+
+RFC 5658 double Record-Route (one entry per side, each naming the transport that side
+reaches us on), RFC 5923 connection reuse (the BYE to the TLS phone comes down the connection
+it opened), the SDP's a=crypto lines untouched (SRTP keys are the phones' business), and a
+sips: Request-URI never forwarded over UDP (RFC 5630 §3.1.1).
+"""
+
+from __future__ import annotations
+
+import secrets
+import ssl
+from pathlib import Path
+
+import pytest
+from conftest import USERS, start_pbx
+from support.certs import Pair, TestCa
+from support.client import TlsClient, UdpClient
+from support.phone import Phone
+
+from core.pbx import Pbx
+from core.settings import ListenAddress, TlsSettings
+from core.sip.digest import build_authorization, pick_challenge
+from core.sip.fields import parse_auth
+from core.sip.message import Request, Response
+from core.sip.parser import parse_message
+
+CRYPTO = (
+    "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:32"
+)
+SDP = (
+    "v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+    f"m=audio 40000 RTP/SAVP 0\r\n{CRYPTO}\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory) -> TestCa:
+    return TestCa(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def server_pair(ca: TestCa) -> Pair:
+    return ca.issue("pbx.test", alt_names=("DNS:pbx.test", "IP:127.0.0.1"))
+
+
+async def _start(tmp_path: Path, pair: Pair) -> Pbx:
+    return await start_pbx(
+        tmp_path,
+        listen=(ListenAddress("udp", "127.0.0.1", 0), ListenAddress("tls", "127.0.0.1", 0)),
+        tls=TlsSettings(certificate=str(pair.certificate), key=str(pair.key)),
+    )
+
+
+def _address(pbx: Pbx, transport: str) -> tuple[str, int]:
+    address = next(a for a in pbx.listening if a.transport == transport)
+    return address.host, address.port
+
+
+class TlsCaller:
+    """Alice on a TLS connection: INVITE with digest, then ACK, then answers the BYE."""
+
+    def __init__(self, client: TlsClient, uri: str) -> None:
+        self.client = client
+        self.uri = uri
+        self.call_id = secrets.token_hex(8)
+        self.tag = secrets.token_hex(4)
+        self.cseq = 0
+
+    def request(self, method: str, *, to_tag: str = "", extra: str = "", body: str = "") -> str:
+        if method != "ACK":
+            self.cseq += 1
+        host, port = self.client.local
+        to = f"<{self.uri}>" + (f";tag={to_tag}" if to_tag else "")
+        return (
+            f"{method} {self.uri} SIP/2.0\r\n"
+            f"Via: SIP/2.0/TLS {host}:{port};branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+            "Max-Forwards: 70\r\n"
+            f"From: <sip:alice@pbx.test>;tag={self.tag}\r\n"
+            f"To: {to}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {self.cseq} {method}\r\n"
+            f"Contact: <sip:alice@{host}:{port};transport=tls>\r\n"
+            f"{extra}"
+            + ("Content-Type: application/sdp\r\n" if body else "")
+            + f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+        )
+
+    async def invite(self) -> None:
+        """INVITE, then again with the answer to the 407."""
+        await self.client.send(self.request("INVITE", body=SDP))
+        first = await _next(self.client, lambda m: isinstance(m, Response) and m.status == 407)
+        assert isinstance(first, Response)
+        auth = pick_challenge([parse_auth(v) for v in first.headers.get_all("Proxy-Authenticate")])
+        assert auth is not None
+        credentials = build_authorization(auth, "alice", USERS["alice"], "INVITE", self.uri)
+        await self.client.send(
+            self.request("INVITE", extra=f"Proxy-Authorization: {credentials}\r\n", body=SDP)
+        )
+
+
+async def _next(client: TlsClient, wanted, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+    """The next message on the connection that `wanted` accepts."""
+    while True:
+        data = await client.read_message(timeout)
+        assert data is not None, "nothing more arrived on the TLS connection"
+        message = parse_message(data)
+        if wanted(message):
+            return message
+
+
+async def _udp_next(client: UdpClient, wanted, timeout: float = 3.0):  # type: ignore[no-untyped-def]
+    while True:
+        data = await client.recv(timeout)
+        assert data is not None, "nothing more arrived over UDP"
+        message = parse_message(data)
+        if wanted(message):
+            return message
+
+
+def _is_request(method: str):  # type: ignore[no-untyped-def]
+    return lambda m: isinstance(m, Request) and m.method == method
+
+
+def _is_status(status: int):  # type: ignore[no-untyped-def]
+    return lambda m: isinstance(m, Response) and m.status == status
+
+
+def _reply(request: Request, status: int, reason: str, extra: str = "", body: str = "") -> str:
+    """bob's answer: the request's Via, From, To (+tag), Call-ID, CSeq, Record-Route."""
+    headers = request.headers
+    lines = [f"SIP/2.0 {status} {reason}"]
+    lines += [f"Via: {value}" for value in headers.values("via")]
+    lines += [f"Record-Route: {value}" for value in headers.values("record-route")]
+    to = headers.get("to") or ""
+    if "tag=" not in to:
+        to += ";tag=bobtag"
+    lines += [f"From: {headers.get('from')}", f"To: {to}", f"Call-ID: {request.call_id}"]
+    lines.append(f"CSeq: {headers.get('cseq')}")
+    text = "\r\n".join(lines) + "\r\n" + extra
+    return text + f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+
+
+async def test_tls_phone_calls_udp_phone_with_a_record_route_per_side(
+    tmp_path: Path, ca: TestCa, server_pair: Pair
+) -> None:
+    pbx = await _start(tmp_path, server_pair)
+    udp_host, udp_port = _address(pbx, "udp")
+    tls_host, tls_port = _address(pbx, "tls")
+    context = ssl.create_default_context(cafile=str(ca.certificate))
+    try:
+        async with (
+            UdpClient((udp_host, udp_port)) as bob_socket,
+            TlsClient((tls_host, tls_port), context) as alice_socket,
+        ):
+            bob = Phone(bob_socket, "bob", USERS["bob"])
+            assert (await bob.register()).status == 200  # type: ignore[union-attr]
+            alice = TlsCaller(alice_socket, "sip:bob@pbx.test")
+            await alice.invite()
+
+            invite = await _udp_next(bob_socket, _is_request("INVITE"))
+            assert invite.vias[0].transport == "UDP"
+            routes = invite.headers.values("record-route")
+            assert len(routes) == 2, routes
+            assert f"sip:127.0.0.1:{udp_port};lr" in routes[0]  # the entry facing bob (UDP)
+            assert f"sip:127.0.0.1:{tls_port};transport=tls;lr" in routes[1]  # facing alice
+            assert CRYPTO in invite.body.decode()  # SRTP keys pass untouched (RFC 4568)
+
+            bob_contact = f"Contact: <sip:bob@{bob_socket.local[0]}:{bob_socket.local[1]}>\r\n"
+            bob_socket.send(_reply(invite, 200, "OK", bob_contact, SDP))
+            ok = await _next(alice_socket, _is_status(200))
+            assert ok.headers.values("record-route") == routes
+            to_tag = ok.to_tag
+
+            # alice's route set is the Record-Route reversed (§12.1.2): TLS entry first.
+            route = ", ".join(reversed(routes))
+            await alice_socket.send(
+                alice.request("ACK", to_tag=to_tag, extra=f"Route: {route}\r\n")
+            )
+            await _udp_next(bob_socket, _is_request("ACK"))
+
+            # bob hangs up: his route set is the Record-Route as received (§12.1.1).
+            bob_bye = (
+                f"BYE sip:alice@{alice_socket.local[0]}:{alice_socket.local[1]};transport=tls "
+                "SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {bob_socket.local[0]}:{bob_socket.local[1]};"
+                f"branch=z9hG4bK{secrets.token_hex(6)};rport\r\n"
+                "Max-Forwards: 70\r\n"
+                f"From: <sip:bob@pbx.test>;tag={to_tag}\r\n"
+                f"To: <sip:alice@pbx.test>;tag={alice.tag}\r\n"
+                f"Call-ID: {alice.call_id}\r\nCSeq: 1 BYE\r\n"
+                f"Route: {', '.join(routes)}\r\nContent-Length: 0\r\n\r\n"
+            )
+            bob_socket.send(bob_bye)
+            # RFC 5923: the BYE comes down the connection alice opened, not a new one.
+            bye = await _next(alice_socket, _is_request("BYE"))
+            assert bye.vias[0].transport == "TLS"
+            await alice_socket.send(_reply(bye, 200, "OK"))
+            await _udp_next(bob_socket, _is_status(200))
+        assert pbx.transport.connection_count <= 1
+    finally:
+        await pbx.stop()
+
+
+async def test_sips_request_uri_is_not_forwarded_over_udp(
+    tmp_path: Path, ca: TestCa, server_pair: Pair
+) -> None:
+    pbx = await _start(tmp_path, server_pair)
+    context = ssl.create_default_context(cafile=str(ca.certificate))
+    try:
+        async with (
+            UdpClient(_address(pbx, "udp")) as bob_socket,
+            TlsClient(_address(pbx, "tls"), context) as alice_socket,
+        ):
+            bob = Phone(bob_socket, "bob", USERS["bob"])
+            assert (await bob.register()).status == 200  # type: ignore[union-attr]
+            alice = TlsCaller(alice_socket, "sips:bob@pbx.test")
+            await alice.invite()
+            refused = await _next(alice_socket, _is_status(480))
+            assert "TLS" in refused.reason
+            assert await bob_socket.recv(0.3) is None  # nothing reached bob over UDP
+    finally:
+        await pbx.stop()
