@@ -265,6 +265,7 @@ class Core:
             trunks=self.trunks,
             outbox=self.outbox,
             clock=clock,
+            tls_only=settings.tls.tls_only,
         )
         self.admin = AdminApi(
             store=store,

@@ -9,6 +9,7 @@ route"):
     in dialog?           → loose-route through the proxy (ACKs of our own replies absorbed)
     CANCEL               → the proxy's server transaction
     carrier address?     → inbound trunk, no digest
+    TLS only ([tls])     → 403 over UDP/TCP, before any challenge
     authenticate         → 401 (REGISTER) / 407 (others); failures counted per IP and user
     REGISTER             → registrar
     anything else        → proxy: local user, or carrier gateway, or 403
@@ -115,6 +116,7 @@ class Route:
         trunks: Trunks,
         outbox: Outbox,
         clock: Callable[[], float],
+        tls_only: bool = False,
     ) -> None:
         self.identity = identity
         self.bus = bus
@@ -126,6 +128,7 @@ class Route:
         self.trunks = trunks
         self.outbox = outbox
         self.clock = clock
+        self.tls_only = tls_only  # [tls] tls_only: users must reach us over TLS
         self.dropped = 0
 
     # -- the route ------------------------------------------------------------------------
@@ -178,6 +181,10 @@ class Route:
             return
         if self.trunks.is_carrier(flow.remote[0]):
             self._from_carrier(request, flow, now)
+            return
+        if self.tls_only and flow.transport != "tls":
+            # Refused before the challenge, so no digest answer is ever sent in clear text.
+            self.outbox.reply(request, flow, 403, "TLS required (sips: or transport=tls)")
             return
         username = self._authenticate(request, flow, now)
         if username is None:

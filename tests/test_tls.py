@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from conftest import USERS, start_pbx
 from support.certs import Pair, TestCa
-from support.client import TcpClient, TlsClient
+from support.client import TcpClient, TlsClient, UdpClient
 from support.phone import Phone
 
 from core.events import ServerEvent
@@ -343,3 +343,20 @@ def test_register_over_tls_on_uvloop(tmp_path: Path, ca: TestCa, server_pair: Pa
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(scenario()) == (200, 1)
+
+
+# -- policy ------------------------------------------------------------------------------------
+async def test_tls_only_refuses_users_over_udp_before_any_challenge(
+    tmp_path: Path, ca: TestCa, server_pair: Pair
+) -> None:
+    pbx = await _start(tmp_path, server_pair, tls_only=True)
+    try:
+        udp = next(a for a in pbx.listening if a.transport == "udp")
+        async with UdpClient((udp.host, udp.port)) as client:
+            response = await Phone(client, "alice", USERS["alice"]).register()
+            assert response is not None and response.status == 403
+            assert "TLS required" in response.reason
+            assert response.headers.get("www-authenticate") is None
+        assert await _register_over_tls(pbx, ca) == 200
+    finally:
+        await pbx.stop()
