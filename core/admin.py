@@ -179,8 +179,8 @@ class AdminApi:
         networks = [str(netaddr.parse_network(address)) for address in addresses]
         if gateway:
             _parse_hostport(gateway)
-        if transport not in ("udp", "tcp"):
-            raise ValueError("transport must be udp or tcp")
+        if transport not in ("udp", "tcp", "tls"):
+            raise ValueError("transport must be udp, tcp or tls")
         if port is not None and not 0 < port < 65536:
             raise ValueError("port must be 1-65535")
         if priority < 0:

@@ -241,6 +241,7 @@ class Core:
             bus=bus,
             srv=SrvResolver(),
             limiter_listener=sinks.limiter,
+            tls_names=transport.tls.expect_name if transport.tls is not None else None,
         )
         self._load_carriers(stored.carriers, stored.dids)
         self.proxy = Proxy(

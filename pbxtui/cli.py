@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR[/PREFIX]",
         help="address or range the carrier sends from (repeatable)",
     )
-    add.add_argument("--port", type=int, default=5060, help="carrier's SIP port (5060)")
-    add.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    add.add_argument("--port", type=int, help="carrier's SIP port (5060; 5061 for tls)")
+    add.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
     add.add_argument("--gateway", metavar="HOST[:PORT]", help="where outbound calls go")
     add.add_argument("--username", help="digest username for outbound calls")
     add.add_argument("--password", help="digest password for outbound calls")
@@ -604,6 +604,8 @@ async def cmd_carrier_add(ctx: Context) -> int:
             addresses.append(str(parse_network(text)))
         except ValueError as exc:
             raise UsageError(f"--ip: {exc}") from None
+    if args.port is None:
+        args.port = 5061 if args.transport == "tls" else 5060  # RFC 3261 §19.1.2
     if not 1 <= args.port <= 65_535:
         raise UsageError(f"--port {args.port}: must be 1-65535")
     if (args.username is None) != (args.password is None):

@@ -8,6 +8,8 @@ sips: Request-URI never forwarded over UDP (RFC 5630 §3.1.1).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import ssl
 from pathlib import Path
@@ -18,8 +20,10 @@ from support.certs import Pair, TestCa
 from support.client import TlsClient, UdpClient
 from support.phone import Phone
 
+from core.events import SecurityEvent
+from core.net.flow import Flow
 from core.pbx import Pbx
-from core.settings import ListenAddress, TlsSettings
+from core.settings import DialplanSettings, ListenAddress, TlsSettings
 from core.sip.digest import build_authorization, pick_challenge
 from core.sip.fields import parse_auth
 from core.sip.message import Request, Response
@@ -219,5 +223,149 @@ async def test_sips_request_uri_is_not_forwarded_over_udp(
             refused = await _next(alice_socket, _is_status(480))
             assert "TLS" in refused.reason
             assert await bob_socket.recv(0.3) is None  # nothing reached bob over UDP
+    finally:
+        await pbx.stop()
+
+
+# -- carriers over TLS -------------------------------------------------------------------------
+CARRIER_IP = "127.0.0.2"
+
+
+class TlsGateway:
+    """A carrier's TLS server on loopback: records every byte it is sent."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(str(pair.certificate), str(pair.key))
+        self.received = b""
+        self.arrived = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> TlsGateway:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                while data := await reader.read(65536):
+                    self.received += data
+                    self.arrived.set()
+            writer.close()
+
+        self.server = await asyncio.start_server(serve, CARRIER_IP, 0, ssl=self.context)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+async def _call_out_over_tls(
+    tmp_path: Path, ca: TestCa, server_pair: Pair, gateway_pair: Pair
+) -> tuple[Pbx, TlsGateway]:
+    """alice (on TLS) dials a national number; the carrier's gateway speaks TLS."""
+    pbx = await start_pbx(
+        tmp_path,
+        listen=(ListenAddress("udp", "127.0.0.1", 0), ListenAddress("tls", "127.0.0.1", 0)),
+        tls=TlsSettings(
+            certificate=str(server_pair.certificate),
+            key=str(server_pair.key),
+            ca_file=str(ca.certificate),
+        ),
+        dialplan=DialplanSettings(country_code="44"),
+    )
+    await pbx.admin.update_user("alice", outbound_policy="national", caller_id="+441632960100")
+    gateway = await TlsGateway(gateway_pair).__aenter__()
+    await pbx.admin.add_carrier(
+        "acme", [f"{CARRIER_IP}/32"], gateway=f"{CARRIER_IP}:{gateway.port}", transport="tls"
+    )
+    context = ssl.create_default_context(cafile=str(ca.certificate))
+    alice_socket = await TlsClient(_address(pbx, "tls"), context).open()
+    await TlsCaller(alice_socket, "sip:01632960555@pbx.test").invite()
+    return pbx, gateway
+
+
+def _security(pbx: Pbx, action: str) -> list[SecurityEvent]:
+    events, _cursor, _missed = pbx.bus.feed.read_since(0)
+    return [e for e in events if isinstance(e, SecurityEvent) and e.action == action]
+
+
+async def _wait_for(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def test_a_call_reaches_a_tls_gateway_whose_certificate_verifies(
+    tmp_path: Path, ca: TestCa, server_pair: Pair
+) -> None:
+    gateway_pair = ca.issue("sbc.carrier.test", alt_names=(f"IP:{CARRIER_IP}",))
+    pbx, gateway = await _call_out_over_tls(tmp_path, ca, server_pair, gateway_pair)
+    try:
+        await asyncio.wait_for(gateway.arrived.wait(), 5)
+        await _wait_for(lambda: b"\r\n\r\n" in gateway.received)
+        head = gateway.received[: gateway.received.index(b"\r\n\r\n")].decode()
+        request_line, _, headers = head.partition("\r\n")
+        assert request_line.startswith(f"INVITE sip:+441632960555@{CARRIER_IP}:{gateway.port}")
+        assert "transport=tls" in request_line
+        assert "\r\nVia: SIP/2.0/TLS 127.0.0.1:" in "\r\n" + headers
+        assert _security(pbx, "tls-verify-failed") == []
+    finally:
+        await gateway.__aexit__()
+        await pbx.stop()
+
+
+@pytest.mark.parametrize(
+    ("problem", "alt_names", "end", "expected"),
+    [
+        ("expired", (f"IP:{CARRIER_IP}",), "210101000000Z", "certificate has expired"),
+        ("wrong host", ("DNS:other.example",), None, "IP address mismatch"),
+    ],
+)
+async def test_a_tls_gateway_with_a_bad_certificate_is_refused_with_an_event(
+    tmp_path: Path,
+    ca: TestCa,
+    server_pair: Pair,
+    problem: str,
+    alt_names: tuple[str, ...],
+    end: str | None,
+    expected: str,
+) -> None:
+    gateway_pair = ca.issue("sbc.carrier.test", alt_names=alt_names, end=end)
+    pbx, gateway = await _call_out_over_tls(tmp_path, ca, server_pair, gateway_pair)
+    try:
+        await _wait_for(lambda: _security(pbx, "tls-verify-failed"))
+        [event] = _security(pbx, "tls-verify-failed")[:1]
+        assert event.source == CARRIER_IP
+        assert expected in event.detail, (problem, event.detail)
+        assert b"INVITE" not in gateway.received  # nothing was sent in the clear, or at all
+    finally:
+        await gateway.__aexit__()
+        await pbx.stop()
+
+
+async def test_the_gateway_name_not_its_address_is_checked(
+    tmp_path: Path, ca: TestCa, server_pair: Pair
+) -> None:
+    """A gateway configured by name: its certificate must carry that name (RFC 5922 §7.2)."""
+    gateway_pair = ca.issue("sbc.carrier.test")  # DNS:sbc.carrier.test only
+    pbx = await _start(tmp_path, server_pair)
+    tls = pbx.tls
+    tls.settings = TlsSettings(ca_file=str(ca.certificate))
+    tls._client = None  # the client context again, with the test CA
+    try:
+        async with TlsGateway(gateway_pair) as gateway:
+            remote = (CARRIER_IP, gateway.port)
+            local = _address(pbx, "tls")
+            tls.expect_name(remote, "sbc.carrier.test")
+            assert pbx.transport.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", Flow("tls", remote, local))
+            await asyncio.wait_for(gateway.arrived.wait(), 5)
+            assert gateway.received.startswith(b"OPTIONS")
+            tls.expect_name((CARRIER_IP, gateway.port + 0), "wrong.carrier.test")
+            pbx.transport._connection_by_peer.clear()  # a new connection, checked again
+            pbx.transport.send(b"OPTIONS sip:y SIP/2.0\r\n\r\n", Flow("tls", remote, local))
+            await _wait_for(lambda: _security(pbx, "tls-verify-failed"))
+            [event] = _security(pbx, "tls-verify-failed")
+            assert "wrong.carrier.test" in event.detail and "mismatch" in event.detail
     finally:
         await pbx.stop()

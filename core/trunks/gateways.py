@@ -61,6 +61,8 @@ class Gateway:
         """The SRV name to ask (RFC 3263 §4.2), or None when SRV does not apply."""
         if self.port is not None or self.is_address:
             return None
+        if self.transport == "tls":
+            return f"_sips._tcp.{self.host}"  # RFC 3263 §4.1
         return f"_sip._{self.transport}.{self.host}"
 
 
@@ -274,7 +276,7 @@ async def _lookup(host: str, port: int, transport: str, timeout: float) -> list[
     if _is_ip(host):
         return [host]
     loop = asyncio.get_running_loop()
-    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=kind), timeout)
     except (TimeoutError, OSError, UnicodeError):

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.events import CallEvent, Event, EventBus, ServerEvent
@@ -129,6 +129,7 @@ class Trunks:
         bus: EventBus,
         srv: SrvLookup | None = None,
         limiter_listener: LimiterListener | None = None,
+        tls_names: Callable[[tuple[str, int], str], None] | None = None,
     ) -> None:
         self.settings = settings
         self.domain = settings.domain
@@ -137,6 +138,9 @@ class Trunks:
         self.calls = calls
         self.bus = bus
         self.srv = srv
+        # A TLS gateway's certificate must name the gateway as configured (RFC 5922 §7.2),
+        # not the address it resolved to: the transport is told which name to check.
+        self.tls_names = tls_names or (lambda remote, name: None)
         self.dialplan = Dialplan(settings.dialplan)
         self.limiter = CallLimiter(settings.proxy.max_calls_global, limiter_listener)
         self.carriers: list[CarrierRow] = []
@@ -335,9 +339,11 @@ class Trunks:
     def _target_of(self, state: OutboundCall) -> Target:
         """Where the current attempt goes: `sip:+NUMBER@gateway;user=phone` (§19.1.1)."""
         target = state.target
-        transport = ";transport=tcp" if target.transport == "tcp" else ""
+        transport = f";transport={target.transport}" if target.transport != "udp" else ""
         uri = f"sip:{state.number.carrier_form}@{target.uri_hostport};user=phone{transport}"
         local = local_address(self.identity, target.transport, state.arrived)
+        if target.transport == "tls":
+            self.tls_names((target.ip, target.port), target.gateway.host)
         return Target(uri, Flow(target.transport, (target.ip, target.port), local))
 
     def _set_caller_id(self, state: OutboundCall, request: Request, caller_id: str) -> None:
