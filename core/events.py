@@ -96,7 +96,9 @@ class SecurityEvent(Event):
 
     `action` is one of: "auth-failed", "scanner-dropped", "flood-banned", "banned",
     "unbanned", "sanity-rejected", "max-forwards", "loop", "brute-force-user", "toll-fraud",
-    "too-large", "parse-error", "banned-dropped".
+    "too-large", "parse-error", "banned-dropped", "tls-verify-failed" (a server we connected
+    to showed a certificate that does not verify: expired, wrong host, unknown issuer),
+    "tls-failed" (another TLS error on such a connection).
     """
 
     action: str

@@ -30,6 +30,11 @@ def server_addresses(domain: str, listening: list[ListenAddress]) -> list[str]:
 
 
 def credentials_text(username: str, password: str, domain: str, servers: list[str]) -> str:
+    """The rows to type into a phone. With a TLS listener (the server has a certificate) the
+    TLS address comes first and the phone is told to use it: the password and every call's
+    signalling are then encrypted on the way (RFC 3261 §26.2.1)."""
+    secure = [server for server in servers if "TLS" in server.rpartition("(")[2]]
+    servers = secure + [server for server in servers if server not in secure]
     rows = [
         ("Username / Auth ID", username),
         ("Password", password),
@@ -37,6 +42,8 @@ def credentials_text(username: str, password: str, domain: str, servers: list[st
         ("SIP server / Proxy", servers[0] if servers else domain),
     ]
     rows += [("", server) for server in servers[1:]]
+    if secure:
+        rows.append(("Transport", "TLS on the first server above: set the phone to TLS"))
     return "\n".join(f"{label:<20} {value}" for label, value in rows)
 
 

@@ -25,6 +25,7 @@ from core.pbx import Pbx, StartError
 from core.settings import ListenAddress, TlsSettings
 from core.sip.parser import parse_message
 from pbxtui.config import ConfigError, parse_listen, settings_from_mapping
+from screens.credentials import credentials_text, server_addresses
 
 
 @pytest.fixture(scope="module")
@@ -360,3 +361,21 @@ async def test_tls_only_refuses_users_over_udp_before_any_challenge(
         assert await _register_over_tls(pbx, ca) == 200
     finally:
         await pbx.stop()
+
+
+def test_credentials_tell_the_phone_to_use_tls_when_the_server_has_it() -> None:
+    listening = [
+        ListenAddress("udp", "0.0.0.0", 5060),
+        ListenAddress("tcp", "0.0.0.0", 5060),
+        ListenAddress("tls", "0.0.0.0", 5061),
+    ]
+    text = credentials_text(
+        "alice", "pw", "pbx.example", server_addresses("pbx.example", listening)
+    )
+    lines = text.splitlines()
+    assert lines[3].endswith("pbx.example:5061 (TLS)")  # first: what the phone should use
+    assert "set the phone to TLS" in lines[-1]
+    plain = credentials_text(
+        "alice", "pw", "pbx.example", server_addresses("pbx.example", listening[:2])
+    )
+    assert "TLS" not in plain
