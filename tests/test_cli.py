@@ -493,3 +493,19 @@ def test_an_unusable_database_exits_1(
     assert main(["--db", str(junk), "user", "list"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("pbxtui: error:") and "Traceback" not in err
+
+
+def test_tls_selfsigned_writes_a_pair_the_server_loads(cli: Cli, tmp_path: Path) -> None:
+    from core.net.tls import server_context
+
+    result = cli("tls", "selfsigned", "--name", "pbx.test", "--name", "127.0.0.1")
+    assert result.code == 0, result.err
+    certificate, key = tmp_path / "pbxtui-cert.pem", tmp_path / "pbxtui-key.pem"
+    server_context(certificate, key)  # a usable pair
+    assert key.stat().st_mode & 0o077 == 0  # the key is readable by its owner only
+    assert "phones will warn" in result.err and "openssl" in result.out
+    assert f'certificate = "{certificate}"' in result.out
+    again = cli("tls", "selfsigned")
+    assert again.code == 2 and "--force" in again.err
+    assert cli("tls", "selfsigned", "--force", "--days", "0").code == 2
+    assert cli("tls", "selfsigned", "--force", "--name", "bad name!").code == 2

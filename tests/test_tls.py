@@ -26,6 +26,7 @@ from core.settings import ListenAddress, TlsSettings
 from core.sip.parser import parse_message
 from pbxtui.config import ConfigError, parse_listen, settings_from_mapping
 from screens.credentials import credentials_text, server_addresses
+from screens.registrations import binding_cells
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,7 @@ async def test_register_over_tls_binds_a_tls_contact(
             assert response.headers.get("via").startswith("SIP/2.0/TLS")
             binding = pbx.location.lookup("alice", pbx.clock())[0]
             assert binding.flow.transport == "tls"
+            assert binding_cells(binding, pbx.clock())[3] == "TLS"  # the Registrations pane
             assert binding.flow.remote == tuple(client.local)
             # RFC 5626 §4.4.1: a CRLF CRLF ping over the flow gets a CRLF pong.
             await client.send(b"\r\n\r\n")
