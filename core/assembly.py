@@ -242,6 +242,7 @@ class Core:
             srv=SrvResolver(),
             limiter_listener=sinks.limiter,
             tls_names=transport.tls.expect_name if transport.tls is not None else None,
+            peer_names=transport.peer_names,
         )
         self._load_carriers(stored.carriers, stored.dids)
         self.proxy = Proxy(

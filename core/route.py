@@ -75,7 +75,7 @@ class Proxy(Protocol):
 class Trunks(Protocol):
     """What the route asks of the carrier trunks (core/trunks/trunks.py)."""
 
-    def is_carrier(self, ip: str) -> bool: ...
+    def trusts(self, flow: Flow) -> bool: ...
     def inbound(self, request: Request) -> Refuse | ToUser: ...
 
 
@@ -179,7 +179,7 @@ class Route:
         if self._to_us_without_user(request) and request.method != "REGISTER":
             self._answer_ourselves(request, flow)
             return
-        if self.trunks.is_carrier(flow.remote[0]):
+        if self.trunks.trusts(flow):
             self._from_carrier(request, flow, now)
             return
         if self.tls_only and flow.transport != "tls":

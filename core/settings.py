@@ -63,6 +63,10 @@ class TlsSettings:
     reload_check_seconds: float = 5.0
     # Refuse REGISTER and calls from users over UDP and TCP: every phone must use TLS.
     tls_only: bool = False
+    # "CARRIER=NAME": requests from that carrier's addresses are trusted as the carrier only
+    # over TLS with a client certificate (verified like a gateway's) naming NAME in its
+    # subject CN or subjectAltName; otherwise they are treated as from anyone (digest).
+    carrier_subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from core.net.addresses import parse_network
+from core.net.tls import parse_carrier_subjects
 from core.settings import (
     AuthSettings,
     DialplanSettings,
@@ -354,6 +355,10 @@ def _check_consistency(settings: Settings, source: str) -> None:
         if not _DIGITS.fullmatch(getattr(dialplan, key)):
             raise ConfigError(f"{source}: [dialplan] {key}: digits only")
     tls = settings.tls
+    try:
+        parse_carrier_subjects(tls.carrier_subjects)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [tls] carrier_subjects: {exc}") from None
     if tls.certificate and not tls.key:
         raise ConfigError(f"{source}: [tls] certificate needs a key")
     if tls.handshake_timeout <= 0 or tls.reload_check_seconds <= 0:

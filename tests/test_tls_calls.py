@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import socket
 import ssl
 from pathlib import Path
 
@@ -367,5 +368,68 @@ async def test_the_gateway_name_not_its_address_is_checked(
             await _wait_for(lambda: _security(pbx, "tls-verify-failed"))
             [event] = _security(pbx, "tls-verify-failed")
             assert "wrong.carrier.test" in event.detail and "mismatch" in event.detail
+    finally:
+        await pbx.stop()
+
+
+@pytest.mark.parametrize(
+    ("transport", "client_name", "expected"),
+    [
+        ("udp", None, 407),  # the right address, but no certificate: anyone (digest)
+        ("tls", None, 407),
+        ("tls", "sbc.other.test", 407),
+        ("tls", "sbc.acme.test", 404),  # the carrier: no digest, an unknown DID → 404
+    ],
+)
+async def test_a_carrier_with_a_required_subject_is_trusted_only_with_that_certificate(
+    tmp_path: Path,
+    ca: TestCa,
+    server_pair: Pair,
+    transport: str,
+    client_name: str | None,
+    expected: int,
+) -> None:
+    pbx = await start_pbx(
+        tmp_path,
+        listen=(ListenAddress("udp", "127.0.0.1", 0), ListenAddress("tls", "127.0.0.1", 0)),
+        tls=TlsSettings(
+            certificate=str(server_pair.certificate),
+            key=str(server_pair.key),
+            ca_file=str(ca.certificate),
+            carrier_subjects=("acme=sbc.acme.test",),
+        ),
+    )
+    try:
+        await pbx.admin.add_carrier("acme", [f"{CARRIER_IP}/32"])
+        await _wait_for(lambda: pbx.trunks.is_carrier(CARRIER_IP))
+        branch = secrets.token_hex(6)
+        invite = (
+            "INVITE sip:+441632960999@pbx.test SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport.upper()} {CARRIER_IP}:5061;branch=z9hG4bK{branch};rport\r\n"
+            "Max-Forwards: 70\r\nFrom: <sip:+441632960111@carrier.test>;tag=c1\r\n"
+            "To: <sip:+441632960999@pbx.test>\r\nCall-ID: carrier-subject-test\r\n"
+            "CSeq: 1 INVITE\r\nContact: <sip:+441632960111@127.0.0.2>\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        response: Response | None = None
+        if transport == "udp":
+            loop = asyncio.get_running_loop()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.bind((CARRIER_IP, 0))
+                sock.setblocking(False)
+                sock.sendto(invite.encode(), _address(pbx, "udp"))
+                while response is None or response.status < 200:
+                    data = await asyncio.wait_for(loop.sock_recv(sock, 65536), 3)
+                    message = parse_message(data)
+                    assert isinstance(message, Response)
+                    response = message
+        else:
+            context = ssl.create_default_context(cafile=str(ca.certificate))
+            if client_name is not None:
+                pair = ca.issue(client_name)
+                context.load_cert_chain(str(pair.certificate), str(pair.key))
+            async with TlsClient(_address(pbx, "tls"), context, local_ip=CARRIER_IP) as client:
+                response = await client.ask(invite)
+        assert response is not None and response.status == expected
     finally:
         await pbx.stop()

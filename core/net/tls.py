@@ -62,11 +62,26 @@ def _harden(context: ssl.SSLContext) -> ssl.SSLContext:
     return context
 
 
-def server_context(certificate: str | Path, key: str | Path) -> ssl.SSLContext:
+def server_context(
+    certificate: str | Path, key: str | Path, client_ca: str | None = None
+) -> ssl.SSLContext:
     """A server context for the listener; TlsError naming the file when the pair is unusable
-    (missing, unreadable, not PEM, or a key that does not match the certificate)."""
+    (missing, unreadable, not PEM, or a key that does not match the certificate).
+
+    `client_ca` ("" for the system store, None for no request): ask peers for a certificate,
+    verified against it, so carriers can be told by their certificate's subject. Optional:
+    phones send none and are served as before."""
     context = _harden(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER))
     context.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_SINGLE_ECDH_USE
+    if client_ca is not None:
+        context.verify_mode = ssl.CERT_OPTIONAL
+        try:
+            if client_ca:
+                context.load_verify_locations(cafile=client_ca)
+            else:
+                context.load_default_certs(ssl.Purpose.CLIENT_AUTH)
+        except (ssl.SSLError, OSError) as error:
+            raise TlsError(f"{client_ca}: not a usable CA file ({error})") from None
     for path in (certificate, key):
         if not os.path.isfile(path):
             raise TlsError(f"{path}: no such file")
@@ -131,9 +146,12 @@ class ServerCertificate:
     """The certificate and key serving now, and a reload that never replaces them with a bad
     pair."""
 
-    def __init__(self, certificate: str | Path, key: str | Path) -> None:
+    def __init__(
+        self, certificate: str | Path, key: str | Path, client_ca: str | None = None
+    ) -> None:
         self.certificate = Path(certificate)
         self.key = Path(key)
+        self.client_ca = client_ca
         self.context: ssl.SSLContext | None = None
         self._stamps: tuple[_FileStamp | None, _FileStamp | None] = (None, None)
         self.loads = 0
@@ -144,7 +162,7 @@ class ServerCertificate:
     def load(self) -> None:
         """The first load; TlsError when the pair is unusable (the server must not start)."""
         stamps = self._current_stamps()
-        self.context = server_context(self.certificate, self.key)
+        self.context = server_context(self.certificate, self.key, self.client_ca)
         self._stamps = stamps
         self.loads += 1
 
@@ -152,7 +170,7 @@ class ServerCertificate:
         """Load the pair again (SIGHUP, or the files changed). A bad pair leaves the old one."""
         stamps = self._current_stamps()
         try:
-            context = server_context(self.certificate, self.key)
+            context = server_context(self.certificate, self.key, self.client_ca)
         except TlsError as error:
             # Remember the stamps anyway: one error line per change, not one per check.
             self._stamps = stamps
@@ -167,6 +185,34 @@ class ServerCertificate:
         if self._current_stamps() == self._stamps:
             return None
         return self.reload()
+
+
+def parse_carrier_subjects(entries: tuple[str, ...]) -> dict[str, str]:
+    """`("acme=sbc.acme.example",)` → {"acme": "sbc.acme.example"}; ValueError when an entry
+    is not CARRIER=NAME."""
+    subjects: dict[str, str] = {}
+    for entry in entries:
+        carrier, equals, name = entry.partition("=")
+        if not equals or not carrier.strip() or not name.strip():
+            raise ValueError(f"{entry!r} is not CARRIER=NAME")
+        subjects[carrier.strip()] = name.strip().lower()
+    return subjects
+
+
+def certificate_names(peercert: object) -> tuple[str, ...]:
+    """The names a verified peer certificate (`getpeercert()`) vouches for: subject CN and
+    subjectAltName DNS / IP entries, lower case. Empty when there is none."""
+    if not isinstance(peercert, dict):
+        return ()
+    names: list[str] = []
+    for rdn in peercert.get("subject", ()):
+        names += [str(value).lower() for key, value in rdn if key == "commonName"]
+    names += [
+        str(value).lower()
+        for kind, value in peercert.get("subjectAltName", ())
+        if kind in ("DNS", "IP Address")
+    ]
+    return tuple(dict.fromkeys(names))
 
 
 class HandshakeGate:
@@ -210,7 +256,9 @@ class TlsLayer:
         self.certificate: ServerCertificate | None = None
         if settings.certificate:
             self.certificate = ServerCertificate(
-                settings.certificate, settings.key or settings.certificate
+                settings.certificate,
+                settings.key or settings.certificate,
+                settings.ca_file if settings.carrier_subjects else None,
             )
         self.gate = HandshakeGate(settings.max_handshakes_per_source, settings.max_handshakes)
         self._client: ssl.SSLContext | None = None

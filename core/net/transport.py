@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 from core.net.flow import Flow
-from core.net.tls import TlsLayer
+from core.net.tls import TlsLayer, certificate_names
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
 from core.sip.framing import KeepAlive, StreamFramer
@@ -126,6 +126,7 @@ class _TcpConnection(asyncio.Protocol):
         )
         self.last_activity = 0.0
         self.pending: list[bytes] = []  # outgoing data while an outbound connect is under way
+        self.peer_names: tuple[str, ...] = ()  # TLS: what the peer's certificate names
         self.connected = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,6 +135,8 @@ class _TcpConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
         self.flow = Flow(self.transport_name, _peer(peer), _peer(local), self.connection_id)
+        if self.transport_name == "tls":
+            self.peer_names = certificate_names(transport.get_extra_info("peercert"))
         self.last_activity = self.layer.loop_time()
         self.layer._register_connection(self)
         for data in self.pending:
@@ -394,6 +397,14 @@ class Transport:
             current = self._connection_by_peer.get(connection.flow.remote)
             if current is connection:
                 del self._connection_by_peer[connection.flow.remote]
+
+    def peer_names(self, flow: Flow) -> tuple[str, ...]:
+        """The names the verified certificate of a TLS flow's peer carries (none: no
+        certificate, or not TLS)."""
+        if flow.connection_id is None:
+            return ()
+        connection = self._connections.get(flow.connection_id)
+        return connection.peer_names if connection is not None else ()
 
     def is_open(self, connection_id: int) -> bool:
         return connection_id in self._connections

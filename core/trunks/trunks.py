@@ -48,6 +48,7 @@ from core.events import CallEvent, Event, EventBus, ServerEvent
 from core.net.addresses import AddressSet
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.net.tls import parse_carrier_subjects
 from core.proxy.calls import ENDED, FAILED, CallTable
 from core.proxy.decisions import Decision, Dial, Refuse, Rewrite, ToUser
 from core.proxy.forking import Branch
@@ -130,6 +131,7 @@ class Trunks:
         srv: SrvLookup | None = None,
         limiter_listener: LimiterListener | None = None,
         tls_names: Callable[[tuple[str, int], str], None] | None = None,
+        peer_names: Callable[[Flow], tuple[str, ...]] | None = None,
     ) -> None:
         self.settings = settings
         self.domain = settings.domain
@@ -141,6 +143,10 @@ class Trunks:
         # A TLS gateway's certificate must name the gateway as configured (RFC 5922 §7.2),
         # not the address it resolved to: the transport is told which name to check.
         self.tls_names = tls_names or (lambda remote, name: None)
+        # [tls] carrier_subjects: carriers trusted only with a client certificate naming them.
+        self.carrier_subjects = parse_carrier_subjects(settings.tls.carrier_subjects)
+        self.peer_names = peer_names or (lambda flow: ())
+        self._subject_networks: list[tuple[AddressSet, str]] = []
         self.dialplan = Dialplan(settings.dialplan)
         self.limiter = CallLimiter(settings.proxy.max_calls_global, limiter_listener)
         self.carriers: list[CarrierRow] = []
@@ -170,6 +176,11 @@ class Trunks:
         self.carrier_networks = AddressSet(
             address for carrier in self.carriers for address in carrier.addresses
         )
+        self._subject_networks = [
+            (AddressSet(carrier.addresses), self.carrier_subjects[carrier.name])
+            for carrier in self.carriers
+            if carrier.name in self.carrier_subjects
+        ]
         self.dids = {row.number: row.username for row in dids}
         previous = self.gateways
         table = GatewayTable(
@@ -236,6 +247,18 @@ class Trunks:
     # -- inbound (the route) --------------------------------------------------------------
     def is_carrier(self, ip: str) -> bool:
         return bool(self.carrier_networks) and self.carrier_networks.contains(ip)
+
+    def trusts(self, flow: Flow) -> bool:
+        """A request on `flow` comes from a carrier: its address is a carrier's and, for a
+        carrier with a required certificate subject, the flow is TLS and the peer's
+        verified certificate names it (RFC 5922 §7.1). Otherwise it is anyone's."""
+        ip = flow.remote[0]
+        if not self.is_carrier(ip):
+            return False
+        for networks, subject in self._subject_networks:
+            if networks.contains(ip) and subject not in self.peer_names(flow):
+                return False
+        return True
 
     def inbound(self, request: Request) -> Refuse | ToUser:
         """An out-of-dialog request from a carrier's address: to a DID's or a user's URI,

@@ -171,15 +171,23 @@ class TlsClient(TcpClient):
     """A phone's TLS connection: the same framing as TCP, over Python's ssl module."""
 
     def __init__(
-        self, server: tuple[str, int], context: ssl.SSLContext, server_hostname: str = "pbx.test"
+        self,
+        server: tuple[str, int],
+        context: ssl.SSLContext,
+        server_hostname: str = "pbx.test",
+        local_ip: str | None = None,
     ) -> None:
         super().__init__(server)
         self.context = context
         self.server_hostname = server_hostname
+        self.local_ip = local_ip
 
     async def open(self) -> TlsClient:
         self.reader, self.writer = await asyncio.open_connection(
-            *self.server, ssl=self.context, server_hostname=self.server_hostname
+            *self.server,
+            ssl=self.context,
+            server_hostname=self.server_hostname,
+            local_addr=(self.local_ip, 0) if self.local_ip else None,
         )
         self.local = self.writer.get_extra_info("sockname")[:2]
         return self
