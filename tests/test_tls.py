@@ -381,3 +381,20 @@ def test_credentials_tell_the_phone_to_use_tls_when_the_server_has_it() -> None:
         "alice", "pw", "pbx.example", server_addresses("pbx.example", listening[:2])
     )
     assert "TLS" not in plain
+
+
+async def test_tcp_framing_caps_apply_on_tls(tmp_path: Path, ca: TestCa, server_pair: Pair) -> None:
+    """Hostile bytes after a good handshake: a header block past the stream buffer closes the
+    connection (as on TCP); nothing is routed and other phones are served."""
+    pbx = await _start(tmp_path, server_pair)
+    try:
+        received = pbx.transport.received_messages
+        async with TlsClient(_tls_address(pbx), _client_context(ca)) as client:
+            with contextlib.suppress(ConnectionError):
+                await client.send(b"REGISTER sip:pbx.test SIP/2.0\r\nX: " + b"A" * 300_000)
+            assert await client.closed_by_peer(3)
+        assert pbx.transport.received_messages == received
+        assert pbx.transport.connection_count == 0
+        assert await _register_over_tls(pbx, ca) == 200
+    finally:
+        await pbx.stop()

@@ -462,24 +462,27 @@ class Transport:
         connection = _TcpConnection(self, next(self._ids), transport)
 
         async def connect() -> None:
-            secure: dict[str, object] = {}
-            if tls is not None and transport == "tls":
-                secure = {
-                    "ssl": tls.client,
-                    "server_hostname": tls.server_name(remote),
-                    "ssl_handshake_timeout": tls.settings.handshake_timeout,
-                }
+            loop = self._loop
+            assert loop is not None
+            secure = tls if transport == "tls" else None
             try:
-                await asyncio.wait_for(
-                    self._loop.create_connection(  # type: ignore[union-attr]
-                        lambda: connection, remote[0], remote[1], **secure
-                    ),
-                    timeout=5.0 + (tls.settings.handshake_timeout if secure and tls else 0.0),
-                )
+                if secure is None:
+                    opening = loop.create_connection(lambda: connection, remote[0], remote[1])
+                else:
+                    opening = loop.create_connection(
+                        lambda: connection,
+                        remote[0],
+                        remote[1],
+                        ssl=secure.client,
+                        server_hostname=secure.server_name(remote),
+                        ssl_handshake_timeout=secure.settings.handshake_timeout,
+                    )
+                limit = 5.0 + (secure.settings.handshake_timeout if secure else 0.0)
+                await asyncio.wait_for(opening, timeout=limit)
             except (OSError, TimeoutError) as error:
                 self.send_errors += 1
-                if tls is not None and secure:
-                    tls.connect_failed(remote, error)
+                if secure is not None:
+                    secure.connect_failed(remote, error)
                 log.debug("%s connect to %s failed: %s", transport, remote, error)
 
         task = asyncio.ensure_future(connect())
