@@ -224,10 +224,7 @@ class Pbx:
         return result
 
     def _certificate_reloaded(self, result: Reloaded) -> None:
-        if result.ok:
-            log.info("%s", result.message)
-        else:
-            log.error("%s", result.message)
+        """One event: the feed shows it, and headless the event log writes it to stderr."""
         self.bus.publish(ServerEvent(result.message, level="info" if result.ok else "error"))
 
     def _tls_security_event(self, action: str, source: str, detail: str) -> None:
