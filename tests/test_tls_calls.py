@@ -350,24 +350,28 @@ async def test_the_gateway_name_not_its_address_is_checked(
 ) -> None:
     """A gateway configured by name: its certificate must carry that name (RFC 5922 §7.2)."""
     gateway_pair = ca.issue("sbc.carrier.test")  # DNS:sbc.carrier.test only
-    pbx = await _start(tmp_path, server_pair)
-    tls = pbx.tls
-    tls.settings = TlsSettings(ca_file=str(ca.certificate))
-    tls._client = None  # the client context again, with the test CA
+    pbx = await start_pbx(
+        tmp_path,
+        listen=(ListenAddress("udp", "127.0.0.1", 0), ListenAddress("tls", "127.0.0.1", 0)),
+        tls=TlsSettings(
+            certificate=str(server_pair.certificate),
+            key=str(server_pair.key),
+            ca_file=str(ca.certificate),
+        ),
+    )
+    local = _address(pbx, "tls")
     try:
-        async with TlsGateway(gateway_pair) as gateway:
-            remote = (CARRIER_IP, gateway.port)
-            local = _address(pbx, "tls")
-            tls.expect_name(remote, "sbc.carrier.test")
-            assert pbx.transport.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", Flow("tls", remote, local))
-            await asyncio.wait_for(gateway.arrived.wait(), 5)
-            assert gateway.received.startswith(b"OPTIONS")
-            tls.expect_name((CARRIER_IP, gateway.port + 0), "wrong.carrier.test")
-            pbx.transport._connection_by_peer.clear()  # a new connection, checked again
-            pbx.transport.send(b"OPTIONS sip:y SIP/2.0\r\n\r\n", Flow("tls", remote, local))
+        async with TlsGateway(gateway_pair) as right, TlsGateway(gateway_pair) as wrong:
+            for gateway, name in ((right, "sbc.carrier.test"), (wrong, "wrong.carrier.test")):
+                remote = (CARRIER_IP, gateway.port)
+                pbx.tls.expect_name(remote, name)
+                pbx.transport.send(b"OPTIONS sip:x SIP/2.0\r\n\r\n", Flow("tls", remote, local))
+            await asyncio.wait_for(right.arrived.wait(), 5)
+            assert right.received.startswith(b"OPTIONS")
             await _wait_for(lambda: _security(pbx, "tls-verify-failed"))
             [event] = _security(pbx, "tls-verify-failed")
             assert "wrong.carrier.test" in event.detail and "mismatch" in event.detail
+            assert wrong.received == b""
     finally:
         await pbx.stop()
 

@@ -270,10 +270,6 @@ class TlsLayer:
         self.handshake_timeouts = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    @property
-    def has_certificate(self) -> bool:
-        return self.certificate is not None and self.certificate.context is not None
-
     def load(self) -> None:
         """Load the certificate and the client context; TlsError if either is unusable."""
         if self.certificate is not None:
@@ -282,6 +278,7 @@ class TlsLayer:
 
     @property
     def client(self) -> ssl.SSLContext:
+        """Loaded by `load` at start (where a bad CA file is a start error)."""
         if self._client is None:
             self._client = client_context(self.settings)
         return self._client
