@@ -437,3 +437,18 @@ async def test_a_carrier_with_a_required_subject_is_trusted_only_with_that_certi
         assert response is not None and response.status == expected
     finally:
         await pbx.stop()
+
+
+async def test_tls_gateway_names_are_known_once_resolved(tmp_path: Path, server_pair: Pair) -> None:
+    """The name comes with the resolution, so the process that holds the connections knows it
+    whichever process routed the call."""
+    pbx = await _start(tmp_path, server_pair)
+    try:
+        await pbx.admin.add_carrier(
+            "acme", [f"{CARRIER_IP}/32"], gateway="localhost:5061", transport="tls"
+        )
+        await _wait_for(lambda: pbx.tls.server_name(("127.0.0.1", 5061)) == "localhost")
+        assert pbx.tls.server_name(("127.0.0.1", 5061)) == "localhost"
+        assert pbx.tls.server_name(("127.0.0.1", 5062)) == "127.0.0.1"  # not a gateway
+    finally:
+        await pbx.stop()

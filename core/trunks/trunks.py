@@ -191,6 +191,15 @@ class Trunks:
                 if old.carrier == gateway.carrier and old.host == gateway.host:
                     table.set_resolved(gateway, previous.addresses(old))
         self.gateways = table
+        self._name_tls_gateways()
+
+    def _name_tls_gateways(self) -> None:
+        """Tell the transport the name each TLS gateway address must prove (RFC 5922 §7.2:
+        the host as configured, also when SRV led to the address). Done where the addresses
+        are learnt, so the process holding the connections knows them whoever routes."""
+        for target in self.gateways.targets():
+            if target.transport == "tls":
+                self.tls_names((target.ip, target.port), target.gateway.host)
 
     async def reload(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
         self.load(carriers, dids)
@@ -211,6 +220,7 @@ class Trunks:
                         level="warning",
                     )
                 )
+        self._name_tls_gateways()
         self._refresh_at = None
 
     def expire(self, now: float) -> None:
@@ -365,8 +375,6 @@ class Trunks:
         transport = f";transport={target.transport}" if target.transport != "udp" else ""
         uri = f"sip:{state.number.carrier_form}@{target.uri_hostport};user=phone{transport}"
         local = local_address(self.identity, target.transport, state.arrived)
-        if target.transport == "tls":
-            self.tls_names((target.ip, target.port), target.gateway.host)
         return Target(uri, Flow(target.transport, (target.ip, target.port), local))
 
     def _set_caller_id(self, state: OutboundCall, request: Request, caller_id: str) -> None:
