@@ -452,3 +452,38 @@ async def test_tls_gateway_names_are_known_once_resolved(tmp_path: Path, server_
         assert pbx.tls.server_name(("127.0.0.1", 5062)) == "127.0.0.1"  # not a gateway
     finally:
         await pbx.stop()
+
+
+@pytest.mark.parametrize("presents_certificate", [True, False])
+async def test_mutual_tls_to_a_carrier_that_requires_a_client_certificate(
+    tmp_path: Path, ca: TestCa, server_pair: Pair, presents_certificate: bool
+) -> None:
+    gateway_pair = ca.issue("sbc.carrier.test", alt_names=(f"IP:{CARRIER_IP}",))
+    client_pair = ca.issue("pbx.test")
+    pbx = await start_pbx(
+        tmp_path,
+        listen=(ListenAddress("udp", "127.0.0.1", 0), ListenAddress("tls", "127.0.0.1", 0)),
+        tls=TlsSettings(
+            certificate=str(server_pair.certificate),
+            key=str(server_pair.key),
+            ca_file=str(ca.certificate),
+            client_certificate=str(client_pair.certificate) if presents_certificate else "",
+            client_key=str(client_pair.key) if presents_certificate else "",
+        ),
+    )
+    try:
+        async with TlsGateway(gateway_pair) as gateway:
+            gateway.context.verify_mode = ssl.CERT_REQUIRED  # the carrier insists
+            gateway.context.load_verify_locations(cafile=str(ca.certificate))
+            remote = (CARRIER_IP, gateway.port)
+            options = b"OPTIONS sip:sbc.carrier.test SIP/2.0\r\n\r\n"
+            pbx.transport.send(options, Flow("tls", remote, _address(pbx, "tls")))
+            if presents_certificate:
+                await asyncio.wait_for(gateway.arrived.wait(), 5)
+                assert gateway.received.startswith(b"OPTIONS")
+            else:
+                await asyncio.sleep(1.0)
+                assert gateway.received == b""
+                assert pbx.transport.connection_count == 0
+    finally:
+        await pbx.stop()
