@@ -51,7 +51,7 @@ class CarrierForm(FormScreen[CarrierRow | None]):
             yield Field(
                 "Transport",
                 Select(
-                    [("UDP", "udp"), ("TCP", "tcp")],
+                    [("UDP", "udp"), ("TCP", "tcp"), ("TLS", "tls")],
                     value="udp",
                     allow_blank=False,
                     id="transport",
