@@ -487,3 +487,61 @@ async def test_mutual_tls_to_a_carrier_that_requires_a_client_certificate(
                 assert pbx.transport.connection_count == 0
     finally:
         await pbx.stop()
+
+
+@pytest.mark.parametrize("subjects", [(), ("acme=sbc.acme.test",)])
+async def test_a_carriers_in_dialog_identity_is_kept_only_when_the_carrier_is_trusted(
+    tmp_path: Path, subjects: tuple[str, ...]
+) -> None:
+    """RFC 3325 §9.1 in the dialog: a carrier's connected-line update (P-Asserted-Identity)
+    reaches the phone only from a source the route trusts as the carrier. With a required
+    certificate subject, the carrier's address over UDP (no certificate) is not enough."""
+    from test_trunks import Caller, Peer, alice_tag, grant_outbound
+
+    pbx = await start_pbx(tmp_path, tls=TlsSettings(carrier_subjects=subjects))
+    try:
+        await grant_outbound(pbx)
+        async with Peer(pbx, user="alice") as alice, Peer(pbx, CARRIER_IP, "gw") as gateway:
+            await pbx.admin.add_carrier(
+                "acme", [f"{CARRIER_IP}/32"], gateway=f"{CARRIER_IP}:{gateway.port}"
+            )
+            call_id, _invite = await Caller(alice).call("01632-960555")
+            invite = await gateway.expect("INVITE")
+            assert isinstance(invite, Request)
+            gateway.respond(invite, 200, tag="gw1")
+            ok = await alice.expect(
+                200, where=lambda m: m.cseq is not None and m.cseq.method == "INVITE"
+            )
+            alice.send(
+                alice.request(
+                    "ACK",
+                    f"sip:gw@{CARRIER_IP}:{gateway.port}",
+                    call_id=call_id,
+                    cseq=2,
+                    tag=alice_tag(ok),
+                    to=ok.headers.get("to"),
+                    routes=tuple(reversed(ok.headers.values("record-route"))),
+                )
+            )
+            await gateway.expect("ACK")
+            assert invite.from_addr is not None and invite.to_addr is not None
+            contact = invite.headers.get("contact")
+            assert contact is not None
+            gateway.send(
+                gateway.request(
+                    "UPDATE",
+                    contact.strip("<>"),
+                    call_id=call_id,
+                    cseq=1,
+                    tag="gw1",
+                    from_uri=str(invite.to_addr.uri),
+                    to=invite.headers.get("from"),
+                    routes=tuple(invite.headers.values("record-route")),
+                    extra=("P-Asserted-Identity: <sip:+441632960555@carrier.test>",),
+                )
+            )
+            update = await alice.expect("UPDATE")
+            kept = update.headers.get_all("p-asserted-identity")
+            assert kept == ([] if subjects else ["<sip:+441632960555@carrier.test>"])
+    finally:
+        await pbx.stop()
