@@ -25,7 +25,6 @@ from core.store.errors import DuplicateError, NotFoundError
 from core.store.rows import BanRow, CarrierRow, CdrRow, DidRow
 from core.trunks.carriers import new_carrier
 from core.trunks.dialplan import Dialplan
-from core.trunks.gateways import SIP_PORT
 from core.users import (
     User,
     UserDirectory,
@@ -140,7 +139,7 @@ class AdminApi:
             name,
             addresses,
             gateway=gateway,
-            port=SIP_PORT if port is None else port,
+            port=port,
             transport=transport,
             username=username,
             password=password,

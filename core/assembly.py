@@ -275,6 +275,8 @@ class Core:
             hosts=dns.addresses,
             meter=books.meter,
             limiter_listener=sinks.limiter,
+            tls_names=transport.tls.expect_name if transport.tls is not None else None,
+            peer_names=transport.peer_names,
         )
         self._load_carriers(stored.carriers, stored.dids)
         # No contact may point at our own sockets or a carrier (core/security/destinations.py):
@@ -318,6 +320,7 @@ class Core:
             trunks=self.trunks,
             outbox=self.outbox,
             clock=clock,
+            tls_only=settings.tls.tls_only,
         )
         self.admin = AdminApi(
             store=store,

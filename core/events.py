@@ -96,7 +96,9 @@ class SecurityEvent(Event):
     """A security decision: one shape so the UI feed and the log treat all alike.
 
     `action` is one of: "auth-failed", "scanner-dropped", "sanity-rejected", "max-forwards",
-    "loop", "brute-force-user", "toll-fraud", "too-large", "parse-error", "banned-dropped";
+    "loop", "brute-force-user", "toll-fraud", "too-large", "parse-error", "banned-dropped",
+    "tls-verify-failed" (a server we connected to showed a certificate that does not verify:
+    expired, wrong host, unknown issuer), "tls-failed" (another TLS error on such a connection);
     and, as the `SourceBanned` / `SourceUnbanned` below, "banned", "flood-banned", "unbanned".
     """
 

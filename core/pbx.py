@@ -25,9 +25,10 @@ from core.accounting.books import Books
 from core.admin import AdminApi
 from core.assembly import Core, Duties, PbxStats, Role, Stored
 from core.cluster.main import MainRole
-from core.events import EventBus, ServerEvent
+from core.events import EventBus, SecurityEvent, ServerEvent
 from core.faults import FaultLog
 from core.net.identity import ServerIdentity
+from core.net.tls import Reloaded, TlsError, TlsLayer, watch_certificate
 from core.net.transport import ListenError, Transport
 from core.private_files import exposure
 from core.proxy.calls import CallInfo
@@ -78,8 +79,13 @@ class Pbx:
         self.clock = clock
         self.role: Role = role if role is not None else role_for(settings)
         self.bus: EventBus = self.role.bus
+        self.tls = TlsLayer(settings.tls, report=self._tls_security_event)
         self.transport = Transport(
-            settings.transport, self._on_message, self._on_stream_error, self._on_forwarded
+            settings.transport,
+            self._on_message,
+            self._on_stream_error,
+            self._on_forwarded,
+            tls=self.tls,
         )
         # Set by `start`, together: the core and what the role does while it runs.
         self._running: tuple[Core, Duties] | None = None
@@ -185,9 +191,10 @@ class Pbx:
             books=books, clock=self.clock,
         )  # fmt: skip
         try:
+            self._load_tls()
             await core.trunks.resolve_gateways()
             await role.bind(self.transport, tuple(settings.listen))
-        except ListenError as error:
+        except (ListenError, TlsError) as error:
             await core.close()
             await store.close()
             raise StartError(str(error)) from None
@@ -204,6 +211,38 @@ class Pbx:
             raise StartError(str(error)) from None
         self._running = (core, duties)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
+        if self.tls.certificate is not None:
+            watch = watch_certificate(
+                self.tls, self._certificate_reloaded, settings.tls.reload_check_seconds
+            )
+            self._tasks.append(asyncio.create_task(watch, name="tls-certificate-watch"))
+
+    # -- TLS: the certificate and what the carriers' servers are checked against -----------
+    def _load_tls(self) -> None:
+        """Loaded before anything listens: a tls listener without a usable certificate is a
+        start error (RFC 3261 §26.2.1), as is an unusable CA file or client certificate."""
+        wants_tls = any(address.transport == "tls" for address in self.settings.listen)
+        if wants_tls and self.tls.certificate is None:
+            raise TlsError(
+                "a tls listen address needs [tls] certificate and key "
+                "(pbxtui tls selfsigned makes a pair for testing)"
+            )
+        self.tls.load()
+
+    def reload_certificate(self) -> Reloaded | None:
+        """Load the TLS certificate and key again (SIGHUP); None when none is configured."""
+        if self.tls.certificate is None:
+            return None
+        result = self.tls.certificate.reload()
+        self._certificate_reloaded(result)
+        return result
+
+    def _certificate_reloaded(self, result: Reloaded) -> None:
+        """One event: the feed shows it, and headless the event log writes it to stderr."""
+        self.bus.publish(ServerEvent(result.message, level="info" if result.ok else "error"))
+
+    def _tls_security_event(self, action: str, source: str, detail: str) -> None:
+        self.bus.publish(SecurityEvent(action, source, detail))
 
     def _warn_if_exposed(self) -> None:
         """The database holds HA1s and carrier passwords: say so at start when other users

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from core.settings import ListenAddress
 
 _WILDCARDS = ("0.0.0.0", "::")
+_TRANSPORT_ORDER = ["TLS", "UDP", "TCP"]  # as the Transport row names them
 # RFC 5737 TEST-NET-2: only the routing table is asked which source address would reach it;
 # connect() on a UDP socket sends nothing.
 _ROUTE_PROBE = "198.51.100.1"
@@ -37,16 +38,28 @@ class PhoneSettings:
     realm: str
 
     def rows(self) -> list[tuple[str, str]]:
-        """(label, value) rows, in the order phones ask for them."""
+        """(label, value) rows, in the order phones ask for them.
+
+        With a TLS listener (the server has a certificate) its port comes first and the phone
+        is told to use TLS: the password and every call's signalling are then encrypted on the
+        way (RFC 3261 §26.2.1)."""
+        # A stable sort: TLS first, the others in listen order.
+        ports = sorted(self.ports, key=lambda pair: pair[0] != "tls")
         by_port: dict[int, list[str]] = {}
-        for transport, port in self.ports:
+        for transport, port in ports:
             by_port.setdefault(port, []).append(transport.upper())
         port_text = ", ".join(f"{port} ({' or '.join(t)})" for port, t in by_port.items())
-        transports = sorted({t.upper() for t, _ in self.ports}, key=["UDP", "TCP"].index)
+        transports = sorted({t.upper() for t, _ in ports}, key=_TRANSPORT_ORDER.index)
+        transport_text = " or ".join(transports) or "UDP"
+        if transports[:1] == ["TLS"]:
+            others = " or ".join(transports[1:])
+            transport_text = "TLS: set the phone to TLS"
+            if others:
+                transport_text += f" ({others} also work)"
         return [
             ("SIP server / Domain", self.server),
             ("Port", port_text or "5060"),
-            ("Transport", " or ".join(transports) or "UDP"),
+            ("Transport", transport_text),
             ("Username / Auth ID", self.username),
             ("Password", self.password),
             ("Realm", f"{self.realm} (phones learn it from the server)"),

@@ -8,6 +8,7 @@ Read it top to bottom like Kamailio's request_route:
     in dialog?           → loose-route through the proxy (ACKs of our own replies absorbed)
     CANCEL               → the proxy's server transaction
     carrier address?     → inbound trunk, no digest
+    TLS only ([tls])     → 403 over UDP/TCP, before any challenge
     authenticate         → 401 (REGISTER) / 407 (others); failures counted per IP and user
     REGISTER             → registrar
     anything else        → proxy: local user, or carrier gateway, or 403
@@ -74,7 +75,7 @@ class Proxy(Protocol):
 class Trunks(Protocol):
     """What the route asks of the carrier trunks (core/trunks/trunks.py)."""
 
-    def is_carrier(self, ip: str) -> bool: ...
+    def trusts(self, flow: Flow) -> bool: ...
     def inbound(self, request: Request) -> Refuse | ToUser: ...
 
 
@@ -119,6 +120,7 @@ class Route:
         trunks: Trunks,
         outbox: Outbox,
         clock: Callable[[], float],
+        tls_only: bool = False,
     ) -> None:
         self.identity = identity
         self.bus = bus
@@ -130,6 +132,7 @@ class Route:
         self.trunks = trunks
         self.outbox = outbox
         self.clock = clock
+        self.tls_only = tls_only  # [tls] tls_only: users must reach us over TLS
         self.dropped = 0
 
     # -- the route ------------------------------------------------------------------------
@@ -180,8 +183,12 @@ class Route:
         if self._to_us_without_user(request) and request.method != "REGISTER":
             self._answer_ourselves(request, flow)
             return
-        if self.trunks.is_carrier(flow.remote[0]):
+        if self.trunks.trusts(flow):
             self._from_carrier(request, flow, now)
+            return
+        if self.tls_only and flow.transport != "tls":
+            # Refused before the challenge, so no digest answer is ever sent in clear text.
+            self.outbox.reply(request, flow, 403, "TLS required (sips: or transport=tls)")
             return
         username = self._authenticate(request, flow, now)
         if username is None:

@@ -20,7 +20,7 @@ class ListenAddress:
     Asterisk's `external_signaling_address`). It goes in Via and Record-Route.
     """
 
-    transport: str  # "udp" or "tcp"
+    transport: str  # "udp", "tcp" or "tls"
     host: str
     port: int
     advertise_host: str = ""
@@ -60,6 +60,37 @@ class TransportSettings:
     # CANCEL and BYE of the calls under way still get through before their senders'
     # retransmission timers (T1 = 0.5 s) double the load. 0 turns shedding off.
     udp_shed_after_seconds: float = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """SIP over TLS (RFC 3261 §26.2.1; `core/net/tls.py` builds the contexts from these).
+
+    `certificate` and `key` are PEM files; Let's Encrypt's fullchain.pem and privkey.pem work
+    as they are. Both are read again when they change on disk (checked every
+    `reload_check_seconds`) or on SIGHUP; a pair that does not load leaves the old one serving.
+    """
+
+    certificate: str = ""  # PEM, the server certificate followed by its chain
+    key: str = ""  # PEM private key
+    # Carriers' servers are verified against this CA bundle (PEM); empty: the system store.
+    ca_file: str = ""
+    # Presented to carriers that require mutual TLS; empty: none.
+    client_certificate: str = ""
+    client_key: str = ""
+    # A connection that has not finished its handshake in this time is closed.
+    handshake_timeout: float = 10.0
+    # Handshakes under way at once, from one address and in all: half-open connections from
+    # one source must not use up what every other phone needs.
+    max_handshakes_per_source: int = 16
+    max_handshakes: int = 512
+    reload_check_seconds: float = 5.0
+    # Refuse REGISTER and calls from users over UDP and TCP: every phone must use TLS.
+    tls_only: bool = False
+    # "CARRIER=NAME": requests from that carrier's addresses are trusted as the carrier only
+    # over TLS with a client certificate (verified like a gateway's) naming NAME in its
+    # subject CN or subjectAltName; otherwise they are treated as from anyone (digest).
+    carrier_subjects: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +275,7 @@ class Settings:
     # root (core/control/peers.py); empty: nobody else.
     control_group: str = ""
     transport: TransportSettings = field(default_factory=TransportSettings)
+    tls: TlsSettings = field(default_factory=TlsSettings)
     registrar: RegistrarSettings = field(default_factory=RegistrarSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     security: SecuritySettings = field(default_factory=SecuritySettings)

@@ -38,6 +38,7 @@ from typing import Any
 
 from core.accounting.rates import parse_money, validate_currency
 from core.net.addresses import parse_network
+from core.net.tls import parse_carrier_subjects
 from core.settings import (
     AccountingSettings,
     AuthSettings,
@@ -49,6 +50,7 @@ from core.settings import (
     RegistrarSettings,
     SecuritySettings,
     Settings,
+    TlsSettings,
     TransportSettings,
     UiSettings,
 )
@@ -58,12 +60,14 @@ from core.sip.hostport import is_hostname, parse_hostport
 CONFIG_FILE_NAME = "pbxtui.toml"
 SYSTEM_CONFIG_PATH = Path("/etc/pbxtui") / CONFIG_FILE_NAME
 CONFIG_ENVIRONMENT = "PBXTUI_CONFIG"
-LISTEN_TRANSPORTS = ("udp", "tcp")
+LISTEN_TRANSPORTS = ("udp", "tcp", "tls")
+DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}  # RFC 3261 §19.1.2
 DIGEST_ALGORITHMS = ("SHA-256", "MD5")
 
 # TOML section -> (Settings attribute, dataclass it fills).
 _SECTIONS: dict[str, tuple[str, type]] = {
     "transport": ("transport", TransportSettings),
+    "tls": ("tls", TlsSettings),
     "registrar": ("registrar", RegistrarSettings),
     "auth": ("auth", AuthSettings),
     "security": ("security", SecuritySettings),
@@ -97,11 +101,12 @@ class ConfigError(Exception):
 
 def parse_listen(text: str) -> ListenAddress:
     """Parse `PROTO:HOST[:PORT] [advertise HOST[:PORT]]`: `udp:0.0.0.0:5060`,
-    `tcp:[::1]:5060`, `udp:10.0.0.5:5060 advertise 203.0.113.10:5060`.
+    `tcp:[::1]:5060`, `tls:0.0.0.0:5061`, `udp:10.0.0.5:5060 advertise 203.0.113.10:5060`.
 
-    PROTO is udp or tcp; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060 and
-    may be 0 to let the system pick one (tests). The advertised address (Kamailio's syntax) is
-    an IP address or host name; its port defaults to the listen port. Raises `ValueError`
+    PROTO is udp, tcp or tls; HOST is an IP address (IPv6 in brackets); PORT defaults to 5060
+    (5061 for tls) and may be 0 to let the system pick one (tests). The advertised address
+    (Kamailio's syntax) is an IP address or host name; its port defaults to the listen port.
+    Raises `ValueError`
     saying what is wrong.
     """
     address_text, _, advertise_text = text.strip().partition(" advertise ")
@@ -132,7 +137,8 @@ def _parse_listen_address(text: str, original: str) -> ListenAddress:
     transport = transport.lower()
     if not colon or transport not in LISTEN_TRANSPORTS:
         raise ValueError(
-            f"listen address {original!r} must look like udp:HOST:PORT or tcp:HOST:PORT"
+            f"listen address {original!r} must look like udp:HOST:PORT, tcp:HOST:PORT or "
+            "tls:HOST:PORT"
         )
     try:
         host, port = parse_hostport(rest, zero_port=True)
@@ -146,7 +152,9 @@ def _parse_listen_address(text: str, original: str) -> ListenAddress:
         address = ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"listen address {original!r}: {host!r} is not an IP address") from None
-    return ListenAddress(transport, str(address), 5060 if port is None else port)
+    return ListenAddress(
+        transport, str(address), DEFAULT_PORTS[transport] if port is None else port
+    )
 
 
 def validate_domain(domain: str) -> None:
@@ -251,6 +259,8 @@ def settings_from_mapping(
     for section, (attribute, cls) in _SECTIONS.items():
         if section in data:
             changes[attribute] = _section(cls, data[section], f"{source}: [{section}]")
+    if "tls" in changes:
+        changes["tls"] = _tls_paths(changes["tls"], base_dir or Path.cwd())
     settings = dataclasses.replace(settings, **changes)
     _check_consistency(settings, source)
     return settings
@@ -408,6 +418,16 @@ def _convert(value: Any, hint: Any, where: str) -> Any:
     raise ConfigError(f"{where}: this setting cannot be set from the config file")
 
 
+def _tls_paths(tls: TlsSettings, base_dir: Path) -> TlsSettings:
+    """Relative certificate, key and CA paths are relative to the config file, like `db`."""
+    paths = {}
+    for key in ("certificate", "key", "ca_file", "client_certificate", "client_key"):
+        value = getattr(tls, key)
+        if value:
+            paths[key] = str(base_dir / Path(value).expanduser())
+    return dataclasses.replace(tls, **paths)
+
+
 def _check_consistency(settings: Settings, source: str) -> None:
     """Rules that span keys or need more than a type check."""
     registrar = settings.registrar
@@ -436,6 +456,17 @@ def _check_consistency(settings: Settings, source: str) -> None:
     for key in ("country_code", "national_prefix", "international_prefix"):
         if not _DIGITS.fullmatch(getattr(dialplan, key)):
             raise ConfigError(f"{source}: [dialplan] {key}: digits only")
+    tls = settings.tls
+    try:
+        parse_carrier_subjects(tls.carrier_subjects)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: [tls] carrier_subjects: {exc}") from None
+    if tls.certificate and not tls.key:
+        raise ConfigError(f"{source}: [tls] certificate needs a key")
+    if tls.handshake_timeout <= 0 or tls.reload_check_seconds <= 0:
+        raise ConfigError(
+            f"{source}: [tls] handshake_timeout and reload_check_seconds: more than 0"
+        )
     if settings.ui.refresh_hz <= 0:
         raise ConfigError(f"{source}: [ui] refresh_hz: must be more than 0")
     _check_accounting(settings.accounting, source)

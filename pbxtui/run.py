@@ -100,6 +100,9 @@ async def _headless(
     settle_after_start(loop)
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    # `systemctl reload` / `kill -HUP`: the configuration and the TLS certificate are read
+    # again now (a renewal hook), rather than at the next file check. Headless only: for the
+    # console SIGHUP is a hang-up.
     loop.add_signal_handler(signal.SIGHUP, service.reload)
     listening = ", ".join(str(address) for address in pbx.listening)
     log.info(

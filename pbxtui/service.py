@@ -88,7 +88,9 @@ class Service:
             await asyncio.sleep(interval)
 
     def reload(self) -> tuple[list[str], list[str]]:
-        """Read the configuration again: (what changed now, what needs a restart)."""
+        """Read the TLS certificate and the configuration again: (what changed now, what
+        needs a restart). The certificate's outcome is an event of its own (core/pbx.py)."""
+        self.pbx.reload_certificate()
         if self.reload_settings is None:
             return [], ["no configuration to read again"]
         self.notifier.send("RELOADING=1")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.widgets import Input, Select
 
 from core.store.rows import CarrierRow
+from core.trunks.carriers import CARRIER_TRANSPORTS, default_port
 from screens.form import FormScreen
 from screens.widgets.field import Field
 
@@ -51,7 +53,7 @@ class CarrierForm(FormScreen[CarrierRow | None]):
             yield Field(
                 "Transport",
                 Select(
-                    [("UDP", "udp"), ("TCP", "tcp")],
+                    [(transport.upper(), transport) for transport in CARRIER_TRANSPORTS],
                     value="udp",
                     allow_blank=False,
                     id="transport",
@@ -73,6 +75,15 @@ class CarrierForm(FormScreen[CarrierRow | None]):
 
     def on_mount(self) -> None:
         self.query_one("#name", Input).focus()
+
+    @on(Select.Changed, "#transport")
+    def _transport_changed(self, event: Select.Changed) -> None:
+        """The port follows the transport's default (5061 for TLS, RFC 3261 §19.1.2) until
+        the operator types another."""
+        port = self.query_one("#port", Input)
+        defaults = {str(default_port(transport)) for transport in CARRIER_TRANSPORTS}
+        if port.value.strip() in defaults | {""}:
+            port.value = str(default_port(str(event.value)))
 
     async def submit(self) -> None:
         invalid = False

@@ -603,3 +603,34 @@ def test_an_unusable_database_exits_1(
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"pbxtui: database {junk}"
     assert err[1].startswith("pbxtui: error:") and len(err) == 2
+
+
+def test_tls_selfsigned_writes_a_pair_the_server_loads(cli: Cli, tmp_path: Path) -> None:
+    from core.net.tls import server_context
+
+    result = cli("tls", "selfsigned", "--name", "pbx.test", "--name", "127.0.0.1")
+    assert result.code == 0, result.err
+    certificate, key = tmp_path / "pbxtui-cert.pem", tmp_path / "pbxtui-key.pem"
+    server_context(certificate, key)  # a usable pair
+    assert key.stat().st_mode & 0o077 == 0  # the key is readable by its owner only
+    assert "phones will warn" in result.err and "openssl" in result.out
+    assert "database" not in result.err  # files only: no database is opened for it
+    assert f'certificate = "{certificate}"' in result.out
+    again = cli("tls", "selfsigned")
+    assert again.code == 2 and "--force" in again.err
+    assert cli("tls", "selfsigned", "--force", "--days", "0").code == 2
+    assert cli("tls", "selfsigned", "--force", "--name", "bad name!").code == 2
+
+
+def test_a_tls_carrier_defaults_to_port_5061(cli: Cli, db: Path) -> None:
+    """RFC 3261 §19.1.2: SIP over TLS is on 5061 unless the operator names a port."""
+    assert cli("carrier", "add", "secure", "--ip", "192.0.2.1", "--transport", "tls").code == 0
+    assert cli("carrier", "add", "plain", "--ip", "192.0.2.2").code == 0
+    odd = ("--ip", "192.0.2.3", "--transport", "tls", "--port", "5070")
+    assert cli("carrier", "add", "odd", *odd).code == 0
+    carriers = {row.name: row for row in read_store(db, lambda store: store.list_carriers())}
+    assert (carriers["secure"].transport, carriers["secure"].port) == ("tls", 5061)
+    assert (carriers["plain"].transport, carriers["plain"].port) == ("udp", 5060)
+    assert carriers["odd"].port == 5070
+    bad = cli("carrier", "add", "x", "--ip", "192.0.2.4", "--transport", "sctp")
+    assert bad.code == 2 and "transport" in bad.err

@@ -254,7 +254,7 @@ def test_parse_listen(text: str, expected: ListenAddress) -> None:
     [
         "",
         "127.0.0.1:5060",
-        "tls:127.0.0.1:5061",
+        "dtls:127.0.0.1:5061",
         "udp:",
         "udp:localhost:5060",
         "udp:127.0.0.1:",

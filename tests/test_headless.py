@@ -157,3 +157,31 @@ def test_bad_listen_option_exits_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("pbxtui: error:")
     assert "Traceback" not in result.stderr
+
+
+def test_headless_reloads_its_tls_certificate_on_sighup(tmp_path: Path) -> None:
+    """`systemctl reload`: SIGHUP loads the pair again; a bad pair is one error line and the
+    service goes on."""
+    from support.certs import TestCa
+
+    pair = TestCa(tmp_path / "ca").issue("pbx.test", alt_names=("IP:127.0.0.1",))
+    config = tmp_path / "pbxtui.toml"
+    config.write_text(f'[tls]\ncertificate = "{pair.certificate}"\nkey = "{pair.key}"\n')
+    port = free_port()
+    command = _command(tmp_path, port, "--config", str(config), "--listen", "tls:127.0.0.1:0")
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_line(process, "pbxtui ready")
+        process.send_signal(signal.SIGHUP)
+        _wait_for_line(process, "TLS certificate reloaded")
+        pair.key.write_text("not a key\n")
+        process.send_signal(signal.SIGHUP)
+        lines = _wait_for_line(process, "TLS certificate not reloaded")
+        assert "WARNING" in lines[-1] and "old one serves on" in lines[-1]
+        assert sum("TLS certificate" in line for line in lines) == 1  # one line, not two
+        assert _options(port).startswith(b"SIP/2.0 200 OK")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()

@@ -38,6 +38,9 @@ def test_a_new_carrier_in_its_stored_form() -> None:
     assert carrier.addresses == ("192.0.2.0/24", "2001:db8::1/128")
     assert carrier.gateway == "sip.acme.example"  # bare: SRV first (RFC 3263 §4.2)
     assert (carrier.username, carrier.password, carrier.port) == (None, None, 5060)
+    # No port: the transport's default (RFC 3261 §19.1.2), 5061 for TLS.
+    assert new_carrier("secure", ["192.0.2.1"], transport="tls").port == 5061
+    assert new_carrier("secure", ["192.0.2.1"], transport="tls", port=5070).port == 5070
     assert new_carrier("v6", ["192.0.2.1"], gateway="2001:db8::5").gateway == "[2001:db8::5]"
     assert new_carrier("v6", ["192.0.2.1"], gateway="[2001:db8::5]:5070").gateway == (
         "[2001:db8::5]:5070"
@@ -58,7 +61,7 @@ def test_a_new_carrier_in_its_stored_form() -> None:
         ("acme", ["192.0.2.1"], {"gateway": "sip.acme.example>x"}, "gateway"),
         ("acme", ["192.0.2.1"], {"port": 0}, "port 0 must be 1-65535"),
         ("acme", ["192.0.2.1"], {"port": 65_536}, "port"),
-        ("acme", ["192.0.2.1"], {"transport": "tls"}, "transport"),
+        ("acme", ["192.0.2.1"], {"transport": "sctp"}, "transport must be udp, tcp or tls"),
         ("acme", ["192.0.2.1"], {"username": "trunk"}, "go together"),
         ("acme", ["192.0.2.1"], {"password": "secret"}, "go together"),
         ("acme", ["192.0.2.1"], {"priority": -1}, "priority"),
@@ -159,6 +162,7 @@ CARRIER_CASES = [
     ("acme", ["192.0.2.7"], {"gateway": "sip.acme.example"}),
     ("acme", ["192.0.2.7"], {"gateway": "2001:db8::5", "port": 5080, "priority": 0}),
     ("acme", ["192.0.2.7"], {"username": "trunk", "password": "pw"}),
+    ("acme", ["192.0.2.7"], {"transport": "tls", "gateway": "sip.acme.example"}),  # port 5061
     ("my carrier", ["192.0.2.7"], {}),
     ("acme", ["192.0.2.300"], {}),
     ("acme", ["192.0.2.7/40"], {}),

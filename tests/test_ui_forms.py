@@ -226,6 +226,31 @@ async def test_carrier_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
         assert app.screen.query_one("#carriers", KeyedTable).keys == ["acme"]
 
 
+async def test_carrier_form_tls_port_follows_the_transport(tmp_path: Path) -> None:
+    """Choosing TLS moves the port to 5061 (RFC 3261 §19.1.2) unless one was typed."""
+    async with console(tmp_path) as (app, pilot):
+        await pilot.press("5", "a")
+        form = app.screen
+        assert isinstance(form, CarrierForm)
+        transport = form.query_one("#transport", Select)
+        port = form.query_one("#port", Input)
+        transport.value = "tls"
+        await pilot.pause()
+        assert port.value == "5061"
+        transport.value = "udp"
+        await pilot.pause()
+        assert port.value == "5060"
+        port.value = "5070"
+        transport.value = "tls"
+        await pilot.pause()
+        assert port.value == "5070"  # typed by the operator: kept
+        port.value = "5061"
+        fill(form, name="secure", addresses="203.0.113.9", gateway="sbc.acme.example")
+        assert await submit(pilot, app) is None
+        (carrier,) = await app.pbx.admin.list_carriers()
+        assert (carrier.transport, carrier.port) == ("tls", 5061)
+
+
 async def test_did_form_valid_invalid_and_cancel(tmp_path: Path) -> None:
     async with console(tmp_path, users={"alice": "alice-secret-1"}) as (app, pilot):
         await pilot.press("5", "n")

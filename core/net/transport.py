@@ -1,9 +1,10 @@
-"""The thin asyncio layer: UDP and TCP sockets in, bytes and Flows out (RFC 3261 §18).
+"""The thin asyncio layer: UDP, TCP and TLS sockets in, bytes and Flows out (RFC 3261 §18).
 
 Nothing here understands SIP beyond framing a TCP stream. Every received message is handed
 to one callback, `on_message(data, flow)`, synchronously; every send is `send(data, flow)`,
 non-blocking. All buffers are bounded: datagram size, per-connection stream buffer, the
-number of TCP connections, and outgoing data queued on a connection still being opened.
+number of TCP connections, and outgoing data queued on a connection still being opened. TLS
+(`core/net/tls.py`) runs its handshake first, then is a stream connection like TCP.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import cast
 
 from core.net.flow import Flow
 from core.net.identity import is_ip_literal
+from core.net.tls import TlsLayer, certificate_names
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
 from core.sip.framing import KeepAlive, StreamFramer
@@ -122,9 +124,12 @@ class _UdpEndpoint(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
-    def __init__(self, transport_layer: Transport, connection_id: int) -> None:
+    def __init__(
+        self, transport_layer: Transport, connection_id: int, transport_name: str = "tcp"
+    ) -> None:
         self.layer = transport_layer
         self.connection_id = connection_id
+        self.transport_name = transport_name  # "tcp", or "tls" once its handshake is done
         self.stream: asyncio.Transport | None = None
         self.flow: Flow | None = None
         self.framer = StreamFramer(
@@ -133,6 +138,7 @@ class _TcpConnection(asyncio.Protocol):
         )
         self.last_activity = 0.0
         self.pending: list[bytes] = []  # outgoing data while an outbound connect is under way
+        self.peer_names: tuple[str, ...] = ()  # TLS: what the peer's certificate names
         self.connected = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -140,7 +146,9 @@ class _TcpConnection(asyncio.Protocol):
         self.stream = stream
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.flow = Flow("tcp", _peer(peer), _peer(local), self.connection_id)
+        self.flow = Flow(self.transport_name, _peer(peer), _peer(local), self.connection_id)
+        if self.transport_name == "tls":
+            self.peer_names = certificate_names(transport.get_extra_info("peercert"))
         self.last_activity = self.layer.loop_time()
         self.layer._register_connection(self)
         for data in self.pending:
@@ -190,8 +198,10 @@ class Transport:
         on_message: MessageHandler,
         on_stream_error: StreamErrorHandler | None = None,
         on_forwarded: MessageHandler | None = None,
+        tls: TlsLayer | None = None,
     ) -> None:
         self.settings = settings
+        self.tls = tls
         self.on_message = on_message
         # Messages another worker process read and checked (core/cluster/changes.py): queued
         # and shed
@@ -204,6 +214,8 @@ class Transport:
         self._raw_udp: dict[tuple[str, int], socket.socket] = {}
         self._raw_udp_by_family: dict[socket.AddressFamily, socket.socket] = {}
         self._servers: list[asyncio.base_events.Server] = []
+        self._tls_listeners: list[socket.socket] = []
+        self._tls_accepts: list[asyncio.Task[None]] = []
         self._connections: dict[int, _TcpConnection] = {}
         self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
         self._connections_by_ip: dict[str, int] = {}
@@ -294,7 +306,7 @@ class Transport:
             for address in listen:
                 if address.transport == "udp":
                     await self._listen_udp(address, read_udp)
-                elif address.transport == "tcp":
+                elif address.transport in ("tcp", "tls"):
                     await self._listen_tcp(address)
                 else:
                     raise ListenError(errno.EINVAL, f"unsupported transport {address.transport!r}")
@@ -367,15 +379,51 @@ class Transport:
             sock.close()
             raise
         sock.setblocking(False)
-        server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
-        self._servers.append(server)
         local = _peer(sock.getsockname())
+        if address.transport == "tls":
+            self._listen_tls(sock)
+        else:
+            server = await self._loop.create_server(self._accept, sock=sock, backlog=1024)
+            self._servers.append(server)
         self.bound.append(
-            ListenAddress("tcp", *local, address.advertise_host, address.advertise_port)
+            ListenAddress(address.transport, *local, address.advertise_host, address.advertise_port)
         )
 
     def _accept(self) -> asyncio.Protocol:
         return _TcpConnection(self, next(self._ids))
+
+    def _listen_tls(self, sock: socket.socket) -> None:
+        """TLS accepts in a loop of its own (core/net/tls.py: the handshake comes first)."""
+        if self.tls is None:
+            sock.close()
+            raise ListenError(errno.EINVAL, "a tls listener needs [tls] certificate and key")
+        sock.listen(1024)
+        self._tls_listeners.append(sock)
+        accept = self.tls.serve(
+            sock,
+            lambda: _TcpConnection(self, next(self._ids), "tls"),
+            self._refuse_tls,
+            self._refused,
+        )
+        self._tls_accepts.append(accept)
+
+    def _refuse_tls(self, ip: str) -> bool:
+        """Asked as a TLS connection is accepted, before any TLS work: a banned source
+        (`refuse_source`), or one at the connection caps, is reset at once. Handshakes under
+        way count towards the caps like the connections that are up, so TLS and TCP share
+        one limit per source."""
+        tls = self.tls
+        assert tls is not None
+        settings = self.settings
+        return (
+            len(self._connections) + tls.gate.under_way >= settings.max_tcp_connections
+            or self._connections_by_ip.get(ip, 0) + tls.gate.under_way_from(ip)
+            >= settings.max_tcp_connections_per_source
+            or self.refuse_source(ip)
+        )
+
+    def _refused(self) -> None:
+        self.refused_connections += 1
 
     def _register_connection(self, connection: _TcpConnection) -> None:
         """A connection is up (accepted or ours): refused past the total cap, past the cap
@@ -411,8 +459,8 @@ class Transport:
                 del self._connection_by_peer[connection.flow.remote]
 
     def close_connections_from(self, source: Callable[[str], bool]) -> int:
-        """Close every TCP connection whose peer address `source` accepts (a source that was
-        just banned); how many were closed."""
+        """Close every TCP and TLS connection whose peer address `source` accepts (a source
+        that was just banned); how many were closed."""
         closing = [
             connection
             for connection in self._connections.values()
@@ -422,6 +470,14 @@ class Transport:
             if connection.stream is not None:
                 connection.stream.abort()
         return len(closing)
+
+    def peer_names(self, flow: Flow) -> tuple[str, ...]:
+        """The names the verified certificate of a TLS flow's peer carries (none: no
+        certificate, or not TLS)."""
+        if flow.connection_id is None:
+            return ()
+        connection = self._connections.get(flow.connection_id)
+        return connection.peer_names if connection is not None else ()
 
     def is_open(self, connection_id: int) -> bool:
         return connection_id in self._connections
@@ -437,14 +493,16 @@ class Transport:
             endpoint.udp.sendto(data, flow.remote)
             self.sent_messages += 1
             return True
-        if flow.transport == "tcp":
+        if flow.transport in ("tcp", "tls"):
             connection = None
             if flow.connection_id is not None:
                 connection = self._connections.get(flow.connection_id)
             if connection is None:
                 connection = self._connection_by_peer.get(flow.remote)
+                if connection is not None and connection.transport_name != flow.transport:
+                    connection = None
             if connection is None:
-                connection = self._connect(flow.remote)
+                connection = self._connect(flow.remote, flow.transport)
                 if connection is None:
                     self.send_errors += 1
                     return False
@@ -502,12 +560,16 @@ class Transport:
         self.sent_messages += 1
         return True
 
-    def _connect(self, remote: tuple[str, int]) -> _TcpConnection | None:
-        """Open a TCP connection for a send (§18.2.2 when the original one is gone)."""
+    def _connect(self, remote: tuple[str, int], transport: str = "tcp") -> _TcpConnection | None:
+        """Open a TCP or TLS connection for a send (§18.2.2 when the original one is gone).
+        TLS verifies the server's certificate and name (`core/net/tls.py`)."""
         # Connections we open count against the same caps as those we accept, pending ones
         # included: a flood of responses naming new TCP targets cannot open them without end.
         ip = remote[0]
         pending = self._pending_connects_by_ip.get(ip, 0)
+        tls = self.tls
+        if transport == "tls" and tls is None:
+            return None
         if (
             self._loop is None
             or len(self._connections) + len(self._connect_tasks)
@@ -517,34 +579,45 @@ class Transport:
         ):
             self.refused_connections += 1
             return None
-        connection = _TcpConnection(self, next(self._ids))
+        connection = _TcpConnection(self, next(self._ids), transport)
         self._pending_connects_by_ip[ip] = pending + 1
 
         async def connect() -> None:
+            loop = self._loop
+            assert loop is not None
+            secure = tls if transport == "tls" else None
             try:
                 host = remote[0]
                 if not _literal(host, self._literal_hosts):
                     # Resolved here, not inside create_connection, so the address can be
                     # checked like any other destination before anything is sent.
                     infos = await asyncio.wait_for(
-                        self._loop.getaddrinfo(  # type: ignore[union-attr]
-                            host, remote[1], type=socket.SOCK_STREAM
-                        ),
+                        loop.getaddrinfo(host, remote[1], type=socket.SOCK_STREAM),
                         timeout=5.0,
                     )
                     host = _peer(infos[0][4])[0]
                     if self.refuse_destination(host, remote[1]):
                         self.refused_sends += 1
                         return
-                await asyncio.wait_for(
-                    self._loop.create_connection(  # type: ignore[union-attr]
-                        lambda: connection, host, remote[1]
-                    ),
-                    timeout=5.0,
-                )
+                if secure is None:
+                    opening = loop.create_connection(lambda: connection, host, remote[1])
+                else:
+                    # The name checked is the gateway's (RFC 5922 §7.2), not the address.
+                    opening = loop.create_connection(
+                        lambda: connection,
+                        host,
+                        remote[1],
+                        ssl=secure.client,
+                        server_hostname=secure.server_name(remote),
+                        ssl_handshake_timeout=secure.settings.handshake_timeout,
+                    )
+                limit = 5.0 + (secure.settings.handshake_timeout if secure else 0.0)
+                await asyncio.wait_for(opening, timeout=limit)
             except (OSError, TimeoutError, UnicodeError) as error:
                 self.send_errors += 1
-                log.debug("tcp connect to %s failed: %s", remote, error)
+                if secure is not None:
+                    secure.connect_failed(remote, error)
+                log.debug("%s connect to %s failed: %s", transport, remote, error)
             finally:
                 left = self._pending_connects_by_ip.get(ip, 1) - 1
                 if left > 0:
@@ -577,6 +650,17 @@ class Transport:
             self._sweeper = None
         for server in self._servers:
             server.close()
+        for accept in self._tls_accepts:
+            accept.cancel()
+        for accept in self._tls_accepts:
+            with contextlib.suppress(asyncio.CancelledError):
+                await accept
+        self._tls_accepts.clear()
+        for sock in self._tls_listeners:
+            sock.close()
+        self._tls_listeners.clear()
+        if self.tls is not None:
+            await self.tls.close()
         for connection in list(self._connections.values()):
             if connection.stream is not None:
                 connection.stream.abort()

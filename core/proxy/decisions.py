@@ -115,7 +115,7 @@ class Carriers(Protocol):
 
     def rewrite(self, request: Request) -> Rewrite | None: ...
 
-    def is_carrier(self, ip: str) -> bool: ...
+    def trusts(self, flow: Flow) -> bool: ...
 
 
 class NoCarriers:
@@ -139,5 +139,5 @@ class NoCarriers:
     def rewrite(self, request: Request) -> Rewrite | None:
         return None
 
-    def is_carrier(self, ip: str) -> bool:
+    def trusts(self, flow: Flow) -> bool:
         return False

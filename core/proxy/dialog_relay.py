@@ -160,9 +160,10 @@ class DialogRelay:
 
     def _forward(self, request: Request, flow: Flow, destination: Flow, now: float) -> None:
         forwarder = self.forwarder
-        if not forwarder.carriers.is_carrier(flow.remote[0]):
+        if not forwarder.carriers.trusts(flow):
             # RFC 3325 §9.1: a phone's re-INVITE or UPDATE asserts no identity of its own
-            # choosing either (a carrier's connected-line update is kept).
+            # choosing either (a carrier's connected-line update is kept: its address, and
+            # its certificate where [tls] carrier_subjects asks for one, as the route trusts).
             for name in IDENTITY_HEADERS:
                 request.headers.remove(name)
         context = forwarder.open(request, flow, now)

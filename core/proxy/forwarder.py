@@ -198,8 +198,9 @@ class Forwarder:
             headers.prepend("Route", value)
         identity = self.identity
         if record_route:
+            secure = isinstance(request.uri, SipUri) and request.uri.secure
             self.record_router.record(
-                headers, identity, arrived, out, request.call_id, request.from_tag
+                headers, identity, arrived, out, request.call_id, request.from_tag, secure
             )
         # Signed, so a stray 2xx can prove it answers this request (core/proxy/branch_mac.py).
         branch = self.branch_signer.sign(branch, request.vias[0], request.call_id)

@@ -133,6 +133,12 @@ class Proxy:
         if not targets:
             reply(request, flow, 480)
             return
+        if uri.secure:
+            # RFC 5630 §3.1.1: a SIPS request goes over TLS on every hop, the last one too.
+            targets = [target for target in targets if target.flow.transport == "tls"]
+            if not targets:
+                reply(request, flow, 480, "No TLS path to the callee (sips: URI)")
+                return
         if caller is not None:
             _assert_identity(request, caller, self.forwarder.realm)
         direction = "internal" if caller is not None else "inbound"  # None: from a carrier

@@ -8,9 +8,10 @@ RFC 3261 §16 in the pieces the proxy needs for every forwarded request:
   Via just below it is the top Via it had then; if the hash over it and the current
   Request-URI matches, the request has looped (482). A different Request-URI is a spiral
   (e.g. forwarded to another user), which is allowed.
-- §16.6 step 4, Record-Route: `<sip:OUR-ADDRESS;lr>`, `transport=tcp` when the hop is TCP.
-  When the two sides of the call reach us differently (UDP on one, TCP on the other, or two
-  addresses) we record-route twice, one entry per side, so each phone's route set names the
+- §16.6 step 4, Record-Route: `<sip:OUR-ADDRESS;lr>`, `transport=tcp` or `transport=tls`
+  when the hop is TCP or TLS, and `<sips:...>` when the Request-URI is a SIPS URI. When the
+  two sides of the call reach us differently (UDP on one, TLS on the other, or two addresses)
+  we record-route twice, one entry per side (RFC 5658), so each phone's route set names the
   interface it can reach (Kamailio's double Record-Route). Each entry carries a token, a MAC
   of the dialog's identifiers, its two ends and an expiry (`RecordRouter`): the Route header
   is not an open relay, and a token is no key to anywhere outside its dialog.
@@ -94,9 +95,17 @@ class RecordRouter:
                 return True
         return False
 
-    def uri(self, identity: ServerIdentity, flow: Flow, token: str) -> str:
-        """Our Record-Route URI for the side of the call reached over `flow`."""
-        transport = ";transport=tcp" if flow.transport == "tcp" else ""
+    def uri(self, identity: ServerIdentity, flow: Flow, token: str, secure: bool = False) -> str:
+        """Our Record-Route URI for the side of the call reached over `flow`.
+
+        A SIPS request gets a sips: entry (§16.6 step 4), which means TLS by itself
+        (RFC 5630 §3.1). Otherwise a TLS hop is marked with transport=tls: RFC 3261 §26.2.2
+        deprecates that parameter for asking for SIPS, but as the mark of one hop over TLS it is
+        what phones and proxies read, and a sips: entry would make every later hop, the UDP
+        phone's too, TLS only."""
+        if secure and flow.transport == "tls":
+            return f"sips:{identity.hostport(flow)};lr;{ROUTE_TOKEN_PARAM}={token}"
+        transport = f";transport={flow.transport}" if flow.transport in ("tcp", "tls") else ""
         return f"sip:{identity.hostport(flow)}{transport};lr;{ROUTE_TOKEN_PARAM}={token}"
 
     def record(
@@ -107,6 +116,7 @@ class RecordRouter:
         outbound: Flow,
         call_id: str | None,
         caller_tag: str | None,
+        secure: bool = False,
     ) -> None:
         """Push our Record-Route (twice when the two sides reach us differently).
 
@@ -116,8 +126,8 @@ class RecordRouter:
         expires = int(self._clock() + self.lifetime)
         ends = (inbound.remote[0], outbound.remote[0])
         token = self.token(call_id, caller_tag, ends, expires)
-        inbound_uri = self.uri(identity, inbound, token)
-        outbound_uri = self.uri(identity, outbound, token)
+        inbound_uri = self.uri(identity, inbound, token, secure)
+        outbound_uri = self.uri(identity, outbound, token, secure)
         headers.prepend("Record-Route", f"<{inbound_uri}>")
         if outbound_uri != inbound_uri:
             headers.prepend("Record-Route", f"<{outbound_uri}>")

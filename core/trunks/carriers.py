@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 from core.net.addresses import parse_network
 from core.store.rows import CarrierRow
-from core.trunks.gateways import SIP_PORT, format_gateway, parse_gateway
+from core.trunks.gateways import SIP_PORT, SIPS_PORT, format_gateway, parse_gateway
 from core.users import validate_name
 
-CARRIER_TRANSPORTS = ("udp", "tcp")
+CARRIER_TRANSPORTS = ("udp", "tcp", "tls")
 MAX_PRIORITY = 65_535  # as in DNS SRV (RFC 2782), which the priority mirrors
 
 
@@ -24,7 +24,7 @@ def new_carrier(
     addresses: Iterable[str],
     *,
     gateway: str | None = None,
-    port: int = SIP_PORT,
+    port: int | None = None,
     transport: str = "udp",
     username: str | None = None,
     password: str | None = None,
@@ -35,8 +35,9 @@ def new_carrier(
     The name follows the username rule (it is typed in shells and shown in logs). Addresses
     are networks (`ADDR[/PREFIX]`, host bits cleared, duplicates dropped). The gateway is
     stored as `parse_gateway` reads it, a bare host kept bare so calls look up SRV first;
-    empty means inbound only. Credentials come as a pair or not at all (empty counts as not
-    given: the console's blank fields).
+    empty means inbound only. No port means the transport's default: 5061 for TLS, 5060
+    otherwise (RFC 3261 §19.1.2). Credentials come as a pair or not at all (empty counts as
+    not given: the console's blank fields).
     """
     name = name.strip()
     validate_name(name, "carrier name")
@@ -44,10 +45,13 @@ def new_carrier(
     if not networks:
         raise ValueError("a carrier needs at least one address")
     stored_gateway = format_gateway(*parse_gateway(gateway)) if gateway else None
+    if transport not in CARRIER_TRANSPORTS:
+        *others, last = CARRIER_TRANSPORTS
+        raise ValueError(f"transport must be {', '.join(others)} or {last}")
+    if port is None:
+        port = default_port(transport)
     if not 1 <= port <= 65_535:
         raise ValueError(f"port {port} must be 1-65535")
-    if transport not in CARRIER_TRANSPORTS:
-        raise ValueError(f"transport must be {' or '.join(CARRIER_TRANSPORTS)}")
     if bool(username) != bool(password):
         raise ValueError("username and password go together")
     if not 0 <= priority <= MAX_PRIORITY:
@@ -62,3 +66,9 @@ def new_carrier(
         password=password or None,
         priority=priority,
     )
+
+
+def default_port(transport: str) -> int:
+    """A carrier's port when none is given: SIPS's 5061 over TLS, else 5060 (RFC 3261
+    §19.1.2)."""
+    return SIPS_PORT if transport == "tls" else SIP_PORT

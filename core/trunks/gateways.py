@@ -29,6 +29,7 @@ from core.sip.hostport import format_host, format_hostport, parse_hostport
 from core.store.rows import CarrierRow
 
 SIP_PORT = 5060
+SIPS_PORT = 5061  # RFC 3261 §19.1.2: SIP over TLS
 DNS_TIMEOUT = 2.0  # per name; a carrier whose name does not resolve in time is skipped
 REFRESH_SECONDS = 300.0  # getaddrinfo gives no TTL: re-resolve every five minutes
 MAX_ADDRESSES_PER_GATEWAY = 4  # a name with twenty A records still costs four attempts
@@ -62,6 +63,8 @@ class Gateway:
         """The SRV name to ask (RFC 3263 §4.2), or None when SRV does not apply."""
         if self.port is not None or self.is_address:
             return None
+        if self.transport == "tls":
+            return f"_sips._tcp.{self.host}"  # RFC 3263 §4.1
         return f"_sip._{self.transport}.{self.host}"
 
 
@@ -298,7 +301,7 @@ async def _lookup(
         except (TimeoutError, OSError, ValueError):
             return []
     loop = asyncio.get_running_loop()
-    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
     try:
         infos = await asyncio.wait_for(loop.getaddrinfo(host, port, type=kind), timeout)
     except (TimeoutError, OSError, UnicodeError):

@@ -42,7 +42,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from core.accounting.meter import Meter, RunningCall
@@ -50,6 +50,7 @@ from core.events import CallEvent, Event, EventBus, ServerEvent
 from core.net.addresses import AddressSet
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.net.tls import parse_carrier_subjects
 from core.proxy.calls import ENDED, FAILED, TRYING, Call, CallTable
 from core.proxy.decisions import Decision, Dial, Refuse, Rewrite, ToUser
 from core.proxy.dialogs import call_for_invite
@@ -141,6 +142,8 @@ class Trunks:
         meter: Meter | None = None,
         hosts: HostLookup | None = None,
         limiter_listener: LimiterListener | None = None,
+        tls_names: Callable[[tuple[str, int], str], None] | None = None,
+        peer_names: Callable[[Flow], tuple[str, ...]] | None = None,
     ) -> None:
         self.settings = settings
         self.meter = meter
@@ -151,6 +154,13 @@ class Trunks:
         self.bus = bus
         self.srv = srv
         self.hosts = hosts
+        # A TLS gateway's certificate must name the gateway as configured (RFC 5922 §7.2),
+        # not the address it resolved to: the transport is told which name to check.
+        self.tls_names = tls_names or (lambda remote, name: None)
+        # [tls] carrier_subjects: carriers trusted only with a client certificate naming them.
+        self.carrier_subjects = parse_carrier_subjects(settings.tls.carrier_subjects)
+        self.peer_names = peer_names or (lambda flow: ())
+        self._subject_networks: list[tuple[AddressSet, str]] = []
         self.dialplan = Dialplan(settings.dialplan)
         self.limiter = CallLimiter(settings.proxy.max_calls_global, limiter_listener)
         self.carriers: list[CarrierRow] = []
@@ -188,6 +198,11 @@ class Trunks:
         self._carrier_sets = [
             (carrier.name, AddressSet(carrier.addresses)) for carrier in self.carriers
         ]
+        self._subject_networks = [
+            (AddressSet(carrier.addresses), self.carrier_subjects[carrier.name])
+            for carrier in self.carriers
+            if carrier.name in self.carrier_subjects
+        ]
         self.dids = {row.number: row.username for row in dids}
         previous = self.gateways
         table = GatewayTable(
@@ -198,6 +213,15 @@ class Trunks:
                 if old.carrier == gateway.carrier and old.host == gateway.host:
                     table.set_resolved(gateway, previous.addresses(old))
         self.gateways = table
+        self._name_tls_gateways()
+
+    def _name_tls_gateways(self) -> None:
+        """Tell the transport the name each TLS gateway address must prove (RFC 5922 §7.2:
+        the host as configured, also when SRV led to the address). Done where the addresses
+        are learnt, so the process holding the connections knows them whoever routes."""
+        for target in self.gateways.targets():
+            if target.transport == "tls":
+                self.tls_names((target.ip, target.port), target.gateway.host)
 
     async def reload(self, carriers: Iterable[CarrierRow], dids: Iterable[DidRow]) -> None:
         self.load(carriers, dids)
@@ -220,6 +244,7 @@ class Trunks:
                         level="warning",
                     )
                 )
+        self._name_tls_gateways()
         self._refresh_at = None
 
     def expire(self, now: float) -> None:
@@ -261,6 +286,18 @@ class Trunks:
         """A carrier's address range, a gateway's host, or an address a gateway resolved to:
         no user's contact may point there (core/security/destinations.py)."""
         return self.is_carrier(host) or self.gateways.owns(host)
+
+    def trusts(self, flow: Flow) -> bool:
+        """A request on `flow` comes from a carrier: its address is a carrier's and, for a
+        carrier with a required certificate subject, the flow is TLS and the peer's
+        verified certificate names it (RFC 5922 §7.1). Otherwise it is anyone's."""
+        ip = flow.remote[0]
+        if not self.is_carrier(ip):
+            return False
+        for networks, subject in self._subject_networks:
+            if networks.contains(ip) and subject not in self.peer_names(flow):
+                return False
+        return True
 
     def inbound(self, request: Request) -> Refuse | ToUser:
         """An out-of-dialog request from a carrier's address: to a DID's or a user's URI,
@@ -443,7 +480,7 @@ class Trunks:
     def _target_of(self, state: OutboundCall) -> Target:
         """Where the current attempt goes: `sip:+NUMBER@gateway;user=phone` (§19.1.1)."""
         target = state.target
-        transport = ";transport=tcp" if target.transport == "tcp" else ""
+        transport = f";transport={target.transport}" if target.transport != "udp" else ""
         uri = f"sip:{state.number.carrier_form}@{target.uri_hostport};user=phone{transport}"
         local = local_address(self.identity, target.transport, state.arrived)
         return Target(uri, Flow(target.transport, (target.ip, target.port), local))

@@ -10,9 +10,8 @@ otherwise they write straight to the SQLite file (a one-process console notices 
 `PRAGMA data_version` within about a second).
 
 The modules: `parser` (the command line), `server` (start without a command), one module per
-command family (`users`, `carriers`, `dids`, `bans`, `cdrs`, `admin`, `database`: init and
-backup), `context` (what the
-commands share) and `output` (tables and times).
+command family (`users`, `carriers`, `dids`, `bans`, `cdrs`, `tls`, `admin`, `database`:
+init and backup), `context` (what the commands share) and `output` (tables and times).
 """
 
 from __future__ import annotations

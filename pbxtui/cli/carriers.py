@@ -20,7 +20,7 @@ def add_commands(table: CommandTable) -> None:
         metavar="ADDR[/PREFIX]",
         help="address or range the carrier sends from (repeatable)",
     )
-    add.add_argument("--port", type=int, default=5060, help="carrier's SIP port (5060)")
+    add.add_argument("--port", type=int, help="carrier's SIP port (5060; 5061 for tls)")
     add.add_argument("--transport", choices=CARRIER_TRANSPORTS, default="udp")
     add.add_argument("--gateway", metavar="HOST[:PORT]", help="where outbound calls go")
     add.add_argument("--username", help="digest username for outbound calls")

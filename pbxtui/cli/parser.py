@@ -14,6 +14,7 @@ import pbxtui.cli.database as database
 import pbxtui.cli.dids as dids
 import pbxtui.cli.rates as rates
 import pbxtui.cli.service as service
+import pbxtui.cli.tls as tls
 import pbxtui.cli.users as users
 from pbxtui.cli.context import PROG, CommandTable
 
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         'process does everything), 1-64, or "auto" (one per CPU)',
     )
     table = CommandTable(parser.add_subparsers(title="commands", metavar="COMMAND"), global_options)
-    for family in (database, users, carriers, dids, bans, cdrs, rates, admin, service):
+    for family in (database, users, carriers, dids, bans, cdrs, rates, tls, admin, service):
         family.add_commands(table)
     return parser
 

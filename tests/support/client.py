@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import ssl
 
 from core.sip.message import Response
 from core.sip.parser import parse_message
@@ -164,3 +165,43 @@ class TcpClient:
         except ConnectionError:
             return True
         return data == b""
+
+
+class TlsClient(TcpClient):
+    """A phone's TLS connection: the same framing as TCP, over Python's ssl module."""
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        context: ssl.SSLContext,
+        server_hostname: str = "pbx.test",
+        local_ip: str | None = None,
+    ) -> None:
+        super().__init__(server)
+        self.context = context
+        self.server_hostname = server_hostname
+        self.local_ip = local_ip
+
+    async def open(self) -> TlsClient:
+        self.reader, self.writer = await asyncio.open_connection(
+            *self.server,
+            ssl=self.context,
+            server_hostname=self.server_hostname,
+            local_addr=(self.local_ip, 0) if self.local_ip else None,
+        )
+        self.local = self.writer.get_extra_info("sockname")[:2]
+        return self
+
+    async def __aenter__(self) -> TlsClient:
+        return await self.open()
+
+    async def ask(self, text: bytes | str, timeout: float = 2.0) -> Response | None:
+        """Send a request, return the first final response (provisional ones skipped)."""
+        await self.send(text)
+        while True:
+            data = await self.read_message(timeout)
+            if data is None:
+                return None
+            message = parse_message(data)
+            if isinstance(message, Response) and message.status >= 200:
+                return message

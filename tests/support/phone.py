@@ -12,11 +12,13 @@ import secrets
 from core.sip.digest import build_authorization, pick_challenge
 from core.sip.fields import parse_auth
 from core.sip.message import Response
-from support.client import UdpClient
+from support.client import TlsClient, UdpClient
 
 
 class Phone:
-    def __init__(self, client: UdpClient, user: str, password: str, domain: str = "pbx.test"):
+    def __init__(
+        self, client: UdpClient | TlsClient, user: str, password: str, domain: str = "pbx.test"
+    ):
         self.client = client
         self.user = user
         self.password = password
@@ -25,6 +27,7 @@ class Phone:
         self.cseq = 0
         self.from_tag = secrets.token_hex(4)
         self.user_agent = "pbxtui-test-phone"
+        self.transport = "UDP"  # the Via's transport: TCP or TLS for a stream client
 
     def register_text(
         self,
@@ -41,7 +44,7 @@ class Phone:
         contact = contact if contact is not None else f"<sip:{self.user}@{ip}:{port}>"
         lines = [
             f"REGISTER sip:{self.domain} SIP/2.0",
-            f"Via: SIP/2.0/UDP {via};branch=z9hG4bK{secrets.token_hex(6)};rport",
+            f"Via: SIP/2.0/{self.transport} {via};branch=z9hG4bK{secrets.token_hex(6)};rport",
             "Max-Forwards: 70",
             f"From: <sip:{self.user}@{self.domain}>;tag={self.from_tag}",
             f"To: <sip:{self.user}@{self.domain}>",
