@@ -124,8 +124,6 @@ def pbxtui(*args: str, db: Path) -> None:
 
 def start_server(workdir: Path, *, users: int = 0, extra: list[str] | None = None) -> Server:
     db = workdir / "bench.db"
-    if not db.exists():  # management commands never create a database: `init` does
-        pbxtui("init", db=db)
     if users:
         pbxtui("user", "import", str(write_users_csv(workdir / "users.csv", users)), db=db)
     port = free_port()
