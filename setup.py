@@ -67,6 +67,7 @@ COMPILED_MODULES = [
     "core/security/strikes.py",
     "core/security/throttle.py",
     "core/trunks/tollfraud.py",
+    "core/trunks/outbound.py",
     "core/trunks/trunks.py",
     "core/security/verdict.py",
     "core/security/sources.py",

@@ -17,14 +17,13 @@ import logging
 import socket
 from collections import deque
 from collections.abc import Callable
-from typing import cast
 
+from core.net.endpoints import StreamConnection, UdpEndpoint, peer_address
 from core.net.flow import Flow
 from core.net.identity import is_ip_literal
-from core.net.tls import TlsLayer, certificate_names
+from core.net.tls import TlsLayer
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
-from core.sip.framing import KeepAlive, StreamFramer
 
 log = logging.getLogger("pbxtui.transport")
 
@@ -33,7 +32,6 @@ UDP_BATCH = 8
 
 MessageHandler = Callable[[bytes, Flow], None]
 StreamErrorHandler = Callable[[SipParseError, Flow, bytes], None]
-_MAX_PENDING_CONNECT_BYTES = 262_144
 _MAX_PENDING_LOOKUPS = 256  # UDP sends waiting for a host name's DNS answer
 
 
@@ -74,14 +72,6 @@ def enlarge_buffer(sock: socket.socket, size: int, *, send: bool = False) -> int
     return sock.getsockopt(socket.SOL_SOCKET, option)
 
 
-def _peer(address: tuple) -> tuple[str, int]:
-    """(host, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4."""
-    host, port = address[0], address[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, port
-
-
 # What keeps the calls under way going: responses, and the requests that end or confirm a
 # transaction or a dialog. Everything else starts new work, and can be shed under overload.
 _KEEPS_CALLS_GOING = (b"SIP/", b"ACK ", b"CANCEL ", b"BYE ")
@@ -97,96 +87,6 @@ def starts_new_work(data: bytes) -> bool:
     instead of every call timing out behind a queue of new ones.
     """
     return not data.startswith(_KEEPS_CALLS_GOING)
-
-
-class _UdpEndpoint(asyncio.DatagramProtocol):
-    def __init__(self, transport_layer: Transport, local: tuple[str, int]) -> None:
-        self.layer = transport_layer
-        self.local = local
-        self.udp: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.udp = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        layer = self.layer
-        layer.received_messages += 1
-        if len(data) > layer.settings.max_message_bytes:
-            layer.oversized += 1
-            return
-        if data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
-            return  # NAT keep-alive padding some phones send over UDP
-        layer.enqueue_datagram(data, Flow("udp", _peer(addr), self.local))
-
-    def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable for an earlier send; nothing to do but count it.
-        self.layer.send_errors += 1
-
-
-class _TcpConnection(asyncio.Protocol):
-    def __init__(
-        self, transport_layer: Transport, connection_id: int, transport_name: str = "tcp"
-    ) -> None:
-        self.layer = transport_layer
-        self.connection_id = connection_id
-        self.transport_name = transport_name  # "tcp", or "tls" once its handshake is done
-        self.stream: asyncio.Transport | None = None
-        self.flow: Flow | None = None
-        self.framer = StreamFramer(
-            transport_layer.settings.max_message_bytes,
-            transport_layer.settings.max_stream_buffer_bytes,
-        )
-        self.last_activity = 0.0
-        self.pending: list[bytes] = []  # outgoing data while an outbound connect is under way
-        self.peer_names: tuple[str, ...] = ()  # TLS: what the peer's certificate names
-        self.connected = asyncio.Event()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        stream = cast(asyncio.Transport, transport)
-        self.stream = stream
-        peer = transport.get_extra_info("peername")
-        local = transport.get_extra_info("sockname")
-        self.flow = Flow(self.transport_name, _peer(peer), _peer(local), self.connection_id)
-        if self.transport_name == "tls":
-            self.peer_names = certificate_names(transport.get_extra_info("peercert"))
-        self.last_activity = self.layer.loop_time()
-        self.layer._register_connection(self)
-        for data in self.pending:
-            stream.write(data)
-        self.pending.clear()
-        self.connected.set()
-
-    def data_received(self, data: bytes) -> None:
-        assert self.flow is not None and self.stream is not None
-        self.last_activity = self.layer.loop_time()
-        try:
-            items = self.framer.feed(data)
-        except SipParseError as error:
-            # Framing is lost for good: answer if we can, then close (§18.3).
-            self.layer.stream_errors += 1
-            self.layer.on_stream_error(error, self.flow, data[:2048])
-            self.stream.close()
-            return
-        for item in items:
-            if isinstance(item, KeepAlive):
-                self.stream.write(b"\r\n")  # RFC 5626 §4.4.1 pong
-                continue
-            self.layer.received_messages += 1
-            self.layer.on_message(item, self.flow)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.layer._forget_connection(self)
-        self.connected.set()
-
-    def send(self, data: bytes) -> None:
-        self.last_activity = self.layer.loop_time()
-        if self.stream is None:
-            if sum(map(len, self.pending)) + len(data) <= _MAX_PENDING_CONNECT_BYTES:
-                self.pending.append(data)
-            return
-        if self.stream.is_closing():
-            return
-        self.stream.write(data)
 
 
 class Transport:
@@ -208,16 +108,16 @@ class Transport:
         # like datagrams, then handed here instead of to `on_message`.
         self.on_forwarded = on_forwarded or on_message
         self.on_stream_error = on_stream_error or (lambda error, flow, data: None)
-        self._udp: dict[tuple[str, int], _UdpEndpoint] = {}
-        self._udp_by_family: dict[socket.AddressFamily, _UdpEndpoint] = {}
+        self._udp: dict[tuple[str, int], UdpEndpoint] = {}
+        self._udp_by_family: dict[socket.AddressFamily, UdpEndpoint] = {}
         # Bound but not read here (the main process when worker processes read them).
         self._raw_udp: dict[tuple[str, int], socket.socket] = {}
         self._raw_udp_by_family: dict[socket.AddressFamily, socket.socket] = {}
         self._servers: list[asyncio.base_events.Server] = []
         self._tls_listeners: list[socket.socket] = []
         self._tls_accepts: list[asyncio.Task[None]] = []
-        self._connections: dict[int, _TcpConnection] = {}
-        self._connection_by_peer: dict[tuple[str, int], _TcpConnection] = {}
+        self._connections: dict[int, StreamConnection] = {}
+        self._connection_by_peer: dict[tuple[str, int], StreamConnection] = {}
         self._connections_by_ip: dict[str, int] = {}
         self._pending_connects_by_ip: dict[str, int] = {}
         # Asked at accept: is this source banned? (set by the Pbx to the security layer's view)
@@ -342,9 +242,9 @@ class Transport:
     ) -> None:
         """A bound UDP socket: read here, or (main, beside worker processes) only sent from."""
         assert self._loop is not None
-        local = _peer(sock.getsockname())
+        local = peer_address(sock.getsockname())
         if read:
-            endpoint = _UdpEndpoint(self, local)
+            endpoint = UdpEndpoint(self, local)
             await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
             self._udp[local] = endpoint
             self._udp_by_family.setdefault(sock.family, endpoint)
@@ -379,7 +279,7 @@ class Transport:
             sock.close()
             raise
         sock.setblocking(False)
-        local = _peer(sock.getsockname())
+        local = peer_address(sock.getsockname())
         if address.transport == "tls":
             self._listen_tls(sock)
         else:
@@ -390,7 +290,7 @@ class Transport:
         )
 
     def _accept(self) -> asyncio.Protocol:
-        return _TcpConnection(self, next(self._ids))
+        return StreamConnection(self, next(self._ids))
 
     def _listen_tls(self, sock: socket.socket) -> None:
         """TLS accepts in a loop of its own (core/net/tls.py: the handshake comes first)."""
@@ -401,7 +301,7 @@ class Transport:
         self._tls_listeners.append(sock)
         accept = self.tls.serve(
             sock,
-            lambda: _TcpConnection(self, next(self._ids), "tls"),
+            lambda: StreamConnection(self, next(self._ids), "tls"),
             self._refuse_tls,
             self._refused,
         )
@@ -425,7 +325,7 @@ class Transport:
     def _refused(self) -> None:
         self.refused_connections += 1
 
-    def _register_connection(self, connection: _TcpConnection) -> None:
+    def register_connection(self, connection: StreamConnection) -> None:
         """A connection is up (accepted or ours): refused past the total cap, past the cap
         per source address, or from a banned source (`refuse_source`)."""
         assert connection.flow is not None and connection.stream is not None
@@ -444,7 +344,7 @@ class Transport:
         self._connections_by_ip[ip] = per_source + 1
         self._connection_by_peer[connection.flow.remote] = connection
 
-    def _forget_connection(self, connection: _TcpConnection) -> None:
+    def forget_connection(self, connection: StreamConnection) -> None:
         if self._connections.pop(connection.connection_id, None) is None:
             return
         if connection.flow is not None:
@@ -532,7 +432,7 @@ class Transport:
                 log.debug("cannot resolve %s: %s", host, error)
                 return
             address = infos[0][4]
-            ip = _peer(address)[0]
+            ip = peer_address(address)[0]
             if self.refuse_destination(ip, port):
                 # A name must not launder a destination refused by address (a carrier's
                 # gateway, our own socket): core/security/destinations.py.
@@ -560,7 +460,7 @@ class Transport:
         self.sent_messages += 1
         return True
 
-    def _connect(self, remote: tuple[str, int], transport: str = "tcp") -> _TcpConnection | None:
+    def _connect(self, remote: tuple[str, int], transport: str = "tcp") -> StreamConnection | None:
         """Open a TCP or TLS connection for a send (§18.2.2 when the original one is gone).
         TLS verifies the server's certificate and name (`core/net/tls.py`)."""
         # Connections we open count against the same caps as those we accept, pending ones
@@ -579,7 +479,7 @@ class Transport:
         ):
             self.refused_connections += 1
             return None
-        connection = _TcpConnection(self, next(self._ids), transport)
+        connection = StreamConnection(self, next(self._ids), transport)
         self._pending_connects_by_ip[ip] = pending + 1
 
         async def connect() -> None:
@@ -595,7 +495,7 @@ class Transport:
                         loop.getaddrinfo(host, remote[1], type=socket.SOCK_STREAM),
                         timeout=5.0,
                     )
-                    host = _peer(infos[0][4])[0]
+                    host = peer_address(infos[0][4])[0]
                     if self.refuse_destination(host, remote[1]):
                         self.refused_sends += 1
                         return

@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from core.accounting.meter import Meter, RunningCall
 from core.events import CallEvent, Event, EventBus, ServerEvent
@@ -61,22 +60,24 @@ from core.route import ALLOWED_METHODS, ROUTABLE_METHODS
 from core.security.throttle import ReportThrottle
 from core.settings import Settings
 from core.sip.address import NameAddr
-from core.sip.digest import DigestChallengeError, build_authorization, pick_challenge
 from core.sip.errors import SipParseError
-from core.sip.fields import parse_auth
 from core.sip.message import Request, Response
 from core.sip.uri import SipUri, TelUri
 from core.store.rows import CarrierRow, DidRow
 from core.trunks.dialplan import DialledNumber, Dialplan
 from core.trunks.gateways import (
     REFRESH_SECONDS,
-    Gateway,
     GatewayTable,
-    GatewayTarget,
     HostLookup,
     SrvLookup,
     gateway_of,
     resolve,
+)
+from core.trunks.outbound import (
+    OutboundCall,
+    address_text,
+    fails_over,
+    gateway_authorization,
 )
 from core.trunks.tollfraud import CallLimiter, LimiterListener, Refusal, check_policy
 from core.users import UserDirectory
@@ -86,40 +87,6 @@ from core.users import UserDirectory
 STATE_GRACE_SECONDS = 32.0
 # Call-IDs of INVITEs refused lately, so a retransmission of one leaves no second CDR.
 MAX_REFUSED_REMEMBERED = 4_096
-FAILOVER_STATUSES = frozenset({408, 500, 502, 503, 504})  # and any other 5xx
-
-
-def _address_text(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
-
-def _fails_over(status: int) -> bool:
-    """RFC 3263 §4.3: try the next server on a transport failure / timeout (we see 503 or
-    408 from the transaction layer) or a 5xx; a 4xx or 6xx is the callee's answer."""
-    return status in FAILOVER_STATUSES or 500 <= status < 600
-
-
-@dataclass(slots=True, eq=False)
-class OutboundCall:
-    """One call on its way out: the attempts it may make and how its requests are rewritten."""
-
-    call_id: str
-    caller: str
-    caller_tag: str
-    number: DialledNumber
-    targets: list[GatewayTarget]
-    arrived: Flow  # the caller's flow: our local address for each attempt's flow
-    from_value: str | None = None  # From as carriers see it (caller ID); None: unchanged
-    identity_value: str | None = None  # P-Asserted-Identity; None: none sent
-    attempt: int = 0  # index in `targets` of the attempt under way
-    challenged: bool = False  # this attempt's challenge was answered already
-    cseq_shift: int = 0  # how much higher the gateway's CSeqs are than the caller's
-    authorization: tuple[str, str] | None = None  # for the next INVITE copy only
-    finished_at: float | None = None
-
-    @property
-    def target(self) -> GatewayTarget:
-        return self.targets[self.attempt]
 
 
 class Trunks:
@@ -381,7 +348,7 @@ class Trunks:
             self._target_of(state),
             number.carrier_form,
             carrier=target.gateway.carrier,
-            gateway=_address_text(target.ip, target.port),
+            gateway=address_text(target.ip, target.port),
             dialled=number.dialled,
             number=number.canonical,
         )
@@ -520,7 +487,7 @@ class Trunks:
         gateway = state.target.gateway
         if status in (401, 407):
             if response is not None and not state.challenged:
-                authorization = self._answer_challenge(gateway, branch.request, response, status)
+                authorization = gateway_authorization(gateway, branch.request, response, status)
                 if authorization is not None:
                     state.challenged = True
                     state.authorization = authorization
@@ -528,7 +495,7 @@ class Trunks:
                     return Target(str(branch.request.uri), branch.flow)
             # A challenge we cannot answer (no credentials for this carrier, or ours were
             # refused): the caller could not answer it either, so the next carrier.
-        elif not _fails_over(status):
+        elif not fails_over(status):
             return None
         if state.attempt + 1 >= len(state.targets):
             return None
@@ -540,7 +507,7 @@ class Trunks:
         call = self.calls.get(state.call_id)
         if call is not None:  # the CDR names the carrier and gateway that answered
             call.carrier = following.gateway.carrier
-            call.gateway = _address_text(following.ip, following.port)
+            call.gateway = address_text(following.ip, following.port)
         self.bus.publish(
             ServerEvent(
                 f"outbound call {state.call_id}: {failed.gateway.carrier} "
@@ -551,33 +518,6 @@ class Trunks:
             )
         )
         return self._target_of(state)
-
-    def _answer_challenge(
-        self, gateway: Gateway, sent: Request, response: Response, status: int
-    ) -> tuple[str, str] | None:
-        """The Authorization (401) or Proxy-Authorization (407) for the carrier's challenge."""
-        if not gateway.has_credentials:
-            return None
-        header = "WWW-Authenticate" if status == 401 else "Proxy-Authenticate"
-        challenges = []
-        for value in response.headers.get_all(header):
-            with contextlib.suppress(SipParseError):
-                challenges.append(parse_auth(value))
-        challenge = pick_challenge(challenges)
-        if challenge is None:
-            return None
-        try:
-            value = build_authorization(
-                challenge,
-                gateway.username or "",
-                gateway.password or "",
-                sent.method,
-                str(sent.uri),
-                body=sent.body,
-            )
-        except DigestChallengeError:
-            return None
-        return ("Authorization" if status == 401 else "Proxy-Authorization"), value
 
     def rewrite(self, request: Request) -> Rewrite | None:
         """How a copy of the caller's `request` changes on its way towards a gateway: its

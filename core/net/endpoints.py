@@ -1,0 +1,140 @@
+"""The asyncio protocols under the transport: one UDP socket, one TCP or TLS connection.
+
+They count, bound and frame what arrives and hand it to their `Layer` (core/net/transport.py),
+which decides everything else: queueing, caps, bans, where a message goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Protocol, cast
+
+from core.net.flow import Flow
+from core.net.tls import certificate_names
+from core.settings import TransportSettings
+from core.sip.errors import SipParseError
+from core.sip.framing import KeepAlive, StreamFramer
+
+_MAX_PENDING_CONNECT_BYTES = 262_144
+
+
+class Layer(Protocol):
+    """What the protocols ask of the transport layer that owns them."""
+
+    settings: TransportSettings
+    received_messages: int
+    oversized: int
+    send_errors: int
+    stream_errors: int
+
+    def loop_time(self) -> float: ...
+    def enqueue_datagram(self, data: bytes, flow: Flow, forwarded: bool = False) -> None: ...
+    def on_message(self, data: bytes, flow: Flow) -> None: ...
+    def on_stream_error(self, error: SipParseError, flow: Flow, data: bytes) -> None: ...
+    def register_connection(self, connection: StreamConnection) -> None: ...
+    def forget_connection(self, connection: StreamConnection) -> None: ...
+
+
+def peer_address(address: tuple) -> tuple[str, int]:
+    """(host, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4."""
+    host, port = address[0], address[1]
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
+
+
+class UdpEndpoint(asyncio.DatagramProtocol):
+    """One UDP socket: datagrams in, counted and bounded, queued on the layer."""
+
+    def __init__(self, transport_layer: Layer, local: tuple[str, int]) -> None:
+        self.layer = transport_layer
+        self.local = local
+        self.udp: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.udp = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple) -> None:
+        layer = self.layer
+        layer.received_messages += 1
+        if len(data) > layer.settings.max_message_bytes:
+            layer.oversized += 1
+            return
+        if data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
+            return  # NAT keep-alive padding some phones send over UDP
+        layer.enqueue_datagram(data, Flow("udp", peer_address(addr), self.local))
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP port unreachable for an earlier send; nothing to do but count it.
+        self.layer.send_errors += 1
+
+
+class StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection: a stream framed into messages (RFC 3261 §18.3), CRLF
+    keep-alives answered (RFC 5626 §4.4.1), outgoing data held while it is being opened."""
+
+    def __init__(
+        self, transport_layer: Layer, connection_id: int, transport_name: str = "tcp"
+    ) -> None:
+        self.layer = transport_layer
+        self.connection_id = connection_id
+        self.transport_name = transport_name  # "tcp", or "tls" once its handshake is done
+        self.stream: asyncio.Transport | None = None
+        self.flow: Flow | None = None
+        self.framer = StreamFramer(
+            transport_layer.settings.max_message_bytes,
+            transport_layer.settings.max_stream_buffer_bytes,
+        )
+        self.last_activity = 0.0
+        self.pending: list[bytes] = []  # outgoing data while an outbound connect is under way
+        self.peer_names: tuple[str, ...] = ()  # TLS: what the peer's certificate names
+        self.connected = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        stream = cast(asyncio.Transport, transport)
+        self.stream = stream
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.flow = Flow(
+            self.transport_name, peer_address(peer), peer_address(local), self.connection_id
+        )
+        if self.transport_name == "tls":
+            self.peer_names = certificate_names(transport.get_extra_info("peercert"))
+        self.last_activity = self.layer.loop_time()
+        self.layer.register_connection(self)
+        for data in self.pending:
+            stream.write(data)
+        self.pending.clear()
+        self.connected.set()
+
+    def data_received(self, data: bytes) -> None:
+        assert self.flow is not None and self.stream is not None
+        self.last_activity = self.layer.loop_time()
+        try:
+            items = self.framer.feed(data)
+        except SipParseError as error:
+            # Framing is lost for good: answer if we can, then close (§18.3).
+            self.layer.stream_errors += 1
+            self.layer.on_stream_error(error, self.flow, data[:2048])
+            self.stream.close()
+            return
+        for item in items:
+            if isinstance(item, KeepAlive):
+                self.stream.write(b"\r\n")  # RFC 5626 §4.4.1 pong
+                continue
+            self.layer.received_messages += 1
+            self.layer.on_message(item, self.flow)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.layer.forget_connection(self)
+        self.connected.set()
+
+    def send(self, data: bytes) -> None:
+        self.last_activity = self.layer.loop_time()
+        if self.stream is None:
+            if sum(map(len, self.pending)) + len(data) <= _MAX_PENDING_CONNECT_BYTES:
+                self.pending.append(data)
+            return
+        if self.stream.is_closing():
+            return
+        self.stream.write(data)
