@@ -86,8 +86,10 @@ def test_the_declared_field_types_of_compiled_classes_match_their_source() -> No
     """mypyc erases a compiled dataclass's annotations, so the codec declares them; the
     declaration must say what the source says (read from the source, compiled or not)."""
     for cls, declared in COMPILED_FIELD_TYPES.items():
-        tree = ast.parse(Path(inspect.getfile(sys.modules[cls.__module__])).with_suffix(".py")
-                         .read_text())  # fmt: skip
+        module = sys.modules[cls.__module__]
+        # The source beside the module, compiled or not (a compiled one is a .so of that name).
+        source = Path(inspect.getfile(module)).parent / (cls.__module__.rsplit(".", 1)[1] + ".py")
+        tree = ast.parse(source.read_text())
         node = next(
             item for item in ast.walk(tree)
             if isinstance(item, ast.ClassDef) and item.name == cls.__name__
