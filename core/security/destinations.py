@@ -34,11 +34,14 @@ class Destinations:
     ) -> None:
         self._identity = identity  # asked each time: the Pbx learns its ports after binding
         self._is_carrier = is_carrier_destination
+        # What a host string is (see `_kind`): fixed for a given string, so remembered;
+        # bounded, a flood of distinct hosts costs one parse each, as without it.
+        self._kinds: dict[str, int] = {}
 
     def refusal(self, host: str, port: int) -> str | None:
         identity = self._identity()
         name = host.lower()
-        if not _unicast(name):
+        if self._kind(name) & _NOT_UNICAST:
             return "is not a unicast address"
         if name == identity.domain or identity.is_own_address(name, port):
             return "points at this server"
@@ -54,28 +57,39 @@ class Destinations:
         transport = uri.transport or ("tls" if uri.secure else "udp")
         host = uri.param("maddr") or uri.host
         port = uri.port or (SIPS_PORT if transport == "tls" else SIP_PORT)
-        if _loopback(host) and not _loopback(source_ip):
+        if self._kind(host) & _LOOPBACK and not self._kind(source_ip) & _LOOPBACK:
             return "points at this host's loopback from elsewhere"
         return self.refusal(host, port)
 
+    def _kind(self, host: str) -> int:
+        """`_NOT_UNICAST` and `_LOOPBACK` bits for `host`, remembered per string: every
+        REGISTER asks about its Contact's host and its source address, and an address
+        parse costs more than the rest of the check together."""
+        kinds = self._kinds
+        kind = kinds.get(host)
+        if kind is None:
+            if len(kinds) >= _KIND_CACHE_LIMIT:
+                kinds.clear()
+            kind = kinds[host] = _classify(host)
+        return kind
 
-def _unicast(host: str) -> bool:
-    """False for an address no call may go to: unspecified (0.0.0.0, ::), multicast or
-    broadcast (a datagram to the whole LAN). A host name is judged once resolved."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return True
-    if address.is_unspecified or address.is_multicast:
-        return False
-    return not (isinstance(address, ipaddress.IPv4Address) and address == _BROADCAST)
 
-
+_NOT_UNICAST = 1
+_LOOPBACK = 2
+_KIND_CACHE_LIMIT = 4_096
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
-def _loopback(host: str) -> bool:
+def _classify(host: str) -> int:
+    """Not unicast: an address no call may go to, unspecified (0.0.0.0, ::), multicast or
+    broadcast (a datagram to the whole LAN). Loopback: 127/8, ::1, or the name localhost.
+    Any other host name is neither: it is judged again once resolved."""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
-        return host.lower() == "localhost"
+        return _LOOPBACK if host.lower() == "localhost" else 0
+    broadcast = isinstance(address, ipaddress.IPv4Address) and address == _BROADCAST
+    kind = _LOOPBACK if address.is_loopback else 0
+    if address.is_unspecified or address.is_multicast or broadcast:
+        kind |= _NOT_UNICAST
+    return kind
