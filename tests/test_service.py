@@ -78,7 +78,8 @@ async def test_cli_changes_go_through_the_service_and_status_reads_it(
     service: ServiceProcess, tmp_path: Path
 ) -> None:
     code, out, err = await cli(service, "user", "add", "alice", "--password", "alice-secret-1")
-    assert (code, out.strip()) == (0, "added user alice"), err
+    assert (code, out.splitlines()[0]) == (0, "added user alice"), err
+    assert "Username / Auth ID   alice" in out  # what to type into the phone, as without one
     # In force at once: the service's route knows alice now (no database poll involved).
     async with UdpClient(service.address) as client:
         answer = await Phone(client, "alice", "alice-secret-1", DOMAIN).register()

@@ -53,6 +53,24 @@ def _family(host: str) -> socket.AddressFamily:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _bound_socket(address: ListenAddress, kind: socket.SocketKind) -> socket.socket:
+    """A non-blocking socket bound to `address` (IPv6 sockets take IPv6 only, so a v4 and a
+    v6 listener on one port coexist; a stream socket may rebind a port in TIME_WAIT)."""
+    family = _family(address.host)
+    sock = socket.socket(family, kind)
+    try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((address.host, address.port))
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
 def enlarge_buffer(sock: socket.socket, size: int, *, send: bool = False) -> int:
     """Raise SO_RCVBUF (or SO_SNDBUF) towards `size`: the kernel buffer absorbs short
     event-loop stalls. Also used for the links between worker processes (core/cluster/links.py).
@@ -224,16 +242,7 @@ class Transport:
 
     async def _listen_udp(self, address: ListenAddress, read: bool) -> None:
         assert self._loop is not None
-        family = _family(address.host)
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address.host, address.port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
+        sock = _bound_socket(address, socket.SOCK_DGRAM)
         self.udp_receive_buffer = enlarge_buffer(sock, self.settings.udp_receive_buffer_bytes)
         await self._use_udp(sock, read, address)
 
@@ -268,17 +277,7 @@ class Transport:
 
     async def _listen_tcp(self, address: ListenAddress) -> None:
         assert self._loop is not None
-        family = _family(address.host)
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((address.host, address.port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
+        sock = _bound_socket(address, socket.SOCK_STREAM)
         local = peer_address(sock.getsockname())
         if address.transport == "tls":
             self._listen_tls(sock)

@@ -21,7 +21,8 @@ ACK for every 2xx (§13.2.2.4), answers it again.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Protocol, cast
+from collections.abc import Iterator
+from typing import Protocol, TypeVar, cast
 
 from core.events import EventBus, SecurityEvent
 from core.net.flow import Flow
@@ -63,6 +64,7 @@ from core.sip.transaction_client import make_cancel
 from core.sip.transaction_table import TransactionTable, TransactionTableFull
 from core.sip.uri import SipUri, Uri, parse_uri
 
+K = TypeVar("K")  # a deadline table's key: a response context or a branch
 # Server transaction states past their final answer (a 2xx to an INVITE leaves it Accepted,
 # where further 2xx from other branches still go through it).
 _ANSWERED_STATES = frozenset({State.COMPLETED, State.CONFIRMED, State.TERMINATED})
@@ -524,19 +526,9 @@ class Forwarder:
 
     def on_timer(self, now: float) -> None:
         self.run(self.table.on_timer(now), now)
-        ring = self._ring_deadlines
-        while ring:
-            context = next(iter(ring))
-            if ring[context] > now:
-                break
-            del ring[context]
+        for context in _due(self._ring_deadlines, now):
             self._ring_timeout(context, now)
-        guard = self._cancel_deadlines
-        while guard:
-            branch = next(iter(guard))
-            if guard[branch] > now:
-                break
-            del guard[branch]
+        for branch in _due(self._cancel_deadlines, now):
             if branch.pending and branch.transaction is not None:
                 # §9.1: no final answer 64*T1 after our CANCEL; give the branch up.
                 self.run(self.table.terminate(branch.transaction), now)
@@ -562,3 +554,15 @@ def _flow(transaction: Transaction) -> Flow:
     """The flow of a transaction the proxy made: a `Flow` (the sans-I/O layer only knows it
     as something with `reliable`)."""
     return cast(Flow, transaction.flow)
+
+
+def _due(deadlines: OrderedDict[K, float], now: float) -> Iterator[K]:
+    """Take out, one at a time, the entries whose deadline has come: fixed delays keep
+    insertion order in deadline order, so they are the first ones. Lazy, so an entry that the
+    handling of an earlier one removed is never handed out."""
+    while deadlines:
+        key = next(iter(deadlines))
+        if deadlines[key] > now:
+            return
+        del deadlines[key]
+        yield key

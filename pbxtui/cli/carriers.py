@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
+from typing import Any
+
 from core.store.errors import DuplicateError
 from core.trunks.carriers import CARRIER_TRANSPORTS, new_carrier
 from pbxtui.cli.context import CommandTable, Context, UsageError, checked_call
@@ -31,20 +34,22 @@ def add_commands(table: CommandTable) -> None:
     delete.add_argument("name", metavar="NAME")
 
 
+def carrier_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`carrier add`'s options as the carrier rule takes them (core/trunks/carriers.py), for
+    the database or for a running service alike."""
+    return {
+        "gateway": args.gateway,
+        "port": args.port,
+        "transport": args.transport,
+        "username": args.username,
+        "password": args.password,
+        "priority": args.priority,
+    }
+
+
 async def cmd_carrier_add(ctx: Context) -> int:
     args = ctx.args
-    carrier = checked_call(
-        lambda: new_carrier(
-            args.name,
-            args.addresses,
-            gateway=args.gateway,
-            port=args.port,
-            transport=args.transport,
-            username=args.username,
-            password=args.password,
-            priority=args.priority,
-        )
-    )
+    carrier = checked_call(lambda: new_carrier(args.name, args.addresses, **carrier_options(args)))
     try:
         await ctx.store.add_carrier(carrier)
     except DuplicateError:

@@ -54,11 +54,8 @@ async def user_add(ctx: RemoteContext) -> int:
     password, generated = users._new_password(ctx.args, f"Password for {name}: ")
     options = checked_call(lambda: users._user_options(ctx.args))
     await _service_says(ctx.admin.add_user(name, password, **options))
-    print(f"added user {name}", file=ctx.out)
-    if generated:
-        print(f"password: {password}", file=ctx.out)
-    else:
-        users._warn_if_weak(ctx, password)  # type: ignore[arg-type]
+    users.report_password(ctx.out, ctx.err, f"added user {name}", password, generated)
+    users.print_phone_settings(ctx.out, name, password, generated, ctx.settings)
     return 0
 
 
@@ -77,11 +74,7 @@ async def user_passwd(ctx: RemoteContext) -> int:
         raise UsageError(f"no user {name!r}")
     password, generated = users._new_password(ctx.args, f"New password for {name}: ")
     await _service_says(ctx.admin.set_password(name, password))
-    print(f"password changed for {name}", file=ctx.out)
-    if generated:
-        print(f"password: {password}", file=ctx.out)
-    else:
-        users._warn_if_weak(ctx, password)  # type: ignore[arg-type]
+    users.report_password(ctx.out, ctx.err, f"password changed for {name}", password, generated)
     return 0
 
 
@@ -103,16 +96,7 @@ async def carrier_add(ctx: RemoteContext) -> int:
     # The gateway goes as typed: the service reads it with the one gateway parser (a bare
     # host stays bare, so DNS SRV applies).
     carrier = await _service_says(
-        ctx.admin.add_carrier(
-            args.name,
-            list(args.addresses),
-            gateway=args.gateway,
-            port=args.port,
-            transport=args.transport,
-            username=args.username,
-            password=args.password,
-            priority=args.priority,
-        )
+        ctx.admin.add_carrier(args.name, list(args.addresses), **carriers.carrier_options(args))
     )
     addresses = ", ".join(carrier.addresses)  # type: ignore[attr-defined]
     print(f"added carrier {args.name} ({addresses})", file=ctx.out)

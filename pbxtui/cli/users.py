@@ -9,8 +9,10 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from core.provisioning import phone_settings
+from core.settings import Settings
 from core.store.errors import DuplicateError
 from core.users import (
     OUTBOUND_POLICIES,
@@ -80,9 +82,7 @@ async def cmd_user_add(ctx: Context) -> int:
     except DuplicateError:
         raise UsageError(f"user {name!r} already exists") from None
     status = await _password_stored(ctx, f"added user {name}", password, generated)
-    shown = password if generated else "(the one you set)"
-    account = phone_settings(name, shown, ctx.settings.realm, ctx.settings.listen)
-    print(f"\nIn the phone's SIP account:\n{account.text()}", file=ctx.out)
+    print_phone_settings(ctx.out, name, password, generated, ctx.settings)
     return status
 
 
@@ -273,21 +273,31 @@ async def _password_stored(ctx: Context, done: str, password: str, generated: bo
     """Remember the realm the new HA1s are for, say what was done, and show a generated
     password once (or warn about a weak typed one)."""
     await ctx.store.set_setting(REALM_SETTING, ctx.settings.realm)
-    print(done, file=ctx.out)
-    if generated:
-        print(f"password: {password}", file=ctx.out)
-    else:
-        _warn_if_weak(ctx, password)
+    report_password(ctx.out, ctx.err, done, password, generated)
     return 0
 
 
-def _warn_if_weak(ctx: Context, password: str) -> None:
-    if len(password) < WEAK_PASSWORD_LENGTH:
+def report_password(out: TextIO, err: TextIO, done: str, password: str, generated: bool) -> None:
+    """Say what was done, and show a generated password once (or warn about a weak typed
+    one): the same words whether the database or a running service took the change."""
+    print(done, file=out)
+    if generated:
+        print(f"password: {password}", file=out)
+    elif len(password) < WEAK_PASSWORD_LENGTH:
         print(
             f"{PROG}: warning: passwords under {WEAK_PASSWORD_LENGTH} characters are guessed "
             "quickly; consider --generate",
-            file=ctx.err,
+            file=err,
         )
+
+
+def print_phone_settings(
+    out: TextIO, name: str, password: str, generated: bool, settings: Settings
+) -> None:
+    """What to type into the phone (core/provisioning.py), after `user add`."""
+    shown = password if generated else "(the one you set)"
+    account = phone_settings(name, shown, settings.realm, settings.listen)
+    print(f"\nIn the phone's SIP account:\n{account.text()}", file=out)
 
 
 def _limits(user: User) -> str:
