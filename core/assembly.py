@@ -258,7 +258,7 @@ class Core:
         # Media anchoring (core/media/anchor.py): its relay lives in the process that owns the
         # call, and it sees every call end before the call's CDR is written.
         anchor = build_anchor(
-            settings.media, settings.listen[0].host, self.location, lambda: self.identity,
+            settings.media, settings.listen[0].host, self.location, self.identity,
             clock, sinks.calls,
         )  # fmt: skip
         rtpengine = rtpengine_sessions(settings.media, sinks.calls)
@@ -281,8 +281,7 @@ class Core:
         self._load_carriers(stored.carriers, stored.dids)
         # No contact may point at our own sockets or a carrier (core/security/destinations.py):
         # the registrar refuses such bindings, the proxy and the transport never send there.
-        identity = self.identity
-        destinations = Destinations(lambda: identity, self.trunks.is_carrier_destination)
+        destinations = Destinations(self.identity, self.trunks.is_carrier_destination)
         transport.refuse_destination = lambda ip, port: destinations.refusal(ip, port) is not None
         self.registrar = Registrar(
             settings.registrar,

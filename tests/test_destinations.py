@@ -14,7 +14,7 @@ from core.sip.uri import parse_uri
 
 def _destinations() -> Destinations:
     identity = ServerIdentity("pbx.test", [ListenAddress("udp", "127.0.0.1", 5060)])
-    return Destinations(lambda: identity, lambda host: host == "198.51.100.7")
+    return Destinations(identity, lambda host: host == "198.51.100.7")
 
 
 @pytest.mark.parametrize(

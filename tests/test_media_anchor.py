@@ -71,7 +71,7 @@ def make_anchor(**media: object) -> tuple[MediaAnchor, EmbeddedRelay, Cdrs]:
     identity = ServerIdentity("pbx.test", [ListenAddress("udp", "127.0.0.1", 5060)])
     location = LocationService(RegistrarSettings(), EventBus(100, 100))
     cdrs = Cdrs()
-    return MediaAnchor(settings, relay, location, lambda: identity, time.time, cdrs), relay, cdrs
+    return MediaAnchor(settings, relay, location, identity, time.time, cdrs), relay, cdrs
 
 
 def bob_uri(host: str) -> SipUri:

@@ -165,7 +165,7 @@ class MediaAnchor:
         settings: MediaSettings,
         engine: MediaEngine,
         location: LocationService,
-        identity: Callable[[], ServerIdentity],
+        identity: ServerIdentity,
         clock: Callable[[], float],
         sink: CallSink | None = None,
     ) -> None:
@@ -286,7 +286,7 @@ class MediaAnchor:
             self.sink.call_finished(call)
 
     def _address(self, flow: Flow) -> str:
-        return _host(self.identity().hostport(flow))
+        return _host(self.identity.hostport(flow))
 
     def close(self) -> None:
         """Every session ended (the Pbx stops): their sockets are closed."""
@@ -299,7 +299,7 @@ def build_anchor(
     settings: MediaSettings,
     listen_host: str,
     location: LocationService,
-    identity: Callable[[], ServerIdentity],
+    identity: ServerIdentity,
     clock: Callable[[], float],
     sink: CallSink | None,
 ) -> MediaAnchor | None:

@@ -29,17 +29,18 @@ class Destinations:
 
     def __init__(
         self,
-        identity: Callable[[], ServerIdentity],
+        identity: ServerIdentity,
         is_carrier_destination: Callable[[str], bool] = lambda host: False,
     ) -> None:
-        self._identity = identity  # asked each time: the Pbx learns its ports after binding
+        # Shared with the transport's layer: it names the real ports once they are bound.
+        self._identity = identity
         self._is_carrier = is_carrier_destination
         # What a host string is (see `_kind`): fixed for a given string, so remembered;
         # bounded, a flood of distinct hosts costs one parse each, as without it.
         self._kinds: dict[str, int] = {}
 
     def refusal(self, host: str, port: int) -> str | None:
-        identity = self._identity()
+        identity = self._identity
         name = host.lower()
         if self._kind(name) & _NOT_UNICAST:
             return "is not a unicast address"
