@@ -261,7 +261,7 @@ class Core:
             settings.media, settings.listen[0].host, self.location, self.identity,
             clock, sinks.calls,
         )  # fmt: skip
-        rtpengine = rtpengine_sessions(settings.media, sinks.calls)
+        rtpengine = rtpengine_sessions(settings.media, sinks.calls, bus, clock)
         self.media: MediaAnchor | RtpEngineSessions | None = rtpengine or anchor
         calls = CallTable(bus, settings.proxy.max_active_calls, sink=self.media or sinks.calls)
         dns = SrvResolver()
@@ -302,7 +302,7 @@ class Core:
             carriers=self.trunks,
             destinations=destinations,
             security_report=security.report,
-            media=anchor,
+            media=anchor or rtpengine,  # rtpengine's: bodies as the gate left them, failures
         )
         # With rtpengine, SDP is rewritten before the proxy sees it (core/media/gate.py).
         gate = None

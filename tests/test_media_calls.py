@@ -336,3 +336,172 @@ async def test_tshark_on_lo_counts_the_audio_the_relay_sent_each_phone(tmp_path:
     to_alice = {line for line in decoded if line.startswith("127.0.0.21\t")}
     to_bob = {line for line in decoded if line.startswith("127.0.0.22\t")}
     assert len(to_alice) >= 0.9 * PACKETS and len(to_bob) >= 0.9 * PACKETS
+
+
+def decoy_sdp(phone: SoftPhone, address: str, port: int) -> bytes:
+    """An offer from `phone` naming somebody else's media address (and on hold)."""
+    return (
+        f"v=0\r\no={phone.user} 1 9 IN IP4 {address}\r\ns=-\r\nc=IN IP4 {address}\r\nt=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendonly\r\n"
+    ).encode()
+
+
+async def refuse_a_reinvite(alice: SoftPhone, bob: SoftPhone, mallory: RtpEndpoint) -> None:
+    """Alice re-offers Mallory's address, on hold; Bob refuses it with a 488."""
+    refusing = asyncio.create_task(bob.answer_reinvite("sendrecv", 2, status=488))
+    final = await alice.reinvite("sendonly", 2, decoy_sdp(alice, mallory.sock.getsockname()[0],
+                                                          mallory.port))  # fmt: skip
+    await refusing
+    assert final.status == 488
+
+
+async def test_a_refused_reinvite_leaves_the_relay_as_the_last_good_exchange_set_it(
+    tmp_path: Path,
+) -> None:
+    """RFC 3261 §14.1: after a failed re-INVITE the session is as if it had never been sent.
+    The refused offer named Mallory's address: had the relay kept it, her packets (now the
+    best-ranked source, its window open again) would take Alice's place; rolled back, she
+    gets nothing through, the stream is not on hold, and the audio flows as before."""
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    mallory = RtpEndpoint("127.0.0.23")
+    try:
+        assert alice.dialog is not None and bob.dialog is not None and pbx.core.media is not None
+        await talk(alice, bob, 10)
+        await refuse_a_reinvite(alice, bob, mallory)
+        session = pbx.core.media.engine.sessions[alice.dialog.call_id]  # type: ignore[attr-defined]
+        alice_rtp = session.streams[0].ports[0][0]
+        assert alice_rtp.latch.expected == ("127.0.0.99", alice.rtp.port)  # her SDP's, again
+        spraying = asyncio.create_task(
+            mallory.stream(alice.dialog.media_address(), b"mallory", PACKETS)
+        )
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        await spraying
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert bob.rtp.from_marker(b"mallory") == 0 and mallory.received == []
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None and not stats.streams[0].on_hold
+        await hang_up(alice, bob)
+    finally:
+        mallory.close()
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_a_stranger_spraying_rtp_and_rtcp_ports_gets_nothing_through(
+    tmp_path: Path,
+) -> None:
+    """Mallory sprays all four relay ports of the call (each side's RTP and RTCP) from the
+    start, before the phones' own first packets: none of hers is relayed, none of the
+    phones' RTP or RTCP is turned towards her, and their RTCP still goes through."""
+    pbx = await start(tmp_path)
+    alice, bob = await call_between(pbx)
+    mallory = RtpEndpoint("127.0.0.23")
+    try:
+        assert alice.dialog is not None and bob.dialog is not None and pbx.core.media is not None
+        targets = []
+        for dialog in (alice.dialog, bob.dialog):
+            address, port = dialog.media_address()
+            targets += [(address, port), (address, port + 1)]
+        spraying = [asyncio.create_task(mallory.stream(target, b"mallory", PACKETS))
+                    for target in targets]  # fmt: skip
+        await asyncio.sleep(0.05)  # hers arrive first
+
+        async def rtcp(phone: SoftPhone, marker: bytes) -> None:
+            assert phone.dialog is not None
+            address, port = phone.dialog.media_address()
+            for _ in range(10):
+                report = bytes([0x81, 201, 0, 7]) + bytes(8) + marker
+                phone.rtp.sock.sendto(report, (address, port + 1))
+                await asyncio.sleep(0.05)
+
+        heard = await asyncio.gather(
+            talk(alice, bob), rtcp(alice, b"alice-rtcp"), rtcp(bob, b"bob-rtcp"), *spraying
+        )
+        heard_by_alice, heard_by_bob = heard[0]
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert alice.rtp.from_marker(b"bob-rtcp") >= 9 and bob.rtp.from_marker(b"alice-rtcp") >= 9
+        assert alice.rtp.from_marker(b"mallory") == 0 and bob.rtp.from_marker(b"mallory") == 0
+        assert mallory.received == []
+        stats = pbx.core.media.stats(alice.dialog.call_id, pbx.clock())
+        assert stats is not None and stats.streams[0].dropped >= 4 * PACKETS * 0.9
+    finally:
+        mallory.close()
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+async def test_rtpengine_counters_fill_the_calls_figures_and_a_refused_reinvite_is_undone(
+    tmp_path: Path,
+) -> None:
+    """The call's `query` answer gives the same figures as the embedded relay's; a re-INVITE
+    refused with a 488 leaves rtpengine where the last good exchange put it (rtpengine has
+    no way to withdraw an offer: it is given that exchange again)."""
+    with rtpengine_daemon(tmp_path, 44400, 44600) as ng_port:
+        pbx = await start(tmp_path, engine="rtpengine", rtpengine=f"127.0.0.1:{ng_port}")
+        alice, bob = await call_between(pbx)
+        mallory = RtpEndpoint("127.0.0.23")
+        try:
+            assert alice.dialog is not None and pbx.core.media is not None
+            sessions = pbx.core.media
+            sessions.poll_seconds = 0.2  # type: ignore[union-attr]
+            heard_by_alice, heard_by_bob = await talk(alice, bob)
+            assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+            call_id = alice.dialog.call_id
+            for _ in range(30):  # housekeeping asks every second, the answer comes after
+                stats = sessions.stats(call_id, pbx.clock())
+                if stats is not None and stats.streams and stats.caller_packets >= PACKETS:
+                    break
+                await asyncio.sleep(0.2)
+            assert stats is not None and len(stats.streams) == 1
+            [stream] = stats.streams
+            assert stream.caller_packets >= 0.9 * PACKETS and stream.callee_packets >= 0.9 * PACKETS
+            assert stream.caller_bytes >= 0.9 * PACKETS * 172 and not stream.on_hold
+            assert stats.idle_seconds < 5
+            await refuse_a_reinvite(alice, bob, mallory)
+            await asyncio.sleep(0.3)  # the last good offer and answer, given again
+            engine = sessions.engine  # type: ignore[union-attr]
+            reply = await engine.query(call_id)
+            [media] = reply[b"tags"][alice.dialog.local_tag.encode()][b"medias"]
+            advertised = media[b"streams"][0][b"advertised endpoint"]
+            assert advertised[b"address"] == b"127.0.0.99"  # not Mallory's
+            assert advertised[b"port"] == alice.rtp.port
+            assert b"recv" in media[b"flags"]  # not the refused sendonly
+            # Alice's address changed twice in rtpengine's eyes (to Mallory's, and back): it
+            # learns her anew, which takes it 3 s (`endpoint-learning = heuristic`).
+            await talk(alice, bob, 200)
+            heard_by_alice, heard_by_bob = await talk(alice, bob)
+            assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+            await hang_up(alice, bob)
+        finally:
+            mallory.close()
+            alice.close()
+            bob.close()
+            await pbx.stop()
+
+
+async def test_rtpengine_timing_a_call_out_hangs_it_up_with_media_timeout_in_its_cdr(
+    tmp_path: Path,
+) -> None:
+    """rtpengine ends the session of a call without media itself (here after 2 s); the next
+    `query` finds it gone, and the call is hung up as the embedded relay's timeout does."""
+    with rtpengine_daemon(tmp_path, 44600, 44800, timeout=2) as ng_port:
+        pbx = await start(tmp_path, engine="rtpengine", rtpengine=f"127.0.0.1:{ng_port}")
+        alice, bob = await call_between(pbx)
+        try:
+            assert pbx.core.media is not None
+            pbx.core.media.poll_seconds = 0.5  # type: ignore[union-attr]
+            await talk(alice, bob, 10)
+            byes = await asyncio.wait_for(asyncio.gather(alice.answer_bye(8), bob.answer_bye(8)),
+                                          10)  # fmt: skip
+            assert byes == [None, None]
+            assert pbx.core.media.calls == {}
+            await pbx.store.flush()
+            [cdr] = await pbx.store.list_cdrs()
+            assert cdr.reason == "media timeout"
+        finally:
+            alice.close()
+            bob.close()
+            await pbx.stop()

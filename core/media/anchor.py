@@ -10,9 +10,14 @@ RFC 3264 offer/answer rides on these messages, and each is handled where it pass
 
 A re-INVITE or UPDATE from either side is the same offer again; the engine re-opens its
 latching windows, so a phone that moved or was re-NATed is learnt anew (RFC 3264 §8). A
-final failure of a re-INVITE leaves the session as it was; the call's end frees it
-(`call_finished`, in front of the CDR writer, sees every call end: BYE, CANCEL, a final
-failure, the maximum duration, a media timeout).
+final failure of a re-INVITE or UPDATE that carried an offer (a 488, a 491 in a glare, our own
+408) must leave the session as it was (RFC 3261 §14.1, RFC 6337 §3.4): the engine has already
+taken the failed offer (new expected addresses, latching windows open again), so the last
+exchange that succeeded is played to it again, offer then answer (`offer_failed`). rtpengine
+has no command to withdraw an offer (its maintainers point at exactly this replay), and the
+embedded relay takes the same path, so both engines are rolled back by one piece of code. The
+call's end frees the session (`call_finished`, in front of the CDR writer, sees every call
+end: BYE, CANCEL, a final failure, the maximum duration, a media timeout).
 
 When (`[media] relay`): "always", "never", or "auto" — a call is anchored when either end is
 behind NAT, as far as signalling can tell: the caller's Contact or SDP address is not the
@@ -71,15 +76,74 @@ class MediaEngine(Protocol):
     def stats(self, call_id: str, now: float) -> MediaStats | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One side's SDP as it was given to the engine: enough to give it again."""
+
+    from_tag: str  # the engine's `from_tag` argument: the offerer's tag
+    to_tag: str  # the answerer's tag in an answer; "" in an offer
+    body: bytes
+    source_ip: str
+    address: str
+
+
 @dataclass(slots=True)
 class AnchoredCall:
-    """A call whose media goes through us, and where its offer/answer stands."""
+    """A call whose media goes through us, and where its offer/answer stands.
+
+    Both engines' front ends (the anchor here, the rtpengine gate) move this state through
+    `offered`, `answered` and `failed` alone, so the two read RFC 3264 the same way:
+
+    - An offer is outstanding from `offered` until its final answer. An answer in a
+      reliable final message (a 2xx, or the ACK of a late offer) completes the exchange,
+      and `offerer` is cleared: a later SDP from the same side is a new offer, never taken
+      for an answer (RFC 3264 §4: one exchange at a time; RFC 3261 §13.2.1: the answer to an
+      INVITE's offer is the one in its final response, any 18x with SDP before it being that
+      same answer early). An 18x answer therefore leaves the offer outstanding: its 2xx, or
+      another fork's 18x/2xx (each early dialog answers once), is still to come.
+    - A final failure withdraws the offer: `offerer` is cleared too, and the exchange that
+      last succeeded (`settled`) is what the session goes back to.
+    """
 
     offerer: str = ""  # From/To tag of the side whose offer is outstanding; "" when none
     late_offer: int = -1  # CSeq of an INVITE sent without SDP: its 2xx carries the offer
+    caller: str = ""  # the From tag of the INVITE that made the call
+    pending: Exchange | None = None  # the outstanding offer
+    settled: tuple[Exchange, Exchange] | None = None  # the last completed offer and answer
     # The last answers rewritten, by (CSeq, To tag): a retransmitted 18x/2xx (the same SDP
     # again, RFC 3261 §13.3.1.4) goes up rewritten the same way, the engine untouched.
     answers: dict[tuple[int, str], tuple[bytes, bytes]] = field(default_factory=dict)
+
+    def offered(self, offer: Exchange) -> None:
+        self.offerer = offer.from_tag
+        self.pending = offer
+
+    def offered_late(self, cseq: int) -> None:
+        """An INVITE without SDP: the offer will come in its 2xx (RFC 3264 §2)."""
+        self.offerer = ""
+        self.pending = None
+        self.late_offer = cseq
+
+    def answered(self, answer: Exchange, final: bool) -> None:
+        if not final:
+            return
+        self.offerer = ""
+        if self.pending is not None:
+            self.settled = (self.pending, answer)
+        self.pending = None
+
+    def failed(self, from_tag: str, cseq: int) -> tuple[Exchange, Exchange] | None:
+        """The final failure of an INVITE or UPDATE from `from_tag`: the exchange to restore
+        when it carried the outstanding offer, else None (nothing was offered, or nothing had
+        been agreed yet: a call's first INVITE failing ends the call, which frees the
+        session)."""
+        if cseq == self.late_offer:
+            self.late_offer = -1
+        if not from_tag or self.offerer != from_tag:
+            return None
+        self.offerer = ""
+        self.pending = None
+        return self.settled
 
     def remember(self, key: tuple[int, str], original: bytes, rewritten: bytes) -> bytes:
         if len(self.answers) >= 8:  # a forked call's early dialogs; more is a misbehaving UA
@@ -204,31 +268,31 @@ class MediaAnchor:
                     return request.body
             except SipParseError:
                 return request.body
-            anchored = self.calls[call_id] = AnchoredCall()
+            anchored = self.calls[call_id] = AnchoredCall(caller=request.from_tag or "")
         from_tag = request.from_tag or ""
         if not has_sdp(request):
             cseq = request.cseq
             if method == "INVITE" and cseq is not None:
-                anchored.offerer = ""
-                anchored.late_offer = cseq.number  # RFC 3264 §2: the offer comes in the 2xx
+                anchored.offered_late(cseq.number)
             return request.body
         address = self._address(out)
         try:
             if method == "ACK":
                 to_tag = request.to_tag or ""
-                if anchored.offerer != to_tag:
+                if anchored.offerer != to_tag or not to_tag:
                     return request.body
-                anchored.offerer = ""
-                return self.engine.answer(
-                    call_id, to_tag, from_tag, request.body, arrived.ip, address, now
-                )
+                late = Exchange(to_tag, from_tag, request.body, arrived.ip, address)
+                body = self.engine.answer(call_id, to_tag, from_tag, request.body, arrived.ip,
+                                          address, now)  # fmt: skip
+                anchored.answered(late, final=True)
+                return body
             if method not in OFFER_METHODS:
                 return request.body
             body = self.engine.offer(call_id, from_tag, request.body, arrived.ip, address, now)
         except (SdpError, RelayFull):
             self.refused += 1
             return request.body
-        anchored.offerer = from_tag
+        anchored.offered(Exchange(from_tag, "", request.body, arrived.ip, address))
         return body
 
     def response_body(self, response: Response, source: Flow, to: Flow) -> bytes:
@@ -252,20 +316,41 @@ class MediaAnchor:
         body = response.body
         try:
             if anchored.offerer == from_tag and from_tag:
-                if status >= 200:
-                    anchored.offerer = ""
                 answer = self.engine.answer(
                     call_id, from_tag, to_tag, body, source.ip, address, now
                 )
+                exchange = Exchange(from_tag, to_tag, body, source.ip, address)
+                anchored.answered(exchange, final=status >= 200)
                 return anchored.remember(key, body, answer)
             if status >= 200 and cseq.method == "INVITE" and cseq.number == anchored.late_offer:
                 anchored.late_offer = -1
-                anchored.offerer = to_tag  # the answer comes in the ACK
                 offer = self.engine.offer(call_id, to_tag, body, source.ip, address, now)
+                anchored.offered(Exchange(to_tag, "", body, source.ip, address))  # ACK answers
                 return anchored.remember(key, body, offer)
         except (SdpError, RelayFull):
             self.refused += 1
         return body
+
+    def offer_failed(self, request: Request) -> None:
+        """`request` got a final failure: when it carried the outstanding offer, the session
+        goes back to the last exchange that succeeded (see the module docstring)."""
+        anchored = self.calls.get(request.call_id or "")
+        cseq = request.cseq
+        if anchored is None or cseq is None or request.method not in OFFER_METHODS:
+            return
+        settled = anchored.failed(request.from_tag or "", cseq.number)
+        if settled is None:
+            return
+        offer, answer = settled
+        call_id = request.call_id or ""
+        now = self.clock()
+        try:
+            self.engine.offer(call_id, offer.from_tag, offer.body, offer.source_ip,
+                              offer.address, now)  # fmt: skip
+            self.engine.answer(call_id, answer.from_tag, answer.to_tag, answer.body,
+                               answer.source_ip, answer.address, now)  # fmt: skip
+        except (SdpError, RelayFull):  # it was read once: only a full relay could refuse now
+            self.refused += 1
 
     def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]:
         """Calls whose media stopped, forgotten here: the proxy hangs them up. Calls still

@@ -12,6 +12,12 @@ learnt where a stream's media comes from, packets from anywhere else are dropped
 The same calls as `EmbeddedRelay` (core/media/relay.py), awaited: the exchange is a network
 round trip. Every wait is bounded (`timeout` times `retries`); a reply that does not parse, or an
 `error` result, raises `RtpEngineError`, and nothing else is raised.
+
+rtpengine's replies are wire input like any SIP message: a reply to another request (a wrong
+cookie) is ignored, bencode that does not parse or nests too deep is refused by the decoder
+(core/media/bencode.py, bounded by the datagram's own size), and the SDP of an `offer` or
+`answer` reply must itself be SDP we can read, of a sane size (`MAX_SDP`), before it replaces
+what a phone sent: a broken or hostile rtpengine cannot put garbage in front of a phone.
 """
 
 from __future__ import annotations
@@ -20,12 +26,27 @@ import asyncio
 import os
 
 from core.media.bencode import BencodeError, Encodable, Value, decode, encode
+from core.media.sdp import SdpError, parse
 
 MAX_PENDING = 4_096  # requests awaiting a reply; more are refused at once
+MAX_SDP = 16_384  # an SDP from rtpengine above this is refused (a phone's is ~1 KiB)
 
 
 class RtpEngineError(Exception):
     """rtpengine did not answer, or answered with an error."""
+
+
+class RtpEngineRefused(RtpEngineError):
+    """rtpengine answered `result: error`; `reason` is its `error-reason`."""
+
+    def __init__(self, command: str, reason: str) -> None:
+        super().__init__(f"rtpengine refused {command}: {reason}")
+        self.reason = reason
+
+    @property
+    def unknown_call(self) -> bool:
+        """The call is not (or no longer) there: deleted, or timed out by rtpengine."""
+        return "unknown call" in self.reason.lower()
 
 
 class _Control(asyncio.DatagramProtocol):
@@ -132,8 +153,9 @@ class RtpEngine:
                     continue
                 if reply.get(b"result") == b"error":
                     reason = reply.get(b"error-reason", b"")
-                    text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else ""
-                    raise RtpEngineError(f"rtpengine refused {name}: {text}")
+                    reason = reason if isinstance(reason, bytes) else b""
+                    text = reason[:200].decode("utf-8", "replace")
+                    raise RtpEngineRefused(name, text)
                 return reply
             raise RtpEngineError(f"rtpengine did not answer {name}")
         finally:
@@ -161,4 +183,10 @@ def _sdp_of(reply: dict[bytes, Value]) -> bytes:
     sdp = reply.get(b"sdp")
     if not isinstance(sdp, bytes):
         raise RtpEngineError("rtpengine's reply carries no SDP")
+    if len(sdp) > MAX_SDP:
+        raise RtpEngineError(f"rtpengine's SDP is {len(sdp)} bytes long")
+    try:
+        parse(sdp)
+    except SdpError as error:
+        raise RtpEngineError(f"rtpengine's SDP does not read: {error}") from None
     return sdp

@@ -99,6 +99,9 @@ class MediaHooks(Protocol):
 
     def response_body(self, response: Response, source: Flow, to: Flow) -> bytes: ...
 
+    def offer_failed(self, request: Request) -> None:
+        """`request` got its final failure (relayed or ours): an offer it carried is void."""
+
 
 class Forwarder:
     """Transactions, branches and answers of every request the proxy forwards."""
@@ -428,6 +431,8 @@ class Forwarder:
         context.final_sent = True
         self._ring_deadlines.pop(context, None)
         self.to_caller(context, response, now)
+        if self.media is not None:
+            self.media.offer_failed(context.request)
         call = context.call
         if call is not None:
             self.calls.failed(call, now, response.status, call_reason or response.reason)

@@ -14,8 +14,11 @@ from support.ports import free_port
 
 
 @contextmanager
-def rtpengine_daemon(tmp_path: Path, port_min: int = 44000, port_max: int = 44200) -> Iterator[int]:
-    """Runs rtpengine; yields its ng control port on 127.0.0.1."""
+def rtpengine_daemon(
+    tmp_path: Path, port_min: int = 44000, port_max: int = 44200, timeout: int = 60
+) -> Iterator[int]:
+    """Runs rtpengine; yields its ng control port on 127.0.0.1. `timeout`: seconds without
+    media before rtpengine ends a call's session itself."""
     binary = shutil.which("rtpengine")
     assert binary is not None, "rtpengine is not installed (apt-get install rtpengine-daemon)"
     port = free_port()
@@ -27,7 +30,7 @@ def rtpengine_daemon(tmp_path: Path, port_min: int = 44000, port_max: int = 4420
         # Ranked learning like the embedded relay's (SDP address, its IP, any), after which
         # `strict-source` drops every other source (see core/media/rtpengine.py); deleted
         # calls go at once.
-        "endpoint-learning = heuristic\ndelete-delay = 0\n"
+        f"endpoint-learning = heuristic\ndelete-delay = 0\ntimeout = {timeout}\n"
     )
     with (tmp_path / "rtpengine.log").open("w") as log:
         daemon = subprocess.Popen(

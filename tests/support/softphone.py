@@ -257,22 +257,47 @@ class SoftPhone:
             dialog.remote_sdp = ack.body
         return invite
 
-    async def reinvite(self, direction: str, version: int) -> Response:
-        """An offer in the dialog (hold: sendonly; resume: sendrecv); ACK its answer."""
-        self.client.send(self._in_dialog("INVITE", self.sdp(direction, version)))
+    async def reinvite(self, direction: str, version: int, body: bytes | None = None) -> Response:
+        """An offer in the dialog (hold: sendonly; resume: sendrecv; or `body`); ACK its
+        answer, or its failure (hop by hop, on the INVITE's branch: RFC 3261 §17.1.1.3)."""
+        offer = self.sdp(direction, version) if body is None else body
+        self.client.send(self._in_dialog("INVITE", offer))
         final = await self._final()
         assert self.dialog is not None
         if final.status == 200:
             self.dialog.remote_sdp = final.body
             self.client.send(self._in_dialog("ACK", cseq=self.dialog.cseq))
+        elif final.status >= 300:
+            self._ack_reinvite_failure(final)
         return final
 
-    async def answer_reinvite(self, direction: str, version: int) -> None:
+    def _ack_reinvite_failure(self, response: Response) -> None:
+        dialog = self.dialog
+        assert dialog is not None
+        lines = [
+            f"ACK {dialog.remote_target} SIP/2.0",
+            f"Via: {response.headers.values('via')[0]}",
+            "Max-Forwards: 70",
+            *(f"Route: {route}" for route in dialog.route),
+            f"From: {response.headers.get('from')}",
+            f"To: {response.headers.get('to')}",
+            f"Call-ID: {dialog.call_id}",
+            f"CSeq: {dialog.cseq} ACK",
+            "Content-Length: 0",
+        ]
+        self.client.send(("\r\n".join(lines) + "\r\n\r\n").encode())
+
+    async def answer_reinvite(self, direction: str, version: int, status: int = 200) -> None:
+        """Answer the next re-INVITE: 200 with our SDP, or refuse it with `status` (a 488:
+        the session stays as it was, RFC 3261 §14.2)."""
         invite = await self._next_request()
         assert invite.method == "INVITE", invite.method
         assert self.dialog is not None
-        self.dialog.remote_sdp = invite.body
-        self._reply(invite, 200, "OK", self.sdp(direction, version))
+        if status != 200:
+            self._reply(invite, status, "Not Acceptable Here")
+        else:
+            self.dialog.remote_sdp = invite.body
+            self._reply(invite, 200, "OK", self.sdp(direction, version))
         ack = await self._next_request()
         assert ack.method == "ACK"
 
