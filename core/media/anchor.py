@@ -304,22 +304,25 @@ class MediaAnchor:
         cseq = response.cseq
         if anchored is None or key is None or cseq is None:
             return response.body
-        replayed = anchored.replayed(key, response.body)
-        if replayed is not None:
-            return replayed
         status = response.status
         to_tag = key[1]
-        now = self.clock()
-        call_id = response.call_id or ""
         from_tag = response.from_tag or ""
         address = self._address(to)
         body = response.body
+        answering = anchored.offerer == from_tag and bool(from_tag)
+        exchange = Exchange(from_tag, to_tag, body, source.ip, address)
+        replayed = anchored.replayed(key, body)
+        if replayed is not None:  # a retransmission, or the 2xx repeating its 18x's answer
+            if answering:
+                anchored.answered(exchange, final=status >= 200)
+            return replayed
+        now = self.clock()
+        call_id = response.call_id or ""
         try:
-            if anchored.offerer == from_tag and from_tag:
+            if answering:
                 answer = self.engine.answer(
                     call_id, from_tag, to_tag, body, source.ip, address, now
                 )
-                exchange = Exchange(from_tag, to_tag, body, source.ip, address)
                 anchored.answered(exchange, final=status >= 200)
                 return anchored.remember(key, body, answer)
             if status >= 200 and cseq.method == "INVITE" and cseq.number == anchored.late_offer:

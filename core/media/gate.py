@@ -319,16 +319,19 @@ class RtpEngineGate:
         cseq = response.cseq
         if anchored is None or key is None or cseq is None:
             return self.proxy.on_response(response, flow, now)
-        replayed = anchored.replayed(key, response.body)
-        if replayed is not None:  # a retransmission: as before
-            response.body = replayed
-            return self.proxy.on_response(response, flow, now)
         status = response.status
         from_tag = response.from_tag or ""
         to_tag = key[1]
+        answering = anchored.offerer == from_tag and bool(from_tag)
+        answer = Exchange(from_tag, to_tag, response.body, flow.ip, "")
+        replayed = anchored.replayed(key, response.body)
+        if replayed is not None:  # a retransmission, or the 2xx repeating its 18x's answer
+            if answering:
+                anchored.answered(answer, final=status >= 200)
+            response.body = replayed
+            return self.proxy.on_response(response, flow, now)
         established = ""
-        if anchored.offerer == from_tag and from_tag:
-            answer = Exchange(from_tag, to_tag, response.body, flow.ip, "")
+        if answering:
             anchored.answered(answer, final=status >= 200)
             exchange = self.engine.answer(
                 call_id, from_tag, to_tag, response.body, flow.ip, "", now
