@@ -49,7 +49,7 @@ def media_cell(call: Any) -> Text:
     if media is None:
         return Text("direct", style="dim")
     if not media.streams:
-        return Text("relayed by rtpengine", style="green")  # its counters stay there
+        return Text("relayed by rtpengine", style="green")  # until its first `query` answer
     caller_bytes = sum(stream.caller_bytes for stream in media.streams)
     callee_bytes = sum(stream.callee_bytes for stream in media.streams)
     counts = (

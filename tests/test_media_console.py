@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import USERS
+from support.rtpengine import rtpengine_daemon
 from support.softphone import SoftPhone
 from test_ui_panes import rows
 from test_ui_support import console, refreshed, server_of
@@ -56,3 +57,34 @@ async def test_the_calls_pane_shows_relayed_media_and_silence(
         finally:
             alice.close()
             bob.close()
+
+
+async def test_the_calls_pane_shows_rtpengine_counters_like_the_relays(tmp_path: Path) -> None:
+    """With rtpengine relaying, the same cell: packets each way from its `query` answers."""
+    with rtpengine_daemon(tmp_path, 44810, 45000) as ng_port:
+        media = MediaSettings(engine="rtpengine", rtpengine=f"127.0.0.1:{ng_port}")
+        async with console(tmp_path, users=USERS, core={"media": media}) as (app, pilot):
+            server = server_of(app)
+            alice = await SoftPhone("alice", USERS["alice"], "127.0.0.41", server).start()
+            bob = await SoftPhone("bob", USERS["bob"], "127.0.0.42", server).start()
+            try:
+                app.pbx.core.media.poll_seconds = 0.2  # type: ignore[union-attr]
+                answering = asyncio.create_task(bob.answer_call())
+                assert (await alice.call("bob")).status == 200
+                await answering
+                assert alice.dialog is not None and bob.dialog is not None
+                await asyncio.gather(
+                    alice.rtp.stream(alice.dialog.media_address(), b"alice", 40),
+                    bob.rtp.stream(bob.dialog.media_address(), b"bob", 30),
+                )
+                await pilot.press("6")
+                for _ in range(20):  # housekeeping asks once a second
+                    await asyncio.sleep(0.2)
+                    await refreshed(pilot, app)
+                    [row] = rows(app, "calls")
+                    if "→40 " in row[-1]:
+                        break
+                assert row[-1].startswith("relayed →40 ←30 pkt"), row[-1]
+            finally:
+                alice.close()
+                bob.close()
