@@ -253,6 +253,7 @@ async def test_polling_ends_only_calls_rtpengine_lost_and_ignores_its_garbage() 
     _server, transport, port = await serve(behaviour)
     engine = await RtpEngine(("127.0.0.1", port), timeout=0.05, retries=2).open()
     sessions = RtpEngineSessions(engine)
+    sessions.poll_seconds = 1.0  # every call in one tick (else each tick asks its share)
     try:
         from core.media.anchor import AnchoredCall
 

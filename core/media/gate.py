@@ -27,7 +27,9 @@ of is asked for with a `query`: the answer fills the Calls pane's counters
 its media out — `expire` then hands the call to the proxy to hang up with "media timeout" in
 its CDR, exactly as the embedded relay's own timeout does (core/assembly.py `expire_media`).
 The same happens to calls rtpengine lost by restarting: their media is gone just the same.
-A call still ringing is neither queried nor ended from here.
+A call still ringing is neither queried nor ended from here. The polling is bounded and
+spread: each housekeeping tick sends its share of a round, and at most `POLL_IN_FLIGHT`
+queries wait for rtpengine at once.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from core.sip.uri import SipUri
 log = logging.getLogger("pbxtui.media")
 
 POLL_SECONDS = 5.0  # how often each established call's counters are asked for
-POLL_IN_FLIGHT = 32  # queries awaiting rtpengine at once; the rest wait for the next tick
+POLL_IN_FLIGHT = 256  # queries awaiting rtpengine at once; the rest wait for a later tick
 WARN_EVERY = 10.0  # seconds between two warnings in the feed about rtpengine
 
 
@@ -86,7 +88,7 @@ class RtpEngineSessions:
         self.timed_out = 0  # calls rtpengine ended for want of media
         self.poll_seconds = POLL_SECONDS
         self.established: set[str] = set()  # calls rtpengine took an answer for: both legs
-        self.figures: dict[str, MediaStats] = {}  # each call's last `query` answer
+        self.figures: dict[str, tuple[MediaStats, float]] = {}  # last `query` answer, when
         self._polled: dict[str, float] = {}  # when each call's last query went out
         self._querying: set[str] = set()
         self._gone: set[str] = set()  # calls rtpengine no longer has
@@ -143,11 +145,11 @@ class RtpEngineSessions:
         first answer an empty `MediaStats` (the pane says "relayed by rtpengine")."""
         if call_id not in self.calls:
             return None
-        figures = self.figures.get(call_id)
-        if figures is None:
+        known = self.figures.get(call_id)
+        if known is None:
             return MediaStats((), 0.0)
-        since = max(0.0, now - self._polled.get(call_id, now))
-        return MediaStats(figures.streams, figures.idle_seconds + since)
+        figures, at = known
+        return MediaStats(figures.streams, figures.idle_seconds + max(0.0, now - at))
 
     def expire(self, now: float, ringing: Callable[[str], bool]) -> list[str]:
         """The calls rtpengine no longer has (timed out there), forgotten here for the proxy
@@ -159,12 +161,15 @@ class RtpEngineSessions:
             self._forget(call_id)
         self.timed_out += len(ended)
         self._gone.clear()
+        # Each tick sends its share of a round (every call once per `poll_seconds`).
+        budget = math.ceil(len(self.established) / max(self.poll_seconds, 1.0)) + 1
         for call_id in self.established:
-            if len(self._querying) >= POLL_IN_FLIGHT:
+            if len(self._querying) >= POLL_IN_FLIGHT or budget <= 0:
                 break
             if call_id in self._querying or ringing(call_id):
                 continue
             if now - self._polled.get(call_id, -math.inf) >= self.poll_seconds:
+                budget -= 1
                 self._polled[call_id] = now
                 self._querying.add(call_id)
                 self.spawn(self._query(call_id, now))
@@ -185,7 +190,7 @@ class RtpEngineSessions:
             if anchored is not None:
                 figures = media_stats(reply, anchored.caller, now)
                 if figures is not None:
-                    self.figures[call_id] = figures
+                    self.figures[call_id] = (figures, now)
         finally:
             self._querying.discard(call_id)
 
