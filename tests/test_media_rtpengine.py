@@ -89,15 +89,24 @@ async def test_calls_through_rtpengine_carry_audio_both_ways(rtpengine: RtpEngin
             alice.stream((alice_sees.address, alice_sees.port), b"alice", 200),
             bob.stream((bob_sees.address, bob_sees.port), b"bob", 200),
         )
-        # A stranger sprays both ports once the phones have been learnt: nothing gets in.
+        # A stranger sprays every port, RTP and RTCP, once the phones have been learnt:
+        # nothing gets in, and nothing of the phones' is turned towards her.
         mallory = RtpEndpoint("127.0.0.33")
         await asyncio.gather(
-            mallory.stream((alice_sees.address, alice_sees.port), b"mallory", 25),
-            mallory.stream((bob_sees.address, bob_sees.port), b"mallory", 25),
+            *(
+                mallory.stream((seen.address, seen.port + offset), b"mallory", 25)
+                for seen in (alice_sees, bob_sees)
+                for offset in (0, 1)
+            ),
+            alice.stream((alice_sees.address, alice_sees.port), b"alice", 25),
+            bob.stream((bob_sees.address, bob_sees.port), b"bob", 25),
         )
         await asyncio.sleep(0.2)
-        assert alice.from_marker(b"bob") >= 180 and bob.from_marker(b"alice") >= 180
+        assert alice.from_marker(b"bob") >= 200 and bob.from_marker(b"alice") >= 200
         assert alice.from_marker(b"mallory") == 0 and bob.from_marker(b"mallory") == 0
+        # (These phones send no RTCP: an RTCP port nobody claimed may answer her with her own
+        # packets, the "any source once the window is over" rule; nothing of theirs.)
+        assert not any(packet[12:].startswith((b"alice", b"bob")) for packet in mallory.received)
         stats = await rtpengine.query("rc1")
         assert stats.get(b"result") == b"ok"
         await rtpengine.delete("rc1")
