@@ -14,8 +14,10 @@ final failure of a re-INVITE or UPDATE that carried an offer (a 488, a 491 in a 
 408) must leave the session as it was (RFC 3261 §14.1, RFC 6337 §3.4): the engine has already
 taken the failed offer (new expected addresses, latching windows open again), so the last
 exchange that succeeded is played to it again, offer then answer (`offer_failed`). rtpengine
-has no command to withdraw an offer (its maintainers point at exactly this replay), and the
-embedded relay takes the same path, so both engines are rolled back by one piece of code. The
+has no command to withdraw an offer (its maintainers say so in sipwise/rtpengine#1046, where
+this replay is the workaround), and the embedded relay takes the same path, so both engines
+are rolled back by the same bookkeeping. The embedded relay's latching windows open again
+under the restored SDP: its ranks keep a stranger out meanwhile. The
 call's end frees the session (`call_finished`, in front of the CDR writer, sees every call
 end: BYE, CANCEL, a final failure, the maximum duration, a media timeout).
 
