@@ -280,10 +280,11 @@ async def test_killed_and_detached_consoles_leave_the_service_and_its_calls(
         extra=["-auth_uri", DOMAIN],
     )
     assert result.returncode == 0, str(result)
-    # bob answers and hangs up after 6 s: a call that is up while the consoles come and go.
+    # bob answers and hangs up after 20 s: a call that is up while the consoles come and go
+    # (a tmux console takes several seconds to start and unlock on a loaded machine).
     callee = asyncio.create_task(
         run_sipp(
-            "uas_hangup.xml", host, port, local_port=callee_port, extra=["-d", "6000"], timeout=30
+            "uas_hangup.xml", host, port, local_port=callee_port, extra=["-d", "20000"], timeout=60
         )
     )
     await asyncio.sleep(0.5)
@@ -296,7 +297,7 @@ async def test_killed_and_detached_consoles_leave_the_service_and_its_calls(
             inf=write_users_csv(tmp_path / "alice.csv", {"alice": "alice-secret-1"}),
             keys={"callee": "bob", "domain": DOMAIN},
             extra=["-auth_uri", f"bob@{DOMAIN}"],
-            timeout=30,
+            timeout=60,
         )
     )
     session = f"pbxtui-test-{os.getpid()}"
