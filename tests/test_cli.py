@@ -213,6 +213,8 @@ def test_user_list_is_aligned(cli: Cli, db: Path) -> None:
         "CALLER",
         "ID",
         "LIMITS",
+        "TLS",
+        "ONLY",
         "DIDS",
         "CREATED",
     ]
