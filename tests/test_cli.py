@@ -256,6 +256,51 @@ def test_user_passwd_and_set_and_del(cli: Cli, db: Path) -> None:
     assert read_store(db, lambda s: s.list_dids()) == []
 
 
+def test_user_tls_only_is_set_by_add_and_changed_by_set(cli: Cli, db: Path) -> None:
+    def tls_only(name: str) -> bool:
+        user = read_store(db, lambda s: s.get_user(name))
+        assert user is not None
+        return user.tls_only
+
+    result = cli(
+        "--listen", "udp:10.0.0.5:5060", "--listen", "tls:10.0.0.5:5061",
+        "user", "add", "alice", "--password", "alice-secret-1", "--tls-only",
+    )  # fmt: skip
+    assert result.code == 0, result
+    assert tls_only("alice")
+    fields = result.out.split("In the phone's SIP account:\n")[1]
+    assert "Port                 5061 (TLS)\n" in fields
+    assert "required: UDP and TCP are refused" in fields
+    assert cli("user", "add", "bob", "--password", "bob-secret-22").code == 0
+    assert not tls_only("bob")
+    listing = cli("user", "list").out.splitlines()
+    column = listing[0].index("TLS ONLY")
+    assert [line[column : column + 3] for line in listing[1:]] == ["yes", "-  "]
+
+    assert cli("user", "set", "alice", "--no-tls-only").out == "updated user alice\n"
+    assert not tls_only("alice")
+    assert cli("user", "set", "bob", "--tls-only").code == 0
+    assert tls_only("bob")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["user", "set", "alice", "--tls-only", "--no-tls-only"],
+        ["user", "set", "alice", "--tls-only=yes"],
+        ["user", "add", "carol", "--password", "carol-secret-3", "--no-tls-only"],
+        ["user", "add", "carol", "--password", "carol-secret-3", "--tls-only", "1"],
+    ],
+)
+def test_user_tls_only_bad_arguments_exit_2(cli: Cli, db: Path, args: list[str]) -> None:
+    assert cli("user", "add", "alice", "--password", "alice-secret-1").code == 0
+    result = cli(*args)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "usage:" in result.err
+    users = read_store(db, lambda s: s.list_users())
+    assert [(u.username, u.tls_only) for u in users] == [("alice", False)]
+
+
 # --- user import --------------------------------------------------------------------------
 
 
