@@ -8,11 +8,11 @@ import getpass
 import io
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from conftest import DOMAIN, Cli, CliResult
 
 from core.store.database import Store
 from core.store.rows import CdrRow
@@ -20,44 +20,7 @@ from core.trunks.gateways import gateway_of
 from core.users import check_admin_password, compute_ha1
 from pbxtui.cli import main
 
-DOMAIN = "pbx.test"
 T = TypeVar("T")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "pbx.db"
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Cli:
-    """Run `pbxtui --db DB --domain pbx.test ARGS...`, isolated from any real config, on a
-    database made by `pbxtui init` (management commands create none)."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert main(["--db", str(db), "--domain", DOMAIN, "init"]) == 0
-    capsys.readouterr()
-
-    def run(*args: str, domain: str = DOMAIN) -> Result:
-        code = main(["--db", str(db), "--domain", domain, *args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 def read_store(db: Path, query: Callable[[Store], Awaitable[T]]) -> T:
@@ -70,7 +33,7 @@ def read_store(db: Path, query: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def assert_usage_error(result: Result, *fragments: str) -> None:
+def assert_usage_error(result: CliResult, *fragments: str) -> None:
     """Exit 2 with exactly one `pbxtui: error:` line and no traceback."""
     assert result.code == 2, result
     error_lines = [line for line in result.err.splitlines() if line.startswith("pbxtui: error:")]
