@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import re
 import secrets
 import shutil
 import socket
@@ -26,6 +27,7 @@ from core.events import SecurityEvent, ServerEvent
 from core.net.tls import ServerCertificate, TlsError, server_context
 from core.pbx import Pbx, StartError
 from core.provisioning import phone_settings
+from core.security.seclog import FAIL2BAN_FAILREGEX, format_log_line
 from core.settings import ListenAddress, TlsSettings, TransportSettings
 from core.sip.digest import build_authorization, pick_challenge
 from core.sip.fields import parse_auth
@@ -545,6 +547,12 @@ async def test_a_tls_only_user_is_refused_over_udp_and_tcp_and_registers_over_tl
         events = _tls_required_events(pbx)
         assert [(e.user, e.source) for e in events] == [("alice", "127.0.0.1")] * 2
         assert "REGISTER over UDP refused: alice is TLS only" in events[0].detail
+        line = format_log_line(events[0])  # the security log's line, which fail2ban never bans on
+        assert line is not None and 'action=tls-required src=127.0.0.1 user="alice"' in line
+        banned_on = re.compile(FAIL2BAN_FAILREGEX.replace("<HOST>", r"\S+"))
+        after_time = line.split(" ", 1)[1]  # the filter's prefix takes the timestamp off
+        assert banned_on.match(after_time.replace("tls-required", "auth-failed"))
+        assert not banned_on.match(after_time)
         assert "over TCP" in events[1].detail
         assert await _register_over_tls(pbx, ca) == 200
         [binding] = pbx.location.lookup("alice", pbx.clock())
