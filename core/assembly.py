@@ -320,6 +320,7 @@ class Core:
             outbox=self.outbox,
             clock=clock,
             tls_only=settings.tls.tls_only,
+            requires_tls=self._requires_tls,
         )
         self.admin = AdminApi(
             store=store,
@@ -345,6 +346,10 @@ class Core:
         if user is None or not user.enabled or user.realm != self.settings.realm:
             return None
         return user.ha1_md5, user.ha1_sha256
+
+    def _requires_tls(self, username: str) -> bool:
+        user = self.users.get(username)
+        return user is not None and user.tls_only
 
     def bound(self, addresses: tuple[ListenAddress, ...]) -> None:
         """The sockets are bound (port 0 is a real port now): name what was bound."""

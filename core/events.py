@@ -98,8 +98,9 @@ class SecurityEvent(Event):
     `action` is one of: "auth-failed", "scanner-dropped", "sanity-rejected", "max-forwards",
     "loop", "brute-force-user", "toll-fraud", "too-large", "parse-error", "banned-dropped",
     "tls-verify-failed" (a server we connected to showed a certificate that does not verify:
-    expired, wrong host, unknown issuer), "tls-failed" (another TLS error on such a connection);
-    and, as the `SourceBanned` / `SourceUnbanned` below, "banned", "flood-banned", "unbanned".
+    expired, wrong host, unknown issuer), "tls-failed" (another TLS error on such a connection),
+    "tls-required" (a "TLS only" user's request over UDP or TCP, refused); and, as the
+    `SourceBanned` / `SourceUnbanned` below, "banned", "flood-banned", "unbanned".
     """
 
     action: str

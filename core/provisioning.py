@@ -36,15 +36,19 @@ class PhoneSettings:
     username: str
     password: str
     realm: str
+    tls_required: bool = False  # a "TLS only" user: refused over UDP and TCP
 
     def rows(self) -> list[tuple[str, str]]:
         """(label, value) rows, in the order phones ask for them.
 
         With a TLS listener (the server has a certificate) its port comes first and the phone
         is told to use TLS: the password and every call's signalling are then encrypted on the
-        way (RFC 3261 §26.2.1)."""
+        way (RFC 3261 §26.2.1). For a TLS-only user only the TLS port is given, and the phone
+        is told TLS is required (or that the server cannot serve this account yet)."""
         # A stable sort: TLS first, the others in listen order.
         ports = sorted(self.ports, key=lambda pair: pair[0] != "tls")
+        if self.tls_required and ports[:1] and ports[0][0] == "tls":
+            ports = [pair for pair in ports if pair[0] == "tls"]
         by_port: dict[int, list[str]] = {}
         for transport, port in ports:
             by_port.setdefault(port, []).append(transport.upper())
@@ -52,10 +56,17 @@ class PhoneSettings:
         transports = sorted({t.upper() for t, _ in ports}, key=_TRANSPORT_ORDER.index)
         transport_text = " or ".join(transports) or "UDP"
         if transports[:1] == ["TLS"]:
-            others = " or ".join(transports[1:])
             transport_text = "TLS: set the phone to TLS"
-            if others:
+            others = " or ".join(transports[1:])
+            if self.tls_required:
+                transport_text += " (required: UDP and TCP are refused for this account)"
+            elif others:
                 transport_text += f" ({others} also work)"
+        elif self.tls_required:
+            transport_text = (
+                "TLS required for this account, but the server has no TLS listener: "
+                "the phone cannot register until one is set up ([tls])"
+            )
         return [
             ("SIP server / Domain", self.server),
             ("Port", port_text or "5060"),
@@ -71,15 +82,22 @@ class PhoneSettings:
 
 
 def phone_settings(
-    username: str, password: str, realm: str, listening: Sequence[ListenAddress]
+    username: str,
+    password: str,
+    realm: str,
+    listening: Sequence[ListenAddress],
+    *,
+    tls_required: bool = False,
 ) -> PhoneSettings:
-    """The account fields for `username` on a server listening on `listening`."""
+    """The account fields for `username` on a server listening on `listening`;
+    `tls_required` for a user who is "TLS only" (or a server with `[tls] tls_only`)."""
     return PhoneSettings(
         server=server_host(listening),
         ports=tuple(dict.fromkeys((a.transport, a.advertise_port or a.port) for a in listening)),
         username=username,
         password=password,
         realm=realm,
+        tls_required=tls_required,
     )
 
 

@@ -10,6 +10,7 @@ Read it top to bottom like Kamailio's request_route:
     carrier address?     → inbound trunk, no digest
     TLS only ([tls])     → 403 over UDP/TCP, before any challenge
     authenticate         → 401 (REGISTER) / 407 (others); failures counted per IP and user
+    TLS only (the user)  → the same 403 over UDP/TCP, and an event saying whose
     REGISTER             → registrar
     anything else        → proxy: local user, or carrier gateway, or 403
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from core.events import EventBus, SipTraffic
+from core.events import EventBus, SecurityEvent, SipTraffic
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.outbox import Outbox
@@ -36,6 +37,7 @@ from core.sip.uri import SipUri, TelUri
 ALLOWED_METHODS = (
     "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, UPDATE, MESSAGE, NOTIFY, PRACK, REFER"
 )
+TLS_REQUIRED = "TLS required (sips: or transport=tls)"
 KNOWN_METHODS = frozenset(
     {
         "INVITE",
@@ -121,6 +123,7 @@ class Route:
         outbox: Outbox,
         clock: Callable[[], float],
         tls_only: bool = False,
+        requires_tls: Callable[[str], bool] | None = None,
     ) -> None:
         self.identity = identity
         self.bus = bus
@@ -133,6 +136,7 @@ class Route:
         self.outbox = outbox
         self.clock = clock
         self.tls_only = tls_only  # [tls] tls_only: users must reach us over TLS
+        self.requires_tls = requires_tls  # username → that user is "TLS only" (core/users.py)
         self.dropped = 0
 
     # -- the route ------------------------------------------------------------------------
@@ -188,10 +192,12 @@ class Route:
             return
         if self.tls_only and flow.transport != "tls":
             # Refused before the challenge, so no digest answer is ever sent in clear text.
-            self.outbox.reply(request, flow, 403, "TLS required (sips: or transport=tls)")
+            self.outbox.reply(request, flow, 403, TLS_REQUIRED)
             return
         username = self._authenticate(request, flow, now)
         if username is None:
+            return
+        if flow.transport != "tls" and self._refused_in_clear(request, username, flow, now):
             return
         if request.method == "REGISTER":
             self._register(request, username, flow, now)
@@ -279,6 +285,26 @@ class Route:
             self.outbox.retag(challenge, request)
             self.outbox.send_response(challenge, flow, request)
         return None
+
+    def _refused_in_clear(self, request: Request, username: str, flow: Flow, now: float) -> bool:
+        """A "TLS only" user over UDP/TCP gets the global switch's 403. Only the digest answer
+        tells whose request it is, so this comes after it; the event says why the phone fails."""
+        requires_tls = self.requires_tls
+        if requires_tls is None or not requires_tls(username):
+            return False
+        self.outbox.reply(request, flow, 403, TLS_REQUIRED)
+        detail = f"{request.method} over {flow.transport.upper()} refused: {username} is TLS only"
+        self.bus.publish(
+            SecurityEvent(
+                "tls-required",
+                flow.remote[0],
+                detail,
+                user=username,
+                user_agent=request.user_agent or "",
+                at=now,
+            )
+        )
+        return True
 
     def _register(self, request: Request, username: str, flow: Flow, now: float) -> None:
         if not self.identity.is_us(request.uri):

@@ -34,6 +34,7 @@ USER_OPTIONS = frozenset(
         "max_concurrent_calls",
         "max_calls_per_hour",
         "caller_id",
+        "tls_only",
     }
 )
 
@@ -59,6 +60,8 @@ class User:
     `max_concurrent_calls` and `max_calls_per_hour` of 0 mean no per-user limit (the global
     limits in `ProxySettings` still apply). `allow_prefixes` / `deny_prefixes` refine the
     outbound policy for dialled numbers; `caller_id` is the number presented to carriers.
+    `tls_only`: the user's REGISTERs and calls are refused unless they arrive over TLS (the
+    route checks it after digest auth), for accounts whose phones must never speak in clear.
     """
 
     username: str
@@ -74,6 +77,7 @@ class User:
     max_calls_per_hour: int = 0
     caller_id: str = ""
     created_at: float = 0.0
+    tls_only: bool = False
 
     def ha1(self, algorithm: str) -> str:
         """The stored HA1 for a digest algorithm name as it appears on the wire."""
@@ -169,6 +173,7 @@ def make_user(
     max_calls_per_hour: int = 0,
     caller_id: str = "",
     created_at: float | None = None,
+    tls_only: bool = False,
 ) -> User:
     """Validate the inputs and build a `User` holding only the HA1s of `password`."""
     validate_username(username)
@@ -187,6 +192,7 @@ def make_user(
         max_calls_per_hour=max_calls_per_hour,
         caller_id=caller_id,
         created_at=time.time() if created_at is None else created_at,
+        tls_only=tls_only,
     )
     validate_user_options(user)
     return user
@@ -221,6 +227,8 @@ def validate_user_options(user: User) -> None:
     validate_caller_id(user.caller_id)
     if not isinstance(user.enabled, bool):
         raise ValueError("enabled must be true or false")
+    if not isinstance(user.tls_only, bool):
+        raise ValueError("TLS only must be true or false")
     for limit in (user.max_concurrent_calls, user.max_calls_per_hour):
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
             raise ValueError("call limits must be 0 (no limit) or positive")

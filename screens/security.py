@@ -32,6 +32,7 @@ KIND_STYLES = {
     "toll-fraud": "bold red",
     "unbanned": "green",
     "auth-failed": "yellow",
+    "tls-required": "yellow",
     "scanner-dropped": "magenta",
     "banned-dropped": "dim",
 }

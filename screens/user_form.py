@@ -118,6 +118,12 @@ class UserForm(FormScreen[UserSaved | None]):
             hint="number carriers show",
         )
         yield Checkbox("Enabled", user.enabled if user else True, id="enabled", compact=True)
+        yield Checkbox(
+            "TLS only (refused over UDP and TCP)",
+            user.tls_only if user else False,
+            id="tls_only",
+            compact=True,
+        )
 
     def on_mount(self) -> None:
         self.query_one("#display_name" if self.user else "#username", Input).focus()
@@ -132,6 +138,7 @@ class UserForm(FormScreen[UserSaved | None]):
             "outbound_policy": str(self.query_one("#policy", Select).value),
             "caller_id": self.value("caller_id"),
             "enabled": self.query_one("#enabled", Checkbox).value,
+            "tls_only": self.query_one("#tls_only", Checkbox).value,
         }
         invalid = False
         for name, key, what in (

@@ -36,6 +36,7 @@ def user_cells(user: User, contacts: int) -> tuple[str | Text, ...]:
         ),
         limits_cell(user),
         user.caller_id,
+        Text("TLS only", style="bold") if user.tls_only else Text("any", style="dim"),
         Text(str(contacts), style="green") if contacts else Text("0", style="dim"),
     )
 
@@ -65,6 +66,7 @@ class UsersPane(StoreRowsPane):
                 ("policy", "Outbound"),
                 ("limits", "Calls · per hour"),
                 ("caller_id", "Caller ID"),
+                ("transport", "Transport"),
                 ("contacts", "Contacts"),
             ],
             id="users",
@@ -106,8 +108,13 @@ class UsersPane(StoreRowsPane):
         await self.load()
         self.query_one("#users", KeyedTable).select_key(saved.user.username)
         if saved.password is not None:
+            settings = self.core.settings
             account = phone_settings(
-                saved.user.username, saved.password, self.core.settings.realm, self.core.listening
+                saved.user.username,
+                saved.password,
+                settings.realm,
+                self.core.listening,
+                tls_required=saved.user.tls_only or settings.tls.tls_only,
             )
             self.app.push_screen(CredentialsScreen(account))
         else:

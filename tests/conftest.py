@@ -7,8 +7,8 @@ sockets and then look inside (events, location, bans) without any mock.
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from support.ports import free_port
 from core.compiled import CORE, stale_modules
 from core.pbx import Pbx
 from core.settings import AuthSettings, ListenAddress, Settings
+from pbxtui.cli import main
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,3 +84,53 @@ async def pbx(tmp_path: Path) -> AsyncIterator[Pbx]:
 def server_address(pbx: Pbx) -> tuple[str, int]:
     bound = pbx.listening[0]
     return bound.host, bound.port
+
+
+# -- the CLI on a real database file ---------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CliResult:
+    """What one `pbxtui` command did: its exit status and everything it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    @property
+    def messages(self) -> str:
+        """stderr without the `pbxtui: database PATH` line every management command starts
+        with: the command's own warnings and errors."""
+        return "".join(
+            line
+            for line in self.err.splitlines(keepends=True)
+            if not line.startswith("pbxtui: database ")
+        )
+
+
+Cli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "pbx.db"
+
+
+@pytest.fixture
+def cli(
+    tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Cli:
+    """Run `pbxtui --db DB --domain pbx.test ARGS...` (another domain with `domain=`), isolated
+    from any real config, on a database made by `pbxtui init` (management commands create
+    none). Commands run in the test's thread, each with its own event loop."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--db", str(db), "--domain", DOMAIN, "init"]) == 0
+    capsys.readouterr()
+
+    def run(*args: str, domain: str = DOMAIN) -> CliResult:
+        code = main(["--db", str(db), "--domain", domain, *args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -8,11 +8,11 @@ import calendar
 import csv
 import io
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from conftest import Cli
 
 from core.accounting.books import Books
 from core.accounting.rates import Rate
@@ -21,54 +21,11 @@ from core.store.accounting import CdrFilter
 from core.store.database import Store
 from core.store.ops import DeleteOldCdrs, InsertCdr
 from core.store.rows import CdrRow
-from pbxtui.cli import main
 
 T = TypeVar("T")
 HEADER = "prefix,per_minute,first_increment,increment,connection\n"
 DAY = 86_400
 T0 = float(calendar.timegm((2026, 3, 2, 10, 0, 0)))  # a Monday, 10:00 UTC
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "pbx.db"
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Cli:
-    """`pbxtui ARGS...` on a database made by `pbxtui init` (management commands create none)."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.chdir(tmp_path)
-    if not db.exists():
-        assert main(["--db", str(db), "--domain", "pbx.test", "init"]) == 0
-        capsys.readouterr()
-
-    def run(*args: str) -> Result:
-        code = main(["--db", str(db), "--domain", "pbx.test", *args])
-        captured = capsys.readouterr()
-        # Every management command names its database first; the rest is the command's own.
-        err = "".join(
-            line
-            for line in captured.err.splitlines(keepends=True)
-            if not line.startswith("pbxtui: database ")
-        )
-        return Result(code, captured.out, err)
-
-    return run
 
 
 def with_store(db: Path, action: Callable[[Store], Awaitable[T]]) -> T:
@@ -170,7 +127,7 @@ def test_rate_import_is_all_or_nothing_with_line_numbers(
     bad.write_text(HEADER + "33,0.02,60,60,0\n34,abc,60,60,0\n35,0.01,60,0,0\n")
     result = cli("rate", "import", str(bad), "--carrier", "acme")
     assert result.code == 2
-    [line] = result.err.strip().splitlines()  # one error line, naming each bad line
+    [line] = result.messages.strip().splitlines()  # one error line, naming each bad line
     assert "line 3:" in line and "line 4:" in line and "line 2" not in line
     # The old table is untouched: not even the good line 2 of the bad file got in.
     assert with_store(db, lambda store: store.list_rates("acme"))[1] == [Rate("44", 10_000)]
@@ -198,8 +155,8 @@ def test_bad_input_is_one_line_and_exit_2(cli: Cli, tmp_path: Path, args: tuple[
     (tmp_path / "good.csv").write_text(HEADER + "44,0.01,60,60,0\n")
     result = cli(*args)
     assert result.code == 2
-    assert len(result.err.strip().splitlines()) == 1
-    assert "Traceback" not in result.err
+    assert len(result.messages.strip().splitlines()) == 1
+    assert "Traceback" not in result.messages
 
 
 def test_spend_limits(cli: Cli, db: Path) -> None:

@@ -8,11 +8,11 @@ import getpass
 import io
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from conftest import DOMAIN, Cli, CliResult
 
 from core.store.database import Store
 from core.store.rows import CdrRow
@@ -20,44 +20,7 @@ from core.trunks.gateways import gateway_of
 from core.users import check_admin_password, compute_ha1
 from pbxtui.cli import main
 
-DOMAIN = "pbx.test"
 T = TypeVar("T")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-Cli = Callable[..., Result]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "pbx.db"
-
-
-@pytest.fixture
-def cli(
-    tmp_path: Path, db: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Cli:
-    """Run `pbxtui --db DB --domain pbx.test ARGS...`, isolated from any real config, on a
-    database made by `pbxtui init` (management commands create none)."""
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    for variable in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "PBXTUI_CONFIG"):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.chdir(tmp_path)
-    assert main(["--db", str(db), "--domain", DOMAIN, "init"]) == 0
-    capsys.readouterr()
-
-    def run(*args: str, domain: str = DOMAIN) -> Result:
-        code = main(["--db", str(db), "--domain", domain, *args])
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return run
 
 
 def read_store(db: Path, query: Callable[[Store], Awaitable[T]]) -> T:
@@ -70,7 +33,7 @@ def read_store(db: Path, query: Callable[[Store], Awaitable[T]]) -> T:
     return asyncio.run(go())
 
 
-def assert_usage_error(result: Result, *fragments: str) -> None:
+def assert_usage_error(result: CliResult, *fragments: str) -> None:
     """Exit 2 with exactly one `pbxtui: error:` line and no traceback."""
     assert result.code == 2, result
     error_lines = [line for line in result.err.splitlines() if line.startswith("pbxtui: error:")]
@@ -213,6 +176,8 @@ def test_user_list_is_aligned(cli: Cli, db: Path) -> None:
         "CALLER",
         "ID",
         "LIMITS",
+        "TLS",
+        "ONLY",
         "DIDS",
         "CREATED",
     ]
@@ -252,6 +217,51 @@ def test_user_passwd_and_set_and_del(cli: Cli, db: Path) -> None:
     result = cli("user", "del", "alice")
     assert (result.code, result.out) == (0, "deleted user alice and its DIDs 200\n")
     assert read_store(db, lambda s: s.list_dids()) == []
+
+
+def test_user_tls_only_is_set_by_add_and_changed_by_set(cli: Cli, db: Path) -> None:
+    def tls_only(name: str) -> bool:
+        user = read_store(db, lambda s: s.get_user(name))
+        assert user is not None
+        return user.tls_only
+
+    result = cli(
+        "--listen", "udp:10.0.0.5:5060", "--listen", "tls:10.0.0.5:5061",
+        "user", "add", "alice", "--password", "alice-secret-1", "--tls-only",
+    )  # fmt: skip
+    assert result.code == 0, result
+    assert tls_only("alice")
+    fields = result.out.split("In the phone's SIP account:\n")[1]
+    assert "Port                 5061 (TLS)\n" in fields
+    assert "required: UDP and TCP are refused" in fields
+    assert cli("user", "add", "bob", "--password", "bob-secret-22").code == 0
+    assert not tls_only("bob")
+    listing = cli("user", "list").out.splitlines()
+    column = listing[0].index("TLS ONLY")
+    assert [line[column : column + 3] for line in listing[1:]] == ["yes", "-  "]
+
+    assert cli("user", "set", "alice", "--no-tls-only").out == "updated user alice\n"
+    assert not tls_only("alice")
+    assert cli("user", "set", "bob", "--tls-only").code == 0
+    assert tls_only("bob")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["user", "set", "alice", "--tls-only", "--no-tls-only"],
+        ["user", "set", "alice", "--tls-only=yes"],
+        ["user", "add", "carol", "--password", "carol-secret-3", "--no-tls-only"],
+        ["user", "add", "carol", "--password", "carol-secret-3", "--tls-only", "1"],
+    ],
+)
+def test_user_tls_only_bad_arguments_exit_2(cli: Cli, db: Path, args: list[str]) -> None:
+    assert cli("user", "add", "alice", "--password", "alice-secret-1").code == 0
+    result = cli(*args)
+    assert result.code == 2 and "Traceback" not in result.err
+    assert "usage:" in result.err
+    users = read_store(db, lambda s: s.list_users())
+    assert [(u.username, u.tls_only) for u in users] == [("alice", False)]
 
 
 # --- user import --------------------------------------------------------------------------

@@ -61,6 +61,12 @@ def test_events_and_rows_cross_intact_and_hashes_never_leave() -> None:
     wire = to_wire(user)
     assert wire["ha1_md5"] == "" and wire["ha1_sha256"] == ""
     assert from_wire(wire).username == "alice"
+    tls_only = from_wire(
+        json.loads(json.dumps(to_wire(make_user("bo", "pw", DOMAIN, tls_only=True))))
+    )
+    assert tls_only.tls_only is True
+    with pytest.raises(CodecError, match="true or false"):
+        from_wire({**wire, "tls_only": 1})
 
 
 @pytest.mark.parametrize(
@@ -239,6 +245,14 @@ async def test_requests_run_with_the_services_validation(pbx: Pbx, tmp_path: Pat
             assert answer is not None and answer.status == 200
         rows = await admin.registrations()
         assert [row.user for row in rows] == ["dave"]
+        # The per-user TLS switch crosses the socket and is in force at once.
+        changed = await admin.update_user("dave", tls_only=True)
+        assert changed.tls_only and pbx.users.get("dave").tls_only  # type: ignore[union-attr]
+        with pytest.raises(ValueError, match="TLS only must be true or false"):
+            await admin.update_user("dave", tls_only="yes")
+        async with UdpClient(address) as phone_socket:
+            answer = await Phone(phone_socket, "dave", "dave-secret-4").register()
+            assert answer is not None and answer.status == 403
         await client.close()
     finally:
         await server.stop()

@@ -33,6 +33,14 @@ def _destinations() -> Destinations:
         ("sip:a@255.255.255.255:5070", "192.0.2.10", "is not a unicast address"),
         ("sip:a@198.51.100.7", "192.0.2.10", "points at a carrier"),
         ("sip:a@192.0.2.10;maddr=224.0.0.1", "192.0.2.10", "is not a unicast address"),
+        # An IPv6 maddr is written in brackets: judged as the address, not as a host name.
+        (
+            "sip:a@192.0.2.10;maddr=[::1]",
+            "192.0.2.10",
+            "points at this host's loopback from elsewhere",
+        ),
+        ("sip:a@192.0.2.10;maddr=[ff02::1]", "192.0.2.10", "is not a unicast address"),
+        ("sip:a@192.0.2.10;maddr=[2001:db8::8]", "192.0.2.10", None),
     ],
 )
 def test_contact_refusal_is_the_same_asked_once_or_many_times(

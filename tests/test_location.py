@@ -396,6 +396,7 @@ def test_a_plain_contact_is_reached_at_its_own_address_with_defaults() -> None:
         ("sips:alice@192.0.2.7", ("tls", ("192.0.2.7", 5061))),
         ("sip:alice@192.0.2.7:5070;transport=TCP", ("tcp", ("192.0.2.7", 5070))),
         ("sip:alice@phone.example.com;maddr=192.0.2.8", ("udp", ("192.0.2.8", 5060))),
+        ("sip:alice@phone.example.com;maddr=[2001:db8::8]", ("udp", ("2001:db8::8", 5060))),
         ("sip:alice@phone.example.com", ("udp", ("phone.example.com", 5060))),
     ],
 )

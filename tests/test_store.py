@@ -216,6 +216,41 @@ async def test_a_version_1_location_table_is_rebuilt_keeping_its_rows(tmp_path: 
     assert unique_columns == ["aor", "contact", "instance", "reg_id"]
 
 
+async def test_a_version_3_file_gains_tls_only_users_keeping_its_users(tmp_path: Path) -> None:
+    """Schema 4 (issue 19): a database pbxtui left at version 3, with a user in it, opens with
+    every user allowed on any transport, and the new switch is stored and checked."""
+    path = tmp_path / "v3.db"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        for migration in store_module.MIGRATIONS[:3]:
+            for statement in migration:
+                db.execute(statement)
+        db.execute(
+            "INSERT INTO users (username, realm, ha1_md5, ha1_sha256, display_name,"
+            " outbound_policy, max_concurrent_calls, created_at)"
+            " VALUES ('alice', ?, 'md5', 'sha256', 'Alice A', 'national', 2, 1700000000.0)",
+            (REALM,),
+        )
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+
+    async with await Store.open(path) as store:
+        assert store.schema_version == SCHEMA_VERSION >= 4
+        alice = await store.get_user("alice")
+        assert alice is not None
+        assert (alice.display_name, alice.outbound_policy, alice.max_concurrent_calls) == (
+            "Alice A",
+            "national",
+            2,
+        )
+        assert alice.tls_only is False
+        await store.update_user(replace(alice, tls_only=True))
+        assert (await store.get_user("alice")) == replace(alice, tls_only=True)
+    assert list(tmp_path.glob("v3.db.schema3-*.bak")), "no copy made before the upgrade"
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT tls_only FROM users").fetchall() == [(1,)]
+        with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+            db.execute("UPDATE users SET tls_only = 2")
+
+
 async def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "pbx.db"
     with sqlite3.connect(path) as db:
@@ -247,6 +282,7 @@ async def test_users_round_trip_every_field(store: Store) -> None:
         max_concurrent_calls=2,
         max_calls_per_hour=30,
         caller_id="+441632960001",
+        tls_only=True,
     )
     await store.add_user(user)
     assert await store.get_user("alice") == user

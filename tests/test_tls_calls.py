@@ -146,9 +146,13 @@ def _reply(request: Request, status: int, reason: str, extra: str = "", body: st
     return text + f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
 
 
+@pytest.mark.parametrize("reloads", [0, 5], ids=["", "across-certificate-reloads"])
 async def test_tls_phone_calls_udp_phone_with_a_record_route_per_side(
-    tmp_path: Path, ca: TestCa, server_pair: Pair
+    tmp_path: Path, ca: TestCa, server_pair: Pair, reloads: int
 ) -> None:
+    """With `reloads`, the certificate is loaded again five times while the call is up, each
+    time with a new phone registering over a new TLS connection: the call is not dropped
+    (its BYE still comes down alice's connection, and is answered)."""
     pbx = await _start(tmp_path, server_pair)
     udp_host, udp_port = _address(pbx, "udp")
     tls_host, tls_port = _address(pbx, "tls")
@@ -183,6 +187,14 @@ async def test_tls_phone_calls_udp_phone_with_a_record_route_per_side(
                 alice.request("ACK", to_tag=to_tag, extra=f"Route: {route}\r\n")
             )
             await _udp_next(bob_socket, _is_request("ACK"))
+
+            for _ in range(reloads):
+                result = pbx.reload_certificate()
+                assert result is not None and result.ok
+                async with TlsClient((tls_host, tls_port), context) as carol_socket:
+                    carol = Phone(carol_socket, "carol", USERS["carol"])
+                    carol.transport = "TLS"
+                    assert (await carol.register()).status == 200  # type: ignore[union-attr]
 
             # bob hangs up: his route set is the Record-Route as received (§12.1.1).
             bob_bye = (

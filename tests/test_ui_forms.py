@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from test_ui_support import console, refreshed
-from textual.widgets import Button, Input, Select, Static
+from textual.widgets import Button, Checkbox, Input, Select, Static
 
 from screens.ban_form import BanForm, parse_duration
 from screens.carrier_form import CarrierForm
@@ -71,6 +71,44 @@ async def test_add_user_shows_credentials_once(tmp_path: Path) -> None:
         assert app.pbx.users.get("alice") is not None  # the SIP side sees it at once
         await refreshed(pilot, app)
         assert app.screen.query_one("#users", KeyedTable).keys == ["alice"]
+
+
+async def test_tls_only_checkbox_adds_shows_and_clears_the_switch(tmp_path: Path) -> None:
+    """The user form's "TLS only" box: ticked with the keyboard, stored, in force for the
+    route at once, shown in the Users pane, said in the credentials, and cleared by an edit."""
+    async with console(tmp_path, users={"bob": "bob-secret-22"}) as (app, pilot):
+        await pilot.press("4", "a")
+        form = app.screen
+        assert isinstance(form, UserForm)
+        box = form.query_one("#tls_only", Checkbox)
+        assert box.value is False  # a new user may use any transport unless told otherwise
+        fill(form, username="alice", password="alice-secret-1")
+        box.focus()
+        await pilot.press("space")
+        assert box.value is True
+        assert await submit(pilot, app) is None
+        assert isinstance(app.screen, CredentialsScreen)
+        shown = str(app.screen.query_one("#credentials-text", Static).render())
+        # This console listens on UDP and TCP only: the account cannot work yet, and it says so.
+        assert "TLS required for this account" in shown and "no TLS listener" in shown
+        await pilot.press("enter")
+        assert app.pbx.users.get("alice").tls_only  # type: ignore[union-attr]
+        await refreshed(pilot, app)
+        table = app.screen.query_one("#users", KeyedTable)
+        transport = [label for _key, label, _width in table.columns].index("Transport")
+        assert {key: str(table.cells(key)[transport]) for key in table.keys} == {
+            "alice": "TLS only",
+            "bob": "any",
+        }
+        table.select_key("alice")
+        await pilot.press("e")
+        form = app.screen
+        assert isinstance(form, UserForm) and form.query_one("#tls_only", Checkbox).value
+        form.query_one("#tls_only", Checkbox).value = False
+        assert await submit(pilot, app) is None
+        assert not app.pbx.users.get("alice").tls_only  # type: ignore[union-attr]
+        await refreshed(pilot, app)
+        assert str(table.cells("alice")[transport]) == "any"
 
 
 async def test_user_form_refuses_each_invalid_field(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from core.settings import RegistrarSettings
 from core.sip.errors import SipParseError
 from core.sip.headers import readable
 from core.sip.hostport import format_host
-from core.sip.uri import SipUri, parse_uri
+from core.sip.uri import SipUri, parse_uri, target_host
 from core.store.rows import BindingRow
 
 DEFAULT_MAX_CONTACTS = 100_000  # all users together: a memory bound, not a licence
@@ -250,7 +250,7 @@ def contact_flow(uri: SipUri, local: tuple[str, int]) -> Flow:
     DNS SRV): maddr over host, the URI's port or the transport's default, the URI's transport
     or UDP (TLS for sips:). A host name is left for the transport to resolve."""
     transport = uri.transport or ("tls" if uri.secure else "udp")
-    host = uri.param("maddr") or uri.host
+    host = target_host(uri)
     port = uri.port or (SIPS_PORT if transport == "tls" else SIP_PORT)
     return Flow(transport, (host, port), local)
 

@@ -18,7 +18,7 @@ import ipaddress
 from collections.abc import Callable
 
 from core.net.identity import ServerIdentity
-from core.sip.uri import SipUri
+from core.sip.uri import SipUri, target_host
 
 SIP_PORT = 5060
 SIPS_PORT = 5061
@@ -56,7 +56,7 @@ class Destinations:
         anywhere else it would aim calls at this host's local services (a TCP INVITE
         written into a database's port)."""
         transport = uri.transport or ("tls" if uri.secure else "udp")
-        host = uri.param("maddr") or uri.host
+        host = target_host(uri)
         port = uri.port or (SIPS_PORT if transport == "tls" else SIP_PORT)
         if self._kind(host) & _LOOPBACK and not self._kind(source_ip) & _LOOPBACK:
             return "points at this host's loopback from elsewhere"

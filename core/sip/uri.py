@@ -231,6 +231,18 @@ class OtherUri:
 Uri = SipUri | TelUri | OtherUri
 
 
+def target_host(uri: SipUri) -> str:
+    """The host a SIP URI sends to (RFC 3261 §19.1.1): its maddr over its host. maddr's
+    grammar is `host`, so an IPv6 maddr is written in brackets (`maddr=[::1]`): returned
+    without them, as `uri.host` is, so it is judged and dialled as an address, not a name."""
+    maddr = uri.param("maddr")
+    if not maddr:
+        return uri.host
+    if len(maddr) > 2 and maddr[0] == "[" and maddr[-1] == "]":
+        return maddr[1:-1]
+    return maddr
+
+
 # URIs parsed so far, by their text. The same few recur in every request from a phone (the
 # Request-URI, its own address in From and Contact, the To of a REGISTER), and a URI is never
 # changed once built, so one object serves them all. Bounded in entries and in key length;

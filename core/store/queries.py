@@ -34,7 +34,7 @@ from core.users import User
 _SELECT_USERS = """
     SELECT username, realm, ha1_md5, ha1_sha256, display_name, enabled, outbound_policy,
            allow_prefixes, deny_prefixes, max_concurrent_calls, max_calls_per_hour, caller_id,
-           created_at
+           created_at, tls_only
     FROM users"""
 _SELECT_CARRIERS = """
     SELECT name, addresses, port, transport, gateway, username, password, priority, enabled
@@ -70,8 +70,8 @@ class Queries(Connection):
                 INSERT INTO users (username, realm, ha1_md5, ha1_sha256, display_name, enabled,
                                    outbound_policy, allow_prefixes, deny_prefixes,
                                    max_concurrent_calls, max_calls_per_hour, caller_id,
-                                   created_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                   created_at, tls_only)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 [user_params(user) for user in users],
             )
@@ -83,7 +83,8 @@ class Queries(Connection):
             UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ?, display_name = ?,
                              enabled = ?, outbound_policy = ?, allow_prefixes = ?,
                              deny_prefixes = ?, max_concurrent_calls = ?,
-                             max_calls_per_hour = ?, caller_id = ?, created_at = ?
+                             max_calls_per_hour = ?, caller_id = ?, created_at = ?,
+                             tls_only = ?
             WHERE username = ?
             """,
             (*user_params(user)[1:], user.username),

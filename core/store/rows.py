@@ -146,13 +146,20 @@ def user_params(user: User) -> tuple[object, ...]:
         user.max_calls_per_hour,
         user.caller_id,
         user.created_at,
+        int(user.tls_only),
     )
 
 
 def user_from_row(row: Sequence[Any]) -> User:
     # Column order of the SELECTs matches the dataclass field order.
     return User(  # type: ignore[call-arg]  # mypy cannot count a star-unpacked row
-        *row[:5], bool(row[5]), row[6], json_strings(row[7]), json_strings(row[8]), *row[9:]
+        *row[:5],
+        bool(row[5]),
+        row[6],
+        json_strings(row[7]),
+        json_strings(row[8]),
+        *row[9:13],
+        bool(row[13]),
     )
 
 

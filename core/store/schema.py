@@ -213,5 +213,18 @@ _MIGRATION_3 = (
     "PRAGMA user_version = 3",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_MIGRATION_1, _MIGRATION_2, _MIGRATION_3)
+# Version 4: a user may be "TLS only" (issue 19): REGISTER and calls over UDP or TCP are refused
+# for that user after digest auth (core/route.py). Existing users keep what they had: 0, any
+# transport; the global `[tls] tls_only` still covers everyone.
+_MIGRATION_4 = (
+    "ALTER TABLE users ADD COLUMN tls_only INTEGER NOT NULL DEFAULT 0 CHECK (tls_only IN (0, 1))",
+    "PRAGMA user_version = 4",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    _MIGRATION_1,
+    _MIGRATION_2,
+    _MIGRATION_3,
+    _MIGRATION_4,
+)
 SCHEMA_VERSION = len(MIGRATIONS)

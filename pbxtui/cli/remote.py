@@ -53,9 +53,9 @@ async def user_add(ctx: RemoteContext) -> int:
     name = checked(validate_username, ctx.args.name)
     password, generated = users._new_password(ctx.args, f"Password for {name}: ")
     options = checked_call(lambda: users._user_options(ctx.args))
-    await _service_says(ctx.admin.add_user(name, password, **options))
+    user = await _service_says(ctx.admin.add_user(name, password, **options))
     users.report_password(ctx.out, ctx.err, f"added user {name}", password, generated)
-    users.print_phone_settings(ctx.out, name, password, generated, ctx.settings)
+    users.print_phone_settings(ctx.out, user, password, generated, ctx.settings)  # type: ignore[arg-type]
     return 0
 
 

@@ -30,6 +30,7 @@ from pbxtui.cli.realm import REALM_SETTING, realm_warning
 
 WEAK_PASSWORD_LENGTH = 8
 MAX_BAD_ROWS_SHOWN = 20
+_TLS_ONLY_HELP = "refuse this user's REGISTERs and calls over UDP and TCP (TLS only)"
 
 
 def add_commands(table: CommandTable) -> None:
@@ -38,6 +39,7 @@ def add_commands(table: CommandTable) -> None:
     add.add_argument("name", metavar="NAME")
     _add_password_options(add)
     _add_user_options(add)
+    add.add_argument("--tls-only", action="store_true", default=None, help=_TLS_ONLY_HELP)
     table.action(users, "list", cmd_user_list, "list SIP users")
     delete = table.action(users, "del", cmd_user_del, "delete a SIP user and its DIDs")
     delete.add_argument("name", metavar="NAME")
@@ -50,6 +52,11 @@ def add_commands(table: CommandTable) -> None:
     enabled = change.add_mutually_exclusive_group()
     enabled.add_argument("--enable", dest="enabled", action="store_true", default=None)
     enabled.add_argument("--disable", dest="enabled", action="store_false")
+    tls_only = change.add_mutually_exclusive_group()
+    tls_only.add_argument("--tls-only", action="store_true", default=None, help=_TLS_ONLY_HELP)
+    tls_only.add_argument(
+        "--no-tls-only", dest="tls_only", action="store_false", help="UDP and TCP allowed again"
+    )
     bulk = table.action(
         users, "import", cmd_user_import, "add users from a CSV of username,password"
     )
@@ -82,7 +89,7 @@ async def cmd_user_add(ctx: Context) -> int:
     except DuplicateError:
         raise UsageError(f"user {name!r} already exists") from None
     status = await _password_stored(ctx, f"added user {name}", password, generated)
-    print_phone_settings(ctx.out, name, password, generated, ctx.settings)
+    print_phone_settings(ctx.out, user, password, generated, ctx.settings)
     return status
 
 
@@ -102,13 +109,25 @@ async def cmd_user_list(ctx: Context) -> int:
             user.outbound_policy,
             user.caller_id or "-",
             _limits(user),
+            "yes" if user.tls_only else "-",
             ",".join(numbers_by_user.get(user.username, [])) or "-",
             local_time(user.created_at),
             "" if user.realm == ctx.settings.realm else f"needs new password (realm {user.realm})",
         )
         for user in users
     ]
-    headers = ("USER", "NAME", "ENABLED", "OUTBOUND", "CALLER ID", "LIMITS", "DIDS", "CREATED", "")
+    headers = (
+        "USER",
+        "NAME",
+        "ENABLED",
+        "OUTBOUND",
+        "CALLER ID",
+        "LIMITS",
+        "TLS ONLY",
+        "DIDS",
+        "CREATED",
+        "",
+    )
     return print_listing(ctx.out, headers, rows, empty="no users")
 
 
@@ -249,6 +268,7 @@ def _user_options(args: argparse.Namespace) -> dict[str, object]:
         "caller_id": args.caller_id,
         "max_concurrent_calls": args.max_calls,
         "max_calls_per_hour": args.max_calls_per_hour,
+        "tls_only": args.tls_only,
     }
     return {key: value for key, value in fields.items() if value is not None}
 
@@ -292,11 +312,18 @@ def report_password(out: TextIO, err: TextIO, done: str, password: str, generate
 
 
 def print_phone_settings(
-    out: TextIO, name: str, password: str, generated: bool, settings: Settings
+    out: TextIO, user: User, password: str, generated: bool, settings: Settings
 ) -> None:
-    """What to type into the phone (core/provisioning.py), after `user add`."""
+    """What to type into the phone (core/provisioning.py), after `user add`: TLS is said to
+    be required for a TLS-only user, or on a server with `[tls] tls_only`."""
     shown = password if generated else "(the one you set)"
-    account = phone_settings(name, shown, settings.realm, settings.listen)
+    account = phone_settings(
+        user.username,
+        shown,
+        settings.realm,
+        settings.listen,
+        tls_required=user.tls_only or settings.tls.tls_only,
+    )
     print(f"\nIn the phone's SIP account:\n{account.text()}", file=out)
 
 

@@ -156,6 +156,17 @@ class TcpClient:
         body = await self.reader.readexactly(length) if length else b""
         return head + body
 
+    async def ask(self, text: bytes | str, timeout: float = 2.0) -> Response | None:
+        """Send a request, return the first final response (provisional ones skipped)."""
+        await self.send(text)
+        while True:
+            data = await self.read_message(timeout)
+            if data is None:
+                return None
+            message = parse_message(data)
+            if isinstance(message, Response) and message.status >= 200:
+                return message
+
     async def closed_by_peer(self, timeout: float = 2.0) -> bool:
         assert self.reader is not None
         try:
@@ -194,14 +205,3 @@ class TlsClient(TcpClient):
 
     async def __aenter__(self) -> TlsClient:
         return await self.open()
-
-    async def ask(self, text: bytes | str, timeout: float = 2.0) -> Response | None:
-        """Send a request, return the first final response (provisional ones skipped)."""
-        await self.send(text)
-        while True:
-            data = await self.read_message(timeout)
-            if data is None:
-                return None
-            message = parse_message(data)
-            if isinstance(message, Response) and message.status >= 200:
-                return message

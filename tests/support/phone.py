@@ -12,12 +12,12 @@ import secrets
 from core.sip.digest import build_authorization, pick_challenge
 from core.sip.fields import parse_auth
 from core.sip.message import Response
-from support.client import TlsClient, UdpClient
+from support.client import TcpClient, UdpClient
 
 
 class Phone:
     def __init__(
-        self, client: UdpClient | TlsClient, user: str, password: str, domain: str = "pbx.test"
+        self, client: UdpClient | TcpClient, user: str, password: str, domain: str = "pbx.test"
     ):
         self.client = client
         self.user = user
