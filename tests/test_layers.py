@@ -34,9 +34,22 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def parsed(source: str, filename: str) -> ast.Module:
+    """`ast.parse`, asked twice if CPython 3.11 raises its spurious recursion-depth SystemError.
+
+    CPython 3.11 (python/cpython#106905) sometimes fails an AST build with "AST constructor
+    recursion depth mismatch" when other threads run meanwhile (the suite's aiosqlite threads);
+    the same source parses on the next call.
+    """
+    try:
+        return ast.parse(source, filename)
+    except SystemError:
+        return ast.parse(source, filename)
+
+
 def imported_names(path: Path, module: str) -> set[str]:
     """Every module named by an import in `path`, as written (absolute, dotted)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    tree = parsed(path.read_text(encoding="utf-8"), str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     names: set[str] = set()
     for node in ast.walk(tree):
@@ -140,7 +153,7 @@ def violations(raw: dict[str, set[str]], module_pattern: str, forbidden: Iterabl
 
 def compiled_modules() -> list[str]:
     """The hot path: the modules setup.py compiles with mypyc."""
-    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    tree = parsed((ROOT / "setup.py").read_text(encoding="utf-8"), "setup.py")
     for node in ast.walk(tree):
         if (
             isinstance(node, ast.Assign)
