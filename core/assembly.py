@@ -429,7 +429,11 @@ class Core:
         if media is None or not media.calls:
             return calls
         now = self.clock()
-        return [replace(call, media=media.stats(call.call_id, now)) for call in calls]
+        rows = []
+        for call in calls:  # a worker's call keeps the counters its worker reported
+            stats = media.stats(call.call_id, now)
+            rows.append(call if stats is None else replace(call, media=stats))
+        return rows
 
     async def close(self) -> None:
         if self.media is not None:

@@ -9,8 +9,10 @@ very same call is silent, which is what proves the counting can fail.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,8 +23,14 @@ from support.rtpengine import rtpengine_daemon
 from support.sipp import run_sipp
 from support.softphone import RtpEndpoint, SoftPhone
 
+from core.cluster.main import MainDuties
+from core.control.client import RemoteCore
+from core.control.peers import AccessPolicy
+from core.control.server import ControlServer
+from core.media.relay import MediaStats
 from core.media.sdp import parse
 from core.pbx import Pbx
+from core.proxy.calls import CallInfo
 from core.settings import MediaSettings
 
 PACKETS = 100  # two seconds of 20 ms audio each way
@@ -303,6 +311,69 @@ async def test_with_worker_processes_the_call_is_relayed_where_it_is_handled(
             alice.close()
             bob.close()
     finally:
+        await pbx.stop()
+
+
+def cluster_of(pbx: Pbx) -> MainDuties:
+    assert isinstance(pbx.duties, MainDuties)
+    return pbx.duties
+
+
+async def relayed_row(calls: Callable[[], list[CallInfo]], at_least: int) -> MediaStats:
+    """The one call's media once its counters reached `at_least` packets each way (the
+    workers report about once a second)."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        rows = calls()
+        media = rows[0].media if len(rows) == 1 else None
+        if media is not None and min(media.caller_packets, media.callee_packets) >= at_least:
+            return media
+        assert asyncio.get_running_loop().time() < deadline, rows
+        await asyncio.sleep(0.1)
+
+
+async def test_main_and_an_attached_console_show_a_workers_relayed_media(
+    tmp_path: Path,
+) -> None:
+    """The relay lives in a worker, but main's Calls pane (and a console attached over the
+    control socket) shows the call relayed, its counters growing as the phones talk, and the
+    audio stopped once they stop; the row goes with the call."""
+    pbx = await start(tmp_path, workers=2)
+    control = ControlServer(pbx, tmp_path / "pbx.db.ctl", AccessPolicy(os.geteuid()))
+    await control.start()
+    attached = RemoteCore(pbx.settings, control.path)
+    try:
+        await attached.start()
+        alice, bob = await call_between(pbx)
+        try:
+            [row] = pbx.calls()
+            assert row.media is None or row.media.caller_packets == 0  # nothing relayed yet
+            await talk(alice, bob, 50)
+            first = await relayed_row(pbx.calls, 45)
+            assert len(first.streams) == 1 and first.streams[0].caller_bytes >= 45 * 172
+            await talk(alice, bob, 50)
+            second = await relayed_row(pbx.calls, 95)
+            assert second.caller_packets > first.caller_packets
+            assert second.callee_packets > first.callee_packets
+
+            async def remote_calls() -> list[CallInfo]:
+                await attached.refresh_snapshots(("calls",))
+                return attached.calls()
+
+            [remote] = await remote_calls()
+            assert remote.media is not None and remote.media.caller_packets >= 95
+            await asyncio.sleep(1.5)  # nobody talks: no report comes, the silence grows
+            [row] = pbx.calls()
+            assert row.media is not None and row.media.idle_seconds >= 1.5
+            await hang_up(alice, bob)
+            await asyncio.sleep(0.2)
+            assert pbx.calls() == [] and len(cluster_of(pbx).remote_calls.media) == 0
+        finally:
+            alice.close()
+            bob.close()
+    finally:
+        await attached.stop()
+        await control.stop()
         await pbx.stop()
 
 
