@@ -258,7 +258,8 @@ class Core:
         # Media anchoring (core/media/anchor.py): its relay lives in the process that owns the
         # call, and it sees every call end before the call's CDR is written.
         anchor = build_anchor(
-            settings.media, settings.listen[0].host, self.location, self.identity,
+            settings.media, [listen.host for listen in settings.listen], self.location,
+            self.identity,
             clock, sinks.calls,
         )  # fmt: skip
         rtpengine = rtpengine_sessions(settings.media, sinks.calls)

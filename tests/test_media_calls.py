@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from dataclasses import replace
@@ -31,7 +32,7 @@ from core.media.relay import MediaStats
 from core.media.sdp import parse
 from core.pbx import Pbx
 from core.proxy.calls import CallInfo
-from core.settings import MediaSettings
+from core.settings import ListenAddress, MediaSettings
 
 PACKETS = 100  # two seconds of 20 ms audio each way
 
@@ -407,3 +408,92 @@ async def test_tshark_on_lo_counts_the_audio_the_relay_sent_each_phone(tmp_path:
     to_alice = {line for line in decoded if line.startswith("127.0.0.21\t")}
     to_bob = {line for line in decoded if line.startswith("127.0.0.22\t")}
     assert len(to_alice) >= 0.9 * PACKETS and len(to_bob) >= 0.9 * PACKETS
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1)")
+
+
+async def start_dual_stack(tmp_path: Path, **media: object) -> Pbx:
+    """SIP on 127.0.0.1 and [::1], the same port: phones of either family reach it."""
+    port = free_port()
+    listen = tuple(
+        ListenAddress(transport, host, port)
+        for host in ("127.0.0.1", "::1")
+        for transport in ("udp", "tcp")
+    )
+    settings = replace(MediaSettings(port_min=42400, port_max=42600), **media)
+    return await start_pbx(tmp_path, media=settings, listen=listen)
+
+
+async def dual_stack_call(pbx: Pbx, alice_ip: str, alice_nat: str) -> tuple[SoftPhone, SoftPhone]:
+    """Alice on `alice_ip` (announcing `alice_nat`) calls Bob, a NATed IPv6 phone on ::1 whose
+    SDP names 2001:db8::99 (documentation space: nothing answers there)."""
+    port = pbx.listening[0].port
+    alice_server = ("::1" if ":" in alice_ip else "127.0.0.1", port)
+    alice = SoftPhone("alice", USERS["alice"], alice_ip, alice_server, alice_nat)
+    bob = SoftPhone("bob", USERS["bob"], "::1", ("::1", port), "2001:db8::99")
+    await alice.start()
+    await bob.start()
+    answering = asyncio.create_task(bob.answer_call())
+    final = await alice.call("bob")
+    await answering
+    assert final.status == 200
+    return alice, bob
+
+
+@ipv6
+@pytest.mark.parametrize(
+    ("alice_ip", "alice_nat", "relay_to_alice"),
+    [("::1", "2001:db8::98", "::1"), ("127.0.0.21", "127.0.0.99", "127.0.0.1")],
+    ids=["both-ipv6", "ipv4-to-ipv6"],
+)
+async def test_ipv6_legs_get_ipv6_relay_ports(
+    tmp_path: Path, alice_ip: str, alice_nat: str, relay_to_alice: str
+) -> None:
+    """Each leg's SDP names the relay in that leg's family (`c=IN IP6 ::1` to the IPv6 phone,
+    `c=IN IP4` to an IPv4 one), the ports facing it are of that family, and the NATed
+    phones hear each other both ways."""
+    pbx = await start_dual_stack(tmp_path)
+    alice, bob = await dual_stack_call(pbx, alice_ip, alice_nat)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        assert b"c=IN IP6 ::1\r\n" in bob.dialog.remote_sdp
+        assert alice.dialog.media_address()[0] == relay_to_alice
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert pbx.core.media is not None
+        relay = pbx.core.media.engine  # type: ignore[union-attr]
+        [session] = relay.sessions.values()
+        [stream] = session.streams
+        families = [pair[0].sock.family for pair in stream.ports]
+        expected = socket.AF_INET6 if ":" in alice_ip else socket.AF_INET
+        assert families == [expected, socket.AF_INET6]
+        await hang_up(alice, bob)
+        assert relay.sessions == {}
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
+
+
+@ipv6
+async def test_the_same_ipv6_call_without_the_relay_is_silent(tmp_path: Path) -> None:
+    pbx = await start_dual_stack(tmp_path, relay="never")
+    alice, bob = await dual_stack_call(pbx, "::1", "2001:db8::98")
+    try:
+        assert bob.dialog is not None
+        assert bob.dialog.media_address()[0] == "2001:db8::98"  # untouched
+        assert await talk(alice, bob, 25) == (0, 0)
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()
