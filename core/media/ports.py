@@ -15,6 +15,7 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 RECEIVE_BUFFER_BYTES = 1 << 20  # absorbs event-loop stalls (a UI redraw) at a few hundred calls
 
@@ -93,5 +94,8 @@ class Readers:
         loop.add_reader(sock.fileno(), callback)
 
     def unwatch(self, sock: socket.socket) -> None:
-        if self._loop is not None and sock.fileno() >= 0:
-            self._loop.remove_reader(sock.fileno())
+        # Held as Any: typeshed says remove_reader returns a bool, uvloop's (the workers')
+        # returns None, and compiled code checks the declared type even of a result it drops.
+        loop: Any = self._loop
+        if loop is not None and sock.fileno() >= 0:
+            loop.remove_reader(sock.fileno())
