@@ -53,6 +53,8 @@ async def call_between(
     bob = SoftPhone("bob", USERS["bob"], bob_ip, server, "127.0.0.99" if natted else bob_ip)
     await alice.start()
     await bob.start()
+    if pbx.settings.workers:
+        await asyncio.sleep(0.3)  # Bob's binding reaches the other worker through main
     answering = asyncio.create_task(bob.answer_call())
     if late_offer:
         final = await alice.call("bob", b"", ack_body=alice.sdp())
