@@ -258,7 +258,8 @@ class Core:
         # Media anchoring (core/media/anchor.py): its relay lives in the process that owns the
         # call, and it sees every call end before the call's CDR is written.
         anchor = build_anchor(
-            settings.media, settings.listen[0].host, self.location, self.identity,
+            settings.media, [listen.host for listen in settings.listen], self.location,
+            self.identity,
             clock, sinks.calls,
         )  # fmt: skip
         rtpengine = rtpengine_sessions(settings.media, sinks.calls, bus, clock)
@@ -434,7 +435,11 @@ class Core:
         if media is None or not media.calls:
             return calls
         now = self.clock()
-        return [replace(call, media=media.stats(call.call_id, now)) for call in calls]
+        rows = []
+        for call in calls:  # a worker's call keeps the counters its worker reported
+            stats = media.stats(call.call_id, now)
+            rows.append(call if stats is None else replace(call, media=stats))
+        return rows
 
     async def close(self) -> None:
         if self.media is not None:

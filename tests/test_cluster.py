@@ -25,6 +25,7 @@ from core.cluster.changes import (
     unbind_message,
 )
 from core.cluster.links import Links, link_pair
+from core.cluster.media import MediaReporter, RemoteMedia, media_of
 from core.cluster.messages import (
     Banned,
     Bind,
@@ -47,6 +48,7 @@ from core.events import (
     SipTraffic,
     SourceUnbanned,
 )
+from core.media.relay import MediaStats, StreamStats
 from core.net.flow import Flow
 from core.registrar.location import Binding, LocationService
 from core.security.guard import Security
@@ -403,3 +405,35 @@ async def test_a_worker_that_cannot_start_stops_the_server_with_a_reason(
     port = pbx.settings.listen[0].port
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", port))
+
+
+def test_media_reports_carry_only_changes_and_are_bounded() -> None:
+    """A worker reports a call's media counters when they changed, at most `limit` calls a
+    report (the rest next time), and None once a call is no longer relayed; main holds
+    counters only for calls it follows, and a silent call's idle time grows from the report."""
+    streams = {f"call-{n}": 0 for n in range(5)}
+
+    def stats(call_id: str, now: float) -> MediaStats:
+        packets = streams[call_id]
+        stream = StreamStats(packets, packets * 172, packets, packets * 172, 0, False)
+        return MediaStats((stream,), 0.5)
+
+    reporter = MediaReporter(lambda: streams, stats, limit=3)
+    assert [call_id for call_id, _ in reporter.report(0.0)] == ["call-0", "call-1", "call-2"]
+    assert [call_id for call_id, _ in reporter.report(1.0)] == ["call-3", "call-4"]
+    assert reporter.report(2.0) == []  # nothing moved
+    streams["call-1"] = 50
+    del streams["call-4"]
+    [(gone, nothing), (moved, fields)] = reporter.report(3.0)
+    assert (gone, nothing) == ("call-4", None) and moved == "call-1"
+    assert fields is not None and media_of(fields).caller_packets == 50
+
+    now = [100.0]
+    held = RemoteMedia(lambda: now[0])
+    held.update((("call-1", fields), ("stranger", fields)), {"call-1"}.__contains__)
+    assert len(held) == 1 and held.stats("stranger") is None
+    now[0] += 4.0
+    media = held.stats("call-1")
+    assert media is not None and media.idle_seconds == 4.5 and media.callee_packets == 50
+    held.update((("call-1", None),), {"call-1"}.__contains__)
+    assert held.stats("call-1") is None and len(held) == 0

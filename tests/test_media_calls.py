@@ -9,8 +9,11 @@ very same call is silent, which is what proves the counting can fail.
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import socket
 import subprocess
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +24,15 @@ from support.rtpengine import rtpengine_daemon
 from support.sipp import run_sipp
 from support.softphone import RtpEndpoint, SoftPhone
 
+from core.cluster.main import MainDuties
+from core.control.client import RemoteCore
+from core.control.peers import AccessPolicy
+from core.control.server import ControlServer
+from core.media.relay import MediaStats
 from core.media.sdp import parse
 from core.pbx import Pbx
-from core.settings import MediaSettings
+from core.proxy.calls import CallInfo
+from core.settings import ListenAddress, MediaSettings
 
 PACKETS = 100  # two seconds of 20 ms audio each way
 
@@ -44,6 +53,8 @@ async def call_between(
     bob = SoftPhone("bob", USERS["bob"], bob_ip, server, "127.0.0.99" if natted else bob_ip)
     await alice.start()
     await bob.start()
+    if pbx.settings.workers:
+        await asyncio.sleep(0.3)  # Bob's binding reaches the other worker through main
     answering = asyncio.create_task(bob.answer_call())
     if late_offer:
         final = await alice.call("bob", b"", ack_body=alice.sdp())
@@ -306,6 +317,69 @@ async def test_with_worker_processes_the_call_is_relayed_where_it_is_handled(
         await pbx.stop()
 
 
+def cluster_of(pbx: Pbx) -> MainDuties:
+    assert isinstance(pbx.duties, MainDuties)
+    return pbx.duties
+
+
+async def relayed_row(calls: Callable[[], list[CallInfo]], at_least: int) -> MediaStats:
+    """The one call's media once its counters reached `at_least` packets each way (the
+    workers report about once a second)."""
+    deadline = asyncio.get_running_loop().time() + 5.0
+    while True:
+        rows = calls()
+        media = rows[0].media if len(rows) == 1 else None
+        if media is not None and min(media.caller_packets, media.callee_packets) >= at_least:
+            return media
+        assert asyncio.get_running_loop().time() < deadline, rows
+        await asyncio.sleep(0.1)
+
+
+async def test_main_and_an_attached_console_show_a_workers_relayed_media(
+    tmp_path: Path,
+) -> None:
+    """The relay lives in a worker, but main's Calls pane (and a console attached over the
+    control socket) shows the call relayed, its counters growing as the phones talk, and the
+    audio stopped once they stop; the row goes with the call."""
+    pbx = await start(tmp_path, workers=2)
+    control = ControlServer(pbx, tmp_path / "pbx.db.ctl", AccessPolicy(os.geteuid()))
+    await control.start()
+    attached = RemoteCore(pbx.settings, control.path)
+    try:
+        await attached.start()
+        alice, bob = await call_between(pbx)
+        try:
+            [row] = pbx.calls()
+            assert row.media is None or row.media.caller_packets == 0  # nothing relayed yet
+            await talk(alice, bob, 50)
+            first = await relayed_row(pbx.calls, 45)
+            assert len(first.streams) == 1 and first.streams[0].caller_bytes >= 45 * 172
+            await talk(alice, bob, 50)
+            second = await relayed_row(pbx.calls, 95)
+            assert second.caller_packets > first.caller_packets
+            assert second.callee_packets > first.callee_packets
+
+            async def remote_calls() -> list[CallInfo]:
+                await attached.refresh_snapshots(("calls",))
+                return attached.calls()
+
+            [remote] = await remote_calls()
+            assert remote.media is not None and remote.media.caller_packets >= 95
+            await asyncio.sleep(1.5)  # nobody talks: no report comes, the silence grows
+            [row] = pbx.calls()
+            assert row.media is not None and row.media.idle_seconds >= 1.5
+            await hang_up(alice, bob)
+            await asyncio.sleep(0.2)
+            assert pbx.calls() == [] and len(cluster_of(pbx).remote_calls.media) == 0
+        finally:
+            alice.close()
+            bob.close()
+    finally:
+        await attached.stop()
+        await control.stop()
+        await pbx.stop()
+
+
 async def test_tshark_on_lo_counts_the_audio_the_relay_sent_each_phone(tmp_path: Path) -> None:
     """The count by an independent capture: Wireshark's own reading of lo, RTP decoded."""
     tshark = shutil.which("tshark")
@@ -384,6 +458,78 @@ async def test_a_refused_reinvite_leaves_the_relay_as_the_last_good_exchange_set
         await hang_up(alice, bob)
     finally:
         mallory.close()
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+ipv6 = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1)")
+
+
+async def start_dual_stack(tmp_path: Path, **media: object) -> Pbx:
+    """SIP on 127.0.0.1 and [::1], the same port: phones of either family reach it."""
+    port = free_port()
+    listen = tuple(
+        ListenAddress(transport, host, port)
+        for host in ("127.0.0.1", "::1")
+        for transport in ("udp", "tcp")
+    )
+    settings = replace(MediaSettings(port_min=42400, port_max=42600), **media)
+    return await start_pbx(tmp_path, media=settings, listen=listen)
+
+
+async def dual_stack_call(pbx: Pbx, alice_ip: str, alice_nat: str) -> tuple[SoftPhone, SoftPhone]:
+    """Alice on `alice_ip` (announcing `alice_nat`) calls Bob, a NATed IPv6 phone on ::1 whose
+    SDP names 2001:db8::99 (documentation space: nothing answers there)."""
+    port = pbx.listening[0].port
+    alice_server = ("::1" if ":" in alice_ip else "127.0.0.1", port)
+    alice = SoftPhone("alice", USERS["alice"], alice_ip, alice_server, alice_nat)
+    bob = SoftPhone("bob", USERS["bob"], "::1", ("::1", port), "2001:db8::99")
+    await alice.start()
+    await bob.start()
+    answering = asyncio.create_task(bob.answer_call())
+    final = await alice.call("bob")
+    await answering
+    assert final.status == 200
+    return alice, bob
+
+
+@ipv6
+@pytest.mark.parametrize(
+    ("alice_ip", "alice_nat", "relay_to_alice"),
+    [("::1", "2001:db8::98", "::1"), ("127.0.0.21", "127.0.0.99", "127.0.0.1")],
+    ids=["both-ipv6", "ipv4-to-ipv6"],
+)
+async def test_ipv6_legs_get_ipv6_relay_ports(
+    tmp_path: Path, alice_ip: str, alice_nat: str, relay_to_alice: str
+) -> None:
+    """Each leg's SDP names the relay in that leg's family (`c=IN IP6 ::1` to the IPv6 phone,
+    `c=IN IP4` to an IPv4 one), the ports facing it are of that family, and the NATed
+    phones hear each other both ways."""
+    pbx = await start_dual_stack(tmp_path)
+    alice, bob = await dual_stack_call(pbx, alice_ip, alice_nat)
+    try:
+        assert alice.dialog is not None and bob.dialog is not None
+        assert b"c=IN IP6 ::1\r\n" in bob.dialog.remote_sdp
+        assert alice.dialog.media_address()[0] == relay_to_alice
+        heard_by_alice, heard_by_bob = await talk(alice, bob)
+        assert heard_by_alice >= 0.9 * PACKETS and heard_by_bob >= 0.9 * PACKETS
+        assert pbx.core.media is not None
+        relay = pbx.core.media.engine  # type: ignore[union-attr]
+        [session] = relay.sessions.values()
+        [stream] = session.streams
+        families = [pair[0].sock.family for pair in stream.ports]
+        expected = socket.AF_INET6 if ":" in alice_ip else socket.AF_INET
+        assert families == [expected, socket.AF_INET6]
+        await hang_up(alice, bob)
+        assert relay.sessions == {}
+    finally:
         alice.close()
         bob.close()
         await pbx.stop()
@@ -505,3 +651,17 @@ async def test_rtpengine_timing_a_call_out_hangs_it_up_with_media_timeout_in_its
             alice.close()
             bob.close()
             await pbx.stop()
+
+
+@ipv6
+async def test_the_same_ipv6_call_without_the_relay_is_silent(tmp_path: Path) -> None:
+    pbx = await start_dual_stack(tmp_path, relay="never")
+    alice, bob = await dual_stack_call(pbx, "::1", "2001:db8::98")
+    try:
+        assert bob.dialog is not None
+        assert bob.dialog.media_address()[0] == "2001:db8::98"  # untouched
+        assert await talk(alice, bob, 25) == (0, 0)
+    finally:
+        alice.close()
+        bob.close()
+        await pbx.stop()

@@ -67,7 +67,9 @@ class Phone:
     """A UDP endpoint on its own loopback address, counting what it receives."""
 
     def __init__(self, ip: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock = socket.socket(
+            socket.AF_INET6 if ":" in ip else socket.AF_INET, socket.SOCK_DGRAM
+        )
         self.sock.bind((ip, 0))
         self.sock.setblocking(False)
         self.address = self.sock.getsockname()
@@ -231,3 +233,44 @@ async def test_a_ringing_call_is_not_timed_out_its_silence_counts_from_the_answe
     ringing.clear()  # answered at 1100
     assert relay.expire(1159.0, ringing.__contains__) == []
     assert relay.expire(1160.0, ringing.__contains__) == ["ring"]
+
+
+def families(relay: EmbeddedRelay, call_id: str) -> list[int]:
+    [stream] = relay.sessions[call_id].streams
+    assert stream is not None
+    return [pair[0].sock.family for pair in stream.ports]
+
+
+async def test_a_side_that_moves_to_ipv6_gets_a_pair_of_that_family() -> None:
+    """Each side's pair is of the family it signals in; a re-INVITE from a caller now on IPv6
+    moves its pair to IPv6 (a new port, the old one freed), and its audio flows again."""
+    try:
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).close()
+        Phone("::1").close()
+    except OSError:
+        pytest.skip("no IPv6 loopback (::1)")
+    relay = EmbeddedRelay(MediaSettings(port_min=41800, port_max=41900), "127.0.0.1", time.time)
+    alice, bob = Phone("::1"), Phone("127.0.0.12")
+    now = time.time()
+    try:
+        relay.offer("c1", "atag", sdp(4000), "127.0.0.11", "127.0.0.1", now)
+        relay.answer("c1", "atag", "btag", sdp(4002), "127.0.0.12", "127.0.0.1", now)
+        assert families(relay, "c1") == [socket.AF_INET, socket.AF_INET]
+        to_bob = relay.offer("c1", "atag", sdp(alice.address[1], "::1"), "::1", "127.0.0.1", now)
+        to_alice = relay.answer(
+            "c1", "atag", "btag", sdp(bob.address[1], "127.0.0.12"), "127.0.0.12", "::1", now
+        )
+        assert families(relay, "c1") == [socket.AF_INET6, socket.AF_INET]
+        assert relay.ports.free == relay.ports.capacity - 1  # the IPv4 pair alice left
+        assert parse(to_alice).media[0].address == "::1"
+        alice.sock.sendto(b"A", ("::1", media_port(to_alice)))
+        bob.sock.sendto(b"B", ("127.0.0.1", media_port(to_bob)))
+        await settle()
+        alice.drain()
+        bob.drain()
+        assert (alice.received, bob.received) == ([b"B"], [b"A"])
+    finally:
+        relay.delete("c1")
+        alice.close()
+        bob.close()
+    assert relay.ports.free == relay.ports.capacity

@@ -25,6 +25,7 @@ from core.cluster.messages import (
     Figures,
     Init,
     LogLine,
+    MediaFigures,
     Message,
     Publish,
     Ready,
@@ -102,6 +103,7 @@ class MainDuties(ClusterDuties):
             Publish: self._publish,
             Cdr: self._cdr,
             Figures: self._figures,
+            MediaFigures: self._media,
             LogLine: self._log,
             Ready: self._ready,
         }
@@ -165,6 +167,10 @@ class MainDuties(ClusterDuties):
 
     def _figures(self, worker: int, message: Figures) -> None:
         self.figures[worker] = WorkerFigures(*message)
+
+    def _media(self, worker: int, message: MediaFigures) -> None:
+        calls = self.remote_calls
+        calls.media.update(message.calls, calls.__contains__)
 
     def _log(self, worker: int, message: LogLine) -> None:
         logging.getLogger(message.logger).log(message.level, "[worker %d] %s", worker, message.text)

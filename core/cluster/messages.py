@@ -12,7 +12,8 @@ Who sends what (main is process 0, workers 1..N):
 
     main → worker      Init (first, with the UDP sockets), Peer (with a link to another
                        worker), CallsUp (at start), Reload, and main's changes
-    worker → main      Ready, Send, Publish, Cdr, Figures, LogLine, and the worker's changes
+    worker → main      Ready, Send, Publish, Cdr, Figures, MediaFigures, LogLine, and the
+                       worker's changes
     any → its owner    Sip: a message read here for a Call-ID another process holds
     changes            Bind, Unbind, Banned, Unbanned, CallCounted, CallReleased: applied
                        where they arrive, and passed on by main to the other workers
@@ -23,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from core.cluster.media import MediaFields
 from core.events import Event
 from core.settings import ListenAddress, Settings
 from core.store.rows import CdrRow
@@ -150,6 +152,13 @@ class Figures(NamedTuple):
     forwarded: int
 
 
+class MediaFigures(NamedTuple):
+    """A worker → main, about once a second: the media counters of its relayed calls that
+    changed since its last report, None for a call no longer relayed (core/cluster/media.py)."""
+
+    calls: tuple[tuple[str, MediaFields | None], ...]
+
+
 class LogLine(NamedTuple):
     """A worker → main: a log record, written with main's own."""
 
@@ -161,4 +170,5 @@ class LogLine(NamedTuple):
 Change = Bind | Unbind | Banned | Unbanned | CallCounted | CallReleased | CallsUp
 CHANGES: tuple[type, ...] = (Bind, Unbind, Banned, Unbanned, CallCounted, CallReleased, CallsUp)
 
-Message = Init | Peer | Ready | Reload | Sip | Send | Change | Publish | Cdr | Figures | LogLine
+Report = Publish | Cdr | Figures | MediaFigures | LogLine
+Message = Init | Peer | Ready | Reload | Sip | Send | Change | Report

@@ -8,9 +8,10 @@ calls of a worker that died (core/cluster/main.py).
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from core.accounting.cdrs import cdr_for
+from core.cluster.media import RemoteMedia
 from core.events import CallEvent
 from core.proxy.calls import ANSWERED, ENDED, FAILED, Call, CallInfo, call_event
 from core.sip.errors import SipParseError
@@ -32,13 +33,18 @@ class RemoteCalls:
     """The workers' active calls, followed from their CallEvents, for the console.
 
     Bounded: at most `capacity` calls; a call whose end was never heard of (its worker died)
-    goes when its worker is lost or after `max_age` seconds.
+    goes when its worker is lost or after `max_age` seconds. The media counters the workers
+    report (core/cluster/media.py) are held for these calls only, and go with them.
     """
 
     def __init__(self, capacity: int, max_age: float) -> None:
         self.capacity = capacity
         self.max_age = max_age
         self._calls: OrderedDict[str, tuple[CallInfo, int]] = OrderedDict()
+        self.media = RemoteMedia()
+
+    def __contains__(self, call_id: object) -> bool:
+        return call_id in self._calls
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -47,6 +53,7 @@ class RemoteCalls:
         call_id = event.call_id
         if event.state in (ENDED, FAILED):
             self._calls.pop(call_id, None)
+            self.media.forget(call_id)
             return
         held = self._calls.get(call_id)
         started_at = event.at if held is None else held[0].started_at
@@ -65,11 +72,13 @@ class RemoteCalls:
         )
         self._calls[call_id] = (info, worker)
         if held is None and len(self._calls) > self.capacity:
-            self._calls.popitem(last=False)
+            self.media.forget(self._calls.popitem(last=False)[0])
 
     def forget_worker(self, worker: int) -> list[CallInfo]:
         """The calls of a worker that died, which will never be heard of again."""
         gone = [call_id for call_id, (_, owner) in self._calls.items() if owner == worker]
+        for call_id in gone:
+            self.media.forget(call_id)
         return [self._calls.pop(call_id)[0] for call_id in gone]
 
     def sweep(self, now: float) -> None:
@@ -78,9 +87,17 @@ class RemoteCalls:
             if info.started_at + self.max_age > now:
                 break
             del self._calls[call_id]
+            self.media.forget(call_id)
 
     def snapshot(self) -> list[CallInfo]:
-        return [info for info, _ in self._calls.values()]
+        """The calls, oldest first, each with its relayed media's last counters."""
+        if not len(self.media):
+            return [info for info, _ in self._calls.values()]
+        rows = []
+        for call_id, (info, _) in self._calls.items():
+            media = self.media.stats(call_id)
+            rows.append(info if media is None else replace(info, media=media))
+        return rows
 
 
 LOST_CALL_REASON = "worker process stopped"

@@ -25,7 +25,17 @@ from core.cluster.changes import (
     divided_limits,
     flow_fields,
 )
-from core.cluster.messages import Figures, Message, Peer, Ready, Reload, Send, WorkerSetup
+from core.cluster.media import MediaReporter
+from core.cluster.messages import (
+    Figures,
+    MediaFigures,
+    Message,
+    Peer,
+    Ready,
+    Reload,
+    Send,
+    WorkerSetup,
+)
 from core.cluster.side import ClusterDuties, ClusterRole
 from core.net.flow import Flow
 from core.net.transport import Transport
@@ -117,9 +127,16 @@ class WorkerDuties(ClusterDuties):
         self.stopped = role.stopped
         self._reload: asyncio.Task[None] | None = None
         self._reload_again = False
+        media = core.media
+        self.media = None if media is None else MediaReporter(lambda: media.calls, media.stats)
 
     def housekeep(self, now: float) -> None:
-        """Counters for main's header strip, about once a second."""
+        """Counters for main's header strip, and the media counters of the calls relayed here
+        that changed (main's Calls pane), about once a second."""
+        if self.media is not None:
+            changed = self.media.report(now)
+            if changed:
+                self.to_main(MediaFigures(tuple(changed)))
         transport = self.core.transport
         self.to_main(
             Figures(

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.media.ports import family_of
 from core.media.relay import EmbeddedRelay, MediaStats, RelayFull
 from core.media.sdp import SdpError, parse
 from core.net.flow import Flow
@@ -387,15 +388,19 @@ class MediaAnchor:
 
 def build_anchor(
     settings: MediaSettings,
-    listen_host: str,
+    listen_hosts: list[str],
     location: LocationService,
     identity: ServerIdentity,
     clock: Callable[[], float],
     sink: CallSink | None,
 ) -> MediaAnchor | None:
     """The media hook for these settings, with the embedded relay bound on `[media] address`
-    (else the SIP listen address); None when calls are never anchored."""
+    (else the first SIP listen address) and, for calls in the other address family (IPv4,
+    IPv6), on the first SIP listen address of that family (else its wildcard); None when
+    calls are never anchored."""
     if settings.relay == "never" or settings.engine != "embedded":
         return None
-    relay = EmbeddedRelay(settings, settings.address or listen_host, clock)
+    host = settings.address or listen_hosts[0]
+    other = [h for h in listen_hosts if family_of(h) != family_of(host)]
+    relay = EmbeddedRelay(settings, host, clock, other_host=other[0] if other else "")
     return MediaAnchor(settings, relay, location, identity, clock, sink)

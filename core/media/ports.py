@@ -15,8 +15,14 @@ import contextlib
 import socket
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 RECEIVE_BUFFER_BYTES = 1 << 20  # absorbs event-loop stalls (a UI redraw) at a few hundred calls
+
+
+def family_of(address: str) -> int:
+    """The socket family of an IP address literal (IPv6 ones hold a colon)."""
+    return socket.AF_INET6 if ":" in address else socket.AF_INET
 
 
 class PortsExhausted(Exception):
@@ -30,7 +36,7 @@ class PortPairs:
         if not 0 < port_min < port_max <= 65_535:
             raise ValueError("media port range must be 1-65535, min below max")
         self.host = host
-        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.family = family_of(host)
         first = port_min + (port_min % 2)
         self._free: deque[int] = deque(range(first, port_max, 2))
         self.capacity = len(self._free)
@@ -63,6 +69,8 @@ class PortPairs:
                 sock.setblocking(False)
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+                if self.family == socket.AF_INET6:  # "::" must not take the IPv4 port too
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
                 sock.bind((self.host, number))
             except OSError:
                 sock.close()
@@ -86,5 +94,8 @@ class Readers:
         loop.add_reader(sock.fileno(), callback)
 
     def unwatch(self, sock: socket.socket) -> None:
-        if self._loop is not None and sock.fileno() >= 0:
-            self._loop.remove_reader(sock.fileno())
+        # Held as Any: typeshed says remove_reader returns a bool, uvloop's (the workers')
+        # returns None, and compiled code checks the declared type even of a result it drops.
+        loop: Any = self._loop
+        if loop is not None and sock.fileno() >= 0:
+            loop.remove_reader(sock.fileno())

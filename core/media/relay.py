@@ -17,8 +17,15 @@ sessions that carried no packet for `timeout_seconds` (`hold_timeout_seconds` wh
 is on hold, where silence is expected) and returns their Call-IDs, for the proxy to hang the
 calls up and note the media timeout in their CDRs.
 
-Bounded by `max_sessions` and the port range; a call beyond either is refused by
-`RelayFull`, and its signalling decides what to do (the proxy sends it unanchored).
+Each side's pair is bound in the address family that side signals in (IPv4 or IPv6), on
+`host` or, for the other family, `other_host`: a call between an IPv6 phone and an IPv4 one
+is relayed between an IPv6 pair and an IPv4 pair. The family of the caller-facing pair is the
+caller's (its INVITE's source), the callee-facing pair's that of the address the offer names
+to the callee; a later offer or answer needing the other family for a side (a re-INVITE from
+a phone that moved to IPv6, a fork's last branch) binds that side a pair of that family.
+
+Bounded by `max_sessions` and the port range (one range per family); a call beyond either is
+refused by `RelayFull`, and its signalling decides what to do (the proxy sends it unanchored).
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.media.latch import Latch
-from core.media.ports import PortPairs, PortsExhausted, Readers
+from core.media.ports import PortPairs, PortsExhausted, Readers, family_of
 from core.media.rtcp import reception_report
 from core.media.sdp import SdpError, SessionDescription, parse, rewrite
 from core.settings import MediaSettings
@@ -123,7 +130,9 @@ class MediaStats:
 
 
 class EmbeddedRelay:
-    """The relay. `clock` must be the proxy's clock: latching windows compare its times."""
+    """The relay. `clock` must be the proxy's clock: latching windows compare its times.
+    `host` binds the ports of its address family; `other_host` those of the other family
+    (by default that family's wildcard, "::" or "0.0.0.0"), bound only when a call needs it."""
 
     def __init__(
         self,
@@ -131,9 +140,14 @@ class EmbeddedRelay:
         host: str,
         clock: Callable[[], float],
         readers: Readers | None = None,
+        other_host: str = "",
     ) -> None:
         self.settings = settings
         self.ports = PortPairs(host, settings.port_min, settings.port_max)
+        if not other_host or family_of(other_host) == self.ports.family:
+            other_host = "0.0.0.0" if self.ports.family == socket.AF_INET6 else "::"
+        self.other_host = other_host
+        self._by_family: dict[int, PortPairs] = {self.ports.family: self.ports}
         self.clock = clock
         self.readers = readers or Readers()
         self.sessions: dict[str, MediaSession] = {}
@@ -248,14 +262,20 @@ class EmbeddedRelay:
             session.streams.append(None)
         ports = []
         window = self.settings.latch_seconds
+        own_family = family_of(source_ip)
+        other_family = family_of(address)
         for index, section in enumerate(media):
             stream = session.streams[index]
             if section.port == 0:
                 ports.append(0)
                 continue
+            families = [own_family, other_family] if side == CALLER else [other_family, own_family]
             if stream is None:
-                stream = self._open(session)
+                stream = self._open(session, families)
                 session.streams[index] = stream
+            else:
+                self._rebind(stream, side, own_family)
+                self._rebind(stream, 1 - side, other_family)
             stream.on_hold = section.on_hold
             stream.clock_rate = section.clock_rate
             rtp_address: tuple[str, int] | None = (section.address, section.port)
@@ -273,14 +293,23 @@ class EmbeddedRelay:
         session.last_packet = max(session.last_packet, now)
         return rewrite(sdp, address, ports)
 
-    def _open(self, session: MediaSession) -> Stream:
+    def _pairs(self, family: int) -> PortPairs:
+        pairs = self._by_family.get(family)
+        if pairs is None:
+            settings = self.settings
+            pairs = PortPairs(self.other_host, settings.port_min, settings.port_max)
+            self._by_family[family] = pairs
+        return pairs
+
+    def _open(self, session: MediaSession, families: list[int]) -> Stream:
+        """A stream with a pair facing each side, of that side's address family."""
         pairs = []
         try:
-            for _side in (CALLER, CALLEE):
-                pairs.append(self.ports.acquire())
+            for family in families:
+                pairs.append(self._pairs(family).acquire())
         except PortsExhausted:
             for rtp, rtcp in pairs:
-                self.ports.release(rtp, rtcp)
+                self._pairs(rtp.family).release(rtp, rtcp)
             raise RelayFull("no free media ports") from None
         caller = (RelayPort(pairs[0][0], session), RelayPort(pairs[0][1], session))
         callee = (RelayPort(pairs[1][0], session), RelayPort(pairs[1][1], session))
@@ -298,7 +327,25 @@ class EmbeddedRelay:
         for rtp, rtcp in stream.ports:
             self.readers.unwatch(rtp.sock)
             self.readers.unwatch(rtcp.sock)
-            self.ports.release(rtp.sock, rtcp.sock)
+            self._pairs(rtp.sock.family).release(rtp.sock, rtcp.sock)
+
+    def _rebind(self, stream: Stream, side: int, family: int) -> None:
+        """The pair facing `side` in `family`, if it is of the other one: a new pair, its
+        latches cleared (a peer of the old family can no longer be reached from it)."""
+        rtp, rtcp = stream.ports[side]
+        if rtp.sock.family == family:
+            return
+        try:
+            new_rtp, new_rtcp = self._pairs(family).acquire()
+        except PortsExhausted:
+            raise RelayFull("no free media ports") from None
+        old_rtp, old_rtcp = rtp.sock, rtcp.sock
+        for port, sock in ((rtp, new_rtp), (rtcp, new_rtcp)):
+            self.readers.unwatch(port.sock)
+            port.latch = Latch()
+            port.sock = sock
+            self.readers.watch(sock, self._reader(port))
+        self._pairs(old_rtp.family).release(old_rtp, old_rtcp)
 
     def _readable(self, port: RelayPort) -> None:
         """The hot path: datagrams in, each either dropped (a stranger) or sent on."""

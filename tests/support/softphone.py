@@ -30,7 +30,8 @@ class RtpEndpoint:
     """Sends numbered RTP-shaped packets at 50/s and counts what comes back, by sender."""
 
     def __init__(self, ip: str) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_DGRAM)
         self.sock.bind((ip, 0))
         self.sock.setblocking(False)
         self.port: int = self.sock.getsockname()[1]
@@ -96,9 +97,7 @@ class SoftPhone:
         await self.client.open(self.ip)
         self.rtp = RtpEndpoint(self.ip)
         phone = Phone(self.client, self.user, self.password, DOMAIN)
-        response = await phone.register(
-            contact=self.contact, via_host=f"{self.nat_ip}:{self.sip_port}"
-        )
+        response = await phone.register(contact=self.contact, via_host=self.nat_hostport)
         assert response is not None and response.status == 200, response
         return self
 
@@ -108,7 +107,12 @@ class SoftPhone:
 
     @property
     def contact(self) -> str:
-        return f"<sip:{self.user}@{self.nat_ip}:{self.sip_port}>"
+        return f"<sip:{self.user}@{self.nat_hostport}>"
+
+    @property
+    def nat_hostport(self) -> str:
+        host = f"[{self.nat_ip}]" if ":" in self.nat_ip else self.nat_ip
+        return f"{host}:{self.sip_port}"
 
     @property
     def sip_port(self) -> int:
@@ -116,15 +120,16 @@ class SoftPhone:
         return 5060 if self.nat_ip != self.ip else self.client.local[1]
 
     def sdp(self, direction: str = "sendrecv", version: int = 1) -> bytes:
+        family = "IP6" if ":" in self.nat_ip else "IP4"
         return (
-            f"v=0\r\no={self.user} 1 {version} IN IP4 {self.nat_ip}\r\ns=-\r\n"
-            f"c=IN IP4 {self.nat_ip}\r\nt=0 0\r\nm=audio {self.rtp.port} RTP/AVP 0\r\n"
+            f"v=0\r\no={self.user} 1 {version} IN {family} {self.nat_ip}\r\ns=-\r\n"
+            f"c=IN {family} {self.nat_ip}\r\nt=0 0\r\nm=audio {self.rtp.port} RTP/AVP 0\r\n"
             f"a=rtpmap:0 PCMU/8000\r\na={direction}\r\n"
         ).encode()
 
     # -- messages ---------------------------------------------------------------------------
     def _request(self, method: str, uri: str, headers: list[str], body: bytes = b"") -> bytes:
-        local = f"{self.nat_ip}:{self.sip_port}"  # behind NAT, rport finds it (RFC 3581)
+        local = self.nat_hostport  # behind NAT, rport finds it (RFC 3581)
         lines = [
             f"{method} {uri} SIP/2.0",
             f"Via: SIP/2.0/UDP {local};branch=z9hG4bK{secrets.token_hex(6)};rport",
