@@ -97,9 +97,15 @@ class SoftPhone:
         await self.client.open(self.ip)
         self.rtp = RtpEndpoint(self.ip)
         phone = Phone(self.client, self.user, self.password, DOMAIN)
-        response = await phone.register(contact=self.contact, via_host=self.nat_hostport)
-        assert response is not None and response.status == 200, response
-        return self
+        # A phone tries again when a REGISTER goes unanswered: on a loaded machine, or while
+        # worker processes are still starting and reading the users, the first may be lost.
+        deadline = asyncio.get_running_loop().time() + 10.0
+        while True:
+            response = await phone.register(contact=self.contact, via_host=self.nat_hostport)
+            if response is not None and response.status == 200:
+                return self
+            assert asyncio.get_running_loop().time() < deadline, response
+            await asyncio.sleep(0.2)
 
     def close(self) -> None:
         self.rtp.close()
