@@ -47,7 +47,7 @@ from core.security.reports import SecurityReport, publish_each
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.headers import Headers
-from core.sip.message import Request, Response, new_tag
+from core.sip.message import Request, Response
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
     Action,
@@ -159,7 +159,7 @@ class Forwarder:
         except ValueError:
             return None  # a live transaction owns it: a retransmission that raced its first copy
         server, server_actions = started
-        context = ResponseContext(server, request, new_tag())
+        context = ResponseContext(server, request)
         server.user_data = context
         self.run(server_actions, now)
         return context
