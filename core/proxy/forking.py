@@ -92,6 +92,8 @@ class ResponseContext:
     best_reason: str = ""
     # (Call-ID, From tag, CSeq) of an INVITE whose 2xx went up: the ACK that will end it.
     ack_key: tuple[str, str, int] | None = None
+    # The request's own CSeq and From values, read once for every response relayed up.
+    caller_fields: tuple[str | None, str | None] | None = None
 
     @property
     def is_invite(self) -> bool:
