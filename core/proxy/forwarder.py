@@ -523,10 +523,17 @@ class Forwarder:
     # -- timers -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """The earliest of the transaction timers, ring timeouts and CANCEL guards."""
+        # Asked after every message (the Pbx re-arms its one loop timer): no loop, no tuple.
         deadline = self.table.next_deadline()
-        for queue in (self._ring_deadlines, self._cancel_deadlines):
-            first = next(iter(queue.values()), None)  # the oldest entry is the earliest
-            if first is not None and (deadline is None or first < deadline):
+        rings = self._ring_deadlines
+        if rings:
+            first = next(iter(rings.values()))  # the oldest entry is the earliest
+            if deadline is None or first < deadline:
+                deadline = first
+        cancels = self._cancel_deadlines
+        if cancels:
+            first = next(iter(cancels.values()))
+            if deadline is None or first < deadline:
                 deadline = first
         return deadline
 
