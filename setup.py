@@ -80,6 +80,7 @@ COMPILED_MODULES = [
     "core/media/relay.py",
     "core/media/rtcp.py",
     "core/media/sdp.py",
+    "core/media/anchor.py",
 ]
 
 PURE_NOTICE = (
