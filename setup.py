@@ -73,13 +73,15 @@ COMPILED_MODULES = [
     "core/security/sources.py",
     "core/security/destinations.py",
     "core/proxy/branch_mac.py",
-    # The RTP relay's per-packet path, and the SDP and bencode it reads per offer/answer.
+    # The RTP relay's per-packet path, the SDP and bencode it reads per offer/answer, and the
+    # anchoring hooks the proxy calls with every INVITE and answer.
     "core/media/bencode.py",
     "core/media/latch.py",
     "core/media/ports.py",
     "core/media/relay.py",
     "core/media/rtcp.py",
     "core/media/sdp.py",
+    "core/media/anchor.py",
 ]
 
 PURE_NOTICE = (

@@ -149,3 +149,42 @@ async def test_a_full_relay_lets_the_call_through_unanchored() -> None:
     assert list(relay.sessions) == ["call-1"]
     anchor.close()
     assert relay.ports.free == relay.ports.capacity
+
+
+NATED = "192.168.1.5"
+HOME = CALLER.remote[0]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (sdp(HOME), False),
+        (sdp(NATED), True),
+        (sdp("0.0.0.0"), False),  # on hold: nothing to latch
+        # The session c= is home, a media c= is not: the media-level one decides.
+        (sdp(HOME) + f"c=IN IP4 {NATED}\r\n", True),
+        (sdp(HOME) + f"c=IN IP4 {HOME}/127\r\n", False),
+        # No session-level c=: a media section without its own has no address at all.
+        (f"v=0\r\no=- 1 1 IN IP4 {HOME}\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n", True),
+        (f"v=0\r\ns=-\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\nc=IN IP4 {HOME}\r\n", False),
+        # Lone CRs end lines too; bare LFs as well.
+        (sdp(NATED).replace("\r\n", "\r"), True),
+        (sdp(NATED).replace("\r\n", "\n"), True),
+        (sdp(HOME).replace("\r\n", "\n"), False),
+        (f"v=0\r\nc=IN IP4 {HOME}\r\nm=audio 4000 RTP/AVP 0\rc=IN IP4 {NATED}\r\n", True),
+        # Unreadable SDP is never anchored, whatever its addresses say.
+        (f"v=0\r\nc=IN IP4 {NATED} extra\r\nm=audio 4000 RTP/AVP 0\r\n", False),
+        (f"c=IN IP4 {NATED}\r\nm=audio 4000 RTP/AVP 0\r\n", False),
+    ],
+)
+def test_the_caller_sdp_decides_anchoring_by_its_addresses(body: str, expected: bool) -> None:
+    """Media from anywhere but the INVITE's source address (a hold address aside) means the
+    caller is behind NAT; the decision skips the full SDP parse when the offer's own lines
+    already show it at home, and must agree with the parse in every shape."""
+    settings = MediaSettings(relay="auto")
+    location = LocationService(RegistrarSettings(), EventBus(100, 100))
+    request = invite(body, HOME)
+    decided = wants_anchor(
+        settings, location, request, CALLER, bob_uri("198.51.100.9"), CALLEE, 0.0
+    )
+    assert decided is expected

@@ -7,6 +7,7 @@ import pytest
 
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.proxy.decisions import remove_identity_headers
 from core.proxy.forking import ResponseContext, relayed, response_rank
 from core.proxy.routing import (
     RecordRouter,
@@ -263,3 +264,59 @@ def test_relayed_response_loses_only_our_via() -> None:
     up = relayed(response)
     assert up.headers.values("via") == [CALLER_VIA.removeprefix("Via: ")]
     assert up.to_tag == "b1" and response.headers.count("via") == 2
+
+
+@pytest.mark.parametrize(
+    ("listen", "flow", "sent_by"),
+    [
+        (ListenAddress("udp", US, 5060), UDP_OUT, f"UDP {US}:5060"),
+        (ListenAddress("tcp", US, 5062), Flow("tcp", ("198.51.100.9", 1), (US, 5062)), "TCP"),
+        (
+            ListenAddress("udp", "2001:db8::1", 5060),
+            Flow("udp", ("2001:db8::2", 5060), ("2001:db8::1", 5060)),
+            "UDP [2001:db8::1]:5060",
+        ),
+        (
+            ListenAddress("udp", "0.0.0.0", 5070, advertise_host="203.0.113.1"),
+            Flow("udp", ("198.51.100.9", 5060), ("0.0.0.0", 5070)),
+            "UDP 203.0.113.1:5070",
+        ),
+    ],
+)
+def test_our_via_reads_back_as_the_via_returned(
+    listen: ListenAddress, flow: Flow, sent_by: str
+) -> None:
+    """Our Via line is written from a cached sent-by, not printed from the Via it returns:
+    the two must be the same Via, or responses would not match our client transactions."""
+    identity = ServerIdentity("pbx.test", [listen])
+    for branch in ("z9hG4bKone.0.mac", "z9hG4bKtwo.1.mac"):  # the second one hits the cache
+        headers = Headers([("Via", CALLER_VIA.removeprefix("Via: "))])
+        via = push_via(headers, identity, flow, branch)
+        line = headers.get("via")
+        assert line is not None and line == str(via)
+        assert sent_by in line and line.endswith(f";branch={branch}")
+        assert headers.values("via")[1] == CALLER_VIA.removeprefix("Via: ")
+        reparsed = request(f"Via: {line}", TO).top_via
+        assert reparsed is not None
+        assert (reparsed.transport, reparsed.host, reparsed.port, reparsed.branch) == (
+            via.transport, via.host, via.port, branch,
+        )  # fmt: skip
+
+
+def test_identity_headers_go_in_any_spelling_and_nothing_else_does() -> None:
+    """RFC 3325 §9.1: what a phone asserts of itself never reaches the callee or a carrier."""
+    lines = [
+        ("Via", "SIP/2.0/UDP 203.0.113.7:5062;branch=z9hG4bK1"),
+        ("p-asserted-identity", "<sip:boss@pbx.test>"),
+        ("To", "<sip:bob@pbx.test>"),
+        ("P-PREFERRED-IDENTITY", "<sip:boss@pbx.test>"),
+        ("Remote-Party-ID", "<sip:boss@pbx.test>;party=calling"),
+        ("P-Asserted-Identity", "<tel:+15550100>"),
+        ("Subject", "identity"),
+    ]
+    headers = Headers(lines)
+    remove_identity_headers(headers)
+    assert list(headers) == [lines[0], lines[2], lines[6]]
+    untouched = Headers([lines[0], lines[2], lines[6]])
+    remove_identity_headers(untouched)
+    assert list(untouched) == [lines[0], lines[2], lines[6]]

@@ -208,7 +208,7 @@ def wants_anchor(
     contacts = request.contacts
     if contacts and isinstance(contacts[0].uri, SipUri) and contacts[0].uri.host != arrived.ip:
         return True
-    if has_sdp(request):
+    if has_sdp(request) and not _media_at(request.body, arrived.ip):
         try:
             description = parse(request.body)
         except SdpError:
@@ -222,6 +222,34 @@ def wants_anchor(
     return bool(callee) and any(
         binding.behind_nat for binding in location.lookup(callee or "", now)
     )
+
+
+_HOLD_ADDRESSES = (b"0.0.0.0", b"::")
+
+
+def _media_at(body: bytes, ip: str) -> bool:
+    """True when a cheap scan proves that no media of `body` is sent from anywhere but `ip`
+    (or a hold address): a session-level `c=` and every `c=` name it. Then the full parse in
+    `wants_anchor` could only find the same (or fail, which also means not anchoring), so
+    the common offer of a phone not behind NAT costs no parse. False: parse to find out."""
+    if b"\r" in body.replace(b"\r\n", b""):
+        return False  # lone CRs end lines too (sdp.py): leave such bodies to the parser
+    home = ip.encode("ascii", "replace")
+    session_address = False
+    in_media = False
+    for line in body.replace(b"\r\n", b"\n").split(b"\n"):
+        if line.startswith(b"m="):
+            in_media = True
+        elif line.startswith(b"c="):
+            fields = line[2:].split(b" ")
+            if len(fields) != 3:
+                return False
+            address = fields[2].split(b"/", 1)[0]
+            if address != home and address not in _HOLD_ADDRESSES:
+                return False
+            if not in_media:
+                session_address = True
+    return session_address
 
 
 class MediaAnchor:

@@ -24,13 +24,22 @@ from typing import Protocol
 from core.net.flow import Flow
 from core.proxy.forking import Branch
 from core.registrar.location import Target
-from core.sip.headers import Headers
+from core.sip.headers import Headers, header_key
 from core.sip.message import Request, Response
 from core.sip.uri import SipUri
 
 # Identity headers a phone may send and a carrier would believe (RFC 3325 §9.1): removed from
 # every call to a gateway, so a user cannot choose whom to pose as.
 IDENTITY_HEADERS = ("P-Asserted-Identity", "P-Preferred-Identity", "Remote-Party-ID")
+_IDENTITY_KEYS = frozenset(header_key(name) for name in IDENTITY_HEADERS)
+
+
+def remove_identity_headers(headers: Headers) -> None:
+    """Remove every identity header (RFC 3325 §9.1). Nearly no request carries one: a single
+    look over the header names, where removing each by name would rebuild the list thrice."""
+    if not _IDENTITY_KEYS.isdisjoint(headers.lookup_keys()):
+        for name in IDENTITY_HEADERS:
+            headers.remove(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +101,7 @@ def apply_rewrite(rewrite: Rewrite, request: Request, headers: Headers) -> None:
         # The call goes to the gateway and nowhere else: no route set of the phone's (our own
         # entries were consumed), no identity of its choosing.
         headers.remove("route")
-        for name in IDENTITY_HEADERS:
-            headers.remove(name)
+        remove_identity_headers(headers)
         if rewrite.identity_value is not None:
             headers.add("P-Asserted-Identity", rewrite.identity_value)
         if rewrite.authorization is not None:

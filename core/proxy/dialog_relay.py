@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from core.net.flow import Flow
 from core.proxy.calls import ANSWERED, Call
-from core.proxy.decisions import IDENTITY_HEADERS
+from core.proxy.decisions import remove_identity_headers
 from core.proxy.dialogs import bye_for, follow_request
 from core.proxy.forking import ResponseContext
 from core.proxy.forwarder import Forwarder, request_hash
@@ -164,8 +164,7 @@ class DialogRelay:
             # RFC 3325 §9.1: a phone's re-INVITE or UPDATE asserts no identity of its own
             # choosing either (a carrier's connected-line update is kept: its address, and
             # its certificate where [tls] carrier_subjects asks for one, as the route trusts).
-            for name in IDENTITY_HEADERS:
-                request.headers.remove(name)
+            remove_identity_headers(request.headers)
         context = forwarder.open(request, flow, now)
         if context is None:
             return

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from core.net.flow import Flow
 from core.proxy.calls import Call
-from core.sip.message import Request, Response, make_response
+from core.sip.message import Request, Response, make_response, new_tag
 from core.sip.transaction_client import ClientTransaction
 from core.sip.transaction_server import ServerTransaction
 
@@ -77,7 +77,10 @@ class ResponseContext:
 
     server: ServerTransaction
     request: Request  # as received, with the sender's Via: the base of our own answers
-    local_tag: str  # To tag of the final responses we generate ourselves (408, 487, 500)
+    # To tag of the final responses we generate ourselves (408, 487, 500); "" until the first
+    # one is built (`own_answer`): most forwarded requests never need it, and a fresh tag
+    # costs a system call (os.urandom).
+    local_tag: str = ""
     call: Call | None = None  # the call an initial INVITE set up
     branches: list[Branch] = field(default_factory=list)
     pending: int = 0  # branches without a final response
@@ -89,6 +92,8 @@ class ResponseContext:
     best_reason: str = ""
     # (Call-ID, From tag, CSeq) of an INVITE whose 2xx went up: the ACK that will end it.
     ack_key: tuple[str, str, int] | None = None
+    # The request's own CSeq and From values, read once for every response relayed up.
+    caller_fields: tuple[str | None, str | None] | None = None
 
     @property
     def is_invite(self) -> bool:
@@ -138,6 +143,7 @@ class ResponseContext:
         self, status: int, reason: str | None, server_header: tuple[str, str]
     ) -> Response:
         """A final response we generate (§16.7 step 6 408, §16.10 487, §16.9 errors)."""
-        return make_response(
-            self.request, status, reason, to_tag=self.local_tag, extra=[server_header]
-        )
+        tag = self.local_tag
+        if not tag:
+            tag = self.local_tag = new_tag()
+        return make_response(self.request, status, reason, to_tag=tag, extra=[server_header])

@@ -47,7 +47,7 @@ from core.security.reports import SecurityReport, publish_each
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.headers import Headers
-from core.sip.message import Request, Response, new_tag
+from core.sip.message import Request, Response
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
     Action,
@@ -162,7 +162,7 @@ class Forwarder:
         except ValueError:
             return None  # a live transaction owns it: a retransmission that raced its first copy
         server, server_actions = started
-        context = ResponseContext(server, request, new_tag())
+        context = ResponseContext(server, request)
         server.user_data = context
         self.run(server_actions, now)
         return context
@@ -198,7 +198,7 @@ class Forwarder:
         (`start`). The copy of the request it sends (§16.6): new Request-URI, Path as Route,
         Max-Forwards less one, our credentials removed, our Record-Route and Via on top."""
         request = context.request
-        headers = self.copy_headers(request)
+        headers = self.copy_headers(request, parsed_cseq=True)
         for value in reversed(route):
             headers.prepend("Route", value)
         identity = self.identity
@@ -208,11 +208,11 @@ class Forwarder:
                 headers, identity, arrived, out, request.call_id, request.from_tag, secure
             )
         # Signed, so a stray 2xx can prove it answers this request (core/proxy/branch_mac.py).
-        branch = self.branch_signer.sign(branch, request.vias[0], request.call_id)
-        ours = push_via(headers, identity, out, branch)
+        vias = request.vias  # a copy of the parsed list: ours goes on top of it below
+        branch = self.branch_signer.sign(branch, vias[0], request.call_id)
         # The client transaction matches on the top Via: hand it the Vias already parsed
         # (ours and the request's own) instead of having every one parsed again.
-        vias = [ours, *request.vias]
+        vias.insert(0, push_via(headers, identity, out, branch))
         headers.view("via", lambda _top: vias)
         body = request.body
         if self.media is not None:
@@ -221,10 +221,16 @@ class Forwarder:
             body = self.media.request_body(request, arrived, out, target)
         return context.add_branch(Request(request.method, uri, headers, body), out)
 
-    def copy_headers(self, request: Request) -> Headers:
+    def copy_headers(self, request: Request, parsed_cseq: bool = False) -> Headers:
         """The headers of a copy of `request` to send on (§16.6 steps 3-5): Max-Forwards less
-        one, our own credentials removed, and what the carriers change for a gateway."""
+        one, our own credentials removed, and what the carriers change for a gateway.
+
+        `parsed_cseq`: the copy starts with the request's parsed CSeq as its view (a client
+        transaction reads it to match responses), which a carrier's CSeq shift replaces."""
         headers = request.headers.copy()
+        if parsed_cseq:
+            cseq = request.cseq
+            headers.view("cseq", lambda _value: cseq)
         decrement_max_forwards(headers, request.max_forwards)
         remove_own_credentials(headers, self.realm)
         self.rewrite_for_carrier(request, headers)
@@ -438,7 +444,7 @@ class Forwarder:
             self.calls.failed(call, now, response.status, call_reason or response.reason)
 
     def to_caller(self, context: ResponseContext, response: Response, now: float) -> None:
-        _restore_caller_fields(response, context.request)
+        _restore_caller_fields(response, context)
         server = context.server
         self.relayed += 1
         if server.state not in _ANSWERED_STATES:
@@ -522,10 +528,17 @@ class Forwarder:
     # -- timers -----------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         """The earliest of the transaction timers, ring timeouts and CANCEL guards."""
+        # Asked after every message (the Pbx re-arms its one loop timer): no loop, no tuple.
         deadline = self.table.next_deadline()
-        for queue in (self._ring_deadlines, self._cancel_deadlines):
-            first = next(iter(queue.values()), None)  # the oldest entry is the earliest
-            if first is not None and (deadline is None or first < deadline):
+        rings = self._ring_deadlines
+        if rings:
+            first = next(iter(rings.values()))  # the oldest entry is the earliest
+            if deadline is None or first < deadline:
+                deadline = first
+        cancels = self._cancel_deadlines
+        if cancels:
+            first = next(iter(cancels.values()))
+            if deadline is None or first < deadline:
                 deadline = first
         return deadline
 
@@ -544,15 +557,20 @@ def request_hash(request: Request) -> str:
     return loop_hash(request, request.headers.values("via")[0])
 
 
-def _restore_caller_fields(response: Response, request: Request) -> None:
+def _restore_caller_fields(response: Response, context: ResponseContext) -> None:
     """A branch may have gone out with a higher CSeq (a gateway's challenge answered) or
     another From (the caller ID); the response carries the request's own (§8.2.6.2), as the
     caller sent them."""
+    fields = context.caller_fields
+    if fields is None:
+        request_headers = context.request.headers
+        fields = context.caller_fields = (request_headers.get("CSeq"), request_headers.get("From"))
+    cseq, sender = fields
     response_headers = response.headers
-    for name in ("CSeq", "From"):
-        value = request.headers.get(name)
-        if value is not None and response_headers.get(name) != value:
-            response_headers.set(name, value)
+    if cseq is not None and response_headers.get("CSeq") != cseq:
+        response_headers.set("CSeq", cseq)
+    if sender is not None and response_headers.get("From") != sender:
+        response_headers.set("From", sender)
 
 
 def _flow(transaction: Transaction) -> Flow:

@@ -28,7 +28,7 @@ from core.events import EventBus
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.proxy.calls import Call, CallTable
-from core.proxy.decisions import IDENTITY_HEADERS, Carriers, Dial, NoCarriers, Refuse
+from core.proxy.decisions import Carriers, Dial, NoCarriers, Refuse, remove_identity_headers
 from core.proxy.dialog_relay import DialogRelay
 from core.proxy.dialogs import call_for_invite
 from core.proxy.forwarder import DIALOG_CREATING, Forwarder, MediaHooks, Relay, request_hash
@@ -325,8 +325,7 @@ def _assert_identity(request: Request, caller: str, realm: str) -> None:
     """RFC 3325 §9.1: identity headers a user sent are theirs to invent; on an internal call
     too, the callee sees the identity the user proved instead."""
     headers = request.headers
-    for name in IDENTITY_HEADERS:
-        headers.remove(name)
+    remove_identity_headers(headers)
     headers.add("P-Asserted-Identity", f"<sip:{caller}@{realm}>")
 
 

@@ -37,7 +37,7 @@ from core.sip.address import parse_name_addr
 from core.sip.errors import SipParseError
 from core.sip.fields import MAGIC_COOKIE, Via
 from core.sip.headers import Headers
-from core.sip.hostport import parse_hostport
+from core.sip.hostport import format_hostport, parse_hostport
 from core.sip.message import Request
 from core.sip.uri import SipUri, Uri
 
@@ -270,12 +270,27 @@ def has_looped(request: Request, identity: ServerIdentity) -> bool:
 
 
 # -- what a forwarded request carries -----------------------------------------------------
+# Our own sent-by values (a handful: one per listener and advertised address), parsed once:
+# hostport text → (host, port, the sent-by as a Via prints it). Bounded all the same.
+_SENT_BY: dict[str, tuple[str, int | None, str]] = {}
+_SENT_BY_LIMIT = 256
+
+
 def push_via(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str) -> Via:
-    """Our Via on top (§16.6 step 8); returns it parsed, so no one has to parse it again."""
-    host, port = parse_hostport(identity.hostport(flow))
-    via = Via(flow.transport.upper(), host, port, {"branch": branch})
-    headers.prepend("Via", str(via))
-    return via
+    """Our Via on top (§16.6 step 8); returns it parsed, so no one has to parse it again.
+    The line is written directly, as `str(via)` would print it, from the cached sent-by."""
+    hostport = identity.hostport(flow)
+    known = _SENT_BY.get(hostport)
+    if known is None:
+        host, port = parse_hostport(hostport)
+        known = (host, port, format_hostport(host, port))
+        if len(_SENT_BY) >= _SENT_BY_LIMIT:
+            _SENT_BY.clear()
+        _SENT_BY[hostport] = known
+    host, port, sent_by = known
+    transport = flow.transport.upper()
+    headers.prepend("Via", f"SIP/2.0/{transport} {sent_by};branch={branch}")
+    return Via(transport, host, port, {"branch": branch})
 
 
 def decrement_max_forwards(headers: Headers, current: int | None) -> None:
