@@ -301,7 +301,7 @@ def make_response(
 def keyed_lines(extra: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
     """(name, value) lines checked once and keyed, for `make_response(keyed=...)`: the
     headers a server adds to many answers (Server, Allow, ...) need no work per answer."""
-    lines = []
+    lines: list[tuple[str, str, str]] = []
     for name, value in extra:
         check_line(name, value)
         lines.append((header_key(name), name, value))
