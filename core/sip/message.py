@@ -94,11 +94,7 @@ class Message:
 
     @property
     def cseq(self) -> CSeq | None:
-        headers = self.headers
-        cached = headers.cached_view("cseq")  # asked several times a request: hit first
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        return headers.view("cseq", parse_cseq)
+        return self.headers.view("cseq", parse_cseq)
 
     @property
     def vias(self) -> list[Via]:
@@ -127,19 +123,11 @@ class Message:
 
     @property
     def from_addr(self) -> NameAddr | None:
-        headers = self.headers
-        cached = headers.cached_view("from")  # asked several times a request: hit first
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        return headers.view("from", parse_name_addr)
+        return self.headers.view("from", parse_name_addr)
 
     @property
     def to_addr(self) -> NameAddr | None:
-        headers = self.headers
-        cached = headers.cached_view("to")  # asked several times a request: hit first
-        if cached is not None:
-            return cached  # type: ignore[no-any-return]
-        return headers.view("to", parse_name_addr)
+        return self.headers.view("to", parse_name_addr)
 
     @property
     def from_tag(self) -> str | None:
