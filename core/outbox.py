@@ -20,7 +20,7 @@ from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.sip.errors import SipParseError
 from core.sip.fields import Via
-from core.sip.message import Request, Response, make_response
+from core.sip.message import Request, Response, keyed_lines, make_response
 
 Sender = Callable[[bytes, Flow], bool]
 
@@ -29,6 +29,7 @@ REPLY_CACHE_SIZE = 65_536
 # The cache holds whole answers: bounded in bytes too, so large answers (a 200 to a REGISTER
 # listing many contacts) cannot grow it past this however few they are.
 REPLY_CACHE_BYTES = 16 * 1024 * 1024
+_KEYED_EXTRA_LIMIT = 64
 
 
 def response_flow(via: Via | None, flow: Flow) -> Flow:
@@ -69,6 +70,11 @@ class Outbox:
         self.clock = clock
         self._tag_key = hashlib.blake2b(b"pbxtui to-tag", key=tag_secret[:64]).digest()
         self.server_header = ("Server", user_agent)
+        self._server_lines = keyed_lines([self.server_header])
+        # The extra headers of our own answers, keyed once: callers pass the same few
+        # constants (Allow, Accept, ...) again and again. Bounded, as a carrier's decision
+        # may pass headers of its own.
+        self._keyed_extra: dict[tuple[tuple[str, str], ...], list[tuple[str, str, str]]] = {}
         self._reply_cache: OrderedDict[tuple[str, str, int | None, str], tuple[float, bytes]] = (
             OrderedDict()
         )
@@ -113,11 +119,19 @@ class Outbox:
         except SipParseError:  # answering a request whose To is what is broken
             in_dialog = False
         tag = None if in_dialog else self.local_tag(request)
-        headers = [self.server_header]
-        if extra:
-            headers.extend(extra)
-        response = make_response(request, status, reason, to_tag=tag, extra=headers)
+        keyed = self._server_lines if not extra else self._with_server(extra)
+        response = make_response(request, status, reason, to_tag=tag, keyed=keyed)
         self.send_response(response, flow, request)
+
+    def _with_server(self, extra: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """Server then `extra`, keyed (and checked) once per distinct `extra`."""
+        key = tuple(extra)
+        lines = self._keyed_extra.get(key)
+        if lines is None:
+            lines = self._server_lines + keyed_lines(extra)
+            if len(self._keyed_extra) < _KEYED_EXTRA_LIMIT:
+                self._keyed_extra[key] = lines
+        return lines
 
     def send_response(self, response: Response, flow: Flow, request: Request | None = None) -> None:
         """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""

@@ -56,6 +56,16 @@ KNOWN_METHODS = frozenset(
         "PUBLISH",
     }
 )
+# The headers of our own answers, the same every time (the outbox keys them once).
+OPTIONS_HEADERS = [
+    ("Allow", ALLOWED_METHODS),
+    ("Accept", "application/sdp"),
+    ("Accept-Encoding", "identity"),
+    ("Accept-Language", "en"),
+    ("Supported", "path, outbound"),
+]
+ALLOW_TO_US = [("Allow", "OPTIONS, REGISTER")]
+ALLOW_ROUTED = [("Allow", ALLOWED_METHODS)]
 # Methods we route end to end when they are addressed to a user, not to us.
 ROUTABLE_METHODS = frozenset(
     {"INVITE", "MESSAGE", "OPTIONS", "INFO", "NOTIFY", "REFER", "SUBSCRIBE"}
@@ -229,23 +239,12 @@ class Route:
         """Requests addressed to the server itself: OPTIONS keep-alives get 200 (RFC 3261 §11)."""
         method = request.method
         if method == "OPTIONS":
-            self.outbox.reply(
-                request,
-                flow,
-                200,
-                extra=[
-                    ("Allow", ALLOWED_METHODS),
-                    ("Accept", "application/sdp"),
-                    ("Accept-Encoding", "identity"),
-                    ("Accept-Language", "en"),
-                    ("Supported", "path, outbound"),
-                ],
-            )
+            self.outbox.reply(request, flow, 200, extra=OPTIONS_HEADERS)
         elif method == "INVITE":
             # Calls: a call to the domain with no user part is a number not dialled (yet).
             self.outbox.reply(request, flow, 484)
         elif method in KNOWN_METHODS:
-            self.outbox.reply(request, flow, 405, extra=[("Allow", "OPTIONS, REGISTER")])
+            self.outbox.reply(request, flow, 405, extra=ALLOW_TO_US)
         else:
             self.outbox.reply(request, flow, 501)
 
@@ -320,7 +319,7 @@ class Route:
             self.outbox.reply(request, flow, 501)
             return
         if method not in ROUTABLE_METHODS:
-            self.outbox.reply(request, flow, 405, extra=[("Allow", ALLOWED_METHODS)])
+            self.outbox.reply(request, flow, 405, extra=ALLOW_ROUTED)
             return
         uri = request.uri
         if not isinstance(uri, SipUri | TelUri):

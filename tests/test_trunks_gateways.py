@@ -163,3 +163,19 @@ async def test_resolve_prefers_srv_for_a_bare_name() -> None:
     # An explicit port means no SRV at all.
     addresses, via_srv = await resolve(Gateway("p", "localhost", 5068), srv=srv)
     assert ("127.0.0.1", 5068) in addresses and not via_srv
+
+
+def test_owns_configured_hosts_and_the_addresses_they_resolve_to_now() -> None:
+    named = gateway("named", "SIP.Named.example", 1, port=None)
+    table = GatewayTable([named, gateway("ip", "192.0.2.10", 5)])
+    assert table.owns("sip.named.EXAMPLE")  # host names compare without case
+    assert table.owns("192.0.2.10")
+    assert not table.owns("192.0.2.1")  # not resolved yet
+    table.set_resolved(named, [("192.0.2.1", 5060)])
+    assert table.owns("192.0.2.1")
+    table.set_resolved(named, [("192.0.2.2", 5060)])  # the name moved: the old address is not
+    assert table.owns("192.0.2.2")
+    assert not table.owns("192.0.2.1")
+    table.set_resolved(named, [])  # a failed refresh keeps the last good answer
+    assert table.owns("192.0.2.2")
+    assert not table.owns("198.51.100.7")

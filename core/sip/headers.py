@@ -189,7 +189,8 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first line with this name."""
-        key = header_key(name)
+        # The key cache read here first: a hit (nearly every call) skips a function call.
+        key = _KEY_CACHE.get(name) or header_key(name)
         for line in self._lines:
             if line[0] == key:
                 return line[2]
@@ -197,12 +198,12 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """The value of every line with this name, in order."""
-        key = header_key(name)
+        key = _KEY_CACHE.get(name) or header_key(name)
         return [line[2] for line in self._lines if line[0] == key]
 
     def values(self, name: str) -> list[str]:
         """Every list element of a list-valued header, across lines and commas, in order."""
-        key = header_key(name)
+        key = _KEY_CACHE.get(name) or header_key(name)
         items: list[str] = []
         for line in self._lines:
             if line[0] == key:
@@ -212,6 +213,11 @@ class Headers:
     def count(self, name: str) -> int:
         key = header_key(name)
         return sum(1 for line in self._lines if line[0] == key)
+
+    def cached_view(self, key: str) -> Any:
+        """The view already parsed for this lookup key, or None (not parsed yet, or parsed
+        to None): a hit costs a dict look-up, without building the parser `view` needs."""
+        return self._cache.get(key)
 
     def view(self, name: str, parse: Callable[[str], T]) -> T | None:
         """The first value parsed by `parse`, cached until a line with this name changes."""
@@ -273,9 +279,17 @@ class Headers:
         """Replace every line of this name with one line, kept where the first one was."""
         check_line(name, value)
         key = header_key(name)
+        lines = self._lines
+        found = [index for index, line in enumerate(lines) if line[0] == key]
+        if len(found) == 1:
+            # The common case (a response's To given our tag): replaced where it stands,
+            # without rebuilding the list.
+            lines[found[0]] = (key, name, value)
+            self._cache.pop(key, None)
+            return
         new_lines: list[tuple[str, str, str]] = []
         placed = False
-        for line in self._lines:
+        for line in lines:
             if line[0] == key:
                 if not placed:
                     new_lines.append((key, name, value))

@@ -19,7 +19,7 @@ from core.sip.fields import (
     parse_max_forwards,
     parse_via,
 )
-from core.sip.headers import Headers, check_line
+from core.sip.headers import Headers, check_line, header_key
 from core.sip.uri import Uri
 
 REASON_PHRASES: dict[int, str] = {
@@ -109,6 +109,9 @@ class Message:
     def _cached_vias(self) -> list[Via] | None:
         """The cached Via list itself (not a copy): only for reading."""
         headers = self.headers
+        cached = headers.cached_view("via")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         return headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")])
 
     @property
@@ -252,6 +255,7 @@ def make_response(
     to_tag: str | None = None,
     extra: list[tuple[str, str]] | None = None,
     body: bytes = b"",
+    keyed: list[tuple[str, str, str]] | None = None,
 ) -> Response:
     """A response to `request` as a UAS builds it (RFC 3261 §8.2.6).
 
@@ -259,6 +263,7 @@ def make_response(
     added unless the request already had a To-tag or the response is 100 Trying (§8.2.6.2).
     A 100 Trying also copies Timestamp (§8.2.6.1). Header values are copied as text, so a
     request with a malformed (but present) header can still be answered with a 400.
+    `keyed`: lines of our own, already checked and keyed (`keyed_lines`), added before `extra`.
     """
     # The copied values come from a Headers store, which never holds a CR or LF, and the
     # names are fixed: the lines are built keyed, skipping add()'s check and key lookup.
@@ -284,11 +289,23 @@ def make_response(
         timestamp = source.get("timestamp")
         if timestamp is not None:
             lines.append(("timestamp", "Timestamp", timestamp))
+    if keyed:
+        lines.extend(keyed)
     headers = Headers._from_keyed(lines)
     if extra:
         for name, value in extra:
             headers.add(name, value)
     return Response(status, reason, headers, body)
+
+
+def keyed_lines(extra: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """(name, value) lines checked once and keyed, for `make_response(keyed=...)`: the
+    headers a server adds to many answers (Server, Allow, ...) need no work per answer."""
+    lines: list[tuple[str, str, str]] = []
+    for name, value in extra:
+        check_line(name, value)
+        lines.append((header_key(name), name, value))
+    return lines
 
 
 def _has_tag(request: Request) -> bool:

@@ -192,7 +192,7 @@ def order_srv(records: Iterable[SrvRecord], rng: random.Random | None = None) ->
 class GatewayTable:
     """The gateways in the order calls try them, with the addresses each resolved to."""
 
-    __slots__ = ("_resolved", "gateways")
+    __slots__ = ("_owned", "_resolved", "gateways")
 
     def __init__(self, gateways: Iterable[Gateway] = ()) -> None:
         self.gateways: list[Gateway] = sorted(
@@ -204,6 +204,16 @@ class GatewayTable:
             if gateway.is_address:
                 port = gateway.port or gateway.default_port
                 self._resolved[gateway.carrier] = (((gateway.host, port),), False)
+        # Every configured host and resolved address, lower-cased: `owns` is asked per
+        # REGISTER (is a contact a carrier's?), so it is one set look-up, not a scan.
+        self._owned: set[str] = set()
+        self._index()
+
+    def _index(self) -> None:
+        owned = {gateway.host.lower() for gateway in self.gateways}
+        for addresses, _srv in self._resolved.values():
+            owned.update(ip.lower() for ip, _port in addresses)
+        self._owned = owned
 
     def __len__(self) -> int:
         return len(self.gateways)
@@ -220,16 +230,11 @@ class GatewayTable:
         unique = tuple(dict.fromkeys(addresses))[:MAX_ADDRESSES_PER_GATEWAY]
         if unique:
             self._resolved[gateway.carrier] = (unique, via_srv)
+            self._index()
 
     def owns(self, host: str) -> bool:
         """Is `host` a gateway's configured host or one of the addresses it resolved to?"""
-        name = host.lower()
-        for gateway in self.gateways:
-            if gateway.host.lower() == name:
-                return True
-        return any(
-            ip == name for addresses, _srv in self._resolved.values() for ip, _port in addresses
-        )
+        return host.lower() in self._owned
 
     def addresses(self, gateway: Gateway) -> tuple[tuple[str, int], ...]:
         return self._resolved.get(gateway.carrier, ((), False))[0]
