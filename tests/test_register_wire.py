@@ -228,6 +228,33 @@ async def test_bindings_survive_a_restart(tmp_path: Path) -> None:
         await restarted.stop()
 
 
+async def test_a_refresh_reaches_the_store_by_the_flush_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A plain refresh changes the binding in place; its new expiry is written at the next
+    flush (once a second) and, at the latest, when the server stops."""
+    server = await start_pbx(tmp_path)
+    async with UdpClient(_address(server)) as client:
+        phone = Phone(client, "alice", USERS["alice"])
+        first = await phone.register(expires=3600)
+        assert first is not None and first.status == 200
+        [binding] = server.location.lookup("alice", server.clock())
+        refreshed = await phone.register(expires=120)
+        assert refreshed is not None and refreshed.status == 200
+        assert server.location.lookup("alice", server.clock()) == [binding]  # in place
+        assert binding.expires_wall - server.clock() <= 120  # the console's figure at once
+    await server.stop()
+    restarted = Pbx(server.settings)
+    await restarted.start()
+    try:
+        [restored] = restarted.location.lookup("alice", restarted.clock())
+        assert restored.contact == binding.contact
+        assert restored.expires_wall - restarted.clock() <= 120  # the refresh, not the 3600
+        assert restored.cseq == binding.cseq
+    finally:
+        await restarted.stop()
+
+
 async def test_user_agent_with_bytes_that_are_not_utf8_is_stored(tmp_path: Path) -> None:
     server = await start_pbx(tmp_path)
     async with UdpClient(_address(server)) as client:

@@ -109,8 +109,12 @@ class Target:
 class Binding:
     """One registered contact of one user (RFC 3261 §10.3), with how it really reached us.
 
-    Bindings compare by identity: the registrar replaces a binding with a new object on every
-    refresh, so "is this still the current binding?" is an `is` test.
+    Bindings compare by identity: a REGISTER that changes anything but the time (another
+    flow, Call-ID, user agent...) replaces the binding with a new object, so "is this still
+    the current binding?" is an `is` test. A plain refresh (same contact, flow and Call-ID,
+    a higher CSeq) changes the times and CSeq of the same object in place instead
+    (`LocationService.refresh`): nothing is built for it, and the sinks hear of it at the
+    next `flush`.
     """
 
     user: str
@@ -314,6 +318,9 @@ class LocationService:
         # popped, and the heap is rebuilt when they outnumber the live ones.
         self._expiry_heap: list[tuple[float, int, Binding]] = []
         self._sequence = itertools.count()
+        # Bindings refreshed in place since the last flush(), in refresh order (a dict used
+        # as an ordered set: bindings hash by identity).
+        self._dirty: dict[Binding, None] = {}
 
     # -- reading ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -375,6 +382,59 @@ class LocationService:
         (the registrar checks first and answers 403/503; this is the last line).
         """
         return self._put(binding, self.sinks + self.publishers if self.publishers else self.sinks)
+
+    def refresh(
+        self,
+        binding: Binding,
+        expires_at: float,
+        updated_at: float,
+        refreshed_at: float,
+        cseq: int,
+    ) -> None:
+        """A plain refresh of a current binding: new times and CSeq, the same object.
+
+        Saving a new binding costs a row for the store, a message to every other process and a
+        new object; a phone re-registering with nothing changed (RFC 3261 §10.2.4, every few
+        minutes per phone) needs none of those at once. The binding is updated here, at once,
+        for the route and the console; the sinks and publishers hear of it at the next
+        `flush()` (once a second, and when the server stops), as a `binding_saved` of the
+        same object. Keep-alive state is reset as a new binding's would be: the REGISTER came
+        through, so the contact is reachable.
+        """
+        shorter = expires_at < binding.expires_at
+        binding.expires_at = expires_at
+        binding.updated_at = updated_at
+        binding.refreshed_at = refreshed_at
+        binding.cseq = cseq
+        binding.ping_failures = 0
+        binding.reachable = True
+        if shorter:
+            # The heap's entry for it is now too late; a later one is moved on when popped.
+            self._push_expiry(binding)
+        self._dirty[binding] = None
+
+    def flush(self) -> int:
+        """Tell the sinks and publishers of the bindings refreshed in place since the last
+        flush that are still current (a replaced or removed one was reported already).
+        Returns how many were reported; call about once a second and before stopping."""
+        dirty = self._dirty
+        if not dirty:
+            return 0
+        self._dirty = {}
+        told = self.sinks + self.publishers if self.publishers else self.sinks
+        reported = 0
+        for binding in dirty:
+            if not self.is_current(binding):
+                continue
+            reported += 1
+            for sink in told:
+                sink.binding_saved(binding)
+        return reported
+
+    @property
+    def pending(self) -> int:
+        """Bindings refreshed in place and not yet flushed to the sinks."""
+        return len(self._dirty)
 
     def _put(self, binding: Binding, told: list[BindingSink]) -> Binding | None:
         previous = self.get(binding.user, binding.key)
@@ -455,8 +515,13 @@ class LocationService:
         expired: list[Binding] = []
         while heap and heap[0][0] <= now:
             expires_at, _, binding = heapq.heappop(heap)
+            if binding.expires_at > expires_at:
+                # Refreshed in place since this entry was pushed: its entry moves on.
+                if self.is_current(binding):
+                    heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
+                continue
             if binding.expires_at != expires_at or not self._drop(binding):
-                continue  # a refreshed or already removed binding: a stale entry
+                continue  # a replaced or already removed binding: a stale entry
             expired.append(binding)
             self.bus.publish(ContactExpired(binding.user, binding.contact))
         return expired
