@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,18 +59,18 @@ def contact_key(
     """
     if instance_id is not None:
         return ("instance", instance_id, reg_id)
+    # Every binding keeps its key: the host's own string when it is already lower case (an
+    # address always is), and no trailing Nones when no deciding parameter is present.
+    host = uri.host
+    lowered = host.lower()
+    if lowered == host:
+        lowered = host
     params = uri.params
-    if not params:  # the common Contact: none of the parameters that decide, none to lower
-        return ("uri", uri.scheme, uri.user, uri.password, uri.host.lower(), uri.port, *_NO_PARAMS)
-    return (
-        "uri",
-        uri.scheme,
-        uri.user,
-        uri.password,
-        uri.host.lower(),
-        uri.port,
-        *(_lower(params.get(name)) for name in _KEY_PARAMS),
-    )
+    if params:
+        decided = tuple([_lower(params.get(name)) for name in _KEY_PARAMS])
+        if decided != _NO_PARAMS:
+            return ("uri", uri.scheme, uri.user, uri.password, lowered, uri.port, *decided)
+    return ("uri", uri.scheme, uri.user, uri.password, lowered, uri.port)
 
 
 # The URI parameters that decide whether two Contacts are one binding (§19.1.4).
@@ -241,7 +242,7 @@ class Binding:
             q=1.0 if row.q is None else row.q,
             call_id=row.call_id,
             cseq=row.cseq,
-            user_agent=row.user_agent,
+            user_agent=sys.intern(row.user_agent),  # held once per text, as the registrar does
             behind_nat=row.nat,
             instance_id=row.instance or None,
             reg_id=(row.reg_id or None) if row.instance else None,
@@ -312,7 +313,10 @@ class LocationService:
         self.sinks: list[BindingSink] = []
         self.publishers: list[BindingSink] = []
         self.restores = 0  # how many times restore() ran; the keep-alive rescans when it moves
-        self._bindings_by_user: dict[str, dict[BindingKey, Binding]] = {}
+        # Each user's bindings in the order first saved: a list, found by key with a scan of
+        # at most max_contacts_per_user, because a dict per user cost about 170 bytes more
+        # for the one binding most users have.
+        self._bindings_by_user: dict[str, list[Binding]] = {}
         self._count = 0
         # (expires_at, tie-breaker, binding); entries of replaced bindings are skipped when
         # popped, and the heap is rebuilt when they outnumber the live ones.
@@ -343,12 +347,16 @@ class LocationService:
 
     def get(self, user: str, key: BindingKey) -> Binding | None:
         bindings = self._bindings_by_user.get(user)
-        return None if bindings is None else bindings.get(key)
+        if bindings is not None:
+            for binding in bindings:
+                if binding.key == key:
+                    return binding
+        return None
 
     def bindings_of(self, user: str) -> list[Binding]:
         """Every binding held for `user`, including any expired one not swept yet."""
         bindings = self._bindings_by_user.get(user)
-        return [] if bindings is None else list(bindings.values())
+        return [] if bindings is None else list(bindings)
 
     def is_current(self, binding: Binding) -> bool:
         """True while `binding` has been neither refreshed (replaced) nor removed."""
@@ -363,7 +371,7 @@ class LocationService:
         bindings = self._bindings_by_user.get(user)
         if not bindings:
             return []
-        live = [binding for binding in bindings.values() if binding.expires_at > now]
+        live = [binding for binding in bindings if binding.expires_at > now]
         live.sort(key=_fork_order)
         return live
 
@@ -371,7 +379,7 @@ class LocationService:
         """Every binding, by user then fork order, for the console."""
         result: list[Binding] = []
         for user in sorted(self._bindings_by_user):
-            result.extend(sorted(self._bindings_by_user[user].values(), key=_fork_order))
+            result.extend(sorted(self._bindings_by_user[user], key=_fork_order))
         return result
 
     # -- writing ------------------------------------------------------------------------
@@ -441,7 +449,7 @@ class LocationService:
         if previous is None:
             self._check_room(binding.user)
             self._count += 1
-        self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
+        self._hold(binding, previous)
         self._push_expiry(binding)
         for sink in told:
             if previous is not None and previous.contact != binding.contact:
@@ -555,7 +563,7 @@ class LocationService:
                 except LocationFull:
                     continue
                 self._count += 1
-            self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
+            self._hold(binding, existing)
             self._push_expiry(binding)
             restored += 1
         self.restores += 1
@@ -570,12 +578,25 @@ class LocationService:
         if bindings is not None and len(bindings) >= self.settings.max_contacts_per_user:
             raise LocationFull(f"{user} has too many contacts")
 
+    def _hold(self, binding: Binding, previous: Binding | None) -> None:
+        """Put `binding` in its user's list, in the place of `previous` (same key) if any."""
+        bindings = self._bindings_by_user.get(binding.user)
+        if bindings is None:
+            self._bindings_by_user[binding.user] = [binding]
+            return
+        index = -1 if previous is None else _position(bindings, previous)
+        if index < 0:
+            bindings.append(binding)
+        else:
+            bindings[index] = binding
+
     def _drop(self, binding: Binding, told: list[BindingSink] | None = None) -> bool:
         """Remove `binding`; `told` hear of it (by default: sinks and publishers)."""
         bindings = self._bindings_by_user.get(binding.user)
-        if bindings is None or bindings.get(binding.key) is not binding:
+        index = -1 if bindings is None else _position(bindings, binding)
+        if bindings is None or index < 0:
             return False
-        del bindings[binding.key]
+        del bindings[index]
         if not bindings:
             del self._bindings_by_user[binding.user]
         self._count -= 1
@@ -592,9 +613,17 @@ class LocationService:
             self._expiry_heap = [
                 (current.expires_at, next(self._sequence), current)
                 for bindings in self._bindings_by_user.values()
-                for current in bindings.values()
+                for current in bindings
             ]
             heapq.heapify(self._expiry_heap)
+
+
+def _position(bindings: list[Binding], binding: Binding) -> int:
+    """Where `binding` itself (not an equal one) is in `bindings`; -1 when it is not."""
+    for index, held in enumerate(bindings):
+        if held is binding:
+            return index
+    return -1
 
 
 def _fork_order(binding: Binding) -> tuple[float, float]:

@@ -13,6 +13,7 @@ Via's sent-by, the Contact) against what the packet shows (the flow's source add
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -210,7 +211,8 @@ class Registrar:
         for contact in requested:  # a contact listed twice: the last one counts
             wanted[contact_key(contact.uri, contact.instance_id, contact.reg_id)] = contact
         self._check_destinations(wanted.values(), username, flow, now)
-        user_agent = request.user_agent or ""
+        # Phones of one model send one text: held once, not once per binding.
+        user_agent = sys.intern(request.user_agent or "")
         plan = _Plan(removals=[], saves=[], cseq=cseq.number)
         for key, contact in wanted.items():
             existing = self.location.get(username, key)
