@@ -65,17 +65,19 @@ def contact_key(
     lowered = host.lower()
     if lowered == host:
         lowered = host
+    scheme = _SCHEMES.get(uri.scheme, uri.scheme)  # one "sip" for every key, not a copy each
     params = uri.params
     if params:
         decided = tuple([_lower(params.get(name)) for name in _KEY_PARAMS])
         if decided != _NO_PARAMS:
-            return ("uri", uri.scheme, uri.user, uri.password, lowered, uri.port, *decided)
-    return ("uri", uri.scheme, uri.user, uri.password, lowered, uri.port)
+            return ("uri", scheme, uri.user, uri.password, lowered, uri.port, *decided)
+    return ("uri", scheme, uri.user, uri.password, lowered, uri.port)
 
 
 # The URI parameters that decide whether two Contacts are one binding (§19.1.4).
 _KEY_PARAMS = ("transport", "user", "ttl", "method", "maddr")
 _NO_PARAMS = (None,) * len(_KEY_PARAMS)
+_SCHEMES = {"sip": "sip", "sips": "sips"}
 
 
 def _lower(value: str | None) -> str | None:
