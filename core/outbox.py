@@ -133,8 +133,16 @@ class Outbox:
                 self._keyed_extra[key] = lines
         return lines
 
-    def send_response(self, response: Response, flow: Flow, request: Request | None = None) -> None:
-        """Send along §18.2.2; remember UDP final answers so retransmissions get them again."""
+    def send_response(
+        self,
+        response: Response,
+        flow: Flow,
+        request: Request | None = None,
+        *,
+        cache: bool = True,
+    ) -> None:
+        """Send along §18.2.2; remember UDP final answers so retransmissions get them again
+        (unless `cache` is False: an answer as good built afresh)."""
         data = response.to_bytes()
         # A response we built carries the request's (stamped) top Via: reuse its parsed view.
         # A Via too broken to parse (the reason for a 400) sends the answer to the source.
@@ -145,7 +153,7 @@ class Outbox:
         destination = response_flow(via, flow)
         self.answered_locally += 1
         self.send(data, destination)
-        if request is not None and flow.transport == "udp" and response.status >= 200:
+        if cache and request is not None and flow.transport == "udp" and response.status >= 200:
             key = self._reply_key(request, flow)
             if key is not None:
                 self._cache_reply(key, data)

@@ -258,6 +258,7 @@ class Pbx:
         self._running = None
         if running is not None:
             core, duties = running
+            core.location.flush()  # the last refreshes, to the store and the other processes
             await duties.stop()
             await core.close()
         if self._proxy_timer is not None:
@@ -348,6 +349,8 @@ class Pbx:
 
     def _housekeep(self, now: float) -> None:
         core, duties = self._started()
+        # Refreshes changed in place reach the store and the other processes (every role).
+        core.location.flush()
         duties.housekeep(now)  # binding expiry and keep-alives where this process has them
         core.security.expire(now)
         core.outbox.expire(now)

@@ -282,7 +282,11 @@ class Route:
         challenge = result.challenge
         if challenge is not None:
             self.outbox.retag(challenge, request)
-            self.outbox.send_response(challenge, flow, request)
+            # The first challenge of a request without credentials is not cached: answering
+            # its retransmission with a new nonce is as good (a stateless 401, as Kamailio
+            # sends), and a flood of fresh REGISTERs would otherwise fill the reply cache.
+            # A failed answer is cached, so its retransmission is not counted twice.
+            self.outbox.send_response(challenge, flow, request, cache=result.failure is not None)
         return None
 
     def _refused_in_clear(self, request: Request, username: str, flow: Flow, now: float) -> bool:

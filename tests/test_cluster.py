@@ -201,6 +201,33 @@ def test_a_worker_sends_its_own_changes_to_main_but_not_those_it_adopts() -> Non
     assert len(sent.to_peers) == 1
 
 
+def test_a_refresh_in_place_reaches_the_other_processes_at_the_flush_with_its_expiry() -> None:
+    sent = Sent()
+    worker = LocationService(RegistrarSettings(), EventBus())
+    worker.publishers.append(BindingReplicator(Replicator(sent, 2)))  # type: ignore[arg-type]
+    original = binding()
+    worker.save(original)
+    worker.refresh(original, NOW + 7200, NOW + 3600, NOW + 3600, 4)
+    assert len(sent.to_peers) == 1  # not yet: refreshes leave together, once a second
+    assert worker.flush() == 1
+    peer, message = sent.to_peers[-1]
+    assert peer == MAIN and type(message) is Bind
+
+    elsewhere = LocationService(RegistrarSettings(), EventBus())
+    changes = ChangeApplier(
+        location=elsewhere,
+        security=Security(SecuritySettings(), EventBus()),
+        limiter=CallLimiter(max_global=0),
+        users=UserDirectory(),
+        clock=lambda: NOW + 3600,
+    )
+    elsewhere.adopt(binding())  # what the other process held before the refresh
+    assert changes.apply(message)
+    [held] = elsewhere.lookup("alice", NOW + 3600)
+    assert (held.cseq, held.expires_at) == (4, NOW + 7200)
+    assert elsewhere.expire(NOW + 3601) == []  # the old expiry no longer applies
+
+
 def test_main_sends_its_own_changes_to_every_worker() -> None:
     sent = Sent()
     replicator = Replicator(sent, MAIN)  # type: ignore[arg-type]

@@ -16,6 +16,8 @@ from support.sipp import run_sipp, write_users_csv
 from core.events import ContactRefreshed, ContactRegistered, ContactUnregistered
 from core.pbx import Pbx
 from core.settings import AuthSettings, RegistrarSettings
+from core.sip.digest import build_authorization
+from core.sip.fields import parse_auth
 from core.sip.parser import parse_message
 
 
@@ -93,6 +95,35 @@ async def test_unknown_user_and_wrong_password_get_identical_answers(pbx: Pbx) -
     wrong_password, unknown_user = answers
     assert wrong_password.status == unknown_user.status == 401
     assert _normalised(wrong_password.to_bytes()) == _normalised(unknown_user.to_bytes())
+
+
+async def test_a_first_challenge_is_not_cached_but_a_failed_answer_is(pbx: Pbx) -> None:
+    """A REGISTER without credentials gets a stateless 401 (its retransmission a new one);
+    a wrong answer's 401 is cached, so its retransmission is answered without a second count
+    against the source."""
+    outbox = pbx.core.outbox
+    async with UdpClient(_address(pbx)) as client:
+        phone = Phone(client, "alice", "wrong-password")
+        text = phone.register_text()
+        first = await client.ask(text)
+        again = await client.ask(text)  # a retransmission
+        assert first is not None and again is not None
+        assert first.status == again.status == 401
+        assert outbox.reply_cache_bytes == 0
+        [offered] = [parse_auth(value) for value in first.headers.get_all("WWW-Authenticate")]
+        authorization = build_authorization(
+            offered, "alice", "wrong-password", "REGISTER", f"sip:{phone.domain}"
+        )
+        answer = phone.register_text(authorization=authorization)
+        wrong = await client.ask(answer)
+        assert wrong is not None and wrong.status == 401
+        cached = outbox.reply_cache_bytes
+        assert cached > 0
+        failures = pbx.security.stats.auth_failures
+        repeated = await client.ask(answer)  # its retransmission: the same bytes again
+        assert repeated is not None and repeated.to_bytes() == wrong.to_bytes()
+        assert outbox.reply_cache_bytes == cached  # answered from the cache
+        assert pbx.security.stats.auth_failures == failures  # and not counted again
 
 
 async def test_refresh_and_unregister_one_contact_then_star(pbx: Pbx) -> None:
@@ -224,6 +255,33 @@ async def test_bindings_survive_a_restart(tmp_path: Path) -> None:
     try:
         bindings = restarted.location.lookup("alice", restarted.clock())
         assert [binding.contact for binding in bindings] == [contact]
+    finally:
+        await restarted.stop()
+
+
+async def test_a_refresh_reaches_the_store_by_the_flush_and_survives_a_restart(
+    tmp_path: Path,
+) -> None:
+    """A plain refresh changes the binding in place; its new expiry is written at the next
+    flush (once a second) and, at the latest, when the server stops."""
+    server = await start_pbx(tmp_path)
+    async with UdpClient(_address(server)) as client:
+        phone = Phone(client, "alice", USERS["alice"])
+        first = await phone.register(expires=3600)
+        assert first is not None and first.status == 200
+        [binding] = server.location.lookup("alice", server.clock())
+        refreshed = await phone.register(expires=120)
+        assert refreshed is not None and refreshed.status == 200
+        assert server.location.lookup("alice", server.clock()) == [binding]  # in place
+        assert binding.expires_wall - server.clock() <= 120  # the console's figure at once
+    await server.stop()
+    restarted = Pbx(server.settings)
+    await restarted.start()
+    try:
+        [restored] = restarted.location.lookup("alice", restarted.clock())
+        assert restored.contact == binding.contact
+        assert restored.expires_wall - restarted.clock() <= 120  # the refresh, not the 3600
+        assert restored.cseq == binding.cseq
     finally:
         await restarted.stop()
 

@@ -368,6 +368,98 @@ def test_a_refreshed_binding_does_not_expire_at_its_old_time(world: World) -> No
     assert len(world.registrar.expire(110.0)) == 1
 
 
+class Told:
+    """A binding sink that writes down what it hears."""
+
+    def __init__(self) -> None:
+        self.heard: list[tuple[str, object, float]] = []
+
+    def binding_saved(self, binding: object) -> None:
+        self.heard.append(("saved", binding, binding.expires_at))  # type: ignore[attr-defined]
+
+    def binding_removed(self, binding: object) -> None:
+        self.heard.append(("removed", binding, binding.expires_at))  # type: ignore[attr-defined]
+
+
+def test_a_plain_refresh_changes_the_binding_in_place_and_sinks_hear_at_the_flush(
+    world: World,
+) -> None:
+    sink, publisher = Told(), Told()
+    world.location.sinks.append(sink)
+    world.location.publishers.append(publisher)
+    world.send(register(cseq=1, expires=600), now=0.0)
+    [first] = world.location.lookup("alice", 0.0)
+    assert [kind for kind, _, _ in sink.heard] == ["saved"]
+
+    response = world.send(register(cseq=2, expires=600), now=300.0)
+
+    assert response.status == 200
+    assert contact_values(response) == ["<sip:alice@203.0.113.5:5060>;expires=600"]
+    [binding] = world.location.lookup("alice", 300.0)
+    assert binding is first  # the same object, its times moved
+    assert (binding.expires_at, binding.cseq, binding.refreshed_at) == (900.0, 2, WALL + 300.0)
+    assert binding.expires_wall == WALL + 900.0  # what the console and the store show
+    assert len(sink.heard) == 1 and world.location.pending == 1
+    assert world.location.flush() == 1
+    assert sink.heard[1] == ("saved", binding, 900.0)
+    assert publisher.heard[1] == ("saved", binding, 900.0)
+    assert world.location.flush() == 0  # told once
+    assert isinstance(world.events()[-1], ContactRefreshed)
+
+
+def test_a_refresh_from_another_flow_replaces_the_binding_at_once(world: World) -> None:
+    sink = Told()
+    world.location.sinks.append(sink)
+    world.send(register(cseq=1), now=0.0)
+    [first] = world.location.lookup("alice", 0.0)
+
+    world.send(register(cseq=2), flow=udp(("203.0.113.5", 5062)), now=10.0)
+
+    [binding] = world.location.lookup("alice", 10.0)
+    assert binding is not first and binding.flow.remote == ("203.0.113.5", 5062)
+    assert [kind for kind, _, _ in sink.heard] == ["saved", "saved"]
+    assert world.location.pending == 0
+
+
+def test_a_new_call_id_or_user_agent_is_not_a_plain_refresh(world: World) -> None:
+    world.send(register(cseq=1), now=0.0)
+    [first] = world.location.lookup("alice", 0.0)
+    world.send(register(cseq=1, call_id="rebooted@phone"), now=5.0)
+    [second] = world.location.lookup("alice", 5.0)
+    assert second is not first and second.call_id == "rebooted@phone"
+    world.send(register(cseq=2, call_id="rebooted@phone"), now=6.0)
+    assert world.location.lookup("alice", 6.0) == [second]
+
+
+def test_a_refresh_to_a_shorter_expiry_expires_at_the_shorter_time(world: World) -> None:
+    world.send(register(cseq=1, expires=3600), now=0.0)
+    world.send(register(cseq=2, expires=60), now=10.0)
+    assert world.registrar.expire(69.9) == []
+    assert len(world.registrar.expire(70.0)) == 1
+    assert world.location.flush() == 0  # expired: its removal was told, not a save
+
+
+def test_a_binding_refreshed_in_place_many_times_expires_once_at_its_last_time(
+    world: World,
+) -> None:
+    for cseq in range(1, 6):
+        world.send(register(cseq=cseq, expires=60), now=cseq * 30.0)
+    assert world.registrar.expire(209.9) == []
+    [expired] = world.registrar.expire(210.0)
+    assert expired.cseq == 5
+    assert world.registrar.expire(10_000.0) == []
+
+
+def test_a_binding_removed_after_a_refresh_is_not_flushed(world: World) -> None:
+    sink = Told()
+    world.location.sinks.append(sink)
+    world.send(register(cseq=1), now=0.0)
+    world.send(register(cseq=2), now=1.0)
+    world.send(register(contacts=("<sip:alice@203.0.113.5:5060>;expires=0",), cseq=3), now=2.0)
+    assert world.location.flush() == 0
+    assert [kind for kind, _, _ in sink.heard] == ["saved", "removed"]
+
+
 def test_lookup_hides_an_expired_contact_before_the_sweep(world: World) -> None:
     world.send(register(expires=60), now=0.0)
     assert world.location.lookup("alice", 60.0) == []

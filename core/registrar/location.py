@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -58,23 +59,25 @@ def contact_key(
     """
     if instance_id is not None:
         return ("instance", instance_id, reg_id)
+    # Every binding keeps its key: the host's own string when it is already lower case (an
+    # address always is), and no trailing Nones when no deciding parameter is present.
+    host = uri.host
+    lowered = host.lower()
+    if lowered == host:
+        lowered = host
+    scheme = _SCHEMES.get(uri.scheme, uri.scheme)  # one "sip" for every key, not a copy each
     params = uri.params
-    if not params:  # the common Contact: none of the parameters that decide, none to lower
-        return ("uri", uri.scheme, uri.user, uri.password, uri.host.lower(), uri.port, *_NO_PARAMS)
-    return (
-        "uri",
-        uri.scheme,
-        uri.user,
-        uri.password,
-        uri.host.lower(),
-        uri.port,
-        *(_lower(params.get(name)) for name in _KEY_PARAMS),
-    )
+    if params:
+        decided = tuple([_lower(params.get(name)) for name in _KEY_PARAMS])
+        if decided != _NO_PARAMS:
+            return ("uri", scheme, uri.user, uri.password, lowered, uri.port, *decided)
+    return ("uri", scheme, uri.user, uri.password, lowered, uri.port)
 
 
 # The URI parameters that decide whether two Contacts are one binding (§19.1.4).
 _KEY_PARAMS = ("transport", "user", "ttl", "method", "maddr")
 _NO_PARAMS = (None,) * len(_KEY_PARAMS)
+_SCHEMES = {"sip": "sip", "sips": "sips"}
 
 
 def _lower(value: str | None) -> str | None:
@@ -105,39 +108,95 @@ class Target:
         return hash((self.request_uri, self.flow, self.route))
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Binding:
     """One registered contact of one user (RFC 3261 §10.3), with how it really reached us.
 
-    Bindings compare by identity: the registrar replaces a binding with a new object on every
-    refresh, so "is this still the current binding?" is an `is` test.
+    Bindings compare by identity: a REGISTER that changes anything but the time (another
+    flow, Call-ID, user agent...) replaces the binding with a new object, so "is this still
+    the current binding?" is an `is` test. A plain refresh (same contact, flow and Call-ID,
+    a higher CSeq) changes the times and CSeq of the same object in place instead
+    (`LocationService.refresh`): nothing is built for it, and the sinks hear of it at the
+    next `flush`.
+
+    The Contact is held as the text the phone wrote; `uri` parses it when asked (the target
+    of a call, a keep-alive), from the parser's cache most of the time. Holding the parsed
+    URI of every binding cost about 350 bytes each.
     """
 
     user: str
     contact: str  # the Contact URI as the phone wrote it (shown in the UI, stored, removed by)
-    uri: SipUri  # the same, parsed
     flow: Flow  # where the REGISTER really came from: transport, source, local, connection
     expires_at: float  # caller's clock
     updated_at: float  # caller's clock: the REGISTER that last set this binding
     registered_at: float  # wall clock: first registration of this contact, for display
     refreshed_at: float  # wall clock: the REGISTER that last set this binding
-    q: float = 1.0
-    call_id: str = ""
-    cseq: int = 0
-    user_agent: str = ""
-    behind_nat: bool = False
-    instance_id: str | None = None  # RFC 5626 +sip.instance, without the quotes
-    reg_id: int | None = None  # RFC 5626 reg-id; only set together with instance_id
-    path: tuple[str, ...] = ()  # RFC 3327 Path header values, in order
+    q: float
+    call_id: str
+    cseq: int
+    user_agent: str
+    behind_nat: bool
+    instance_id: str | None  # RFC 5626 +sip.instance, without the quotes
+    reg_id: int | None  # RFC 5626 reg-id; only set together with instance_id
+    path: tuple[str, ...]  # RFC 3327 Path header values, in order
     # NAT keep-alive state (core/registrar/natping.py); never persisted.
-    last_pong: float | None = None  # caller's clock
-    ping_failures: int = 0
-    reachable: bool = True
-    next_ping_at: float | None = None  # caller's clock; None: not scheduled
-    key: BindingKey = field(init=False, repr=False)
+    last_pong: float | None  # caller's clock
+    ping_failures: int
+    reachable: bool
+    next_ping_at: float | None  # caller's clock; None: not scheduled
+    key: BindingKey = field(repr=False)
 
-    def __post_init__(self) -> None:
-        self.key = contact_key(self.uri, self.instance_id, self.reg_id)
+    def __init__(
+        self,
+        user: str,
+        contact: str,
+        uri: SipUri,  # `contact` parsed: for the key, not kept
+        flow: Flow,
+        expires_at: float,
+        updated_at: float,
+        registered_at: float,
+        refreshed_at: float,
+        q: float = 1.0,
+        call_id: str = "",
+        cseq: int = 0,
+        user_agent: str = "",
+        behind_nat: bool = False,
+        instance_id: str | None = None,
+        reg_id: int | None = None,
+        path: tuple[str, ...] = (),
+        last_pong: float | None = None,
+        ping_failures: int = 0,
+        reachable: bool = True,
+        next_ping_at: float | None = None,
+    ) -> None:
+        self.user = user
+        self.contact = contact
+        self.flow = flow
+        self.expires_at = expires_at
+        self.updated_at = updated_at
+        self.registered_at = registered_at
+        self.refreshed_at = refreshed_at
+        self.q = q
+        self.call_id = call_id
+        self.cseq = cseq
+        self.user_agent = user_agent
+        self.behind_nat = behind_nat
+        self.instance_id = instance_id
+        self.reg_id = reg_id
+        self.path = path
+        self.last_pong = last_pong
+        self.ping_failures = ping_failures
+        self.reachable = reachable
+        self.next_ping_at = next_ping_at
+        self.key = contact_key(uri, instance_id, reg_id)
+
+    @property
+    def uri(self) -> SipUri:
+        """The Contact, parsed (it parsed as a SIP URI when the binding was made)."""
+        uri = parse_uri(self.contact)
+        if not isinstance(uri, SipUri):
+            raise SipParseError(f"Contact is not a SIP URI: {self.contact!r}")
+        return uri
 
     @property
     def outbound(self) -> bool:
@@ -237,7 +296,7 @@ class Binding:
             q=1.0 if row.q is None else row.q,
             call_id=row.call_id,
             cseq=row.cseq,
-            user_agent=row.user_agent,
+            user_agent=sys.intern(row.user_agent),  # held once per text, as the registrar does
             behind_nat=row.nat,
             instance_id=row.instance or None,
             reg_id=(row.reg_id or None) if row.instance else None,
@@ -308,12 +367,18 @@ class LocationService:
         self.sinks: list[BindingSink] = []
         self.publishers: list[BindingSink] = []
         self.restores = 0  # how many times restore() ran; the keep-alive rescans when it moves
-        self._bindings_by_user: dict[str, dict[BindingKey, Binding]] = {}
+        # Each user's bindings in the order first saved: a list, found by key with a scan of
+        # at most max_contacts_per_user, because a dict per user cost about 170 bytes more
+        # for the one binding most users have.
+        self._bindings_by_user: dict[str, list[Binding]] = {}
         self._count = 0
         # (expires_at, tie-breaker, binding); entries of replaced bindings are skipped when
         # popped, and the heap is rebuilt when they outnumber the live ones.
         self._expiry_heap: list[tuple[float, int, Binding]] = []
         self._sequence = itertools.count()
+        # Bindings refreshed in place since the last flush(), in refresh order (a dict used
+        # as an ordered set: bindings hash by identity).
+        self._dirty: dict[Binding, None] = {}
 
     # -- reading ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -336,12 +401,16 @@ class LocationService:
 
     def get(self, user: str, key: BindingKey) -> Binding | None:
         bindings = self._bindings_by_user.get(user)
-        return None if bindings is None else bindings.get(key)
+        if bindings is not None:
+            for binding in bindings:
+                if binding.key == key:
+                    return binding
+        return None
 
     def bindings_of(self, user: str) -> list[Binding]:
         """Every binding held for `user`, including any expired one not swept yet."""
         bindings = self._bindings_by_user.get(user)
-        return [] if bindings is None else list(bindings.values())
+        return [] if bindings is None else list(bindings)
 
     def is_current(self, binding: Binding) -> bool:
         """True while `binding` has been neither refreshed (replaced) nor removed."""
@@ -356,7 +425,7 @@ class LocationService:
         bindings = self._bindings_by_user.get(user)
         if not bindings:
             return []
-        live = [binding for binding in bindings.values() if binding.expires_at > now]
+        live = [binding for binding in bindings if binding.expires_at > now]
         live.sort(key=_fork_order)
         return live
 
@@ -364,7 +433,7 @@ class LocationService:
         """Every binding, by user then fork order, for the console."""
         result: list[Binding] = []
         for user in sorted(self._bindings_by_user):
-            result.extend(sorted(self._bindings_by_user[user].values(), key=_fork_order))
+            result.extend(sorted(self._bindings_by_user[user], key=_fork_order))
         return result
 
     # -- writing ------------------------------------------------------------------------
@@ -376,12 +445,65 @@ class LocationService:
         """
         return self._put(binding, self.sinks + self.publishers if self.publishers else self.sinks)
 
+    def refresh(
+        self,
+        binding: Binding,
+        expires_at: float,
+        updated_at: float,
+        refreshed_at: float,
+        cseq: int,
+    ) -> None:
+        """A plain refresh of a current binding: new times and CSeq, the same object.
+
+        Saving a new binding costs a row for the store, a message to every other process and a
+        new object; a phone re-registering with nothing changed (RFC 3261 §10.2.4, every few
+        minutes per phone) needs none of those at once. The binding is updated here, at once,
+        for the route and the console; the sinks and publishers hear of it at the next
+        `flush()` (once a second, and when the server stops), as a `binding_saved` of the
+        same object. Keep-alive state is reset as a new binding's would be: the REGISTER came
+        through, so the contact is reachable.
+        """
+        shorter = expires_at < binding.expires_at
+        binding.expires_at = expires_at
+        binding.updated_at = updated_at
+        binding.refreshed_at = refreshed_at
+        binding.cseq = cseq
+        binding.ping_failures = 0
+        binding.reachable = True
+        if shorter:
+            # The heap's entry for it is now too late; a later one is moved on when popped.
+            self._push_expiry(binding)
+        self._dirty[binding] = None
+
+    def flush(self) -> int:
+        """Tell the sinks and publishers of the bindings refreshed in place since the last
+        flush that are still current (a replaced or removed one was reported already).
+        Returns how many were reported; call about once a second and before stopping."""
+        dirty = self._dirty
+        if not dirty:
+            return 0
+        self._dirty = {}
+        told = self.sinks + self.publishers if self.publishers else self.sinks
+        reported = 0
+        for binding in dirty:
+            if not self.is_current(binding):
+                continue
+            reported += 1
+            for sink in told:
+                sink.binding_saved(binding)
+        return reported
+
+    @property
+    def pending(self) -> int:
+        """Bindings refreshed in place and not yet flushed to the sinks."""
+        return len(self._dirty)
+
     def _put(self, binding: Binding, told: list[BindingSink]) -> Binding | None:
         previous = self.get(binding.user, binding.key)
         if previous is None:
             self._check_room(binding.user)
             self._count += 1
-        self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
+        self._hold(binding, previous)
         self._push_expiry(binding)
         for sink in told:
             if previous is not None and previous.contact != binding.contact:
@@ -455,8 +577,13 @@ class LocationService:
         expired: list[Binding] = []
         while heap and heap[0][0] <= now:
             expires_at, _, binding = heapq.heappop(heap)
+            if binding.expires_at > expires_at:
+                # Refreshed in place since this entry was pushed: its entry moves on.
+                if self.is_current(binding):
+                    heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
+                continue
             if binding.expires_at != expires_at or not self._drop(binding):
-                continue  # a refreshed or already removed binding: a stale entry
+                continue  # a replaced or already removed binding: a stale entry
             expired.append(binding)
             self.bus.publish(ContactExpired(binding.user, binding.contact))
         return expired
@@ -490,7 +617,7 @@ class LocationService:
                 except LocationFull:
                     continue
                 self._count += 1
-            self._bindings_by_user.setdefault(binding.user, {})[binding.key] = binding
+            self._hold(binding, existing)
             self._push_expiry(binding)
             restored += 1
         self.restores += 1
@@ -505,12 +632,25 @@ class LocationService:
         if bindings is not None and len(bindings) >= self.settings.max_contacts_per_user:
             raise LocationFull(f"{user} has too many contacts")
 
+    def _hold(self, binding: Binding, previous: Binding | None) -> None:
+        """Put `binding` in its user's list, in the place of `previous` (same key) if any."""
+        bindings = self._bindings_by_user.get(binding.user)
+        if bindings is None:
+            self._bindings_by_user[binding.user] = [binding]
+            return
+        index = -1 if previous is None else _position(bindings, previous)
+        if index < 0:
+            bindings.append(binding)
+        else:
+            bindings[index] = binding
+
     def _drop(self, binding: Binding, told: list[BindingSink] | None = None) -> bool:
         """Remove `binding`; `told` hear of it (by default: sinks and publishers)."""
         bindings = self._bindings_by_user.get(binding.user)
-        if bindings is None or bindings.get(binding.key) is not binding:
+        index = -1 if bindings is None else _position(bindings, binding)
+        if bindings is None or index < 0:
             return False
-        del bindings[binding.key]
+        del bindings[index]
         if not bindings:
             del self._bindings_by_user[binding.user]
         self._count -= 1
@@ -527,9 +667,17 @@ class LocationService:
             self._expiry_heap = [
                 (current.expires_at, next(self._sequence), current)
                 for bindings in self._bindings_by_user.values()
-                for current in bindings.values()
+                for current in bindings
             ]
             heapq.heapify(self._expiry_heap)
+
+
+def _position(bindings: list[Binding], binding: Binding) -> int:
+    """Where `binding` itself (not an equal one) is in `bindings`; -1 when it is not."""
+    for index, held in enumerate(bindings):
+        if held is binding:
+            return index
+    return -1
 
 
 def _fork_order(binding: Binding) -> tuple[float, float]:

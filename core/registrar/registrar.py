@@ -13,9 +13,10 @@ Via's sent-by, the Contact) against what the packet shows (the flow's source add
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 
 from core.events import (
@@ -114,6 +115,9 @@ class _Plan:
 
     removals: list[Binding]
     saves: list[tuple[Binding, Binding | None]]  # (new binding, the one it replaces)
+    # Plain refreshes, changed in place: (binding, its new expiry on the caller's clock).
+    refreshes: list[tuple[Binding, float]] = field(default_factory=list)
+    cseq: int = 0  # the REGISTER's, for the refreshes
     outbound: bool = False
 
 
@@ -165,7 +169,7 @@ class Registrar:
             return make_response(
                 request, rejection.status, rejection.reason, extra=rejection.headers
             )
-        self._commit(plan, flow)
+        self._commit(plan, flow, now, wall)
         return self._ok(request, username, now, wall, plan)
 
     # -- deciding -------------------------------------------------------------------------
@@ -207,8 +211,9 @@ class Registrar:
         for contact in requested:  # a contact listed twice: the last one counts
             wanted[contact_key(contact.uri, contact.instance_id, contact.reg_id)] = contact
         self._check_destinations(wanted.values(), username, flow, now)
-        user_agent = request.user_agent or ""
-        plan = _Plan(removals=[], saves=[])
+        # Phones of one model send one text: held once, not once per binding.
+        user_agent = sys.intern(request.user_agent or "")
+        plan = _Plan(removals=[], saves=[], cseq=cseq.number)
         for key, contact in wanted.items():
             existing = self.location.get(username, key)
             if existing is not None:
@@ -216,6 +221,13 @@ class Registrar:
             if contact.expires == 0:
                 if existing is not None:
                     plan.removals.append(existing)
+                continue
+            behind_nat = detect_nat(top_via, contact.uri, flow)
+            if existing is not None and _unchanged(
+                existing, contact, call_id, flow, user_agent, path, behind_nat
+            ):
+                plan.refreshes.append((existing, now + contact.expires))
+                plan.outbound = plan.outbound or existing.outbound
                 continue
             binding = Binding(
                 user=username,
@@ -230,7 +242,7 @@ class Registrar:
                 call_id=call_id,
                 cseq=cseq.number,
                 user_agent=user_agent,
-                behind_nat=detect_nat(top_via, contact.uri, flow),
+                behind_nat=behind_nat,
                 instance_id=contact.instance_id,
                 reg_id=contact.reg_id,
                 path=path,
@@ -346,6 +358,7 @@ class Registrar:
         removed = {binding.key for binding in plan.removals}
         current_keys = {binding.key for binding in current}
         final = (current_keys - removed) | {binding.key for binding, _ in plan.saves}
+        final.update(binding.key for binding, _ in plan.refreshes)
         limit = self.settings.max_contacts_per_user
         if len(final) > limit and len(final) > len(current_keys):
             raise RegisterRejected(403, f"Too Many Contacts (limit {limit})")
@@ -354,12 +367,16 @@ class Registrar:
             raise RegisterRejected(503, "Location Table Full", [("Retry-After", "60")])
 
     # -- changing -------------------------------------------------------------------------
-    def _commit(self, plan: _Plan, flow: Flow) -> None:
+    def _commit(self, plan: _Plan, flow: Flow, now: float, wall: float) -> None:
         location = self.location
         bus = self.bus
         source = flow.remote
         for binding in plan.removals:
             location.unregister(binding, reason="unregistered", source=source)
+        for binding, expires_at in plan.refreshes:
+            location.refresh(binding, expires_at, now, wall, plan.cseq)
+            expires = round(expires_at - now)
+            bus.publish(ContactRefreshed(binding.user, binding.contact, source, expires))
         for binding, existing in plan.saves:
             location.save(binding)
             expires = round(binding.expires_at - binding.updated_at)
@@ -395,6 +412,32 @@ class Registrar:
             headers.append(("Require", "outbound"))  # RFC 5626 §6
         headers.append(("Date", _http_date(wall)))
         return make_response(request, 200, extra=headers)
+
+
+def _unchanged(
+    existing: Binding,
+    contact: ContactRequest,
+    call_id: str,
+    flow: Flow,
+    user_agent: str,
+    path: tuple[str, ...],
+    behind_nat: bool,
+) -> bool:
+    """True when a REGISTER would save `existing` again with only its times and CSeq moved:
+    the same Contact as written, from the same flow, with the same Call-ID (the CSeq order
+    was checked already), user agent, Path, q, instance, flow id and NAT verdict. Such a
+    refresh changes the binding in place (LocationService.refresh)."""
+    return (
+        existing.call_id == call_id
+        and existing.contact == str(contact.uri)
+        and existing.flow == flow
+        and existing.user_agent == user_agent
+        and existing.q == contact.q
+        and existing.behind_nat == behind_nat
+        and existing.instance_id == contact.instance_id
+        and existing.reg_id == contact.reg_id
+        and existing.path == path
+    )
 
 
 def _http_date(wall: float) -> str:

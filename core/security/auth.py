@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import hmac
+import math
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable
@@ -106,6 +107,9 @@ class NonceCounts:
     server that remembers the count can reject a repeat. Entries are kept in first-seen order:
     those older than a nonce can stay valid are dropped as new ones arrive, and past `capacity`
     the oldest go first (evicting a live nonce only re-opens a replay window for that nonce).
+    Each entry is one int, the count in the low 32 bits (nc is 8 hex digits) and the
+    millisecond it was first seen above them: a tuple of an int and a float per registered
+    phone cost about 90 bytes more.
     """
 
     __slots__ = ("_capacity", "_last_nc_by_nonce", "_max_age")
@@ -115,8 +119,8 @@ class NonceCounts:
             raise ValueError("capacity must be at least 1")
         self._capacity = capacity
         self._max_age = max_age
-        # nonce → (highest nc accepted, when the nonce was first seen)
-        self._last_nc_by_nonce: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # nonce → highest nc accepted | (the millisecond the nonce was first seen << 32)
+        self._last_nc_by_nonce: OrderedDict[str, int] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._last_nc_by_nonce)
@@ -126,18 +130,22 @@ class NonceCounts:
         table = self._last_nc_by_nonce
         entry = table.get(nonce)
         if entry is not None:
-            if nc <= entry[0]:
+            if nc <= entry & _NC_MASK:
                 return False
-            table[nonce] = (nc, entry[1])
+            table[nonce] = (entry & ~_NC_MASK) | nc
             return True
-        expired_before = now - self._max_age
+        # Whole milliseconds, rounded down: kept up to a millisecond longer, never less.
+        expired_before = math.floor((now - self._max_age) * 1000)
         while table:
-            oldest_nonce, (_nc, first_seen) = next(iter(table.items()))
-            if first_seen >= expired_before and len(table) < self._capacity:
+            oldest_nonce = next(iter(table))
+            if table[oldest_nonce] >> 32 >= expired_before and len(table) < self._capacity:
                 break
             del table[oldest_nonce]
-        table[nonce] = (nc, now)
+        table[nonce] = (max(0, math.floor(now * 1000)) << 32) | nc
         return True
+
+
+_NC_MASK = 0xFFFFFFFF
 
 
 class DigestAuthenticator:

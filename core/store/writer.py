@@ -131,6 +131,9 @@ class Writer:
             finally:
                 for _ in batch:
                     self._queue.task_done()
+            # Not held while waiting for the next op: a batch can be the whole queue (10,000
+            # bindings' rows after a burst of registrations).
+            del first, batch
             # Let ops accumulate for one interval: one commit per interval at most, while
             # the first op after a quiet spell is still written at once. flush() cuts it short.
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
