@@ -23,6 +23,25 @@ from core.settings import AuthSettings, ListenAddress, Settings
 from pbxtui.cli import main
 
 
+def _no_caret_anchors_on_python_3_11() -> None:
+    """CPython 3.11 keeps the AST builder's recursion count in one per-interpreter variable
+    (python/cpython#106905): a traceback formatted while another `ast.parse` is under way —
+    a "Task exception was never retrieved" logged by a finaliser that the garbage collector
+    runs in the middle of pytest's own `ast.parse` of a failing test's source, or of
+    test_layers' — makes the outer parse raise "AST constructor recursion depth mismatch",
+    and pytest stops with an INTERNALERROR instead of reporting the failure. The traceback
+    module parses only to draw its `^^^` carets; without them it formats the same frames."""
+    import traceback
+
+    if sys.version_info < (3, 12) and hasattr(
+        traceback, "_extract_caret_anchors_from_line_segment"
+    ):
+        traceback._extract_caret_anchors_from_line_segment = lambda segment: None  # type: ignore[attr-defined]
+
+
+_no_caret_anchors_on_python_3_11()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Refuse to test a compiled module whose source changed since the build: the tests
     would exercise the old code and pass or fail for reasons not in the files."""
