@@ -42,6 +42,19 @@ async def start(tmp_path: Path, workers: int = 0, **media: object) -> Pbx:
     return await start_pbx(tmp_path, media=settings, workers=workers)
 
 
+async def ended_by_media_timeout(
+    pbx: Pbx, alice: SoftPhone, bob: SoftPhone, *, each: float, within: float
+) -> None:
+    """Both phones get the server's BYE (each waiting up to `each` seconds, both within
+    `within`), the engine holds no call any more, and the CDR says the media timed out."""
+    answers = asyncio.gather(alice.answer_bye(each), bob.answer_bye(each))
+    assert await asyncio.wait_for(answers, within) == [None, None]
+    assert pbx.core.media is not None and pbx.core.media.calls == {}
+    await pbx.store.flush()
+    [cdr] = await pbx.store.list_cdrs()
+    assert cdr.reason == "media timeout"
+
+
 async def call_between(
     pbx: Pbx, *, natted: bool = True, late_offer: bool = False
 ) -> tuple[SoftPhone, SoftPhone]:
@@ -188,12 +201,7 @@ async def test_a_call_whose_audio_stopped_is_hung_up_with_media_timeout_in_its_c
     try:
         await talk(alice, bob, 10)
         # Then silence: both phones get a BYE from the server within a few seconds.
-        byes = await asyncio.wait_for(asyncio.gather(alice.answer_bye(), bob.answer_bye()), 6)
-        assert byes == [None, None]
-        assert pbx.core.media is not None and pbx.core.media.calls == {}
-        await pbx.store.flush()
-        [cdr] = await pbx.store.list_cdrs()
-        assert cdr.reason == "media timeout"
+        await ended_by_media_timeout(pbx, alice, bob, each=3.0, within=6)
     finally:
         alice.close()
         bob.close()
@@ -640,13 +648,7 @@ async def test_rtpengine_timing_a_call_out_hangs_it_up_with_media_timeout_in_its
             assert pbx.core.media is not None
             pbx.core.media.poll_seconds = 0.5  # type: ignore[union-attr]
             await talk(alice, bob, 10)
-            byes = await asyncio.wait_for(asyncio.gather(alice.answer_bye(8), bob.answer_bye(8)),
-                                          10)  # fmt: skip
-            assert byes == [None, None]
-            assert pbx.core.media.calls == {}
-            await pbx.store.flush()
-            [cdr] = await pbx.store.list_cdrs()
-            assert cdr.reason == "media timeout"
+            await ended_by_media_timeout(pbx, alice, bob, each=8, within=10)
         finally:
             alice.close()
             bob.close()

@@ -443,7 +443,7 @@ class LocationService:
         Raises LocationFull when it would be a new contact beyond the per-user or global limit
         (the registrar checks first and answers 403/503; this is the last line).
         """
-        return self._put(binding, self.sinks + self.publishers if self.publishers else self.sinks)
+        return self._put(binding, self._everyone())
 
     def refresh(
         self,
@@ -483,7 +483,7 @@ class LocationService:
         if not dirty:
             return 0
         self._dirty = {}
-        told = self.sinks + self.publishers if self.publishers else self.sinks
+        told = self._everyone()
         reported = 0
         for binding in dirty:
             if not self.is_current(binding):
@@ -655,10 +655,14 @@ class LocationService:
             del self._bindings_by_user[binding.user]
         self._count -= 1
         if told is None:
-            told = self.sinks + self.publishers if self.publishers else self.sinks
+            told = self._everyone()
         for sink in told:
             sink.binding_removed(binding)
         return True
+
+    def _everyone(self) -> list[BindingSink]:
+        """The sinks, then the publishers (other processes): who hears of a change here."""
+        return self.sinks + self.publishers if self.publishers else self.sinks
 
     def _push_expiry(self, binding: Binding) -> None:
         heap = self._expiry_heap
