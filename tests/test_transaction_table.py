@@ -368,3 +368,83 @@ def test_ten_thousand_transactions_run_their_timers_on_a_fake_clock() -> None:
     assert timeouts == [(32.0 + n * 0.001, t) for n, t in enumerate(created) if n % 3]
     assert sum(isinstance(action, Terminated) for _, action in fired) == len(survivors)
     assert len(table) == 0 and table.next_deadline() is None
+
+
+def _general_match(
+    transactions: list[ClientInviteTransaction], response: Response
+) -> ClientInviteTransaction | None:
+    """What §17.1.3 matching finds by parsing the response's top Via (`client_key`)."""
+    key = client_key(response)
+    return next((tx for tx in transactions if tx.key == key), None)
+
+
+def _with_vias(original: Response, vias: list[str]) -> Response:
+    """`original` with its Via lines replaced by `vias` (raw header lines)."""
+    text = original.to_bytes().decode()
+    head = text.partition("\r\n\r\n")[0]
+    lines = [line for line in head.split("\r\n") if not line.lower().startswith("via:")]
+    message = parse_message(("\r\n".join([lines[0], *vias, *lines[1:]]) + "\r\n\r\n").encode())
+    assert isinstance(message, Response)
+    return message
+
+
+@pytest.mark.parametrize(
+    "vias",
+    [
+        # As sent: the lines of the request (the fast path's case).
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch={b}", "Via: {second}"],
+        # The same Vias in other shapes: one line, compact form, odd spacing, case.
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch={b}, {second}"],
+        ["v: SIP/2.0/UDP 192.0.2.1:5060;branch={b}", "v: {second}"],
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060 ;branch={b}", "Via: {second}"],
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;Branch={b}", "Via: {second}"],
+        ["Via: sip/2.0/udp 192.0.2.1:5060;branch={b};received=192.0.2.9", "Via: {second}"],
+        ['Via: SIP/2.0/UDP 192.0.2.1:5060;branch={b};x="a;branch=z9hG4bK-other"'],
+        # Our top Via alone, or with another Via below it than the request had.
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch={b}"],
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch={b}", "Via: SIP/2.0/UDP [2001:db8::7]:5062"],
+        # Another branch, a branch that is a prefix of ours, another client's branch on top.
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch={b}x", "Via: {second}"],
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK", "Via: {second}"],
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060;branch={other}", "Via: {second}"],
+        ["Via: SIP/2.0/UDP 192.0.2.1:5060", "Via: {second}"],
+    ],
+)
+def test_responses_match_as_the_top_via_says_whatever_its_shape(vias: list[str]) -> None:
+    """The match that compares the response's Via lines with the request's finds exactly
+    what parsing the top Via finds, on every shape a phone may give them."""
+    table = TransactionTable()
+    sent = [outgoing("INVITE"), outgoing("INVITE")]
+    transactions: list[ClientInviteTransaction] = []
+    for request in sent:
+        transaction, _ = table.new_client(request, UDP, 0.0)
+        assert isinstance(transaction, ClientInviteTransaction)
+        transactions.append(transaction)
+    first = sent[0].headers.get_all("via")
+    branch = transactions[0].key[0]
+    other = transactions[1].key[0]
+    assert isinstance(branch, str) and isinstance(other, str)
+    lines = [v.format(b=branch, other=other, second=first[1]) for v in vias]
+    response = _with_vias(reply(sent[0], 180), lines)
+    assert table.match_response(response) is _general_match(transactions, response)
+
+
+def test_responses_with_a_malformed_via_still_raise() -> None:
+    """A Via that does not parse is refused as before, whichever Via it is."""
+    table = TransactionTable()
+    invite = outgoing("INVITE")
+    table.new_client(invite, UDP, 0.0)
+    top = invite.headers.get_all("via")[0]
+    for lines in ([f"Via: {top}", "Via: SIP/2.0/UDP"], [f"Via: {top};=", "Via: x"]):
+        response = _with_vias(reply(invite, 180), lines)
+        with pytest.raises(SipParseError):
+            table.match_response(response)
+
+
+def test_a_response_with_the_requests_vias_matches_without_parsing_them() -> None:
+    table = TransactionTable()
+    invite = outgoing("INVITE")
+    transaction, _ = table.new_client(invite, UDP, 0.0)
+    response = reply(invite, 200)
+    assert table.match_response(response) is transaction
+    assert response.headers.cached_view("via") is None  # not one Via parsed

@@ -122,8 +122,42 @@ class TransactionTable:
         return transaction
 
     def match_response(self, response: Response) -> ClientTransaction | None:
+        """The client transaction `response` answers (§17.1.3), or None. Raises SipParseError
+        for a malformed Via or CSeq."""
+        transaction = self._match_as_sent(response)
+        if transaction is not None:
+            return transaction
         key = client_key(response)
         return None if key is None else self._clients.get(key)
+
+    def _match_as_sent(self, response: Response) -> ClientTransaction | None:
+        """The client transaction whose request carried exactly the Via lines `response`
+        carries, found without parsing one of them; None sends the caller to `client_key`.
+
+        A UAS copies the Vias as it got them (§8.2.6.2), so the lines of a response are
+        nearly always the text of the request's. The branch is read off the top line as we
+        write our own Vias (`;branch=` last, no comma), only to find the candidate: the
+        match is then proved by the candidate's request holding the very same lines, which
+        parse (it was sent with them) to the same top Via, hence to the same key
+        `client_key` would give. Any other shape, or no such candidate, takes the general
+        path, which parses them."""
+        lines = response.headers.get_all("via")
+        if not lines:
+            return None
+        top = lines[0]
+        start = top.find(";branch=")
+        if start < 0:
+            return None
+        start += 8
+        end = top.find(";", start)
+        branch = top[start:] if end < 0 else top[start:end]
+        cseq = response.cseq
+        if cseq is None:
+            return None
+        transaction = self._clients.get((branch, cseq.method))
+        if transaction is None or transaction.request.headers.get_all("via") != lines:
+            return None
+        return transaction
 
     def match_cancel(self, cancel: Request) -> ServerInviteTransaction | None:
         """The INVITE server transaction a CANCEL cancels (§9.2), if it is still here."""
