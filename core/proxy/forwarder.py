@@ -207,9 +207,11 @@ class Forwarder:
             self.record_router.record(
                 headers, identity, arrived, out, request.call_id, request.from_tag, secure
             )
-        # Signed, so a stray 2xx can prove it answers this request (core/proxy/branch_mac.py).
         vias = request.vias  # a copy of the parsed list: ours goes on top of it below
-        branch = self.branch_signer.sign(branch, vias[0], request.call_id)
+        if request.method == "INVITE":
+            # Signed, so a stray 2xx can prove it answers this request (core/proxy/stray.py,
+            # core/proxy/branch_mac.py); no other method's stray response is passed on.
+            branch = self.branch_signer.sign(branch, vias[0], request.call_id)
         # The client transaction matches on the top Via: hand it the Vias already parsed
         # (ours and the request's own) instead of having every one parsed again.
         vias.insert(0, push_via(headers, identity, out, branch))
