@@ -21,7 +21,7 @@ it opened, and to hang up both sides itself when a call runs too long.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from core.events import CallEvent, EventBus
@@ -38,9 +38,12 @@ FAILED = "failed"
 CALL_STATES = (TRYING, RINGING, ANSWERED, ENDED, FAILED)
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class Call:
-    """One call, mutable while it lasts. Times are the proxy's clock (epoch seconds)."""
+    """One call, mutable while it lasts. Times are the proxy's clock (epoch seconds).
+
+    The __init__ is written out: the dataclass-generated one runs interpreted even when the
+    class is compiled, at ten times the cost, and every call builds one."""
 
     call_id: str
     caller: str
@@ -73,8 +76,66 @@ class Call:
     callee_cseq: int = 0  # the highest CSeq the callee used (0: it sent no request yet)
     # The branch each callee tag answered from: a forked INVITE can create several (early)
     # dialogs, and requests for each must reach the phone that created it.
-    callee_flows: dict[str, Flow] = field(default_factory=dict)
+    callee_flows: dict[str, Flow]
     record_route: tuple[str, ...] = ()  # the 2xx's Record-Route values, ours among them
+
+    def __init__(
+        self,
+        call_id: str,
+        caller: str,
+        callee: str,
+        source: tuple[str, int],
+        started_at: float,
+        direction: str = "internal",
+        state: str = TRYING,
+        answered_at: float | None = None,
+        ended_at: float | None = None,
+        status: int = 0,
+        reason: str = "",
+        carrier: str = "",
+        gateway: str = "",
+        dialled: str = "",
+        number: str = "",
+        refused: bool = False,
+        caller_flow: Flow | None = None,
+        caller_tag: str = "",
+        caller_from: str = "",
+        caller_contact: str = "",
+        caller_cseq: int = 0,
+        callee_tag: str = "",
+        callee_to: str = "",
+        callee_contact: str = "",
+        callee_cseq: int = 0,
+        callee_flows: dict[str, Flow] | None = None,
+        record_route: tuple[str, ...] = (),
+    ) -> None:
+        self.call_id = call_id
+        self.caller = caller
+        self.callee = callee
+        self.source = source
+        self.started_at = started_at
+        self.direction = direction
+        self.state = state
+        self.answered_at = answered_at
+        self.ended_at = ended_at
+        self.status = status
+        self.reason = reason
+        self.carrier = carrier
+        self.gateway = gateway
+        self.dialled = dialled
+        self.number = number
+        self.refused = refused
+        self.caller_flow = caller_flow
+        self.caller_tag = caller_tag
+        self.caller_from = caller_from
+        self.caller_contact = caller_contact
+        self.caller_cseq = caller_cseq
+        self.callee_tag = callee_tag
+        self.callee_to = callee_to
+        self.callee_contact = callee_contact
+        self.callee_cseq = callee_cseq
+        self.callee_flows = {} if callee_flows is None else callee_flows
+        self.record_route = record_route
 
     @property
     def source_text(self) -> str:

@@ -20,7 +20,7 @@ only keeps score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from core.net.flow import Flow
 from core.proxy.calls import Call
@@ -53,7 +53,9 @@ def relayed(response: Response) -> Response:
     return Response(response.status, response.reason, headers, response.body, response.version)
 
 
-@dataclass(slots=True, eq=False)
+# The two classes below write their __init__ out: a dataclass-generated one runs interpreted
+# even when the class is compiled, at several times the cost, and every request builds them.
+@dataclass(slots=True, eq=False, init=False)
 class Branch:
     """One forwarded copy of the request and what became of it."""
 
@@ -66,12 +68,22 @@ class Branch:
     cancel_pending: bool = False  # cancel as soon as a provisional response arrives
     cancelled: bool = False  # our CANCEL went out
 
+    def __init__(self, context: ResponseContext, request: Request, flow: Flow) -> None:
+        self.context = context
+        self.request = request
+        self.flow = flow
+        self.transaction = None
+        self.provisional = False
+        self.final = 0
+        self.cancel_pending = False
+        self.cancelled = False
+
     @property
     def pending(self) -> bool:
         return self.final == 0
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(slots=True, eq=False, init=False)
 class ResponseContext:
     """Everything about one forwarded request until the last branch is done."""
 
@@ -82,7 +94,7 @@ class ResponseContext:
     # costs a system call (os.urandom).
     local_tag: str = ""
     call: Call | None = None  # the call an initial INVITE set up
-    branches: list[Branch] = field(default_factory=list)
+    branches: list[Branch]
     pending: int = 0  # branches without a final response
     final_sent: bool = False  # the sender has its final answer (a 2xx counts)
     answered: bool = False  # a 2xx went up
@@ -94,6 +106,22 @@ class ResponseContext:
     ack_key: tuple[str, str, int] | None = None
     # The request's own CSeq and From values, read once for every response relayed up.
     caller_fields: tuple[str | None, str | None] | None = None
+
+    def __init__(self, server: ServerTransaction, request: Request, local_tag: str = "") -> None:
+        self.server = server
+        self.request = request
+        self.local_tag = local_tag
+        self.call = None
+        self.branches = []
+        self.pending = 0
+        self.final_sent = False
+        self.answered = False
+        self.cancelled = False
+        self.best_status = 0
+        self.best_response = None
+        self.best_reason = ""
+        self.ack_key = None
+        self.caller_fields = None
 
     @property
     def is_invite(self) -> bool:
