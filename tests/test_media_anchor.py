@@ -3,12 +3,13 @@ with the real embedded relay on loopback, messages parsed from text."""
 
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
 
 from core.events import EventBus
-from core.media.anchor import MediaAnchor, wants_anchor
+from core.media.anchor import MediaAnchor, _media_at, wants_anchor
 from core.media.relay import EmbeddedRelay
 from core.media.sdp import parse
 from core.net.flow import Flow
@@ -188,3 +189,67 @@ def test_the_caller_sdp_decides_anchoring_by_its_addresses(body: str, expected: 
         settings, location, request, CALLER, bob_uri("198.51.100.9"), CALLEE, 0.0
     )
     assert decided is expected
+
+
+_HOLD = (b"0.0.0.0", b"::")
+
+
+def _media_at_by_lines(body: bytes, ip: str) -> bool:
+    """`_media_at` as first written, walking every line: the reference it must agree with."""
+    if b"\r" in body.replace(b"\r\n", b""):
+        return False
+    home = ip.encode("ascii", "replace")
+    session_address = False
+    in_media = False
+    for line in body.replace(b"\r\n", b"\n").split(b"\n"):
+        if line.startswith(b"m="):
+            in_media = True
+        elif line.startswith(b"c="):
+            fields = line[2:].split(b" ")
+            if len(fields) != 3:
+                return False
+            address = fields[2].split(b"/", 1)[0]
+            if address != home and address not in _HOLD:
+                return False
+            if not in_media:
+                session_address = True
+    return session_address
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        sdp("203.0.113.7").encode(),
+        sdp("198.51.100.1").encode(),
+        sdp("0.0.0.0").encode(),
+        b"",
+        b"c=IN IP4 203.0.113.7",  # first line, no newline at all
+        b"c=IN IP4 203.0.113.7\n",
+        b"v=0\nc=IN IP4 203.0.113.7/127\nm=audio 1 RTP/AVP 0\nc=IN IP4 203.0.113.7\n",
+        b"v=0\nm=audio 1 RTP/AVP 0\nc=IN IP4 203.0.113.7\n",  # media-level c= only
+        b"v=0\r\nc=IN IP4 203.0.113.7\r\nm=audio 1 RTP/AVP 0\r\nc=IN IP4 192.0.2.9\r\n",
+        b"v=0\r\nc=IN IP4  203.0.113.7\r\n",  # two spaces: four fields
+        b"v=0\r\nc=IN IP6 ::\r\nm=audio 1 RTP/AVP 0\r\n",
+        b"v=0\rc=IN IP4 192.0.2.9\r\n",  # a lone CR
+        b"v=0\r\r\nc=IN IP4 203.0.113.7\r\n",
+        b"v=0\nxc=IN IP4 192.0.2.9\nc=IN IP4 203.0.113.7\n",  # not a c= line
+        b"v=0\nm=audio\nm=video\nc=IN IP4 203.0.113.7\nc=IN IP4 203.0.113.7",
+        b"c=IN IP4 203.0.113.7\n\nc=\n",
+        b"\nc=IN IP4 203.0.113.7\n",
+        "c=IN IP4 203.0.113.7\nc=IN IP4 é\n".encode(),
+    ],
+)
+def test_the_media_address_scan_agrees_with_walking_every_line(body: bytes) -> None:
+    for ip in ("203.0.113.7", "192.0.2.9", "::1"):
+        assert _media_at(body, ip) == _media_at_by_lines(body, ip)
+
+
+def test_the_media_address_scan_agrees_on_random_bodies() -> None:
+    pieces = [
+        *(b"c=IN IP4 203.0.113.7", b"c=IN IP4 192.0.2.9", b"c=IN IP4 0.0.0.0/2", b"m=audio"),
+        *(b"c=", b"v=0", b"c=IN IP4 203.0.113.7 x", b"\r", b"\n", b"\r\n", b"c", b"m="),
+    ]
+    chooser = random.Random(21)
+    for _ in range(3000):
+        body = b"".join(chooser.choice(pieces) for _ in range(chooser.randrange(8)))
+        assert _media_at(body, "203.0.113.7") == _media_at_by_lines(body, "203.0.113.7"), body

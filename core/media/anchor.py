@@ -231,24 +231,32 @@ def _media_at(body: bytes, ip: str) -> bool:
     """True when a cheap scan proves that no media of `body` is sent from anywhere but `ip`
     (or a hold address): a session-level `c=` and every `c=` name it. Then the full parse in
     `wants_anchor` could only find the same (or fail, which also means not anchoring), so
-    the common offer of a phone not behind NAT costs no parse. False: parse to find out."""
-    if b"\r" in body.replace(b"\r\n", b""):
+    the common offer of a phone not behind NAT costs no parse. False: parse to find out.
+
+    Only the `c=` lines are visited (found by searching, not by walking every line); one
+    before the first `m=` line is the session's."""
+    text = body.replace(b"\r\n", b"\n")
+    if b"\r" in text:
         return False  # lone CRs end lines too (sdp.py): leave such bodies to the parser
+    text = b"\n" + text  # so that every line, the first too, starts after a newline
     home = ip.encode("ascii", "replace")
+    first_media = text.find(b"\nm=")
     session_address = False
-    in_media = False
-    for line in body.replace(b"\r\n", b"\n").split(b"\n"):
-        if line.startswith(b"m="):
-            in_media = True
-        elif line.startswith(b"c="):
-            fields = line[2:].split(b" ")
-            if len(fields) != 3:
-                return False
-            address = fields[2].split(b"/", 1)[0]
-            if address != home and address not in _HOLD_ADDRESSES:
-                return False
-            if not in_media:
-                session_address = True
+    at = text.find(b"\nc=")
+    while at >= 0:
+        end = text.find(b"\n", at + 3)
+        line = text[at + 3 :] if end < 0 else text[at + 3 : end]
+        fields = line.split(b" ")
+        if len(fields) != 3:
+            return False
+        address = fields[2].split(b"/", 1)[0]
+        if address != home and address not in _HOLD_ADDRESSES:
+            return False
+        if first_media < 0 or at < first_media:
+            session_address = True
+        if end < 0:
+            break
+        at = text.find(b"\nc=", end)
     return session_address
 
 
