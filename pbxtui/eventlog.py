@@ -35,6 +35,10 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 JOURNAL_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
+# A call's one line is written when it ends or fails (see the module docstring).
+_LOGGED_CALL_STATES = frozenset({"ended", "failed"})
+
+
 class EventLogger:
     """A bus listener: `bus.subscribe(EventLogger(logger))`."""
 
@@ -43,6 +47,8 @@ class EventLogger:
         self.security_logger = logger.getChild("security")
 
     def __call__(self, event: Event) -> None:
+        if type(event) is CallEvent and event.state not in _LOGGED_CALL_STATES:
+            return  # three of a call's four events: told apart at once, without `describe`
         if isinstance(event, SecurityEvent):
             line = format_log_line(event)
             if line is not None:
