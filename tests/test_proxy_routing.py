@@ -3,10 +3,13 @@ loop detection by branch (RFC 3261 §16.3-§16.6, §16.12), and choosing the bes
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
+from core.proxy.branch_mac import BranchSigner
 from core.proxy.decisions import remove_identity_headers
 from core.proxy.forking import ResponseContext, relayed, response_rank
 from core.proxy.routing import (
@@ -20,6 +23,7 @@ from core.proxy.routing import (
     remove_own_credentials,
 )
 from core.settings import ListenAddress
+from core.sip.fields import parse_via
 from core.sip.headers import Headers
 from core.sip.message import Request, Response
 from core.sip.parser import parse_message
@@ -320,3 +324,27 @@ def test_identity_headers_go_in_any_spelling_and_nothing_else_does() -> None:
     untouched = Headers([lines[0], lines[2], lines[6]])
     remove_identity_headers(untouched)
     assert list(untouched) == [lines[0], lines[2], lines[6]]
+
+
+def test_record_route_tokens_and_branch_macs_are_the_keyed_blake2b_they_always_were() -> None:
+    """Tokens outlive a restart (and an upgrade): the keyed state copied per token must give
+    the very MAC a keyed BLAKE2b started afresh gives."""
+    secret = b"s" * 40
+    key = hashlib.blake2b(b"pbxtui record-route", key=secret).digest()
+    data = "c1@x\x00a1\x00192.0.2.7\x00203.0.113.9\x001700000000"
+    mac = hashlib.blake2b(data.encode(), key=key, digest_size=8).hexdigest()
+    router = RecordRouter(secret)
+    assert router.token("c1@x", "a1", ("203.0.113.9", "192.0.2.7"), 1700000000) == (
+        f"{1700000000:x}-{mac}"
+    )
+    assert router.token("c2@x", "a1", ("203.0.113.9", "192.0.2.7"), 1700000000) != (
+        f"{1700000000:x}-{mac}"
+    )
+    signer = BranchSigner(secret)
+    below = parse_via("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKc;rport=5060")
+    key = hashlib.blake2b(b"pbxtui via branch", key=secret).digest()
+    data = f"z9hG4bKh.0\x00{below}\x00c1@x"
+    mac = hashlib.blake2b(data.encode(), key=key, digest_size=8).hexdigest()
+    assert signer.sign("z9hG4bKh.0", below, "c1@x") == f"z9hG4bKh.0.{mac}"
+    assert signer.verify(f"z9hG4bKh.0.{mac}", below, "c1@x")
+    assert not signer.verify(f"z9hG4bKh.1.{mac}", below, "c1@x")

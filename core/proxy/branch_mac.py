@@ -23,14 +23,18 @@ _MAC_SIZE = 8  # bytes: 16 hex digits; a forger gets one guess per packet
 class BranchSigner:
     """`sign(branch, below, call_id)` when forwarding; `verify(...)` on a stray response."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, secret: bytes) -> None:
-        self._key = hashlib.blake2b(b"pbxtui via branch", key=secret[:64]).digest()
+        key = hashlib.blake2b(b"pbxtui via branch", key=secret[:64]).digest()
+        # Keyed once: each MAC copies this state (a keyed start hashes a whole key block).
+        self._keyed = hashlib.blake2b(key=key, digest_size=_MAC_SIZE)
 
     def _mac(self, branch: str, below: Via, call_id: str | None) -> str:
         data = f"{branch}\x00{below}\x00{call_id or ''}".encode("utf-8", "surrogateescape")
-        return hashlib.blake2b(data, key=self._key, digest_size=_MAC_SIZE).hexdigest()
+        mac = self._keyed.copy()
+        mac.update(data)
+        return mac.hexdigest()
 
     def sign(self, branch: str, below: Via, call_id: str | None) -> str:
         """`branch` with our MAC appended."""

@@ -55,26 +55,27 @@ class RecordRouter:
     provisional response therefore gives no one a way to send requests anywhere else.
     """
 
-    __slots__ = ("_clock", "_key", "lifetime")
+    __slots__ = ("_clock", "_keyed", "lifetime")
 
     def __init__(
         self, secret: bytes, lifetime: float = 86_400.0, clock: Callable[[], float] = time.time
     ) -> None:
-        # A key of its own, derived from the server secret it is given.
-        self._key = hashlib.blake2b(b"pbxtui record-route", key=secret[:64]).digest()
+        # A key of its own, derived from the server secret it is given; keyed once, each
+        # token copies this state (a keyed start hashes a whole key block).
+        key = hashlib.blake2b(b"pbxtui record-route", key=secret[:64]).digest()
+        self._keyed = hashlib.blake2b(key=key, digest_size=8)
         self.lifetime = lifetime
         self._clock = clock  # wall time, the Pbx's clock: tokens outlive a restart
 
     def token(
         self, call_id: str | None, caller_tag: str | None, ends: tuple[str, str], expires: int
     ) -> str:
-        """The token for a dialog (keyed BLAKE2b: one C call, unlike the hmac module's)."""
+        """The token for a dialog: a keyed BLAKE2b (C calls, unlike the hmac module's)."""
         low, high = sorted(ends)
         data = f"{call_id or ''}\x00{caller_tag or ''}\x00{low}\x00{high}\x00{expires}"
-        mac = hashlib.blake2b(
-            data.encode("utf-8", "surrogateescape"), key=self._key, digest_size=8
-        ).hexdigest()
-        return f"{expires:x}-{mac}"
+        mac = self._keyed.copy()
+        mac.update(data.encode("utf-8", "surrogateescape"))
+        return f"{expires:x}-{mac.hexdigest()}"
 
     def verify(self, token: str, request: Request, ends: tuple[str, str], now: float) -> bool:
         """Was `token` made for this request's dialog (either tag may be the caller's, as the
