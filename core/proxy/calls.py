@@ -21,7 +21,7 @@ it opened, and to hang up both sides itself when a call runs too long.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from core.events import CallEvent, EventBus
@@ -76,7 +76,7 @@ class Call:
     callee_cseq: int = 0  # the highest CSeq the callee used (0: it sent no request yet)
     # The branch each callee tag answered from: a forked INVITE can create several (early)
     # dialogs, and requests for each must reach the phone that created it.
-    callee_flows: dict[str, Flow]
+    callee_flows: dict[str, Flow] = field(default_factory=dict)
     record_route: tuple[str, ...] = ()  # the 2xx's Record-Route values, ours among them
 
     def __init__(

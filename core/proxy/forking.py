@@ -20,7 +20,7 @@ only keeps score.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.net.flow import Flow
 from core.proxy.calls import Call
@@ -94,7 +94,7 @@ class ResponseContext:
     # costs a system call (os.urandom).
     local_tag: str = ""
     call: Call | None = None  # the call an initial INVITE set up
-    branches: list[Branch]
+    branches: list[Branch] = field(default_factory=list)
     pending: int = 0  # branches without a final response
     final_sent: bool = False  # the sender has its final answer (a 2xx counts)
     answered: bool = False  # a 2xx went up
