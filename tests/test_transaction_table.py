@@ -448,3 +448,24 @@ def test_a_response_with_the_requests_vias_matches_without_parsing_them() -> Non
     response = reply(invite, 200)
     assert table.match_response(response) is transaction
     assert response.headers.cached_view("via") is None  # not one Via parsed
+    assert response.headers.cached_view("cseq") is None  # nor the CSeq
+
+
+@pytest.mark.parametrize(
+    "cseq", ["7 INVITE", "7  INVITE", "7 INVITE ", "8 INVITE", "7 invite", "7 CANCEL", "7", "x"]
+)
+def test_responses_match_as_their_cseq_says_whatever_its_shape(cseq: str) -> None:
+    table = TransactionTable()
+    invite = outgoing("INVITE")
+    transaction, _ = table.new_client(invite, UDP, 0.0)
+    assert isinstance(transaction, ClientInviteTransaction)
+    cancel, _ = table.new_client(make_cancel(invite), UDP, 0.0)
+    response = reply(invite, 180)
+    response.headers.set("CSeq", cseq)
+    try:
+        expected = _general_match([transaction, cancel], response)  # type: ignore[list-item]
+    except SipParseError:
+        with pytest.raises(SipParseError):
+            table.match_response(response)
+        return
+    assert table.match_response(response) is expected

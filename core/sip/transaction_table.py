@@ -131,18 +131,21 @@ class TransactionTable:
         return None if key is None else self._clients.get(key)
 
     def _match_as_sent(self, response: Response) -> ClientTransaction | None:
-        """The client transaction whose request carried exactly the Via lines `response`
-        carries, found without parsing one of them; None sends the caller to `client_key`.
+        """The client transaction whose request carried exactly the Via lines and the CSeq
+        `response` carries, found without parsing any of them; None sends the caller to
+        `client_key`.
 
-        A UAS copies the Vias as it got them (§8.2.6.2), so the lines of a response are
-        nearly always the text of the request's. The branch is read off the top line as we
-        write our own Vias (`;branch=` last, no comma), only to find the candidate: the
-        match is then proved by the candidate's request holding the very same lines, which
-        parse (it was sent with them) to the same top Via, hence to the same key
-        `client_key` would give. Any other shape, or no such candidate, takes the general
-        path, which parses them."""
-        lines = response.headers.get_all("via")
-        if not lines:
+        A UAS copies the Vias and the CSeq as it got them (§8.2.6.2), so a response nearly
+        always holds the text of its request's. The branch is read off the top line as we
+        write our own Vias (`;branch=` last, no comma) and the method off the CSeq's end,
+        only to find the candidate: the match is then proved by the candidate's request
+        holding the very same lines, which parse (it was sent with them) to the same top Via
+        and CSeq, hence to the same key `client_key` would give. Any other shape, or no such
+        candidate, takes the general path, which parses them."""
+        headers = response.headers
+        lines = headers.get_all("via")
+        cseq = headers.get("cseq")
+        if not lines or cseq is None:
             return None
         top = lines[0]
         start = top.find(";branch=")
@@ -151,11 +154,11 @@ class TransactionTable:
         start += 8
         end = top.find(";", start)
         branch = top[start:] if end < 0 else top[start:end]
-        cseq = response.cseq
-        if cseq is None:
+        transaction = self._clients.get((branch, cseq[cseq.rfind(" ") + 1 :]))
+        if transaction is None:
             return None
-        transaction = self._clients.get((branch, cseq.method))
-        if transaction is None or transaction.request.headers.get_all("via") != lines:
+        sent = transaction.request.headers
+        if sent.get("cseq") != cseq or sent.get_all("via") != lines:
             return None
         return transaction
 
