@@ -161,9 +161,12 @@ def _display_name_ok(address: NameAddr) -> bool:
 
 
 def _single_valued_headers(request: Request) -> SanityFailure | None:
-    seen: set[str] = set()
     # The stored lookup keys are already lower case with compact forms expanded.
-    for key in request.headers.lookup_keys():
+    keys = request.headers.lookup_keys()
+    if len(set(keys)) == len(keys):
+        return None  # no name repeats at all: the common case, decided by one set in C
+    seen: set[str] = set()
+    for key in keys:
         single = _SINGLE_VALUED.get(key)
         if single is not None:
             if single in seen:
