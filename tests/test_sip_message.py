@@ -254,6 +254,11 @@ _ODD_REQUESTS = [
     INVITE.replace(b"To: Bob <sip:bob@biloxi.example.com>", b"To: <sip:bob@x;tag=1").replace(
         b"CSeq: 314159 INVITE", b"CSeq: nonsense"
     ),
+    # one Via (written in one piece) with a malformed To, and one looking tagged
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKw\r\nf: <sip:a@x>;tag=1\r\n"
+    b"t: <sip:b@x> ;\r\ni: q\r\nCSeq: 2 OPTIONS\r\n\r\n",
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKw\r\nf: <sip:a@x>;tag=1\r\n"
+    b"t: <sip:b@x;TAG=1\r\ni: q\r\nCSeq: 2 OPTIONS\r\nTimestamp: 3\r\n\r\n",
     # missing From, To, Call-ID and CSeq
     b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKz\r\n\r\n",
 ]

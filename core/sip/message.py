@@ -325,19 +325,34 @@ def response_bytes(
     source = request.headers
     if reason is None:
         reason = REASON_PHRASES.get(status, "Unknown")
-    parts = [f"SIP/2.0 {status} {reason}\r\n"]
-    for value in source.get_all("via"):
-        parts.append(f"Via: {value}\r\n")
+    vias = source.get_all("via")
     from_value = source.get("from")
+    to_value = source.get("to")
+    call_id = source.get("call-id")
+    cseq = source.get("cseq")
+    if (
+        len(vias) == 1
+        and from_value is not None
+        and to_value is not None
+        and call_id is not None
+        and cseq is not None
+        and status != 100
+    ):
+        # What nearly every request gives: written in one piece.
+        to_value = _tagged_to(request, to_value, status, to_tag)
+        return (
+            f"SIP/2.0 {status} {reason}\r\nVia: {vias[0]}\r\nFrom: {from_value}\r\n"
+            f"To: {to_value}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n{tail}"
+        ).encode("utf-8", "surrogateescape")
+    parts = [f"SIP/2.0 {status} {reason}\r\n"]
+    for value in vias:
+        parts.append(f"Via: {value}\r\n")
     if from_value is not None:
         parts.append(f"From: {from_value}\r\n")
-    to_value = source.get("to")
     if to_value is not None:
         parts.append(f"To: {_tagged_to(request, to_value, status, to_tag)}\r\n")
-    call_id = source.get("call-id")
     if call_id is not None:
         parts.append(f"Call-ID: {call_id}\r\n")
-    cseq = source.get("cseq")
     if cseq is not None:
         parts.append(f"CSeq: {cseq}\r\n")
     if status == 100:
