@@ -20,7 +20,7 @@ from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.sip.errors import SipParseError
 from core.sip.fields import Via
-from core.sip.message import Request, Response, keyed_lines, make_response
+from core.sip.message import Request, Response, answer_tail, keyed_lines, response_bytes
 
 Sender = Callable[[bytes, Flow], bool]
 
@@ -68,13 +68,17 @@ class Outbox:
         self.bus = bus
         self._send = send
         self.clock = clock
-        self._tag_key = hashlib.blake2b(b"pbxtui to-tag", key=tag_secret[:64]).digest()
+        tag_key = hashlib.blake2b(b"pbxtui to-tag", key=tag_secret[:64]).digest()
+        # The keyed hash with its key block already absorbed: each tag copies it, which is
+        # the same digest as hashing with the key afresh at one compression less.
+        self._tag_hash = hashlib.blake2b(key=tag_key, digest_size=7)
         self.server_header = ("Server", user_agent)
         self._server_lines = keyed_lines([self.server_header])
-        # The extra headers of our own answers, keyed once: callers pass the same few
-        # constants (Allow, Accept, ...) again and again. Bounded, as a carrier's decision
-        # may pass headers of its own.
-        self._keyed_extra: dict[tuple[tuple[str, str], ...], list[tuple[str, str, str]]] = {}
+        self._server_tail = answer_tail(self._server_lines)
+        # The end of our own answers (Server, the extra headers, Content-Length), written
+        # once per distinct extra: callers pass the same few constants (Allow, Accept, ...)
+        # again and again. Bounded, as a carrier's decision may pass headers of its own.
+        self._tails: dict[tuple[tuple[str, str], ...], str] = {}
         self._reply_cache: OrderedDict[tuple[str, str, int | None, str], tuple[float, bytes]] = (
             OrderedDict()
         )
@@ -92,8 +96,10 @@ class Outbox:
         except SipParseError:  # a request answered with 400 because its From is broken
             from_tag = request.headers.get("from")
         key = f"{request.call_id}|{from_tag}".encode("utf-8", "surrogateescape")
-        # Keyed BLAKE2b: a MAC in one C call (hmac.digest runs interpreted code around it).
-        return "pbx" + hashlib.blake2b(key, key=self._tag_key, digest_size=7).hexdigest()[:13]
+        # Keyed BLAKE2b: a MAC in C calls (hmac.digest runs interpreted code around it).
+        mac = self._tag_hash.copy()
+        mac.update(key)
+        return "pbx" + mac.hexdigest()[:13]
 
     def retag(self, response: Response, request: Request) -> None:
         """Give a locally built final response our deterministic To-tag (§8.2.6.2)."""
@@ -119,19 +125,20 @@ class Outbox:
         except SipParseError:  # answering a request whose To is what is broken
             in_dialog = False
         tag = None if in_dialog else self.local_tag(request)
-        keyed = self._server_lines if not extra else self._with_server(extra)
-        response = make_response(request, status, reason, to_tag=tag, keyed=keyed)
-        self.send_response(response, flow, request)
+        tail = self._server_tail if not extra else self._tail(extra)
+        # The bytes make_response(...).to_bytes() would give, without building the Response.
+        data = response_bytes(request, status, reason, tag, tail)
+        self._deliver(data, status, flow, request, cache=True)
 
-    def _with_server(self, extra: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
-        """Server then `extra`, keyed (and checked) once per distinct `extra`."""
+    def _tail(self, extra: list[tuple[str, str]]) -> str:
+        """Server then `extra` (checked), then Content-Length: once per distinct `extra`."""
         key = tuple(extra)
-        lines = self._keyed_extra.get(key)
-        if lines is None:
-            lines = self._server_lines + keyed_lines(extra)
-            if len(self._keyed_extra) < _KEYED_EXTRA_LIMIT:
-                self._keyed_extra[key] = lines
-        return lines
+        tail = self._tails.get(key)
+        if tail is None:
+            tail = answer_tail(self._server_lines + keyed_lines(extra))
+            if len(self._tails) < _KEYED_EXTRA_LIMIT:
+                self._tails[key] = tail
+        return tail
 
     def send_response(
         self,
@@ -144,16 +151,29 @@ class Outbox:
         """Send along §18.2.2; remember UDP final answers so retransmissions get them again
         (unless `cache` is False: an answer as good built afresh)."""
         data = response.to_bytes()
+        if request is None:
+            try:
+                via = response.top_via
+            except SipParseError:
+                via = None
+            self.answered_locally += 1
+            self.send(data, response_flow(via, flow))
+            return
+        self._deliver(data, response.status, flow, request, cache=cache)
+
+    def _deliver(
+        self, data: bytes, status: int, flow: Flow, request: Request, *, cache: bool
+    ) -> None:
+        """Send an answer to `request` (§18.2.2) and keep a UDP final one for Timer J."""
         # A response we built carries the request's (stamped) top Via: reuse its parsed view.
         # A Via too broken to parse (the reason for a 400) sends the answer to the source.
         try:
-            via = request.top_via if request is not None else response.top_via
+            via = request.top_via
         except SipParseError:
             via = None
-        destination = response_flow(via, flow)
         self.answered_locally += 1
-        self.send(data, destination)
-        if cache and request is not None and flow.transport == "udp" and response.status >= 200:
+        self.send(data, response_flow(via, flow))
+        if cache and flow.transport == "udp" and status >= 200:
             key = self._reply_key(request, flow)
             if key is not None:
                 self._cache_reply(key, data)

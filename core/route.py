@@ -224,12 +224,14 @@ class Route:
 
     def _reqinit(self, request: Request, flow: Flow, now: float) -> bool:
         """Scanner UAs, Max-Forwards, sanity (core/security). False when already handled."""
-        verdict = self.security.reqinit(request, flow, now)
+        security = self.security
+        verdict = security.reqinit(request, flow, now)
+        if verdict is security.CONTINUE:  # nearly every request: decided without a getattr
+            return True
         response = getattr(verdict, "response", None)
         if response is not None:
             self.outbox.send_response(response, flow)
-            return False
-        return verdict is self.security.CONTINUE
+        return False
 
     def _to_us_without_user(self, request: Request) -> bool:
         uri = request.uri

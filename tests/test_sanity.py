@@ -143,6 +143,35 @@ def test_duplicate_single_valued_header(security: Security) -> None:
     assert refused(security.reqinit(request, UDP, 0.0)) == (400, "Duplicate From header")
 
 
+@pytest.mark.parametrize(
+    ("replace", "add", "stream", "expected"),
+    [({}, [("ROUTE", "<sip:p1@pbx.test;lr>, <sip:bad")], False, (400, "Bad Route header")),
+     ({}, [("route", "<sip:p1@pbx.test;lr>")], False, None),
+     ({}, [("EXPIRES", "soon")], False, (400, "Bad Expires")),
+     ({}, [("expires", "60")], False, None),
+     ({}, [("proxy-REQUIRE", "foo")], False, (420, "Bad Extension")),
+     ({"Content-Length": None}, [("l", "0")], True, None),
+     ({"Content-Length": None}, [], True, (400, "Missing Content-Length")),
+     ({}, [("Route", "<sip:p1@pbx.test;lr>"), ("Route", "<sip:p2@pbx.test;lr>")], False, None),
+     ({}, [("Route", "<sip:p1@pbx.test;lr>"), ("i", "again")], False,
+      (400, "Duplicate Call-ID header")),
+     ({}, [("v", "SIP/2.0/TCP 192.0.2.9;branch=z9hG4bKx"), ("Expires", "x")], False,
+      (400, "Bad Expires"))],
+)  # fmt: skip
+def test_checks_of_headers_by_any_spelling(
+    security: Security,
+    replace: dict[str, str | None],
+    add: list[tuple[str, str]],
+    stream: bool,
+    expected: tuple[int, str] | None,
+) -> None:
+    """A header is found under any spelling (case, compact form) whether it is checked or
+    skipped as absent; repeated list headers are fine, a repeated single-valued one is not."""
+    request = sip_request(replace=replace, add=add, stream=stream)
+    verdict = security.reqinit(request, TCP if stream else UDP, 0.0)
+    assert (verdict is CONTINUE) if expected is None else refused(verdict) == expected
+
+
 def test_unsupported_request_uri_scheme_gets_416(security: Security) -> None:
     request = sip_request(uri="mailto:bob@pbx.test")
     assert refused(security.reqinit(request, UDP, 0.0)) == (416, "Unsupported URI Scheme")

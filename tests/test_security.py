@@ -8,6 +8,7 @@ import pytest
 
 from core.events import EventBus, SecurityEvent, ServerEvent, SourceBanned
 from core.net.flow import Flow
+from core.security import scanners
 from core.security.guard import Security, own_addresses_for
 from core.security.scanners import ScannerMatcher
 from core.security.seclog import security_log_listener
@@ -131,6 +132,40 @@ def test_scanner_named_in_the_from_user(security: Security) -> None:
     assert security.reqinit(request, flow_from(SCANNER_IP), 0.0) == Drop(
         'scanner: from "sipvicious"'
     )
+
+
+@pytest.mark.parametrize(
+    ("user_agent", "from_value"),
+    [("friendly-scanner", "<sip:100@1.1.1.1>;tag=x"),
+     ("Yealink SIP-T46S", '"sipvicious"<sip:100@1.1.1.1>;tag=x'),
+     ("Yealink SIP-T46S", "<sip:sipvicious@1.1.1.1>;tag=x"),
+     ("Yealink SIP-T46S", "<sip:100@1.1.1.1>;tag=x"),
+     (None, "<sip:100@1.1.1.1>;tag=x"),
+     ("sipcli/v1.8", '"friendly-scanner" <sip:smap@1.1.1.1>;tag=x'),
+     ("Yealink", "<sip:100@1.1.1.1"),  # a From too broken to parse
+     ("Bitsmapper 1.0", '"Siwar" <sip:100@1.1.1.1>;tag=x')],
+)  # fmt: skip
+def test_remembered_verdict_is_the_searched_one(user_agent: str | None, from_value: str) -> None:
+    """The second request with the same User-Agent and From gets the verdict the search gave
+    the first, and a matcher that never saw them searches to the same answer."""
+    matcher = ScannerMatcher(SecuritySettings().scanner_user_agents)
+    first = matcher.match_request(options(user_agent, from_value))
+    assert matcher.match_request(options(user_agent, from_value)) == first
+    assert (
+        ScannerMatcher(SecuritySettings().scanner_user_agents).match_request(
+            options(user_agent, from_value)
+        )
+        == first
+    )
+
+
+def test_remembered_verdicts_stay_bounded() -> None:
+    matcher = ScannerMatcher(["friendly-scanner"])
+    for n in range(scanners.VERDICT_CACHE_SIZE + 10):
+        assert matcher.match_request(options(f"Phone {n}")) is None
+    assert len(matcher._verdicts) <= scanners.VERDICT_CACHE_SIZE
+    assert matcher.match_request(options("friendly-scanner")) == 'user-agent "friendly-scanner"'
+    assert matcher.match_request(options("friendly-scanner")) == 'user-agent "friendly-scanner"'
 
 
 def test_no_user_agent_and_no_patterns_match_nothing() -> None:

@@ -18,6 +18,7 @@ from core.sip import (
     parse_message,
     parse_uri,
 )
+from core.sip.message import answer_tail, keyed_lines, response_bytes
 
 INVITE = (
     b"INVITE sip:bob@biloxi.example.com SIP/2.0\r\n"
@@ -235,6 +236,56 @@ def test_make_response_with_missing_headers() -> None:
     bare = Request("OPTIONS", parse_uri("sip:x"))
     response = make_response(bare, 400, to_tag="t")
     assert len(response.headers) == 0
+
+
+_ODD_REQUESTS = [
+    INVITE,
+    # compact forms, odd spacing, IPv6, quoted display names, params in any case
+    b"OPTIONS sip:[2001:db8::1]:5060 SIP/2.0\r\n"
+    b"v:SIP/2.0/UDP [2001:db8::9]:5070;BRANCH=z9hG4bKx;rport\r\n"
+    b'f:   "Al, \\"x\\"" <sip:a@[2001:db8::9]>;TAG=ab\r\n'
+    b"t:<sip:[2001:db8::1]>\r\ni:  c@d  \r\nCSeq:7   OPTIONS\r\nTimestamp: 1 2\r\nl:0\r\n\r\n",
+    # To already tagged (in any case), Latin-1 bytes kept as they came
+    b"BYE sip:b@x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bKy\r\n"
+    b"From: \xe9l\xe8ve <sip:a@x>;tag=1\r\nTo: <sip:b@x>;Tag=2\r\n"
+    b"Call-ID: q\r\nCSeq: 2 BYE\r\n\r\n",
+    # malformed To ending in ';', and one that only looks tagged, broken CSeq
+    INVITE.replace(b"To: Bob <sip:bob@biloxi.example.com>", b"To: <sip:b@x> ;"),
+    INVITE.replace(b"To: Bob <sip:bob@biloxi.example.com>", b"To: <sip:bob@x;tag=1").replace(
+        b"CSeq: 314159 INVITE", b"CSeq: nonsense"
+    ),
+    # one Via (written in one piece) with a malformed To, and one looking tagged
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKw\r\nf: <sip:a@x>;tag=1\r\n"
+    b"t: <sip:b@x> ;\r\ni: q\r\nCSeq: 2 OPTIONS\r\n\r\n",
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKw\r\nf: <sip:a@x>;tag=1\r\n"
+    b"t: <sip:b@x;TAG=1\r\ni: q\r\nCSeq: 2 OPTIONS\r\nTimestamp: 3\r\n\r\n",
+    # missing From, To, Call-ID and CSeq
+    b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKz\r\n\r\n",
+]
+
+
+@pytest.mark.parametrize("data", _ODD_REQUESTS)
+@pytest.mark.parametrize("status", [100, 180, 200, 400, 484])
+@pytest.mark.parametrize("to_tag", [None, "pbx1234"])
+@pytest.mark.parametrize(
+    "extra", [[], [("Allow", "INVITE, ACK")], [("Accept", "a"), ("Content-Length", "0")],
+              [("l", "7"), ("Server", "x")]]
+)  # fmt: skip
+def test_response_bytes_are_make_response_to_bytes(
+    data: bytes, status: int, to_tag: str | None, extra: list[tuple[str, str]]
+) -> None:
+    """The answer written straight to bytes is the one make_response would serialise."""
+    request = parse_message(data)
+    assert isinstance(request, Request)
+    keyed = keyed_lines([("Server", "pbxtui"), *extra])
+    reason = None if status != 400 else "Bad Thing"
+    expected = make_response(request, status, reason, to_tag=to_tag, keyed=keyed).to_bytes()
+    assert response_bytes(request, status, reason, to_tag, answer_tail(keyed)) == expected
+
+
+def test_response_bytes_refuse_a_tag_that_would_inject_a_header() -> None:
+    with pytest.raises(ValueError, match="one line"):
+        response_bytes(invite(), 200, None, "t\r\nX: y", answer_tail([]))
 
 
 def test_new_tag_and_branch() -> None:

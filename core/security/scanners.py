@@ -11,7 +11,9 @@ pattern into a false positive against some legitimate product sooner or later, a
 positive here means a silent drop and a ban of a paying customer's phone.
 
 All patterns compile into one regex, and the three places are searched together, so a
-request costs one `search` whatever the list length.
+request costs one `search` whatever the list length. Phones repeat the same User-Agent and
+From on every request, so the verdict is remembered per distinct (User-Agent, display name,
+From user): a repeat costs one dict look-up, not a lower-casing and a search.
 """
 
 from __future__ import annotations
@@ -21,9 +23,14 @@ from collections.abc import Iterable
 
 from core.sip import Request, SipParseError
 
+# Distinct (User-Agent, display name, From user) verdicts remembered. The texts are the
+# peer's: past this many the table starts again, so a source inventing new ones costs
+# memory for at most this many and the search it would have cost anyway.
+VERDICT_CACHE_SIZE = 4_096
+
 
 class ScannerMatcher:
-    __slots__ = ("_regex", "patterns")
+    __slots__ = ("_regex", "_verdicts", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         cleaned = sorted({p.strip().lower() for p in patterns if p.strip()})
@@ -35,6 +42,8 @@ class ScannerMatcher:
             if cleaned
             else None
         )
+        # "" for "not a scanner", so one `get` tells a remembered no from an unseen key.
+        self._verdicts: dict[tuple[str, str, str], str] = {}
 
     def match(self, text: str | None) -> str | None:
         """The pattern `text` contains as a word (lower case), or None."""
@@ -54,6 +63,18 @@ class ScannerMatcher:
             sender = None  # the sanity check answers a broken From
         display = (sender.display_name or "") if sender else ""
         user = (sender.uri.user or "") if sender else ""
+        key = (user_agent, display, user)
+        verdicts = self._verdicts
+        known = verdicts.get(key)
+        if known is not None:
+            return known or None
+        if len(verdicts) >= VERDICT_CACHE_SIZE:
+            verdicts.clear()
+        verdict = self._search(user_agent, display, user)
+        verdicts[key] = verdict or ""
+        return verdict
+
+    def _search(self, user_agent: str, display: str, user: str) -> str | None:
         # One search over the three, kept apart by a character that is never part of a word.
         pattern = self.match(f"{user_agent}\n{display}\n{user}")
         if pattern is None:

@@ -176,16 +176,20 @@ class Message:
         compact); otherwise one Content-Length line replaces whatever was there.
         """
         headers = self.headers
-        length = str(len(self.body))
-        present = headers.get_all("content-length")
-        if not present:
-            # What set() would do with no line to replace, without rebuilding the list: the
-            # common case for a response we have just built.
-            headers.add("Content-Length", length)
-        elif present != [length]:
-            headers.set(headers.name_of("content-length") or "Content-Length", length)
+        _state_length(headers, str(len(self.body)))
         head = self.start_line() + "\r\n" + headers.serialise() + "\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
+
+
+def _state_length(headers: Headers, length: str) -> None:
+    """Make `headers` say Content-Length `length` once, as `to_bytes` sends them."""
+    present = headers.get_all("content-length")
+    if not present:
+        # What set() would do with no line to replace, without rebuilding the list: the
+        # common case for a response we have just built.
+        headers.add("Content-Length", length)
+    elif present != [length]:
+        headers.set(headers.name_of("content-length") or "Content-Length", length)
 
 
 class Request(Message):
@@ -274,11 +278,7 @@ def make_response(
         lines.append(("from", "From", from_value))
     to_value = source.get("to")
     if to_value is not None:
-        if to_tag and status > 100 and not _has_tag(request):
-            # A malformed To (being answered with a 400) may end in ';': don't make it ';;'.
-            to_value = f"{to_value.rstrip(' ;')};tag={to_tag}"
-            check_line("To", to_value)  # the tag is the caller's text
-        lines.append(("to", "To", to_value))
+        lines.append(("to", "To", _tagged_to(request, to_value, status, to_tag)))
     call_id = source.get("call-id")
     if call_id is not None:
         lines.append(("call-id", "Call-ID", call_id))
@@ -296,6 +296,71 @@ def make_response(
         for name, value in extra:
             headers.add(name, value)
     return Response(status, reason, headers, body)
+
+
+def _tagged_to(request: Request, to_value: str, status: int, to_tag: str | None) -> str:
+    """The To of a response: `to_tag` added unless the request had one or this is a 100."""
+    if to_tag and status > 100 and not _has_tag(request):
+        # A malformed To (being answered with a 400) may end in ';': don't make it ';;'.
+        to_value = f"{to_value.rstrip(' ;')};tag={to_tag}"
+        check_line("To", to_value)  # the tag is the caller's text
+    return to_value
+
+
+def answer_tail(keyed: list[tuple[str, str, str]]) -> str:
+    """The end of a bodiless answer after the copied headers: `keyed` (our own lines, from
+    `keyed_lines`), Content-Length and the blank line, exactly as `to_bytes` would write
+    them after `make_response(keyed=keyed)`. Built once per distinct `keyed`."""
+    headers = Headers._from_keyed(list(keyed))
+    _state_length(headers, "0")
+    return headers.serialise() + "\r\n"
+
+
+def response_bytes(
+    request: Request, status: int, reason: str | None, to_tag: str | None, tail: str
+) -> bytes:
+    """`make_response(request, status, reason, to_tag=to_tag, keyed=keyed).to_bytes()` for a
+    bodiless answer, `tail` being `answer_tail(keyed)`: the same bytes, written straight from
+    the request's header values without building a Headers store or a Response."""
+    source = request.headers
+    if reason is None:
+        reason = REASON_PHRASES.get(status, "Unknown")
+    vias = source.get_all("via")
+    from_value = source.get("from")
+    to_value = source.get("to")
+    call_id = source.get("call-id")
+    cseq = source.get("cseq")
+    if (
+        len(vias) == 1
+        and from_value is not None
+        and to_value is not None
+        and call_id is not None
+        and cseq is not None
+        and status != 100
+    ):
+        # What nearly every request gives: written in one piece.
+        to_value = _tagged_to(request, to_value, status, to_tag)
+        return (
+            f"SIP/2.0 {status} {reason}\r\nVia: {vias[0]}\r\nFrom: {from_value}\r\n"
+            f"To: {to_value}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n{tail}"
+        ).encode("utf-8", "surrogateescape")
+    parts = [f"SIP/2.0 {status} {reason}\r\n"]
+    for value in vias:
+        parts.append(f"Via: {value}\r\n")
+    if from_value is not None:
+        parts.append(f"From: {from_value}\r\n")
+    if to_value is not None:
+        parts.append(f"To: {_tagged_to(request, to_value, status, to_tag)}\r\n")
+    if call_id is not None:
+        parts.append(f"Call-ID: {call_id}\r\n")
+    if cseq is not None:
+        parts.append(f"CSeq: {cseq}\r\n")
+    if status == 100:
+        timestamp = source.get("timestamp")
+        if timestamp is not None:
+            parts.append(f"Timestamp: {timestamp}\r\n")
+    parts.append(tail)
+    return "".join(parts).encode("utf-8", "surrogateescape")
 
 
 def keyed_lines(extra: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
