@@ -144,6 +144,7 @@ class Route:
         self.proxy = proxy
         self.trunks = trunks
         self.outbox = outbox
+        self._local_tag: Callable[[Request], str] = outbox.local_tag
         self.clock = clock
         self.tls_only = tls_only  # [tls] tls_only: users must reach us over TLS
         self.requires_tls = requires_tls  # username → that user is "TLS only" (core/users.py)
@@ -272,7 +273,8 @@ class Route:
         the difference, and bans an IP that keeps failing.
         """
         proxy_auth = request.method != "REGISTER"
-        result = self.authenticator.check(request, now, proxy=proxy_auth)
+        # The answers it builds carry our deterministic To-tag already (no retag).
+        result = self.authenticator.check(request, now, proxy=proxy_auth, tag=self._local_tag)
         ip = flow.remote[0]
         if result.username is not None:
             self.security.auth_succeeded(ip, now)
@@ -281,7 +283,6 @@ class Route:
             self.security.auth_failed(ip, result.claimed_user or "", request.user_agent or "", now)
         challenge = result.challenge
         if challenge is not None:
-            self.outbox.retag(challenge, request)
             # The first challenge of a request without credentials is not cached: answering
             # its retransmission with a new nonce is as good (a stateless 401, as Kamailio
             # sends), and a flood of fresh REGISTERs would otherwise fill the reply cache.
