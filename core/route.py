@@ -314,8 +314,8 @@ class Route:
         if not self.identity.is_us(request.uri):
             self.outbox.reply(request, flow, 403, "Not our domain")
             return
-        response = self.registrar.register(request, username, flow, now)
-        self.outbox.retag(response, request)
+        to_tag = self._local_tag(request)
+        response = self.registrar.register(request, username, flow, now, to_tag=to_tag)
         self.outbox.send_response(response, flow, request)
 
     def _route_from_user(self, request: Request, username: str, flow: Flow, now: float) -> None:

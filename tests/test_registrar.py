@@ -627,3 +627,25 @@ def test_outbound_through_a_proxy_without_ob_is_439(world: World) -> None:
     response = world.send(request)
     assert (response.status, response.reason) == (439, "First Hop Lacks Outbound Support")
     assert len(world.location) == 0
+
+
+def test_answers_carry_the_to_tag_the_route_gives(world: World) -> None:
+    ok = world.registrar.register(register(), "alice", udp(), 0.0, wall=WALL, to_tag="pbx1")
+    assert ok.status == 200 and ok.to_tag == "pbx1"
+    again = world.registrar.register(register(cseq=1), "alice", udp(), 1.0, wall=WALL, to_tag="t2")
+    assert again.status == 500 and again.to_tag == "t2"  # the same CSeq again: out of order
+    assert world.send(register(cseq=2), now=2.0).to_tag is None
+
+
+def test_refreshes_alone_pass_the_limits_a_user_already_exceeds() -> None:
+    world = World(max_contacts=2, max_contacts_per_user=2)
+    two = ("<sip:alice@203.0.113.5:5060>", "<sip:alice@203.0.113.5:5062>")
+    assert world.send(register(contacts=two), now=0.0).status == 200
+    world.location.max_contacts = 1  # limits lowered under a full table
+    world.location.settings = replace(world.location.settings, max_contacts_per_user=1)
+    world.registrar.settings = world.location.settings
+    refreshed = world.send(register(contacts=two, cseq=2), now=10.0)
+    assert refreshed.status == 200
+    assert len(contact_values(refreshed)) == 2
+    grown = ("<sip:alice@203.0.113.5:5064>",)
+    assert world.send(register(contacts=grown, cseq=3), now=20.0).status == 403
