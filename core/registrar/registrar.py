@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Final
 
 from core.events import (
     ContactRefreshed,
@@ -38,10 +39,10 @@ from core.sip.headers import check_line
 from core.sip.message import Request, Response, make_response
 from core.sip.uri import SipUri
 
-SUPPORTED_EXTENSIONS = frozenset({"path", "outbound"})
+SUPPORTED_EXTENSIONS: Final = frozenset({"path", "outbound"})
 MAX_EXPIRES = 2**32 - 1  # RFC 3261 §20.19
 MAX_REG_ID = 2**31 - 1  # RFC 5626 §4.2.1
-_REQUIRE_OUTBOUND = ("require", "Require", "outbound")
+_REQUIRE_OUTBOUND: Final = ("require", "Require", "outbound")
 _QVALUE = re.compile(r"^(0(\.\d{0,3})?|1(\.0{0,3})?)$")  # RFC 3261 §25.1 qvalue
 
 

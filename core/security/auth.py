@@ -25,6 +25,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from core.settings import AuthSettings
 from core.sip import Request, Response, SipParseError, SipUri, Uri, make_response, new_tag
@@ -48,11 +49,11 @@ TagMaker = Callable[[Request], str]
 
 # Which stored HA1 each algorithm the server can verify uses: the -sess forms derive their
 # session key from the same stored HA1 (RFC 7616 §3.4.2).
-_HA1_INDEX_BY_ALGORITHM = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
-_HA2_CACHE_SIZE = 1024
-_WWW_AUTHENTICATE = ("www-authenticate", "WWW-Authenticate")
-_PROXY_AUTHENTICATE = ("proxy-authenticate", "Proxy-Authenticate")
+_HA1_INDEX_BY_ALGORITHM: Final = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+_HA2_CACHE_SIZE: Final = 1024
+_WWW_AUTHENTICATE: Final = ("www-authenticate", "WWW-Authenticate")
+_PROXY_AUTHENTICATE: Final = ("proxy-authenticate", "Proxy-Authenticate")
 
 
 class AuthFailure(enum.StrEnum):
@@ -162,7 +163,7 @@ class NonceCounts:
         return True
 
 
-_NC_MASK = 0xFFFFFFFF
+_NC_MASK: Final = 0xFFFFFFFF
 
 
 class DigestAuthenticator:

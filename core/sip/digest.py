@@ -23,7 +23,7 @@ import re
 import secrets
 import struct
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Final, Protocol
 
 from core.sip.fields import AuthParams, format_auth, is_token, parse_auth
 
@@ -43,7 +43,7 @@ def _md5(data: bytes) -> _Hash:
 # Upper-cased wire names → hash constructor: the RFC 7616 registry (§6.1: MD5, SHA-256,
 # SHA-512-256 and their -sess forms), which RFC 8760 brings to SIP. SHA-512/256 comes from
 # OpenSSL, so it is offered to callers only where this Python's hashlib has it.
-_HASH_BY_ALGORITHM: dict[str, _HashFactory] = {
+_HASH_BY_ALGORITHM: Final[dict[str, _HashFactory]] = {
     "MD5": _md5,
     "MD5-SESS": _md5,
     "SHA-256": hashlib.sha256,
@@ -158,7 +158,7 @@ def response_from_ha2(
 
 # The parameter names of the credentials and challenges phones send, as they spell them:
 # one of these needs neither the token check nor lower-casing.
-_COMMON_NAMES = frozenset(
+_COMMON_NAMES: Final = frozenset(
     {
         "username",
         "realm",
@@ -197,7 +197,7 @@ def _parse_common_shape(text: str) -> AuthParams | None:
         return None
     params: dict[str, str] = {}
     length = len(rest)
-    index = 0
+    index = count = 0
     while index < length:
         eq = rest.find("=", index)
         if eq < 0:
@@ -207,8 +207,6 @@ def _parse_common_shape(text: str) -> AuthParams | None:
             if not is_token(name):
                 return None
             name = name.lower()
-        if name in params:
-            return None
         start = eq + 1
         if start < length and rest[start] == '"':
             end = rest.find('"', start + 1)
@@ -227,12 +225,15 @@ def _parse_common_shape(text: str) -> AuthParams | None:
                 return None
             index = end
         params[name] = value
+        count += 1
         if index < length:
             if rest[index] != ",":
                 return None
             index += 1
             if index < length and rest[index] == " ":
                 index += 1
+    if len(params) != count:
+        return None  # a name given twice
     return AuthParams(scheme, params)
 
 
@@ -248,18 +249,18 @@ class NonceState(enum.Enum):
     INVALID = "invalid"  # not ours: forged, tampered with, or from another install's secret
 
 
-_ISSUED_BYTES = 8  # signed milliseconds
+_ISSUED_BYTES: Final = 8  # signed milliseconds
 # The origin: one byte for the process that issued it (0: main, 1..: workers), two drawn
 # when that process started.
-_ORIGIN_BYTES = 3
-_RANDOM_BYTES = 6  # two nonces issued in the same millisecond still differ (nc is per nonce)
-_MAC_BYTES = 16  # keyed BLAKE2b, 128 bits: plenty against forgery
-_PAYLOAD_BYTES = _ISSUED_BYTES + _ORIGIN_BYTES + _RANDOM_BYTES
+_ORIGIN_BYTES: Final = 3
+_RANDOM_BYTES: Final = 6  # two nonces issued in the same millisecond still differ (nc is per nonce)
+_MAC_BYTES: Final = 16  # keyed BLAKE2b, 128 bits: plenty against forgery
+_PAYLOAD_BYTES: Final = _ISSUED_BYTES + _ORIGIN_BYTES + _RANDOM_BYTES
 MAX_ISSUER = 255
 _NONCE_CHARS = 4 * (_PAYLOAD_BYTES + _MAC_BYTES) // 3  # 33 bytes: base64 with no padding
-_NONCE_SHAPE = re.compile(rf"[A-Za-z0-9+/]{{{_NONCE_CHARS}}}")
-_CLOCK_SKEW = 1.0  # seconds a nonce may seem to come from the future before it is stale
-_ISSUED = struct.Struct(">q")  # the time stamp: signed milliseconds, big-endian
+_NONCE_SHAPE: Final = re.compile(rf"[A-Za-z0-9+/]{{{_NONCE_CHARS}}}")
+_CLOCK_SKEW: Final = 1.0  # seconds a nonce may seem to come from the future before it is stale
+_ISSUED: Final = struct.Struct(">q")  # the time stamp: signed milliseconds, big-endian
 
 
 class NonceFactory:
