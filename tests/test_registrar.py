@@ -17,7 +17,7 @@ from core.events import (
 )
 from core.net.flow import Flow
 from core.registrar.location import LocationService
-from core.registrar.registrar import Registrar, detect_nat
+from core.registrar.registrar import Registrar, _same_flow, detect_nat
 from core.settings import RegistrarSettings, Settings
 from core.sip.fields import parse_via
 from core.sip.message import Request, Response
@@ -649,3 +649,21 @@ def test_refreshes_alone_pass_the_limits_a_user_already_exceeds() -> None:
     assert len(contact_values(refreshed)) == 2
     grown = ("<sip:alice@203.0.113.5:5064>",)
     assert world.send(register(contacts=grown, cseq=3), now=20.0).status == 403
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        Flow("udp", PHONE, LOCAL),
+        Flow("udp", PHONE, LOCAL, None),
+        Flow("tcp", PHONE, LOCAL),
+        Flow("udp", (PHONE[0], PHONE[1] + 1), LOCAL),
+        Flow("udp", ("203.0.113.6", PHONE[1]), LOCAL),
+        Flow("udp", PHONE, (LOCAL[0], 5080)),
+        Flow("udp", PHONE, LOCAL, 7),
+    ],
+)
+def test_same_flow_is_flow_equality(other: Flow) -> None:
+    held = udp()
+    assert _same_flow(held, other) == (held == other)
+    assert _same_flow(held, held)
