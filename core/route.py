@@ -29,6 +29,8 @@ from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.outbox import Outbox
 from core.proxy.decisions import Refuse, ToUser
+from core.registrar.registrar import Registrar
+from core.security.auth import DigestAuthenticator
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response
 from core.sip.parser import parse_message
@@ -125,8 +127,8 @@ class Route:
         identity: ServerIdentity,
         bus: EventBus,
         security,  # core.security.guard.Security
-        authenticator,  # core.security.auth.DigestAuthenticator
-        registrar,  # core.registrar.registrar.Registrar
+        authenticator: DigestAuthenticator,
+        registrar: Registrar,
         natping,  # core.registrar.natping.NatKeepalive
         proxy: Proxy,
         trunks: Trunks,
