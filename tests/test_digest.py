@@ -25,7 +25,7 @@ from core.sip.digest import (
     session_ha1,
 )
 from core.sip.errors import SipParseError
-from core.sip.fields import AuthParams, parse_auth
+from core.sip.fields import AuthParams, format_auth, parse_auth
 
 SECRET = b"0123456789abcdef-install-secret"
 
@@ -265,6 +265,26 @@ def test_fast_parser_agrees_with_reference_on_anything(scheme: str, rest: str, e
     if fast is not None:
         assert fast == parse_auth(text)
     assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["username", "realm", "nonce", "uri", "response", "cnonce", "x-Y"]),
+            st.text(alphabet="abz09 :;@[]./+=é", max_size=12),
+            st.booleans(),
+        ),
+        max_size=9,
+        unique_by=lambda param: param[0].lower(),
+    )
+)
+def test_what_format_auth_prints_takes_the_fast_path(params: list[tuple[str, str, bool]]) -> None:
+    # No quote, backslash or comma in any value; a bare one without surrounding spaces.
+    params = [(name, value if quoted else value.strip(), quoted) for name, value, quoted in params]
+    text = format_auth("Digest", params)
+    fast = _parse_common_shape(text)
+    assert fast is not None
+    assert fast == parse_auth(text)
 
 
 # -- nonces -------------------------------------------------------------------------------
