@@ -29,6 +29,8 @@ from core.net.flow import Flow
 from core.net.identity import ServerIdentity
 from core.outbox import Outbox
 from core.proxy.decisions import Refuse, ToUser
+from core.registrar.registrar import Registrar
+from core.security.auth import DigestAuthenticator
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response
 from core.sip.parser import parse_message
@@ -125,8 +127,8 @@ class Route:
         identity: ServerIdentity,
         bus: EventBus,
         security,  # core.security.guard.Security
-        authenticator,  # core.security.auth.DigestAuthenticator
-        registrar,  # core.registrar.registrar.Registrar
+        authenticator: DigestAuthenticator,
+        registrar: Registrar,
         natping,  # core.registrar.natping.NatKeepalive
         proxy: Proxy,
         trunks: Trunks,
@@ -144,6 +146,7 @@ class Route:
         self.proxy = proxy
         self.trunks = trunks
         self.outbox = outbox
+        self._local_tag: Callable[[Request], str] = outbox.local_tag
         self.clock = clock
         self.tls_only = tls_only  # [tls] tls_only: users must reach us over TLS
         self.requires_tls = requires_tls  # username → that user is "TLS only" (core/users.py)
@@ -274,7 +277,8 @@ class Route:
         the difference, and bans an IP that keeps failing.
         """
         proxy_auth = request.method != "REGISTER"
-        result = self.authenticator.check(request, now, proxy=proxy_auth)
+        # The answers it builds carry our deterministic To-tag already (no retag).
+        result = self.authenticator.check(request, now, proxy=proxy_auth, tag=self._local_tag)
         ip = flow.remote[0]
         if result.username is not None:
             self.security.auth_succeeded(ip, now)
@@ -283,7 +287,6 @@ class Route:
             self.security.auth_failed(ip, result.claimed_user or "", request.user_agent or "", now)
         challenge = result.challenge
         if challenge is not None:
-            self.outbox.retag(challenge, request)
             # The first challenge of a request without credentials is not cached: answering
             # its retransmission with a new nonce is as good (a stateless 401, as Kamailio
             # sends), and a flood of fresh REGISTERs would otherwise fill the reply cache.
@@ -315,8 +318,8 @@ class Route:
         if not self.identity.is_us(request.uri):
             self.outbox.reply(request, flow, 403, "Not our domain")
             return
-        response = self.registrar.register(request, username, flow, now)
-        self.outbox.retag(response, request)
+        to_tag = self._local_tag(request)
+        response = self.registrar.register(request, username, flow, now, to_tag=to_tag)
         self.outbox.send_response(response, flow, request)
 
     def _route_from_user(self, request: Request, username: str, flow: Flow, now: float) -> None:

@@ -286,6 +286,51 @@ def test_nonce_just_inside_its_lifetime_is_fine() -> None:
     assert server.check(register(credentials), T0 + 299.0, proxy=False).username == "alice"
 
 
+def test_a_nonce_in_use_goes_stale_on_its_issue_time_not_its_first_use() -> None:
+    # After its first answer a nonce is not MAC-checked again (its count is kept with its
+    # time stamp): its later answers must still meet the same lifetime and clock-skew rules.
+    server = authenticator(nonce_lifetime=300.0)
+    challenge = first_round(server, T0)
+    first = answer(challenge, register(), nc=1)
+    assert server.check(register(first), T0 + 200.0, proxy=False).username == "alice"
+    inside = answer(challenge, register(), nc=2)
+    assert server.check(register(inside), T0 + 299.0, proxy=False).username == "alice"
+    outside = server.check(register(answer(challenge, register(), nc=3)), T0 + 301.0, proxy=False)
+    assert outside.failure is AuthFailure.STALE_NONCE
+    assert outside.counts_as_failure is False
+    # A clock stepped back behind the issue time: stale, as on its first use.
+    earlier = server.check(register(answer(challenge, register(), nc=4)), T0 - 2.0, proxy=False)
+    assert earlier.failure is AuthFailure.STALE_NONCE
+    assert server.check(register(answer(challenge, register(), nc=4)), T0 + 1, proxy=False).username
+
+
+def test_nonce_counts_keep_the_time_stamp_they_are_given() -> None:
+    counts = NonceCounts(capacity=3, max_age=10.0)
+    assert counts.issued_ms("a") is None
+    assert counts.accept("a", 1, 5.0, issued_ms=1_000)
+    assert counts.issued_ms("a") == 1_000
+    assert counts.accept("a", 2, 6.0)
+    assert counts.issued_ms("a") == 1_000
+    assert counts.accept("b", 1, 6.0)
+    assert counts.issued_ms("b") == 6_000
+    assert counts.accept("c", 1, 11.5)  # "a", stamped at 1.0, is past max_age and goes
+    assert counts.issued_ms("a") is None and len(counts) == 2
+
+
+def test_answers_carry_the_to_tag_the_caller_gives() -> None:
+    server = authenticator()
+    tagged = server.check(
+        register(), T0, proxy=False, tag=lambda request: "pbx" + request.call_id[:4]
+    )
+    assert tagged.challenge is not None and tagged.challenge.to_tag == "pbxa84b"
+    wrong = answer(tagged, register(), password="guess")
+    failed = server.check(register(wrong), T0, proxy=False, tag=lambda request: "t1")
+    assert failed.challenge is not None and failed.challenge.to_tag == "t1"
+    bad = server.check(register('Digest realm="x'), T0, proxy=False, tag=lambda request: "t2")
+    assert bad.challenge is not None and bad.challenge.status == 400
+    assert bad.challenge.to_tag == "t2"
+
+
 def test_forged_and_tampered_nonces_are_bad_nonces() -> None:
     server = authenticator()
     credentials = answer(first_round(server), register())

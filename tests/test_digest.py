@@ -25,7 +25,7 @@ from core.sip.digest import (
     session_ha1,
 )
 from core.sip.errors import SipParseError
-from core.sip.fields import AuthParams, parse_auth
+from core.sip.fields import AuthParams, format_auth, parse_auth
 
 SECRET = b"0123456789abcdef-install-secret"
 
@@ -179,6 +179,26 @@ HEADERS = [
     'Digest a="1"\n',
     "Digest\ta=1",
     "Digest, a=1",
+    "Digest a=b=c",
+    'Digest a="x",b="y"',
+    'Digest Username="x", REALM=r',
+    "Digest a=1,  b=2",
+    'Digest a=" x ", b= 1',
+    "Digest a=\u00a0, b=2",
+    "Digest \u212aa=1",
+    "Digest a=1, ",
+    'Digest nonce="x", NONCE="y"',
+    'Digest nonce="x", nonce="y"',
+    'Digest username="a",\r\n realm="b"',
+    'Digest uri="sip:[2001:db8::1]:5060;transport=udp", nc=00000001',
+    'Digest a="x"",b=1',
+    'Digest a="x" , b=1',
+    "Digest a=1 ,b=2",
+    "Digest a=,b=",
+    'Digest a="",b=""',
+    "Digest a",
+    "Digest ",
+    "Digest  ",
 ]
 
 
@@ -194,7 +214,15 @@ def test_fast_parser_agrees_with_reference(text: str) -> None:
     assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
 
 
-@pytest.mark.parametrize("text", HEADERS[:3])
+@pytest.mark.parametrize(
+    "text",
+    [
+        *HEADERS[:3],
+        'Digest username="u00001",realm="pbx.test",nonce="n",uri="sip:pbx.test",'
+        'response="5f",algorithm=MD5,cnonce="0a4f113b",qop=auth,nc=0000000a,opaque="o"',
+        'Digest uri="sip:[2001:db8::1]:5060;transport=udp", username="a, b=c", a=b=c',
+    ],
+)
 def test_common_headers_take_the_fast_path(text: str) -> None:
     assert _parse_common_shape(text) == parse_auth(text)
 
@@ -237,6 +265,26 @@ def test_fast_parser_agrees_with_reference_on_anything(scheme: str, rest: str, e
     if fast is not None:
         assert fast == parse_auth(text)
     assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["username", "realm", "nonce", "uri", "response", "cnonce", "x-Y"]),
+            st.text(alphabet="abz09 :;@[]./+=é", max_size=12),
+            st.booleans(),
+        ),
+        max_size=9,
+        unique_by=lambda param: param[0].lower(),
+    )
+)
+def test_what_format_auth_prints_takes_the_fast_path(params: list[tuple[str, str, bool]]) -> None:
+    # No quote, backslash or comma in any value; a bare one without surrounding spaces.
+    params = [(name, value if quoted else value.strip(), quoted) for name, value, quoted in params]
+    text = format_auth("Digest", params)
+    fast = _parse_common_shape(text)
+    assert fast is not None
+    assert fast == parse_auth(text)
 
 
 # -- nonces -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from core.events import (
 )
 from core.net.flow import Flow
 from core.registrar.location import LocationService
-from core.registrar.registrar import Registrar, detect_nat
+from core.registrar.registrar import Registrar, _same_flow, detect_nat
 from core.settings import RegistrarSettings, Settings
 from core.sip.fields import parse_via
 from core.sip.message import Request, Response
@@ -627,3 +627,43 @@ def test_outbound_through_a_proxy_without_ob_is_439(world: World) -> None:
     response = world.send(request)
     assert (response.status, response.reason) == (439, "First Hop Lacks Outbound Support")
     assert len(world.location) == 0
+
+
+def test_answers_carry_the_to_tag_the_route_gives(world: World) -> None:
+    ok = world.registrar.register(register(), "alice", udp(), 0.0, wall=WALL, to_tag="pbx1")
+    assert ok.status == 200 and ok.to_tag == "pbx1"
+    again = world.registrar.register(register(cseq=1), "alice", udp(), 1.0, wall=WALL, to_tag="t2")
+    assert again.status == 500 and again.to_tag == "t2"  # the same CSeq again: out of order
+    assert world.send(register(cseq=2), now=2.0).to_tag is None
+
+
+def test_refreshes_alone_pass_the_limits_a_user_already_exceeds() -> None:
+    world = World(max_contacts=2, max_contacts_per_user=2)
+    two = ("<sip:alice@203.0.113.5:5060>", "<sip:alice@203.0.113.5:5062>")
+    assert world.send(register(contacts=two), now=0.0).status == 200
+    world.location.max_contacts = 1  # limits lowered under a full table
+    world.location.settings = replace(world.location.settings, max_contacts_per_user=1)
+    world.registrar.settings = world.location.settings
+    refreshed = world.send(register(contacts=two, cseq=2), now=10.0)
+    assert refreshed.status == 200
+    assert len(contact_values(refreshed)) == 2
+    grown = ("<sip:alice@203.0.113.5:5064>",)
+    assert world.send(register(contacts=grown, cseq=3), now=20.0).status == 403
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        Flow("udp", PHONE, LOCAL),
+        Flow("udp", PHONE, LOCAL, None),
+        Flow("tcp", PHONE, LOCAL),
+        Flow("udp", (PHONE[0], PHONE[1] + 1), LOCAL),
+        Flow("udp", ("203.0.113.6", PHONE[1]), LOCAL),
+        Flow("udp", PHONE, (LOCAL[0], 5080)),
+        Flow("udp", PHONE, LOCAL, 7),
+    ],
+)
+def test_same_flow_is_flow_equality(other: Flow) -> None:
+    held = udp()
+    assert _same_flow(held, other) == (held == other)
+    assert _same_flow(held, held)

@@ -426,7 +426,8 @@ class LocationService:
         if not bindings:
             return []
         live = [binding for binding in bindings if binding.expires_at > now]
-        live.sort(key=_fork_order)
+        if len(live) > 1:  # most users have one contact: no key call, no tuple
+            live.sort(key=_fork_order)
         return live
 
     def all_bindings(self) -> list[Binding]:

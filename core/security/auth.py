@@ -25,6 +25,7 @@ import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 from core.settings import AuthSettings
 from core.sip import Request, Response, SipParseError, SipUri, Uri, make_response, new_tag
@@ -32,20 +33,27 @@ from core.sip.digest import (
     NonceFactory,
     NonceState,
     canonical_algorithm,
-    compute_response,
     ha1,
     parse_digest_header,
+    request_ha2,
+    response_from_ha2,
 )
 from core.sip.fields import AuthParams, format_auth
+from core.sip.headers import check_line
 from core.sip.uri import parse_uri
 
 # (ha1_md5, ha1_sha256) of an enabled user of the realm, or None.
 UserLookup = Callable[[str], tuple[str, str] | None]
+# The To-tag for the answers to a request (the route's deterministic one, core/outbox.py).
+TagMaker = Callable[[Request], str]
 
 # Which stored HA1 each algorithm the server can verify uses: the -sess forms derive their
 # session key from the same stored HA1 (RFC 7616 §3.4.2).
-_HA1_INDEX_BY_ALGORITHM = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
-_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+_HA1_INDEX_BY_ALGORITHM: Final = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+_HA2_CACHE_SIZE: Final = 1024
+_WWW_AUTHENTICATE: Final = ("www-authenticate", "WWW-Authenticate")
+_PROXY_AUTHENTICATE: Final = ("proxy-authenticate", "Proxy-Authenticate")
 
 
 class AuthFailure(enum.StrEnum):
@@ -107,9 +115,11 @@ class NonceCounts:
     server that remembers the count can reject a repeat. Entries are kept in first-seen order:
     those older than a nonce can stay valid are dropped as new ones arrive, and past `capacity`
     the oldest go first (evicting a live nonce only re-opens a replay window for that nonce).
-    Each entry is one int, the count in the low 32 bits (nc is 8 hex digits) and the
-    millisecond it was first seen above them: a tuple of an int and a float per registered
-    phone cost about 90 bytes more.
+    Each entry is one int, the count in the low 32 bits (nc is 8 hex digits) and a millisecond
+    above them: when the nonce was issued (its time stamp, given by the authenticator, which
+    then need not check a known nonce's MAC again), else when it was first seen. Either way
+    the nonce cannot check VALID once `max_age` has passed since. A tuple of an int and a
+    float per registered phone cost about 90 bytes more.
     """
 
     __slots__ = ("_capacity", "_last_nc_by_nonce", "_max_age")
@@ -125,8 +135,15 @@ class NonceCounts:
     def __len__(self) -> int:
         return len(self._last_nc_by_nonce)
 
-    def accept(self, nonce: str, nc: int, now: float) -> bool:
-        """Record `nc` for `nonce` if it is higher than any seen before; False for a replay."""
+    def issued_ms(self, nonce: str) -> int | None:
+        """The millisecond recorded with `nonce` (see the class), or None: not accepted yet,
+        or forgotten."""
+        entry = self._last_nc_by_nonce.get(nonce)
+        return None if entry is None else entry >> 32
+
+    def accept(self, nonce: str, nc: int, now: float, issued_ms: int | None = None) -> bool:
+        """Record `nc` for `nonce` if it is higher than any seen before; False for a replay.
+        `issued_ms`: the nonce's time stamp, kept with it (else `now`)."""
         table = self._last_nc_by_nonce
         entry = table.get(nonce)
         if entry is not None:
@@ -141,11 +158,12 @@ class NonceCounts:
             if table[oldest_nonce] >> 32 >= expired_before and len(table) < self._capacity:
                 break
             del table[oldest_nonce]
-        table[nonce] = (max(0, math.floor(now * 1000)) << 32) | nc
+        stamp = max(0, math.floor(now * 1000)) if issued_ms is None else issued_ms
+        table[nonce] = (stamp << 32) | nc
         return True
 
 
-_NC_MASK = 0xFFFFFFFF
+_NC_MASK: Final = 0xFFFFFFFF
 
 
 class DigestAuthenticator:
@@ -160,6 +178,7 @@ class DigestAuthenticator:
         "_allow_qopless",
         "_challenge_parts",
         "_dummy_ha1s",
+        "_ha2_cache",
         "_lookup",
         "_nc_by_nonce",
         "_nonces",
@@ -187,12 +206,18 @@ class DigestAuthenticator:
         self._nc_by_nonce = NonceCounts(settings.max_tracked_nonces, self._nonces.max_validity)
         self._algorithm_by_upper = {algorithm.upper(): algorithm for algorithm in offered}
         # Same order as settings: RFC 8760 §2.4, the server's preferred algorithm first. Each
-        # challenge is pre-printed around its nonce, the only part that changes.
+        # challenge is pre-printed around its nonce, the only part that changes (checked for
+        # the header line once, here: the realm is configuration, the nonce base64).
         realm_param = format_auth("Digest", [("realm", realm, True)])
         self._challenge_parts = tuple(
             (f'{realm_param}, nonce="', f'", algorithm={algorithm}, qop="auth"')
             for algorithm in offered
         )
+        for before, after in self._challenge_parts:
+            check_line("WWW-Authenticate", before + after + ", stale=true")
+        # HA2 by (algorithm, method, digest-uri): every phone's REGISTER hashes the same
+        # "REGISTER:sip:<domain>". Bounded: emptied when full.
+        self._ha2_cache: dict[tuple[str, str, str], str] = {}
         # An unknown user is checked against these, so its answer costs what a real one does.
         dummy_user, dummy_password = secrets.token_hex(8), secrets.token_hex(16)
         self._dummy_ha1s = (
@@ -202,37 +227,52 @@ class DigestAuthenticator:
 
     # -- challenges -----------------------------------------------------------------------
     def challenge(
-        self, request: Request, now: float, *, proxy: bool, stale: bool = False
+        self,
+        request: Request,
+        now: float,
+        *,
+        proxy: bool,
+        stale: bool = False,
+        tag: TagMaker | None = None,
     ) -> Response:
         """A 401 with WWW-Authenticate (proxy=False) or 407 with Proxy-Authenticate, one header
-        per offered algorithm, all sharing one fresh nonce (RFC 3261 §22.1, §22.3)."""
+        per offered algorithm, all sharing one fresh nonce (RFC 3261 §22.1, §22.3). Its To-tag
+        is `tag(request)`, or a random one."""
         nonce = self._nonces.make(now)  # base64: nothing in it needs quoting
-        header = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+        key, name = _PROXY_AUTHENTICATE if proxy else _WWW_AUTHENTICATE
         tail = ", stale=true" if stale else ""
-        extra = [(header, before + nonce + after + tail) for before, after in self._challenge_parts]
-        return make_response(request, 407 if proxy else 401, to_tag=new_tag(), extra=extra)
+        lines = [
+            (key, name, before + nonce + after + tail) for before, after in self._challenge_parts
+        ]
+        to_tag = new_tag() if tag is None else tag(request)
+        return make_response(request, 407 if proxy else 401, to_tag=to_tag, keyed=lines)
 
     # -- verification ---------------------------------------------------------------------
-    def check(self, request: Request, now: float, *, proxy: bool) -> AuthResult:
+    def check(
+        self, request: Request, now: float, *, proxy: bool, tag: TagMaker | None = None
+    ) -> AuthResult:
         """Authenticate `request`: REGISTER uses proxy=False (401), everything else the route
-        challenges uses proxy=True (407), per RFC 3261 §22.3 and the route in DESIGN.md."""
+        challenges uses proxy=True (407), per RFC 3261 §22.3 and the route in DESIGN.md.
+        Any answer it builds gets `tag(request)` as its To-tag (the route's own tag for the
+        request), or a random one."""
         values = request.headers.get_all("proxy-authorization" if proxy else "authorization")
         if not values:
-            return AuthResult(challenge=self.challenge(request, now, proxy=proxy))
+            return AuthResult(challenge=self.challenge(request, now, proxy=proxy, tag=tag))
         credentials = self._ours(values)
         if credentials is None:
             # Credentials that break the grammar (RFC 7616 §3.4, RFC 3261 §25.1) are a bad
             # request, not a wrong answer: 400 before any challenge, counted like a failure.
             header = "Proxy-Authorization" if proxy else "Authorization"
+            to_tag = new_tag() if tag is None else tag(request)
             return AuthResult(
-                challenge=make_response(request, 400, f"Bad {header} header", to_tag=new_tag()),
+                challenge=make_response(request, 400, f"Bad {header} header", to_tag=to_tag),
                 failure=AuthFailure.MALFORMED,
                 counts_as_failure=True,
             )
         if isinstance(credentials, tuple):
             failure, claimed_user = credentials
-            return self._fail(request, now, proxy, failure, claimed_user)
-        return self._verify(request, now, proxy, credentials)
+            return self._fail(request, now, proxy, tag, failure, claimed_user)
+        return self._verify(request, now, proxy, tag, credentials)
 
     def _ours(self, values: list[str]) -> AuthParams | tuple[AuthFailure, str | None] | None:
         """Of possibly several credentials (one per realm, RFC 3261 §22.3), the Digest one for
@@ -256,7 +296,12 @@ class DigestAuthenticator:
         return AuthFailure.REALM_MISMATCH, other_realm.get("username")
 
     def _verify(
-        self, request: Request, now: float, proxy: bool, credentials: AuthParams
+        self,
+        request: Request,
+        now: float,
+        proxy: bool,
+        tag: TagMaker | None,
+        credentials: AuthParams,
     ) -> AuthResult:
         params = credentials.params
         username = params.get("username")
@@ -268,39 +313,44 @@ class DigestAuthenticator:
         nc = params.get("nc")
         cnonce = params.get("cnonce")
         if username is None or nonce is None or uri is None or response is None:
-            return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.MALFORMED, username)
         if algorithm is None:  # not one we offered
-            return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.MALFORMED, username)
         if qop is not None:
             # We offer qop="auth" only; RFC 7616 §3.4 then requires nc (8LHEX) and cnonce.
             # The token is compared without case (`AUTH` is the same token); the digest is
             # computed over the value we offered, so a client hashing another spelling fails
             # as a wrong answer: counted, never an exception.
             if qop.lower() != "auth" or cnonce is None or nc is None:
-                return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+                return self._fail(request, now, proxy, tag, AuthFailure.MALFORMED, username)
             if len(nc) != 8 or not _HEX_DIGITS.issuperset(nc):
-                return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+                return self._fail(request, now, proxy, tag, AuthFailure.MALFORMED, username)
             qop = "auth"
         elif algorithm.endswith("-sess") and cnonce is None:
-            return self._fail(request, now, proxy, AuthFailure.MALFORMED, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.MALFORMED, username)
 
-        nonce_state = self._nonces.check(nonce, now)
+        # A nonce with a count here checked VALID when first accepted: only its age can have
+        # changed since, and its time stamp is kept with the count.
+        issued_ms = self._nc_by_nonce.issued_ms(nonce)
+        if issued_ms is None:
+            nonce_state = self._nonces.check(nonce, now)
+        else:
+            nonce_state = self._nonces.state_at(issued_ms, now)
         if nonce_state is NonceState.INVALID:
-            return self._fail(request, now, proxy, AuthFailure.BAD_NONCE, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.BAD_NONCE, username)
         if qop is None and not self._allow_qopless:
             # RFC 7616 §3.4: without qop there is no nonce-count, hence no replay protection.
-            return self._fail(request, now, proxy, AuthFailure.MISSING_QOP, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.MISSING_QOP, username)
         if not _same_uri(uri, request.uri):
-            return self._fail(request, now, proxy, AuthFailure.URI_MISMATCH, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.URI_MISMATCH, username)
 
         # Known or not, compute one digest and compare in constant time: the answer and its
         # timing must not tell an extension that exists from one that does not.
         stored = self._lookup(username)
         ha1_pair = self._dummy_ha1s if stored is None else stored
-        expected = compute_response(
+        expected = response_from_ha2(
             ha1_pair[_HA1_INDEX_BY_ALGORITHM[algorithm.upper()]],
-            request.method,
-            uri,
+            self._ha2(algorithm, request.method, uri),
             nonce,
             algorithm,
             qop=qop,
@@ -311,33 +361,47 @@ class DigestAuthenticator:
             expected.encode("ascii"), response.lower().encode("utf-8", "surrogateescape")
         )
         if stored is None:
-            return self._fail(request, now, proxy, AuthFailure.UNKNOWN_USER, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.UNKNOWN_USER, username)
         if not matches:
-            return self._fail(request, now, proxy, AuthFailure.WRONG_PASSWORD, username)
+            return self._fail(request, now, proxy, tag, AuthFailure.WRONG_PASSWORD, username)
         if nonce_state is NonceState.STALE:
             # RFC 7616 §3.3: right password, old nonce → stale=true and the phone retries.
             return AuthResult(
-                challenge=self.challenge(request, now, proxy=proxy, stale=True),
+                challenge=self.challenge(request, now, proxy=proxy, stale=True, tag=tag),
                 failure=AuthFailure.STALE_NONCE,
                 claimed_user=username,
             )
         # A qop-less answer (RFC 2617 §3.2.2 compatibility, when allowed) carries no nc: its
         # nonce is good for one request (count 0, which no later answer can exceed).
         count = int(nc, 16) if qop is not None and nc is not None else 0
-        if not self._nc_by_nonce.accept(nonce, count, now):
-            return self._fail(request, now, proxy, AuthFailure.REPLAYED_NC, username)
+        if issued_ms is None:
+            issued_ms = self._nonces.issued_ms(nonce)
+        if not self._nc_by_nonce.accept(nonce, count, now, issued_ms):
+            return self._fail(request, now, proxy, tag, AuthFailure.REPLAYED_NC, username)
         return AuthResult(username=username, claimed_user=username)
+
+    def _ha2(self, algorithm: str, method: str, uri: str) -> str:
+        key = (algorithm, method, uri)
+        cache = self._ha2_cache
+        ha2 = cache.get(key)
+        if ha2 is None:
+            ha2 = request_ha2(method, uri, algorithm)
+            if len(cache) >= _HA2_CACHE_SIZE:
+                cache.clear()
+            cache[key] = ha2
+        return ha2
 
     def _fail(
         self,
         request: Request,
         now: float,
         proxy: bool,
+        tag: TagMaker | None,
         failure: AuthFailure,
         claimed_user: str | None,
     ) -> AuthResult:
         return AuthResult(
-            challenge=self.challenge(request, now, proxy=proxy),
+            challenge=self.challenge(request, now, proxy=proxy, tag=tag),
             failure=failure,
             claimed_user=claimed_user,
             counts_as_failure=True,
