@@ -155,3 +155,108 @@ def test_parse_contacts() -> None:
         parse_contacts(["*", "<sip:a@x>"])
     with pytest.raises(SipParseError, match="Bad addr-spec"):
         parse_contacts(["sip:a@x?Route=y"])
+
+
+# The common shapes are read by a short path (`_common_name_addr`); every input here must come
+# out of parse_name_addr exactly as the general reading makes it, error reasons included.
+SAME_AS_GENERAL = [
+    '"Alice" <sip:alice@pbx.test>;tag=1928',
+    '"Alice"<sip:alice@pbx.test>;tag=1928',
+    '"Alice"  <sip:alice@pbx.test>;tag=1928',
+    '"Alice"\t<sip:alice@pbx.test>;tag=1928',
+    '"Alice" \t<sip:alice@pbx.test>',
+    '"Al\\"ice" <sip:a@pbx.test>;tag=1',
+    '"A\\\\" <sip:a@pbx.test>',
+    '"A, B" <sip:a@pbx.test>;tag=x',
+    '"Ali>ce" <sip:a@pbx.test>;tag=1',
+    '"Ali<ce" <sip:a@pbx.test>;tag=1',
+    '"Ali;ce" <sip:a@pbx.test>;tag=1',
+    '"" <sip:a@pbx.test>',
+    '"M\xfcller" <sip:m@pbx.test>;tag=7',
+    '"M\udcfcller" <sip:m@pbx.test>;tag=7',
+    '"unterminated <sip:a@pbx.test>',
+    '"Alice" sip:a@pbx.test',
+    '"Alice" x <sip:a@pbx.test>',
+    "<sip:alice@pbx.test>",
+    "<sip:alice@pbx.test>;tag=abc",
+    "  <sip:alice@pbx.test>;tag=abc  ",
+    "<SIP:Alice@PBX.test>;tag=abc",
+    "<sips:alice@pbx.test:5061>;tag=abc",
+    "<sip:alice@pbx.test>;TAG=abc",
+    "<sip:alice@pbx.test>;Tag=abc",
+    "<sip:alice@[2001:db8::1]:5060;transport=tcp>;tag=z",
+    "<sip:alice@[2001:db8::1]>",
+    "<sip:alice@[2001:db8::1>",
+    "<sip:%61lice@pbx.test>;tag=1",
+    "<sip:a@pbx.test>;tag=1;tag=2",
+    "<sip:a@pbx.test>;tag=1;expires=60",
+    "<sip:a@pbx.test>;expires=60",
+    "<sip:a@pbx.test>;tag=",
+    "<sip:a@pbx.test>;tag= x",
+    "<sip:a@pbx.test>;tag=x y",
+    "<sip:a@pbx.test>;tag=x\t",
+    '<sip:a@pbx.test>;tag="x"',
+    '<sip:a@pbx.test>;tag=x"',
+    "<sip:a@pbx.test>;tag=a=b",
+    "<sip:a@pbx.test>;tag=a,b",
+    "<sip:a@pbx.test>;tag",
+    "<sip:a@pbx.test>;",
+    "<sip:a@pbx.test>;;tag=1",
+    "<sip:a@pbx.test>;tag=1;",
+    "<sip:a@pbx.test> ;tag=1",
+    "<sip:a@pbx.test>x",
+    "<sip:a@pbx.test>>;tag=1",
+    "<sip:a@pbx.test",
+    "< sip:a@pbx.test >;tag=1",
+    "<sip:a b@pbx.test>",
+    "<sip:a@pbx.test;tag=2>;tag=1",
+    "<>",
+    "<:>",
+    "<tel:+4930123>;tag=1",
+    "<mailto:a@pbx.test>;tag=1",
+    "<urn:uuid:1234>",
+    "Alice <sip:a@pbx.test>;tag=1",
+    "caller<sip:a@pbx.test>",
+    "sip:alice@pbx.test;tag=1928",
+    "SIP:alice@pbx.test;tag=1928",
+    "sip:alice@pbx.test",
+    'sip:a@pbx.test;p="<x>"',
+    "sip:a@pbx.test?x=1",
+    "*",
+]
+
+
+def _outcome(parse: object, text: str) -> tuple[object, ...]:
+    try:
+        address = parse(text)  # type: ignore[operator]
+    except SipParseError as error:
+        return ("error", error.reason, error.status)
+    return ("ok", address, address.raw, address.display_name, address.params, str(address))
+
+
+@pytest.mark.parametrize("text", SAME_AS_GENERAL)
+def test_parse_name_addr_common_shapes_match_general_reading(text: str) -> None:
+    from core.sip.address import _any_name_addr
+
+    def general(value: str) -> NameAddr:
+        raw = value.strip()
+        if not raw:
+            raise SipParseError("Empty address")
+        return _any_name_addr(raw)
+
+    assert _outcome(parse_name_addr, text) == _outcome(general, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"Alice" <sip:alice@pbx.test>;tag=1928',
+        '"Alice"<sip:alice@pbx.test>',
+        "<sip:alice@[2001:db8::1]:5060>;tag=x",
+        "<sip:alice@pbx.test>",
+    ],
+)
+def test_common_shapes_take_the_short_path(text: str) -> None:
+    from core.sip.address import _common_name_addr
+
+    assert _common_name_addr(text) is not None

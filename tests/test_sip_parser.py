@@ -565,3 +565,80 @@ def test_blank_line_detection() -> None:
     assert split_head(b"A\n\n\r\n") == (b"A", b"\r\n")
     with pytest.raises(SipParseError, match="Missing blank line"):
         split_head(b"A\r\nB")
+
+
+# A head whose lines all end in CRLF is cut and split in one go (`_crlf_head`); wherever that
+# answers, it must give the lines and body the general reading (`_any_head`) gives, and it
+# must stand aside (None) for every head the general reading refuses or reads otherwise.
+HEAD_PIECES = [b"\r\n", b"\n", b"\r", b"A: b", b"Via:x", b" ", b"\t", b":", b"\r\n\r\n", b"v=0"]
+
+
+def _head_outcome(read: object, raw: bytes) -> tuple[object, ...]:
+    try:
+        return ("ok", read(raw))  # type: ignore[operator]
+    except SipParseError as error:
+        return ("error", error.reason)
+
+
+def test_crlf_head_matches_general_reading_on_mixed_line_ends() -> None:
+    import random
+
+    from core.sip.parser import _any_head, _crlf_head
+
+    rng = random.Random(21)
+    cases = [
+        b"OPTIONS sip:a SIP/2.0\r\nA: b\r\n\r\nbody\r\n\r\n",
+        b"OPTIONS sip:a SIP/2.0\r\nA: b\n\r\n\r\nbody",
+        b"OPTIONS sip:a SIP/2.0\nA: b\r\n\r\n",
+        b"OPTIONS sip:a SIP/2.0\r\nA: b\r\r\n\r\n",
+        b"OPTIONS sip:a SIP/2.0\r\nA: b\rc\r\n\r\n",
+        b"OPTIONS sip:a SIP/2.0\r\nA: b\n\nC: d\r\n\r\n",
+        b"OPTIONS sip:a SIP/2.0\r\nA: b\r\n c\r\n\r\nx\ny",
+    ]
+    for _ in range(3000):
+        pieces = [rng.choice(HEAD_PIECES) for _ in range(rng.randint(1, 10))]
+        cases.append(b"X" + b"".join(pieces))
+    taken = 0
+    for raw in cases:
+        fast = _crlf_head(raw)
+        general = _head_outcome(_any_head, raw)
+        if fast is not None:
+            taken += 1
+            assert general == ("ok", fast), raw
+        elif b"\r\n\r\n" in raw and general[0] == "ok":
+            # Stood aside: some line of the CRLF cut holds a CR or LF of its own.
+            cut = raw.partition(b"\r\n\r\n")[0].split(b"\r\n")
+            assert any(b"\r" in line or b"\n" in line for line in cut), raw
+    assert taken > 100
+
+
+def test_line_keyed_by_the_name_last_seen_in_its_place_reads_as_any_other() -> None:
+    """The name of the line at each index is remembered for the next message; a line that
+    only looks like it (other case, no space, a longer name) is read in full."""
+    first = (
+        b"OPTIONS sip:a@pbx.test SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"CSeq: 1 OPTIONS\r\nFrom: <sip:a@pbx.test>;tag=1\r\nTo: <sip:a@pbx.test>\r\n"
+        b"Call-ID: c1\r\nContent-Length: 0\r\n\r\n"
+    )
+    second = (
+        b"OPTIONS sip:a@pbx.test SIP/2.0\r\nvia: SIP/2.0/UDP h;branch=z9hG4bK2\r\n"
+        b"CSeq:2 OPTIONS\r\nFrom-X: x\r\nTo:   <sip:a@pbx.test> \t\r\n"
+        b"Call-ID : c2\r\nl: 0\r\n\r\n"
+    )
+    expected_second = [
+        ("via", "via", "SIP/2.0/UDP h;branch=z9hG4bK2"),
+        ("cseq", "CSeq", "2 OPTIONS"),
+        ("from-x", "From-X", "x"),
+        ("to", "To", "<sip:a@pbx.test>"),
+        ("call-id", "Call-ID", "c2"),
+        ("content-length", "l", "0"),
+    ]
+    for data in (first, second, second, first, second):
+        message = parse_message(data)
+        if data is second:
+            keys = message.headers.lookup_keys()
+            keyed = [(key, *line) for key, line in zip(keys, message.headers, strict=True)]
+            assert keyed == expected_second
+        else:
+            assert message.cseq is not None and message.cseq.number == 1
+            assert message.to_addr is not None and message.to_addr.tag is None

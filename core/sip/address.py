@@ -83,6 +83,14 @@ def parse_name_addr(text: str) -> NameAddr:
     raw = text.strip()
     if not raw:
         raise SipParseError("Empty address")
+    common = _common_name_addr(raw)
+    if common is not None:
+        return common
+    return _any_name_addr(raw)
+
+
+def _any_name_addr(raw: str) -> NameAddr:
+    """Any name-addr or addr-spec, `raw` stripped and not empty."""
     display: str | None = None
     rest = raw
     if raw[0] == '"':
@@ -116,6 +124,41 @@ def parse_name_addr(text: str) -> NameAddr:
     return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
 
 
+def _common_name_addr(raw: str) -> NameAddr | None:
+    """`<uri>` or `"Name" <uri>` with no parameters, or `tag=` alone, read with a few finds
+    (what phones send in From, To and Contact); None for any other shape, which
+    `_any_name_addr` then reads: where this one answers, it answers as that one would.
+
+    `raw` is stripped and not empty. A quoted name is taken as it stands only when it holds
+    no backslash (no quoted-pair to unescape), so its closing quote is the next `"`.
+    """
+    display: str | None = None
+    if raw[0] == '"':
+        close = raw.find('"', 1)
+        if close < 0 or raw.find("\\", 1, close) >= 0:
+            return None
+        display = raw[1:close]
+        lt = raw.find("<", close + 1)
+        if lt != close + 1 and (lt != close + 2 or raw[close + 1] != " "):
+            return None
+    elif raw[0] == "<":
+        lt = 0
+    else:
+        return None
+    gt = raw.find(">", lt)
+    if gt < 0:
+        return None
+    tail = raw[gt + 1 :]
+    if not tail:
+        params: dict[str, str | None] = {}
+    elif tail.startswith(";tag=") and tail.find(";", 1) < 0 and '"' not in tail:
+        params = {"tag": tail[5:].strip()}  # what parse_params makes of a lone `tag=...`
+    else:
+        return None
+    uri = parse_uri(raw[lt + 1 : gt].strip())
+    return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
+
+
 def _is_display_prefix(text: str) -> bool:
     """Could `text` (everything before a `<`) be an unquoted display name?
 
@@ -130,8 +173,9 @@ def parse_contacts(values: list[str]) -> list[NameAddr] | None:
 
     `*` must stand alone: mixed with addresses it is malformed.
     """
-    if any(value.strip() == "*" for value in values):
-        if len(values) != 1:
-            raise SipParseError("Contact '*' mixed with addresses")
-        return None
+    for value in values:
+        if value.strip() == "*":
+            if len(values) != 1:
+                raise SipParseError("Contact '*' mixed with addresses")
+            return None
     return [parse_name_addr(value) for value in values]

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from core.sip.errors import SipParseError
 from core.sip.hostport import format_host, is_digits, parse_hostport
 from core.sip.uri import QUOTED_STRING, format_params, params_hash, parse_params
 
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+_TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
 # sent-protocol LWS sent-by *( SEMI via-params ), with SWS allowed around each SLASH (§25.1).
 # Possessive quantifiers throughout: the engine never backtracks, so matching is linear.
@@ -24,11 +25,14 @@ _VIA = re.compile(
 _AROUND_COLON = re.compile(r"\s*:\s*")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _AUTH_SCHEME = re.compile(r"\s*([^\s,]+)\s*")
-_MAX_DELTA_SECONDS = 2**32 - 1  # §20.19: larger values mean this
-_MAX_CSEQ = 2**32 - 1  # §20.16: a 32-bit unsigned integer
+_MAX_DELTA_SECONDS: Final = 2**32 - 1  # §20.19: larger values mean this
+_MAX_CSEQ: Final = 2**32 - 1  # §20.16: a 32-bit unsigned integer
 
 
 def is_token(text: str) -> bool:
+    # Letters and digits only (a method, a transport), as nearly every token is: no regex.
+    if text.isalnum() and text.isascii():
+        return True
     return _TOKEN.fullmatch(text) is not None
 
 
@@ -49,6 +53,8 @@ def _small_int(text: str, max_digits: int) -> int | None:
     Leading zeros are allowed and do not count (RFC 4475 §3.1.1.1 sends Max-Forwards 0068);
     the digit cap keeps int() away from its 4,300-digit limit and from huge numbers.
     """
+    if len(text) <= max_digits and is_digits(text):
+        return int(text)  # no more digits than allowed, leading zeros or not: the same int
     if not is_digits(text):
         return None
     significant = text.lstrip("0")

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 
 # RFC 3261 §7.3.3 and the IANA registry of compact forms.
-COMPACT_FORMS: dict[str, str] = {
+COMPACT_FORMS: Final[dict[str, str]] = {
     "i": "call-id",
     "m": "contact",
     "e": "content-encoding",
@@ -41,9 +41,10 @@ COMPACT_FORMS: dict[str, str] = {
 
 # Keys of the names seen so far, so the hot path skips lower() and the compact-form lookup.
 # Bounded: a peer inventing header names must not grow it without limit.
-_KEY_CACHE: dict[str, str] = {}
-_MISSING = object()  # a cache miss, as distinct from a cached None
-_KEY_CACHE_LIMIT = 2_048
+# Final, here and below: compiled, a C static rather than a module-dict look-up on every use.
+_KEY_CACHE: Final[dict[str, str]] = {}
+_MISSING: Final = object()  # a cache miss, as distinct from a cached None
+_KEY_CACHE_LIMIT: Final = 2_048
 
 
 def header_key(name: str) -> str:
@@ -133,7 +134,7 @@ def split_outside_quotes(text: str, specials: re.Pattern[str], separator: str) -
     return parts
 
 
-_LIST_SPECIALS = re.compile(r'[",<>\\]')
+_LIST_SPECIALS: Final = re.compile(r'[",<>\\]')
 
 
 class Headers:
@@ -151,9 +152,7 @@ class Headers:
 
     @classmethod
     def _from_keyed(cls, lines: list[tuple[str, str, str]]) -> Headers:
-        headers = cls()
-        headers._lines = lines
-        return headers
+        return keyed_headers(lines)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
         for _key, name, value in self._lines:
@@ -228,9 +227,10 @@ class Headers:
         if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
         key = header_key(name)
-        cached = self._cache.get(key, _MISSING)
-        if cached is not _MISSING:
-            return cached  # type: ignore[no-any-return]
+        if key != name:  # a key (as the views pass) was looked up just above
+            cached = self._cache.get(key, _MISSING)
+            if cached is not _MISSING:
+                return cached  # type: ignore[no-any-return]
         # The first line's value, found here rather than by `get`, which would key it again.
         raw = next((line[2] for line in self._lines if line[0] == key), None)
         result = None if raw is None else parse(raw)
@@ -334,3 +334,11 @@ class Headers:
 
     def serialise(self) -> str:
         return "".join(f"{name}: {value}\r\n" for _key, name, value in self._lines)
+
+
+def keyed_headers(lines: list[tuple[str, str, str]]) -> Headers:
+    """A store holding `lines`, already keyed (the parser's, a copy's): a plain function, so a
+    compiled caller reaches it by a direct call rather than a class attribute look-up."""
+    headers = Headers()
+    headers._lines = lines
+    return headers

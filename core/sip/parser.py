@@ -8,19 +8,23 @@ step (core/security), so that a request missing a CSeq still gets a 400 that say
 from __future__ import annotations
 
 import re
+from typing import Final
 
 from core.sip.errors import SipParseError
 from core.sip.fields import is_token, parse_content_length
-from core.sip.headers import Headers, header_key
+from core.sip.headers import Headers, header_key, keyed_headers
 from core.sip.message import Message, Request, Response
 from core.sip.uri import OtherUri, parse_uri
 
-MAX_HEADER_LINES = 256
-MAX_REQUEST_URI = 4_096
-_HEADER_NAME = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+# Final: compiled, these are C constants rather than a module-dict look-up on every use.
+MAX_HEADER_LINES: Final = 256
+MAX_REQUEST_URI: Final = 4_096
+_HEADER_NAME: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 # SIP-Version is case-insensitive on receipt (§7.1); the status code is exactly three digits.
-_STATUS_LINE = re.compile(r"SIP/([0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?", re.IGNORECASE | re.DOTALL)
-SIP_VERSION = "SIP/2.0"
+_STATUS_LINE: Final = re.compile(
+    r"SIP/([0-9]+\.[0-9]+) ([0-9]{3})(?: (.*))?", re.IGNORECASE | re.DOTALL
+)
+SIP_VERSION: Final = "SIP/2.0"
 
 
 def find_blank_line(data: bytes | bytearray, start: int = 0) -> tuple[int, int] | None:
@@ -69,18 +73,16 @@ def parse_message(
         raw = raw.lstrip(b"\r\n")
     if not raw:
         raise SipParseError("Empty message")
-    head_bytes, body = split_head(raw)
-    head = head_bytes.decode("utf-8", "surrogateescape")
-    if "\r" in head:
-        head = head.replace("\r\n", "\n")
-        if "\r" in head:
-            # A CR alone is not a line end, and no header value may hold one (§25.1).
-            raise SipParseError("Bare CR in message head")
-    lines = head.split("\n")
+    found = _crlf_head(raw)
+    if found is not None:
+        lines, body = found
+    else:
+        lines, body = _any_head(raw)
     if len(lines) > MAX_HEADER_LINES:
         raise SipParseError("Too many header lines")
     message, uri_error = _start_line(lines[0])
-    message.headers = _header_lines(lines[1:])
+    base: Message = message  # compiled, a Message's attribute is set directly, a union's not
+    base.headers = _header_lines(lines)
     if uri_error is not None:
         # The headers parsed, so the request can still be answered (sanity's 400).
         raise SipParseError(uri_error.reason, uri_error.status, message)
@@ -88,10 +90,44 @@ def parse_message(
     return message
 
 
+def _crlf_head(raw: bytes) -> tuple[list[str], bytes] | None:
+    """The head's lines and the body of a message whose every line ends in CRLF, as nearly
+    all do, in one cut and one split; None for anything else (a bare LF or CR in the head),
+    which `_any_head` then reads.
+
+    Same result as `_any_head`: when no line split at CRLF up to the first CRLFCRLF holds
+    a CR or LF, every LF before it is part of a CRLF, so no earlier `\n\n` or `\n\r\n`
+    exists (its LF would follow a CR, making an earlier CRLFCRLF), and that CRLFCRLF is
+    where `find_blank_line` cuts too.
+    """
+    head_bytes, blank, body = raw.partition(b"\r\n\r\n")
+    if not blank:
+        return None
+    lines = head_bytes.decode("utf-8", "surrogateescape").split("\r\n")
+    joined = "".join(lines)  # one copy searched twice costs less than two searches a line
+    if "\n" in joined or "\r" in joined:
+        return None
+    return lines, body
+
+
+def _any_head(raw: bytes) -> tuple[list[str], bytes]:
+    """The head's lines and the body, the head ending at the first blank line, with LF,
+    CRLF or a mix of both as line ends."""
+    head_bytes, body = split_head(raw)
+    head = head_bytes.decode("utf-8", "surrogateescape")
+    if "\r" in head:
+        head = head.replace("\r\n", "\n")
+        if "\r" in head:
+            # A CR alone is not a line end, and no header value may hold one (§25.1).
+            raise SipParseError("Bare CR in message head")
+    return head.split("\n"), body
+
+
 def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
     """The message the start line begins, and the error of a Request-URI that did not parse
     (reported once the headers are read, so that a 400 can be built)."""
-    if line[:4].upper() == "SIP/":
+    # A method holds no "/": a request line is known by its fourth character, without upper().
+    if line[3:4] == "/" and line[:4].upper() == "SIP/":
         match = _STATUS_LINE.fullmatch(line)
         if not match:
             raise SipParseError("Bad status line")
@@ -121,12 +157,41 @@ def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
         return Request(method, OtherUri("invalid", uri_text)), error
 
 
+# Header names already validated, mapped to their keys: most lines skip the name regex.
+# Bounded, like the header_key cache, against peers that invent names.
+_KEYS_OF_VALID_NAMES: Final[dict[str, str]] = {}
+_KNOWN_NAMES_LIMIT: Final = 1_024
+# (`name: `, name, key) of the line at each index of a recent message (index 0, the start
+# line, holds a placeholder no line starts with).
+_NAMES_SEEN: Final[list[tuple[str, str, str]]] = [("\n", "", "")]
+_SEEN_NAME_LENGTH: Final = 64
+
+
 def _header_lines(lines: list[str]) -> Headers:
-    """The lines after the start line, unfolded, in order, each keyed for lookup."""
+    """The lines after the start line (lines[0]), unfolded, in order, each keyed for lookup."""
     keyed: list[tuple[str, str, str]] = []
-    append = keyed.append
     known = _KEYS_OF_VALID_NAMES
-    for line in lines:
+    seen = _NAMES_SEEN
+    seen_count = len(seen)
+    for index in range(1, len(lines)):
+        line = lines[index]
+        if index < seen_count:
+            # A phone sends the same names in the same order every time: a line that
+            # starts as the last one in its place did is keyed without cutting its name.
+            prefix, name, key = seen[index]
+            if line.startswith(prefix):
+                keyed.append((key, name, line[len(prefix) :].strip(" \t")))
+                continue
+        colon = line.find(":")
+        if colon > 0:
+            # Nearly every other line: a name already validated (so not a continuation,
+            # which starts with whitespace), keyed by one look-up.
+            name = line[:colon]
+            found = known.get(name)
+            if found is not None:
+                keyed.append((found, name, line[colon + 1 :].strip(" \t")))
+                _remember_name(seen, index, name, found)
+                continue
         if not line:
             continue
         first = line[0]
@@ -137,28 +202,33 @@ def _header_lines(lines: list[str]) -> Headers:
             last_key, last_name, last_value = keyed[-1]
             keyed[-1] = (last_key, last_name, f"{last_value} {line.strip()}".strip())
             continue
-        name, colon, value = line.partition(":")
-        if not colon:
+        if colon < 0:
             raise SipParseError("Malformed header line")
-        found = known.get(name)
-        if found is not None:
-            key = found
-        else:
-            stripped = name.rstrip(" \t")
-            if not _HEADER_NAME.fullmatch(stripped):
-                raise SipParseError("Malformed header line")
-            key = header_key(stripped)
-            if stripped == name and len(known) < _KNOWN_NAMES_LIMIT:
-                known[name] = key  # only names that need no rstrip, so a hit needs no work
-            name = stripped
-        append((key, name, value.strip(" \t")))
-    return Headers._from_keyed(keyed)
+        name = line[:colon]
+        stripped = name.rstrip(" \t")
+        if not _HEADER_NAME.fullmatch(stripped):
+            raise SipParseError("Malformed header line")
+        key = header_key(stripped)
+        if stripped == name and len(known) < _KNOWN_NAMES_LIMIT:
+            known[name] = key  # only names that need no rstrip, so a hit needs no work
+        keyed.append((key, stripped, line[colon + 1 :].strip(" \t")))
+    return keyed_headers(keyed)
 
 
-# Header names already validated, mapped to their keys: most lines skip the name regex.
-# Bounded, like the header_key cache, against peers that invent names.
-_KEYS_OF_VALID_NAMES: dict[str, str] = {}
-_KNOWN_NAMES_LIMIT = 1_024
+def _remember_name(seen: list[tuple[str, str, str]], index: int, name: str, key: str) -> None:
+    """Note a validated name as the one at line `index`, for the next message's first try.
+
+    Any validated name will do: a later line starting with `name: ` has that name (a name
+    holds no colon), whatever this message held. Long names are not kept, so the list stays
+    small whatever a peer sends.
+    """
+    if len(name) > _SEEN_NAME_LENGTH:
+        return
+    entry = (name + ": ", name, key)
+    if index < len(seen):
+        seen[index] = entry
+    elif index == len(seen):
+        seen.append(entry)
 
 
 def _attach_body(message: Message, body: bytes, stream: bool) -> None:
@@ -169,12 +239,12 @@ def _attach_body(message: Message, body: bytes, stream: bool) -> None:
         message.body = body
         return
     try:
-        lengths = {parse_content_length(value) for value in length_values}
+        lengths = [parse_content_length(value) for value in length_values]
     except SipParseError as error:
         raise SipParseError(error.reason, 400, message) from None
-    if len(lengths) != 1:
+    length = lengths[0]
+    if lengths.count(length) != len(lengths):
         raise SipParseError("Conflicting Content-Length", 400, message)
-    length = lengths.pop()
     if length > len(body):
         raise SipParseError("Content-Length larger than body", 400, message)
     # §18.3: over UDP, bytes past Content-Length are discarded.
