@@ -7,10 +7,10 @@ is a SipParseError whose reason a 400 can quote.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from core.sip.errors import SipParseError
-from core.sip.hostport import format_host, is_digits, parse_hostport
+from core.sip.hostport import HOSTNAME_PATTERN, format_host, is_digits, parse_host, parse_hostport
 from core.sip.uri import QUOTED_STRING, format_params, params_hash, parse_params
 
 _TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -20,6 +20,15 @@ MAGIC_COOKIE = "z9hG4bK"  # RFC 3261 §8.1.1.7
 _VIA = re.compile(
     r"\s*+([^\s/;]++)\s*+/\s*+([^\s/;]++)\s*+/\s*+([^\s/;]++)\s++([^;]*+)(?:;(.*))?",
     re.DOTALL,
+)
+# The shape nearly every Via has, spelled exactly as `str(Via)` prints it: `SIP/2.0/UDP`, one
+# space, a host name, IPv4 or bracketed IPv6 address, a port without leading zeros, and
+# lower-case parameters whose values are tokens or addresses. Possessive, so linear.
+_CANONICAL_VIA = re.compile(
+    r"SIP/2\.0/([A-Z]++) "
+    rf"({HOSTNAME_PATTERN}|\[[0-9A-Fa-f:.]++\])"
+    r"(?::([1-9][0-9]{0,4}+))?"
+    r"((?:;[a-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:\[\]]++)?)*+)"
 )
 _AROUND_COLON = re.compile(r"\s*:\s*")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
@@ -69,6 +78,10 @@ class Via:
     port: int | None
     params: dict[str, str | None]
     protocol: str
+    # Exactly what __str__ would print, when that is known without printing: the element
+    # as received when it was already in that form (parse_via's fast path), or the stamped
+    # text stamp_via wrote. Never anything else, so str() is the same either way.
+    text: str | None = field(compare=False, repr=False)
 
     def __init__(
         self,
@@ -77,14 +90,18 @@ class Via:
         port: int | None = None,
         params: dict[str, str | None] | None = None,
         protocol: str = "SIP/2.0",
+        text: str | None = None,
     ) -> None:
         self.transport = transport
         self.host = host
         self.port = port
         self.params = {} if params is None else params
         self.protocol = protocol
+        self.text = text
 
     def __str__(self) -> str:
+        if self.text is not None:
+            return self.text
         port = "" if self.port is None else f":{self.port}"
         params = format_params(self.params)
         return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{params}"
@@ -143,7 +160,36 @@ def parse_via(text: str) -> Via:
 
     `SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bK1` is as valid as the compact spelling
     (RFC 4475 §3.1.1.1), so whitespace is allowed wherever the grammar has SWS or LWS.
+    An element spelled as Via prints it (nearly all of them) takes one regex match; anything
+    else, and anything that would fail, goes through the general parser.
     """
+    match = _CANONICAL_VIA.fullmatch(text)
+    if match is None:
+        return _parse_via_general(text)
+    transport, host, port_text, param_text = match.groups()
+    if host[0] == "[":
+        try:
+            host = parse_host(host)
+        except SipParseError:
+            return _parse_via_general(text)
+    port: int | None = None
+    if port_text is not None:
+        port = int(port_text)
+        if port > 65535:
+            return _parse_via_general(text)
+    params: dict[str, str | None] = {}
+    if param_text:
+        parts = param_text[1:].split(";")
+        for part in parts:
+            name, sep, value = part.partition("=")
+            params[name] = value if sep else None
+        if len(params) != len(parts):  # a repeated name: printed once, so not as received
+            return _parse_via_general(text)
+    return Via(transport, host, port, params, "SIP/2.0", text)
+
+
+def _parse_via_general(text: str) -> Via:
+    """Any Via element the grammar allows, in any spelling; SipParseError otherwise."""
     match = _VIA.fullmatch(text)
     if match is None:
         raise SipParseError("Bad Via")
