@@ -117,19 +117,19 @@ def stamp_via(request: Request, flow: Flow) -> None:
     if rport is not None:
         params["rport"] = rport
         if text is not None:
-            text = _with_param(text, "rport", rport)
+            text = _with_param(text, ";rport", rport)
     if text is not None:
-        text = _with_param(text, "received", ip)
+        text = _with_param(text, ";received", ip)
     stamped = Via(via.transport, via.host, via.port, params, via.protocol, text)
     vias = request.vias
     vias[0] = stamped
     request.headers.replace_first_value("Via", str(stamped), view=vias)
 
 
-def _with_param(text: str, name: str, value: str) -> str:
+def _with_param(text: str, key: str, value: str) -> str:
     """`text` (a Via as str() prints it) with `;name=value` where `;name...` stands, or at
-    the end: what printing the element with that one parameter changed would give."""
-    key = ";" + name
+    the end: what printing the element with that one parameter changed would give. `key` is
+    `;name`. No `;` stands inside a host or a value printed so, only before each parameter."""
     start = text.find(key)
     while start >= 0:
         end = start + len(key)

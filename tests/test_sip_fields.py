@@ -385,6 +385,26 @@ _VIA_TABLE = [
     "SIP/2.0/UDP 192.0.2.1;\u00e9=1",
     "SIP/2.0/UDP 192.0.2.1\n;branch=z9hG4bK1",
     "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\n",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\xa0",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\u2003;rport",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\x1c",
+    "SIP/2.0/UDP 192.0.2.1;\u2003branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9\thG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9 hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;\u0130=1",
+    "SIP/2.0/UDP 192.0.2.1;\u00e9=1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;\u00c9=1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=a,b;y=<c>;z=%41",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=\\",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;=",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=",
+    "SIP/2.0/UDP 192.0.2.1;1=2;-=.",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport=5062;Received=203.0.113.9",
+    "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;;",
+    "SIP/2.0/UDP 192.0.2.1:5060 ;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1:5060\u2003;branch=z9hG4bK1",
+    "SIP/2.0/UDP [2001:db8::9:1]:5061;branch=z9hG4bK1;received=2001:db8::2;rport",
+    "SIP/2.0/UDP [2001:db8::9:1]:65536;branch=z9hG4bK1",
     "SIP/2.0/UDP",
     "SIP/2.0/UDP ",
     "SIP/2.0/UDP;branch=x",
@@ -407,7 +427,9 @@ def _via_or_error(parse: Callable[[str], Via], text: str) -> tuple[object, ...]:
 
 @pytest.mark.parametrize("text", _VIA_TABLE)
 def test_parse_via_fast_path_gives_what_the_general_parser_gives(text: str) -> None:
-    assert _via_or_error(parse_via, text) == _via_or_error(_parse_via_general, text)
+    general = _via_or_error(_parse_via_general, text)
+    assert _via_or_error(parse_via, text) == general
+    assert _via_or_error(parse_via, text) == general  # again, its sent-by now remembered
     try:
         via = parse_via(text)
     except SipParseError:
@@ -430,3 +452,16 @@ def test_parse_via_fast_path_takes_the_common_shapes() -> None:
         "SIP/2.0/UDP 192.0.2.1;rport;rport=5060",
     ):
         assert parse_via(text).text is None
+
+
+def test_parse_via_remembers_a_bounded_number_of_sent_bys() -> None:
+    from core.sip import fields
+
+    for index in range(3 * fields._HEADS_LIMIT):
+        via = parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;branch=z9hG4bK{index}")
+        assert (via.host, via.text) == (f"h{index}.example.com", str(via))
+        assert len(fields._HEADS) <= fields._HEADS_LIMIT
+    # A remembered sent-by with parameters the fast path does not take: the general parser.
+    with pytest.raises(SipParseError):
+        parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;branch=z9hG4bK1;;")
+    assert parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;BRANCH=z9hG4bK1").text is None
