@@ -32,6 +32,7 @@ from core.proxy.decisions import Refuse, ToUser
 from core.registrar.registrar import Registrar
 from core.security.auth import DigestAuthenticator
 from core.sip.errors import SipParseError
+from core.sip.fields import Via
 from core.sip.message import Request, Response
 from core.sip.parser import parse_message
 from core.sip.uri import SipUri, TelUri
@@ -98,23 +99,48 @@ def stamp_via(request: Request, flow: Flow) -> None:
 
     Whatever a client put in `received` or `rport` is overwritten with what we saw: those
     parameters are the server's to set, and a proxy downstream would route responses by them.
+    The stamped element is the old one with each parameter replaced where it stands or added
+    at the end; when the old one's text is known to be as str() prints it, that text is
+    edited rather than the whole element printed again.
     """
     via = request.top_via
     if via is None:
         return
     ip, port = flow.remote
-    params: dict[str, str | None] = {}
-    if via.host != ip or via.received not in (None, ip):
-        params["received"] = ip
-    if via.wants_rport and via.params.get("rport") != str(port):
-        params["rport"] = str(port)
-        params.setdefault("received", ip)
-    if not params:
+    old = via.params
+    received = via.host != ip or old.get("received") not in (None, ip)
+    port_text = str(port)
+    rport = port_text if "rport" in old and old["rport"] != port_text else None
+    if not received and rport is None:
         return
-    stamped = via.with_params(**params)
+    params = dict(old)
+    params["received"] = ip  # set by either rule: rport alone also names the address
+    text = via.text
+    if rport is not None:
+        params["rport"] = rport
+        if text is not None:
+            text = _with_param(text, ";rport", rport)
+    if text is not None:
+        text = _with_param(text, ";received", ip)
+    stamped = Via(via.transport, via.host, via.port, params, via.protocol, text)
     vias = request.vias
     vias[0] = stamped
     request.headers.replace_first_value("Via", str(stamped), view=vias)
+
+
+def _with_param(text: str, key: str, value: str) -> str:
+    """`text` (a Via as str() prints it) with `;name=value` where `;name...` stands, or at
+    the end: what printing the element with that one parameter changed would give. `key` is
+    `;name`. No `;` stands inside a host or a value printed so, only before each parameter."""
+    start = text.find(key)
+    while start >= 0:
+        end = start + len(key)
+        if end == len(text) or text[end] in ";=":
+            following = text.find(";", end)
+            rest = "" if following < 0 else text[following:]
+            return f"{text[:start]}{key}={value}{rest}"
+        start = text.find(key, end)
+    return f"{text}{key}={value}"
 
 
 class Route:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from core.sip import AuthParams, CSeq, SipParseError, Via, format_auth, parse_auth, parse_via
 from core.sip.fields import (
+    _parse_via_general,
     is_token,
     parse_content_length,
     parse_cseq,
@@ -300,3 +303,165 @@ def test_small_helpers() -> None:
     assert read_quoted('x "a\\"b" y', 2) == ('a"b', 8)
     with pytest.raises(SipParseError, match="Unterminated quoted string"):
         read_quoted('"abc', 0)
+
+
+# parse_via's fast path must give what the general parser gives, field for field, and its
+# text must be what str() would print; anything it does not take, the general parser gets.
+_VIA_TABLE = [
+    "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds",
+    "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport",
+    "SIP/2.0/UDP 192.0.2.1:5060;rport=5062;received=203.0.113.9;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1",
+    "SIP/2.0/UDP 192.0.2.1:1",
+    "SIP/2.0/UDP 192.0.2.1:65535",
+    "SIP/2.0/UDP 192.0.2.1:65536",
+    "SIP/2.0/UDP 192.0.2.1:99999",
+    "SIP/2.0/UDP 192.0.2.1:0",
+    "SIP/2.0/UDP 192.0.2.1:05060",
+    "SIP/2.0/UDP 192.0.2.1:123456",
+    "SIP/2.0/UDP 192.0.2.1:",
+    "SIP/2.0/UDP 192.0.2.1:5060:5060",
+    "SIP/2.0/UDP pc33.example.com;branch=z9hG4bK1",
+    "SIP/2.0/UDP pc33.example.com.;branch=z9hG4bK1",
+    "SIP/2.0/UDP a--b.example-1.com;branch=z9hG4bK1",
+    "SIP/2.0/UDP -a.example.com;branch=z9hG4bK1",
+    "SIP/2.0/UDP a-.example.com;branch=z9hG4bK1",
+    "SIP/2.0/UDP a..b;branch=z9hG4bK1",
+    "SIP/2.0/UDP .a;branch=z9hG4bK1",
+    "SIP/2.0/UDP a_b;branch=z9hG4bK1",
+    "SIP/2.0/UDP h\u00e9te;branch=z9hG4bK1",
+    "SIP/2.0/TLS [2001:db8::9:1]:5061;branch=z9hG4bK1",
+    "SIP/2.0/TLS [2001:db8::9:1];branch=z9hG4bK1;received=2001:db8::2",
+    "SIP/2.0/UDP [::1]",
+    "SIP/2.0/UDP [::1]:0",
+    "SIP/2.0/UDP [::1]5060",
+    "SIP/2.0/UDP [fe80::1%eth0]:5060;branch=z9hG4bK1",
+    "SIP/2.0/UDP [fe80::1%]:5060;branch=z9hG4bK1",
+    "SIP/2.0/UDP [::ffff:192.0.2.1]:5060",
+    "SIP/2.0/UDP [1:2:3:4:5:6:7:8:9]:5060",
+    "SIP/2.0/UDP [:::]:5060",
+    "SIP/2.0/UDP [zz::1]:5060",
+    "SIP/2.0/UDP []:5060",
+    "SIP/2.0/UDP [::1",
+    "SIP/2.0/UDP ::1",
+    "SIP/2.0/UDP 2001:db8::1",
+    "SIP/2.0/udp 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/Tcp 192.0.2.1;branch=z9hG4bK1",
+    "sip/2.0/UDP 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.1/UDP 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/WSS df7jal23ls0d.invalid;branch=z9hG4bKws;rport",
+    "SIP/2.0/SCTP 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/U-P 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/U<P 192.0.2.1",
+    "SIP/2.0/UDP  192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/UDP\t192.0.2.1;branch=z9hG4bK1",
+    "SIP / 2.0 / UDP 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1 : 5060;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1 ;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1; branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch = z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1 ",
+    " SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;BRANCH=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;Branch=z9hG4bK1;RPort",
+    "SIP/2.0/UDP 192.0.2.1;branch=Z9HG4BK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;branch=z9hG4bK2",
+    "SIP/2.0/UDP 192.0.2.1;rport;rport=5060",
+    "SIP/2.0/UDP 192.0.2.1;branch=",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;",
+    "SIP/2.0/UDP 192.0.2.1;;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;",
+    "SIP/2.0/UDP 192.0.2.1;=x",
+    "SIP/2.0/UDP 192.0.2.1;branch==x",
+    "SIP/2.0/UDP 192.0.2.1;branch=a=b",
+    'SIP/2.0/UDP 192.0.2.1;branch="z9hG4bK;1"',
+    'SIP/2.0/UDP 192.0.2.1;branch="z9hG4bK1',
+    'SIP/2.0/UDP 192.0.2.1;x"y=1',
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=<a>",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1 (comment)",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;ttl=16;maddr=239.1.1.1;alias;x-y.z!%*_+`'~=v-.!%*_+`'~",
+    "SIP/2.0/UDP 192.0.2.1;received=[2001:db8::1]",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK\u00e9",
+    "SIP/2.0/UDP 192.0.2.1;\u00e9=1",
+    "SIP/2.0/UDP 192.0.2.1\n;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\n",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\xa0",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\u2003;rport",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\x1c",
+    "SIP/2.0/UDP 192.0.2.1;\u2003branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9\thG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9 hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;\u0130=1",
+    "SIP/2.0/UDP 192.0.2.1;\u00e9=1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;\u00c9=1;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=a,b;y=<c>;z=%41",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=\\",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;=",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;x=",
+    "SIP/2.0/UDP 192.0.2.1;1=2;-=.",
+    "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1;rport=5062;Received=203.0.113.9",
+    "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1;;",
+    "SIP/2.0/UDP 192.0.2.1:5060 ;branch=z9hG4bK1",
+    "SIP/2.0/UDP 192.0.2.1:5060\u2003;branch=z9hG4bK1",
+    "SIP/2.0/UDP [2001:db8::9:1]:5061;branch=z9hG4bK1;received=2001:db8::2;rport",
+    "SIP/2.0/UDP [2001:db8::9:1]:65536;branch=z9hG4bK1",
+    "SIP/2.0/UDP",
+    "SIP/2.0/UDP ",
+    "SIP/2.0/UDP;branch=x",
+    "SIP/2.0 192.0.2.1",
+    "HTTP/1.1/TCP 192.0.2.1",
+    "",
+    "SIP/2.0/UDP bad host",
+    "SIP/2.0/UDP host:5\u00b2",
+    "SIP/2.0/UDP 192.0.2.15;;,",
+]
+
+
+def _via_or_error(parse: Callable[[str], Via], text: str) -> tuple[object, ...]:
+    try:
+        via = parse(text)
+    except SipParseError as error:
+        return ("error", error.status, error.reason)
+    return (via.transport, via.host, via.port, via.params, list(via.params), via.protocol, str(via))
+
+
+@pytest.mark.parametrize("text", _VIA_TABLE)
+def test_parse_via_fast_path_gives_what_the_general_parser_gives(text: str) -> None:
+    general = _via_or_error(_parse_via_general, text)
+    assert _via_or_error(parse_via, text) == general
+    assert _via_or_error(parse_via, text) == general  # again, its sent-by now remembered
+    try:
+        via = parse_via(text)
+    except SipParseError:
+        return
+    # The text kept is only ever what str() prints from the parts.
+    assert via.text is None or via.text == str(Via(via.transport, via.host, via.port, via.params))
+
+
+def test_parse_via_fast_path_takes_the_common_shapes() -> None:
+    for text in (
+        "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport",
+        "SIP/2.0/TCP pc33.example.com;branch=z9hG4bK1;received=192.0.2.9;rport=5062",
+        "SIP/2.0/TLS [2001:db8::9:1]:5061;branch=z9hG4bK1;received=2001:db8::2",
+    ):
+        assert parse_via(text).text == text
+    for text in (
+        "SIP/2.0/udp 192.0.2.1;branch=z9hG4bK1",
+        "SIP/2.0/UDP 192.0.2.1;BRANCH=z9hG4bK1",
+        "SIP/2.0/UDP 192.0.2.1:05060",
+        "SIP/2.0/UDP 192.0.2.1;rport;rport=5060",
+    ):
+        assert parse_via(text).text is None
+
+
+def test_parse_via_remembers_a_bounded_number_of_sent_bys() -> None:
+    from core.sip import fields
+
+    for index in range(3 * fields._HEADS_LIMIT):
+        via = parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;branch=z9hG4bK{index}")
+        assert (via.host, via.text) == (f"h{index}.example.com", str(via))
+        assert len(fields._HEADS) <= fields._HEADS_LIMIT
+    # A remembered sent-by with parameters the fast path does not take: the general parser.
+    with pytest.raises(SipParseError):
+        parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;branch=z9hG4bK1;;")
+    assert parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;BRANCH=z9hG4bK1").text is None

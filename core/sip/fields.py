@@ -7,11 +7,11 @@ is a SipParseError whose reason a 400 can quote.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from core.sip.errors import SipParseError
-from core.sip.hostport import format_host, is_digits, parse_hostport
+from core.sip.hostport import format_host, is_digits, is_hostname, parse_host, parse_hostport
 from core.sip.uri import QUOTED_STRING, format_params, params_hash, parse_params
 
 _TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -22,6 +22,18 @@ _VIA = re.compile(
     r"\s*+([^\s/;]++)\s*+/\s*+([^\s/;]++)\s*+/\s*+([^\s/;]++)\s++([^;]*+)(?:;(.*))?",
     re.DOTALL,
 )
+# The sent-protocol and sent-by nearly every Via has, spelled exactly as `str(Via)` prints
+# them: `SIP/2.0/UDP`, one space, a host name, IPv4 or bracketed IPv6 address, and a port
+# without leading zeros. Possessive, so linear. The host is only the characters of one here
+# (the full grammar is a slow pattern to run): one that could break the grammar is checked
+# by _canonical_head.
+_CANONICAL_HEAD = re.compile(
+    r"SIP/2\.0/([A-Z]++) ([A-Za-z0-9.\-]++|\[[0-9A-Fa-f:.]++\])(?::([1-9][0-9]{0,4}+))?"
+)
+# Those heads already read: each client sends the same one in every request, and responses
+# carry the ones we stamped and pushed. Text → (transport, host, port); bounded all the same.
+_HEADS: dict[str, tuple[str, str, int | None]] = {}
+_HEADS_LIMIT = 1024
 _AROUND_COLON = re.compile(r"\s*:\s*")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _AUTH_SCHEME = re.compile(r"\s*([^\s,]+)\s*")
@@ -75,6 +87,10 @@ class Via:
     port: int | None
     params: dict[str, str | None]
     protocol: str
+    # Exactly what __str__ would print, when that is known without printing: the element
+    # as received when it was already in that form (parse_via's fast path), or the stamped
+    # text stamp_via wrote. Never anything else, so str() is the same either way.
+    text: str | None = field(compare=False, repr=False)
 
     def __init__(
         self,
@@ -83,14 +99,18 @@ class Via:
         port: int | None = None,
         params: dict[str, str | None] | None = None,
         protocol: str = "SIP/2.0",
+        text: str | None = None,
     ) -> None:
         self.transport = transport
         self.host = host
         self.port = port
         self.params = {} if params is None else params
         self.protocol = protocol
+        self.text = text
 
     def __str__(self) -> str:
+        if self.text is not None:
+            return self.text
         port = "" if self.port is None else f":{self.port}"
         params = format_params(self.params)
         return f"{self.protocol}/{self.transport} {format_host(self.host)}{port}{params}"
@@ -149,7 +169,63 @@ def parse_via(text: str) -> Via:
 
     `SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bK1` is as valid as the compact spelling
     (RFC 4475 §3.1.1.1), so whitespace is allowed wherever the grammar has SWS or LWS.
+    An element spelled as Via prints it (nearly all of them) takes a look-up of its sent-by
+    and a split of its parameters; anything else, and anything that would fail, goes through
+    the general parser.
     """
+    semi = text.find(";")
+    head = text if semi < 0 else text[:semi]
+    known = _HEADS.get(head)
+    if known is None:
+        known = _canonical_head(head)
+        if known is None:
+            return _parse_via_general(text)
+    params: dict[str, str | None] = {}
+    if semi >= 0:
+        # What parse_params would read, when it has nothing to strip, lower-case or unquote
+        # and no name is empty or repeated (a repeated one prints once: not as received).
+        param_text = text[semi + 1 :]
+        words = param_text.split()  # one word as long as the text: no whitespace anywhere
+        if len(words) != 1 or len(words[0]) != len(param_text) or '"' in param_text:
+            return _parse_via_general(text)
+        parts = param_text.split(";")
+        for part in parts:
+            name, sep, value = part.partition("=")
+            if not name or name.lower() != name:
+                return _parse_via_general(text)
+            params[name] = value if sep else None
+        if len(params) != len(parts):
+            return _parse_via_general(text)
+    transport, host, port = known
+    return Via(transport, host, port, params, "SIP/2.0", text)
+
+
+def _canonical_head(head: str) -> tuple[str, str, int | None] | None:
+    """`SIP/2.0/UDP host:port` as str(Via) prints it → (transport, host, port), remembered;
+    None for any other spelling, valid or not (the general parser then decides)."""
+    match = _CANONICAL_HEAD.fullmatch(head)
+    if match is None:
+        return None
+    transport, host, port_text = match.groups()
+    if host[0] == "[":
+        try:
+            host = parse_host(host)
+        except SipParseError:
+            return None
+    elif ("-" in host or ".." in host or host[0] == ".") and not is_hostname(host):
+        return None
+    port = None if port_text is None else int(port_text)
+    if port is not None and port > 65535:
+        return None
+    if len(_HEADS) >= _HEADS_LIMIT:
+        _HEADS.clear()
+    known = (transport, host, port)
+    _HEADS[head] = known
+    return known
+
+
+def _parse_via_general(text: str) -> Via:
+    """Any Via element the grammar allows, in any spelling; SipParseError otherwise."""
     match = _VIA.fullmatch(text)
     if match is None:
         raise SipParseError("Bad Via")
