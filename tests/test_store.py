@@ -289,6 +289,18 @@ async def test_users_round_trip_every_field(store: Store) -> None:
     assert await store.get_user("nobody") is None
 
 
+async def test_listing_reads_every_user_in_chunks_while_the_writer_waits(store: Store) -> None:
+    """More users than one chunk of rows, and a write submitted meanwhile: every user comes
+    back once, in name order, and the write still lands."""
+    users = [make_user(f"u{i:04d}", "pw-pw-pw", REALM) for i in range(700)]
+    await store.bulk_add_users(users[::-1])
+    listing = asyncio.ensure_future(store.list_users())
+    await asyncio.sleep(0)
+    await store.add_user(make_user("zz-late", "pw-pw-pw", REALM))
+    assert await listing == users
+    assert len(await store.list_users()) == 701
+
+
 async def test_duplicate_user_is_refused(store: Store) -> None:
     await store.add_user(make_user("alice", "secret-1", REALM))
     with pytest.raises(DuplicateError, match="alice"):
