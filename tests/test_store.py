@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import core.store.schema as store_module
+from core.store.connection import PAGE_CACHE_KIB
 from core.store.database import Store
 from core.store.errors import DuplicateError, NotFoundError, StoreError
 from core.store.ops import (
@@ -64,6 +65,7 @@ async def test_new_database_gets_the_whole_schema_in_wal_mode(tmp_path: Path) ->
     async with await Store.open(path) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert await store.journal_mode() == "wal"
+        assert await store._pragma_int("PRAGMA cache_size") == -PAGE_CACHE_KIB  # a small one
     with sqlite3.connect(path) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
