@@ -189,9 +189,38 @@ def test_many_refreshes_do_not_grow_the_expiry_schedule(location: LocationServic
     for second in range(5_000):
         location.save(binding(now=float(second)))
     assert len(location) == 1
-    assert len(location._expiry_heap) <= 2 * len(location) + 1_025
+    assert location._scheduled <= 2 * len(location) + 1_025
     [expired] = location.expire(4_999.0 + 3600.0)
     assert expired.updated_at == 4_999.0
+
+
+def test_expiry_by_the_schedule_of_seconds(location: LocationService, bus: EventBus) -> None:
+    """Within one second, only what is due goes, earliest first whatever the order saved; a
+    binding refreshed in place to later moves on; a time that is not finite never comes."""
+    late = binding("sip:alice@192.0.2.1", expires=10.9)
+    early = binding("sip:bob@192.0.2.2", user="bob", expires=10.2)
+    tied = binding("sip:carol@192.0.2.3", user="carol", expires=10.2)
+    moved = binding("sip:dave@192.0.2.4", user="dave", expires=10.5)
+    never = binding("sip:erin@192.0.2.5", user="erin", expires=float("inf"))
+    for each in (late, early, tied, moved, never):
+        location.save(each)
+    location.refresh(moved, 25.0, 1.0, WALL + 1.0, 2)
+    events: list[object] = []
+    bus.subscribe(events.append)
+
+    assert location.expire(9.99) == []
+    assert location.expire(10.5) == [early, tied]
+    assert location.expire(10.5) == []
+    assert location.expire(11.0) == [late]
+    assert location.expire(24.9) == []
+    assert location.expire(1e300) == [moved]
+    assert [event.user for event in events if isinstance(event, ContactExpired)] == [
+        "bob",
+        "carol",
+        "alice",
+        "dave",
+    ]
+    assert location.bindings_of("erin") == [never]
 
 
 # -- removing --------------------------------------------------------------------------------

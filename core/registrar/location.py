@@ -18,7 +18,7 @@ monotonic time would mean nothing after a restart.
 from __future__ import annotations
 
 import heapq
-import itertools
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -402,10 +402,15 @@ class LocationService:
         # cost about 170 bytes more than a list).
         self._bindings_by_user: dict[str, Binding | list[Binding]] = {}
         self._count = 0
-        # (expires_at, tie-breaker, binding); entries of replaced bindings are skipped when
-        # popped, and the heap is rebuilt when they outnumber the live ones.
-        self._expiry_heap: list[tuple[float, int, Binding]] = []
-        self._sequence = itertools.count()
+        # The expiry schedule, by whole second: each second's bindings in the order they were
+        # scheduled, and the seconds in a heap. A heap of (expires_at, tie-breaker, binding)
+        # cost about 120 bytes a binding; a place in a second's list costs 8. A binding
+        # refreshed in place to a later time keeps its place, which moves on when its second
+        # comes; places of replaced or removed bindings are skipped then, and everything is
+        # scheduled again when they outnumber the live ones.
+        self._due_by_second: dict[int, list[Binding]] = {}
+        self._due_seconds: list[int] = []
+        self._scheduled = 0  # places in the schedule, stale ones included
         # Bindings refreshed in place since the last flush(), in refresh order (a dict used
         # as an ordered set: bindings hash by identity).
         self._dirty: dict[Binding, None] = {}
@@ -606,20 +611,37 @@ class LocationService:
         return binding is not None and self._drop(binding, self.sinks)
 
     def expire(self, now: float) -> list[Binding]:
-        """Drop bindings whose time is up, emitting ContactExpired for each; returns them."""
-        heap = self._expiry_heap
+        """Drop bindings whose time is up, emitting ContactExpired for each (in the order of
+        their expiry); returns them."""
+        by_second = self._due_by_second
+        seconds = self._due_seconds
         expired: list[Binding] = []
-        while heap and heap[0][0] <= now:
-            expires_at, _, binding = heapq.heappop(heap)
-            if binding.expires_at > expires_at:
-                # Refreshed in place since this entry was pushed: its entry moves on.
-                if self.is_current(binding):
-                    heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
-                continue
-            if binding.expires_at != expires_at or not self._drop(binding):
-                continue  # a replaced or already removed binding: a stale entry
-            expired.append(binding)
-            self.bus.publish(ContactExpired(binding.user, binding.contact))
+        while seconds and seconds[0] <= now:
+            second = seconds[0]
+            places = by_second[second]
+            due: list[Binding] = []
+            kept: list[Binding] = []  # due later in this second, which is not over yet
+            later: list[Binding] = []  # refreshed in place to a later second since
+            for binding in places:
+                if binding.expires_at <= now:
+                    due.append(binding)
+                elif self.is_current(binding):
+                    (kept if _second(binding.expires_at) == second else later).append(binding)
+            self._scheduled -= len(places) - len(kept)
+            if kept:
+                by_second[second] = kept
+            else:
+                heapq.heappop(seconds)
+                del by_second[second]
+            for binding in later:
+                self._schedule(binding)
+            due.sort(key=_expiry)
+            for binding in due:
+                if self._drop(binding):  # False: replaced, removed, or a second place
+                    expired.append(binding)
+                    self.bus.publish(ContactExpired(binding.user, binding.contact))
+            if kept:
+                break  # the seconds after this one are all still to come
         return expired
 
     def restore(
@@ -713,15 +735,43 @@ class LocationService:
         return self.sinks + self.publishers if self.publishers else self.sinks
 
     def _push_expiry(self, binding: Binding) -> None:
-        heap = self._expiry_heap
-        heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
-        if len(heap) > 2 * self._count + 1_024:
-            self._expiry_heap = [
-                (current.expires_at, next(self._sequence), current)
-                for held in self._bindings_by_user.values()
-                for current in _as_list(held)
-            ]
-            heapq.heapify(self._expiry_heap)
+        """Schedule `binding`'s expiry (again, after a refresh to a shorter time)."""
+        self._schedule(binding)
+        if self._scheduled > 2 * self._count + 1_024:
+            self._due_by_second = {}
+            self._due_seconds = []
+            self._scheduled = 0
+            for held in self._bindings_by_user.values():
+                for current in _as_list(held):
+                    self._schedule(current)
+
+    def _schedule(self, binding: Binding) -> None:
+        second = _second(binding.expires_at)
+        places = self._due_by_second.get(second)
+        if places is None:
+            self._due_by_second[second] = [binding]
+            heapq.heappush(self._due_seconds, second)
+        else:
+            places.append(binding)
+        self._scheduled += 1
+
+
+# Beyond any clock: the second of an expiry that is not a finite time (never due).
+_NEVER_AT = 2.0**62
+_NEVER_SECOND = 2**62
+
+
+def _second(at: float) -> int:
+    """The whole second an expiry time falls in, for the schedule."""
+    if at >= _NEVER_AT or at != at:  # infinite or NaN: never due
+        return _NEVER_SECOND
+    if at <= -_NEVER_AT:
+        return -_NEVER_SECOND
+    return math.floor(at)
+
+
+def _expiry(binding: Binding) -> float:
+    return binding.expires_at
 
 
 def _as_list(held: Binding | list[Binding] | None) -> list[Binding]:
