@@ -67,10 +67,10 @@ def _contact_key(
     owner: str | None,
     flow: Flow | None,
 ) -> BindingKey:
-    """`contact_key`, made of objects a binding holds anyway where they are equal: the
-    user's name (`owner`) for the URI's user part, the source address and port of `flow`
-    for its host and port (a phone not behind NAT writes where it sends from). Each binding
-    keeps its key, so this saves about 140 bytes of copies per binding."""
+    """`contact_key`, made of strings a binding holds anyway where they are equal: the
+    user's name (`owner`) for the URI's user part, the source address of `flow` for its
+    host (a phone not behind NAT writes where it sends from). Each binding keeps its key,
+    so this saves about 110 bytes of copies per binding."""
     if instance_id is not None:
         return ("instance", instance_id, reg_id)
     # Every binding keeps its key: the host's own string when it is already lower case (an
@@ -80,22 +80,17 @@ def _contact_key(
     if lowered == host:
         lowered = host
     user = uri.user
-    port = uri.port
     if owner is not None and user == owner:
         user = owner
-    if flow is not None:
-        ip, source_port = flow.remote
-        if lowered == ip:
-            lowered = ip
-        if port == source_port:
-            port = source_port
+    if flow is not None and lowered == flow.remote[0]:
+        lowered = flow.remote[0]
     scheme = _SCHEMES.get(uri.scheme, uri.scheme)  # one "sip" for every key, not a copy each
     params = uri.params
     if params:
         decided = tuple([_lower(params.get(name)) for name in _KEY_PARAMS])
         if decided != _NO_PARAMS:
-            return ("uri", scheme, user, uri.password, lowered, port, *decided)
-    return ("uri", scheme, user, uri.password, lowered, port)
+            return ("uri", scheme, user, uri.password, lowered, uri.port, *decided)
+    return ("uri", scheme, user, uri.password, lowered, uri.port)
 
 
 # The URI parameters that decide whether two Contacts are one binding (§19.1.4).
