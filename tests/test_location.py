@@ -79,6 +79,53 @@ def location(bus: EventBus) -> LocationService:
 
 
 # -- reading ---------------------------------------------------------------------------------
+def test_a_user_going_from_one_contact_to_several_and_back(location: LocationService) -> None:
+    """One binding is held without a list, several in one: the order first saved, look-ups,
+    replacements, removals and the per-user limit are the same either way."""
+    first = binding("sip:alice@192.0.2.1")
+    second = binding("sip:alice@192.0.2.2", now=1.0)
+    third = binding("sip:alice@192.0.2.3", now=2.0)
+    for each in (first, second, third):
+        location.save(each)
+    assert location.bindings_of("alice") == [first, second, third]
+    assert location.unregister(second)
+    assert location.bindings_of("alice") == [first, third]
+    assert location.unregister(first)
+    assert location.bindings_of("alice") == [third]
+    assert location.get("alice", third.key) is third
+    assert location.get("alice", first.key) is None
+    assert not location.unregister(first)
+    newer = binding("sip:alice@192.0.2.3", now=3.0)
+    assert location.save(newer) is third  # the single one replaced in place
+    assert location.bindings_of("alice") == [newer]
+    assert location.lookup("alice", 10.0) == [newer]
+    assert location.lookup("alice", 4000.0) == []
+    location.save(first)
+    assert location.bindings_of("alice") == [newer, first]
+    assert (len(location), location.user_count) == (2, 1)
+    assert location.remove_user("alice") == 2
+    assert (len(location), location.user_count, location.bindings_of("alice")) == (0, 0, [])
+
+    single = LocationService(RegistrarSettings(max_contacts_per_user=1), EventBus())
+    single.save(first)
+    with pytest.raises(LocationFull):
+        single.save(second)
+    single.save(binding("sip:alice@192.0.2.1", now=5.0))  # the same contact: a replacement
+    assert len(single) == 1
+
+
+def test_a_key_shares_the_users_name_and_the_source_address() -> None:
+    """A binding's key holds the strings the binding holds anyway when they are equal, and
+    is still equal to the key of the Contact alone."""
+    flow = Flow("udp", ("192.0.2.7", 5062), LOCAL)
+    made = binding("sip:alice@192.0.2.7:5062;transport=UDP", flow=flow, user="".join("alice"))
+    assert made.key == contact_key(sip("sip:alice@192.0.2.7:5062;transport=udp"))
+    assert made.key[2] is made.user
+    assert made.key[4] is flow.remote[0]
+    elsewhere = binding("sip:Alice@192.0.2.8:5070", flow=flow)
+    assert elsewhere.key == contact_key(sip("sip:Alice@192.0.2.8:5070"))
+
+
 def test_lookup_orders_by_q_then_newest_and_skips_expired(location: LocationService) -> None:
     location.save(binding("sip:alice@192.0.2.1", now=0.0, q=0.5))
     location.save(binding("sip:alice@192.0.2.2", now=10.0))
@@ -141,9 +188,38 @@ def test_many_refreshes_do_not_grow_the_expiry_schedule(location: LocationServic
     for second in range(5_000):
         location.save(binding(now=float(second)))
     assert len(location) == 1
-    assert len(location._expiry_heap) <= 2 * len(location) + 1_025
+    assert location._scheduled <= 2 * len(location) + 1_025
     [expired] = location.expire(4_999.0 + 3600.0)
     assert expired.updated_at == 4_999.0
+
+
+def test_expiry_by_the_schedule_of_seconds(location: LocationService, bus: EventBus) -> None:
+    """Within one second, only what is due goes, earliest first whatever the order saved; a
+    binding refreshed in place to later moves on; a time that is not finite never comes."""
+    late = binding("sip:alice@192.0.2.1", expires=10.9)
+    early = binding("sip:bob@192.0.2.2", user="bob", expires=10.2)
+    tied = binding("sip:carol@192.0.2.3", user="carol", expires=10.2)
+    moved = binding("sip:dave@192.0.2.4", user="dave", expires=10.5)
+    never = binding("sip:erin@192.0.2.5", user="erin", expires=float("inf"))
+    for each in (late, early, tied, moved, never):
+        location.save(each)
+    location.refresh(moved, 25.0, 1.0, WALL + 1.0, 2)
+    events: list[object] = []
+    bus.subscribe(events.append)
+
+    assert location.expire(9.99) == []
+    assert location.expire(10.5) == [early, tied]
+    assert location.expire(10.5) == []
+    assert location.expire(11.0) == [late]
+    assert location.expire(24.9) == []
+    assert location.expire(1e300) == [moved]
+    assert [event.user for event in events if isinstance(event, ContactExpired)] == [
+        "bob",
+        "carol",
+        "alice",
+        "dave",
+    ]
+    assert location.bindings_of("erin") == [never]
 
 
 # -- removing --------------------------------------------------------------------------------

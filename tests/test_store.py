@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import core.store.schema as store_module
+from core.store.connection import PAGE_CACHE_KIB
 from core.store.database import Store
 from core.store.errors import DuplicateError, NotFoundError, StoreError
 from core.store.ops import (
@@ -64,6 +65,7 @@ async def test_new_database_gets_the_whole_schema_in_wal_mode(tmp_path: Path) ->
     async with await Store.open(path) as store:
         assert store.schema_version == SCHEMA_VERSION
         assert await store.journal_mode() == "wal"
+        assert await store._pragma_int("PRAGMA cache_size") == -PAGE_CACHE_KIB  # a small one
     with sqlite3.connect(path) as db:
         tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
@@ -287,6 +289,18 @@ async def test_users_round_trip_every_field(store: Store) -> None:
     await store.add_user(user)
     assert await store.get_user("alice") == user
     assert await store.get_user("nobody") is None
+
+
+async def test_listing_reads_every_user_in_chunks_while_the_writer_waits(store: Store) -> None:
+    """More users than one chunk of rows, and a write submitted meanwhile: every user comes
+    back once, in name order, and the write still lands."""
+    users = [make_user(f"u{i:04d}", "pw-pw-pw", REALM) for i in range(700)]
+    await store.bulk_add_users(users[::-1])
+    listing = asyncio.ensure_future(store.list_users())
+    await asyncio.sleep(0)
+    await store.add_user(make_user("zz-late", "pw-pw-pw", REALM))
+    assert await listing == users
+    assert len(await store.list_users()) == 701
 
 
 async def test_duplicate_user_is_refused(store: Store) -> None:

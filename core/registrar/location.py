@@ -18,7 +18,7 @@ monotonic time would mean nothing after a restart.
 from __future__ import annotations
 
 import heapq
-import itertools
+import math
 import sys
 import time
 from collections.abc import Iterable
@@ -57,6 +57,20 @@ def contact_key(
     without regard to case, the port as written, and the user/ttl/method/maddr/transport
     parameters; other parameters do not decide whether two contacts are the same.
     """
+    return _contact_key(uri, instance_id, reg_id, None, None)
+
+
+def _contact_key(
+    uri: SipUri,
+    instance_id: str | None,
+    reg_id: int | None,
+    owner: str | None,
+    flow: Flow | None,
+) -> BindingKey:
+    """`contact_key`, made of strings a binding holds anyway where they are equal: the
+    user's name (`owner`) for the URI's user part, the source address of `flow` for its
+    host (a phone not behind NAT writes where it sends from). Each binding keeps its key,
+    so this saves about 110 bytes of copies per binding."""
     if instance_id is not None:
         return ("instance", instance_id, reg_id)
     # Every binding keeps its key: the host's own string when it is already lower case (an
@@ -65,23 +79,33 @@ def contact_key(
     lowered = host.lower()
     if lowered == host:
         lowered = host
+    user = uri.user
+    if owner is not None and user == owner:
+        user = owner
+    if flow is not None and lowered == flow.remote[0]:
+        lowered = flow.remote[0]
     scheme = _SCHEMES.get(uri.scheme, uri.scheme)  # one "sip" for every key, not a copy each
     params = uri.params
     if params:
         decided = tuple([_lower(params.get(name)) for name in _KEY_PARAMS])
         if decided != _NO_PARAMS:
-            return ("uri", scheme, uri.user, uri.password, lowered, uri.port, *decided)
-    return ("uri", scheme, uri.user, uri.password, lowered, uri.port)
+            return ("uri", scheme, user, uri.password, lowered, uri.port, *decided)
+    return ("uri", scheme, user, uri.password, lowered, uri.port)
 
 
 # The URI parameters that decide whether two Contacts are one binding (§19.1.4).
 _KEY_PARAMS = ("transport", "user", "ttl", "method", "maddr")
 _NO_PARAMS = (None,) * len(_KEY_PARAMS)
 _SCHEMES = {"sip": "sip", "sips": "sips"}
+# The values those parameters mostly have, one string each for every key that holds one.
+_COMMON_VALUES = {value: value for value in ("udp", "tcp", "tls", "sctp", "ws", "wss", "phone")}
 
 
 def _lower(value: str | None) -> str | None:
-    return None if value is None else value.lower()
+    if value is None:
+        return None
+    lowered = value.lower()
+    return _COMMON_VALUES.get(lowered, lowered)
 
 
 @dataclass(slots=True, init=False)
@@ -188,7 +212,7 @@ class Binding:
         self.ping_failures = ping_failures
         self.reachable = reachable
         self.next_ping_at = next_ping_at
-        self.key = contact_key(uri, instance_id, reg_id)
+        self.key = _contact_key(uri, instance_id, reg_id, user, flow)
 
     @property
     def uri(self) -> SipUri:
@@ -367,15 +391,21 @@ class LocationService:
         self.sinks: list[BindingSink] = []
         self.publishers: list[BindingSink] = []
         self.restores = 0  # how many times restore() ran; the keep-alive rescans when it moves
-        # Each user's bindings in the order first saved: a list, found by key with a scan of
-        # at most max_contacts_per_user, because a dict per user cost about 170 bytes more
-        # for the one binding most users have.
-        self._bindings_by_user: dict[str, list[Binding]] = {}
+        # Each user's bindings in the order first saved: the binding itself for a user with
+        # one (most users: a list of one cost about 85 bytes more), else a list of two or
+        # more, found by key with a scan of at most max_contacts_per_user (a dict per user
+        # cost about 170 bytes more than a list).
+        self._bindings_by_user: dict[str, Binding | list[Binding]] = {}
         self._count = 0
-        # (expires_at, tie-breaker, binding); entries of replaced bindings are skipped when
-        # popped, and the heap is rebuilt when they outnumber the live ones.
-        self._expiry_heap: list[tuple[float, int, Binding]] = []
-        self._sequence = itertools.count()
+        # The expiry schedule, by whole second: each second's bindings in the order they were
+        # scheduled, and the seconds in a heap. A heap of (expires_at, tie-breaker, binding)
+        # cost about 120 bytes a binding; a place in a second's list costs 8. A binding
+        # refreshed in place to a later time keeps its place, which moves on when its second
+        # comes; places of replaced or removed bindings are skipped then, and everything is
+        # scheduled again when they outnumber the live ones.
+        self._due_by_second: dict[int, list[Binding]] = {}
+        self._due_seconds: list[int] = []
+        self._scheduled = 0  # places in the schedule, stale ones included
         # Bindings refreshed in place since the last flush(), in refresh order (a dict used
         # as an ordered set: bindings hash by identity).
         self._dirty: dict[Binding, None] = {}
@@ -400,17 +430,19 @@ class LocationService:
         return max(0, self.max_contacts - self._count)
 
     def get(self, user: str, key: BindingKey) -> Binding | None:
-        bindings = self._bindings_by_user.get(user)
-        if bindings is not None:
-            for binding in bindings:
-                if binding.key == key:
-                    return binding
+        held = self._bindings_by_user.get(user)
+        if held is None:
+            return None
+        if isinstance(held, Binding):
+            return held if held.key == key else None
+        for binding in held:
+            if binding.key == key:
+                return binding
         return None
 
     def bindings_of(self, user: str) -> list[Binding]:
         """Every binding held for `user`, including any expired one not swept yet."""
-        bindings = self._bindings_by_user.get(user)
-        return [] if bindings is None else list(bindings)
+        return _as_list(self._bindings_by_user.get(user))
 
     def is_current(self, binding: Binding) -> bool:
         """True while `binding` has been neither refreshed (replaced) nor removed."""
@@ -422,11 +454,13 @@ class LocationService:
         Contacts flagged unreachable by the NAT keep-alive are included (`reachable` is False),
         so the proxy decides whether to try them.
         """
-        bindings = self._bindings_by_user.get(user)
-        if not bindings:
+        held = self._bindings_by_user.get(user)
+        if held is None:
             return []
-        live = [binding for binding in bindings if binding.expires_at > now]
-        if len(live) > 1:  # most users have one contact: no key call, no tuple
+        if isinstance(held, Binding):
+            return [held] if held.expires_at > now else []
+        live = [binding for binding in held if binding.expires_at > now]
+        if len(live) > 1:  # one live contact left of several: no key call, no tuple
             live.sort(key=_fork_order)
         return live
 
@@ -434,7 +468,7 @@ class LocationService:
         """Every binding, by user then fork order, for the console."""
         result: list[Binding] = []
         for user in sorted(self._bindings_by_user):
-            result.extend(sorted(self._bindings_by_user[user], key=_fork_order))
+            result.extend(sorted(_as_list(self._bindings_by_user[user]), key=_fork_order))
         return result
 
     # -- writing ------------------------------------------------------------------------
@@ -573,20 +607,37 @@ class LocationService:
         return binding is not None and self._drop(binding, self.sinks)
 
     def expire(self, now: float) -> list[Binding]:
-        """Drop bindings whose time is up, emitting ContactExpired for each; returns them."""
-        heap = self._expiry_heap
+        """Drop bindings whose time is up, emitting ContactExpired for each (in the order of
+        their expiry); returns them."""
+        by_second = self._due_by_second
+        seconds = self._due_seconds
         expired: list[Binding] = []
-        while heap and heap[0][0] <= now:
-            expires_at, _, binding = heapq.heappop(heap)
-            if binding.expires_at > expires_at:
-                # Refreshed in place since this entry was pushed: its entry moves on.
-                if self.is_current(binding):
-                    heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
-                continue
-            if binding.expires_at != expires_at or not self._drop(binding):
-                continue  # a replaced or already removed binding: a stale entry
-            expired.append(binding)
-            self.bus.publish(ContactExpired(binding.user, binding.contact))
+        while seconds and seconds[0] <= now:
+            second = seconds[0]
+            places = by_second[second]
+            due: list[Binding] = []
+            kept: list[Binding] = []  # due later in this second, which is not over yet
+            later: list[Binding] = []  # refreshed in place to a later second since
+            for binding in places:
+                if binding.expires_at <= now:
+                    due.append(binding)
+                elif self.is_current(binding):
+                    (kept if _second(binding.expires_at) == second else later).append(binding)
+            self._scheduled -= len(places) - len(kept)
+            if kept:
+                by_second[second] = kept
+            else:
+                heapq.heappop(seconds)
+                del by_second[second]
+            for binding in later:
+                self._schedule(binding)
+            due.sort(key=_expiry)
+            for binding in due:
+                if self._drop(binding):  # False: replaced, removed, or a second place
+                    expired.append(binding)
+                    self.bus.publish(ContactExpired(binding.user, binding.contact))
+            if kept:
+                break  # the seconds after this one are all still to come
         return expired
 
     def restore(
@@ -629,31 +680,45 @@ class LocationService:
         """Raise LocationFull unless one more contact fits for `user` and in the table."""
         if self._count >= self.max_contacts:
             raise LocationFull("the location table is full")
-        bindings = self._bindings_by_user.get(user)
-        if bindings is not None and len(bindings) >= self.settings.max_contacts_per_user:
+        held = self._bindings_by_user.get(user)
+        if held is None:
+            return
+        count = 1 if isinstance(held, Binding) else len(held)
+        if count >= self.settings.max_contacts_per_user:
             raise LocationFull(f"{user} has too many contacts")
 
     def _hold(self, binding: Binding, previous: Binding | None) -> None:
-        """Put `binding` in its user's list, in the place of `previous` (same key) if any."""
-        bindings = self._bindings_by_user.get(binding.user)
-        if bindings is None:
-            self._bindings_by_user[binding.user] = [binding]
-            return
-        index = -1 if previous is None else _position(bindings, previous)
-        if index < 0:
-            bindings.append(binding)
+        """Put `binding` among its user's, in the place of `previous` (same key) if any."""
+        by_user = self._bindings_by_user
+        held = by_user.get(binding.user)
+        if held is None or held is previous:
+            by_user[binding.user] = binding
+        elif isinstance(held, Binding):
+            by_user[binding.user] = [held, binding]
         else:
-            bindings[index] = binding
+            index = -1 if previous is None else _position(held, previous)
+            if index < 0:
+                held.append(binding)
+            else:
+                held[index] = binding
 
     def _drop(self, binding: Binding, told: list[BindingSink] | None = None) -> bool:
         """Remove `binding`; `told` hear of it (by default: sinks and publishers)."""
-        bindings = self._bindings_by_user.get(binding.user)
-        index = -1 if bindings is None else _position(bindings, binding)
-        if bindings is None or index < 0:
+        by_user = self._bindings_by_user
+        held = by_user.get(binding.user)
+        if held is None:
             return False
-        del bindings[index]
-        if not bindings:
-            del self._bindings_by_user[binding.user]
+        if isinstance(held, Binding):
+            if held is not binding:
+                return False
+            del by_user[binding.user]
+        else:
+            index = _position(held, binding)
+            if index < 0:
+                return False
+            del held[index]
+            if len(held) == 1:
+                by_user[binding.user] = held[0]
         self._count -= 1
         if told is None:
             told = self._everyone()
@@ -666,15 +731,52 @@ class LocationService:
         return self.sinks + self.publishers if self.publishers else self.sinks
 
     def _push_expiry(self, binding: Binding) -> None:
-        heap = self._expiry_heap
-        heapq.heappush(heap, (binding.expires_at, next(self._sequence), binding))
-        if len(heap) > 2 * self._count + 1_024:
-            self._expiry_heap = [
-                (current.expires_at, next(self._sequence), current)
-                for bindings in self._bindings_by_user.values()
-                for current in bindings
-            ]
-            heapq.heapify(self._expiry_heap)
+        """Schedule `binding`'s expiry (again, after a refresh to a shorter time)."""
+        self._schedule(binding)
+        if self._scheduled > 2 * self._count + 1_024:
+            self._due_by_second = {}
+            self._due_seconds = []
+            self._scheduled = 0
+            for held in self._bindings_by_user.values():
+                for current in _as_list(held):
+                    self._schedule(current)
+
+    def _schedule(self, binding: Binding) -> None:
+        second = _second(binding.expires_at)
+        places = self._due_by_second.get(second)
+        if places is None:
+            self._due_by_second[second] = [binding]
+            heapq.heappush(self._due_seconds, second)
+        else:
+            places.append(binding)
+        self._scheduled += 1
+
+
+# Beyond any clock: the second of an expiry that is not a finite time (never due).
+_NEVER_AT = 2.0**62
+_NEVER_SECOND = 2**62
+
+
+def _second(at: float) -> int:
+    """The whole second an expiry time falls in, for the schedule."""
+    if at >= _NEVER_AT or at != at:  # infinite or NaN: never due
+        return _NEVER_SECOND
+    if at <= -_NEVER_AT:
+        return -_NEVER_SECOND
+    return math.floor(at)
+
+
+def _expiry(binding: Binding) -> float:
+    return binding.expires_at
+
+
+def _as_list(held: Binding | list[Binding] | None) -> list[Binding]:
+    """A user's bindings as a new list, whichever way they are held."""
+    if held is None:
+        return []
+    if isinstance(held, Binding):
+        return [held]
+    return list(held)
 
 
 def _position(bindings: list[Binding], binding: Binding) -> int:

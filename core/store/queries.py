@@ -45,6 +45,7 @@ _SELECT_CDRS = """
            status, reason, duration, id
     FROM cdrs"""
 _SELECT_CDRS_BY_ID = _SELECT_CDRS + " WHERE id > ? ORDER BY id LIMIT ?"
+_USER_ROWS_AT_ONCE = 256
 
 
 class Queries(Connection):
@@ -101,8 +102,21 @@ class Queries(Connection):
         return user_from_row(row) if row else None
 
     async def list_users(self) -> list[User]:
-        rows = await self._db.execute_fetchall(_SELECT_USERS + " ORDER BY username")
-        return [user_from_row(row) for row in rows]
+        """Every user, read _USER_ROWS_AT_ONCE rows at a time.
+
+        Every user at start and after another process's change: fetching all rows at once
+        held each row's tuple and texts beside its `User` until the last one was built, and
+        that memory stayed scattered among the users' for the life of the process (about
+        400 bytes a user). The transaction lock keeps the writer out while the one SELECT
+        runs, so no BEGIN lands between two chunks on the shared connection."""
+        users: list[User] = []
+        async with (
+            self._transaction_lock,
+            self._db.execute(_SELECT_USERS + " ORDER BY username") as cursor,
+        ):
+            while rows := await cursor.fetchmany(_USER_ROWS_AT_ONCE):
+                users.extend([user_from_row(row) for row in rows])
+        return users
 
     async def list_usernames(self) -> set[str]:
         rows = await self._db.execute_fetchall("SELECT username FROM users")
