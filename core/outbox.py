@@ -51,6 +51,16 @@ def response_flow(via: Via | None, flow: Flow) -> Flow:
     return Flow("udp", (flow.remote[0], port), flow.local)
 
 
+def answer_flow(message: Request | Response, flow: Flow) -> Flow:
+    """`response_flow` by `message`'s top Via (the request's, or the one a response we built
+    copied from it); a Via too broken to parse (the reason for a 400) answers the source."""
+    try:
+        via = message.top_via
+    except SipParseError:
+        via = None
+    return response_flow(via, flow)
+
+
 class Outbox:
     """One per process: `send` for every message out, `reply` for the answers we build."""
 
@@ -152,12 +162,8 @@ class Outbox:
         (unless `cache` is False: an answer as good built afresh)."""
         data = response.to_bytes()
         if request is None:
-            try:
-                via = response.top_via
-            except SipParseError:
-                via = None
             self.answered_locally += 1
-            self.send(data, response_flow(via, flow))
+            self.send(data, answer_flow(response, flow))
             return
         self._deliver(data, response.status, flow, request, cache=cache)
 
@@ -166,13 +172,8 @@ class Outbox:
     ) -> None:
         """Send an answer to `request` (§18.2.2) and keep a UDP final one for Timer J."""
         # A response we built carries the request's (stamped) top Via: reuse its parsed view.
-        # A Via too broken to parse (the reason for a 400) sends the answer to the source.
-        try:
-            via = request.top_via
-        except SipParseError:
-            via = None
         self.answered_locally += 1
-        self.send(data, response_flow(via, flow))
+        self.send(data, answer_flow(request, flow))
         if cache and flow.transport == "udp" and status >= 200:
             key = self._reply_key(request, flow)
             if key is not None:
@@ -233,11 +234,7 @@ class Outbox:
             del self._reply_cache[key]
             self._reply_cache_bytes -= len(data)
             return False
-        try:
-            via = request.top_via
-        except SipParseError:
-            via = None
-        self.send(data, response_flow(via, flow))
+        self.send(data, answer_flow(request, flow))
         return True
 
     def expire(self, now: float) -> None:

@@ -116,7 +116,7 @@ def compute_response(
     """
     factory = _hash_factory(algorithm)
     if qop is None or qop == "auth":
-        ha2 = _hex(factory, f"{method}:{uri}")
+        ha2 = request_ha2(method, uri, algorithm)
     elif qop == "auth-int":
         ha2 = _hex(factory, f"{method}:{uri}:{factory(body).hexdigest()}")
     else:
