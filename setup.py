@@ -47,6 +47,7 @@ COMPILED_MODULES = [
     "core/trunks/dialplan.py",
     "core/security/flood.py",
     "core/net/flow.py",
+    "core/net/intake.py",
     "core/proxy/forking.py",
     "core/trunks/gateways.py",
     "core/net/identity.py",

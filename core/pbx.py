@@ -210,6 +210,9 @@ class Pbx:
             await store.close()
             raise StartError(str(error)) from None
         self._running = (core, duties)
+        # Datagrams from now on: straight to the role's dispatch (compiled for a standalone
+        # server), faults counted here, the proxy's timer re-armed once per batch.
+        self.transport.fast_lane(duties.dispatch, self._arm_proxy_timer, self._message_fault)
         self._tasks.append(asyncio.create_task(self._housekeeping(), name="pbx-housekeeping"))
         if self.tls.certificate is not None:
             watch = watch_certificate(
@@ -256,6 +259,7 @@ class Pbx:
     async def stop(self) -> None:
         running = self._running
         self._running = None
+        self.transport.fast_lane(None)  # read while stopping: `_on_message` drops it
         if running is not None:
             core, duties = running
             core.location.flush()  # the last refreshes, to the store and the other processes
@@ -288,6 +292,10 @@ class Pbx:
             # A bug must never take the server down; logged once per kind, then counted.
             self.faults.fault(error, f"a message from {flow}")
         self._arm_proxy_timer()
+
+    def _message_fault(self, error: Exception, flow) -> None:
+        # A bug must never take the server down; logged once per kind, then counted.
+        self.faults.fault(error, f"a message from {flow}")
 
     def _on_forwarded(self, data: bytes, flow) -> None:
         """A message another process read and admitted, for a Call-ID this one owns."""

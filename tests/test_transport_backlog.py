@@ -157,7 +157,7 @@ async def _clocked(
     """A transport shedding after `shed_after` seconds, on a clock the test moves."""
     transport, port = await _transport(recorder, udp_shed_after_seconds=shed_after)
     clock = _Clock(1_000.0)
-    monkeypatch.setattr(transport, "loop_time", clock)
+    monkeypatch.setattr(transport.intake, "clock", clock)
     try:
         yield transport, clock, Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
     finally:
@@ -224,3 +224,78 @@ async def test_the_admin_is_told_when_the_server_sheds_requests(tmp_path) -> Non
         assert warnings[1].message.startswith("overloaded: 7 messages lost in the last second")
     finally:
         await pbx.stop()
+
+
+# -- the fast lane: what a running server hands datagrams to --------------------------------
+async def test_the_fast_lane_takes_datagrams_reports_faults_and_runs_once_per_batch(
+    sender: socket.socket,
+) -> None:
+    generic = Recorder()
+    lane = Recorder()
+    lane.fail_on = b"message 1"
+    batches: list[int] = []
+    faults: list[tuple[str, Flow]] = []
+    transport, port = await _transport(generic)
+    try:
+        transport.fast_lane(
+            lane,
+            lambda: batches.append(len(lane.received)),
+            lambda error, flow: faults.append((str(error), flow)),
+        )
+        burst = [f"message {i}".encode() for i in range(UDP_BATCH + 3)]
+        for data in burst:
+            sender.sendto(data, ("127.0.0.1", port))
+        await _until(lambda: len(lane.received) == len(burst))
+        assert lane.received == burst  # the failure did not stop the batch it was in
+        assert generic.received == []
+        assert [error for error, _flow in faults] == ["handler failed"]
+        assert faults[0][1].remote[1] == sender.getsockname()[1]
+        await _until(lambda: batches[-1:] == [len(burst)])
+        # Once after each batch handled, not per message: a burst queued as one loop turn's
+        # reads is handled in batches of UDP_BATCH.
+        batches.clear()
+        flow = Flow("udp", ("127.0.0.1", 40000), ("127.0.0.1", port))
+        for data in burst:
+            transport.enqueue_datagram(data, flow)
+        await _until(lambda: len(lane.received) == 2 * len(burst))
+        assert batches == [len(burst) + UDP_BATCH, 2 * len(burst)]
+        # Closed again (a server stopping): back to the handler the transport was built with.
+        transport.fast_lane(None)
+        sender.sendto(b"after", ("127.0.0.1", port))
+        await _until(lambda: generic.received == [b"after"])
+        assert len(lane.received) == 2 * len(burst)
+    finally:
+        await transport.stop()
+
+
+async def test_keep_alive_padding_and_oversized_datagrams_are_not_queued(
+    sender: socket.socket,
+) -> None:
+    recorder = Recorder()
+    transport, port = await _transport(recorder, max_message_bytes=100)
+    try:
+        for data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00", b"x" * 101, b"\r\n\r"):
+            sender.sendto(data, ("127.0.0.1", port))
+        await _until(lambda: transport.received_messages == 5)
+        await _until(lambda: recorder.received == [b"\r\n\r"])
+        assert transport.oversized == 1
+        assert transport.intake.backlog_drops == transport.backlog_drops == 0
+    finally:
+        await transport.stop()
+
+
+async def test_an_ipv4_mapped_source_is_seen_as_plain_ipv4() -> None:
+    # A dual-stack socket (not ours: ours are IPv6-only) shows IPv4 peers as ::ffff:a.b.c.d.
+    recorder = Recorder()
+    transport, port = await _transport(recorder)
+    seen: list[Flow] = []
+    transport.fast_lane(lambda data, flow: seen.append(flow))
+    try:
+        receiver = transport.intake.receiver(("::", port))
+        receiver.datagram_received(b"OPTIONS", ("::ffff:192.0.2.7", 5060, 0, 0))
+        receiver.datagram_received(b"OPTIONS", ("::ffff:7", 5061, 0, 0))
+        await _until(lambda: len(seen) == 2)
+        assert [flow.remote for flow in seen] == [("192.0.2.7", 5060), ("::ffff:7", 5061)]
+        assert seen[0].local == ("::", port) and seen[0].transport == "udp"
+    finally:
+        await transport.stop()

@@ -10,6 +10,7 @@ import asyncio
 from typing import Protocol, cast
 
 from core.net.flow import Flow
+from core.net.intake import DatagramReceiver
 from core.net.tls import certificate_names
 from core.settings import TransportSettings
 from core.sip.errors import SipParseError
@@ -22,13 +23,11 @@ class Layer(Protocol):
     """What the protocols ask of the transport layer that owns them."""
 
     settings: TransportSettings
-    received_messages: int
-    oversized: int
+    stream_messages: int
     send_errors: int
     stream_errors: int
 
     def loop_time(self) -> float: ...
-    def enqueue_datagram(self, data: bytes, flow: Flow, forwarded: bool = False) -> None: ...
     def on_message(self, data: bytes, flow: Flow) -> None: ...
     def on_stream_error(self, error: SipParseError, flow: Flow, data: bytes) -> None: ...
     def register_connection(self, connection: StreamConnection) -> None: ...
@@ -44,25 +43,22 @@ def peer_address(address: tuple) -> tuple[str, int]:
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):
-    """One UDP socket: datagrams in, counted and bounded, queued on the layer."""
+    """One UDP socket. What it reads goes to `receiver` (core/net/intake.py, compiled: it
+    counts, bounds and queues each datagram on the layer's backlog); uvloop and asyncio call
+    the protocol's `datagram_received`, which is that receiver's own bound method."""
 
-    def __init__(self, transport_layer: Layer, local: tuple[str, int]) -> None:
+    def __init__(
+        self, transport_layer: Layer, local: tuple[str, int], receiver: DatagramReceiver
+    ) -> None:
         self.layer = transport_layer
         self.local = local
         self.udp: asyncio.DatagramTransport | None = None
+        # An instance attribute, looked up once when the loop wires the protocol: no
+        # interpreted frame between the loop and the compiled receiver.
+        self.datagram_received = receiver.datagram_received  # type: ignore[method-assign]
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.udp = transport  # type: ignore[assignment]
-
-    def datagram_received(self, data: bytes, addr: tuple) -> None:
-        layer = self.layer
-        layer.received_messages += 1
-        if len(data) > layer.settings.max_message_bytes:
-            layer.oversized += 1
-            return
-        if data in (b"\r\n\r\n", b"\r\n", b"\x00\x00\x00\x00"):
-            return  # NAT keep-alive padding some phones send over UDP
-        layer.enqueue_datagram(data, Flow("udp", peer_address(addr), self.local))
 
     def error_received(self, exc: Exception) -> None:
         # ICMP port unreachable for an earlier send; nothing to do but count it.
@@ -122,7 +118,7 @@ class StreamConnection(asyncio.Protocol):
             if isinstance(item, KeepAlive):
                 self.stream.write(b"\r\n")  # RFC 5626 §4.4.1 pong
                 continue
-            self.layer.received_messages += 1
+            self.layer.stream_messages += 1
             self.layer.on_message(item, self.flow)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -15,20 +15,20 @@ import errno
 import itertools
 import logging
 import socket
-from collections import deque
 from collections.abc import Callable
 
 from core.net.endpoints import StreamConnection, UdpEndpoint, peer_address
 from core.net.flow import Flow
 from core.net.identity import is_ip_literal
+from core.net.intake import UDP_BATCH, DatagramIntake, FaultHandler, starts_new_work
 from core.net.tls import TlsLayer
 from core.settings import ListenAddress, TransportSettings
 from core.sip.errors import SipParseError
 
 log = logging.getLogger("pbxtui.transport")
 
-# Datagrams handled per loop turn before other callbacks run (about 2 ms of work).
-UDP_BATCH = 8
+# UDP_BATCH and starts_new_work live with the intake (core/net/intake.py), named here too.
+__all__ = ["UDP_BATCH", "ListenError", "Transport", "enlarge_buffer", "starts_new_work"]
 
 MessageHandler = Callable[[bytes, Flow], None]
 StreamErrorHandler = Callable[[SipParseError, Flow, bytes], None]
@@ -90,23 +90,6 @@ def enlarge_buffer(sock: socket.socket, size: int, *, send: bool = False) -> int
     return sock.getsockopt(socket.SOL_SOCKET, option)
 
 
-# What keeps the calls under way going: responses, and the requests that end or confirm a
-# transaction or a dialog. Everything else starts new work, and can be shed under overload.
-_KEEPS_CALLS_GOING = (b"SIP/", b"ACK ", b"CANCEL ", b"BYE ")
-
-
-def starts_new_work(data: bytes) -> bool:
-    """Would this datagram start new work (a new call, a registration, a probe)?
-
-    Decided from the first bytes alone, before any parsing: under overload the point is to
-    spend nothing on what will be dropped. A dropped UDP request is retransmitted by its
-    sender (RFC 3261 §17.1.1.2) and served once the backlog has drained; meanwhile the
-    responses, ACKs, CANCELs and BYEs of the calls already under way are served in time,
-    instead of every call timing out behind a queue of new ones.
-    """
-    return not data.startswith(_KEEPS_CALLS_GOING)
-
-
 class Transport:
     """Owns every socket. `on_message` is called for each datagram / framed TCP message."""
 
@@ -151,18 +134,20 @@ class Transport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.bound: list[ListenAddress] = []
         self.udp_receive_buffer = 0
-        # counters for the header strip and benchmarks
-        self.received_messages = 0
+        # The UDP backlog and its counters (compiled: every datagram crosses it).
+        self.intake = DatagramIntake(
+            settings.max_message_bytes,
+            settings.udp_backlog_messages,
+            settings.udp_shed_after_seconds,
+            on_message,
+            self.on_forwarded,
+        )
+        # counters for the header strip and benchmarks (the UDP ones are the intake's)
+        self.stream_messages = 0
         self.sent_messages = 0
-        self.oversized = 0
         self.send_errors = 0
-        self.shed_requests = 0  # new requests dropped: the backlog had waited too long
         self.stream_errors = 0
         self.refused_connections = 0
-        self.backlog_drops = 0
-        # (data, flow, queued at, forwarded by another worker process)
-        self._backlog: deque[tuple[bytes, Flow, float, bool]] = deque()
-        self._draining = False
 
     def loop_time(self) -> float:
         assert self._loop is not None
@@ -173,46 +158,52 @@ class Transport:
         return len(self._connections)
 
     # -- UDP intake -----------------------------------------------------------------------
+    @property
+    def received_messages(self) -> int:
+        return self.intake.received + self.stream_messages
+
+    @property
+    def oversized(self) -> int:
+        return self.intake.oversized
+
+    @property
+    def backlog_drops(self) -> int:
+        return self.intake.backlog_drops
+
+    @backlog_drops.setter
+    def backlog_drops(self, value: int) -> None:
+        self.intake.backlog_drops = value
+
+    @property
+    def shed_requests(self) -> int:
+        """New requests dropped on arrival: the backlog had waited too long."""
+        return self.intake.shed_requests
+
+    @shed_requests.setter
+    def shed_requests(self, value: int) -> None:
+        self.intake.shed_requests = value
+
+    def fast_lane(
+        self,
+        handler: MessageHandler | None,
+        after_batch: Callable[[], None] | None = None,
+        fault: FaultHandler | None = None,
+    ) -> None:
+        """While the server runs, datagrams go straight to `handler` instead of `on_message`
+        (core/net/intake.py); None restores `on_message`."""
+        self.intake.fast_lane(handler, after_batch, fault)
+
     def enqueue_datagram(self, data: bytes, flow: Flow, forwarded: bool = False) -> None:
         """Queue a datagram for `on_message`, handled a few at a time between other work.
 
         The loop reads up to 32 datagrams per turn. Handled as each is read, with the server
         saturated, a turn lasts ~10 ms, and everything else on the loop (the console's
         keypresses, which take several turns each, and the transaction timers) waits behind it.
-        Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms.
+        Handled in batches of UDP_BATCH, other callbacks get a turn every ~2 ms. Past
+        `udp_backlog_messages` waiting, a datagram is dropped; once the oldest has waited
+        `udp_shed_after_seconds`, so is a request that would start new work.
         """
-        backlog = self._backlog
-        if len(backlog) >= self.settings.udp_backlog_messages:
-            self.backlog_drops += 1
-            return
-        now = self.loop_time()
-        shed_after = self.settings.udp_shed_after_seconds
-        if shed_after and backlog and now - backlog[0][2] > shed_after and starts_new_work(data):
-            self.shed_requests += 1
-            return
-        backlog.append((data, flow, now, forwarded))
-        if not self._draining:
-            self._draining = True
-            assert self._loop is not None
-            self._loop.call_soon(self._drain_backlog)
-
-    def _drain_backlog(self) -> None:
-        backlog = self._backlog
-        on_message = self.on_message
-        try:
-            for _ in range(min(len(backlog), UDP_BATCH)):
-                data, flow, _queued_at, forwarded = backlog.popleft()
-                if forwarded:
-                    self.on_forwarded(data, flow)
-                else:
-                    on_message(data, flow)
-        finally:
-            # Rescheduled even if a handler raised (the loop logs it): one bad message must
-            # not leave the rest of the backlog unread.
-            if backlog and self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon(self._drain_backlog)
-            else:
-                self._draining = False
+        self.intake.enqueue(data, flow, forwarded)
 
     async def start(self, listen: tuple[ListenAddress, ...], *, read_udp: bool = True) -> None:
         """Bind every listen address; on any failure close what was bound and raise ListenError.
@@ -220,6 +211,7 @@ class Transport:
         `read_udp` False: the UDP sockets are bound and used for sending, but worker processes
         read them (`udp_sockets` hands them over; see core/cluster/pool.py)."""
         self._loop = asyncio.get_running_loop()
+        self.intake.attach(self._loop)
         try:
             for address in listen:
                 if address.transport == "udp":
@@ -253,7 +245,7 @@ class Transport:
         assert self._loop is not None
         local = peer_address(sock.getsockname())
         if read:
-            endpoint = UdpEndpoint(self, local)
+            endpoint = UdpEndpoint(self, local, self.intake.receiver(local))
             await self._loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
             self._udp[local] = endpoint
             self._udp_by_family.setdefault(sock.family, endpoint)
@@ -271,6 +263,7 @@ class Transport:
     async def adopt_udp(self, socks: list[socket.socket]) -> None:
         """Read UDP sockets another process bound (a worker process; core/cluster/pool.py)."""
         self._loop = asyncio.get_running_loop()
+        self.intake.attach(self._loop)
         for sock in socks:
             sock.setblocking(False)
             await self._use_udp(sock, True)
@@ -541,7 +534,7 @@ class Transport:
                     connection.stream.close()
 
     async def stop(self) -> None:
-        self._backlog.clear()  # nothing is handled once the server stops
+        self.intake.backlog.clear()  # nothing is handled once the server stops
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
