@@ -77,7 +77,7 @@ class ServerRole:
         return [BindingWriter(store), keepalive]
 
     def sender(self, transport: Transport) -> Sender:
-        return transport.send
+        return transport.udp_out.send
 
     def announce(self, message: str) -> None:
         """A warning for the admin: in the log and in the console's feed."""

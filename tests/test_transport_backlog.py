@@ -299,3 +299,33 @@ async def test_an_ipv4_mapped_source_is_seen_as_plain_ipv4() -> None:
         assert seen[0].local == ("::", port) and seen[0].transport == "udp"
     finally:
         await transport.stop()
+
+
+async def test_udp_sends_take_the_fast_lane_only_to_an_address_from_a_socket_read_here() -> None:
+    recorder = Recorder()
+    transport, port = await _transport(recorder)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.setblocking(False)
+        target = peer.getsockname()
+        local = ("127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        try:
+            out = transport.udp_out
+            # First to a new host: the general send learns it is an address.
+            assert out.send(b"one", Flow("udp", target, local))
+            assert (out.sent, transport.sent_messages) == (0, 1)
+            assert out.send(b"two", Flow("udp", target, local))
+            assert (out.sent, transport.sent_messages) == (1, 2)
+            # A host name is looked up off the loop by the general send, never sent as is.
+            assert out.send(b"three", Flow("udp", ("localhost", target[1]), local))
+            # From a local address no socket here reads: the general send picks one.
+            assert out.send(b"four", Flow("udp", target, ("127.0.0.1", 1)))
+            got = [await asyncio.wait_for(loop.sock_recv(peer, 100), 2.0) for _ in range(4)]
+            assert sorted(got) == [b"four", b"one", b"three", b"two"]
+            assert out.sent == 1 and transport.sent_messages == 4
+            # Nothing goes out once the transport has stopped.
+            await transport.stop()
+            assert not out.send(b"five", Flow("udp", target, local))
+        finally:
+            await transport.stop()

@@ -91,10 +91,11 @@ class WorkerRole(ClusterRole):
     def sender(self, transport: Transport) -> Sender:
         """UDP from the shared socket, TCP through main's connection."""
         to_main = self.to_main
+        send_udp = transport.udp_out.send
 
         def send(data: bytes, flow: Flow) -> bool:
             if flow.transport == "udp":
-                return transport.send(data, flow)
+                return send_udp(data, flow)
             return to_main(Send(data, flow_fields(flow)))
 
         return send

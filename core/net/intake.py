@@ -175,3 +175,27 @@ class DatagramReceiver:
         if host.startswith(_IPV4_MAPPED) and "." in host:
             host = host[7:]
         intake.enqueue(data, Flow("udp", (host, port), self.local), False)
+
+
+class DatagramSender:
+    """UDP out to an IP address from a socket this process reads: nearly every send the core
+    makes, so compiled too. Anything else (a host name to resolve first, TCP or TLS, a socket
+    only bound here, a host not yet seen) goes to `fallback`, the transport's general send,
+    which learns the host into `literal` on the way."""
+
+    def __init__(self, fallback: Callable[[bytes, Flow], bool], literal: dict[str, bool]) -> None:
+        self.fallback = fallback
+        self.literal = literal  # host → is it an IP address (shared with the transport)
+        self.sockets: dict[tuple[str, int], Any] = {}  # local address → its DatagramTransport
+        self.sent = 0
+
+    def send(self, data: bytes, flow: Flow) -> bool:
+        """Send without blocking; False when the data could not be handed to a socket."""
+        if flow.transport == "udp":
+            remote = flow.remote
+            udp = self.sockets.get(flow.local)
+            if udp is not None and self.literal.get(remote[0], False):
+                udp.sendto(data, remote)
+                self.sent += 1
+                return True
+        return self.fallback(data, flow)
