@@ -85,6 +85,10 @@ async def test_a_worker_writes_nothing_pings_nobody_and_sends_tcp_through_main(
                 self.sent.append(flow)
                 return True
 
+            @property
+            def udp_out(self) -> Transport:  # the compiled UDP lane: the same send here
+                return self
+
         transport = Transport()
         send = role.sender(transport)  # type: ignore[arg-type]
         udp = Flow("udp", ("192.0.2.1", 5060), ("127.0.0.1", 5099))
