@@ -24,9 +24,16 @@ Over a reliable transport timer G is never armed and I and J are worth zero.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
-from core.sip.message import Message, Request, Response, make_response
+from core.sip.message import (
+    Message,
+    Request,
+    Response,
+    answer_tail,
+    make_response,
+    response_bytes,
+)
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
     RECEIVE_ACK,
@@ -50,6 +57,9 @@ from core.sip.transaction import (
     server_key,
     timed_out,
 )
+
+# What ends an answer with no lines of our own: Content-Length and the blank line.
+_BODILESS_TAIL: Final = answer_tail([])
 
 
 class ServerTransaction(Transaction):
@@ -137,12 +147,16 @@ def resend_response(
 def send_trying(
     transaction: Transaction, _m: Message | None, _now: float, actions: list[Action]
 ) -> None:
-    """§17.2.1 / §8.2.6.1: 100 Trying, with the request's Timestamp copied if it had one."""
+    """§17.2.1 / §8.2.6.1: 100 Trying, with the request's Timestamp copied if it had one
+    (make_response copies it). Its bytes are written straight from the request's lines, as
+    response_bytes promises to write what to_bytes would print."""
     assert isinstance(transaction, ServerTransaction)
     transaction.step_at = None
-    timestamp = transaction.request.headers.get("timestamp")
-    extra = [("Timestamp", timestamp)] if timestamp is not None else None
-    _send(transaction, make_response(transaction.request, 100, extra=extra), actions)
+    request = transaction.request
+    response = make_response(request, 100)
+    transaction.last_response = response
+    transaction.response_bytes = response_bytes(request, 100, None, None, _BODILESS_TAIL)
+    actions.append(Send(transaction, response, transaction.response_bytes))
 
 
 def resend_provisional(

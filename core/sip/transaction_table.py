@@ -94,7 +94,7 @@ class TransactionTable:
         self._servers: dict[tuple[object, ...], ServerTransaction] = {}
         self._clients: dict[tuple[object, ...], ClientTransaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
-        self._sequence = itertools.count()
+        self._sequence = 0  # heap entries' tie-breaker, counted here (not a generic next())
         # How many live server transactions hold each RFC 3261 branch (the first element of
         # their key): a request whose branch is not here matches none of them, which nearly
         # every new request proves with this one look-up instead of building its whole key.
@@ -363,7 +363,9 @@ class TransactionTable:
             return
         transaction.scheduled_at = deadline
         if deadline is not None:
-            heapq.heappush(self._heap, (deadline, next(self._sequence), transaction))
+            sequence = self._sequence + 1
+            self._sequence = sequence
+            heapq.heappush(self._heap, (deadline, sequence, transaction))
             if len(self._heap) > 2 * (len(self._servers) + len(self._clients)) + 1_024:
                 self._compact()
 
@@ -379,10 +381,12 @@ class TransactionTable:
 
     def _compact(self) -> None:
         """Rebuild the heap from live transactions, dropping every stale entry."""
+        heap: list[tuple[float, int, Transaction]] = []
         live = itertools.chain(self._servers.values(), self._clients.values())
-        self._heap = [
-            (transaction.scheduled_at, next(self._sequence), transaction)
-            for transaction in live
-            if transaction.scheduled_at is not None
-        ]
-        heapq.heapify(self._heap)
+        for transaction in live:
+            deadline = transaction.scheduled_at
+            if deadline is not None:
+                self._sequence += 1
+                heap.append((deadline, self._sequence, transaction))
+        heapq.heapify(heap)
+        self._heap = heap
