@@ -536,8 +536,8 @@ def test_send_names_its_flow_and_transaction() -> None:
     ],
 )
 def test_our_100_trying_is_the_response_make_response_prints(lines: str) -> None:
-    """send_trying writes the 100's bytes from the request's lines: they must be exactly
-    what the Response it keeps (and resends) serialises to."""
+    """The 100 goes out as the Response the transaction keeps (and resends) prints, which
+    is the 100 make_response builds: its lines once each (Timestamp once)."""
     incoming = request(extra=lines)
     transaction = new_server_transaction(incoming, UDP, timers=TimerSettings(trying_delay=0.0))
     (trying,) = sends(transaction.start(0.0))

@@ -24,16 +24,9 @@ Over a reliable transport timer G is never armed and I and J are worth zero.
 
 from __future__ import annotations
 
-from typing import ClassVar, Final
+from typing import ClassVar
 
-from core.sip.message import (
-    Message,
-    Request,
-    Response,
-    answer_tail,
-    make_response,
-    response_bytes,
-)
+from core.sip.message import Message, Request, Response, make_response
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
     RECEIVE_ACK,
@@ -57,9 +50,6 @@ from core.sip.transaction import (
     server_key,
     timed_out,
 )
-
-# What ends an answer with no lines of our own: Content-Length and the blank line.
-_BODILESS_TAIL: Final = answer_tail([])
 
 
 class ServerTransaction(Transaction):
@@ -148,15 +138,10 @@ def send_trying(
     transaction: Transaction, _m: Message | None, _now: float, actions: list[Action]
 ) -> None:
     """§17.2.1 / §8.2.6.1: 100 Trying, with the request's Timestamp copied if it had one
-    (make_response copies it). Its bytes are written straight from the request's lines, as
-    response_bytes promises to write what to_bytes would print."""
+    (make_response copies it: passing it again as an extra line sent it twice)."""
     assert isinstance(transaction, ServerTransaction)
     transaction.step_at = None
-    request = transaction.request
-    response = make_response(request, 100)
-    transaction.last_response = response
-    transaction.response_bytes = response_bytes(request, 100, None, None, _BODILESS_TAIL)
-    actions.append(Send(transaction, response, transaction.response_bytes))
+    _send(transaction, make_response(transaction.request, 100), actions)
 
 
 def resend_provisional(
