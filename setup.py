@@ -24,6 +24,7 @@ from setuptools.command.build_ext import build_ext
 COMPILED_MODULES = [
     "core/sip/address.py",
     "core/sip/digest.py",
+    "core/sip/entropy.py",
     "core/sip/errors.py",
     "core/sip/fields.py",
     "core/sip/framing.py",

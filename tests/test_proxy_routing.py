@@ -23,7 +23,7 @@ from core.proxy.routing import (
     remove_own_credentials,
 )
 from core.settings import ListenAddress
-from core.sip.fields import parse_via
+from core.sip.fields import Via, parse_via
 from core.sip.headers import Headers
 from core.sip.message import Request, Response
 from core.sip.parser import parse_message
@@ -298,6 +298,9 @@ def test_our_via_reads_back_as_the_via_returned(
         via = push_via(headers, identity, flow, branch)
         line = headers.get("via")
         assert line is not None and line == str(via)
+        # The Via carries its line as text; printed from its fields it says the same.
+        untexted = Via(via.transport, via.host, via.port, dict(via.params), via.protocol)
+        assert untexted.text is None and str(untexted) == line
         assert sent_by in line and line.endswith(f";branch={branch}")
         assert headers.values("via")[1] == CALLER_VIA.removeprefix("Via: ")
         reparsed = request(f"Via: {line}", TO).top_via

@@ -10,7 +10,7 @@ import pytest
 
 from core.net.flow import Flow
 from core.sip import Request, Response, make_response, parse_message
-from core.sip.timers import TIMER_RULES, TimerSettings, timer_duration
+from core.sip.timers import TIMER_RULES, TimerSettings, duration_table, timer_duration
 from core.sip.transaction import (
     TIMER_INPUTS,
     Action,
@@ -361,7 +361,7 @@ def test_server_invite_sends_100_trying_after_200_ms_of_tu_silence() -> None:
     trying = parse_message(trying_send.data)
     assert isinstance(trying, Response) and trying.status == 100
     assert trying.to_tag is None  # §8.2.6.2: no tag on a 100
-    assert trying.headers.get("timestamp") == "54"  # §8.2.6.1
+    assert trying.headers.get_all("timestamp") == ["54"]  # §8.2.6.1, and only once
     assert trying.headers.values("via") == transaction.request.headers.values("via")
     assert str(trying.cseq) == "314 INVITE"
     assert transaction.next_deadline() is None  # sent once
@@ -522,3 +522,54 @@ def test_send_names_its_flow_and_transaction() -> None:
     transaction = started_server("OPTIONS", flow=TCP)
     (send,) = sends(transaction.respond(make_response(transaction.request, 200), 0.0))
     assert send.transaction is transaction and send.flow is TCP
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        "",
+        "Timestamp: 54 0.2\r\n",
+        "v: SIP/2.0/UDP 203.0.113.5;branch=z9hG4bK-third, SIP/2.0/TCP [2001:db8::5]:5070\r\n",
+        "Timestamp: 1\r\nVia: SIP/2.0/UDP 203.0.113.5:5060;branch=z9hG4bK-x\r\nSubject: hi\r\n",
+        "To: <sip:carol@pbx.test>;tag=already\r\n",
+        "t: <sip:bob@pbx.test>\r\ni: second-call-id\r\nf: <sip:eve@pbx.test>;tag=e\r\n",
+    ],
+)
+def test_our_100_trying_is_the_response_make_response_prints(lines: str) -> None:
+    """The 100 goes out as the Response the transaction keeps (and resends) prints, which
+    is the 100 make_response builds: its lines once each (Timestamp once)."""
+    incoming = request(extra=lines)
+    transaction = new_server_transaction(incoming, UDP, timers=TimerSettings(trying_delay=0.0))
+    (trying,) = sends(transaction.start(0.0))
+    assert isinstance(trying.message, Response) and trying.message.status == 100
+    assert trying.data == trying.message.to_bytes()
+    assert trying.data == make_response(incoming, 100).to_bytes()
+    assert transaction.last_response is trying.message
+    # A retransmitted INVITE gets the very same bytes again.
+    (again,) = sends(transaction.receive_request(request(extra=lines), 0.1))
+    assert again.data == trying.data and again.retransmission
+
+
+def test_duration_tables_say_what_timer_duration_says() -> None:
+    """Transactions read their timers from a table made once per settings object: every
+    letter, both kinds of transport, for settings that differ and settings that are equal."""
+    settings = [
+        TimerSettings(),
+        TimerSettings(),  # equal, another object
+        TimerSettings(t1=0.1, t2=0.4, t4=1.0, timer_d=0.0, trying_delay=None),
+        TimerSettings(t1=2.0, t2=8.0, trying_delay=0.0),
+    ]
+    for _ in range(2):  # built, then found again
+        for timers in settings:
+            for reliable in (False, True):
+                table = duration_table(timers, reliable)
+                assert table == {
+                    letter: timer_duration(letter, timers, reliable) for letter in TIMER_RULES
+                }
+    fast = TimerSettings(t1=0.1, t2=0.4)
+    transaction = new_client_transaction(request("OPTIONS"), UDP, timers=fast)
+    transaction.start(0.0)
+    assert transaction.next_deadline() == pytest.approx(0.1)  # timer E is fast's T1
+    over_tcp = new_client_transaction(request("OPTIONS"), TCP, timers=fast)
+    over_tcp.start(0.0)
+    assert over_tcp.next_deadline() == pytest.approx(6.4)  # no E over TCP: F, 64 x T1

@@ -469,3 +469,104 @@ def test_responses_match_as_their_cseq_says_whatever_its_shape(cseq: str) -> Non
             table.match_response(response)
         return
     assert table.match_response(response) is expected
+
+
+# -- server matching: the branch look-up against the §17.2.3 key ------------------------
+def _keyed_match(table: TransactionTable, request: Request) -> ServerInviteTransaction | object:
+    """What match_request answered before it looked at branches first: the full §17.2.3
+    key, then the ACK check. Raises what server_key raises."""
+    transaction = table._servers.get(server_key(request))
+    if transaction is None:
+        return None
+    if request.method == "ACK" and not (
+        isinstance(transaction, ServerInviteTransaction) and transaction.acknowledged_by(request)
+    ):
+        return None
+    return transaction
+
+
+def _random_request(rng: random.Random) -> Request:
+    """A request from a small space, so branches, sent-bys and methods often coincide."""
+    method = rng.choice(["INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "REGISTER"])
+    branch = rng.choice(
+        ["z9hG4bK-a", "z9hG4bK-b", "z9hG4bK-A", "z9hG4bk-a", "old-2543", "z9hG4bK", None]
+    )
+    sent_by = rng.choice(
+        ["198.51.100.7:5062", "198.51.100.7", "PHONE.test:5062", "phone.test:5062"]
+    )
+    cseq_method = method if rng.random() < 0.9 else rng.choice(["INVITE", "BYE"])
+    return incoming(
+        method,
+        branch=branch,
+        sent_by=sent_by,
+        uri=rng.choice(["sip:bob@pbx.test", "sip:carol@pbx.test"]),
+        to_tag=rng.choice([None, "b1", "zz"]),
+        cseq_number=rng.choice([7, 8]),
+        cseq_method=cseq_method,
+        call_id=rng.choice(["c1@198.51.100.7", "c2@198.51.100.7"]),
+    )
+
+
+def test_server_matching_by_branch_agrees_with_the_full_key() -> None:
+    """Every request, retransmission, ACK, CANCEL or fresh one, matches exactly what its
+    full key matches, while transactions come and go (so branches are counted right)."""
+    rng = random.Random(2161)
+    table = TransactionTable()
+    now = 0.0
+    live: list[ServerInviteTransaction | object] = []
+    matched = 0
+    for _ in range(4_000):
+        now += 0.01
+        request = _random_request(rng)
+        expected = _keyed_match(table, request)
+        assert table.match_request(request) is expected
+        matched += expected is not None
+        roll = rng.random()
+        if expected is None and request.method != "ACK" and roll < 0.4:
+            transaction, _ = table.new_server(request, UDP, now)
+            live.append(transaction)
+            # Created under the key it arrived with, and found again by it.
+            assert transaction.key == server_key(request)
+            assert table.match_request(request) is transaction
+        elif live and roll > 0.9:
+            table.terminate(live.pop(rng.randrange(len(live))))  # type: ignore[arg-type]
+        counted: dict[object, int] = {}
+        for key in table._servers:
+            if len(key) == 4:
+                counted[key[0]] = counted.get(key[0], 0) + 1
+        assert table._branches == counted
+    assert matched > 200  # the space is small enough for many retransmissions and ACKs
+
+
+def test_server_matching_by_branch_raises_as_the_full_key_does() -> None:
+    table = TransactionTable()
+    table.new_server(incoming(branch="z9hG4bK-live"), UDP, 0.0)
+    for branch in ("z9hG4bK-fresh", "z9hG4bK-live", "rfc2543", None):
+        request = incoming(branch=branch)
+        request.headers.set("CSeq", "seven INVITE")
+        with pytest.raises(SipParseError):
+            server_key(request)
+        with pytest.raises(SipParseError):
+            table.match_request(request)
+        request = incoming(branch=branch)
+        request.headers.remove("CSeq")
+        with pytest.raises(SipParseError, match="CSeq"):
+            table.match_request(request)
+        request = incoming(branch=branch)
+        request.headers.remove("Via")
+        with pytest.raises(SipParseError, match="Via"):
+            table.match_request(request)
+
+
+def test_a_request_is_keyed_as_it_arrived_even_if_the_route_changes_it() -> None:
+    """new_server keys what match_request found unmatched from what it read then."""
+    for branch in ("z9hG4bK-x", None):
+        table = TransactionTable()
+        request = incoming("OPTIONS", branch=branch)
+        arrived = server_key(request)
+        assert table.receive_retransmission(request, 0.0) is None
+        request.uri = parse_uri("sip:did-target@pbx.test")
+        transaction, _ = table.new_server(request, UDP, 0.0)
+        assert transaction.key == arrived
+        again = table.receive_retransmission(incoming("OPTIONS", branch=branch), 0.1)
+        assert again == []  # absorbed by the transaction (Trying: nothing to resend)

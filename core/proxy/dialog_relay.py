@@ -37,7 +37,7 @@ from core.proxy.routing import (
 )
 from core.sip.errors import SipParseError
 from core.sip.message import Request, new_branch
-from core.sip.transaction import Action, State, Transaction, Unmatched
+from core.sip.transaction import Action, State, Transaction
 from core.sip.transaction_table import TransactionTableFull
 
 
@@ -53,10 +53,10 @@ class DialogRelay:
         forwarder = self.forwarder
         method = request.method
         try:
-            actions = forwarder.table.receive_request(request, flow, now)
+            actions = forwarder.table.receive_retransmission(request, now)
         except SipParseError:
             return
-        if not (actions and type(actions[0]) is Unmatched):
+        if actions is not None:
             forwarder.run(actions, now)
             # An ACK reusing the INVITE's branch for a 2xx is end to end: pass it on (§13.2.2.4).
             transaction = _transaction_of(actions)

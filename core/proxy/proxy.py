@@ -40,7 +40,6 @@ from core.settings import ProxySettings
 from core.sip.errors import SipParseError
 from core.sip.message import Request, Response
 from core.sip.timers import TimerSettings
-from core.sip.transaction import Unmatched
 from core.sip.uri import SipUri, parse_uri
 from core.users import UserDirectory
 
@@ -198,10 +197,10 @@ class Proxy:
         """A request a server transaction already owns (a UDP retransmission): handled there."""
         forwarder = self.forwarder
         try:
-            actions = forwarder.table.receive_request(request, flow, now)
+            actions = forwarder.table.receive_retransmission(request, now)
         except SipParseError:
             return False
-        if actions and type(actions[0]) is Unmatched:
+        if actions is None:
             return False
         forwarder.run(actions, now)
         return True

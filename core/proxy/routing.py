@@ -290,8 +290,11 @@ def push_via(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str
         _SENT_BY[hostport] = known
     host, port, sent_by = known
     transport = flow.transport.upper()
-    headers.prepend("Via", f"SIP/2.0/{transport} {sent_by};branch={branch}")
-    return Via(transport, host, port, {"branch": branch})
+    line = f"SIP/2.0/{transport} {sent_by};branch={branch}"
+    headers.prepend("Via", line)
+    # Handed its line, as a parsed Via is: printing it (a client transaction's request,
+    # a loop check) is then free.
+    return Via(transport, host, port, {"branch": branch}, "SIP/2.0", line)
 
 
 def decrement_max_forwards(headers: Headers, current: int | None) -> None:

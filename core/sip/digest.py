@@ -20,11 +20,11 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 import struct
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
+from core.sip.entropy import random_bytes, random_hex
 from core.sip.fields import AuthParams, format_auth, is_token, parse_auth
 
 
@@ -314,7 +314,7 @@ class NonceFactory:
         return mac.digest()
 
     def make(self, now: float) -> str:
-        payload = _ISSUED.pack(int(now * 1000)) + self._origin + os.urandom(_RANDOM_BYTES)
+        payload = _ISSUED.pack(int(now * 1000)) + self._origin + random_bytes(_RANDOM_BYTES)
         return binascii.b2a_base64(payload + self._mac(payload), newline=False).decode("ascii")
 
     def check(self, nonce: str, now: float) -> NonceState:
@@ -400,7 +400,7 @@ def build_authorization(
     qops = _qop_options(challenge)
     qop = "auth" if "auth" in qops else ("auth-int" if qops else None)
     if cnonce is None and (qop is not None or algorithm.endswith("-sess")):
-        cnonce = secrets.token_hex(8)
+        cnonce = random_hex(8)
     response = compute_response(
         ha1(username, realm, password, algorithm),
         method,

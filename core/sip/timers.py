@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +149,24 @@ def timer_duration(letter: str, timers: TimerSettings, reliable: bool) -> float 
     rule = TIMER_RULES[letter]
     value = rule.reliable if reliable else rule.unreliable
     return None if value is None else value(timers)
+
+
+# Per settings object (held here, so its id is not reused while its entry lives): every
+# letter's duration over an unreliable and over a reliable transport. Bounded all the same.
+_TABLES: dict[int, tuple[TimerSettings, dict[str, float | None], dict[str, float | None]]] = {}
+_TABLES_LIMIT: Final = 64
+
+
+def duration_table(timers: TimerSettings, reliable: bool) -> dict[str, float | None]:
+    """`timer_duration` of every letter on this kind of transport, computed once per settings
+    object: a transaction arms a timer on nearly every change of state, and each look-up in
+    TIMER_RULES called a rule's function to learn a constant."""
+    entry = _TABLES.get(id(timers))
+    if entry is None or entry[0] is not timers:
+        unreliable = {letter: timer_duration(letter, timers, False) for letter in TIMER_RULES}
+        over_reliable = {letter: timer_duration(letter, timers, True) for letter in TIMER_RULES}
+        entry = (timers, unreliable, over_reliable)
+        if len(_TABLES) >= _TABLES_LIMIT:
+            _TABLES.clear()
+        _TABLES[id(timers)] = entry
+    return entry[2] if reliable else entry[1]

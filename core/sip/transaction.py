@@ -30,7 +30,7 @@ from typing import ClassVar, Protocol
 from core.sip.errors import SipParseError
 from core.sip.fields import MAGIC_COOKIE
 from core.sip.message import Message, Request
-from core.sip.timers import TimerSettings, timer_duration
+from core.sip.timers import TimerSettings, duration_table
 
 
 class TransportFlow(Protocol):
@@ -218,6 +218,7 @@ class Transaction:
     """
 
     __slots__ = (
+        "durations",
         "end_at",
         "end_letter",
         "flow",
@@ -254,6 +255,8 @@ class Transaction:
         self.timers = timers
         # §17.1.1.2 etc.: retransmit only over an unreliable transport.
         self.reliable = flow.reliable if reliable is None else reliable
+        # What each timer letter is worth here (the table is shared by every transaction).
+        self.durations = duration_table(timers, self.reliable)
         self.user_data = user_data
         self.state = self.INITIAL_STATE
         self.step_letter: str | None = None
@@ -336,7 +339,7 @@ class Transaction:
         if step != KEEP:
             self.step_at = None
             if step is not None:
-                duration = timer_duration(step, self.timers, self.reliable)
+                duration = self.durations[step]
                 if duration is not None:
                     self.step_letter = step
                     self.step_interval = duration
@@ -347,7 +350,7 @@ class Transaction:
         if end != KEEP and self.state is state:
             self.end_at = None
             if end is not None:
-                duration = timer_duration(end, self.timers, self.reliable)
+                duration = self.durations[end]
                 if duration is not None:
                     self.end_letter = end
                     if duration == 0:

@@ -137,12 +137,11 @@ def resend_response(
 def send_trying(
     transaction: Transaction, _m: Message | None, _now: float, actions: list[Action]
 ) -> None:
-    """§17.2.1 / §8.2.6.1: 100 Trying, with the request's Timestamp copied if it had one."""
+    """§17.2.1 / §8.2.6.1: 100 Trying, with the request's Timestamp copied if it had one
+    (make_response copies it: passing it again as an extra line sent it twice)."""
     assert isinstance(transaction, ServerTransaction)
     transaction.step_at = None
-    timestamp = transaction.request.headers.get("timestamp")
-    extra = [("Timestamp", timestamp)] if timestamp is not None else None
-    _send(transaction, make_response(transaction.request, 100, extra=extra), actions)
+    _send(transaction, make_response(transaction.request, 100), actions)
 
 
 def resend_provisional(

@@ -24,6 +24,8 @@ from __future__ import annotations
 import heapq
 import itertools
 
+from core.sip.errors import SipParseError
+from core.sip.fields import MAGIC_COOKIE, Via
 from core.sip.message import Request, Response
 from core.sip.timers import TimerSettings
 from core.sip.transaction import (
@@ -58,9 +60,12 @@ class TransactionTable:
     """Live transactions by key, with their timers on one heap. Not thread-safe: one loop."""
 
     __slots__ = (
+        "_branches",
         "_clients",
         "_heap",
-        "_last_unmatched",
+        "_last_key",
+        "_last_request",
+        "_last_via",
         "_sequence",
         "_servers",
         "client_reserve",
@@ -89,10 +94,16 @@ class TransactionTable:
         self._servers: dict[tuple[object, ...], ServerTransaction] = {}
         self._clients: dict[tuple[object, ...], ClientTransaction] = {}
         self._heap: list[tuple[float, int, Transaction]] = []
-        self._sequence = itertools.count()
-        # The last request receive_request found unmatched, with its key: new_server reuses the
-        # key, computed from the request as it arrived.
-        self._last_unmatched: tuple[Request | None, tuple[object, ...]] = (None, ())
+        self._sequence = 0  # heap entries' tie-breaker, counted here (not a generic next())
+        # How many live server transactions hold each RFC 3261 branch (the first element of
+        # their key): a request whose branch is not here matches none of them, which nearly
+        # every new request proves with this one look-up instead of building its whole key.
+        self._branches: dict[str, int] = {}
+        # The last request match_request found unmatched: new_server keys it as it arrived,
+        # from its key (the general path built one) or else its top Via as parsed then.
+        self._last_request: Request | None = None
+        self._last_via: Via | None = None
+        self._last_key: tuple[object, ...] | None = None
 
     def __len__(self) -> int:
         return len(self._servers) + len(self._clients)
@@ -109,10 +120,27 @@ class TransactionTable:
     def match_request(self, request: Request) -> ServerTransaction | None:
         """The server transaction `request` belongs to (a retransmission, or the ACK of a
         non-2xx final), or None. Raises SipParseError when it has no Via or CSeq."""
+        via = request.top_via
+        if via is not None:
+            branch = via.params.get("branch")
+            if (
+                branch is not None
+                and branch.startswith(MAGIC_COOKIE)
+                and branch not in self._branches
+            ):
+                # An RFC 3261 key starts with this branch, and no live key does: no match.
+                # The checks server_key makes are still made, so the same requests raise.
+                if request.cseq is None:
+                    raise SipParseError("Missing CSeq")
+                self._last_request = request
+                self._last_via = via
+                self._last_key = None
+                return None
         key = server_key(request)
         transaction = self._servers.get(key)
         if transaction is None:
-            self._last_unmatched = (request, key)
+            self._last_request = request
+            self._last_key = key
             return None
         if request.method == "ACK" and not (
             isinstance(transaction, ServerInviteTransaction)
@@ -167,6 +195,17 @@ class TransactionTable:
         transaction = self._servers.get(cancel_target_key(cancel))
         return transaction if isinstance(transaction, ServerInviteTransaction) else None
 
+    def receive_retransmission(self, request: Request, now: float) -> list[Action] | None:
+        """`receive_request` for a caller that only wants to know whether a transaction owns
+        `request`: its actions, or None (where receive_request says `[Unmatched]`, built for
+        nothing when the caller goes on to route the request itself)."""
+        transaction = self.match_request(request)
+        if transaction is None:
+            return None
+        actions = transaction.receive_request(request, now)
+        self._settle(transaction)
+        return actions
+
     # -- messages from the network -------------------------------------------------------
     def receive_request(self, request: Request, flow: TransportFlow, now: float) -> list[Action]:
         """A request from the network. Owned by a transaction → that transaction's actions
@@ -206,17 +245,36 @@ class TransactionTable:
         if len(self) >= self.max_transactions - self.client_reserve:
             self.refused += 1
             raise TransactionTableFull()
-        last_request, last_key = self._last_unmatched
-        key = last_key if last_request is request else server_key(request)
+        key = self._arrival_key(request)
         if key in self._servers:
             raise ValueError("request belongs to a live server transaction")
         transaction = new_server_transaction(
             request, flow, timers=self.timers, reliable=reliable, user_data=user_data, key=key
         )
         self._servers[key] = transaction
+        if len(key) == 4:
+            branch = key[0]
+            assert isinstance(branch, str)
+            branches = self._branches
+            branches[branch] = branches.get(branch, 0) + 1
         actions = transaction.start(now)
         self._settle(transaction)
         return transaction, actions
+
+    def _arrival_key(self, request: Request) -> tuple[object, ...]:
+        """The server key of `request` as it arrived: what match_request found unmatched
+        is keyed from what it read then (the route may since have changed, say, its
+        Request-URI); any other request is keyed now."""
+        if self._last_request is not request:
+            return server_key(request)
+        key = self._last_key
+        if key is not None:
+            return key
+        via = self._last_via
+        assert via is not None
+        # server_key's RFC 3261 key, for the branch match_request found starting with the cookie.
+        method = "INVITE" if request.method == "ACK" else request.method
+        return via.params.get("branch"), via.host.lower(), via.port, method
 
     def new_client(
         self,
@@ -296,6 +354,8 @@ class TransactionTable:
                 del self._clients[key]
             elif self._servers.get(key) is transaction:
                 del self._servers[key]
+                if len(key) == 4:
+                    self._forget_branch(key[0])
             transaction.scheduled_at = None
             return
         deadline = transaction.next_deadline()
@@ -303,16 +363,30 @@ class TransactionTable:
             return
         transaction.scheduled_at = deadline
         if deadline is not None:
-            heapq.heappush(self._heap, (deadline, next(self._sequence), transaction))
+            sequence = self._sequence + 1
+            self._sequence = sequence
+            heapq.heappush(self._heap, (deadline, sequence, transaction))
             if len(self._heap) > 2 * (len(self._servers) + len(self._clients)) + 1_024:
                 self._compact()
 
+    def _forget_branch(self, branch: object) -> None:
+        """One server transaction fewer holds `branch`."""
+        assert isinstance(branch, str)
+        branches = self._branches
+        held = branches[branch]
+        if held == 1:
+            del branches[branch]
+        else:
+            branches[branch] = held - 1
+
     def _compact(self) -> None:
         """Rebuild the heap from live transactions, dropping every stale entry."""
+        heap: list[tuple[float, int, Transaction]] = []
         live = itertools.chain(self._servers.values(), self._clients.values())
-        self._heap = [
-            (transaction.scheduled_at, next(self._sequence), transaction)
-            for transaction in live
-            if transaction.scheduled_at is not None
-        ]
-        heapq.heapify(self._heap)
+        for transaction in live:
+            deadline = transaction.scheduled_at
+            if deadline is not None:
+                self._sequence += 1
+                heap.append((deadline, self._sequence, transaction))
+        heapq.heapify(heap)
+        self._heap = heap
