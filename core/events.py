@@ -9,154 +9,48 @@ core (the DESIGN's "bounded everything").
 Events are shared by every reader: never change one. They are not frozen because a frozen
 dataclass's generated __init__ sets each field through object.__setattr__, several times the
 cost of a plain assignment, and every call builds four CallEvents of eleven fields.
+
+The event classes live in core/event_types.py (compiled) and are re-exported here; the bus
+stays interpreted because the cluster's WorkerBus subclasses it.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import ClassVar
 
+from core.event_types import (
+    CallEvent,
+    ContactExpired,
+    ContactRefreshed,
+    ContactRegistered,
+    ContactUnreachable,
+    ContactUnregistered,
+    Event,
+    SecurityEvent,
+    ServerEvent,
+    SipTraffic,
+    SourceBanned,
+    SourceUnbanned,
+)
 
-@dataclass(slots=True)
-class Event:
-    """Base of every event; `at` is wall-clock time (for display and logs)."""
-
-    at: float = field(default_factory=time.time, kw_only=True)
-    kind: ClassVar[str] = "event"
-
-
-# -- traffic ----------------------------------------------------------------------------
-@dataclass(slots=True)
-class SipTraffic(Event):
-    """One SIP message in or out, raw. Decoding is the reader's job, not the hot path's."""
-
-    direction: str  # "in" or "out"
-    transport: str  # "udp" / "tcp"
-    remote: tuple[str, int]
-    local: tuple[str, int]
-    data: bytes
-    kind: ClassVar[str] = "traffic"
-
-
-# -- registrar --------------------------------------------------------------------------
-@dataclass(slots=True)
-class ContactRegistered(Event):
-    user: str
-    contact: str
-    source: tuple[str, int]
-    transport: str
-    expires: int
-    user_agent: str = ""
-    behind_nat: bool = False
-    kind: ClassVar[str] = "registered"
-
-
-@dataclass(slots=True)
-class ContactRefreshed(Event):
-    user: str
-    contact: str
-    source: tuple[str, int]
-    expires: int
-    kind: ClassVar[str] = "refreshed"
-
-
-@dataclass(slots=True)
-class ContactUnregistered(Event):
-    user: str
-    contact: str
-    source: tuple[str, int] | None = None
-    reason: str = "unregistered"  # or "admin", "replaced"
-    kind: ClassVar[str] = "unregistered"
-
-
-@dataclass(slots=True)
-class ContactExpired(Event):
-    user: str
-    contact: str
-    kind: ClassVar[str] = "expired"
-
-
-@dataclass(slots=True)
-class ContactUnreachable(Event):
-    """A NAT keep-alive OPTIONS went unanswered too many times."""
-
-    user: str
-    contact: str
-    failures: int
-    kind: ClassVar[str] = "unreachable"
-
-
-# -- security ---------------------------------------------------------------------------
-@dataclass(slots=True)
-class SecurityEvent(Event):
-    """A security decision: one shape so the UI feed and the log treat all alike.
-
-    `action` is one of: "auth-failed", "scanner-dropped", "sanity-rejected", "max-forwards",
-    "loop", "brute-force-user", "toll-fraud", "too-large", "parse-error", "banned-dropped",
-    "tls-verify-failed" (a server we connected to showed a certificate that does not verify:
-    expired, wrong host, unknown issuer), "tls-failed" (another TLS error on such a connection),
-    "tls-required" (a "TLS only" user's request over UDP or TCP, refused); and, as the
-    `SourceBanned` / `SourceUnbanned` below, "banned", "flood-banned", "unbanned".
-    """
-
-    action: str
-    source: str  # IP address
-    detail: str = ""
-    user: str = ""
-    user_agent: str = ""
-    count: int = 1
-    kind: ClassVar[str] = "security"
-
-
-@dataclass(slots=True)
-class SourceBanned(SecurityEvent):
-    """A source was banned: the one event for it. `action` says what banned it ("banned" by
-    an admin or another process, "flood-banned", ...), `detail` why in words, `count` what
-    triggered it (1 for an admin's ban); `until` is its end on the wall clock (math.inf:
-    until lifted) and `reason` what the ban table shows."""
-
-    until: float = field(default=math.inf, kw_only=True)
-    reason: str = field(default="", kw_only=True)
-    kind: ClassVar[str] = "ban"
-
-
-@dataclass(slots=True)
-class SourceUnbanned(SecurityEvent):
-    """A ban was lifted (`action` "unbanned"); `detail` says why: "admin", "expired" or
-    "evicted"."""
-
-    kind: ClassVar[str] = "unban"
-
-
-# -- calls ------------------------------------------------------------------------------
-@dataclass(slots=True)
-class CallEvent(Event):
-    """A call changed state: "trying", "ringing", "answered", "ended", "failed"."""
-
-    call_id: str
-    state: str
-    caller: str
-    callee: str
-    source: str = ""
-    status: int = 0
-    reason: str = ""
-    duration: float = 0.0  # seconds from answer to end, on "ended"
-    direction: str = "internal"  # or "inbound", "outbound": as in the CDR
-    kind: ClassVar[str] = "call"
-
-
-# -- server -----------------------------------------------------------------------------
-@dataclass(slots=True)
-class ServerEvent(Event):
-    """Start, stop, listening, configuration reloads, and errors worth an admin's eye."""
-
-    message: str
-    level: str = "info"
-    kind: ClassVar[str] = "server"
+__all__ = [
+    "CallEvent",
+    "ContactExpired",
+    "ContactRefreshed",
+    "ContactRegistered",
+    "ContactUnreachable",
+    "ContactUnregistered",
+    "Event",
+    "EventBus",
+    "Listener",
+    "Ring",
+    "SecurityEvent",
+    "ServerEvent",
+    "SipTraffic",
+    "SourceBanned",
+    "SourceUnbanned",
+]
 
 
 class Ring:

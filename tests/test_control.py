@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import dataclasses
 import inspect
 import json
 import math
@@ -96,16 +97,25 @@ def test_the_declared_field_types_of_compiled_classes_match_their_source() -> No
         # The source beside the module, compiled or not (a compiled one is a .so of that name).
         source = Path(inspect.getfile(module)).parent / (cls.__module__.rsplit(".", 1)[1] + ".py")
         tree = ast.parse(source.read_text())
-        node = next(
-            item for item in ast.walk(tree)
-            if isinstance(item, ast.ClassDef) and item.name == cls.__name__
-        )  # fmt: skip
-        written = {
-            statement.target.id: ast.unparse(statement.annotation)
-            for statement in node.body
-            if isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)
-        }
+        written: dict[str, str] = {}
+        # The fields of the class and of its bases in the same module (an event's `at`),
+        # base first as dataclasses order them; class variables are not fields.
+        for base in reversed(cls.__mro__):
+            if base.__module__ != cls.__module__:
+                continue
+            node = next(
+                item for item in ast.walk(tree)
+                if isinstance(item, ast.ClassDef) and item.name == base.__name__
+            )  # fmt: skip
+            for statement in node.body:
+                if (
+                    isinstance(statement, ast.AnnAssign)
+                    and isinstance(statement.target, ast.Name)
+                    and not ast.unparse(statement.annotation).startswith("ClassVar")
+                ):
+                    written[statement.target.id] = ast.unparse(statement.annotation)
         assert declared == written, cls.__name__
+        assert list(declared) == [field.name for field in dataclasses.fields(cls)], cls.__name__
 
 
 def test_a_calls_media_counters_cross_and_a_flood_of_streams_is_refused() -> None:

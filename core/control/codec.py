@@ -69,7 +69,67 @@ _SECRET_FIELDS = {User: ("ha1_md5", "ha1_sha256")}
 # The field types of the wire classes that mypyc compiles: a compiled class keeps only the
 # erased runtime types (`float | None` becomes `type`), so their annotations are declared
 # here as written in the source (tests/test_control.py checks them against it).
+_SECURITY_FIELDS = {
+    "at": "float",
+    "action": "str",
+    "source": "str",
+    "detail": "str",
+    "user": "str",
+    "user_agent": "str",
+    "count": "int",
+}
 COMPILED_FIELD_TYPES: dict[type[Any], dict[str, str]] = {
+    # core/event_types.py: every field, the inherited `at` among them.
+    SipTraffic: {
+        "at": "float",
+        "direction": "str",
+        "transport": "str",
+        "remote": "tuple[str, int]",
+        "local": "tuple[str, int]",
+        "data": "bytes",
+    },
+    ContactRegistered: {
+        "at": "float",
+        "user": "str",
+        "contact": "str",
+        "source": "tuple[str, int]",
+        "transport": "str",
+        "expires": "int",
+        "user_agent": "str",
+        "behind_nat": "bool",
+    },
+    ContactRefreshed: {
+        "at": "float",
+        "user": "str",
+        "contact": "str",
+        "source": "tuple[str, int]",
+        "expires": "int",
+    },
+    ContactUnregistered: {
+        "at": "float",
+        "user": "str",
+        "contact": "str",
+        "source": "tuple[str, int] | None",
+        "reason": "str",
+    },
+    ContactExpired: {"at": "float", "user": "str", "contact": "str"},
+    ContactUnreachable: {"at": "float", "user": "str", "contact": "str", "failures": "int"},
+    SecurityEvent: _SECURITY_FIELDS,
+    SourceBanned: {**_SECURITY_FIELDS, "until": "float", "reason": "str"},
+    SourceUnbanned: _SECURITY_FIELDS,
+    CallEvent: {
+        "at": "float",
+        "call_id": "str",
+        "state": "str",
+        "caller": "str",
+        "callee": "str",
+        "source": "str",
+        "status": "int",
+        "reason": "str",
+        "duration": "float",
+        "direction": "str",
+    },
+    ServerEvent: {"at": "float", "message": "str", "level": "str"},
     Ban: {"ip": "str", "until": "float", "until_wall": "float", "reason": "str", "count": "int"},
     CallInfo: {
         "call_id": "str",
