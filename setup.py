@@ -23,6 +23,7 @@ from setuptools.command.build_ext import build_ext
 
 COMPILED_MODULES = [
     "core/sip/address.py",
+    "core/sip/bounded.py",
     "core/sip/digest.py",
     "core/sip/entropy.py",
     "core/sip/errors.py",

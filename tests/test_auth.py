@@ -578,3 +578,22 @@ def test_missing_algorithm_means_md5() -> None:
     bare = credentials.replace(", algorithm=MD5", "")
     assert "algorithm" not in bare
     assert server.check(register(bare), T0, proxy=False).username == "alice"
+
+
+def test_hashes_of_many_digest_uris_are_remembered_and_long_ones_are_not() -> None:
+    """HA2 is remembered per (algorithm, method, URI): an INVITE's URI is its callee, so the
+    cache holds one per user called, and a peer's long URI is hashed but not kept."""
+    from core.security import auth as auth_module
+
+    server = authenticator()
+    for n in range(3 * 1024):  # past the old limit of 1,024, which emptied the whole cache
+        server._ha2("MD5", "INVITE", f"sip:u{n:05d}@{REALM}")
+    assert len(server._ha2_cache) == 3 * 1024
+    assert len(server._ha2_cache) <= auth_module._HA2_CACHE_SIZE
+    long_uri = f"{REALM};x=" + "a" * auth_module._HA2_URI_LENGTH
+    request = register(uri=long_uri)
+    for attempt in (1, 2):
+        credentials = answer(first_round(server), request, algorithm="MD5", nc=attempt)
+        result = server.check(register(credentials, uri=long_uri), T0 + attempt, proxy=False)
+        assert result.username == "alice"
+    assert all(len(uri) <= auth_module._HA2_URI_LENGTH for _, _, uri in server._ha2_cache)

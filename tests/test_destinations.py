@@ -58,3 +58,15 @@ def test_the_memory_of_hosts_stays_bounded() -> None:
         assert destinations.refusal(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", 5060) is None
     assert len(destinations._kinds) <= module._KIND_CACHE_LIMIT
     assert destinations.refusal("239.1.2.3", 5060) == "is not a unicast address"
+
+
+def test_hosts_of_many_phones_are_remembered_and_long_ones_are_not() -> None:
+    destinations = _destinations()
+    hosts = [f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(12_000)]
+    for host in hosts:  # past the old limit of 4,096, which emptied the whole memory
+        assert destinations.refusal(host, 5060) is None
+    assert all(host in destinations._kinds for host in hosts)
+    long_host = "a" * 250 + ".example." + "b" * 10
+    for _ in range(2):
+        assert destinations.refusal(long_host, 5060) == destinations.refusal("a.example", 5060)
+    assert long_host not in destinations._kinds

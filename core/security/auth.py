@@ -29,6 +29,7 @@ from typing import Final
 
 from core.settings import AuthSettings
 from core.sip import Request, Response, SipParseError, SipUri, Uri, make_response, new_tag
+from core.sip.bounded import make_room
 from core.sip.digest import (
     NonceFactory,
     NonceState,
@@ -51,7 +52,12 @@ TagMaker = Callable[[Request], str]
 # session key from the same stored HA1 (RFC 7616 §3.4.2).
 _HA1_INDEX_BY_ALGORITHM: Final = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
-_HA2_CACHE_SIZE: Final = 1024
+# HA2 per (algorithm, method, digest URI): a REGISTER's URI is the domain, an INVITE's the
+# callee, so one entry per user called. Sized for ~16,000 callees (with fewer entries than
+# callees nearly every INVITE hashed again, core/sip/bounded.py); the URI is the peer's text,
+# so long ones are not kept.
+_HA2_CACHE_SIZE: Final = 16_384
+_HA2_URI_LENGTH: Final = 256
 _WWW_AUTHENTICATE: Final = ("www-authenticate", "WWW-Authenticate")
 _PROXY_AUTHENTICATE: Final = ("proxy-authenticate", "Proxy-Authenticate")
 
@@ -386,9 +392,9 @@ class DigestAuthenticator:
         ha2 = cache.get(key)
         if ha2 is None:
             ha2 = request_ha2(method, uri, algorithm)
-            if len(cache) >= _HA2_CACHE_SIZE:
-                cache.clear()
-            cache[key] = ha2
+            if len(uri) <= _HA2_URI_LENGTH:
+                make_room(cache, _HA2_CACHE_SIZE)
+                cache[key] = ha2
         return ha2
 
     def _fail(

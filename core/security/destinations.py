@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
+from typing import Final
 
 from core.net.identity import ServerIdentity
+from core.sip.bounded import make_room
 from core.sip.uri import SipUri, target_host
 
 SIP_PORT = 5060
@@ -69,15 +71,20 @@ class Destinations:
         kinds = self._kinds
         kind = kinds.get(host)
         if kind is None:
-            if len(kinds) >= _KIND_CACHE_LIMIT:
-                kinds.clear()
-            kind = kinds[host] = _classify(host)
+            kind = _classify(host)
+            if len(host) <= _CACHED_HOST_LENGTH:
+                make_room(kinds, _KIND_CACHE_LIMIT)
+                kinds[host] = kind
         return kind
 
 
 _NOT_UNICAST = 1
 _LOOPBACK = 2
-_KIND_CACHE_LIMIT = 4_096
+# One entry per phone (its Contact's host and its source address, the same for most), so
+# sized for ~32,000 of them: with fewer entries than phones nearly every REGISTER parsed its
+# addresses again (core/sip/bounded.py). Hosts longer than a DNS name are not kept.
+_KIND_CACHE_LIMIT: Final = 32_768
+_CACHED_HOST_LENGTH: Final = 255
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 

@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Final
 
 from core.sip import Request, SipParseError
+from core.sip.bounded import make_room
 
-# Distinct (User-Agent, display name, From user) verdicts remembered. The texts are the
-# peer's: past this many the table starts again, so a source inventing new ones costs
-# memory for at most this many and the search it would have cost anyway.
-VERDICT_CACHE_SIZE = 4_096
+# Distinct (User-Agent, display name, From user) verdicts remembered: one per phone, so sized
+# for ~32,000 of them (with fewer entries than phones nearly every request searched again,
+# core/sip/bounded.py). The texts are the peer's: past this many the oldest eighth goes, and
+# keys longer than VERDICT_KEY_LENGTH are not kept, so a source inventing new ones costs
+# bounded memory and the search it would have cost anyway.
+VERDICT_CACHE_SIZE: Final = 32_768
+VERDICT_KEY_LENGTH: Final = 256
 
 
 class ScannerMatcher:
@@ -68,10 +73,10 @@ class ScannerMatcher:
         known = verdicts.get(key)
         if known is not None:
             return known or None
-        if len(verdicts) >= VERDICT_CACHE_SIZE:
-            verdicts.clear()
         verdict = self._search(user_agent, display, user)
-        verdicts[key] = verdict or ""
+        if len(user_agent) + len(display) + len(user) <= VERDICT_KEY_LENGTH:
+            make_room(verdicts, VERDICT_CACHE_SIZE)
+            verdicts[key] = verdict or ""
         return verdict
 
     def _search(self, user_agent: str, display: str, user: str) -> str | None:

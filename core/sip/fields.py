@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Final
 
+from core.sip.bounded import make_room
 from core.sip.errors import SipParseError
 from core.sip.hostport import format_host, is_digits, is_hostname, parse_host, parse_hostport
 from core.sip.uri import QUOTED_STRING, format_params, params_hash, parse_params
@@ -31,9 +32,12 @@ _CANONICAL_HEAD = re.compile(
     r"SIP/2\.0/([A-Z]++) ([A-Za-z0-9.\-]++|\[[0-9A-Fa-f:.]++\])(?::([1-9][0-9]{0,4}+))?"
 )
 # Those heads already read: each client sends the same one in every request, and responses
-# carry the ones we stamped and pushed. Text → (transport, host, port); bounded all the same.
+# carry the ones we stamped and pushed. Text → (transport, host, port); bounded all the same,
+# in entries and in key length. One entry per phone, so sized for ~32,000 of them (about
+# 230 bytes each): with fewer entries than phones nearly every Via missed (core/sip/bounded.py).
 _HEADS: dict[str, tuple[str, str, int | None]] = {}
-_HEADS_LIMIT = 1024
+_HEADS_LIMIT: Final = 32_768
+_CACHED_HEAD_LENGTH: Final = 96  # a numeric sent-by fits; a very long host name is not kept
 _AROUND_COLON = re.compile(r"\s*:\s*")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 _AUTH_SCHEME = re.compile(r"\s*([^\s,]+)\s*")
@@ -217,10 +221,10 @@ def _canonical_head(head: str) -> tuple[str, str, int | None] | None:
     port = None if port_text is None else int(port_text)
     if port is not None and port > 65535:
         return None
-    if len(_HEADS) >= _HEADS_LIMIT:
-        _HEADS.clear()
     known = (transport, host, port)
-    _HEADS[head] = known
+    if len(head) <= _CACHED_HEAD_LENGTH:
+        make_room(_HEADS, _HEADS_LIMIT)
+        _HEADS[head] = known
     return known
 
 
