@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import ClassVar
 
+from core.sip.bounded import make_room
+
 IpAddress = IPv4Address | IPv6Address
 IpNetwork = IPv4Network | IPv6Network
 
@@ -77,7 +79,10 @@ class AddressSet:
     # Sources repeat (phones re-register, carriers send every call from the same few hosts),
     # so answers for address strings are memoised; the cache is cleared when full, which
     # bounds it even under a flood of random source addresses.
-    _MAX_CACHED_ANSWERS: ClassVar[int] = 4_096
+    # One answer per source address asked about (every phone's request, once trunks or an
+    # allow-list are configured): sized for ~32,000 phones, as past 4,096 the emptied table
+    # made each look-up a parse (63 ns -> 5 us at 10,000 sources).
+    _MAX_CACHED_ANSWERS: ClassVar[int] = 32_768
 
     def __init__(self, networks: Iterable[IpNetwork | str] = ()) -> None:
         parsed = [n if not isinstance(n, str) else parse_network(n) for n in networks]
@@ -119,8 +124,7 @@ class AddressSet:
                     answer = self._contains_address(parse_ip(ip))
                 except ValueError:
                     answer = False
-                if len(self._answers) >= self._MAX_CACHED_ANSWERS:
-                    self._answers.clear()
+                make_room(self._answers, self._MAX_CACHED_ANSWERS)
                 self._answers[ip] = answer
             return answer
         if isinstance(ip, IPv6Address) and ip.ipv4_mapped is not None:

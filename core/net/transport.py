@@ -29,6 +29,7 @@ from core.net.intake import (
 )
 from core.net.tls import TlsLayer
 from core.settings import ListenAddress, TransportSettings
+from core.sip.bounded import make_room
 from core.sip.errors import SipParseError
 
 log = logging.getLogger("pbxtui.transport")
@@ -45,8 +46,7 @@ def _literal(host: str, known: dict[str, bool]) -> bool:
     """Is `host` an IP address (sendto needs no DNS)? Memoised, bounded: called per send."""
     answer = known.get(host)
     if answer is None:
-        if len(known) >= 4_096:
-            known.clear()
+        make_room(known, 32_768)  # one per destination host: sized for the phones
         answer = known[host] = is_ip_literal(host)
     return answer
 
