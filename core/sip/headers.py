@@ -237,8 +237,17 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first line with this name."""
-        index = self._find(name)
-        return default if index < 0 else self._values[index]
+        # _find written out: the route asks for a value a dozen times a message.
+        keys = self._keys
+        for index, line_key in enumerate(keys):
+            if line_key == name:
+                return self._values[index]
+        key = _KEY_CACHE.get(name) or header_key(name)
+        if key != name:
+            for index, line_key in enumerate(keys):
+                if line_key == key:
+                    return self._values[index]
+        return default
 
     def get_all(self, name: str) -> list[str]:
         """The value of every line with this name, in order."""
