@@ -566,12 +566,13 @@ def _restore_caller_fields(response: Response, context: ResponseContext) -> None
     fields = context.caller_fields
     if fields is None:
         request_headers = context.request.headers
-        fields = context.caller_fields = (request_headers.get("CSeq"), request_headers.get("From"))
+        # Asked by key: a name that is its own key is found without keying (headers.py).
+        fields = context.caller_fields = (request_headers.get("cseq"), request_headers.get("from"))
     cseq, sender = fields
     response_headers = response.headers
-    if cseq is not None and response_headers.get("CSeq") != cseq:
+    if cseq is not None and response_headers.get("cseq") != cseq:
         response_headers.set("CSeq", cseq)
-    if sender is not None and response_headers.get("From") != sender:
+    if sender is not None and response_headers.get("from") != sender:
         response_headers.set("From", sender)
 
 

@@ -10,6 +10,7 @@ parsed on demand and cached per name until that header changes.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
@@ -48,12 +49,18 @@ _KEY_CACHE_LIMIT: Final = 2_048
 
 
 def header_key(name: str) -> str:
-    """The lookup key of a header name: lower case, compact form expanded."""
+    """The lookup key of a header name: lower case, compact form expanded.
+
+    Keys are interned, as compiled string literals are: a key a caller writes ("call-id")
+    is then the very object the store holds, and comparing them stops at the identity check.
+    header_key(key) == key for every key (lower() is idempotent and no full name is a
+    compact form), which the store's look-ups by key rely on.
+    """
     key = _KEY_CACHE.get(name)
     if key is not None:
         return key
-    key = name.lower()
-    key = COMPACT_FORMS.get(key, key)
+    lowered = name.lower()
+    key = sys.intern(COMPACT_FORMS.get(lowered, lowered))
     if len(_KEY_CACHE) < _KEY_CACHE_LIMIT:
         _KEY_CACHE[name] = key
     return key
@@ -137,177 +144,275 @@ def split_outside_quotes(text: str, specials: re.Pattern[str], separator: str) -
 _LIST_SPECIALS: Final = re.compile(r'[",<>\\]')
 
 
-class Headers:
-    """Header lines in order, each kept as (lookup key, name as received, value)."""
+# The keys the typed views of core/sip/message.py cache, present from the start: a request's
+# cache is a copy of this (one allocation), where filling an empty dict with as many views
+# grows it twice. Their value until parsed is _MISSING, which `view` already treats as absent.
+_VIEW_SLOTS: Final[dict[str, Any]] = {
+    key: _MISSING for key in ("via", "from", "to", "cseq", "contact", "max-forwards", "expires")
+}
 
-    __slots__ = ("_cache", "_lines")
+
+class Headers:
+    """Header lines in order, each kept as lookup key, name as received and value.
+
+    The three are parallel lists rather than one list of (key, name, value) tuples: a look-up
+    walks the keys alone, comparing one string per line, where a compiled walk over tuples
+    checked and counted references to all three items of each; and a parsed message costs
+    three lists instead of a tuple per line. Every change keeps the three the same length.
+    """
+
+    __slots__ = ("_cache", "_keys", "_names", "_values")
 
     def __init__(self, lines: list[tuple[str, str]] | None = None) -> None:
-        self._lines: list[tuple[str, str, str]] = []
-        self._cache: dict[str, Any] = {}
+        self._keys: list[str] = []
+        self._names: list[str] = []
+        self._values: list[str] = []
+        # Views parsed so far, by key; made on the first one (a copy of _VIEW_SLOTS), as
+        # the stores of our own answers and copies are never asked for one.
+        self._cache: dict[str, Any] | None = None
         if lines:
             for name, value in lines:
                 check_line(name, value)
-                self._lines.append((header_key(name), name, value))
+                self._keys.append(header_key(name))
+                self._names.append(name)
+                self._values.append(value)
 
     @classmethod
     def _from_keyed(cls, lines: list[tuple[str, str, str]]) -> Headers:
         return keyed_headers(lines)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        for _key, name, value in self._lines:
-            yield name, value
+        return zip(self._names, self._values, strict=True)
 
     def __len__(self) -> int:
-        return len(self._lines)
+        return len(self._keys)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = header_key(name)
-        return any(line[0] == key for line in self._lines)
+        return self._find(name) >= 0
 
     def __repr__(self) -> str:
-        return f"Headers({[(name, value) for _k, name, value in self._lines]!r})"
+        return f"Headers({list(zip(self._names, self._values, strict=True))!r})"
+
+    def _index(self, key: str) -> int:
+        """Where the first line with this lookup key stands, or -1."""
+        for index, line_key in enumerate(self._keys):
+            if line_key == key:
+                return index
+        return -1
+
+    def _find(self, name: str) -> int:
+        """Where the first line with this name stands, or -1.
+
+        The name is first compared with the keys as given: the route asks by key ("via",
+        "call-id"), which then costs no header_key look-up. That is exact: a name equal to
+        a stored key has that key (header_key(key) == key), and a name that is not its own
+        key ("Call-ID", "i") equals no stored key, so it is keyed and looked for again.
+        """
+        keys = self._keys
+        for index, line_key in enumerate(keys):
+            if line_key == name:
+                return index
+        key = _KEY_CACHE.get(name) or header_key(name)
+        if key == name:
+            return -1
+        for index, line_key in enumerate(keys):
+            if line_key == key:
+                return index
+        return -1
 
     def name_of(self, name: str) -> str | None:
         """The name as received (`l`, `Content-Length`) of the first line with this name."""
-        key = header_key(name)
-        for line in self._lines:
-            if line[0] == key:
-                return line[1]
-        return None
+        index = self._find(name)
+        return None if index < 0 else self._names[index]
 
     def copy(self) -> Headers:
-        return Headers._from_keyed(list(self._lines))
+        return column_headers(self._keys.copy(), self._names.copy(), self._values.copy())
 
     def lookup_keys(self) -> list[str]:
         """The lookup key of every line, in order (compact forms expanded, lower case), so a
         caller walking all lines need not normalise each name again."""
-        return [line[0] for line in self._lines]
+        return self._keys.copy()
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """The value of the first line with this name."""
-        # The key cache read here first: a hit (nearly every call) skips a function call.
+        # _find written out: the route asks for a value a dozen times a message.
+        keys = self._keys
+        for index, line_key in enumerate(keys):
+            if line_key == name:
+                return self._values[index]
         key = _KEY_CACHE.get(name) or header_key(name)
-        for line in self._lines:
-            if line[0] == key:
-                return line[2]
+        if key != name:
+            for index, line_key in enumerate(keys):
+                if line_key == key:
+                    return self._values[index]
         return default
 
     def get_all(self, name: str) -> list[str]:
         """The value of every line with this name, in order."""
-        key = _KEY_CACHE.get(name) or header_key(name)
-        return [line[2] for line in self._lines if line[0] == key]
+        first = self._find(name)
+        if first < 0:
+            return []
+        keys = self._keys
+        values = self._values
+        key = keys[first]
+        found = [values[first]]
+        for index in range(first + 1, len(keys)):
+            if keys[index] == key:
+                found.append(values[index])
+        return found
 
     def values(self, name: str) -> list[str]:
         """Every list element of a list-valued header, across lines and commas, in order."""
-        key = _KEY_CACHE.get(name) or header_key(name)
-        items: list[str] = []
-        for line in self._lines:
-            if line[0] == key:
-                items.extend(split_list(line[2]))
+        first = self._find(name)
+        if first < 0:
+            return []
+        keys = self._keys
+        values = self._values
+        key = keys[first]
+        items = split_list(values[first])
+        for index in range(first + 1, len(keys)):
+            if keys[index] == key:
+                items.extend(split_list(values[index]))
         return items
 
     def count(self, name: str) -> int:
-        key = header_key(name)
-        return sum(1 for line in self._lines if line[0] == key)
+        return self._keys.count(header_key(name))
 
     def cached_view(self, key: str) -> Any:
         """The view already parsed for this lookup key, or None (not parsed yet, or parsed
         to None): a hit costs a dict look-up, without building the parser `view` needs."""
-        return self._cache.get(key)
+        cache = self._cache
+        if cache is None:
+            return None
+        cached = cache.get(key)
+        return None if cached is _MISSING else cached
 
     def view(self, name: str, parse: Callable[[str], T]) -> T | None:
         """The first value parsed by `parse`, cached until a line with this name changes."""
         # Typed views ask by key ("via", "cseq"), and the route asks each several times per
         # request: a hit on the name as given skips header_key. Only keys are ever cached
         # and header_key(key) == key, so a hit here is the hit header_key would find.
-        cached = self._cache.get(name, _MISSING)
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = _VIEW_SLOTS.copy()
+        cached = cache.get(name, _MISSING)
         if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
-        key = header_key(name)
+        index = self._find(name)
+        key = header_key(name) if index < 0 else self._keys[index]
         if key != name:  # a key (as the views pass) was looked up just above
-            cached = self._cache.get(key, _MISSING)
+            cached = cache.get(key, _MISSING)
             if cached is not _MISSING:
                 return cached  # type: ignore[no-any-return]
-        # The first line's value, found here rather than by `get`, which would key it again.
-        raw = next((line[2] for line in self._lines if line[0] == key), None)
-        result = None if raw is None else parse(raw)
-        self._cache[key] = result
+        result = None if index < 0 else parse(self._values[index])
+        cache[key] = result
         return result
 
     def replace_first_value(self, name: str, value: str, view: object = _MISSING) -> None:
         """Replace the first list element of a header where it stands (the top Via, stamped
         with received/rport on arrival). `view`, when given, becomes the cached parsed view,
         so the route does not parse again what it has just built."""
-        check_line(name, value)
         key = header_key(name)
-        for index, (line_key, line_name, line_value) in enumerate(self._lines):
-            if line_key == key:
-                items = split_list(line_value)
+        index = self._index(key)
+        if index < 0:
+            check_line(name, value)
+            self._keys.insert(0, key)
+            self._names.insert(0, name)
+            self._values.insert(0, value)
+        else:
+            # The name is not written (the line keeps its own): only the value is checked.
+            if "\n" in value or "\r" in value:
+                check_line(name, value)
+            old = self._values[index]
+            if "," in old:
+                # Several elements on the line: the rest stay, rejoined as values() reads them.
+                items = split_list(old)
                 items[:1] = [value]
-                self._lines[index] = (key, line_name, ", ".join(items))
-                break
-        else:
-            self._lines.insert(0, (key, name, value))
+                self._values[index] = ", ".join(items)
+            else:
+                # One element (or none): what splitting and joining would give, without either.
+                self._values[index] = value
         if view is _MISSING:
-            self._cache.pop(key, None)
+            self._forget(key)
         else:
-            self._cache[key] = view
+            cache = self._cache
+            if cache is None:
+                cache = self._cache = _VIEW_SLOTS.copy()
+            cache[key] = view
+
+    def _forget(self, key: str) -> None:
+        """Drop the cached view of this key: a line of it changed."""
+        cache = self._cache
+        if cache is not None:
+            cache.pop(key, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a line at the end."""
         check_line(name, value)
         key = header_key(name)
-        self._lines.append((key, name, value))
-        self._cache.pop(key, None)
+        self._keys.append(key)
+        self._names.append(name)
+        self._values.append(value)
+        self._forget(key)
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a line before the first line of this name (or at the top), as a Via push."""
         check_line(name, value)
         key = header_key(name)
-        for index, line in enumerate(self._lines):
-            if line[0] == key:
-                self._lines.insert(index, (key, name, value))
-                break
-        else:
-            self._lines.insert(0, (key, name, value))
-        self._cache.pop(key, None)
+        index = max(self._index(key), 0)
+        self._keys.insert(index, key)
+        self._names.insert(index, name)
+        self._values.insert(index, value)
+        self._forget(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace every line of this name with one line, kept where the first one was."""
         check_line(name, value)
         key = header_key(name)
-        lines = self._lines
-        found = [index for index, line in enumerate(lines) if line[0] == key]
-        if len(found) == 1:
-            # The common case (a response's To given our tag): replaced where it stands,
-            # without rebuilding the list.
-            lines[found[0]] = (key, name, value)
-            self._cache.pop(key, None)
-            return
-        new_lines: list[tuple[str, str, str]] = []
-        placed = False
-        for line in lines:
-            if line[0] == key:
-                if not placed:
-                    new_lines.append((key, name, value))
-                    placed = True
-            else:
-                new_lines.append(line)
-        if not placed:
-            new_lines.append((key, name, value))
-        self._lines = new_lines
-        self._cache.pop(key, None)
+        keys = self._keys
+        first = self._index(key)
+        if first < 0:
+            keys.append(key)
+            self._names.append(name)
+            self._values.append(value)
+        else:
+            # Replaced where it stands (the common case: a response's To given our tag);
+            # any later line of this name goes.
+            keys[first] = key
+            self._names[first] = name
+            self._values[first] = value
+            if keys.count(key) > 1:
+                self._drop(key, first + 1)
+        self._forget(key)
 
     def remove(self, name: str) -> int:
         """Remove every line of this name; returns how many went."""
         key = header_key(name)
-        before = len(self._lines)
-        self._lines = [line for line in self._lines if line[0] != key]
-        self._cache.pop(key, None)
-        return before - len(self._lines)
+        self._forget(key)
+        first = self._index(key)
+        return 0 if first < 0 else self._drop(key, first)
+
+    def _drop(self, key: str, start: int) -> int:
+        """Remove the lines with this lookup key from `start` on; returns how many went."""
+        keys = self._keys
+        names = self._names
+        values = self._values
+        kept_keys = keys[:start]
+        kept_names = names[:start]
+        kept_values = values[:start]
+        for index in range(start, len(keys)):
+            line_key = keys[index]
+            if line_key != key:
+                kept_keys.append(line_key)
+                kept_names.append(names[index])
+                kept_values.append(values[index])
+        gone = len(keys) - len(kept_keys)
+        self._keys = kept_keys
+        self._names = kept_names
+        self._values = kept_values
+        return gone
 
     def pop_first_value(self, name: str) -> str | None:
         """Remove the first list element of a header (the top Via, the first Route).
@@ -316,29 +421,37 @@ class Headers:
         rest stay on that line, as RFC 3261 §7.3.1 makes the two forms equivalent.
         """
         key = header_key(name)
-        for index, (line_key, line_name, value) in enumerate(self._lines):
-            if line_key != key:
-                continue
-            items = split_list(value)
-            if not items:
-                del self._lines[index]
-                self._cache.pop(key, None)
-                return None
-            if len(items) == 1:
-                del self._lines[index]
-            else:
-                self._lines[index] = (key, line_name, ", ".join(items[1:]))
-            self._cache.pop(key, None)
-            return items[0]
-        return None
+        index = self._index(key)
+        if index < 0:
+            return None
+        self._forget(key)
+        items = split_list(self._values[index])
+        if len(items) <= 1:
+            del self._keys[index]
+            del self._names[index]
+            del self._values[index]
+            return items[0] if items else None
+        self._values[index] = ", ".join(items[1:])
+        return items[0]
 
     def serialise(self) -> str:
-        return "".join(f"{name}: {value}\r\n" for _key, name, value in self._lines)
+        values = self._values
+        return "".join([f"{name}: {values[index]}\r\n" for index, name in enumerate(self._names)])
+
+
+def column_headers(keys: list[str], names: list[str], values: list[str]) -> Headers:
+    """A store holding these lines, given as parallel lists of lookup keys (as header_key
+    gives them), names and values, already checked (the parser's, a copy's): taken, not
+    copied. A plain function, so a compiled caller reaches it by a direct call."""
+    headers = Headers()
+    headers._keys = keys
+    headers._names = names
+    headers._values = values
+    return headers
 
 
 def keyed_headers(lines: list[tuple[str, str, str]]) -> Headers:
-    """A store holding `lines`, already keyed (the parser's, a copy's): a plain function, so a
-    compiled caller reaches it by a direct call rather than a class attribute look-up."""
-    headers = Headers()
-    headers._lines = lines
-    return headers
+    """A store holding `lines`, already checked and keyed as (key, name, value)."""
+    return column_headers(
+        [line[0] for line in lines], [line[1] for line in lines], [line[2] for line in lines]
+    )

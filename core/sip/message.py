@@ -18,7 +18,7 @@ from core.sip.fields import (
     parse_max_forwards,
     parse_via,
 )
-from core.sip.headers import Headers, check_line, header_key
+from core.sip.headers import Headers, check_line, column_headers, header_key
 from core.sip.uri import Uri
 
 REASON_PHRASES: dict[int, str] = {
@@ -272,26 +272,42 @@ def make_response(
     # The copied values come from a Headers store, which never holds a CR or LF, and the
     # names are fixed: the lines are built keyed, skipping add()'s check and key lookup.
     source = request.headers
-    lines: list[tuple[str, str, str]] = [("via", "Via", value) for value in source.get_all("via")]
+    vias = source.get_all("via")
+    keys = ["via"] * len(vias)
+    names = ["Via"] * len(vias)
+    values = vias
     from_value = source.get("from")
     if from_value is not None:
-        lines.append(("from", "From", from_value))
+        keys.append("from")
+        names.append("From")
+        values.append(from_value)
     to_value = source.get("to")
     if to_value is not None:
-        lines.append(("to", "To", _tagged_to(request, to_value, status, to_tag)))
+        keys.append("to")
+        names.append("To")
+        values.append(_tagged_to(request, to_value, status, to_tag))
     call_id = source.get("call-id")
     if call_id is not None:
-        lines.append(("call-id", "Call-ID", call_id))
+        keys.append("call-id")
+        names.append("Call-ID")
+        values.append(call_id)
     cseq = source.get("cseq")
     if cseq is not None:
-        lines.append(("cseq", "CSeq", cseq))
+        keys.append("cseq")
+        names.append("CSeq")
+        values.append(cseq)
     if status == 100:
         timestamp = source.get("timestamp")
         if timestamp is not None:
-            lines.append(("timestamp", "Timestamp", timestamp))
+            keys.append("timestamp")
+            names.append("Timestamp")
+            values.append(timestamp)
     if keyed:
-        lines.extend(keyed)
-    headers = Headers._from_keyed(lines)
+        for key, name, value in keyed:
+            keys.append(key)
+            names.append(name)
+            values.append(value)
+    headers = column_headers(keys, names, values)
     if extra:
         for name, value in extra:
             headers.add(name, value)

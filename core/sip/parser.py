@@ -12,7 +12,7 @@ from typing import Final
 
 from core.sip.errors import SipParseError
 from core.sip.fields import is_token, parse_content_length
-from core.sip.headers import Headers, header_key, keyed_headers
+from core.sip.headers import Headers, column_headers, header_key
 from core.sip.message import Message, Request, Response
 from core.sip.uri import OtherUri, parse_uri
 
@@ -169,7 +169,9 @@ _SEEN_NAME_LENGTH: Final = 64
 
 def _header_lines(lines: list[str]) -> Headers:
     """The lines after the start line (lines[0]), unfolded, in order, each keyed for lookup."""
-    keyed: list[tuple[str, str, str]] = []
+    keys: list[str] = []
+    names: list[str] = []
+    values: list[str] = []
     known = _KEYS_OF_VALID_NAMES
     seen = _NAMES_SEEN
     seen_count = len(seen)
@@ -180,7 +182,9 @@ def _header_lines(lines: list[str]) -> Headers:
             # starts as the last one in its place did is keyed without cutting its name.
             prefix, name, key = seen[index]
             if line.startswith(prefix):
-                keyed.append((key, name, line[len(prefix) :].strip(" \t")))
+                keys.append(key)
+                names.append(name)
+                values.append(line[len(prefix) :].strip(" \t"))
                 continue
         colon = line.find(":")
         if colon > 0:
@@ -189,7 +193,9 @@ def _header_lines(lines: list[str]) -> Headers:
             name = line[:colon]
             found = known.get(name)
             if found is not None:
-                keyed.append((found, name, line[colon + 1 :].strip(" \t")))
+                keys.append(found)
+                names.append(name)
+                values.append(line[colon + 1 :].strip(" \t"))
                 _remember_name(seen, index, name, found)
                 continue
         if not line:
@@ -197,10 +203,9 @@ def _header_lines(lines: list[str]) -> Headers:
         first = line[0]
         if first == " " or first == "\t":
             # Line folding (§7.3.1): a continuation joins the previous value with one space.
-            if not keyed:
+            if not values:
                 raise SipParseError("Continuation before first header")
-            last_key, last_name, last_value = keyed[-1]
-            keyed[-1] = (last_key, last_name, f"{last_value} {line.strip()}".strip())
+            values[-1] = f"{values[-1]} {line.strip()}".strip()
             continue
         if colon < 0:
             raise SipParseError("Malformed header line")
@@ -211,8 +216,10 @@ def _header_lines(lines: list[str]) -> Headers:
         key = header_key(stripped)
         if stripped == name and len(known) < _KNOWN_NAMES_LIMIT:
             known[name] = key  # only names that need no rstrip, so a hit needs no work
-        keyed.append((key, stripped, line[colon + 1 :].strip(" \t")))
-    return keyed_headers(keyed)
+        keys.append(key)
+        names.append(stripped)
+        values.append(line[colon + 1 :].strip(" \t"))
+    return column_headers(keys, names, values)
 
 
 def _remember_name(seen: list[tuple[str, str, str]], index: int, name: str, key: str) -> None:
