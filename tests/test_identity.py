@@ -124,8 +124,15 @@ def test_kept_hostports_answer_as_working_them_out_each_time() -> None:
                     flow = Flow(transport, remote, local)
                     expected = _hostport_uncached(fresh, flow)
                     assert identity.hostport(flow) == expected, (transport, local, remote)
-    # A flow on a wildcard socket without an advertisement depends on its peer: never kept.
-    assert all(key[1] not in ("0.0.0.0", "::") or key[2] == 5061 for key in identity._hostports)
+    # A flow on a wildcard socket without an advertisement depends on its peer: only that
+    # is kept ("").
+    peer_decides = {key for key, value in identity._hostports.items() if not value}
+    assert peer_decides == {
+        (transport, host, port)
+        for transport in ("udp", "tcp", "tls")
+        for host, port in locals_
+        if host in ("0.0.0.0", "::") and (transport, port) != ("tls", 5061)
+    }
 
 
 def test_kept_hostports_are_forgotten_when_the_listeners_change() -> None:

@@ -158,27 +158,33 @@ class ServerIdentity:
 
         The answer for a flow whose own local address decides it (an advertised listener,
         a socket bound to one address) is kept per (transport, local address): a forwarded
-        call asks it for every Via, Record-Route and SDP it writes. A handful of entries,
-        one per socket we send from; forgotten on `bind`.
+        call asks it for every Via, Record-Route and SDP it writes. On a wildcard socket
+        without one the peer's address decides: "" is kept, meaning just that, so the
+        listeners are not walked again. A handful of entries, one per socket we send from;
+        forgotten on `bind`.
         """
         local = flow.local
         key = (flow.transport, local[0], local[1])
-        known = self._hostports.get(key)
-        if known is not None:
-            return known
+        hostport = self._hostports.get(key)
+        if hostport is None:
+            hostport = self._local_hostport(flow)
+            if len(self._hostports) >= _HOSTPORT_LIMIT:
+                self._hostports.clear()  # only a host with thousands of addresses gets here
+            self._hostports[key] = hostport
+        if hostport:
+            return hostport
+        return f"{format_host(self.source_address_towards(flow.remote[0]))}:{local[1]}"
+
+    def _local_hostport(self, flow: Flow) -> str:
+        """`hostport` as the listeners and the local address decide it; "" when the socket
+        is a wildcard without an advertised address, where the peer's address decides."""
         listener = self.listener_for(flow)
         if listener is not None and listener.advertise_host:
-            hostport = listener.advertised
-        else:
-            host = local[0]
-            if host in _WILDCARDS:
-                # Decided by the peer's address: not kept here (source_address_towards is).
-                return f"{format_host(self.source_address_towards(flow.remote[0]))}:{local[1]}"
-            hostport = f"{format_host(host)}:{local[1]}"
-        if len(self._hostports) >= _HOSTPORT_LIMIT:
-            self._hostports.clear()  # only a host with thousands of addresses gets here
-        self._hostports[key] = hostport
-        return hostport
+            return listener.advertised
+        host = flow.local[0]
+        if host in _WILDCARDS:
+            return ""
+        return f"{format_host(host)}:{flow.local[1]}"
 
     def source_address_towards(self, remote_ip: str) -> str:
         """The local address the kernel routes from towards `remote_ip` (cached, bounded).
