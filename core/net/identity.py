@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import socket
+from typing import Final
 
 from core.net.flow import Flow
 from core.settings import ListenAddress
@@ -27,6 +28,7 @@ _WILDCARDS = {"0.0.0.0", "::"}
 # One entry per phone's address (a miss: a socket, connect, getsockname, ~24 us): sized for
 # ~32,000 phones, as with fewer entries than phones nearly every forwarded message missed.
 _SOURCE_CACHE_LIMIT = 32_768
+_HOSTPORT_LIMIT: Final = 1_024  # (transport, local address) pairs: one per socket we send from
 _LOCAL_CACHE_LIMIT = 4_096
 _DEFAULT_ROUTE_PROBE = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}
 
@@ -77,6 +79,7 @@ class ServerIdentity:
         self._wildcard_v6 = False
         self._local_cache: dict[str, bool] = {}
         self._source_cache: dict[str, str] = {}
+        self._hostports: dict[tuple[str, str, int], str] = {}
         self.bind(listen)
 
     def bind(self, listen: list[ListenAddress] | tuple[ListenAddress, ...]) -> None:
@@ -101,6 +104,7 @@ class ServerIdentity:
         self._wildcard_v6 = "::" in hosts
         self._local_cache = {}
         self._source_cache = {}
+        self._hostports = {}
 
     def is_us(self, uri: Uri) -> bool:
         """A SIP URI naming our domain or host name, or one of our addresses on one of our
@@ -151,13 +155,35 @@ class ServerIdentity:
         The listener's advertised address when it has one. Otherwise the local address: a
         socket bound to a wildcard (0.0.0.0, the default) reports that wildcard, which no
         phone can reach, so use the address the kernel picks as source towards the peer.
+
+        The answer for a flow whose own local address decides it (an advertised listener,
+        a socket bound to one address) is kept per (transport, local address): a forwarded
+        call asks it for every Via, Record-Route and SDP it writes. On a wildcard socket
+        without one the peer's address decides: "" is kept, meaning just that, so the
+        listeners are not walked again. A handful of entries, one per socket we send from;
+        forgotten on `bind`.
         """
+        local = flow.local
+        key = (flow.transport, local[0], local[1])
+        hostport = self._hostports.get(key)
+        if hostport is None:
+            hostport = self._local_hostport(flow)
+            if len(self._hostports) >= _HOSTPORT_LIMIT:
+                self._hostports.clear()  # only a host with thousands of addresses gets here
+            self._hostports[key] = hostport
+        if hostport:
+            return hostport
+        return f"{format_host(self.source_address_towards(flow.remote[0]))}:{local[1]}"
+
+    def _local_hostport(self, flow: Flow) -> str:
+        """`hostport` as the listeners and the local address decide it; "" when the socket
+        is a wildcard without an advertised address, where the peer's address decides."""
         listener = self.listener_for(flow)
         if listener is not None and listener.advertise_host:
             return listener.advertised
         host = flow.local[0]
         if host in _WILDCARDS:
-            host = self.source_address_towards(flow.remote[0])
+            return ""
         return f"{format_host(host)}:{flow.local[1]}"
 
     def source_address_towards(self, remote_ip: str) -> str:

@@ -143,7 +143,39 @@ class RecordRouter:
         Returns the token of the first entry we removed that carries one (to be verified with
         `verify` once the destination is known), else None; entries naming us without one are
         removed too, since they address us. Raises SipParseError for a bad Route value.
+
+        The Route entries are read from the request's parsed view (`Request.routes`), which
+        sanity has already filled: none is parsed again. When one does not parse, the entries
+        are read one by one as far as routing needs them (`_consume_each`), so the error
+        comes at the same point, after the same removals.
         """
+        try:
+            parsed = request.routes
+        except SipParseError:
+            return self._consume_each(request, identity)
+        if not parsed:
+            return None
+        headers = request.headers
+        token: str | None = None
+        uri = request.uri
+        count = len(parsed)
+        if self.is_ours(identity, uri) and uri.param(ROUTE_TOKEN_PARAM) is not None:  # type: ignore[union-attr]
+            token = uri.param(ROUTE_TOKEN_PARAM)  # type: ignore[union-attr]
+            request.uri = parsed[-1].uri
+            _remove_last_route(headers, headers.values("route"))
+            count -= 1
+        for index in range(count):
+            route_uri = parsed[index].uri
+            if not self.is_ours(identity, route_uri):
+                break
+            if token is None:
+                token = route_uri.param(ROUTE_TOKEN_PARAM)  # type: ignore[union-attr]
+            headers.pop_first_value("route")
+        return token
+
+    def _consume_each(self, request: Request, identity: ServerIdentity) -> str | None:
+        """`consume` parsing each Route entry only when it reaches it: for a Route list with
+        a bad entry, which raises where the entry is first needed."""
         headers = request.headers
         routes = headers.values("route")
         if not routes:

@@ -122,6 +122,20 @@ class Message:
         return vias[0] if vias else None
 
     @property
+    def routes(self) -> tuple[NameAddr, ...]:
+        """Every Route element parsed, top first, across lines and commas; () when there is
+        none. Cached: sanity checks that they parse and loose routing then reads the same
+        ones, so each is parsed once per message. A bad one raises SipParseError (each ask)."""
+        headers = self.headers
+        cached = headers.cached_view("route")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        routes: tuple[NameAddr, ...] | None = headers.view(
+            "route", lambda _first: tuple([parse_name_addr(v) for v in headers.values("route")])
+        )
+        return () if routes is None else routes
+
+    @property
     def from_addr(self) -> NameAddr | None:
         return self.headers.view("from", parse_name_addr)
 
