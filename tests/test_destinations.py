@@ -62,10 +62,12 @@ def test_the_memory_of_hosts_stays_bounded() -> None:
 
 def test_hosts_of_many_phones_are_remembered_and_long_ones_are_not() -> None:
     destinations = _destinations()
-    hosts = [f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(12_000)]
-    for host in hosts:  # past the old limit of 4,096, which emptied the whole memory
+    count = 2 * module._KIND_CACHE_LIMIT + 100  # the old policy had just emptied it all
+    hosts = [f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(count)]
+    for host in hosts:
         assert destinations.refusal(host, 5060) is None
-    assert all(host in destinations._kinds for host in hosts)
+    # Full, the oldest eighth goes: the phones seen last are all still remembered.
+    assert all(host in destinations._kinds for host in hosts[-3_500:])
     long_host = "a" * 250 + ".example." + "b" * 10
     for _ in range(2):
         assert destinations.refusal(long_host, 5060) == destinations.refusal("a.example", 5060)

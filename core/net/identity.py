@@ -26,8 +26,9 @@ from core.sip.uri import SipUri, Uri
 
 _WILDCARDS = {"0.0.0.0", "::"}
 # One entry per phone's address (a miss: a socket, connect, getsockname, ~24 us): sized for
-# ~32,000 phones, as with fewer entries than phones nearly every forwarded message missed.
-_SOURCE_CACHE_LIMIT = 32_768
+# ~16,000 phones (a small entry each), as with fewer entries than phones nearly every
+# forwarded message missed.
+_SOURCE_CACHE_LIMIT = 16_384
 _HOSTPORT_LIMIT: Final = 1_024  # (transport, local address) pairs: one per socket we send from
 _LOCAL_CACHE_LIMIT = 4_096
 _DEFAULT_ROUTE_PROBE = {socket.AF_INET: "192.0.2.1", socket.AF_INET6: "2001:db8::1"}

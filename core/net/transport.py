@@ -46,7 +46,7 @@ def _literal(host: str, known: dict[str, bool]) -> bool:
     """Is `host` an IP address (sendto needs no DNS)? Memoised, bounded: called per send."""
     answer = known.get(host)
     if answer is None:
-        make_room(known, 32_768)  # one per destination host: sized for the phones
+        make_room(known, 4_096)  # one per destination host, the oldest eighth dropped when full
         answer = known[host] = is_ip_literal(host)
     return answer
 

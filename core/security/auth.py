@@ -53,10 +53,10 @@ TagMaker = Callable[[Request], str]
 _HA1_INDEX_BY_ALGORITHM: Final = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-256-SESS": 1}
 _HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
 # HA2 per (algorithm, method, digest URI): a REGISTER's URI is the domain, an INVITE's the
-# callee, so one entry per user called. Sized for ~16,000 callees (with fewer entries than
-# callees nearly every INVITE hashed again, core/sip/bounded.py); the URI is the peer's text,
-# so long ones are not kept.
-_HA2_CACHE_SIZE: Final = 16_384
+# callee, so one entry per user called. Sized for ~4,000 callees busy at once (with fewer
+# entries than that, nearly every INVITE hashed again, core/sip/bounded.py); the URI is the
+# peer's text, so long ones are not kept.
+_HA2_CACHE_SIZE: Final = 4_096
 _HA2_URI_LENGTH: Final = 256
 _WWW_AUTHENTICATE: Final = ("www-authenticate", "WWW-Authenticate")
 _PROXY_AUTHENTICATE: Final = ("proxy-authenticate", "Proxy-Authenticate")

@@ -81,9 +81,9 @@ class Destinations:
 _NOT_UNICAST = 1
 _LOOPBACK = 2
 # One entry per phone (its Contact's host and its source address, the same for most), so
-# sized for ~32,000 of them: with fewer entries than phones nearly every REGISTER parsed its
-# addresses again (core/sip/bounded.py). Hosts longer than a DNS name are not kept.
-_KIND_CACHE_LIMIT: Final = 32_768
+# sized for ~4,000 registering at once: with fewer entries than that nearly every REGISTER
+# parsed its addresses again (core/sip/bounded.py). Hosts longer than a DNS name are not kept.
+_KIND_CACHE_LIMIT: Final = 4_096
 _CACHED_HOST_LENGTH: Final = 255
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 

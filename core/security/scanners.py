@@ -26,11 +26,11 @@ from core.sip import Request, SipParseError
 from core.sip.bounded import make_room
 
 # Distinct (User-Agent, display name, From user) verdicts remembered: one per phone, so sized
-# for ~32,000 of them (with fewer entries than phones nearly every request searched again,
+# for ~4,000 busy ones (with fewer entries than that nearly every request searched again,
 # core/sip/bounded.py). The texts are the peer's: past this many the oldest eighth goes, and
 # keys longer than VERDICT_KEY_LENGTH are not kept, so a source inventing new ones costs
 # bounded memory and the search it would have cost anyway.
-VERDICT_CACHE_SIZE: Final = 32_768
+VERDICT_CACHE_SIZE: Final = 4_096
 VERDICT_KEY_LENGTH: Final = 256
 
 

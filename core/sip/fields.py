@@ -34,10 +34,10 @@ _CANONICAL_HEAD = re.compile(
 # Those heads already read: each client sends the same one in every request, and responses
 # carry the ones we stamped and pushed. Text → (transport, host, port); bounded all the same,
 # in entries and in key length. One entry per phone (about 300 bytes held), so sized for
-# ~8,000 busy ones: with fewer entries than phones sending at once nearly every Via missed
+# ~4,000 busy ones: with fewer entries than phones sending at once nearly every Via missed
 # (core/sip/bounded.py); more would spend memory on phones that send once a minute.
 _HEADS: dict[str, tuple[str, str, int | None]] = {}
-_HEADS_LIMIT: Final = 8_192
+_HEADS_LIMIT: Final = 4_096
 _CACHED_HEAD_LENGTH: Final = 96  # a numeric sent-by fits; a very long host name is not kept
 _AROUND_COLON = re.compile(r"\s*:\s*")
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
