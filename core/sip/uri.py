@@ -248,13 +248,13 @@ def target_host(uri: SipUri) -> str:
 # Request-URI, its own address in From and Contact, the To of a REGISTER), and a URI is never
 # changed once built, so one object serves them all. Bounded in entries and in key length;
 # the oldest entries go first, so a peer inventing URIs only churns it. About two entries per
-# phone (its address of record, its Contact), some 560 bytes each held: sized for ~4,000 busy
-# phones (4.6 MB at most), like the other per-phone caches. Larger, it would hold a copy of
-# every binding's URIs and break the memory budget for 10,000 phones (bench/register: +9 MiB
-# at 32,768); a phone registering once a minute gains nothing from a hit, only a load test
-# hammering the same phones does.
+# phone (its address of record, its Contact), some 560 bytes each held: sized for ~2,000 busy
+# phones (2.3 MB at most). Larger, it holds a copy of every binding's URIs and breaks the
+# memory budget for 10,000 phones (bench/register: +9 MiB at 32,768 entries, +2 at 8,192);
+# a phone registering once a minute gains nothing from a hit, only a load test hammering
+# the same phones does.
 _PARSED_URIS: dict[str, Uri] = {}
-_PARSED_URIS_LIMIT: Final = 8_192
+_PARSED_URIS_LIMIT: Final = 4_096
 _CACHED_URI_LENGTH: Final = 200
 
 
