@@ -20,6 +20,8 @@ from support.ports import free_port
 from core.compiled import CORE, stale_modules
 from core.pbx import Pbx
 from core.settings import AuthSettings, ListenAddress, Settings
+from core.store.database import Store
+from core.users import make_user
 from pbxtui.cli import main
 
 
@@ -82,9 +84,18 @@ def make_settings(db_path: Path, port: int, **changes: object) -> Settings:
 async def start_pbx(tmp_path: Path, users: dict[str, str] | None = None, **changes: object) -> Pbx:
     port = free_port()
     settings = make_settings(tmp_path / "pbx.db", port, **changes)
+    wanted = USERS if users is None else users
+    if settings.workers:
+        # Worker processes read the users when they start, and start() waits until each is
+        # ready; added afterwards, each worker reloads them a moment later, and a test that
+        # registers at once would race that reload (and get 401 on a loaded machine).
+        async with await Store.open(settings.db_path) as store:
+            for username, password in wanted.items():
+                await store.add_user(make_user(username, password, settings.realm))
+        wanted = {}
     pbx = Pbx(settings)
     await pbx.start()
-    for username, password in (USERS if users is None else users).items():
+    for username, password in wanted.items():
         await pbx.admin.add_user(username, password)
     return pbx
 
