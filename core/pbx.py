@@ -289,8 +289,7 @@ class Pbx:
         try:
             running[1].dispatch(data, flow)
         except Exception as error:
-            # A bug must never take the server down; logged once per kind, then counted.
-            self.faults.fault(error, f"a message from {flow}")
+            self._message_fault(error, flow)
         self._arm_proxy_timer()
 
     def _message_fault(self, error: Exception, flow) -> None:

@@ -10,7 +10,7 @@ import asyncio
 from typing import Protocol, cast
 
 from core.net.flow import Flow
-from core.net.intake import DatagramReceiver
+from core.net.intake import DatagramReceiver, peer_address
 from core.net.tls import certificate_names
 from core.settings import TransportSettings
 from core.sip.errors import SipParseError
@@ -32,14 +32,6 @@ class Layer(Protocol):
     def on_stream_error(self, error: SipParseError, flow: Flow, data: bytes) -> None: ...
     def register_connection(self, connection: StreamConnection) -> None: ...
     def forget_connection(self, connection: StreamConnection) -> None: ...
-
-
-def peer_address(address: tuple) -> tuple[str, int]:
-    """(host, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4."""
-    host, port = address[0], address[1]
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return host, port
 
 
 class UdpEndpoint(asyncio.DatagramProtocol):

@@ -43,6 +43,15 @@ def starts_new_work(data: bytes) -> bool:
     return not data.startswith(_KEEPS_CALLS_GOING)
 
 
+def peer_address(address: Any) -> tuple[str, int]:
+    """(host, port) from a socket address; IPv4-mapped IPv6 shown as plain IPv4."""
+    host: str = address[0]
+    port: int = address[1]
+    if host.startswith(_IPV4_MAPPED) and "." in host:
+        host = host[7:]
+    return host, port
+
+
 def _keep_alive(data: bytes) -> bool:
     """NAT keep-alive padding some phones send over UDP: nothing to answer."""
     return data == b"\r\n\r\n" or data == b"\r\n" or data == b"\x00\x00\x00\x00"
@@ -170,11 +179,7 @@ class DatagramReceiver:
             return
         if size <= 4 and _keep_alive(data):
             return
-        host: str = addr[0]
-        port: int = addr[1]
-        if host.startswith(_IPV4_MAPPED) and "." in host:
-            host = host[7:]
-        intake.enqueue(data, Flow("udp", (host, port), self.local), False)
+        intake.enqueue(data, Flow("udp", peer_address(addr), self.local), False)
 
 
 class DatagramSender:

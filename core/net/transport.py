@@ -17,7 +17,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from core.net.endpoints import StreamConnection, UdpEndpoint, peer_address
+from core.net.endpoints import StreamConnection, UdpEndpoint
 from core.net.flow import Flow
 from core.net.identity import is_ip_literal
 from core.net.intake import (
@@ -25,6 +25,7 @@ from core.net.intake import (
     DatagramIntake,
     DatagramSender,
     FaultHandler,
+    peer_address,
     starts_new_work,
 )
 from core.net.tls import TlsLayer
