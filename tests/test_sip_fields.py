@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.sip import AuthParams, CSeq, SipParseError, Via, format_auth, parse_auth, parse_via
 from core.sip.fields import (
@@ -438,6 +441,68 @@ def test_parse_via_fast_path_gives_what_the_general_parser_gives(text: str) -> N
     assert via.text is None or via.text == str(Via(via.transport, via.host, via.port, via.params))
 
 
+# Pieces a Via is made of, the common ones and the awkward ones: parameter names known to
+# the fast path, others, upper case and non-ASCII ones; values with and without whitespace of
+# every kind str.split() knows, quotes, separators where they do not belong.
+_VIA_HEADS = st.sampled_from(
+    [
+        "SIP/2.0/UDP 192.0.2.1:5060",
+        "SIP/2.0/TCP pc33.example.com",
+        "SIP/2.0/TLS [2001:db8::9:1]:5061",
+        "SIP/2.0/UDP 192.0.2.1 ",
+        "SIP / 2.0 / UDP host : 5060",
+        "SIP/2.0/udp h",
+        "SIP/2.0/UDP bad host",
+        "SIP/2.0/UDP",
+    ]
+)
+_VIA_PARAM_PIECES = st.sampled_from(
+    [
+        "branch", "rport", "received", "maddr", "ttl", "alias", "x-y", "BRANCH", "Rport",
+        "\u00e9", "\u0130", "=", ";", '"', " ", "\t", "\n", "\xa0", "\u2003", "\x1c",
+        "z9hG4bK", "776asdhds", "5060", "192.0.2.9", "2001:db8::2", "[2001:db8::2]", ".", "-",
+        ",", "<a>", "%41", "\\", "0",
+    ]
+)  # fmt: skip
+
+
+_VIA_SPACES = st.sampled_from(["", "", "", " ", "\t", "\xa0", "\u2003", "\x1c", "\n"])
+_VIA_NAMES = st.sampled_from(
+    ["branch", "rport", "received", "maddr", "ttl", "x-y.z", "BRANCH", "Rport", "\u00e9",
+     "\u00c9", "\u0130", "", '"x"', "a b"]
+)  # fmt: skip
+_VIA_VALUES = st.sampled_from(
+    ["z9hG4bK776asdhds", "z9hG4bK-524287-1---a1b2", "5060", "192.0.2.9", "2001:db8::2",
+     "[2001:db8::2]", "", '"quoted"', "a b", "z9hG4bK\u00e9", "=", "a,b", "%41", "\\"]
+)  # fmt: skip
+# One parameter as a phone might write it: a name, maybe `=` and a value, whitespace of any
+# kind around either or none.
+_VIA_PARAM = st.tuples(
+    _VIA_SPACES, _VIA_NAMES, _VIA_SPACES, st.sampled_from(["=", "=", ""]), _VIA_SPACES,
+    _VIA_VALUES, _VIA_SPACES,
+).map(lambda parts: "".join(parts) if parts[3] else "".join(parts[:3]))  # fmt: skip
+_VIA_PARAMS = st.one_of(
+    st.lists(_VIA_PARAM, max_size=5).map(";".join),
+    st.lists(_VIA_PARAM_PIECES, max_size=12).map("".join),
+)
+
+
+@settings(max_examples=2_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_VIA_HEADS, _VIA_PARAMS, st.booleans())
+def test_parse_via_fast_path_matches_the_general_parser_on_generated_vias(
+    head: str, params: str, with_params: bool
+) -> None:
+    text = f"{head};{params}" if with_params else head + params
+    general = _via_or_error(_parse_via_general, text)
+    assert _via_or_error(parse_via, text) == general
+    assert _via_or_error(parse_via, text) == general  # again, its sent-by now remembered
+    with contextlib.suppress(SipParseError):
+        via = parse_via(text)
+        assert via.text is None or via.text == str(
+            Via(via.transport, via.host, via.port, via.params)
+        )
+
+
 def test_parse_via_fast_path_takes_the_common_shapes() -> None:
     for text in (
         "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK776asdhds;rport",
@@ -465,3 +530,27 @@ def test_parse_via_remembers_a_bounded_number_of_sent_bys() -> None:
     with pytest.raises(SipParseError):
         parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;branch=z9hG4bK1;;")
     assert parse_via(f"SIP/2.0/UDP h{index}.example.com:5060;BRANCH=z9hG4bK1").text is None
+
+
+def _small_int_reference(text: str, max_digits: int) -> int | None:
+    """What _small_int means, read the long way: ASCII digits only, leading zeros not
+    counted against `max_digits`."""
+    if not text or not all("0" <= char <= "9" for char in text):
+        return None
+    significant = text.lstrip("0")
+    return None if len(significant) > max_digits else int(text)
+
+
+@settings(max_examples=1_500, deadline=None)
+@given(st.text(alphabet="0123456789 +-_x\u00b2\u0663\t.", max_size=14), st.integers(1, 10))
+def test_small_int_reads_digits_as_the_long_way_does(text: str, max_digits: int) -> None:
+    from core.sip.fields import _small_int
+
+    assert _small_int(text, max_digits) == _small_int_reference(text, max_digits)
+
+
+def test_common_tokens_are_tokens() -> None:
+    from core.sip.fields import _COMMON_TOKENS, _TOKEN
+
+    assert all(_TOKEN.fullmatch(token) for token in _COMMON_TOKENS)
+    assert is_token("OPTIONS") and is_token("2.0") and is_token("x-y") and not is_token("A B")

@@ -570,7 +570,12 @@ def test_blank_line_detection() -> None:
 # A head whose lines all end in CRLF is cut and split in one go (`_crlf_head`); wherever that
 # answers, it must give the lines and body the general reading (`_any_head`) gives, and it
 # must stand aside (None) for every head the general reading refuses or reads otherwise.
-HEAD_PIECES = [b"\r\n", b"\n", b"\r", b"A: b", b"Via:x", b" ", b"\t", b":", b"\r\n\r\n", b"v=0"]
+# Non-ASCII ones too (UTF-8, a Latin-1 byte, a cut UTF-8 sequence): the datagram is decoded
+# whole and the body found by the encoded length of the head.
+HEAD_PIECES = [
+    b"\r\n", b"\n", b"\r", b"A: b", b"Via:x", b" ", b"\t", b":", b"\r\n\r\n", b"v=0",
+    b"\xc3\xa9", b"\xe9", b"\xe2\x82", b"\xf0\x9f\x98\x80",
+]  # fmt: skip
 
 
 def _head_outcome(read: object, raw: bytes) -> tuple[object, ...]:
@@ -642,3 +647,30 @@ def test_line_keyed_by_the_name_last_seen_in_its_place_reads_as_any_other() -> N
         else:
             assert message.cseq is not None and message.cseq.number == 1
             assert message.to_addr is not None and message.to_addr.tag is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason", "partial"),
+    [
+        # A broken start line is reported before any header line is read...
+        (b"OPTIONS sip:a@pbx.test\r\nBad line\r\n\r\n", "Bad request line", False),
+        (b"SIP/2.0 20 OK\r\nBad line\r\n\r\n", "Bad status line", False),
+        (b"OPTIONS sip:a SIP/3.0\r\n bad\r\n\r\n", "Version Not Supported", False),
+        # ...a broken header line before a Request-URI that did not parse...
+        (b"OPTIONS sip:@ SIP/2.0\r\nBad line\r\n\r\n", "Malformed header line", False),
+        # ...which is reported with the message, its headers read, so it can be answered.
+        (b"OPTIONS sip:@ SIP/2.0\r\nCall-ID: c1\r\n\r\n", None, True),
+    ],
+)  # fmt: skip
+def test_start_line_errors_come_before_header_errors(
+    data: bytes, reason: str | None, partial: bool
+) -> None:
+    with pytest.raises(SipParseError) as caught:
+        parse_message(data)
+    if reason is not None:
+        assert caught.value.reason == reason
+    if partial:
+        assert isinstance(caught.value.partial, Request)
+        assert caught.value.partial.headers.get("call-id") == "c1"
+    else:
+        assert caught.value.partial is None

@@ -46,7 +46,17 @@ _MAX_DELTA_SECONDS: Final = 2**32 - 1  # §20.19: larger values mean this
 _MAX_CSEQ: Final = 2**32 - 1  # §20.16: a 32-bit unsigned integer
 
 
+# The tokens nearly every message holds (methods, transports): a set look-up, where
+# isascii() is a generic method call when compiled.
+_COMMON_TOKENS: Final = frozenset(
+    ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY",
+     "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE", "UDP", "TCP", "TLS", "WS", "WSS", "2.0"]
+)  # fmt: skip
+
+
 def is_token(text: str) -> bool:
+    if text in _COMMON_TOKENS:
+        return True
     # Letters and digits only (a method, a transport), as nearly every token is: no regex.
     if text.isalnum() and text.isascii():
         return True
@@ -70,6 +80,19 @@ def _small_int(text: str, max_digits: int) -> int | None:
     Leading zeros are allowed and do not count (RFC 4475 §3.1.1.1 sends Max-Forwards 0068);
     the digit cap keeps int() away from its 4,300-digit limit and from huge numbers.
     """
+    length = len(text)
+    if 0 < length <= max_digits:
+        # Read digit by digit (a CSeq number, a Max-Forwards, a port): compiled, a few
+        # native steps, where is_digits and int() are generic calls. Any character that is
+        # not an ASCII digit leaves the loop for the checks below.
+        value = 0
+        for index in range(length):
+            digit = ord(text[index]) - 48
+            if digit < 0 or digit > 9:
+                break
+            value = value * 10 + digit
+        else:
+            return value
     if len(text) <= max_digits and is_digits(text):
         return int(text)  # no more digits than allowed, leading zeros or not: the same int
     if not is_digits(text):
@@ -175,7 +198,7 @@ def parse_via(text: str) -> Via:
     `SIP / 2.0 / UDP host : 5060 ; branch = z9hG4bK1` is as valid as the compact spelling
     (RFC 4475 §3.1.1.1), so whitespace is allowed wherever the grammar has SWS or LWS.
     An element spelled as Via prints it (nearly all of them) takes a look-up of its sent-by
-    and a split of its parameters; anything else, and anything that would fail, goes through
+    and a walk over its parameters; anything else, and anything that would fail, goes through
     the general parser.
     """
     semi = text.find(";")
@@ -186,23 +209,58 @@ def parse_via(text: str) -> Via:
         if known is None:
             return _parse_via_general(text)
     params: dict[str, str | None] = {}
-    if semi >= 0:
-        # What parse_params would read, when it has nothing to strip, lower-case or unquote
-        # and no name is empty or repeated (a repeated one prints once: not as received).
-        param_text = text[semi + 1 :]
-        words = param_text.split()  # one word as long as the text: no whitespace anywhere
-        if len(words) != 1 or len(words[0]) != len(param_text) or '"' in param_text:
-            return _parse_via_general(text)
-        parts = param_text.split(";")
-        for part in parts:
-            name, sep, value = part.partition("=")
-            if not name or name.lower() != name:
-                return _parse_via_general(text)
-            params[name] = value if sep else None
-        if len(params) != len(parts):
-            return _parse_via_general(text)
+    if semi >= 0 and not _read_plain_params(text, semi + 1, params):
+        return _parse_via_general(text)
     transport, host, port = known
     return Via(transport, host, port, params, "SIP/2.0", text)
+
+
+def _read_plain_params(text: str, start: int, params: dict[str, str | None]) -> bool:
+    """Read the parameters after text[start - 1] == ";" into `params`, as parse_params
+    would, when that needs nothing stripped, lower-cased or unquoted: no whitespace or `"`
+    anywhere, every name lower case, none empty or repeated (a repeated one prints once:
+    not as received). False as soon as one is not so (the general parser then decides).
+
+    Walked with find rather than split and partition: the parameters are read where they
+    stand, one slice per name and value, without the lists and tuples of the split.
+    """
+    if '"' in text:
+        return False
+    length = len(text)
+    while True:
+        end = text.find(";", start)
+        if end < 0:
+            end = length
+        equals = text.find("=", start, end)
+        if equals < 0:
+            name = text[start:end]
+            value: str | None = None
+        else:
+            name = text[start:equals]
+            value = text[equals + 1 : end]
+            if value and not _unspaced(value):
+                return False
+        # The names nearly every Via has need no case or whitespace check.
+        common = name == "branch" or name == "rport" or name == "received"
+        if not common and (not name or name.lower() != name or not _unspaced(name)):
+            return False
+        if name in params:
+            return False
+        params[name] = value
+        if end == length:
+            return True
+        start = end + 1
+
+
+def _unspaced(word: str) -> bool:
+    """`word` (not empty) holds no whitespace, as str.split() and str.strip() see it.
+
+    isalnum() first: letters and digits (a branch, a port) are not whitespace, and the
+    check allocates nothing."""
+    if word.isalnum():
+        return True
+    words = word.split()
+    return len(words) == 1 and len(words[0]) == len(word)
 
 
 def _canonical_head(head: str) -> tuple[str, str, int | None] | None:

@@ -163,10 +163,20 @@ class Headers:
 
     __slots__ = ("_cache", "_keys", "_names", "_values")
 
-    def __init__(self, lines: list[tuple[str, str]] | None = None) -> None:
-        self._keys: list[str] = []
-        self._names: list[str] = []
-        self._values: list[str] = []
+    def __init__(
+        self,
+        lines: list[tuple[str, str]] | None = None,
+        *,
+        keys: list[str] | None = None,
+        names: list[str] | None = None,
+        values: list[str] | None = None,
+    ) -> None:
+        # keys/names/values: parallel lists already checked and keyed, taken as they are
+        # (column_headers' way in), so a parsed message's store is not first given three
+        # empty lists only to drop them.
+        self._keys: list[str] = [] if keys is None else keys
+        self._names: list[str] = [] if names is None else names
+        self._values: list[str] = [] if values is None else values
         # Views parsed so far, by key; made on the first one (a copy of _VIEW_SLOTS), as
         # the stores of our own answers and copies are never asked for one.
         self._cache: dict[str, Any] | None = None
@@ -288,6 +298,16 @@ class Headers:
             return None
         cached = cache.get(key)
         return None if cached is _MISSING else cached
+
+    def keep_view(self, key: str, view: object) -> None:
+        """Cache `view` as the parsed view of lookup key `key`, as `view` would after
+        parsing: the typed views of core/sip/message.py call their parser directly (a
+        compiled direct call, where `view` calls the parser it is given generically) and
+        hand the result here."""
+        cache = self._cache
+        if cache is None:
+            cache = self._cache = _VIEW_SLOTS.copy()
+        cache[key] = view
 
     def view(self, name: str, parse: Callable[[str], T]) -> T | None:
         """The first value parsed by `parse`, cached until a line with this name changes."""
@@ -443,11 +463,7 @@ def column_headers(keys: list[str], names: list[str], values: list[str]) -> Head
     """A store holding these lines, given as parallel lists of lookup keys (as header_key
     gives them), names and values, already checked (the parser's, a copy's): taken, not
     copied. A plain function, so a compiled caller reaches it by a direct call."""
-    headers = Headers()
-    headers._keys = keys
-    headers._names = names
-    headers._values = values
-    return headers
+    return Headers(keys=keys, names=names, values=values)
 
 
 def keyed_headers(lines: list[tuple[str, str, str]]) -> Headers:

@@ -88,13 +88,24 @@ class Message:
         self.body = body
 
     # -- typed views ---------------------------------------------------------------------
+    # Each view is cached by the header store (Headers.keep_view) under its lookup key, as
+    # Headers.view would cache it, but reached without it: compiled, `view` calls the parser
+    # it is given generically (and a lambda is a closure object built per call), where these
+    # call theirs directly. A hit costs one dict look-up; a header absent is cached as None.
     @property
     def call_id(self) -> str | None:
         return self.headers.get("call-id")
 
     @property
     def cseq(self) -> CSeq | None:
-        return self.headers.view("cseq", parse_cseq)
+        headers = self.headers
+        cached = headers.cached_view("cseq")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        value = headers.get("cseq")
+        cseq = None if value is None else parse_cseq(value)
+        headers.keep_view("cseq", cseq)
+        return cseq
 
     @property
     def vias(self) -> list[Via]:
@@ -112,7 +123,7 @@ class Message:
         cached = headers.cached_view("via")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        return headers.view("via", lambda _first: [parse_via(v) for v in headers.values("via")])
+        return _parse_vias(headers)
 
     @property
     def top_via(self) -> Via | None:
@@ -130,18 +141,20 @@ class Message:
         cached = headers.cached_view("route")
         if cached is not None:
             return cached  # type: ignore[no-any-return]
-        routes: tuple[NameAddr, ...] | None = headers.view(
-            "route", lambda _first: tuple([parse_name_addr(v) for v in headers.values("route")])
-        )
-        return () if routes is None else routes
+        if headers.get("route") is None:
+            headers.keep_view("route", None)
+            return ()
+        routes = tuple([parse_name_addr(value) for value in headers.values("route")])
+        headers.keep_view("route", routes)
+        return routes
 
     @property
     def from_addr(self) -> NameAddr | None:
-        return self.headers.view("from", parse_name_addr)
+        return _name_addr_view(self.headers, "from")
 
     @property
     def to_addr(self) -> NameAddr | None:
-        return self.headers.view("to", parse_name_addr)
+        return _name_addr_view(self.headers, "to")
 
     @property
     def from_tag(self) -> str | None:
@@ -160,21 +173,37 @@ class Message:
         Cached like the other views (wrapped in a tuple, as None means the wildcard here).
         """
         headers = self.headers
-        cached: tuple[list[NameAddr] | None] | None = headers.view(
-            "contact", lambda _first: (parse_contacts(headers.values("contact")),)
-        )
+        cached: tuple[list[NameAddr] | None] | None = headers.cached_view("contact")
         if cached is None:
-            return []
+            if headers.get("contact") is None:
+                headers.keep_view("contact", None)
+                return []
+            cached = (parse_contacts(headers.values("contact")),)
+            headers.keep_view("contact", cached)
         contacts = cached[0]
         return None if contacts is None else list(contacts)
 
     @property
     def expires(self) -> int | None:
-        return self.headers.view("expires", parse_expires)
+        headers = self.headers
+        cached = headers.cached_view("expires")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        value = headers.get("expires")
+        expires = None if value is None else parse_expires(value)
+        headers.keep_view("expires", expires)
+        return expires
 
     @property
     def max_forwards(self) -> int | None:
-        return self.headers.view("max-forwards", parse_max_forwards)
+        headers = self.headers
+        cached = headers.cached_view("max-forwards")
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        value = headers.get("max-forwards")
+        hops = None if value is None else parse_max_forwards(value)
+        headers.keep_view("max-forwards", hops)
+        return hops
 
     @property
     def user_agent(self) -> str | None:
@@ -193,6 +222,28 @@ class Message:
         _state_length(headers, str(len(self.body)))
         head = self.start_line() + "\r\n" + headers.serialise() + "\r\n"
         return head.encode("utf-8", "surrogateescape") + self.body
+
+
+def _parse_vias(headers: Headers) -> list[Via] | None:
+    """Every Via element parsed, cached in `headers`; None (cached too) when there is none."""
+    items = headers.values("via")
+    if not items and headers.get("via") is None:
+        headers.keep_view("via", None)
+        return None
+    vias = [parse_via(item) for item in items]
+    headers.keep_view("via", vias)
+    return vias
+
+
+def _name_addr_view(headers: Headers, key: str) -> NameAddr | None:
+    """The first value of `key` (a lookup key: "from", "to") parsed, cached in `headers`."""
+    cached = headers.cached_view(key)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    value = headers.get(key)
+    address = None if value is None else parse_name_addr(value)
+    headers.keep_view(key, address)
+    return address
 
 
 def _state_length(headers: Headers, length: str) -> None:

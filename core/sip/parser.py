@@ -14,7 +14,7 @@ from core.sip.errors import SipParseError
 from core.sip.fields import is_token, parse_content_length
 from core.sip.headers import Headers, column_headers, header_key
 from core.sip.message import Message, Request, Response
-from core.sip.uri import OtherUri, parse_uri
+from core.sip.uri import OtherUri, Uri, parse_uri
 
 # Final: compiled, these are C constants rather than a module-dict look-up on every use.
 MAX_HEADER_LINES: Final = 256
@@ -80,9 +80,7 @@ def parse_message(
         lines, body = _any_head(raw)
     if len(lines) > MAX_HEADER_LINES:
         raise SipParseError("Too many header lines")
-    message, uri_error = _start_line(lines[0])
-    base: Message = message  # compiled, a Message's attribute is set directly, a union's not
-    base.headers = _header_lines(lines)
+    message, uri_error = _start_line(lines)
     if uri_error is not None:
         # The headers parsed, so the request can still be answered (sanity's 400).
         raise SipParseError(uri_error.reason, uri_error.status, message)
@@ -99,15 +97,27 @@ def _crlf_head(raw: bytes) -> tuple[list[str], bytes] | None:
     a CR or LF, every LF before it is part of a CRLF, so no earlier `\n\n` or `\n\r\n`
     exists (its LF would follow a CR, making an earlier CRLFCRLF), and that CRLFCRLF is
     where `find_blank_line` cuts too.
+
+    The whole datagram is decoded and cut as text: compiled, str.partition is a native call
+    where bytes.partition (and bytes.find) is a generic method call costing more than the
+    decoding of a body. Decoding with surrogateescape maps every byte of the head to the same
+    bytes again, so the body starts where the encoded head ends; when no byte was part of a
+    multi-byte character (the text as long as the bytes, as a desk phone's messages are),
+    that is at the same index.
     """
-    head_bytes, blank, body = raw.partition(b"\r\n\r\n")
+    text = raw.decode("utf-8", "surrogateescape")
+    head, blank, _rest = text.partition("\r\n\r\n")
     if not blank:
         return None
-    lines = head_bytes.decode("utf-8", "surrogateescape").split("\r\n")
+    lines = head.split("\r\n")
     joined = "".join(lines)  # one copy searched twice costs less than two searches a line
     if "\n" in joined or "\r" in joined:
         return None
-    return lines, body
+    if len(text) == len(raw):
+        head_length = len(head)
+    else:
+        head_length = len(head.encode("utf-8", "surrogateescape"))
+    return lines, raw[head_length + 4 :]
 
 
 def _any_head(raw: bytes) -> tuple[list[str], bytes]:
@@ -123,9 +133,15 @@ def _any_head(raw: bytes) -> tuple[list[str], bytes]:
     return head.split("\n"), body
 
 
-def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
-    """The message the start line begins, and the error of a Request-URI that did not parse
-    (reported once the headers are read, so that a 400 can be built)."""
+def _start_line(lines: list[str]) -> tuple[Request | Response, SipParseError | None]:
+    """The message the start line (lines[0]) begins, with the header lines after it, and
+    the error of a Request-URI that did not parse (reported once the headers are read, so
+    that a 400 can be built).
+
+    The start line is checked before the headers are read, so its errors come first; the
+    message is built once both are read, with its store, rather than with an empty one
+    replaced at once."""
+    line = lines[0]
     # A method holds no "/": a request line is known by its fourth character, without upper().
     if line[3:4] == "/" and line[:4].upper() == "SIP/":
         match = _STATUS_LINE.fullmatch(line)
@@ -136,7 +152,8 @@ def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
         status = int(match.group(2))
         if not 100 <= status <= 699:
             raise SipParseError("Bad status code")
-        return Response(status, match.group(3) or ""), None
+        reason = match.group(3) or ""
+        return Response(status, reason, _header_lines(lines)), None
     parts = line.split(" ")
     if len(parts) != 3:
         raise SipParseError("Bad request line")
@@ -151,10 +168,15 @@ def _start_line(line: str) -> tuple[Request | Response, SipParseError | None]:
             raise SipParseError("Bad SIP version")
     if len(uri_text) > MAX_REQUEST_URI:
         raise SipParseError("Request-URI Too Long", 414)
+    uri: Uri
+    uri_error: SipParseError | None
     try:
-        return Request(method, parse_uri(uri_text)), None
+        uri = parse_uri(uri_text)
+        uri_error = None
     except SipParseError as error:
-        return Request(method, OtherUri("invalid", uri_text)), error
+        uri = OtherUri("invalid", uri_text)
+        uri_error = error
+    return Request(method, uri, _header_lines(lines)), uri_error
 
 
 # Header names already validated, mapped to their keys: most lines skip the name regex.
@@ -169,9 +191,14 @@ _SEEN_NAME_LENGTH: Final = 64
 
 def _header_lines(lines: list[str]) -> Headers:
     """The lines after the start line (lines[0]), unfolded, in order, each keyed for lookup."""
-    keys: list[str] = []
-    names: list[str] = []
-    values: list[str] = []
+    # The three lists are made at their full length and filled in place: appending grew
+    # each of them three or four times a message. Only an empty line or a continuation
+    # leaves them longer than the lines kept, and they are cut to length at the end.
+    count = len(lines) - 1
+    keys: list[str] = [""] * count
+    names: list[str] = [""] * count
+    values: list[str] = [""] * count
+    kept = 0
     known = _KEYS_OF_VALID_NAMES
     seen = _NAMES_SEEN
     seen_count = len(seen)
@@ -182,9 +209,10 @@ def _header_lines(lines: list[str]) -> Headers:
             # starts as the last one in its place did is keyed without cutting its name.
             prefix, name, key = seen[index]
             if line.startswith(prefix):
-                keys.append(key)
-                names.append(name)
-                values.append(line[len(prefix) :].strip(" \t"))
+                keys[kept] = key
+                names[kept] = name
+                values[kept] = line[len(prefix) :].strip(" \t")
+                kept += 1
                 continue
         colon = line.find(":")
         if colon > 0:
@@ -193,9 +221,10 @@ def _header_lines(lines: list[str]) -> Headers:
             name = line[:colon]
             found = known.get(name)
             if found is not None:
-                keys.append(found)
-                names.append(name)
-                values.append(line[colon + 1 :].strip(" \t"))
+                keys[kept] = found
+                names[kept] = name
+                values[kept] = line[colon + 1 :].strip(" \t")
+                kept += 1
                 _remember_name(seen, index, name, found)
                 continue
         if not line:
@@ -203,9 +232,9 @@ def _header_lines(lines: list[str]) -> Headers:
         first = line[0]
         if first == " " or first == "\t":
             # Line folding (§7.3.1): a continuation joins the previous value with one space.
-            if not values:
+            if not kept:
                 raise SipParseError("Continuation before first header")
-            values[-1] = f"{values[-1]} {line.strip()}".strip()
+            values[kept - 1] = f"{values[kept - 1]} {line.strip()}".strip()
             continue
         if colon < 0:
             raise SipParseError("Malformed header line")
@@ -216,9 +245,14 @@ def _header_lines(lines: list[str]) -> Headers:
         key = header_key(stripped)
         if stripped == name and len(known) < _KNOWN_NAMES_LIMIT:
             known[name] = key  # only names that need no rstrip, so a hit needs no work
-        keys.append(key)
-        names.append(stripped)
-        values.append(line[colon + 1 :].strip(" \t"))
+        keys[kept] = key
+        names[kept] = stripped
+        values[kept] = line[colon + 1 :].strip(" \t")
+        kept += 1
+    if kept < count:
+        del keys[kept:]
+        del names[kept:]
+        del values[kept:]
     return column_headers(keys, names, values)
 
 
@@ -245,12 +279,17 @@ def _attach_body(message: Message, body: bytes, stream: bool) -> None:
             raise SipParseError("Missing Content-Length", 400, message)
         message.body = body
         return
+    lengths: list[int] | None = None
     try:
-        lengths = [parse_content_length(value) for value in length_values]
+        if len(length_values) == 1:
+            # Nearly every message: one value, no list of lengths to build and compare.
+            length = parse_content_length(length_values[0])
+        else:
+            lengths = [parse_content_length(value) for value in length_values]
+            length = lengths[0]
     except SipParseError as error:
         raise SipParseError(error.reason, 400, message) from None
-    length = lengths[0]
-    if lengths.count(length) != len(lengths):
+    if lengths is not None and lengths.count(length) != len(lengths):
         raise SipParseError("Conflicting Content-Length", 400, message)
     if length > len(body):
         raise SipParseError("Content-Length larger than body", 400, message)
