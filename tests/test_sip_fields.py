@@ -554,3 +554,37 @@ def test_common_tokens_are_tokens() -> None:
 
     assert all(_TOKEN.fullmatch(token) for token in _COMMON_TOKENS)
     assert is_token("OPTIONS") and is_token("2.0") and is_token("x-y") and not is_token("A B")
+
+
+def _cseq_or_error(parse: Callable[[str], CSeq], text: str) -> tuple[object, ...]:
+    try:
+        cseq = parse(text)
+    except SipParseError as error:
+        return ("error", error.status, error.reason)
+    return (cseq.number, cseq.method)
+
+
+_CSEQ_PIECES = st.sampled_from(
+    ["1", "0", "4711", "4294967295", "4294967296", "00000000001", "12345678901", "\u0663",
+     " ", "  ", "\t", "\xa0", "INVITE", "OPTIONS", "UDP", "invite", "X-Y", "2.0", "A B", "-",
+     ""]
+)  # fmt: skip
+_CSEQ_NUMBERS = st.one_of(
+    st.integers(0, 2**33).map(str), st.sampled_from(["", "007", "1\u0663", "+1", "1.0"])
+)
+_CSEQ_METHODS = st.sampled_from(["INVITE", "OPTIONS", "UDP", "invite", "X-Y", "", "A B", "2.0"])
+
+
+@settings(max_examples=1_500, deadline=None)
+@given(
+    st.one_of(
+        st.tuples(_CSEQ_NUMBERS, st.sampled_from([" ", "  ", "\t", ""]), _CSEQ_METHODS).map(
+            "".join
+        ),
+        st.lists(_CSEQ_PIECES, max_size=5).map("".join),
+    )
+)
+def test_parse_cseq_matches_the_general_reading(text: str) -> None:
+    from core.sip.fields import _parse_cseq_general
+
+    assert _cseq_or_error(parse_cseq, text) == _cseq_or_error(_parse_cseq_general, text)
