@@ -240,9 +240,15 @@ def _read_plain_params(text: str, start: int, params: dict[str, str | None]) -> 
             value = text[equals + 1 : end]
             if value and not _unspaced(value):
                 return False
-        # The names nearly every Via has need no case or whitespace check.
-        common = name == "branch" or name == "rport" or name == "received"
-        if not common and (not name or name.lower() != name or not _unspaced(name)):
+        # The names nearly every Via has need no case or whitespace check, and are kept
+        # as the constants (interned, their hash known) rather than as the slices.
+        if name == "branch":
+            name = "branch"
+        elif name == "rport":
+            name = "rport"
+        elif name == "received":
+            name = "received"
+        elif not name or name.lower() != name or not _unspaced(name):
             return False
         if name in params:
             return False

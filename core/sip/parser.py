@@ -98,17 +98,18 @@ def _crlf_head(raw: bytes) -> tuple[list[str], bytes] | None:
     exists (its LF would follow a CR, making an earlier CRLFCRLF), and that CRLFCRLF is
     where `find_blank_line` cuts too.
 
-    The whole datagram is decoded and cut as text: compiled, str.partition is a native call
-    where bytes.partition (and bytes.find) is a generic method call costing more than the
-    decoding of a body. Decoding with surrogateescape maps every byte of the head to the same
+    The whole datagram is decoded and cut as text: compiled, str.find is a native call where
+    bytes.partition (and bytes.find) is a generic method call costing more than the decoding
+    of a body. Decoding with surrogateescape maps every byte of the head to the same
     bytes again, so the body starts where the encoded head ends; when no byte was part of a
     multi-byte character (the text as long as the bytes, as a desk phone's messages are),
     that is at the same index.
     """
     text = raw.decode("utf-8", "surrogateescape")
-    head, blank, _rest = text.partition("\r\n\r\n")
-    if not blank:
+    end = text.find("\r\n\r\n")  # not partition: the rest (the body) need not be copied
+    if end < 0:
         return None
+    head = text[:end]
     lines = head.split("\r\n")
     joined = "".join(lines)  # one copy searched twice costs less than two searches a line
     if "\n" in joined or "\r" in joined:
@@ -191,13 +192,14 @@ _SEEN_NAME_LENGTH: Final = 64
 
 def _header_lines(lines: list[str]) -> Headers:
     """The lines after the start line (lines[0]), unfolded, in order, each keyed for lookup."""
-    # The three lists are made at their full length and filled in place: appending grew
-    # each of them three or four times a message. Only an empty line or a continuation
-    # leaves them longer than the lines kept, and they are cut to length at the end.
+    # The three lists are made at their full length (copies of the lines, the cheapest
+    # list of that length to make) and filled in place: appending grew each of them three
+    # or four times a message. Only an empty line or a continuation leaves them longer than
+    # the lines kept, and they are cut to length at the end.
     count = len(lines) - 1
-    keys: list[str] = [""] * count
-    names: list[str] = [""] * count
-    values: list[str] = [""] * count
+    keys = lines[1:]
+    names = lines[1:]
+    values = lines[1:]
     kept = 0
     known = _KEYS_OF_VALID_NAMES
     seen = _NAMES_SEEN
