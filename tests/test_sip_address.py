@@ -157,7 +157,7 @@ def test_parse_contacts() -> None:
         parse_contacts(["sip:a@x?Route=y"])
 
 
-# The common shapes are read by a short path (`_common_name_addr`); every input here must come
+# The common shapes are read by a short path (`common_name_addr`); every input here must come
 # out of parse_name_addr exactly as the general reading makes it, error reasons included.
 SAME_AS_GENERAL = [
     '"Alice" <sip:alice@pbx.test>;tag=1928',
@@ -257,6 +257,6 @@ def test_parse_name_addr_common_shapes_match_general_reading(text: str) -> None:
     ],
 )
 def test_common_shapes_take_the_short_path(text: str) -> None:
-    from core.sip.address import _common_name_addr
+    from core.sip.address import common_name_addr
 
-    assert _common_name_addr(text) is not None
+    assert common_name_addr(text) is not None

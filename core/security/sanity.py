@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
 
 from core.sip import OtherUri, Request, SipParseError, SipUri
-from core.sip.address import NameAddr
+from core.sip.address import NameAddr, common_name_addr
 from core.sip.fields import is_token
 from core.sip.headers import split_list
 
@@ -63,6 +64,35 @@ _SINGLE_VALUED: dict[str, str] = {
     "max-forwards": "Max-Forwards",
     "expires": "Expires",
 }
+# What `check_request` needs to know of the header names, gathered in one walk over the
+# lookup keys (one dict look-up per line instead of building a set of them): which optional
+# headers are present, and whether a single-valued one repeats. Each single-valued header has
+# its own bit, shared by its compact form, so a repeat is a bit already seen.
+_ROUTE: Final = 1
+_CONTENT_LENGTH: Final = 2
+_PROXY_REQUIRE: Final = 4
+_EXPIRES: Final = 8
+_SINGLE_BITS: Final = 8 | 16 | 32 | 64 | 128 | 256  # Expires and the five below
+_NAME_BITS: Final[dict[str, int]] = {
+    "route": _ROUTE,
+    "content-length": _CONTENT_LENGTH,
+    "proxy-require": _PROXY_REQUIRE,
+    "expires": _EXPIRES,
+    "call-id": 16,
+    "i": 16,
+    "cseq": 32,
+    "from": 64,
+    "f": 64,
+    "to": 128,
+    "t": 128,
+    "max-forwards": 256,
+}
+# Methods whose route reads the parsed Contact list (the registrar; a new call's media
+# decision): for them the check parses it through the cached view. Any other method's Contact
+# is only checked to be well-formed, which for one common-shaped value needs no list or view.
+_CONTACTS_READ: Final = ("REGISTER", "INVITE")
+# Max-Forwards as nearly every phone sends it: known good without parsing (§8.1.1.6).
+_USUAL_MAX_FORWARDS: Final = "70"
 # Proxy-Require option tags this server implements as a proxy: none.
 SUPPORTED_PROXY_EXTENSIONS: frozenset[str] = frozenset()
 
@@ -85,7 +115,12 @@ def check_max_forwards(request: Request) -> SanityFailure | None:
 
     An OPTIONS at 0 also gets 483. §16.3 lets a proxy answer it as the final recipient
     instead (a MAY), but 483 is always correct and is what Kamailio does.
+
+    The usual `70` is seen to be fine as text: a request answered here never reads the
+    number, and one forwarded parses it where it decrements it.
     """
+    if request.headers.get("max-forwards") == _USUAL_MAX_FORWARDS:
+        return None
     try:
         hops = request.max_forwards
     except SipParseError:
@@ -102,30 +137,36 @@ def check_request(request: Request, *, reliable: bool) -> SanityFailure | None:
     """The first thing wrong with `request`, or None. `reliable`: it came over TCP/TLS.
 
     Presence is asked of the typed views (cached: the route reads the same ones later), so
-    a good request costs each header one parse. The header names are collected once: checks
+    a good request costs each header one parse. The header names are walked once: checks
     of a header the request does not carry (Route, Expires, Proxy-Require, most often) are
-    skipped without scanning the header list for it.
+    skipped without scanning the header list for it, and the single-valued headers are only
+    listed when one of them repeats.
     """
     if isinstance(request.uri, OtherUri):
         return SanityFailure(416, "Unsupported URI Scheme")
     keys = request.headers.lookup_keys()
-    present = set(keys)
+    seen = 0
+    repeated = 0
+    for key in keys:
+        bit = _NAME_BITS.get(key, 0)
+        repeated |= bit & seen
+        seen |= bit
     failure = (
         _request_uri(request)
         or _vias(request)
         or _addresses(request)
-        or (_routes(request) if "route" in present else None)
+        or (_routes(request) if seen & _ROUTE else None)
         or _call_id(request)
         or _cseq(request)
-        or (_single_valued_headers(keys) if len(present) < len(keys) else None)
-        or (_expires(request) if "expires" in present else None)
+        or (_single_valued_headers(keys) if repeated & _SINGLE_BITS else None)
+        or (_expires(request) if seen & _EXPIRES else None)
     )
     if failure is not None:
         return failure
-    if reliable and "content-length" not in present:
+    if reliable and not seen & _CONTENT_LENGTH:
         # §18.3 / §20.14: on a stream the length is the only framing, so it MUST be present.
         return SanityFailure(400, "Missing Content-Length")
-    return _proxy_require(request) if "proxy-require" in present else None
+    return _proxy_require(request) if seen & _PROXY_REQUIRE else None
 
 
 def _request_uri(request: Request) -> SanityFailure | None:
@@ -155,6 +196,8 @@ def _display_name_ok(address: NameAddr) -> bool:
     """An unquoted display name is tokens and blanks only (§25.1 `display-name`); a comma
     or other separator outside quotes is RFC 4475 §3.1.2.15's malformed From."""
     raw = address.raw or ""
+    if not raw or raw[0] == "<" or raw[0] == '"':
+        return True  # no display name, or a quoted one: what the reading below concludes
     cut = raw.find("<")
     if cut <= 0:
         return True
@@ -242,18 +285,56 @@ def _addresses(request: Request) -> SanityFailure | None:
         return SanityFailure(400, "Duplicate From tag")
     if _has_duplicate_tag(recipient.raw or ""):
         return SanityFailure(400, "Duplicate To tag")
+    return _contacts(request)
+
+
+def _contacts(request: Request) -> SanityFailure | None:
+    """Contact parses, and is no `*` outside a REGISTER (§10.2.2: "all my bindings")."""
+    if request.method not in _CONTACTS_READ:
+        common = _common_contact(request)
+        if common is not None:
+            return None if common else SanityFailure(400, "Bad Contact")
     try:
         contacts = request.contacts
     except SipParseError:
         return SanityFailure(400, "Bad Contact")
     if contacts is None and request.method != "REGISTER":
-        # `Contact: *` only means "all my bindings" in a REGISTER (§10.2.2).
         return SanityFailure(400, "Bad Contact")
     return None
 
 
+def _common_contact(request: Request) -> bool | None:
+    """Is the Contact well-formed, decided without building the parsed list: for one line
+    holding one address of a common shape (what `request.contacts` would read as a list of
+    exactly that address). None for anything else, which the full reading then decides."""
+    values = request.headers.get_all("contact")
+    if len(values) != 1:
+        return None
+    value = values[0]
+    if "," in value:
+        return None  # a list, or a comma in a quote or URI: Headers.values splits it
+    text = value.strip()
+    if not text or text == "*":
+        return None
+    try:
+        return True if common_name_addr(text) is not None else None
+    except SipParseError:
+        return False
+
+
 def _has_duplicate_tag(address: str) -> bool:
     """Does a From/To value carry `tag` twice among its header (not URI) parameters?"""
+    # Fewer than two `;` where the header parameters are (after the `>` of a name-addr, after
+    # the first `;` of an addr-spec) leave room for one parameter at most: decided by counting
+    # in place, without the lower-cased copy below.
+    end_of_uri = address.rfind(">")
+    if end_of_uri >= 0:
+        if address.count(";", end_of_uri + 1) < 2:
+            return False
+    else:
+        first = address.find(";")
+        if first < 0 or address.find(";", first + 1) < 0:
+            return False
     if address.lower().count("tag") < 2:
         return False  # the common case, decided without splitting anything
     end_of_uri = address.rfind(">")

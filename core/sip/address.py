@@ -83,7 +83,7 @@ def parse_name_addr(text: str) -> NameAddr:
     raw = text.strip()
     if not raw:
         raise SipParseError("Empty address")
-    common = _common_name_addr(raw)
+    common = common_name_addr(raw)
     if common is not None:
         return common
     return _any_name_addr(raw)
@@ -124,10 +124,12 @@ def _any_name_addr(raw: str) -> NameAddr:
     return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
 
 
-def _common_name_addr(raw: str) -> NameAddr | None:
+def common_name_addr(raw: str) -> NameAddr | None:
     """`<uri>` or `"Name" <uri>` with no parameters, or `tag=` alone, read with a few finds
     (what phones send in From, To and Contact); None for any other shape, which
-    `_any_name_addr` then reads: where this one answers, it answers as that one would.
+    `_any_name_addr` then reads: where this one answers (or raises), it answers as that one
+    would. Public for checks that only need to know a common value is well-formed
+    (core/security/sanity.py): they fall back to `parse_name_addr` on None.
 
     `raw` is stripped and not empty. A quoted name is taken as it stands only when it holds
     no backslash (no quoted-pair to unescape), so its closing quote is the next `"`.
@@ -148,11 +150,17 @@ def _common_name_addr(raw: str) -> NameAddr | None:
     gt = raw.find(">", lt)
     if gt < 0:
         return None
-    tail = raw[gt + 1 :]
-    if not tail:
+    # The tail after `>` is read in place (no slice of it): empty, or `;tag=` with no
+    # further `;` and no quote. A bounded find, as a compiled startswith given a start is a
+    # generic method call.
+    if gt + 1 == len(raw):
         params: dict[str, str | None] = {}
-    elif tail.startswith(";tag=") and tail.find(";", 1) < 0 and '"' not in tail:
-        params = {"tag": tail[5:].strip()}  # what parse_params makes of a lone `tag=...`
+    elif (
+        raw.find(";tag=", gt + 1, gt + 6) == gt + 1
+        and raw.find(";", gt + 2) < 0
+        and raw.find('"', gt + 6) < 0
+    ):
+        params = {"tag": raw[gt + 6 :].strip()}  # what parse_params makes of a lone `tag=...`
     else:
         return None
     uri = parse_uri(raw[lt + 1 : gt].strip())
