@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable
 
 import pytest
@@ -25,6 +26,7 @@ from core.sip.digest import (
     credentials_of,
     ha1,
     hex_digest,
+    nonce_bytes,
     parse_credentials,
     pick_challenge,
     request_ha2,
@@ -622,3 +624,45 @@ def test_sha512_256_when_available() -> None:
     challenge = parse_auth('Digest realm="r", nonce="n", algorithm=SHA-512-256, qop="auth"')
     sent = parse_auth(build_authorization(challenge, "u", "p", "REGISTER", "sip:r", cnonce="c"))
     assert len(sent.get("response") or "") == 64
+
+
+# -- the nonce's spelling -----------------------------------------------------------------
+
+_NONCE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NONCE_SPELLING = re.compile(r"[A-Za-z0-9+/]{44}")  # what check() matched before
+
+
+@given(
+    st.integers(0, 44),
+    st.integers(0, 2),
+    st.text(alphabet=_NONCE_ALPHABET[:3] + "=\n -_.é\udcff\x00", max_size=3),
+)
+def test_a_nonce_is_read_only_in_its_one_spelling(at: int, drop: int, insert: str) -> None:
+    nonce = NonceFactory(SECRET, 300.0).make(1_000.0)
+    text = nonce[:at] + insert + nonce[at + drop :]
+    raw = nonce_bytes(text)
+    if _NONCE_SPELLING.fullmatch(text):
+        assert raw == base64.b64decode(text)
+    else:
+        assert raw is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A" * 43 + "=",
+        "A" * 42 + "==",
+        "A" * 40 + "====",
+        "=" + "A" * 43,
+        "A" * 20 + "=" + "A" * 23,
+        "A" * 43 + "\n",
+        " " + "A" * 43,
+        "A" * 43 + "é",
+        "A" * 43 + "-",
+        "A" * 44 + "=",
+        "A" * 48,
+    ],
+)
+def test_a_padded_or_foreign_spelling_is_no_nonce(text: str) -> None:
+    assert nonce_bytes(text) is None
+    assert NonceFactory(SECRET, 300.0).check(text, 1_000.0) is NonceState.INVALID
