@@ -7,7 +7,9 @@ real `build_authorization`, so every success here is a client/server round trip.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import OrderedDict
 from dataclasses import replace
 
 import pytest
@@ -817,3 +819,61 @@ def test_verdicts_match_the_reference_verifier(
         assert _verdict(server.check(request, now, proxy=False)) == _reference_check(
             server, counts, request, now, False
         )
+
+
+class _OrderedNonceCounts:
+    """NonceCounts as it was, on an OrderedDict: the reference for the dict and deque."""
+
+    def __init__(self, capacity: int, max_age: float) -> None:
+        self.capacity, self.max_age = capacity, max_age
+        self.table: OrderedDict[str, int] = OrderedDict()
+
+    def issued_ms(self, nonce: str) -> int | None:
+        entry = self.table.get(nonce)
+        return None if entry is None else entry >> 32
+
+    def accept(self, nonce: str, nc: int, now: float, issued_ms: int | None) -> bool:
+        table = self.table
+        entry = table.get(nonce)
+        if entry is not None:
+            if nc <= entry & 0xFFFFFFFF:
+                return False
+            table[nonce] = (entry & ~0xFFFFFFFF) | nc
+            return True
+        expired_before = math.floor((now - self.max_age) * 1000)
+        while table:
+            oldest = next(iter(table))
+            if table[oldest] >> 32 >= expired_before and len(table) < self.capacity:
+                break
+            del table[oldest]
+        stamp = max(0, math.floor(now * 1000)) if issued_ms is None else issued_ms
+        table[nonce] = (stamp << 32) | nc
+        return True
+
+
+@given(
+    st.integers(1, 5),
+    st.lists(
+        st.tuples(
+            st.integers(0, 7),  # which nonce
+            st.integers(0, 4),  # nc
+            st.sampled_from([0.0, 0.0004, 0.25, 0.5, 3.0, 10.0, 11.0]),  # seconds on
+            st.one_of(st.none(), st.integers(990_000, 1_100_000)),  # its time stamp
+        ),
+        max_size=40,
+    ),
+)
+def test_nonce_counts_keep_what_the_ordered_dict_kept(
+    capacity: int, steps: list[tuple[int, int, float, int | None]]
+) -> None:
+    counts, reference = NonceCounts(capacity, 10.0), _OrderedNonceCounts(capacity, 10.0)
+    now = 1_000.0
+    for which, nc, step, issued_ms in steps:
+        now += step
+        nonce = f"n{which}"
+        assert counts.accept(nonce, nc, now, issued_ms) == reference.accept(
+            nonce, nc, now, issued_ms
+        )
+        assert len(counts) == len(reference.table)
+        for other in range(8):
+            assert counts.issued_ms(f"n{other}") == reference.issued_ms(f"n{other}")

@@ -22,7 +22,7 @@ import enum
 import hmac
 import math
 import secrets
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -126,9 +126,15 @@ class NonceCounts:
     then need not check a known nonce's MAC again), else when it was first seen. Either way
     the nonce cannot check VALID once `max_age` has passed since. A tuple of an int and a
     float per registered phone cost about 90 bytes more.
+
+    The order is a deque beside a plain dict, not an OrderedDict: compiled, a plain dict's
+    get and store are direct C calls where an OrderedDict's went through method look-ups (a
+    third of the nonce work of an authenticated REGISTER), and a deque slot is smaller than an
+    OrderedDict's per-key node. Entries are never moved nor removed but from the front, so
+    the two stay in step.
     """
 
-    __slots__ = ("_capacity", "_last_nc_by_nonce", "_max_age")
+    __slots__ = ("_capacity", "_first_seen", "_last_nc_by_nonce", "_max_age")
 
     def __init__(self, capacity: int, max_age: float) -> None:
         if capacity < 1:
@@ -136,7 +142,8 @@ class NonceCounts:
         self._capacity = capacity
         self._max_age = max_age
         # nonce → highest nc accepted | (the millisecond the nonce was first seen << 32)
-        self._last_nc_by_nonce: OrderedDict[str, int] = OrderedDict()
+        self._last_nc_by_nonce: dict[str, int] = {}
+        self._first_seen: deque[str] = deque()  # the same nonces, oldest first
 
     def __len__(self) -> int:
         return len(self._last_nc_by_nonce)
@@ -159,13 +166,16 @@ class NonceCounts:
             return True
         # Whole milliseconds, rounded down: kept up to a millisecond longer, never less.
         expired_before = math.floor((now - self._max_age) * 1000)
-        while table:
-            oldest_nonce = next(iter(table))
+        order = self._first_seen
+        while order:
+            oldest_nonce = order[0]
             if table[oldest_nonce] >> 32 >= expired_before and len(table) < self._capacity:
                 break
+            order.popleft()
             del table[oldest_nonce]
         stamp = max(0, math.floor(now * 1000)) if issued_ms is None else issued_ms
         table[nonce] = (stamp << 32) | nc
+        order.append(nonce)
         return True
 
 
