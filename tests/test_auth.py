@@ -7,15 +7,34 @@ real `build_authorization`, so every success here is a client/server round trip.
 
 from __future__ import annotations
 
+import math
 import re
+from collections import OrderedDict
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from core.security.auth import AuthFailure, AuthResult, DigestAuthenticator, NonceCounts
+from core.security.auth import (
+    AuthFailure,
+    AuthResult,
+    DigestAuthenticator,
+    NonceCounts,
+    _nonce_count,
+    _same_uri,
+)
 from core.settings import AuthSettings
-from core.sip import Request, Response, parse_message
-from core.sip.digest import build_authorization, ha1, pick_challenge
+from core.sip import Request, Response, SipParseError, parse_message
+from core.sip.digest import (
+    NonceFactory,
+    NonceState,
+    build_authorization,
+    ha1,
+    pick_challenge,
+    request_ha2,
+    response_from_ha2,
+)
 from core.sip.fields import AuthParams, parse_auth
 
 REALM = "pbx.test"
@@ -597,3 +616,264 @@ def test_hashes_of_many_digest_uris_are_remembered_and_long_ones_are_not() -> No
         result = server.check(register(credentials, uri=long_uri), T0 + attempt, proxy=False)
         assert result.username == "alice"
     assert all(len(uri) <= auth_module._HA2_URI_LENGTH for _, _, uri in server._ha2_cache)
+
+
+# -- the verifier against a reference -----------------------------------------------------
+
+
+@given(st.text(alphabet="0123456789abcdefABCDEFgGx+_ /:@`\u0661\uff10", max_size=10))
+def test_nonce_count_reads_exactly_eight_hex_digits(nc: str) -> None:
+    hex_digits = set("0123456789abcdefABCDEF")
+    expected = int(nc, 16) if len(nc) == 8 and hex_digits.issuperset(nc) else -1
+    assert _nonce_count(nc) == expected
+
+
+def test_nonce_count_refuses_every_character_beside_the_hex_digits() -> None:
+    for code in range(0x250):
+        char = chr(code)
+        expected = int(char, 16) if char in "0123456789abcdefABCDEF" else -1
+        assert _nonce_count("0000000" + char) == expected
+        assert _nonce_count(char + "0000000") == (-1 if expected < 0 else expected << 28)
+
+
+def _reference_check(
+    server: DigestAuthenticator, counts: NonceCounts, request: Request, now: float, proxy: bool
+) -> tuple[AuthFailure | None, str | None, str | None, bool, int | None, bool]:
+    """The verdict the verifier gave before its fast paths, from the general pieces: the
+    reference parser, the per-algorithm hash factories and `response_from_ha2`, on its own
+    nonce-count table (the nonce factory is the server's: checking is pure)."""
+    nonces = server._nonces
+    offered = {name.upper(): name for name in BOTH.algorithms}
+    values = request.headers.get_all("proxy-authorization" if proxy else "authorization")
+    challenge = 407 if proxy else 401
+
+    def fail(
+        failure: AuthFailure, user: str | None, status: int = challenge
+    ) -> tuple[AuthFailure | None, str | None, str | None, bool, int | None, bool]:
+        return failure, user, None, True, status, False
+
+    if not values:
+        return None, None, None, False, challenge, False
+    ours: AuthParams | None = None
+    other: AuthParams | None = None
+    unparsable = False
+    for value in values:
+        try:
+            parsed = parse_auth(value)
+        except SipParseError:
+            return fail(AuthFailure.MALFORMED, None, 400)
+        realm = parsed.get("realm")
+        if parsed.scheme.lower() != "digest" or realm is None:
+            unparsable = True
+        elif realm == REALM:
+            ours = parsed
+            break
+        elif other is None:
+            other = parsed
+    if ours is None:
+        if unparsable or other is None:
+            return fail(AuthFailure.MALFORMED, None)
+        return fail(AuthFailure.REALM_MISMATCH, other.get("username"))
+    params = ours.params
+    username, nonce = params.get("username"), params.get("nonce")
+    uri, response = params.get("uri"), params.get("response")
+    algorithm = offered.get(params.get("algorithm", "MD5").upper())
+    qop, nc, cnonce = params.get("qop"), params.get("nc"), params.get("cnonce")
+    if username is None or nonce is None or uri is None or response is None or not algorithm:
+        return fail(AuthFailure.MALFORMED, username)
+    if qop is not None:
+        if qop.lower() != "auth" or cnonce is None or nc is None:
+            return fail(AuthFailure.MALFORMED, username)
+        if len(nc) != 8 or not set("0123456789abcdefABCDEF").issuperset(nc):
+            return fail(AuthFailure.MALFORMED, username)
+        qop = "auth"
+    elif algorithm.endswith("-sess") and cnonce is None:
+        return fail(AuthFailure.MALFORMED, username)
+    issued_ms = counts.issued_ms(nonce)
+    state = nonces.check(nonce, now) if issued_ms is None else nonces.state_at(issued_ms, now)
+    if state is NonceState.INVALID:
+        return fail(AuthFailure.BAD_NONCE, username)
+    if qop is None:
+        return fail(AuthFailure.MISSING_QOP, username)
+    if not _same_uri(uri, request.uri):
+        return fail(AuthFailure.URI_MISMATCH, username)
+    stored = lookup(username)
+    pair = server._dummy_ha1s if stored is None else stored
+    expected = response_from_ha2(
+        pair[0 if algorithm.startswith("MD5") else 1],
+        request_ha2(request.method, uri, algorithm),
+        nonce,
+        algorithm,
+        qop=qop,
+        nc=nc,
+        cnonce=cnonce,
+    )
+    matches = expected.encode() == response.lower().encode("utf-8", "surrogateescape")
+    if stored is None:
+        return fail(AuthFailure.UNKNOWN_USER, username)
+    if not matches:
+        return fail(AuthFailure.WRONG_PASSWORD, username)
+    if state is NonceState.STALE:
+        return AuthFailure.STALE_NONCE, username, None, False, challenge, True
+    if issued_ms is None:
+        issued_ms = NonceFactory.issued_ms(nonce)
+    if not counts.accept(nonce, int(nc or "0", 16), now, issued_ms):
+        return fail(AuthFailure.REPLAYED_NC, username)
+    return None, username, username, False, None, False
+
+
+def _verdict(
+    result: AuthResult,
+) -> tuple[AuthFailure | None, str | None, str | None, bool, int | None, bool]:
+    challenge = result.challenge
+    stale = challenge is not None and any(
+        "stale=true" in value
+        for value in (
+            *challenge.headers.get_all("www-authenticate"),
+            *challenge.headers.get_all("proxy-authenticate"),
+        )
+    )
+    status = None if challenge is None else challenge.status
+    return (
+        result.failure,
+        result.claimed_user,
+        result.username,
+        result.counts_as_failure,
+        status,
+        stale,
+    )
+
+
+# What a broken, odd or hostile client changes in an answer (old → new, applied when present).
+_EDITS = [
+    ("", ""),
+    ("nc=00000001", "nc=0000000A"),
+    ("nc=00000001", "nc=+0000001"),
+    ("nc=00000001", "nc=0x000001"),
+    ("nc=00000001", "nc=0000_001"),
+    ("nc=00000001", "nc=\u0660\u0660\u0660\u0660\u0660\u0660\u0660\u0661"),
+    ("nc=00000001", "nc=00000000"),
+    ("nc=00000001", "nc=000000001"),
+    ("nc=00000001", "NC=00000001"),
+    ("qop=auth", "qop=AUTH"),
+    ("qop=auth", 'qop="auth"'),
+    ("qop=auth", "qop=auth-int"),
+    ("qop=auth, ", ""),
+    ("algorithm=MD5", "algorithm=md5"),
+    ("algorithm=MD5", "algorithm=MD5-sess"),
+    ("algorithm=MD5", "algorithm=SHA-512-256"),
+    (", algorithm=MD5", ""),
+    ("algorithm=SHA-256", "algorithm=sha-256"),
+    ("algorithm=SHA-256", "algorithm=SHA-256-SESS"),
+    ('realm="pbx.test"', 'realm="other.test"'),
+    ('realm="pbx.test"', 'REALM="pbx.test"'),
+    ('realm="pbx.test", ', ""),
+    ('username="alice"', 'username="carol"'),
+    ('username="alice"', 'username="bob"'),
+    ('username="alice"', 'username="alice", username="alice"'),
+    ('cnonce="0a4f113b", ', ""),
+    ('uri="sip:pbx.test"', 'uri="sip:PBX.test"'),
+    ('uri="sip:pbx.test"', 'uri="sip:elsewhere.test"'),
+    ('response="', 'response="0'),
+    ('response="', 'response="\u00e9'),
+    ('nonce="', 'nonce="A'),
+    ('nonce="', 'nonce=\\"'),
+    ("Digest ", "Basic "),
+    ("Digest ", "digest  "),
+    (", ", ","),
+    ('"', ""),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["MD5", "SHA-256"]),
+            st.sampled_from(["alice", "bob", "carol"]),
+            st.booleans(),  # the right password
+            st.integers(1, 3),  # nc
+            st.sampled_from(_EDITS),
+            st.sampled_from([0.0, 1.0, 400.0]),  # seconds on since the last request
+            st.booleans(),  # a fresh challenge first
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_verdicts_match_the_reference_verifier(
+    steps: list[tuple[str, str, bool, int, tuple[str, str], float, bool]],
+) -> None:
+    server = authenticator()
+    counts = NonceCounts(BOTH.max_tracked_nonces, server._nonces.max_validity)
+    now = T0
+    result = first_round(server, now)
+    for algorithm, user, right, nc, (old, new), step, fresh in steps:
+        now += step
+        if fresh:
+            result = first_round(server, now)
+        password = PASSWORDS.get(user, "x") if right else "wrong"
+        value = answer(result, register(), username=user, password=password,
+                       algorithm=algorithm, nc=nc)  # fmt: skip
+        request = register(value.replace(old, new, 1) if old else value)
+        assert _verdict(server.check(request, now, proxy=False)) == _reference_check(
+            server, counts, request, now, False
+        )
+
+
+class _OrderedNonceCounts:
+    """NonceCounts as it was, on an OrderedDict: the reference for the dict and deque."""
+
+    def __init__(self, capacity: int, max_age: float) -> None:
+        self.capacity, self.max_age = capacity, max_age
+        self.table: OrderedDict[str, int] = OrderedDict()
+
+    def issued_ms(self, nonce: str) -> int | None:
+        entry = self.table.get(nonce)
+        return None if entry is None else entry >> 32
+
+    def accept(self, nonce: str, nc: int, now: float, issued_ms: int | None) -> bool:
+        table = self.table
+        entry = table.get(nonce)
+        if entry is not None:
+            if nc <= entry & 0xFFFFFFFF:
+                return False
+            table[nonce] = (entry & ~0xFFFFFFFF) | nc
+            return True
+        expired_before = math.floor((now - self.max_age) * 1000)
+        while table:
+            oldest = next(iter(table))
+            if table[oldest] >> 32 >= expired_before and len(table) < self.capacity:
+                break
+            del table[oldest]
+        stamp = max(0, math.floor(now * 1000)) if issued_ms is None else issued_ms
+        table[nonce] = (stamp << 32) | nc
+        return True
+
+
+@given(
+    st.integers(1, 5),
+    st.lists(
+        st.tuples(
+            st.integers(0, 7),  # which nonce
+            st.integers(0, 4),  # nc
+            st.sampled_from([0.0, 0.0004, 0.25, 0.5, 3.0, 10.0, 11.0]),  # seconds on
+            st.one_of(st.none(), st.integers(990_000, 1_100_000)),  # its time stamp
+        ),
+        max_size=40,
+    ),
+)
+def test_nonce_counts_keep_what_the_ordered_dict_kept(
+    capacity: int, steps: list[tuple[int, int, float, int | None]]
+) -> None:
+    counts, reference = NonceCounts(capacity, 10.0), _OrderedNonceCounts(capacity, 10.0)
+    now = 1_000.0
+    for which, nc, step, issued_ms in steps:
+        now += step
+        nonce = f"n{which}"
+        assert counts.accept(nonce, nc, now, issued_ms) == reference.accept(
+            nonce, nc, now, issued_ms
+        )
+        assert len(counts) == len(reference.table)
+        for other in range(8):
+            assert counts.issued_ms(f"n{other}") == reference.issued_ms(f"n{other}")

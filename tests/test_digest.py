@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable
 
 import pytest
@@ -12,17 +13,26 @@ from hypothesis import strategies as st
 
 from core.sip.digest import (
     SUPPORTED_ALGORITHMS,
+    Credentials,
     DigestChallengeError,
     NonceFactory,
     NonceState,
-    _parse_common_shape,
+    _common_credentials,
+    _hex,
+    _md5,
     build_authorization,
     canonical_algorithm,
     compute_response,
+    credentials_of,
     ha1,
-    parse_digest_header,
+    hex_digest,
+    nonce_bytes,
+    parse_credentials,
     pick_challenge,
+    request_ha2,
+    response_from_ha2,
     session_ha1,
+    verifier_response,
 )
 from core.sip.errors import SipParseError
 from core.sip.fields import AuthParams, format_auth, parse_auth
@@ -202,16 +212,29 @@ HEADERS = [
 ]
 
 
-def _parse_or_error(parser: Callable[[str], AuthParams], text: str) -> AuthParams | str:
+def _parse_or_error(parser: Callable[[str], Credentials], text: str) -> Credentials | str:
     try:
         return parser(text)
     except SipParseError:
         return "error"
 
 
+def _reference(text: str) -> Credentials:
+    """The general path: the character-by-character parser, then the fields read."""
+    return credentials_of(parse_auth(text))
+
+
+def _agrees(text: str) -> None:
+    """The fast path, when it answers, and the whole parse agree with the general path."""
+    fast = _common_credentials(text)
+    if fast is not None:
+        assert fast == _reference(text)
+    assert _parse_or_error(parse_credentials, text) == _parse_or_error(_reference, text)
+
+
 @pytest.mark.parametrize("text", HEADERS)
 def test_fast_parser_agrees_with_reference(text: str) -> None:
-    assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
+    _agrees(text)
 
 
 @pytest.mark.parametrize(
@@ -224,19 +247,58 @@ def test_fast_parser_agrees_with_reference(text: str) -> None:
     ],
 )
 def test_common_headers_take_the_fast_path(text: str) -> None:
-    assert _parse_common_shape(text) == parse_auth(text)
+    assert _common_credentials(text) == _reference(text)
 
 
 def test_fast_parser_reads_a_typical_header() -> None:
-    parsed = parse_digest_header(HEADERS[0])
-    assert parsed.scheme == "Digest"
-    assert parsed.get("Username") == "alice"
-    assert parsed.get("nc") == "00000001"
-    assert parsed.get("qop") == "auth"
+    parsed = _common_credentials(HEADERS[0])
+    assert parsed is not None
+    assert parsed.scheme == "Digest" and parsed.is_digest
+    assert (parsed.username, parsed.realm, parsed.nonce, parsed.uri) == (
+        "alice",
+        "pbx.test",
+        "abc",
+        "sip:pbx.test",
+    )
+    assert (parsed.response, parsed.algorithm, parsed.cnonce) == ("0123", "MD5", "c")
+    assert (parsed.qop, parsed.nc) == ("auth", "00000001")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Digest username="a", username="b"',  # a kept parameter twice
+        'Digest opaque="a", opaque="b"',  # one that is not kept, twice
+        'Digest x-y="a", x-Y="b"',  # the same extension spelled twice
+        'Digest username="a", Username="b"',  # the same name in another case
+        'Digest response="0", RESPONSE="1"',
+    ],
+)
+def test_a_parameter_given_twice_is_malformed(text: str) -> None:
+    assert _common_credentials(text) is None
+    assert _parse_or_error(parse_credentials, text) == "error"
+
+
+def test_unusual_spellings_leave_the_fast_path_but_read_the_same() -> None:
+    for text in (
+        'Digest Username="a", REALM="r"',
+        'Digest username="a\\"b", realm="r"',
+        'Digest username="a",  realm="r"',
+        "digest\tusername=a",
+    ):
+        assert _common_credentials(text) is None
+        _agrees(text)
+    assert parse_credentials('Digest Username="a", REALM="r"').username == "a"
+    assert parse_credentials('Digest username="a\\"b", realm="r"').username == 'a"b'
 
 
 _AUTH_PIECES = st.sampled_from([*'aAbz=",\\ \t;:@-1', "username", "realm", "é"])
-_NAMES = st.sampled_from(["username", "Realm", "nonce", "qop", "nc", "x-y", "a"])
+_NAMES = st.sampled_from(
+    [
+        "username", "Realm", "nonce", "qop", "nc", "x-y", "a", "uri", "response", "algorithm",
+        "cnonce", "opaque", "NC", "stale", "URI",
+    ]
+)  # fmt: skip
 _VALUES = st.text(alphabet='abc 0/=,;"\\é\t', max_size=8)
 _SEPARATORS = st.sampled_from(["", ",", ", ", " ,", "\t,\t", ",,", " "])
 
@@ -260,17 +322,28 @@ def _header_shaped(draw: st.DrawFn) -> str:
     st.sampled_from(["", " ", "\n", "\r\n", ",\t"]),
 )
 def test_fast_parser_agrees_with_reference_on_anything(scheme: str, rest: str, end: str) -> None:
-    text = scheme + rest + end
-    fast = _parse_common_shape(text)
-    if fast is not None:
-        assert fast == parse_auth(text)
-    assert _parse_or_error(parse_digest_header, text) == _parse_or_error(parse_auth, text)
+    _agrees(scheme + rest + end)
 
 
 @given(
     st.lists(
         st.tuples(
-            st.sampled_from(["username", "realm", "nonce", "uri", "response", "cnonce", "x-Y"]),
+            st.sampled_from(
+                [
+                    "username",
+                    "realm",
+                    "nonce",
+                    "uri",
+                    "response",
+                    "cnonce",
+                    "x-Y",
+                    "algorithm",
+                    "qop",
+                    "nc",
+                    "opaque",
+                    "userhash",
+                ]
+            ),
             st.text(alphabet="abz09 :;@[]./+=é", max_size=12),
             st.booleans(),
         ),
@@ -282,9 +355,59 @@ def test_what_format_auth_prints_takes_the_fast_path(params: list[tuple[str, str
     # No quote, backslash or comma in any value; a bare one without surrounding spaces.
     params = [(name, value if quoted else value.strip(), quoted) for name, value, quoted in params]
     text = format_auth("Digest", params)
-    fast = _parse_common_shape(text)
+    fast = _common_credentials(text)
     assert fast is not None
-    assert fast == parse_auth(text)
+    assert fast == _reference(text)
+
+
+_PHONE_HEADER = (
+    'Digest username="u00001", realm="pbx.test", nonce="AAABjQ8a/ZMBAgPq3xkq9fXl1uQn0rZ", '
+    'uri="sip:pbx.test", response="6629fae49393a05397450978507c4ef1", algorithm=MD5, '
+    'cnonce="0a4f113b", qop=auth, nc=00000001, opaque="5ccc069c403ebaf9f0171e9517f40e41"'
+)
+
+
+@given(
+    st.integers(0, len(_PHONE_HEADER)),
+    st.integers(0, 4),
+    st.text(alphabet=' ,="\\\t=aZ-é\u212a;', max_size=3),
+)
+def test_fast_parser_agrees_on_a_phone_header_cut_and_spliced(
+    at: int, drop: int, insert: str
+) -> None:
+    """A real phone's header with a few characters dropped or put in anywhere: the shapes
+    the verifier sees from broken and hostile clients."""
+    _agrees(_PHONE_HEADER[:at] + insert + _PHONE_HEADER[at + drop :])
+
+
+# -- the verifier's hashes ----------------------------------------------------------------
+
+
+@given(st.text(max_size=40), st.booleans())
+def test_hex_digest_is_the_factory_hash(text: str, sha256: bool) -> None:
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "surrogateescape")
+    expected = _hex(hashlib.sha256 if sha256 else _md5, text)
+    assert hex_digest(text, sha256) == expected
+
+
+@given(
+    st.sampled_from(["MD5", "MD5-sess", "SHA-256", "SHA-256-sess"]),
+    st.booleans(),
+    st.text(alphabet="abc019+/=\udcff", min_size=1, max_size=12),
+    st.text(alphabet="abc019", max_size=9),
+    st.sampled_from(["00000001", "0000000A", "ffffffff"]),
+)
+def test_verifier_response_is_response_from_ha2(
+    algorithm: str, qop: bool, nonce: str, cnonce: str, nc: str
+) -> None:
+    stored = ha1("alice", "pbx.test", "secret", algorithm)
+    ha2 = request_ha2("REGISTER", "sip:pbx.test", algorithm)
+    expected = response_from_ha2(stored, ha2, nonce, algorithm, "auth" if qop else None, nc, cnonce)
+    sha256 = algorithm.startswith("SHA")
+    sess = algorithm.endswith("-sess")
+    assert verifier_response(stored, ha2, nonce, sha256, sess, nc if qop else None, cnonce) == (
+        expected
+    )
 
 
 # -- nonces -------------------------------------------------------------------------------
@@ -501,3 +624,45 @@ def test_sha512_256_when_available() -> None:
     challenge = parse_auth('Digest realm="r", nonce="n", algorithm=SHA-512-256, qop="auth"')
     sent = parse_auth(build_authorization(challenge, "u", "p", "REGISTER", "sip:r", cnonce="c"))
     assert len(sent.get("response") or "") == 64
+
+
+# -- the nonce's spelling -----------------------------------------------------------------
+
+_NONCE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+_NONCE_SPELLING = re.compile(r"[A-Za-z0-9+/]{44}")  # what check() matched before
+
+
+@given(
+    st.integers(0, 44),
+    st.integers(0, 2),
+    st.text(alphabet=_NONCE_ALPHABET[:3] + "=\n -_.é\udcff\x00", max_size=3),
+)
+def test_a_nonce_is_read_only_in_its_one_spelling(at: int, drop: int, insert: str) -> None:
+    nonce = NonceFactory(SECRET, 300.0).make(1_000.0)
+    text = nonce[:at] + insert + nonce[at + drop :]
+    raw = nonce_bytes(text)
+    if _NONCE_SPELLING.fullmatch(text):
+        assert raw == base64.b64decode(text)
+    else:
+        assert raw is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A" * 43 + "=",
+        "A" * 42 + "==",
+        "A" * 40 + "====",
+        "=" + "A" * 43,
+        "A" * 20 + "=" + "A" * 23,
+        "A" * 43 + "\n",
+        " " + "A" * 43,
+        "A" * 43 + "é",
+        "A" * 43 + "-",
+        "A" * 44 + "=",
+        "A" * 48,
+    ],
+)
+def test_a_padded_or_foreign_spelling_is_no_nonce(text: str) -> None:
+    assert nonce_bytes(text) is None
+    assert NonceFactory(SECRET, 300.0).check(text, 1_000.0) is NonceState.INVALID
