@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from core.events import ContactExpired, ContactUnregistered, EventBus
 from core.net.flow import Flow
@@ -238,7 +238,7 @@ class Binding:
 
     def remaining(self, now: float) -> int:
         """Whole seconds left, as the 200 to a REGISTER lists them (RFC 3261 §10.3 step 8)."""
-        return max(0, round(self.expires_at - now))
+        return max(0, rounded(self.expires_at - now))
 
     def target(self) -> Target:
         """Where a request for this contact goes.
@@ -326,6 +326,27 @@ class Binding:
             reg_id=(row.reg_id or None) if row.instance else None,
             path=row.path,
         )
+
+
+def rounded(value: float) -> int:
+    """`round(value)`: the nearest whole number, halves to even, exactly as the builtin.
+
+    Compiled, the builtin is a Python call on a new float object (about 700 instructions);
+    this is native arithmetic for every value a time can be. Beyond 2**52 a float has no
+    fraction, and NaN and the infinities are left to the builtin (which raises).
+    """
+    if not -_EXACT_WHOLE < value < _EXACT_WHOLE:
+        return round(value)
+    whole = int(value)  # toward zero
+    rest = value - whole  # exact: no more bits than `value` below its unit
+    if rest > 0.5 or (rest == 0.5 and whole % 2 != 0):
+        return whole + 1
+    if rest < -0.5 or (rest == -0.5 and whole % 2 != 0):
+        return whole - 1
+    return whole
+
+
+_EXACT_WHOLE: Final = 2.0**52
 
 
 def contact_flow(uri: SipUri, local: tuple[str, int]) -> Flow:

@@ -28,7 +28,7 @@ from core.events import (
 )
 from core.net.addresses import is_private, parse_ip
 from core.net.flow import Flow
-from core.registrar.location import Binding, BindingKey, LocationService, contact_key
+from core.registrar.location import Binding, BindingKey, LocationService, contact_key, rounded
 from core.security.destinations import Destinations
 from core.security.reports import SecurityReport, publish_each
 from core.settings import RegistrarSettings
@@ -160,6 +160,14 @@ class Registrar:
         self.destinations = destinations
         # Refusals reported through the security layer's throttle.
         self.security_report: SecurityReport = security_report or publish_each(bus)
+        # The plain refresh of one unchanged binding (most REGISTERs) takes `_refresh`, which
+        # answers as the general path would; False sends everything through the general path
+        # (the equivalence tests compare the two). `fast_refreshes` counts the ones it took.
+        self.fast_refresh = True
+        self.fast_refreshes = 0
+        # The Date header's text and the whole second it shows (see `_date`).
+        self._date_second = -1
+        self._date_text = ""
 
     def expire(self, now: float) -> list[Binding]:
         """Drop expired bindings (ContactExpired events); call about once a second."""
@@ -183,6 +191,11 @@ class Registrar:
         """
         wall = time.time() if wall is None else wall
         self.location.expire(now)  # so the limits below count only live contacts
+        if self.fast_refresh:
+            response = self._refresh(request, username, flow, now, wall, to_tag)
+            if response is not None:
+                self.fast_refreshes += 1
+                return response
         try:
             plan = self._plan(request, username, flow, now, wall)
         except RegisterRejected as rejection:
@@ -191,6 +204,83 @@ class Registrar:
             )
         self._commit(plan, flow, now, wall)
         return self._ok(request, username, now, wall, plan, to_tag)
+
+    # -- the plain refresh --------------------------------------------------------------
+    def _refresh(
+        self,
+        request: Request,
+        username: str,
+        flow: Flow,
+        now: float,
+        wall: float,
+        to_tag: str | None,
+    ) -> Response | None:
+        """A phone re-registering its one Contact with nothing changed but the CSeq (RFC 3261
+        §10.2.4, every few minutes per phone): the binding's times move in place and the 200
+        is written, as `_plan`, `_commit` and `_ok` would do it, without their general
+        machinery (no plan, no dict of wanted contacts, no Supported or Path reading).
+
+        Returns None, having changed nothing, for anything else: several Contacts, a
+        wildcard or a query, a removal, an RFC 5626 flow, a Require or Path header, a new
+        binding or a changed one, and every request the general path refuses (which then
+        refuses it, with its own answer and report). Only what the general path would also
+        conclude is taken here: the conditions are `_plan`'s, read in the same way.
+        """
+        try:
+            call_id = request.call_id
+            cseq = request.cseq
+            to_addr = request.to_addr
+            contacts = request.contacts
+            header_expires = request.expires
+            top_via = request.top_via
+        except SipParseError:
+            return None
+        if not call_id or cseq is None or to_addr is None or not contacts or len(contacts) != 1:
+            return None
+        to_uri = to_addr.uri
+        if not isinstance(to_uri, SipUri) or to_uri.user != username:
+            return None
+        headers = request.headers
+        if "require" in headers or "path" in headers:
+            return None
+        try:
+            contact = self._read_contact(contacts[0], header_expires)
+        except RegisterRejected:
+            return None
+        if contact.expires == 0 or contact.reg_id is not None:
+            # A removal, or a reg-id: a flow (the first-hop check, Require: outbound) or,
+            # when the UA did not say Supported: outbound, a reg-id ignored.
+            return None
+        existing = self.location.get(
+            username, contact_key(contact.uri, contact.instance_id, contact.reg_id)
+        )
+        cseq_number = cseq.number
+        if existing is None or (existing.call_id == call_id and cseq_number <= existing.cseq):
+            return None
+        if not _unchanged(
+            existing,
+            contact,
+            call_id,
+            flow,
+            request.user_agent or "",
+            (),
+            detect_nat(top_via, contact.uri, flow),
+        ):
+            return None
+        destinations = self.destinations
+        if (
+            destinations is not None
+            and destinations.contact_refusal(contact.uri, flow.remote[0]) is not None
+        ):
+            return None  # refused (and reported) by the general path
+        expires_at = now + contact.expires
+        self.location.refresh(existing, expires_at, now, wall, cseq_number)
+        self.bus.publish(
+            ContactRefreshed(
+                existing.user, existing.contact, flow.remote, rounded(expires_at - now)
+            )
+        )
+        return self._answer(request, username, now, wall, False, existing.outbound, to_tag)
 
     # -- deciding -------------------------------------------------------------------------
     def _plan(self, request: Request, username: str, flow: Flow, now: float, wall: float) -> _Plan:
@@ -316,30 +406,44 @@ class Registrar:
     ) -> list[ContactRequest]:
         """Each Contact's URI, expiry (§10.3 step 6: its `expires` parameter, else the Expires
         header, else our default), q, and RFC 5626 instance / reg-id."""
-        registrar = self.settings
         requested: list[ContactRequest] = []
         flows = 0
         for address in contacts:
-            uri = address.uri
-            if not isinstance(uri, SipUri):
-                raise RegisterRejected(400, "Contact Must Be a SIP URI")
-            expires = _contact_expires(address, header_expires, registrar.default_expires)
-            if 0 < expires < registrar.min_expires:
-                raise RegisterRejected(
-                    423, "Interval Too Brief", [("Min-Expires", str(registrar.min_expires))]
-                )
-            expires = min(expires, registrar.max_expires)
-            instance_id = _instance_id(address)
-            reg_id = _reg_id(address) if instance_id is not None else None
-            if reg_id is not None:
+            contact = self._read_contact(address, header_expires)
+            if contact.reg_id is not None:
                 flows += 1
                 if not outbound_supported:
-                    reg_id = None  # RFC 5626 §6: outbound only when the UA says it supports it
-            requested.append(ContactRequest(uri, expires, _q(address), instance_id, reg_id))
+                    contact.reg_id = None  # RFC 5626 §6: outbound only when the UA supports it
+            requested.append(contact)
         if flows > 1:
             # RFC 5626 §4.2: one flow per REGISTER; several reg-ids cannot be told apart.
             raise RegisterRejected(400, "Multiple reg-id Contacts")
         return requested
+
+    def _read_contact(self, address: NameAddr, header_expires: int | None) -> ContactRequest:
+        """One Contact, as `_read_contacts` reads each (and `_refresh` the only one); its
+        reg-id is the one written, whether or not the UA supports outbound."""
+        registrar = self.settings
+        uri = address.uri
+        if not isinstance(uri, SipUri):
+            raise RegisterRejected(400, "Contact Must Be a SIP URI")
+        params = address.params
+        if params:
+            expires = _contact_expires(address, header_expires, registrar.default_expires)
+        else:
+            expires = registrar.default_expires if header_expires is None else header_expires
+        if 0 < expires < registrar.min_expires:
+            raise RegisterRejected(
+                423, "Interval Too Brief", [("Min-Expires", str(registrar.min_expires))]
+            )
+        expires = min(expires, registrar.max_expires)
+        if not params:
+            # What phones mostly send (`<sip:...>`, the time in the Expires header): each
+            # look-up below would find nothing.
+            return ContactRequest(uri, expires, 1.0, None, None)
+        instance_id = _instance_id(address)
+        reg_id = _reg_id(address) if instance_id is not None else None
+        return ContactRequest(uri, expires, _q(address), instance_id, reg_id)
 
     @staticmethod
     def _read_path(request: Request) -> tuple[str, ...]:
@@ -399,11 +503,11 @@ class Registrar:
             location.unregister(binding, reason="unregistered", source=source)
         for binding, expires_at in plan.refreshes:
             location.refresh(binding, expires_at, now, wall, plan.cseq)
-            expires = round(expires_at - now)
+            expires = rounded(expires_at - now)
             bus.publish(ContactRefreshed(binding.user, binding.contact, source, expires))
         for binding, existing in plan.saves:
             location.save(binding)
-            expires = round(binding.expires_at - binding.updated_at)
+            expires = rounded(binding.expires_at - binding.updated_at)
             if existing is not None and existing.contact == binding.contact:
                 bus.publish(ContactRefreshed(binding.user, binding.contact, source, expires))
                 continue
@@ -434,21 +538,52 @@ class Registrar:
         to_tag: str | None,
     ) -> Response:
         """§10.3 step 8: 200 listing every current binding with its remaining time."""
-        # Keyed lines, checked here (a stored Contact is text from a header or from the store).
-        lines: list[tuple[str, str, str]] = []
-        for binding in self.location.lookup(username, now):
-            value = _contact_value(binding, now)
-            check_line("Contact", value)
-            lines.append(("contact", "Contact", value))
         supported = plan.supported
         if supported is None:
             supported = _option_tags(request, "supported")
-        if "path" in supported:
+        return self._answer(
+            request, username, now, wall, "path" in supported, plan.outbound, to_tag
+        )
+
+    def _answer(
+        self,
+        request: Request,
+        username: str,
+        now: float,
+        wall: float,
+        echo_path: bool,
+        outbound: bool,
+        to_tag: str | None,
+    ) -> Response:
+        """The 200 of `_ok`: every current binding, the Path when `echo_path` (the UA
+        supports it, RFC 3327 §5.3), Require: outbound for a flow, and the Date."""
+        # Keyed lines, checked by _contact_value (a stored Contact is text from a header or
+        # from the store).
+        lines: list[tuple[str, str, str]] = []
+        for binding in self.location.lookup(username, now):
+            lines.append(("contact", "Contact", _contact_value(binding, now)))
+        if echo_path:
             lines.extend(("path", "Path", value) for value in request.headers.values("path"))
-        if plan.outbound:
+        if outbound:
             lines.append(_REQUIRE_OUTBOUND)  # RFC 5626 §6
-        lines.append(("date", "Date", _http_date(wall)))
+        lines.append(("date", "Date", self._date(wall)))
         return make_response(request, 200, to_tag=to_tag, keyed=lines)
+
+    def _date(self, wall: float) -> str:
+        """The Date header value (RFC 3261 §20.17) for `wall`, formatted once per second.
+
+        formatdate shows whole seconds, so every REGISTER answered within one second carries
+        the same text. A time within a millisecond of the next second is formatted directly,
+        since the microsecond rounding inside formatdate could carry it over. Kept on the
+        registrar rather than in a module global: compiled, a global is a dict look-up.
+        """
+        second = int(wall)
+        if wall < 0 or wall - second >= 0.999:
+            return formatdate(wall, usegmt=True)
+        if self._date_second != second:
+            self._date_text = formatdate(second, usegmt=True)
+            self._date_second = second
+        return self._date_text
 
 
 def _unchanged(
@@ -486,25 +621,6 @@ def _same_flow(held: Flow, flow: Flow) -> bool:
         and held.local == flow.local
         and held.connection_id == flow.connection_id
     )
-
-
-def _http_date(wall: float) -> str:
-    """The Date header value (RFC 3261 §20.17) for `wall`, formatted once per second.
-
-    formatdate shows whole seconds, so every REGISTER answered within one second carries the
-    same text. A time within a millisecond of the next second is formatted directly, since
-    the microsecond rounding inside formatdate could carry it over.
-    """
-    global _last_date
-    second = int(wall)
-    if wall < 0 or wall - second >= 0.999:
-        return formatdate(wall, usegmt=True)
-    if _last_date[0] != second:
-        _last_date = (second, formatdate(second, usegmt=True))
-    return _last_date[1]
-
-
-_last_date: tuple[int, str] = (-1, "")
 
 
 def _option_tags(request: Request, header: str) -> set[str]:
@@ -551,6 +667,8 @@ def _reg_id(address: NameAddr) -> int | None:
 
 
 def _contact_value(binding: Binding, now: float) -> str:
+    """A Contact line of the 200, checked to be one line (`check_line`: only the stored
+    contact and instance could break it; a parsed header never does)."""
     value = f"<{binding.contact}>;expires={binding.remaining(now)}"
     if binding.q != 1.0:
         value += f";q={binding.q:g}"
@@ -558,4 +676,6 @@ def _contact_value(binding: Binding, now: float) -> str:
         value += f';+sip.instance="{binding.instance_id}"'
     if binding.reg_id is not None:
         value += f";reg-id={binding.reg_id}"
+    if "\n" in value or "\r" in value:
+        check_line("Contact", value)  # raises, as for any header text that is not one line
     return value
