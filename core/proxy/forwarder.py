@@ -46,7 +46,6 @@ from core.registrar.location import Target
 from core.security.reports import SecurityReport, publish_each
 from core.settings import ProxySettings
 from core.sip.errors import SipParseError
-from core.sip.fields import Via
 from core.sip.headers import Headers
 from core.sip.message import Request, Response
 from core.sip.timers import TimerSettings
@@ -561,9 +560,9 @@ def request_hash(request: Request) -> str:
     The top Via's text is the first element of the Via lines; the parsed top Via sanity
     left in the header cache holds that very text (`Via.text`: the element as received, or
     as stamp_via wrote it) when it is known, which saves splitting every Via line again."""
-    vias: list[Via] | None = request.headers.cached_view("via")
+    vias = request.headers.cached_view("via")  # untyped: whatever sequence the view keeps
     if vias:
-        text = vias[0].text
+        text: str | None = vias[0].text
         if text is not None:
             return loop_hash(request, text)
     return loop_hash(request, request.headers.values("via")[0])
