@@ -274,14 +274,18 @@ except ImportError:  # an interpreter built without it: OpenSSL's, as before
 def loop_hash(request: Request, top_via: str) -> str:
     """§16.6 step 8: the part of our branch that identifies the request as received: the
     first 20 hex digits of the MD5 of Request-URI, From and To tags, Call-ID, CSeq number
-    and top Via, joined by NULs (one string built at once, hashed in one call)."""
+    and top Via, joined by NULs."""
     cseq = request.cseq
-    number = str(cseq.number) if cseq is not None else ""
-    from_tag = request.from_tag or ""
-    to_tag = request.to_tag or ""
-    call_id = request.call_id or ""
-    uri = str(request.uri)
-    material = f"{uri}\x00{from_tag}\x00{to_tag}\x00{call_id}\x00{number}\x00{top_via}"
+    material = "\x00".join(
+        (
+            str(request.uri),
+            request.from_tag or "",
+            request.to_tag or "",
+            request.call_id or "",
+            str(cseq.number) if cseq is not None else "",
+            top_via,
+        )
+    )
     digest: str = _new_md5(material.encode("utf-8", "surrogateescape")).hexdigest()
     return digest[:20]
 
