@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from core.events import EventBus, SipTraffic
 from core.net.flow import Flow
@@ -30,6 +31,7 @@ REPLY_CACHE_SIZE = 65_536
 # listing many contacts) cannot grow it past this however few they are.
 REPLY_CACHE_BYTES = 16 * 1024 * 1024
 _KEYED_EXTRA_LIMIT = 64
+_MAGIC_COOKIE: Final = "z9hG4bK"  # RFC 3261 §8.1.1.7: the branch of a §17.2.3 match
 
 
 def response_flow(via: Via | None, flow: Flow) -> Flow:
@@ -59,6 +61,26 @@ def answer_flow(message: Request | Response, flow: Flow) -> Flow:
     except SipParseError:
         via = None
     return response_flow(via, flow)
+
+
+def _top_via(message: Request) -> Via | None:
+    """The request's parsed top Via; None when it is too broken to parse (`answer_flow`'s
+    rule: the answer then goes to the source, and nothing is cached)."""
+    try:
+        return message.top_via
+    except SipParseError:
+        return None
+
+
+def _key_of(via: Via | None, method: str, flow: Flow) -> tuple[str, str, int | None, str] | None:
+    """`Outbox._reply_key` from the top Via already read: (branch, source IP, sent-by port,
+    method), None for a request without an RFC 3261 branch, or an ACK."""
+    if via is None or method == "ACK":
+        return None
+    branch = via.branch
+    if branch is None or not branch.startswith(_MAGIC_COOKIE):
+        return None
+    return (branch, flow.remote[0], via.port, method)
 
 
 class Outbox:
@@ -171,11 +193,13 @@ class Outbox:
         self, data: bytes, status: int, flow: Flow, request: Request, *, cache: bool
     ) -> None:
         """Send an answer to `request` (§18.2.2) and keep a UDP final one for Timer J."""
-        # A response we built carries the request's (stamped) top Via: reuse its parsed view.
+        # A response we built carries the request's (stamped) top Via: reuse its parsed view,
+        # read once for both the destination and the cache key.
         self.answered_locally += 1
-        self.send(data, answer_flow(request, flow))
+        via = _top_via(request)
+        self.send(data, response_flow(via, flow))
         if cache and flow.transport == "udp" and status >= 200:
-            key = self._reply_key(request, flow)
+            key = _key_of(via, request.method, flow)
             if key is not None:
                 self._cache_reply(key, data)
 
@@ -196,16 +220,13 @@ class Outbox:
             via = request.top_via
         except SipParseError:
             return None
-        if via is None or not via.is_rfc3261_branch or request.method == "ACK":
-            return None
-        return (via.branch or "", flow.remote[0], via.port, request.method)
+        return _key_of(via, request.method, flow)
 
     def _cache_reply(self, key: tuple[str, str, int | None, str], data: bytes) -> None:
         """Remember an answer until Timer J, within REPLY_CACHE_SIZE entries and bytes."""
         cache = self._reply_cache
-        previous = cache.pop(key, None)
-        if previous is not None:
-            self._reply_cache_bytes -= len(previous[1])
+        if key in cache:  # rare (a request answered twice): a look-up costs less than pop()
+            self._reply_cache_bytes -= len(cache.pop(key)[1])
         cache[key] = (self.clock() + REPLY_CACHE_SECONDS, data)
         self._reply_cache_bytes += len(data)
         while cache and (
@@ -223,7 +244,8 @@ class Outbox:
         (the server transaction's job, §17.2.2), instead of being processed twice."""
         if flow.transport != "udp" or not self._reply_cache:
             return False
-        key = self._reply_key(request, flow)
+        via = _top_via(request)
+        key = _key_of(via, request.method, flow)
         if key is None:
             return False
         cached = self._reply_cache.get(key)
@@ -234,7 +256,7 @@ class Outbox:
             del self._reply_cache[key]
             self._reply_cache_bytes -= len(data)
             return False
-        self.send(data, answer_flow(request, flow))
+        self.send(data, response_flow(via, flow))
         return True
 
     def expire(self, now: float) -> None:

@@ -24,6 +24,7 @@ RFC 3261 §16 in the pieces the proxy needs for every forwarded request:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -262,8 +263,18 @@ def local_address(identity: ServerIdentity, transport: str, arrived: Flow) -> tu
 
 
 # -- Via branch and loop detection --------------------------------------------------------
+try:
+    # CPython's own MD5: the same digest as hashlib.md5, without the OpenSSL context that
+    # hashlib fetches for every new hash, which cost as much as hashing a request's identity.
+    from _md5 import md5 as _new_md5
+except ImportError:  # an interpreter built without it: OpenSSL's, as before
+    _new_md5 = functools.partial(hashlib.md5, usedforsecurity=False)
+
+
 def loop_hash(request: Request, top_via: str) -> str:
-    """§16.6 step 8: the part of our branch that identifies the request as received."""
+    """§16.6 step 8: the part of our branch that identifies the request as received: the
+    first 20 hex digits of the MD5 of Request-URI, From and To tags, Call-ID, CSeq number
+    and top Via, joined by NULs."""
     cseq = request.cseq
     material = "\x00".join(
         (
@@ -275,9 +286,8 @@ def loop_hash(request: Request, top_via: str) -> str:
             top_via,
         )
     )
-    return hashlib.md5(
-        material.encode("utf-8", "surrogateescape"), usedforsecurity=False
-    ).hexdigest()[:20]
+    digest: str = _new_md5(material.encode("utf-8", "surrogateescape")).hexdigest()
+    return digest[:20]
 
 
 def branch_id(request_hash: str, index: int | str) -> str:
@@ -346,9 +356,47 @@ def remove_own_credentials(headers: Headers, realm: str) -> None:
         return
     kept = []
     for value in values:
-        match = _REALM.search(value)
-        if match is None or (match.group(1) or match.group(2)) != realm:
+        if realm_of(value) != realm:
             kept.append(value)
     headers.remove("proxy-authorization")
     for value in kept:
         headers.add("Proxy-Authorization", value)
+
+
+def realm_of(value: str) -> str | None:
+    """The realm a credentials value names: what `_REALM.search` finds (its quoted or bare
+    value), None when there is none or it is empty. An ASCII value (every phone's) is read
+    with str.find; the regex, whose case-insensitive scan cost more than the rest of a
+    forwarded INVITE's header copy, reads only the others (non-ASCII text changes length
+    under lower())."""
+    if not value.isascii():
+        match = _REALM.search(value)
+        return None if match is None else (match.group(1) or match.group(2))
+    lowered = value.lower()
+    length = len(value)
+    start = lowered.find("realm")
+    while start >= 0:
+        index = _skip_space(value, start + 5, length)
+        if index < length and value[index] == "=":
+            index = _skip_space(value, index + 1, length)
+            if index < length:
+                if value[index] == '"':
+                    close = value.find('"', index + 1)
+                    if close >= 0:
+                        return value[index + 1 : close] or None
+                # The bare form, also where an opening quote is never closed (the regex's
+                # second alternative then starts at the quote).
+                end = index
+                while end < length and value[end] != "," and not value[end].isspace():
+                    end += 1
+                if end > index:
+                    return value[index:end]
+        start = lowered.find("realm", start + 5)
+    return None
+
+
+def _skip_space(text: str, index: int, length: int) -> int:
+    """The first index from `index` on that is not whitespace (`\\s`, as str.isspace)."""
+    while index < length and text[index].isspace():
+        index += 1
+    return index
