@@ -45,6 +45,14 @@ COMPACT_FORMS: Final[dict[str, str]] = {
 # Final, here and below: compiled, a C static rather than a module-dict look-up on every use.
 _KEY_CACHE: Final[dict[str, str]] = {}
 _MISSING: Final = object()  # a cache miss, as distinct from a cached None
+_NOT_A_SLOT: Final = object()
+# What Headers._parts writes the names and values between.
+_LINE_PARTS: Final[list[str]] = [
+    "",
+    ": ",
+    "",
+    "\r\n",
+]  # Headers._slot of a key without a slot of its own
 _KEY_CACHE_LIMIT: Final = 2_048
 
 
@@ -144,12 +152,10 @@ def split_outside_quotes(text: str, specials: re.Pattern[str], separator: str) -
 _LIST_SPECIALS: Final = re.compile(r'[",<>\\]')
 
 
-# The keys the typed views of core/sip/message.py cache, present from the start: a request's
-# cache is a copy of this (one allocation), where filling an empty dict with as many views
-# grows it twice. Their value until parsed is _MISSING, which `view` already treats as absent.
-_VIEW_SLOTS: Final[dict[str, Any]] = {
-    key: _MISSING for key in ("via", "from", "to", "cseq", "contact", "max-forwards", "expires")
-}
+# The lookup keys whose views have a slot of their own in every store (Headers.via_view,
+# ...): the views every request reads, several times each, reached as an attribute rather
+# than by a look-up keyed by name. Any other key's view goes in the store's dict.
+SLOT_KEYS: Final[tuple[str, ...]] = ("via", "cseq", "from", "to", "max-forwards")
 
 
 class Headers:
@@ -161,7 +167,17 @@ class Headers:
     three lists instead of a tuple per line. Every change keeps the three the same length.
     """
 
-    __slots__ = ("_cache", "_keys", "_names", "_values")
+    __slots__ = (
+        "_cache",
+        "_keys",
+        "_names",
+        "_values",
+        "cseq_view",
+        "from_view",
+        "max_forwards_view",
+        "to_view",
+        "via_view",
+    )
 
     def __init__(
         self,
@@ -177,8 +193,16 @@ class Headers:
         self._keys: list[str] = [] if keys is None else keys
         self._names: list[str] = [] if names is None else names
         self._values: list[str] = [] if values is None else values
-        # Views parsed so far, by key; made on the first one (a copy of _VIEW_SLOTS), as
-        # the stores of our own answers and copies are never asked for one.
+        # The views of SLOT_KEYS, _MISSING until parsed (a header absent is kept as None):
+        # core/sip/message.py reads and writes these attributes directly. Dropped (back to
+        # _MISSING) by _forget, exactly where a line of that key changes.
+        self.via_view: Any = _MISSING
+        self.cseq_view: Any = _MISSING
+        self.from_view: Any = _MISSING
+        self.to_view: Any = _MISSING
+        self.max_forwards_view: Any = _MISSING
+        # The views of other keys parsed so far, by key; made on the first one, as most
+        # stores (our own answers, copies) are never asked for one.
         self._cache: dict[str, Any] | None = None
         if lines:
             for name, value in lines:
@@ -293,42 +317,74 @@ class Headers:
     def cached_view(self, key: str) -> Any:
         """The view already parsed for this lookup key, or None (not parsed yet, or parsed
         to None): a hit costs a dict look-up, without building the parser `view` needs."""
-        cache = self._cache
-        if cache is None:
-            return None
-        cached = cache.get(key)
+        cached = self._slot(key)
+        if cached is _NOT_A_SLOT:
+            cache = self._cache
+            if cache is None:
+                return None
+            cached = cache.get(key, _MISSING)
         return None if cached is _MISSING else cached
+
+    def _slot(self, key: str) -> Any:
+        """The slot of this lookup key as it stands (_MISSING if not parsed yet), or
+        _NOT_A_SLOT for a key without a slot."""
+        if key == "via":
+            return self.via_view
+        if key == "cseq":
+            return self.cseq_view
+        if key == "from":
+            return self.from_view
+        if key == "to":
+            return self.to_view
+        if key == "max-forwards":
+            return self.max_forwards_view
+        return _NOT_A_SLOT
 
     def keep_view(self, key: str, view: object) -> None:
         """Cache `view` as the parsed view of lookup key `key`, as `view` would after
-        parsing: the typed views of core/sip/message.py call their parser directly (a
-        compiled direct call, where `view` calls the parser it is given generically) and
-        hand the result here."""
-        cache = self._cache
-        if cache is None:
-            cache = self._cache = _VIEW_SLOTS.copy()
-        cache[key] = view
+        parsing. The typed views of core/sip/message.py write the slots of SLOT_KEYS
+        directly; this is for every other key (and for callers outside this package)."""
+        if key == "via":
+            self.via_view = view
+        elif key == "cseq":
+            self.cseq_view = view
+        elif key == "from":
+            self.from_view = view
+        elif key == "to":
+            self.to_view = view
+        elif key == "max-forwards":
+            self.max_forwards_view = view
+        else:
+            cache = self._cache
+            if cache is None:
+                cache = self._cache = {}
+            cache[key] = view
 
     def view(self, name: str, parse: Callable[[str], T]) -> T | None:
         """The first value parsed by `parse`, cached until a line with this name changes."""
-        # Typed views ask by key ("via", "cseq"), and the route asks each several times per
-        # request: a hit on the name as given skips header_key. Only keys are ever cached
-        # and header_key(key) == key, so a hit here is the hit header_key would find.
-        cache = self._cache
-        if cache is None:
-            cache = self._cache = _VIEW_SLOTS.copy()
-        cached = cache.get(name, _MISSING)
+        # Typed views ask by key ("via", "cseq"): a hit on the name as given skips
+        # header_key. Only keys are ever cached and header_key(key) == key, so a hit here
+        # is the hit header_key would find.
+        cached = self._cached(name)
         if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
         index = self._find(name)
         key = header_key(name) if index < 0 else self._keys[index]
         if key != name:  # a key (as the views pass) was looked up just above
-            cached = cache.get(key, _MISSING)
+            cached = self._cached(key)
             if cached is not _MISSING:
                 return cached  # type: ignore[no-any-return]
         result = None if index < 0 else parse(self._values[index])
-        cache[key] = result
+        self.keep_view(key, result)
         return result
+
+    def _cached(self, name: str) -> Any:
+        """The view cached under `name` (slot or dict), or _MISSING."""
+        cached = self._slot(name)
+        if cached is _NOT_A_SLOT:
+            cache = self._cache
+            return _MISSING if cache is None else cache.get(name, _MISSING)
+        return cached
 
     def replace_first_value(self, name: str, value: str, view: object = _MISSING) -> None:
         """Replace the first list element of a header where it stands (the top Via, stamped
@@ -357,16 +413,24 @@ class Headers:
         if view is _MISSING:
             self._forget(key)
         else:
-            cache = self._cache
-            if cache is None:
-                cache = self._cache = _VIEW_SLOTS.copy()
-            cache[key] = view
+            self.keep_view(key, view)
 
     def _forget(self, key: str) -> None:
         """Drop the cached view of this key: a line of it changed."""
-        cache = self._cache
-        if cache is not None:
-            cache.pop(key, None)
+        if key == "via":
+            self.via_view = _MISSING
+        elif key == "cseq":
+            self.cseq_view = _MISSING
+        elif key == "from":
+            self.from_view = _MISSING
+        elif key == "to":
+            self.to_view = _MISSING
+        elif key == "max-forwards":
+            self.max_forwards_view = _MISSING
+        else:
+            cache = self._cache
+            if cache is not None:
+                cache.pop(key, None)
 
     def add(self, name: str, value: str) -> None:
         """Append a line at the end."""
@@ -455,8 +519,42 @@ class Headers:
         return items[0]
 
     def serialise(self) -> str:
-        values = self._values
-        return "".join([f"{name}: {values[index]}\r\n" for index, name in enumerate(self._names)])
+        """Every line as `Name: value` CRLF, in order."""
+        return "".join(self._parts())
+
+    def head(self, start_line: str) -> str:
+        """A message head: `start_line`, every line, and the blank line that ends it, as
+        start_line + CRLF + serialise() + CRLF, built by one join."""
+        parts = self._parts()
+        parts.insert(0, start_line + "\r\n")
+        parts.append("\r\n")
+        return "".join(parts)
+
+    def _parts(self) -> list[str]:
+        """The pieces of the lines, name, ": ", value, CRLF after one another, for one join.
+
+        Made by repeating the separators and writing the names and values over every fourth
+        item (two C loops), where building a `Name: value` string per line allocated (and
+        then freed) one string per line only to copy it again into the join."""
+        parts = _LINE_PARTS * len(self._names)
+        parts[0::4] = self._names
+        parts[2::4] = self._values
+        return parts
+
+    def state_length(self, length: str) -> None:
+        """Make the store say Content-Length `length` once (§20.14), as `Message.to_bytes`
+        sends it: a store already saying so exactly is left as it is (`l: 0` stays
+        compact), one without the line gets `Content-Length` at the end, and any other has
+        its lines replaced by one, under the first one's name, where the first one stood."""
+        keys = self._keys
+        index = self._index("content-length")
+        if index < 0:
+            keys.append("content-length")
+            self._names.append("Content-Length")
+            self._values.append(length)
+            self._forget("content-length")
+        elif self._values[index] != length or keys.count("content-length") > 1:
+            self.set(self._names[index], length)
 
 
 def column_headers(keys: list[str], names: list[str], values: list[str]) -> Headers:

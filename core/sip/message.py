@@ -18,7 +18,7 @@ from core.sip.fields import (
     parse_max_forwards,
     parse_via,
 )
-from core.sip.headers import Headers, check_line, column_headers, header_key
+from core.sip.headers import _MISSING, Headers, check_line, column_headers, header_key
 from core.sip.uri import Uri
 
 REASON_PHRASES: dict[int, str] = {
@@ -88,10 +88,12 @@ class Message:
         self.body = body
 
     # -- typed views ---------------------------------------------------------------------
-    # Each view is cached by the header store (Headers.keep_view) under its lookup key, as
-    # Headers.view would cache it, but reached without it: compiled, `view` calls the parser
-    # it is given generically (and a lambda is a closure object built per call), where these
-    # call theirs directly. A hit costs one dict look-up; a header absent is cached as None.
+    # Each view is cached by the header store, as Headers.view would cache it, but reached
+    # without it: compiled, `view` calls the parser it is given generically (and a lambda is
+    # a closure object built per call), where these call theirs directly. The views every
+    # request reads (Via, CSeq, From, To, Max-Forwards) have an attribute of their own in
+    # the store (Headers.via_view, ...; _MISSING until parsed, None for a header absent),
+    # so a hit is one attribute read; the others go through keep_view's dict.
     @property
     def call_id(self) -> str | None:
         return self.headers.get("call-id")
@@ -99,12 +101,12 @@ class Message:
     @property
     def cseq(self) -> CSeq | None:
         headers = self.headers
-        cached = headers.cached_view("cseq")
-        if cached is not None:
+        cached = headers.cseq_view
+        if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
         value = headers.get("cseq")
         cseq = None if value is None else parse_cseq(value)
-        headers.keep_view("cseq", cseq)
+        headers.cseq_view = cseq
         return cseq
 
     @property
@@ -120,8 +122,8 @@ class Message:
     def _cached_vias(self) -> list[Via] | None:
         """The cached Via list itself (not a copy): only for reading."""
         headers = self.headers
-        cached = headers.cached_view("via")
-        if cached is not None:
+        cached = headers.via_view
+        if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
         return _parse_vias(headers)
 
@@ -150,11 +152,25 @@ class Message:
 
     @property
     def from_addr(self) -> NameAddr | None:
-        return _name_addr_view(self.headers, "from")
+        headers = self.headers
+        cached = headers.from_view
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
+        value = headers.get("from")
+        address = None if value is None else parse_name_addr(value)
+        headers.from_view = address
+        return address
 
     @property
     def to_addr(self) -> NameAddr | None:
-        return _name_addr_view(self.headers, "to")
+        headers = self.headers
+        cached = headers.to_view
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
+        value = headers.get("to")
+        address = None if value is None else parse_name_addr(value)
+        headers.to_view = address
+        return address
 
     @property
     def from_tag(self) -> str | None:
@@ -197,12 +213,12 @@ class Message:
     @property
     def max_forwards(self) -> int | None:
         headers = self.headers
-        cached = headers.cached_view("max-forwards")
-        if cached is not None:
+        cached = headers.max_forwards_view
+        if cached is not _MISSING:
             return cached  # type: ignore[no-any-return]
         value = headers.get("max-forwards")
         hops = None if value is None else parse_max_forwards(value)
-        headers.keep_view("max-forwards", hops)
+        headers.max_forwards_view = hops
         return hops
 
     @property
@@ -219,42 +235,21 @@ class Message:
         compact); otherwise one Content-Length line replaces whatever was there.
         """
         headers = self.headers
-        _state_length(headers, str(len(self.body)))
-        head = self.start_line() + "\r\n" + headers.serialise() + "\r\n"
-        return head.encode("utf-8", "surrogateescape") + self.body
+        body = self.body
+        headers.state_length(str(len(body)))
+        head = headers.head(self.start_line()).encode("utf-8", "surrogateescape")
+        return head + body if body else head
 
 
 def _parse_vias(headers: Headers) -> list[Via] | None:
     """Every Via element parsed, cached in `headers`; None (cached too) when there is none."""
     items = headers.values("via")
     if not items and headers.get("via") is None:
-        headers.keep_view("via", None)
+        headers.via_view = None
         return None
     vias = [parse_via(item) for item in items]
-    headers.keep_view("via", vias)
+    headers.via_view = vias
     return vias
-
-
-def _name_addr_view(headers: Headers, key: str) -> NameAddr | None:
-    """The first value of `key` (a lookup key: "from", "to") parsed, cached in `headers`."""
-    cached = headers.cached_view(key)
-    if cached is not None:
-        return cached  # type: ignore[no-any-return]
-    value = headers.get(key)
-    address = None if value is None else parse_name_addr(value)
-    headers.keep_view(key, address)
-    return address
-
-
-def _state_length(headers: Headers, length: str) -> None:
-    """Make `headers` say Content-Length `length` once, as `to_bytes` sends them."""
-    present = headers.get_all("content-length")
-    if not present:
-        # What set() would do with no line to replace, without rebuilding the list: the
-        # common case for a response we have just built.
-        headers.add("Content-Length", length)
-    elif present != [length]:
-        headers.set(headers.name_of("content-length") or "Content-Length", length)
 
 
 class Request(Message):
@@ -393,7 +388,7 @@ def answer_tail(keyed: list[tuple[str, str, str]]) -> str:
     `keyed_lines`), Content-Length and the blank line, exactly as `to_bytes` would write
     them after `make_response(keyed=keyed)`. Built once per distinct `keyed`."""
     headers = Headers._from_keyed(list(keyed))
-    _state_length(headers, "0")
+    headers.state_length("0")
     return headers.serialise() + "\r\n"
 
 
