@@ -393,6 +393,7 @@ _NONCE_BYTES: Final = _PAYLOAD_BYTES + _MAC_BYTES
 _NONCE_CHARS: Final = 4 * _NONCE_BYTES // 3  # 33 bytes: base64 with no padding
 _CLOCK_SKEW: Final = 1.0  # seconds a nonce may seem to come from the future before it is stale
 _ISSUED: Final = struct.Struct(">q")  # the time stamp: signed milliseconds, big-endian
+_ISSUED_SIGN: Final = 1 << (8 * _ISSUED_BYTES - 1)
 # The C functions the nonce path calls, bound once: compiled, `binascii.a2b_base64` is a
 # module attribute look-up on every call, a Final name a static load.
 _A2B_BASE64: Final = binascii.a2b_base64
@@ -468,7 +469,13 @@ class NonceFactory:
         payload = raw[:_PAYLOAD_BYTES]
         if not _COMPARE_DIGEST(self._mac(payload), raw[_PAYLOAD_BYTES:]):
             return NonceState.INVALID, 0
-        issued_ms: int = _ISSUED.unpack_from(payload)[0]
+        # The signed big-endian time stamp, read byte by byte: native arithmetic, compiled,
+        # where Struct.unpack_from is a method call and a tuple.
+        issued_ms = 0
+        for index in range(_ISSUED_BYTES):
+            issued_ms = (issued_ms << 8) | raw[index]
+        if issued_ms >= _ISSUED_SIGN:
+            issued_ms -= 2 * _ISSUED_SIGN
         if payload[_ISSUED_BYTES : _ISSUED_BYTES + _ORIGIN_BYTES] != self._origin:
             return NonceState.STALE, issued_ms
         return self.state_at(issued_ms, now), issued_ms
