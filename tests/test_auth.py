@@ -7,6 +7,7 @@ real `build_authorization`, so every success here is a client/server round trip.
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from collections import OrderedDict
@@ -30,12 +31,13 @@ from core.sip.digest import (
     NonceFactory,
     NonceState,
     build_authorization,
+    canonical_algorithm,
     ha1,
     pick_challenge,
     request_ha2,
     response_from_ha2,
 )
-from core.sip.fields import AuthParams, parse_auth
+from core.sip.fields import AuthParams, format_auth, parse_auth
 
 REALM = "pbx.test"
 SECRET = b"per-install-secret-for-tests-0001"
@@ -877,3 +879,80 @@ def test_nonce_counts_keep_what_the_ordered_dict_kept(
         assert len(counts) == len(reference.table)
         for other in range(8):
             assert counts.issued_ms(f"n{other}") == reference.issued_ms(f"n{other}")
+
+
+# -- the first use of a nonce: every kind a client may send, against the reference -----------
+
+_OTHER_SECRET = b"another-install-secret-for-tests"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["MD5", "SHA-256"]),
+    st.sampled_from(["ours", "other issuer", "other install", "restarted"]),
+    st.sampled_from([-5.0, -0.5, 0.0, 1.0, 299.0, 301.5, 10_000.0]),  # seconds since issued
+    st.sampled_from(["none", "flip byte", "splice text"]),
+    st.integers(0, 43),
+    st.sampled_from(["A", "=", "-", "é", "\x00", "AA", ""]),
+    st.booleans(),  # the right password
+    st.integers(1, 3),  # how many times the same answer is sent
+)
+def test_a_fresh_nonce_first_use_matches_the_reference_verifier(
+    algorithm: str,
+    source: str,
+    age: float,
+    mutation: str,
+    at: int,
+    insert: str,
+    right: bool,
+    sends: int,
+) -> None:
+    server = authenticator()
+    counts = NonceCounts(BOTH.max_tracked_nonces, server._nonces.max_validity)
+    maker = {
+        "ours": server._nonces,
+        "other issuer": NonceFactory(SECRET, 300.0, issuer=7),
+        "other install": NonceFactory(_OTHER_SECRET, 300.0),
+        "restarted": NonceFactory(SECRET, 300.0),
+    }[source]
+    nonce = maker.make(T0)
+    if mutation == "flip byte":
+        raw = bytearray(base64.b64decode(nonce))
+        raw[at % len(raw)] ^= 0x10
+        nonce = base64.b64encode(bytes(raw)).decode()
+    elif mutation == "splice text":
+        nonce = nonce[:at] + insert + nonce[at + 1 :]
+    challenge = next(
+        c for c in challenges(first_round(server, T0).challenge) if c.get("algorithm") == algorithm
+    )
+    challenge = AuthParams(challenge.scheme, {**challenge.params, "nonce": nonce})
+    value = build_authorization(
+        challenge, "alice", PASSWORDS["alice"] if right else "wrong", "REGISTER",
+        f"sip:{REALM}", cnonce="0a4f113b",
+    )  # fmt: skip
+    for _ in range(sends):
+        request = register(value)
+        got = _verdict(server.check(request, T0 + age, proxy=False))
+        assert got == _reference_check(server, counts, request, T0 + age, False)
+
+
+@pytest.mark.parametrize("proxy", [False, True])
+@pytest.mark.parametrize("stale", [False, True])
+@pytest.mark.parametrize("algorithms", [("MD5",), ("SHA-256", "MD5"), ("md5", "SHA-256-sess")])
+def test_challenge_headers_are_the_general_format(
+    proxy: bool, stale: bool, algorithms: tuple[str, ...]
+) -> None:
+    server = authenticator(algorithms=algorithms)
+    response = server.challenge(register(), T0, proxy=proxy, stale=stale)
+    assert response.status == (407 if proxy else 401)
+    name = "Proxy-Authenticate" if proxy else "WWW-Authenticate"
+    values = response.headers.get_all(name.lower())
+    nonce = parse_auth(values[0]).get("nonce")
+    assert nonce is not None and server._nonces.check(nonce, T0) is NonceState.VALID
+    expected = []
+    for algorithm in algorithms:
+        params = [("realm", REALM, True), ("nonce", nonce, True)]
+        text = format_auth("Digest", params) + f", algorithm={canonical_algorithm(algorithm)}"
+        expected.append(text + ', qop="auth"' + (", stale=true" if stale else ""))
+    assert values == expected
+    assert f"{name}: {values[0]}" in response.to_bytes().decode()

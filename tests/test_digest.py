@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.sip.digest import (
@@ -666,3 +666,84 @@ def test_a_nonce_is_read_only_in_its_one_spelling(at: int, drop: int, insert: st
 def test_a_padded_or_foreign_spelling_is_no_nonce(text: str) -> None:
     assert nonce_bytes(text) is None
     assert NonceFactory(SECRET, 300.0).check(text, 1_000.0) is NonceState.INVALID
+
+
+# -- a fresh nonce's first check against an independent model -----------------------------
+
+
+def _model_state(
+    secret: bytes, origin: bytes, lifetime: float, nonce: str, now: float
+) -> tuple[NonceState, int]:
+    """What NonceFactory.inspect must answer, worked out with none of its code: the one
+    spelling by regular expression, the MAC by hashlib, the age by arithmetic."""
+    if not _NONCE_SPELLING.fullmatch(nonce):
+        return NonceState.INVALID, 0
+    raw = base64.b64decode(nonce)
+    key = hashlib.blake2b(b"pbxtui nonce", key=secret[:64]).digest()
+    if hashlib.blake2b(raw[:17], key=key, digest_size=16).digest() != raw[17:]:
+        return NonceState.INVALID, 0
+    issued = int.from_bytes(raw[:8], "big", signed=True)
+    if raw[8:11] != origin:
+        return NonceState.STALE, issued
+    age = now - issued / 1000
+    return (NonceState.STALE if age > lifetime or age < -1.0 else NonceState.VALID), issued
+
+
+_OTHER_SECRET = b"another-install-secret-0000000!"
+
+
+@settings(max_examples=400)
+@given(
+    st.sampled_from(["ours", "other issuer", "other install", "restarted"]),
+    st.floats(-1e6, 1e10, allow_nan=False),
+    st.floats(-400.0, 400.0, allow_nan=False),
+    st.sampled_from(["none", "flip byte", "splice text"]),
+    st.integers(0, 43),
+    st.integers(0, 255),
+    st.text(alphabet=_NONCE_ALPHABET[:4] + "=\n -_é\udcff\x00", max_size=3),
+)
+def test_inspect_agrees_with_a_model_for_any_nonce(
+    source: str,
+    issued_at: float,
+    age: float,
+    mutation: str,
+    at: int,
+    value: int,
+    insert: str,
+) -> None:
+    factory = NonceFactory(SECRET, 300.0, issuer=1)
+    maker = {
+        "ours": factory,
+        "other issuer": NonceFactory(SECRET, 300.0, issuer=2),
+        "other install": NonceFactory(_OTHER_SECRET, 300.0, issuer=1),
+        "restarted": NonceFactory(SECRET, 300.0, issuer=1),
+    }[source]
+    nonce = maker.make(issued_at)
+    if mutation == "flip byte":
+        raw = bytearray(base64.b64decode(nonce))
+        raw[at % len(raw)] ^= value or 1
+        nonce = base64.b64encode(bytes(raw)).decode()
+    elif mutation == "splice text":
+        nonce = nonce[:at] + insert + nonce[at + len(insert) % 2 :]
+    origin = base64.b64decode(factory.make(0.0))[8:11]
+    now = issued_at + age
+    expected = _model_state(SECRET, origin, 300.0, nonce, now)
+    assert factory.inspect(nonce, now) == expected
+    assert factory.check(nonce, now) is expected[0]
+    if expected[0] is not NonceState.INVALID:
+        assert NonceFactory.issued_ms(nonce) == expected[1]
+
+
+def test_inspect_gives_the_time_stamp_of_our_nonces() -> None:
+    factory = NonceFactory(SECRET, 300.0, issuer=4)
+    nonce = factory.make(1_234.5678)
+    assert factory.inspect(nonce, 1_300.0) == (NonceState.VALID, 1_234_567)
+    assert factory.inspect(nonce, 1_600.0) == (NonceState.STALE, 1_234_567)
+    assert NonceFactory(SECRET, 300.0, issuer=4).inspect(nonce, 1_300.0) == (
+        NonceState.STALE,
+        1_234_567,
+    )
+    assert factory.inspect(nonce[:-1] + ("A" if nonce[-1] != "A" else "B"), 1_300.0) == (
+        NonceState.INVALID,
+        0,
+    )

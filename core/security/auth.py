@@ -60,6 +60,8 @@ _HA2_CACHE_SIZE: Final = 4_096
 _HA2_URI_LENGTH: Final = 256
 _WWW_AUTHENTICATE: Final = ("www-authenticate", "WWW-Authenticate")
 _PROXY_AUTHENTICATE: Final = ("proxy-authenticate", "Proxy-Authenticate")
+# Bound once: compiled, `hmac.compare_digest` is a module attribute look-up per call.
+_COMPARE_DIGEST: Final = hmac.compare_digest
 
 
 class AuthFailure(enum.StrEnum):
@@ -263,12 +265,19 @@ class DigestAuthenticator:
         # challenge is pre-printed around its nonce, the only part that changes (checked for
         # the header line once, here: the realm is configuration, the nonce base64).
         realm_param = format_auth("Digest", [("realm", realm, True)])
-        self._challenge_parts = tuple(
+        # One set per (proxy, stale), indexed 2 * proxy + stale: the header's key and name and
+        # the text either side of the nonce, so a challenge only splices its nonce in.
+        parts = [
             (f'{realm_param}, nonce="', f'", algorithm={algorithm}, qop="auth"')
             for algorithm in offered
-        )
-        for before, after in self._challenge_parts:
+        ]
+        for before, after in parts:
             check_line("WWW-Authenticate", before + after + ", stale=true")
+        self._challenge_parts: tuple[tuple[tuple[str, str, str, str], ...], ...] = tuple(
+            tuple((key, name, before, after + tail) for before, after in parts)
+            for key, name in (_WWW_AUTHENTICATE, _PROXY_AUTHENTICATE)
+            for tail in ("", ", stale=true")
+        )
         # HA2 by (algorithm, method, digest-uri): every phone's REGISTER hashes the same
         # "REGISTER:sip:<domain>". Bounded: emptied when full.
         self._ha2_cache: dict[tuple[str, str, str], str] = {}
@@ -293,11 +302,8 @@ class DigestAuthenticator:
         per offered algorithm, all sharing one fresh nonce (RFC 3261 §22.1, §22.3). Its To-tag
         is `tag(request)`, or a random one."""
         nonce = self._nonces.make(now)  # base64: nothing in it needs quoting
-        key, name = _PROXY_AUTHENTICATE if proxy else _WWW_AUTHENTICATE
-        tail = ", stale=true" if stale else ""
-        lines = [
-            (key, name, before + nonce + after + tail) for before, after in self._challenge_parts
-        ]
+        parts = self._challenge_parts[(2 if proxy else 0) + (1 if stale else 0)]
+        lines = [(key, name, before + nonce + after) for key, name, before, after in parts]
         to_tag = new_tag() if tag is None else tag(request)
         return make_response(request, 407 if proxy else 401, to_tag=to_tag, keyed=lines)
 
@@ -390,10 +396,13 @@ class DigestAuthenticator:
 
         # A nonce with a count here checked VALID when first accepted: only its age can have
         # changed since, and its time stamp is kept with the count.
-        issued_ms = self._nc_by_nonce.issued_ms(nonce)
-        if issued_ms is None:
-            nonce_state = self._nonces.check(nonce, now)
+        # A fresh nonce (the answer to the challenge just sent, every phone's REGISTER pair)
+        # is decoded and its MAC checked once, which also gives its time stamp.
+        known_ms = self._nc_by_nonce.issued_ms(nonce)
+        if known_ms is None:
+            nonce_state, issued_ms = self._nonces.inspect(nonce, now)
         else:
+            issued_ms = known_ms
             nonce_state = self._nonces.state_at(issued_ms, now)
         if nonce_state is NonceState.INVALID:
             return self._fail(request, now, proxy, tag, AuthFailure.BAD_NONCE, username)
@@ -418,9 +427,9 @@ class DigestAuthenticator:
         )
         answer = response.lower()
         try:
-            matches = hmac.compare_digest(expected, answer)  # str: both ASCII, the usual case
+            matches = _COMPARE_DIGEST(expected, answer)  # str: both ASCII, the usual case
         except TypeError:  # a non-ASCII answer: compared as the bytes sent (never equal)
-            matches = hmac.compare_digest(
+            matches = _COMPARE_DIGEST(
                 expected.encode("ascii"), answer.encode("utf-8", "surrogateescape")
             )
         if stored is None:
@@ -434,8 +443,6 @@ class DigestAuthenticator:
                 failure=AuthFailure.STALE_NONCE,
                 claimed_user=username,
             )
-        if issued_ms is None:
-            issued_ms = self._nonces.issued_ms(nonce)
         if not self._nc_by_nonce.accept(nonce, count, now, issued_ms):
             return self._fail(request, now, proxy, tag, AuthFailure.REPLAYED_NC, username)
         return AuthResult(username=username, claimed_user=username)
