@@ -115,7 +115,10 @@ class EventBus:
             if self.capture_traffic:
                 self.traffic.append(event)
             return
-        self.feed.append(event)
+        # Ring.append inlined: this runs interpreted, once per event (every REGISTER refresh).
+        feed = self.feed
+        feed._items.append(event)
+        feed.next_seq += 1
         key = event.action if isinstance(event, SecurityEvent) else event.kind
         self.counts[key] = self.counts.get(key, 0) + 1
         for listener in self._listeners:

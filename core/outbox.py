@@ -189,6 +189,12 @@ class Outbox:
             return
         self._deliver(data, response.status, flow, request, cache=cache)
 
+    def send_answer(self, data: bytes, status: int, flow: Flow, request: Request) -> None:
+        """Send an answer to `request` already written as bytes (the registrar's 200 to a
+        refresh): as `send_response` would send the Response it stands for, Timer J
+        caching included."""
+        self._deliver(data, status, flow, request, cache=True)
+
     def _deliver(
         self, data: bytes, status: int, flow: Flow, request: Request, *, cache: bool
     ) -> None:

@@ -345,8 +345,9 @@ class Route:
             self.outbox.reply(request, flow, 403, "Not our domain")
             return
         to_tag = self._local_tag(request)
-        response = self.registrar.register(request, username, flow, now, to_tag=to_tag)
-        self.outbox.send_response(response, flow, request)
+        # (status, bytes): a plain refresh's 200 is written without building a Response.
+        status, data = self.registrar.register_answer(request, username, flow, now, to_tag=to_tag)
+        self.outbox.send_answer(data, status, flow, request)
 
     def _route_from_user(self, request: Request, username: str, flow: Flow, now: float) -> None:
         method = request.method

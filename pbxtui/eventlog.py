@@ -52,6 +52,8 @@ class EventLogger:
     def __call__(self, event: Event) -> None:
         if type(event) is CallEvent and event.state not in _LOGGED_CALL_STATES:
             return  # three of a call's four events: told apart at once, without `describe`
+        if type(event) is ContactRefreshed:
+            return  # every REGISTER refresh: `describe` has no line for it (None)
         if isinstance(event, SecurityEvent):
             line = format_log_line(event)
             if line is not None:

@@ -152,3 +152,30 @@ def test_a_disabled_or_filtered_logger_gets_no_line() -> None:
         "database unreachable",
     ]
     logger.filters.clear()
+
+
+class _CountingLogger(logging.Logger):
+    """A logger that counts how often its level is asked."""
+
+    asked = 0
+
+    def isEnabledFor(self, level: int) -> bool:
+        self.asked += 1
+        return super().isEnabledFor(level)
+
+
+def test_a_refresh_gets_no_line_and_is_told_apart_without_asking_the_level() -> None:
+    """ContactRefreshed (every REGISTER refresh) returns at once, as `describe` says None."""
+    refreshed = ContactRefreshed("alice", "sip:alice@192.0.2.10", ("192.0.2.10", 5060), 600)
+    assert describe(refreshed) is None
+    logger = _CountingLogger("test-eventlog-refresh", logging.DEBUG)
+    handler = _Records()
+    logger.addHandler(handler)
+    log_event = EventLogger(logger)
+    log_event(refreshed)
+    assert (logger.asked, handler.records) == (0, [])
+    log_event(ContactExpired("bob", "sip:bob@192.0.2.11"))  # the counter does count
+    assert logger.asked == 1
+    assert [r.getMessage() for r in handler.records] == [
+        "registration expired: bob sip:bob@192.0.2.11"
+    ]

@@ -300,3 +300,36 @@ async def test_user_agent_with_bytes_that_are_not_utf8_is_stored(tmp_path: Path)
         assert len(restarted.location.lookup("alice", restarted.clock())) == 1
     finally:
         await restarted.stop()
+
+
+async def test_a_refresh_answered_on_the_written_path_is_cached_for_its_retransmission(
+    pbx: Pbx,
+) -> None:
+    """A plain refresh's 200 (written as bytes, without a Response) goes out and is kept for
+    Timer J as any answer: its retransmission gets the same bytes, and is not handled twice."""
+    outbox = pbx.core.outbox
+    registrar = pbx.core.registrar
+    async with UdpClient(_address(pbx)) as client:
+        phone = Phone(client, "alice", USERS["alice"])
+        first = await phone.register()
+        assert first is not None and first.status == 200
+        taken = registrar.fast_refreshes
+        challenge = await client.ask(phone.register_text().encode())
+        assert challenge is not None and challenge.status == 401
+        [offered] = [parse_auth(v) for v in challenge.headers.get_all("WWW-Authenticate")]
+        authorization = build_authorization(
+            offered, "alice", USERS["alice"], "REGISTER", f"sip:{phone.domain}"
+        )
+        text = phone.register_text(authorization=authorization).encode()
+        cached = outbox.reply_cache_bytes
+        refreshed = await client.ask(text)
+        assert refreshed is not None and refreshed.status == 200
+        assert registrar.fast_refreshes == taken + 1  # the written path answered
+        assert len(refreshed.headers.get_all("Contact")) == 1
+        assert refreshed.headers.get("Date") is not None
+        grown = outbox.reply_cache_bytes
+        assert grown > cached
+        repeated = await client.ask(text)  # its retransmission
+        assert repeated is not None and repeated.to_bytes() == refreshed.to_bytes()
+        assert outbox.reply_cache_bytes == grown  # answered from the cache
+        assert registrar.fast_refreshes == taken + 1  # not processed again

@@ -78,7 +78,10 @@ def event_fields(event: Event) -> tuple[object, ...]:
 class Side:
     """A registrar, its location service, bus, sink, and a carrier list it refuses."""
 
-    def __init__(self, fast: bool, settings: RegistrarSettings, carriers: set[str]) -> None:
+    def __init__(
+        self, fast: bool, settings: RegistrarSettings, carriers: set[str], *, as_bytes: bool = False
+    ) -> None:
+        self.as_bytes = as_bytes  # answer through `register_answer` (what the route sends)
         self.bus = EventBus()
         self.location = LocationService(settings, self.bus, max_contacts=4)
         self.sink = RecordingSink()
@@ -96,6 +99,12 @@ class Side:
     def send(self, data: bytes, user: str, flow: Flow, now: float) -> bytes:
         request = parse_message(data)
         assert isinstance(request, Request)
+        if self.as_bytes:
+            status, answer = self.registrar.register_answer(
+                request, user, flow, now, wall=WALL + now, to_tag="pbxtag"
+            )
+            assert answer.startswith(f"SIP/2.0 {status} ".encode())
+            return answer
         response = self.registrar.register(
             request, user, flow, now, wall=WALL + now, to_tag="pbxtag"
         )
@@ -253,6 +262,57 @@ def next_request(rng: random.Random, phone: Phone, carriers: set[str]) -> bytes:
     return request(phone, contacts=(f"<sip:{phone.user}@{phone.host}:{phone.port};transport=tcp>",))
 
 
+_VIA_SHAPES = (
+    "SIP/2.0/UDP {host}:{port};branch=z9hG4bK{n};rport",
+    "SIP/2.0/UDP {host}:{port};rport;branch=z9hG4bK{n}",
+    "SIP/2.0/UDP {host};branch=z9hG4bK{n}",
+    "SIP/2.0/UDP {host}:{port} ;branch=z9hG4bK{n};received=192.0.2.1",
+    "SIP/2.0/TCP [2001:db8::7]:5070;branch=z9hG4bK{n};alias",
+    "sip/2.0/udp edge.example.com;branch=z9hG4bK{n};ttl=3;maddr=239.1.1.1",
+    "SIP/2.0/UDP {host}:{port};branch=1234-old",
+)
+
+
+def reshape(rng: random.Random, data: bytes) -> bytes:
+    """`data` with its wire shape varied as phones and proxies vary it: several Vias (one
+    header or several, compact or not), other Via shapes, a To-tag, compact names, other
+    Contact text, header case. Only the text differs: what it means stays a REGISTER."""
+    if rng.randrange(3) == 0:
+        return data
+    head, _blank, _body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    out = [lines[0]]
+    for line in lines[1:]:
+        name, _colon, value = line.partition(": ")
+        if name == "Via":
+            extra = [
+                rng.choice(_VIA_SHAPES).format(host="192.0.2.77", port=5080, n=rng.randrange(99))
+                for _ in range(rng.choice([0, 0, 1, 2]))
+            ]
+            if extra and rng.randrange(2):
+                out.append(f"Via: {value}, " + ", ".join(extra))
+            else:
+                out.append(f"{rng.choice(['Via', 'v', 'VIA'])}: {value}")
+                out.extend(f"Via: {via}" for via in extra)
+        elif name == "To" and rng.randrange(3) == 0:
+            out.append(f"To: {value};tag={rng.choice(['a1', 'pbxtag', 'x-9'])}")
+        elif name == "To" and rng.randrange(3) == 0:
+            out.append(f't: "Display Name" {value}')
+        elif name == "Contact" and rng.randrange(4) == 0:
+            out.append(f"m: {value}")
+        elif name == "From" and rng.randrange(4) == 0:
+            out.append(f"f:{value}")
+        elif name == "Call-ID" and rng.randrange(4) == 0:
+            out.append(f"i: {value}")
+        elif name == "CSeq" and rng.randrange(4) == 0:
+            out.append(f"CSEQ:  {value}")
+        else:
+            out.append(line)
+    if rng.randrange(4) == 0:
+        out.insert(rng.randrange(1, len(out) + 1), "X-Other: something;else")
+    return ("\r\n".join(out) + "\r\n\r\n").encode()
+
+
 def query(phone: Phone) -> bytes:
     """A REGISTER without Contact: which bindings are there (§10.2.3)."""
     data = request(phone)
@@ -270,24 +330,28 @@ def test_the_plain_refresh_path_answers_and_changes_as_the_general_path(seed: in
     carriers: set[str] = set()
     fast = Side(True, settings, carriers)
     general = Side(False, settings, carriers)
+    # The route's way: the fast path's 200 written as bytes, the rest as Response bytes.
+    written = Side(True, settings, carriers, as_bytes=True)
     phones = {user: Phone(user, 5060, f"reg-0@{user}") for user in USERS}
     now = 0.0
     for step in range(400):
         if rng.randrange(25) == 0:
             now += rng.choice([0.4, 0.5, 59.5, 600.0, 3_599.5, 4_000.0])
         if rng.randrange(30) == 0:
-            assert fast.location.flush() == general.location.flush()
+            assert fast.location.flush() == general.location.flush() == written.location.flush()
         phone = phones[rng.choice(USERS)]
-        data = next_request(rng, phone, carriers)
+        data = reshape(rng, next_request(rng, phone, carriers))
         flow = phone.flow()
-        answers = [side.send(data, phone.user, flow, now) for side in (fast, general)]
-        assert answers[0] == answers[1], (seed, step, data)
-        assert fast.state(now) == general.state(now), (seed, step, data)
+        answers = [side.send(data, phone.user, flow, now) for side in (fast, general, written)]
+        assert answers[0] == answers[1] == answers[2], (seed, step, data)
+        state = general.state(now)
+        assert fast.state(now) == state == written.state(now), (seed, step, data)
         now += rng.choice([0.0, 0.001, 1.0, 30.0])
-    assert fast.location.flush() == general.location.flush()
-    assert fast.state(now) == general.state(now)
+    assert fast.location.flush() == general.location.flush() == written.location.flush()
+    assert fast.state(now) == general.state(now) == written.state(now)
     # The comparison covered the fast path, many times, and everything else too.
     assert fast.registrar.fast_refreshes > 100
+    assert written.registrar.fast_refreshes == fast.registrar.fast_refreshes
     assert general.registrar.fast_refreshes == 0
 
 
@@ -309,6 +373,43 @@ def test_a_plain_refresh_takes_the_fast_path_and_an_unchanged_second_one_too() -
     side.send(request(phone, expires="0"), "alice", flow, 30.0)
     assert side.registrar.fast_refreshes == 2  # a removal: the general path
     assert side.location.lookup("alice", 30.0) == []
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_written_200_is_the_response_bytes_for_every_binding_set(seed: int) -> None:
+    """`_answer_bytes` against `_answer(...).to_bytes()` directly: one to four bindings of
+    every kind (q, instance, reg-id, expiring), outbound or not, with and without a To-tag,
+    over requests of many shapes."""
+    rng = random.Random(100 + seed)
+    side = Side(False, RegistrarSettings(), set())
+    registrar = side.registrar
+    phone = Phone("alice", 5060, "reg-9@alice")
+    compared = 0
+    for step in range(150):
+        params = rng.choice(
+            ["", ";q=0.5", ";q=0.25", ';+sip.instance="<urn:uuid:7>"', ";expires=30", ";x=y"]
+        )
+        contacts = tuple(
+            phone.contact(params).replace(":5060", f":{5060 + rng.randrange(6)}")
+            for _ in range(rng.choice([1, 1, 2]))
+        )
+        phone.cseq += 1
+        data = reshape(
+            rng, request(phone, contacts=contacts, expires=rng.choice(["60", "3600", None]))
+        )
+        parsed = parse_message(data)
+        assert isinstance(parsed, Request)
+        now = step * rng.choice([0.5, 7.0])
+        wall = WALL + now + rng.choice([0.0, 0.25, 0.9995])
+        registrar.register(parsed, "alice", phone.flow(), now, wall=wall, to_tag="pbxtag")
+        for outbound in (False, True):
+            for to_tag in ("pbxtag", None, ""):
+                want = registrar._answer(parsed, "alice", now, wall, False, outbound, to_tag)
+                got = registrar._answer_bytes(parsed, "alice", now, wall, outbound, to_tag)
+                assert got == want.to_bytes(), (seed, step, data)
+                compared += 1
+    assert compared == 150 * 6
+    assert len(side.location.lookup("alice", 0.0)) > 1  # several bindings were listed
 
 
 def test_a_refresh_of_a_contact_turned_carrier_is_refused_and_reported_once() -> None:

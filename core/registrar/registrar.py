@@ -36,7 +36,7 @@ from core.sip.address import NameAddr, parse_name_addr
 from core.sip.errors import SipParseError
 from core.sip.fields import Via
 from core.sip.headers import check_line
-from core.sip.message import Request, Response, make_response
+from core.sip.message import Request, Response, make_response, response_bytes
 from core.sip.uri import SipUri
 
 SUPPORTED_EXTENSIONS: Final = frozenset({"path", "outbound"})
@@ -192,10 +192,49 @@ class Registrar:
         wall = time.time() if wall is None else wall
         self.location.expire(now)  # so the limits below count only live contacts
         if self.fast_refresh:
-            response = self._refresh(request, username, flow, now, wall, to_tag)
-            if response is not None:
+            refreshed = self._refresh(request, username, flow, now, wall)
+            if refreshed is not None:
                 self.fast_refreshes += 1
-                return response
+                return self._answer(request, username, now, wall, False, refreshed.outbound, to_tag)
+        return self._general(request, username, flow, now, wall, to_tag)
+
+    def register_answer(
+        self,
+        request: Request,
+        username: str,
+        flow: Flow,
+        now: float,
+        *,
+        wall: float | None = None,
+        to_tag: str | None = None,
+    ) -> tuple[int, bytes]:
+        """`register`, answered as (status, the response's bytes): what the route sends.
+
+        A plain refresh's 200 is written straight as bytes (`_answer_bytes`), without
+        building the Response that `register` returns; the bytes are the same.
+        """
+        wall = time.time() if wall is None else wall
+        self.location.expire(now)  # so the limits below count only live contacts
+        if self.fast_refresh:
+            refreshed = self._refresh(request, username, flow, now, wall)
+            if refreshed is not None:
+                self.fast_refreshes += 1
+                return 200, self._answer_bytes(
+                    request, username, now, wall, refreshed.outbound, to_tag
+                )
+        response = self._general(request, username, flow, now, wall, to_tag)
+        return response.status, response.to_bytes()
+
+    def _general(
+        self,
+        request: Request,
+        username: str,
+        flow: Flow,
+        now: float,
+        wall: float,
+        to_tag: str | None,
+    ) -> Response:
+        """Every REGISTER the plain refresh does not take: plan, commit, answer."""
         try:
             plan = self._plan(request, username, flow, now, wall)
         except RegisterRejected as rejection:
@@ -213,8 +252,7 @@ class Registrar:
         flow: Flow,
         now: float,
         wall: float,
-        to_tag: str | None,
-    ) -> Response | None:
+    ) -> Binding | None:
         """A phone re-registering its one Contact with nothing changed but the CSeq (RFC 3261
         §10.2.4, every few minutes per phone): the binding's times move in place and the 200
         is written, as `_plan`, `_commit` and `_ok` would do it, without their general
@@ -225,6 +263,8 @@ class Registrar:
         binding or a changed one, and every request the general path refuses (which then
         refuses it, with its own answer and report). Only what the general path would also
         conclude is taken here: the conditions are `_plan`'s, read in the same way.
+        Returns the refreshed binding; the caller writes the 200 (`_answer` or
+        `_answer_bytes`).
         """
         try:
             call_id = request.call_id
@@ -280,7 +320,7 @@ class Registrar:
                 existing.user, existing.contact, flow.remote, rounded(expires_at - now)
             )
         )
-        return self._answer(request, username, now, wall, False, existing.outbound, to_tag)
+        return existing
 
     # -- deciding -------------------------------------------------------------------------
     def _plan(self, request: Request, username: str, flow: Flow, now: float, wall: float) -> _Plan:
@@ -568,6 +608,27 @@ class Registrar:
             lines.append(_REQUIRE_OUTBOUND)  # RFC 5626 §6
         lines.append(("date", "Date", self._date(wall)))
         return make_response(request, 200, to_tag=to_tag, keyed=lines)
+
+    def _answer_bytes(
+        self,
+        request: Request,
+        username: str,
+        now: float,
+        wall: float,
+        outbound: bool,
+        to_tag: str | None,
+    ) -> bytes:
+        """`_answer(..., echo_path=False, ...).to_bytes()` (a refresh never echoes a Path:
+        it has none) written straight as bytes: the same lines in the same order, then
+        Content-Length as `to_bytes` states it, after the copied headers of
+        `response_bytes`."""
+        parts: list[str] = []
+        for binding in self.location.lookup(username, now):
+            parts.append(f"Contact: {_contact_value(binding, now)}\r\n")
+        if outbound:
+            parts.append("Require: outbound\r\n")  # RFC 5626 §6, as _REQUIRE_OUTBOUND
+        parts.append(f"Date: {self._date(wall)}\r\nContent-Length: 0\r\n\r\n")
+        return response_bytes(request, 200, None, to_tag, "".join(parts))
 
     def _date(self, wall: float) -> str:
         """The Date header value (RFC 3261 §20.17) for `wall`, formatted once per second.
