@@ -9,6 +9,7 @@ import hashlib
 import random
 
 import pytest
+from support.loop_hash import reference_loop_hash
 
 from core.net.identity import ServerIdentity
 from core.proxy.routing import RecordRouter, loop_hash
@@ -34,21 +35,6 @@ def reference_token(
     data = f"{call_id or ''}\x00{caller_tag or ''}\x00{low}\x00{high}\x00{expires}"
     mac = hashlib.blake2b(data.encode("utf-8", "surrogateescape"), key=key, digest_size=8)
     return f"{expires:x}-{mac.hexdigest()}"
-
-
-def reference_loop_hash(request: Request, top_via: str) -> str:
-    cseq = request.cseq
-    material = "\x00".join(
-        (
-            str(request.uri),
-            request.from_tag or "",
-            request.to_tag or "",
-            request.call_id or "",
-            str(cseq.number) if cseq is not None else "",
-            top_via,
-        )
-    )
-    return hashlib.md5(material.encode("utf-8", "surrogateescape")).hexdigest()[:20]
 
 
 def reference_consume(request: Request) -> str | None:

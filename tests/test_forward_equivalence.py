@@ -9,11 +9,11 @@ general code writes. Inputs are generated from a seeded random source, so a fail
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 
 import pytest
+from support.loop_hash import reference_loop_hash
 
 from core.events import EventBus
 from core.net.flow import Flow
@@ -29,24 +29,6 @@ from core.sip.message import Request
 from core.sip.parser import parse_message
 
 SEED = 21
-
-
-def reference_loop_hash(request: Request, top_via: str) -> str:
-    """The loop hash as written before issue 21: hashlib's MD5 over the joined fields."""
-    cseq = request.cseq
-    material = "\x00".join(
-        (
-            str(request.uri),
-            request.from_tag or "",
-            request.to_tag or "",
-            request.call_id or "",
-            str(cseq.number) if cseq is not None else "",
-            top_via,
-        )
-    )
-    return hashlib.md5(
-        material.encode("utf-8", "surrogateescape"), usedforsecurity=False
-    ).hexdigest()[:20]
 
 
 # -- generated requests ----------------------------------------------------------------------
