@@ -190,12 +190,9 @@ class Registrar:
         To-tag is `to_tag` (the route's own, §8.2.6.2), or none when not given.
         """
         wall = time.time() if wall is None else wall
-        self.location.expire(now)  # so the limits below count only live contacts
-        if self.fast_refresh:
-            refreshed = self._refresh(request, username, flow, now, wall)
-            if refreshed is not None:
-                self.fast_refreshes += 1
-                return self._answer(request, username, now, wall, False, refreshed.outbound, to_tag)
+        refreshed = self._plain_refresh(request, username, flow, now, wall)
+        if refreshed is not None:
+            return self._answer(request, username, now, wall, False, refreshed.outbound, to_tag)
         return self._general(request, username, flow, now, wall, to_tag)
 
     def register_answer(
@@ -214,16 +211,24 @@ class Registrar:
         building the Response that `register` returns; the bytes are the same.
         """
         wall = time.time() if wall is None else wall
-        self.location.expire(now)  # so the limits below count only live contacts
-        if self.fast_refresh:
-            refreshed = self._refresh(request, username, flow, now, wall)
-            if refreshed is not None:
-                self.fast_refreshes += 1
-                return 200, self._answer_bytes(
-                    request, username, now, wall, refreshed.outbound, to_tag
-                )
+        refreshed = self._plain_refresh(request, username, flow, now, wall)
+        if refreshed is not None:
+            return 200, self._answer_bytes(request, username, now, wall, refreshed.outbound, to_tag)
         response = self._general(request, username, flow, now, wall, to_tag)
         return response.status, response.to_bytes()
+
+    def _plain_refresh(
+        self, request: Request, username: str, flow: Flow, now: float, wall: float
+    ) -> Binding | None:
+        """Both entry points' first step: expired contacts dropped (the limits count only live
+        ones), then the short path when on; the refreshed binding, or None for `_general`."""
+        self.location.expire(now)
+        if not self.fast_refresh:
+            return None
+        refreshed = self._refresh(request, username, flow, now, wall)
+        if refreshed is not None:
+            self.fast_refreshes += 1
+        return refreshed
 
     def _general(
         self,
