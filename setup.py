@@ -42,8 +42,12 @@ COMPILED_MODULES = [
     "core/accounting/cdrs.py",
     "core/accounting/disposition.py",
     # Every call builds four events and every REGISTER refresh one: natively (the event
-    # classes write their __init__ out; the bus, core/events.py, stays interpreted).
+    # classes write their __init__ out), published on a compiled bus (the cluster's WorkerBus
+    # subclasses it from interpreted code).
     "core/event_types.py",
+    "core/events.py",
+    # The users by name: the digest check's HA1, "TLS only", the callee of every call.
+    "core/directory.py",
     "core/security/auth.py",
     "core/security/bans.py",
     "core/proxy/calls.py",

@@ -54,7 +54,7 @@ from core.store.database import Store
 from core.store.rows import BanRow, BindingRow, CarrierRow, DidRow
 from core.trunks.tollfraud import LimiterListener
 from core.trunks.trunks import Trunks
-from core.users import User, UserDirectory
+from core.users import Credentials, User, UserDirectory
 
 log = logging.getLogger("pbxtui.pbx")
 
@@ -223,6 +223,9 @@ class Core:
         sinks = role.sinks(store, books.meter)
 
         self.users = UserDirectory(stored.users)
+        # The digest check's HA1 look-up and the route's "TLS only" rule, compiled
+        # (core/directory.py): called with every REGISTER and INVITE.
+        self.credentials = credentials = Credentials(self.users, settings.realm)
         self.identity = ServerIdentity(settings.domain, role.listen(settings))
         self.security = Security(
             role.limits(settings.security),
@@ -245,7 +248,7 @@ class Core:
 
         # Nonces name the process that issued them: each keeps its own nonce counts.
         authenticator = DigestAuthenticator(
-            settings.realm, stored.nonce_secret, settings.auth, self._lookup_ha1, role.index
+            settings.realm, stored.nonce_secret, settings.auth, credentials.ha1, role.index
         )
         self.outbox = Outbox(
             identity=self.identity,
@@ -321,7 +324,7 @@ class Core:
             outbox=self.outbox,
             clock=clock,
             tls_only=settings.tls.tls_only,
-            requires_tls=self._requires_tls,
+            requires_tls=credentials.requires_tls,
         )
         self.admin = AdminApi(
             store=store,
@@ -341,16 +344,6 @@ class Core:
             carriers_changed=self.reload_carriers,
             tables_changed=role.tables_changed,
         )
-
-    def _lookup_ha1(self, username: str) -> tuple[str, str] | None:
-        user = self.users.get(username)
-        if user is None or not user.enabled or user.realm != self.settings.realm:
-            return None
-        return user.ha1_md5, user.ha1_sha256
-
-    def _requires_tls(self, username: str) -> bool:
-        user = self.users.get(username)
-        return user is not None and user.tls_only
 
     def bound(self, addresses: tuple[ListenAddress, ...]) -> None:
         """The sockets are bound (port 0 is a real port now): name what was bound."""

@@ -4,8 +4,8 @@ Every call publishes four events and every REGISTER refresh one, so the module i
 with the SIP core (setup.py) and each event writes its __init__ out: a dataclass-generated
 __init__ runs interpreted even in a compiled class, at about ten times the cost (some 6,600
 instructions a CallEvent). The dataclass stays for the fields (the control protocol's codec
-walks them), equality and repr. The bus itself stays interpreted: the cluster's WorkerBus
-subclasses it, and an interpreted class cannot subclass a compiled one.
+walks them), equality and repr. The bus (core/events.py) is compiled too, and lets the
+cluster's WorkerBus subclass it.
 
 Events are shared by every reader: never change one. They are not frozen because a frozen
 dataclass's generated __init__ sets each field through object.__setattr__, several times the

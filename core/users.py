@@ -1,5 +1,9 @@
 """SIP users: the record, the rules for names and passwords, and the in-memory directory.
 
+The record (`User`, core/account.py) and the directory (`UserDirectory`, core/directory.py,
+compiled with the SIP core) live in modules of their own and are re-exported here, the one
+place the rest of the code imports them from.
+
 A SIP password is never stored. Digest authentication (RFC 2617, RFC 7616) only needs
 HA1 = H(username ":" realm ":" password), so that is what we keep, once per algorithm we offer.
 The cost is that HA1 depends on the realm: changing the SIP domain invalidates every stored
@@ -12,11 +16,14 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable
+from dataclasses import replace
 
 import bcrypt
 
+from core.account import User as User
+from core.directory import Credentials as Credentials
+from core.directory import UserDirectory as UserDirectory
 from core.sip import digest
 
 OUTBOUND_POLICIES: tuple[str, ...] = ("none", "local", "national", "international")
@@ -51,43 +58,6 @@ GENERATED_PASSWORD_LENGTH = 20
 
 ADMIN_BCRYPT_COST = 12  # ~280 ms on the target machine: slow for guessing, fine for a login
 _BCRYPT_MAX_BYTES = 72  # bcrypt ignores (bcrypt>=5: rejects) anything longer
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    """One SIP account, as stored in the users table.
-
-    `max_concurrent_calls` and `max_calls_per_hour` of 0 mean no per-user limit (the global
-    limits in `ProxySettings` still apply). `allow_prefixes` / `deny_prefixes` refine the
-    outbound policy for dialled numbers; `caller_id` is the number presented to carriers.
-    `tls_only`: the user's REGISTERs and calls are refused unless they arrive over TLS (the
-    route checks it after digest auth), for accounts whose phones must never speak in clear.
-    """
-
-    username: str
-    realm: str
-    ha1_md5: str
-    ha1_sha256: str
-    display_name: str = ""
-    enabled: bool = True
-    outbound_policy: str = "none"
-    allow_prefixes: tuple[str, ...] = ()
-    deny_prefixes: tuple[str, ...] = ()
-    max_concurrent_calls: int = 0
-    max_calls_per_hour: int = 0
-    caller_id: str = ""
-    created_at: float = 0.0
-    tls_only: bool = False
-
-    def ha1(self, algorithm: str) -> str:
-        """The stored HA1 for a digest algorithm name as it appears on the wire."""
-        if algorithm.upper() in ("SHA-256", "SHA-256-SESS"):
-            return self.ha1_sha256
-        return self.ha1_md5
-
-    def __repr__(self) -> str:
-        # HA1 is password-equivalent for this realm; keep it out of logs and tracebacks.
-        return f"User(username={self.username!r}, realm={self.realm!r}, enabled={self.enabled})"
 
 
 def validate_username(name: str) -> None:
@@ -264,39 +234,3 @@ def check_admin_password(password: str, bcrypt_hash: str) -> bool:
         return bcrypt.checkpw(encoded, bcrypt_hash.encode("ascii"))
     except ValueError:
         return False
-
-
-class UserDirectory:
-    """Users by name, in memory, for the SIP hot path (which never awaits the database).
-
-    The directory is rebuilt wholesale from the store (`replace_all`) at start and whenever
-    another process changed the database; single-user edits from the console use `put` and
-    `remove`. Readers get plain dict look-ups.
-    """
-
-    __slots__ = ("_users_by_name",)
-
-    def __init__(self, users: Iterable[User] = ()) -> None:
-        self._users_by_name: dict[str, User] = {user.username: user for user in users}
-
-    def get(self, username: str) -> User | None:
-        return self._users_by_name.get(username)
-
-    def replace_all(self, users: Iterable[User]) -> None:
-        # Build first, then swap: a reader never sees a half-filled directory.
-        self._users_by_name = {user.username: user for user in users}
-
-    def put(self, user: User) -> None:
-        self._users_by_name[user.username] = user
-
-    def remove(self, username: str) -> None:
-        self._users_by_name.pop(username, None)
-
-    def __len__(self) -> int:
-        return len(self._users_by_name)
-
-    def __contains__(self, username: object) -> bool:
-        return username in self._users_by_name
-
-    def __iter__(self) -> Iterator[User]:
-        return iter(list(self._users_by_name.values()))

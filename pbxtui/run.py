@@ -60,7 +60,7 @@ async def _headless(
     from core.control.client import ServiceRefused, ServiceUnavailable, running_service
     from core.control.server import ControlError
     from core.pbx import Pbx, StartError
-    from pbxtui.eventlog import EventLogger
+    from pbxtui.eventlog_filter import subscribe_event_log
     from pbxtui.service import Service
 
     # Before binding anything: a second service on the same database is refused whole.
@@ -81,8 +81,7 @@ async def _headless(
     # Headless, nothing reads the traffic ring (the console's Traffic pane is its only
     # reader): the route then builds no event per message in or out, and no ring fills up.
     pbx.bus.capture_traffic = False
-    logger = EventLogger(log)
-    pbx.bus.subscribe(logger)
+    subscribe_event_log(pbx.bus, log)  # only the events it writes a line for
     try:
         await pbx.start()
     except StartError as error:

@@ -205,8 +205,7 @@ class WorkerBus(EventBus):
             if self.capture_traffic:
                 self._send(Publish(event))
             return
-        for listener in self._listeners:
-            listener(event)
+        self.notify(event)  # the local listeners, each with what it asked for
         if not announced_by_main(event):
             self._send(Publish(event))
 
