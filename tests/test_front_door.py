@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.net.flow import Flow
+from core.net.intake import DatagramSender
 from core.route import _with_param, _with_rport_and_received, stamp_via
 from core.security.flood import FloodDetector
 from core.security.scanners import VERDICT_KEY_LENGTH, ScannerMatcher
@@ -229,3 +230,53 @@ def test_flood_hit_is_the_plain_sliding_window() -> None:
         assert detector.tracked == len(plain.sources)
         # The same recency order: sweeping far ahead forgets everything, oldest first.
         assert detector.sweep(now + 10 * window) == len(plain.sources)
+
+
+# -- UDP sends ---------------------------------------------------------------------------------
+class _Socket:
+    def __init__(self, name: str, sent: list[tuple[str, bytes, tuple[str, int]]]) -> None:
+        self.name, self.sent = name, sent
+
+    def sendto(self, data: bytes, remote: tuple[str, int]) -> None:
+        self.sent.append((self.name, data, remote))
+
+
+def test_udp_sends_go_where_a_plain_socket_dict_sends_them() -> None:
+    """Sockets bound and cleared at random, sends from every kind of local address: the
+    one-socket shortcut picks the socket (or the fallback) a dict look-up picks."""
+    rng = random.Random(5)
+    locals_ = [("127.0.0.1", 5060), ("127.0.0.1", 5062), ("192.0.2.10", 5060), ("::", 5060)]
+    remotes = [("203.0.113.7", 5062), ("pc.example", 5060), ("198.51.100.1", 5060)]
+    literal = {"203.0.113.7": True, "198.51.100.1": True, "pc.example": False}
+    sent: list[tuple[str, bytes, tuple[str, int]]] = []
+    wanted: list[tuple[str, bytes, tuple[str, int]]] = []
+    sender = DatagramSender(
+        lambda data, flow: sent.append(("fallback", data, flow.remote)) is None, literal
+    )
+    plain: dict[tuple[str, int], _Socket | None] = {}
+    shortcut_used = 0
+    for step in range(4_000):
+        roll = rng.random()
+        if roll < 0.05:
+            local = rng.choice(locals_)
+            udp = None if rng.random() < 0.1 else _Socket(f"s{step}", sent)
+            sender.sockets[local] = udp
+            plain[local] = udp
+        elif roll < 0.08:
+            sender.sockets.clear()
+            plain.clear()
+        else:
+            local = rng.choice([*locals_, ("127.0.0.1", 1)])
+            remote = rng.choice(remotes)
+            transport = "udp" if rng.random() < 0.9 else "tcp"
+            data = f"m{step}".encode()
+            udp = plain.get(local)
+            if transport == "udp" and udp is not None and literal[remote[0]]:
+                wanted.append((udp.name, data, remote))
+                shortcut_used += len(plain) == 1
+            else:
+                wanted.append(("fallback", data, remote))
+            assert sender.send(data, Flow(transport, remote, local))
+            assert sent == wanted
+        assert len(sender.sockets) == len(plain)
+    assert shortcut_used > 100 and sender.sent == sum(name != "fallback" for name, _, _ in sent)

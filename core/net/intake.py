@@ -191,6 +191,44 @@ class DatagramReceiver:
         intake.enqueue(data, Flow("udp", peer_address(addr), self.local), False)
 
 
+class SocketTable:
+    """The UDP sockets this process reads, by local address, as the transport fills it
+    (`table[local] = transport`, `clear()`). A server nearly always reads one socket: that one
+    is kept apart, so a send compares its local address field by field instead of boxing it
+    into a tuple, hashing it and looking it up, and calls a `sendto` bound once."""
+
+    def __init__(self) -> None:
+        self._by_local: dict[tuple[str, int], Any] = {}
+        # The one socket's address and transport; None when there are none or several.
+        self.only_host = ""
+        self.only_port = -1
+        self.only: Any = None
+        self.only_sendto: Callable[[bytes, tuple[str, int]], object] | None = None
+
+    def __setitem__(self, local: tuple[str, int], udp: Any) -> None:
+        self._by_local[local] = udp
+        self._settle()
+
+    def __len__(self) -> int:
+        return len(self._by_local)
+
+    def get(self, local: tuple[str, int]) -> Any:
+        return self._by_local.get(local)
+
+    def clear(self) -> None:
+        self._by_local.clear()
+        self._settle()
+
+    def _settle(self) -> None:
+        self.only_host, self.only_port, self.only, self.only_sendto = "", -1, None, None
+        if len(self._by_local) == 1:
+            for local, udp in self._by_local.items():
+                if udp is not None:
+                    self.only_host, self.only_port = local
+                    self.only = udp
+                    self.only_sendto = udp.sendto
+
+
 class DatagramSender:
     """UDP out to an IP address from a socket this process reads: nearly every send the core
     makes, so compiled too. Anything else (a host name to resolve first, TCP or TLS, a socket
@@ -200,15 +238,24 @@ class DatagramSender:
     def __init__(self, fallback: Callable[[bytes, Flow], bool], literal: dict[str, bool]) -> None:
         self.fallback = fallback
         self.literal = literal  # host → is it an IP address (shared with the transport)
-        self.sockets: dict[tuple[str, int], Any] = {}  # local address → its DatagramTransport
+        self.sockets = SocketTable()  # local address → its DatagramTransport
         self.sent = 0
 
     def send(self, data: bytes, flow: Flow) -> bool:
         """Send without blocking; False when the data could not be handed to a socket."""
         if flow.transport == "udp":
             remote = flow.remote
-            udp = self.sockets.get(flow.local)
-            if udp is not None and self.literal.get(remote[0], False):
+            if not self.literal.get(remote[0], False):
+                return self.fallback(data, flow)
+            local = flow.local
+            table = self.sockets
+            sendto = table.only_sendto
+            if sendto is not None and local[1] == table.only_port and local[0] == table.only_host:
+                sendto(data, remote)  # the one socket read here: the usual case
+                self.sent += 1
+                return True
+            udp = table.get(local)
+            if udp is not None:
                 udp.sendto(data, remote)
                 self.sent += 1
                 return True
