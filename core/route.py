@@ -31,6 +31,8 @@ from core.outbox import Outbox
 from core.proxy.decisions import Refuse, ToUser
 from core.registrar.registrar import Registrar
 from core.security.auth import DigestAuthenticator
+from core.security.guard import Security
+from core.security.verdict import CONTINUE, Reply
 from core.sip.errors import SipParseError
 from core.sip.fields import Via
 from core.sip.message import Request, Response
@@ -109,8 +111,11 @@ def stamp_via(request: Request, flow: Flow) -> None:
     ip, port = flow.remote
     old = via.params
     received = via.host != ip or old.get("received") not in (None, ip)
-    port_text = str(port)
-    rport = port_text if "rport" in old and old["rport"] != port_text else None
+    rport: str | None = None
+    if "rport" in old:  # the port is printed only for a Via that asks for it
+        port_text = str(port)
+        if old["rport"] != port_text:
+            rport = port_text
     if not received and rport is None:
         return
     params = dict(old)
@@ -119,13 +124,30 @@ def stamp_via(request: Request, flow: Flow) -> None:
     if rport is not None:
         params["rport"] = rport
         if text is not None:
-            text = _with_param(text, ";rport", rport)
-    if text is not None:
+            text = _with_rport_and_received(text, rport, ip)
+    elif text is not None:
         text = _with_param(text, ";received", ip)
     stamped = Via(via.transport, via.host, via.port, params, via.protocol, text)
     vias = request.vias
     vias[0] = stamped
-    request.headers.replace_first_value("Via", str(stamped), view=vias)
+    line = text if text is not None else str(stamped)  # what str() would give, unprinted
+    request.headers.replace_first_value("Via", line, view=vias)
+
+
+def _with_rport_and_received(text: str, rport: str, ip: str) -> str:
+    """`_with_param(_with_param(text, ";rport", rport), ";received", ip)`, in one string
+    built for the usual phone's Via: a bare `;rport` and no `received` (RFC 3581's request).
+    Anything else takes the two general edits."""
+    at = text.find(";rport")
+    if at >= 0 and ";received" not in text:
+        end = at + 6
+        if end == len(text):
+            return f"{text}={rport};received={ip}"
+        if text[end] == ";":
+            # The first `;rport` is a whole name with no value: it is the one replaced, and
+            # no `;received` stands anywhere, so the second edit appends.
+            return f"{text[:end]}={rport}{text[end:]};received={ip}"
+    return _with_param(_with_param(text, ";rport", rport), ";received", ip)
 
 
 def _with_param(text: str, key: str, value: str) -> str:
@@ -152,7 +174,7 @@ class Route:
         *,
         identity: ServerIdentity,
         bus: EventBus,
-        security,  # core.security.guard.Security
+        security: Security,  # typed, so the per-packet calls are native ones
         authenticator: DigestAuthenticator,
         registrar: Registrar,
         natping,  # core.registrar.natping.NatKeepalive
@@ -253,13 +275,11 @@ class Route:
 
     def _reqinit(self, request: Request, flow: Flow, now: float) -> bool:
         """Scanner UAs, Max-Forwards, sanity (core/security). False when already handled."""
-        security = self.security
-        verdict = security.reqinit(request, flow, now)
-        if verdict is security.CONTINUE:  # nearly every request: decided without a getattr
+        verdict = self.security.reqinit(request, flow, now)
+        if verdict is CONTINUE:  # nearly every request
             return True
-        response = getattr(verdict, "response", None)
-        if response is not None:
-            self.outbox.send_response(response, flow)
+        if isinstance(verdict, Reply):  # else a Drop: nothing is sent
+            self.outbox.send_response(verdict.response, flow)
         return False
 
     def _to_us_without_user(self, request: Request) -> bool:

@@ -126,7 +126,7 @@ def test_every_phones_scanner_verdict_stays_remembered() -> None:
     users = [f"u{i:05d}" for i in range(BUSY_PHONES)]
     for user in users:
         assert matcher.match_request(parse_message(_register(user, "Yealink SIP-T46S"))) is None
-    assert all(("Yealink SIP-T46S", user, user) in matcher._verdicts for user in users)
+    assert all(f"Yealink SIP-T46S\n{user}\n{user}" in matcher._verdicts for user in users)
     assert len(matcher._verdicts) <= scanners.VERDICT_CACHE_SIZE
 
 

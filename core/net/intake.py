@@ -85,6 +85,12 @@ class DatagramIntake:
         self.clock: Callable[[], float] | None = None  # the loop's time (tests set their own)
         # (data, flow, queued at, forwarded by another worker process)
         self.backlog: deque[tuple[bytes, Flow, float, bool]] = deque()
+        # Bound once: compiled code calls a deque's (or the loop's) method by looking its
+        # name up on every call, a few hundred instructions per datagram between them.
+        self._push: Callable[[tuple[bytes, Flow, float, bool]], None] = self.backlog.append
+        self._pop: Callable[[], tuple[bytes, Flow, float, bool]] = self.backlog.popleft
+        self._call_soon: Callable[[Callable[[], None]], object] | None = None
+        self._drain: Callable[[], None] = self.drain
         self.draining = False
         self.received = 0
         self.oversized = 0
@@ -108,6 +114,7 @@ class DatagramIntake:
         """The loop whose turns the backlog drains on."""
         self.loop = loop
         self.clock = loop.time
+        self._call_soon = loop.call_soon
 
     def receiver(self, local: tuple[str, int]) -> DatagramReceiver:
         """The `datagram_received` of one UDP socket bound to `local`."""
@@ -118,26 +125,27 @@ class DatagramIntake:
         if len(backlog) >= self.backlog_messages:
             self.backlog_drops += 1
             return
-        loop = self.loop
+        call_soon = self._call_soon
         clock = self.clock
-        assert loop is not None and clock is not None
+        assert call_soon is not None and clock is not None
         now = clock()
         shed_after = self.shed_after_seconds
         if shed_after and backlog and now - backlog[0][2] > shed_after and starts_new_work(data):
             self.shed_requests += 1
             return
-        backlog.append((data, flow, now, forwarded))
+        self._push((data, flow, now, forwarded))
         if not self.draining:
             self.draining = True
-            loop.call_soon(self.drain)
+            call_soon(self._drain)
 
     def drain(self) -> None:
         backlog = self.backlog
         handler = self.handler
+        pop = self._pop
         try:
             count = min(len(backlog), UDP_BATCH)
             for _ in range(count):
-                data, flow, _queued_at, forwarded = backlog.popleft()
+                data, flow, _queued_at, forwarded = pop()
                 if forwarded:
                     self.on_forwarded(data, flow)
                 elif handler is None:
@@ -157,8 +165,9 @@ class DatagramIntake:
             # Rescheduled even if a handler raised (the loop logs it): one bad message must
             # not leave the rest of the backlog unread.
             loop = self.loop
-            if backlog and loop is not None and not loop.is_closed():
-                loop.call_soon(self.drain)
+            call_soon = self._call_soon
+            if backlog and loop is not None and call_soon is not None and not loop.is_closed():
+                call_soon(self._drain)
             else:
                 self.draining = False
 
@@ -182,6 +191,44 @@ class DatagramReceiver:
         intake.enqueue(data, Flow("udp", peer_address(addr), self.local), False)
 
 
+class SocketTable:
+    """The UDP sockets this process reads, by local address, as the transport fills it
+    (`table[local] = transport`, `clear()`). A server nearly always reads one socket: that one
+    is kept apart, so a send compares its local address field by field instead of boxing it
+    into a tuple, hashing it and looking it up, and calls a `sendto` bound once."""
+
+    def __init__(self) -> None:
+        self._by_local: dict[tuple[str, int], Any] = {}
+        # The one socket's address and transport; None when there are none or several.
+        self.only_host = ""
+        self.only_port = -1
+        self.only: Any = None
+        self.only_sendto: Callable[[bytes, tuple[str, int]], object] | None = None
+
+    def __setitem__(self, local: tuple[str, int], udp: Any) -> None:
+        self._by_local[local] = udp
+        self._settle()
+
+    def __len__(self) -> int:
+        return len(self._by_local)
+
+    def get(self, local: tuple[str, int]) -> Any:
+        return self._by_local.get(local)
+
+    def clear(self) -> None:
+        self._by_local.clear()
+        self._settle()
+
+    def _settle(self) -> None:
+        self.only_host, self.only_port, self.only, self.only_sendto = "", -1, None, None
+        if len(self._by_local) == 1:
+            for local, udp in self._by_local.items():
+                if udp is not None:
+                    self.only_host, self.only_port = local
+                    self.only = udp
+                    self.only_sendto = udp.sendto
+
+
 class DatagramSender:
     """UDP out to an IP address from a socket this process reads: nearly every send the core
     makes, so compiled too. Anything else (a host name to resolve first, TCP or TLS, a socket
@@ -191,15 +238,24 @@ class DatagramSender:
     def __init__(self, fallback: Callable[[bytes, Flow], bool], literal: dict[str, bool]) -> None:
         self.fallback = fallback
         self.literal = literal  # host → is it an IP address (shared with the transport)
-        self.sockets: dict[tuple[str, int], Any] = {}  # local address → its DatagramTransport
+        self.sockets = SocketTable()  # local address → its DatagramTransport
         self.sent = 0
 
     def send(self, data: bytes, flow: Flow) -> bool:
         """Send without blocking; False when the data could not be handed to a socket."""
         if flow.transport == "udp":
             remote = flow.remote
-            udp = self.sockets.get(flow.local)
-            if udp is not None and self.literal.get(remote[0], False):
+            if not self.literal.get(remote[0], False):
+                return self.fallback(data, flow)
+            local = flow.local
+            table = self.sockets
+            sendto = table.only_sendto
+            if sendto is not None and local[1] == table.only_port and local[0] == table.only_host:
+                sendto(data, remote)  # the one socket read here: the usual case
+                self.sent += 1
+                return True
+            udp = table.get(local)
+            if udp is not None:
                 udp.sendto(data, remote)
                 self.sent += 1
                 return True

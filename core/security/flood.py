@@ -26,13 +26,25 @@ the few sources whose estimate passes `base_limit`.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
 
 # A source's state is a 3-item list, mutated in place: [slot end, count in slot, previous].
-_END, _COUNT, _PREVIOUS = 0, 1, 2
+# Final, so the compiled `hit` indexes with constants instead of reading module globals.
+_END: Final = 0
+_COUNT: Final = 1
+_PREVIOUS: Final = 2
 
 
 class FloodDetector:
-    __slots__ = ("_inverse_window", "_sources", "base_limit", "max_tracked", "window")
+    __slots__ = (
+        "_inverse_window",
+        "_move_to_end",
+        "_sources",
+        "base_limit",
+        "max_tracked",
+        "window",
+    )
 
     def __init__(self, window: float, base_limit: int, max_tracked: int) -> None:
         if window <= 0:
@@ -44,6 +56,8 @@ class FloodDetector:
         self.max_tracked = max_tracked
         self._inverse_window = 1.0 / window
         self._sources: OrderedDict[str, list[float]] = OrderedDict()
+        # Bound once: compiled code calls an OrderedDict method by name lookup on each call.
+        self._move_to_end: Callable[[str], None] = self._sources.move_to_end
 
     def set_window(self, window: float) -> None:
         """A new window (a reload); estimates already made scale with it from the next hit."""
@@ -62,7 +76,7 @@ class FloodDetector:
                 sources.popitem(last=False)
             sources[ip] = [now + self.window, 1, 0]
             return 0.0 if self.base_limit >= 1 else 1.0
-        sources.move_to_end(ip)
+        self._move_to_end(ip)
         end = state[_END]
         if now >= end:
             if now >= end + self.window:

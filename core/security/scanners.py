@@ -48,7 +48,7 @@ class ScannerMatcher:
             else None
         )
         # "" for "not a scanner", so one `get` tells a remembered no from an unseen key.
-        self._verdicts: dict[tuple[str, str, str], str] = {}
+        self._verdicts: dict[str, str] = {}
 
     def match(self, text: str | None) -> str | None:
         """The pattern `text` contains as a word (lower case), or None."""
@@ -68,20 +68,24 @@ class ScannerMatcher:
             sender = None  # the sanity check answers a broken From
         display = (sender.display_name or "") if sender else ""
         user = (sender.uri.user or "") if sender else ""
-        key = (user_agent, display, user)
+        # The text searched is the key: one string to build, hash and compare instead of a
+        # tuple of three. The verdict depends on it and on the User-Agent alone, which is the
+        # text before the first newline unless the User-Agent holds one (never kept then).
+        text = f"{user_agent}\n{display}\n{user}"
         verdicts = self._verdicts
-        known = verdicts.get(key)
+        known = verdicts.get(text)
         if known is not None:
             return known or None
-        verdict = self._search(user_agent, display, user)
-        if len(user_agent) + len(display) + len(user) <= VERDICT_KEY_LENGTH:
+        verdict = self._search(text, user_agent)
+        if len(text) <= VERDICT_KEY_LENGTH + 2 and "\n" not in user_agent:
             make_room(verdicts, VERDICT_CACHE_SIZE)
-            verdicts[key] = verdict or ""
+            verdicts[text] = verdict or ""
         return verdict
 
-    def _search(self, user_agent: str, display: str, user: str) -> str | None:
-        # One search over the three, kept apart by a character that is never part of a word.
-        pattern = self.match(f"{user_agent}\n{display}\n{user}")
+    def _search(self, text: str, user_agent: str) -> str | None:
+        """The verdict on `text`, the User-Agent, display name and From user joined by
+        newlines: one search over the three, kept apart by a character never in a word."""
+        pattern = self.match(text)
         if pattern is None:
             return None
         where = "user-agent" if self.match(user_agent) == pattern else "from"
