@@ -300,3 +300,20 @@ def test_forwarded_relayed_and_refused_datagrams_are_byte_for_byte_the_same() ->
     sent = transcript()
     assert len(sent) == TRANSCRIPT_DATAGRAMS
     assert digest(sent) == TRANSCRIPT_DIGEST
+
+
+# tests/support/dialog_transcript.py's digest as main e9da540 gave it (before the in-dialog
+# relay wrote its ACK's and our BYE's Via as a line alone): the same command, dialog_transcript.
+DIALOG_TRANSCRIPT_DATAGRAMS = 375
+DIALOG_TRANSCRIPT_DIGEST = "47c49c3a8f4f69c7e616be370fd13cc3cea2e2f58741022a2d9c793397ae3b1f"
+
+
+def test_in_dialog_relayed_and_refused_datagrams_are_byte_for_byte_the_same() -> None:
+    """ACKs (some with a late answer), BYEs, INFOs, UPDATEs on our Record-Route token: loose
+    routing, a strict router before us and after us, compact names, credentials, identity
+    headers; the relayed copies, the BYE's transactions, our 403, 404 and 416."""
+    from support.dialog_transcript import digest, transcript
+
+    sent = transcript()
+    assert len(sent) == DIALOG_TRANSCRIPT_DATAGRAMS
+    assert digest(sent) == DIALOG_TRANSCRIPT_DIGEST

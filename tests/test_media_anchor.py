@@ -253,3 +253,54 @@ def test_the_media_address_scan_agrees_on_random_bodies() -> None:
     for _ in range(3000):
         body = b"".join(chooser.choice(pieces) for _ in range(chooser.randrange(8)))
         assert _media_at(body, "203.0.113.7") == _media_at_by_lines(body, "203.0.113.7"), body
+
+
+def test_the_media_address_scan_agrees_on_random_bodies_with_any_bytes() -> None:
+    """The scan reads the body as Latin-1 text: bytes outside ASCII, a "?" standing in for a
+    non-ASCII address, CRs and tabs must give the answer the line walk gives on bytes."""
+    pieces = [
+        *(b"c=IN IP4 203.0.113.7", b"c=IN IP4 ?", b"c=IN IP4 \xe9", b"c=IN IP6 ::", b" "),
+        *(b"\xff", b"\xc3\xa9", b"/", b"\t", b"\r", b"\n", b"\r\n", b"c=", b"m=", b"\x00"),
+    ]
+    chooser = random.Random(1918)
+    for _ in range(4000):
+        body = b"".join(chooser.choice(pieces) for _ in range(chooser.randrange(10)))
+        for ip in ("203.0.113.7", "é", "?", "::"):
+            assert _media_at(body, ip) == _media_at_by_lines(body, ip), (body, ip)
+
+
+def _bodiless(method: str, from_tag: str, to_tag: str, cseq: int) -> Request:
+    text = (
+        f"{method} sip:bob@198.51.100.9:5060 SIP/2.0\r\n"
+        "Via: SIP/2.0/UDP 203.0.113.7:5060;branch=z9hG4bK9\r\n"
+        f"From: <sip:alice@pbx.test>;tag={from_tag}\r\nTo: <sip:bob@pbx.test>;tag={to_tag}\r\n"
+        f"Call-ID: call-1\r\nCSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n"
+    )
+    message = parse_message(text.encode())
+    assert isinstance(message, Request)
+    return message
+
+
+@pytest.mark.parametrize("method", ["ACK", "BYE", "UPDATE", "INFO", "PRACK", "REFER"])
+async def test_a_bodiless_request_other_than_invite_leaves_the_anchor_as_it_was(
+    method: str,
+) -> None:
+    """The forwarder does not ask the anchor about a bodiless request other than an INVITE
+    (core/proxy/forwarder.py): asked, the anchor changes nothing and answers the empty body,
+    with the call anchored and its offer outstanding, settled or failed, from either side."""
+    anchor, relay, _cdrs = make_anchor(relay="always")
+    anchor.request_body(invite(sdp("192.168.1.5")), CALLER, CALLEE, bob_uri("198.51.100.9"))
+    anchored = anchor.calls["call-1"]
+    for step in range(3):
+        if step == 1:
+            anchor.response_body(answer(sdp("10.0.0.9")), CALLEE, CALLER)
+        if step == 2:
+            anchored.offered_late(5)
+        before = repr(anchored)
+        sessions = repr(relay.sessions["call-1"].streams)
+        for from_tag, to_tag in (("a1", "b1"), ("b1", "a1")):
+            request = _bodiless(method, from_tag, to_tag, 4 + step)
+            assert anchor.request_body(request, CALLER, CALLEE, None) == b""
+            assert repr(anchored) == before
+            assert repr(relay.sessions["call-1"].streams) == sessions
+    anchor.close()

@@ -20,6 +20,7 @@ from core.proxy.routing import (
     loop_hash,
     next_hop,
     push_via,
+    push_via_line,
     remove_own_credentials,
 )
 from core.settings import ListenAddress
@@ -308,6 +309,10 @@ def test_our_via_reads_back_as_the_via_returned(
         assert (reparsed.transport, reparsed.host, reparsed.port, reparsed.branch) == (
             via.transport, via.host, via.port, branch,
         )  # fmt: skip
+        # The line-only push (an ACK's, our BYE's) writes the very same store.
+        alone = Headers([("Via", CALLER_VIA.removeprefix("Via: "))])
+        push_via_line(alone, identity, flow, branch)
+        assert alone.serialise() == headers.serialise()
 
 
 def test_identity_headers_go_in_any_spelling_and_nothing_else_does() -> None:
@@ -351,3 +356,18 @@ def test_record_route_tokens_and_branch_macs_are_the_keyed_blake2b_they_always_w
     assert signer.sign("z9hG4bKh.0", below, "c1@x") == f"z9hG4bKh.0.{mac}"
     assert signer.verify(f"z9hG4bKh.0.{mac}", below, "c1@x")
     assert not signer.verify(f"z9hG4bKh.1.{mac}", below, "c1@x")
+
+
+def test_our_via_names_the_transport_of_each_flow_from_one_address() -> None:
+    """UDP and TCP on the same address and port share a sent-by: the cached line start is
+    kept per transport, so neither Via borrows the other's."""
+    for _ in range(2):  # the second round reads the cache
+        for transport in ("udp", "tcp", "udp"):
+            flow = Flow(transport, ("198.51.100.9", 40000), (US, 5060))
+            headers = Headers()
+            via = push_via(headers, IDENTITY, flow, "z9hG4bKx.0")
+            assert headers.get("via") == f"SIP/2.0/{transport.upper()} {US}:5060;branch=z9hG4bKx.0"
+            assert via.transport == transport.upper()
+            alone = Headers()
+            push_via_line(alone, IDENTITY, flow, "z9hG4bKx.0")
+            assert alone.get("via") == headers.get("via")

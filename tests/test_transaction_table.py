@@ -570,3 +570,64 @@ def test_a_request_is_keyed_as_it_arrived_even_if_the_route_changes_it() -> None
         assert transaction.key == arrived
         again = table.receive_retransmission(incoming("OPTIONS", branch=branch), 0.1)
         assert again == []  # absorbed by the transaction (Trying: nothing to resend)
+
+
+def test_timers_fire_due_transactions_in_deadline_order_against_a_scan() -> None:
+    """The deadline heap (floats, transactions queued per deadline) against a scan of every
+    live transaction: at each on_timer exactly the transactions due fire, earliest first,
+    and next_deadline is the scan's minimum; stale entries (Timer A stopped by a 1xx, a
+    transaction terminated early) never fire anything."""
+    rng = random.Random(17)
+    table = TransactionTable(max_transactions=100_000)
+    live: list = []
+    now = 0.0
+    for step in range(3_000):
+        now += rng.choice([0.0, 0.0, 0.125, rng.random() * 2])
+        roll = rng.random()
+        if roll < 0.35 or not live:
+            if rng.random() < 0.6:
+                transaction, _ = table.new_client(outgoing(rng.choice(["INVITE", "BYE"])), UDP, now)
+            else:
+                req = incoming(rng.choice(["INVITE", "BYE"]), branch=f"z9hG4bK-t{step}")
+                transaction, _ = table.new_server(req, UDP, now)
+            live.append(transaction)
+        elif roll < 0.6:
+            transaction = live[rng.randrange(len(live))]
+            if transaction.is_client:
+                status = rng.choice([100, 180, 200, 486])
+                table.receive_response(reply(transaction.request, status), UDP, now)
+            else:
+                status = rng.choice([180, 200, 404]) if transaction.method == "INVITE" else 200
+                response = make_response(transaction.request, status, to_tag="t")
+                table.respond(transaction, response, now)  # type: ignore[arg-type]
+        elif roll < 0.7:
+            table.terminate(live[rng.randrange(len(live))])
+        else:
+            live = [t for t in live if not t.terminated]
+            due = {id(t): d for t in live if (d := t.next_deadline()) is not None and d <= now}
+            fired = table.on_timer(now)
+            order = []
+            for action in fired:
+                key = id(action.transaction)  # type: ignore[attr-defined]
+                if not order or order[-1] != key:
+                    order.append(key)
+            assert set(order) == set(due)
+            assert [due[key] for key in order] == sorted(due[key] for key in order)
+            live = [t for t in live if not t.terminated]
+            remaining = [t.next_deadline() for t in live]
+            assert all(d is None or d > now for d in remaining)
+        live = [t for t in live if not t.terminated]
+        deadlines = [d for t in live if (d := t.next_deadline()) is not None]
+        assert table.next_deadline() == (min(deadlines) if deadlines else None)
+
+
+def test_timers_at_one_deadline_fire_in_the_order_they_were_queued() -> None:
+    table = TransactionTable()
+    first, _ = table.new_client(outgoing("BYE"), UDP, 0.0)
+    second, _ = table.new_client(outgoing("BYE"), UDP, 0.0)
+    third, _ = table.new_client(outgoing("BYE"), UDP, 0.0)
+    assert table.next_deadline() == 0.5  # Timer E, once on the heap for all three
+    table.terminate(second)
+    fired = table.on_timer(0.5)
+    assert [a.transaction for a in fired if isinstance(a, Send)] == [first, third]
+    assert table.next_deadline() == 1.5  # E doubled: 0.5 + 1.0

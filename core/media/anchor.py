@@ -224,9 +224,6 @@ def wants_anchor(
     )
 
 
-_HOLD_ADDRESSES = (b"0.0.0.0", b"::")
-
-
 def _media_at(body: bytes, ip: str) -> bool:
     """True when a cheap scan proves that no media of `body` is sent from anywhere but `ip`
     (or a hold address): a session-level `c=` and every `c=` name it. Then the full parse in
@@ -234,29 +231,39 @@ def _media_at(body: bytes, ip: str) -> bool:
     the common offer of a phone not behind NAT costs no parse. False: parse to find out.
 
     Only the `c=` lines are visited (found by searching, not by walking every line); one
-    before the first `m=` line is the session's."""
-    text = body.replace(b"\r\n", b"\n")
-    if b"\r" in text:
-        return False  # lone CRs end lines too (sdp.py): leave such bodies to the parser
-    text = b"\n" + text  # so that every line, the first too, starts after a newline
-    home = ip.encode("ascii", "replace")
-    first_media = text.find(b"\nm=")
+    before the first `m=` line is the session's. The body is read as Latin-1 text, one
+    character per byte: the same scan as over the bytes, but on str, whose find and split
+    the compiled build calls natively (a bytes method is a generic method call each, and
+    this scan runs for every new call's offer)."""
+    text = body.decode("latin-1")
+    # Lines end in CRLF or LF; a lone CR ends one too (sdp.py): such bodies go to the parser.
+    # Each CRLF holds one CR, so there is a lone one exactly when there are more CRs than CRLFs
+    # (counted, where replacing every CRLF would copy the body).
+    if text.count("\r") != text.count("\r\n"):
+        return False
+    text = "\n" + text  # so that every line, the first too, starts after a newline
+    # `ip` as the bytes it would be compared as (non-ASCII would never match a body's bytes
+    # but "?" can): the same text in Latin-1.
+    home = ip if ip.isascii() else ip.encode("ascii", "replace").decode("latin-1")
+    first_media = text.find("\nm=")
     session_address = False
-    at = text.find(b"\nc=")
+    at = text.find("\nc=")
     while at >= 0:
-        end = text.find(b"\n", at + 3)
-        line = text[at + 3 :] if end < 0 else text[at + 3 : end]
-        fields = line.split(b" ")
+        end = text.find("\n", at + 3)
+        # Up to the LF, and its CR (never a lone one, see above) left out.
+        stop = end if end < 0 or text[end - 1] != "\r" else end - 1
+        line = text[at + 3 :] if end < 0 else text[at + 3 : stop]
+        fields = line.split(" ")
         if len(fields) != 3:
             return False
-        address = fields[2].split(b"/", 1)[0]
-        if address != home and address not in _HOLD_ADDRESSES:
+        address = fields[2].partition("/")[0]
+        if address != home and address != "0.0.0.0" and address != "::":
             return False
         if first_media < 0 or at < first_media:
             session_address = True
         if end < 0:
             break
-        at = text.find(b"\nc=", end)
+        at = text.find("\nc=", end)
     return session_address
 
 
@@ -292,13 +299,13 @@ class MediaAnchor:
     ) -> bytes:
         """The body `request` (arrived on `arrived`) goes on with towards `out`; `target_uri`
         is the contact it is sent to (a new call's branch), else None."""
-        now = self.clock()
         method = request.method
         call_id = request.call_id or ""
         anchored = self.calls.get(call_id)
+        if anchored is None and (method != "INVITE" or request.to_tag is not None):
+            return request.body  # an unanchored call's in-dialog request: no clock read
+        now = self.clock()
         if anchored is None:
-            if method != "INVITE" or request.to_tag is not None:
-                return request.body
             if len(self.calls) >= self.settings.max_sessions:
                 self.refused += 1
                 return request.body

@@ -33,7 +33,7 @@ from core.proxy.routing import (
     flow_for_uri,
     has_looped,
     next_hop,
-    push_via,
+    push_via_line,
 )
 from core.sip.errors import SipParseError
 from core.sip.message import Request, new_branch
@@ -180,7 +180,7 @@ class DialogRelay:
         forwarder = self.forwarder
         headers = forwarder.copy_headers(ack)
         branch = branch_id(request_hash(ack), "a")
-        push_via(headers, forwarder.identity, destination, branch)
+        push_via_line(headers, forwarder.identity, destination, branch)
         forwarder.forwarded += 1
         body = ack.body
         if forwarder.media is not None and body:
@@ -220,7 +220,7 @@ class DialogRelay:
                 destination = flow_for_uri(next_hop(bye), identity, flow) or flow
             except SipParseError:
                 return
-        push_via(headers, identity, destination, new_branch())
+        push_via_line(headers, identity, destination, new_branch())
         try:
             _transaction, actions = forwarder.table.new_client(bye, destination, now)
         except (TransactionTableFull, ValueError):

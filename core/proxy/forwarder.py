@@ -95,7 +95,10 @@ class MediaHooks(Protocol):
 
     def request_body(
         self, request: Request, arrived: Flow, out: Flow, target_uri: SipUri | None
-    ) -> bytes: ...
+    ) -> bytes:
+        """The body `request` goes on with. Asked for every request with a body and every
+        INVITE (one without SDP makes a late offer); a bodiless ACK, BYE, UPDATE... has
+        nothing to anchor and goes on without asking."""
 
     def response_body(self, response: Response, source: Flow, to: Flow) -> bytes: ...
 
@@ -217,7 +220,7 @@ class Forwarder:
         vias.insert(0, push_via(headers, identity, out, branch))
         headers.view("via", lambda _top: vias)
         body = request.body
-        if self.media is not None:
+        if self.media is not None and (body or request.method == "INVITE"):
             # A new call's branch names its contact; in a dialog there is none to judge.
             target = uri if isinstance(uri, SipUri) and request.to_tag is None else None
             body = self.media.request_body(request, arrived, out, target)

@@ -30,6 +30,7 @@ import hmac
 import re
 import time
 from collections.abc import Callable
+from typing import Final
 
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
@@ -316,30 +317,44 @@ def has_looped(request: Request, identity: ServerIdentity) -> bool:
 
 
 # -- what a forwarded request carries -----------------------------------------------------
-# Our own sent-by values (a handful: one per listener and advertised address), parsed once:
-# hostport text → (host, port, the sent-by as a Via prints it). Bounded all the same.
-_SENT_BY: dict[str, tuple[str, int | None, str]] = {}
-_SENT_BY_LIMIT = 256
+# Our own sent-by values (a handful: one per listener and advertised address, per transport),
+# worked out once: (hostport text, transport) → (host, port, the transport as a Via prints it,
+# the line up to the branch value). Bounded all the same.
+_SENT_BY: dict[tuple[str, str], tuple[str, int | None, str, str]] = {}
+_SENT_BY_LIMIT: Final = 256
+
+
+def _sent_by(identity: ServerIdentity, flow: Flow) -> tuple[str, int | None, str, str]:
+    hostport = identity.hostport(flow)
+    transport = flow.transport
+    key = (hostport, transport)
+    known = _SENT_BY.get(key)
+    if known is None:
+        host, port = parse_hostport(hostport)
+        upper = transport.upper()
+        known = (host, port, upper, f"SIP/2.0/{upper} {format_hostport(host, port)};branch=")
+        if len(_SENT_BY) >= _SENT_BY_LIMIT:
+            _SENT_BY.clear()
+        _SENT_BY[key] = known
+    return known
 
 
 def push_via(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str) -> Via:
     """Our Via on top (§16.6 step 8); returns it parsed, so no one has to parse it again.
     The line is written directly, as `str(via)` would print it, from the cached sent-by."""
-    hostport = identity.hostport(flow)
-    known = _SENT_BY.get(hostport)
-    if known is None:
-        host, port = parse_hostport(hostport)
-        known = (host, port, format_hostport(host, port))
-        if len(_SENT_BY) >= _SENT_BY_LIMIT:
-            _SENT_BY.clear()
-        _SENT_BY[hostport] = known
-    host, port, sent_by = known
-    transport = flow.transport.upper()
-    line = f"SIP/2.0/{transport} {sent_by};branch={branch}"
+    host, port, transport, start = _sent_by(identity, flow)
+    line = start + branch
     headers.prepend("Via", line)
     # Handed its line, as a parsed Via is: printing it (a client transaction's request,
     # a loop check) is then free.
     return Via(transport, host, port, {"branch": branch}, "SIP/2.0", line)
+
+
+def push_via_line(headers: Headers, identity: ServerIdentity, flow: Flow, branch: str) -> None:
+    """`push_via` for a request no one reads the Via of again (an ACK to a 2xx, forwarded
+    statelessly; our own BYE, whose client transaction parses its Vias): the same line, no
+    parsed Via built for nothing."""
+    headers.prepend("Via", _sent_by(identity, flow)[3] + branch)
 
 
 def decrement_max_forwards(headers: Headers, current: int | None) -> None:

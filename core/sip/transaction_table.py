@@ -21,8 +21,9 @@ raises `TransactionTableFull`, which carries the 503 to answer.
 
 from __future__ import annotations
 
-import heapq
 import itertools
+from heapq import heapify, heappop, heappush
+from typing import Final
 
 from core.sip.errors import SipParseError
 from core.sip.fields import MAGIC_COOKIE, Via
@@ -44,6 +45,10 @@ from core.sip.transaction_server import (
     ServerTransaction,
     new_server_transaction,
 )
+
+# Read natively where it is compared: a member looked up on the enum class each time is a
+# generic attribute fetch, and the table compares with it on every settle and timer check.
+_TERMINATED: Final = State.TERMINATED
 
 
 class TransactionTableFull(Exception):
@@ -327,9 +332,9 @@ class TransactionTable:
         heap = self._heap
         while heap:
             deadline, _sequence, transaction = heap[0]
-            if transaction.scheduled_at == deadline and transaction.state is not State.TERMINATED:
+            if transaction.scheduled_at == deadline and transaction.state is not _TERMINATED:
                 return deadline
-            heapq.heappop(heap)
+            heappop(heap)
         return None
 
     def on_timer(self, now: float) -> list[Action]:
@@ -337,8 +342,8 @@ class TransactionTable:
         actions: list[Action] = []
         heap = self._heap
         while heap and heap[0][0] <= now:
-            deadline, _sequence, transaction = heapq.heappop(heap)
-            if transaction.scheduled_at != deadline or transaction.state is State.TERMINATED:
+            deadline, _sequence, transaction = heappop(heap)
+            if transaction.scheduled_at != deadline or transaction.state is _TERMINATED:
                 continue  # stale entry
             transaction.scheduled_at = None
             actions.extend(transaction.on_timer(now))
@@ -348,7 +353,7 @@ class TransactionTable:
     # -- bookkeeping ----------------------------------------------------------------------
     def _settle(self, transaction: Transaction) -> None:
         """After any input: drop a terminated transaction, or requeue a changed deadline."""
-        if transaction.state is State.TERMINATED:
+        if transaction.state is _TERMINATED:
             key = transaction.key
             if self._clients.get(key) is transaction:
                 del self._clients[key]
@@ -365,7 +370,7 @@ class TransactionTable:
         if deadline is not None:
             sequence = self._sequence + 1
             self._sequence = sequence
-            heapq.heappush(self._heap, (deadline, sequence, transaction))
+            heappush(self._heap, (deadline, sequence, transaction))
             if len(self._heap) > 2 * (len(self._servers) + len(self._clients)) + 1_024:
                 self._compact()
 
@@ -388,5 +393,5 @@ class TransactionTable:
             if deadline is not None:
                 self._sequence += 1
                 heap.append((deadline, self._sequence, transaction))
-        heapq.heapify(heap)
+        heapify(heap)
         self._heap = heap
