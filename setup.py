@@ -44,6 +44,12 @@ COMPILED_MODULES = [
     # Every call builds four events and every REGISTER refresh one: natively (the event
     # classes write their __init__ out; the bus, core/events.py, stays interpreted).
     "core/event_types.py",
+    # The event log's listener and the record of its one line per call (pbxtui/eventlog.py
+    # keeps the formats), the escaping every wire text shown goes through, and the list the
+    # store's writes wait in (a CDR per call, a binding per REGISTER refresh).
+    "core/eventlines.py",
+    "core/printable.py",
+    "core/store/pending.py",
     "core/security/auth.py",
     "core/security/bans.py",
     "core/proxy/calls.py",
