@@ -54,7 +54,7 @@ WARNING: Final = logging.WARNING
 # never replaced), the start time, the record factory (replaced by setLogRecordFactory).
 _LOGGING: Final[dict[str, Any]] = vars(logging)
 _LEVEL_NAMES: Final[dict[int, str]] = _LOGGING["_levelToName"]
-_START_TIME: Final[float] = _LOGGING["_startTime"]
+_START_TIME: Final = float(_LOGGING["_startTime"])  # an int of ns from 3.13 (not used there)
 # The LogRecord.__init__ written out below is 3.11's and 3.12's (3.13 takes time in ns).
 _KNOWN_RECORD: Final = (3, 11) <= sys.version_info < (3, 13)
 
