@@ -48,6 +48,12 @@ COMPILED_MODULES = [
     "core/events.py",
     # The users by name: the digest check's HA1, "TLS only", the callee of every call.
     "core/directory.py",
+    # The event log's listener and its one line per call (pbxtui/eventlog.py
+    # keeps the formats), the escaping every wire text shown goes through, and the list the
+    # store's writes wait in (a CDR per call, a binding per REGISTER refresh).
+    "core/eventlines.py",
+    "core/printable.py",
+    "core/store/pending.py",
     "core/security/auth.py",
     "core/security/bans.py",
     "core/proxy/calls.py",

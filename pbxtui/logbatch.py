@@ -25,9 +25,20 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._lines: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
 
+    def handle(self, record: logging.LogRecord) -> bool:  # type: ignore[override]
+        """`Handler.handle`, in one frame when the handler has no filter (the headless log's
+        never has): the lock held as it holds it, around `emit`."""
+        lock = self.lock
+        if self.filters or lock is None:
+            return super().handle(record)  # type: ignore[return-value]
+        with lock:
+            self.emit(record)
+        return True
+
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            line = self.format(record)
+            formatter = self.formatter
+            line = formatter.format(record) if formatter is not None else self.format(record)
         except Exception:
             self.handleError(record)
             return

@@ -20,6 +20,7 @@ from typing import Any
 from core.settings import Settings
 from pbxtui.eventlog import LOG_FORMAT
 from pbxtui.logbatch import BatchingStreamHandler
+from pbxtui.logformat import LineFormatter
 from pbxtui.loop import install_fast_loop, run_on_fast_loop, settle_after_start, tune_gc
 
 log = logging.getLogger("pbxtui")
@@ -37,10 +38,17 @@ def configure_logging(stream: Any = None, level: str = "info") -> BatchingStream
         # journald stamps the time and reads the priority from the `<N>` prefix.
         handler.setFormatter(JournalFormatter())
     else:
-        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        handler.setFormatter(LineFormatter(LOG_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(log_level_number(level))
+    # Neither format shows a record's thread, process or task: not looked up for every line
+    # (two interpreted frames for the thread's name alone, per call under load).
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
     return handler
 
 

@@ -20,6 +20,7 @@ import socket
 from pathlib import Path
 
 from pbxtui.eventlog import JOURNAL_LOG_FORMAT
+from pbxtui.logformat import LineFormatter
 
 # logging level → syslog priority (RFC 5424 §6.2.1): err 3, warning 4, info 6, debug 7.
 _PRIORITIES = ((logging.CRITICAL, 2), (logging.ERROR, 3), (logging.WARNING, 4), (logging.INFO, 6))
@@ -85,7 +86,7 @@ def stderr_is_journal() -> bool:
     return status.st_dev == int(device) and status.st_ino == int(inode)
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(LineFormatter):
     """`<priority>LEVEL name: message`: journald keeps its own timestamps, so none here; the
     rest of the line is what the stderr form has after its time (contrib/fail2ban reads both)."""
 

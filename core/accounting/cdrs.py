@@ -8,7 +8,7 @@ burst of hang-ups costs one queue put each, and the writer commits them in one t
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final, Protocol
 
 from core.accounting.disposition import disposition_of, side_of
 from core.proxy.calls import Call
@@ -16,6 +16,7 @@ from core.store.ops import InsertCdr, WriteQueue
 from core.store.rows import CdrRow
 
 MAX_CONTACT_CHARS = 256  # the answering Contact comes off the wire: bounded in the CDR
+OUTBOUND: Final = "outbound"  # the one direction the meter prices (core/accounting/meter.py)
 
 
 def cdr_for(call: Call) -> CdrRow:
@@ -83,8 +84,11 @@ class CdrWriter:
 
     def call_finished(self, call: Call) -> None:
         cdr = cdr_for(call)
-        if self.meter is not None:
-            self.meter.bill(cdr)
+        meter = self.meter
+        # Only a call out through a carrier has a price (`Meter.bill` leaves any other row
+        # as it is): the interpreted meter is not asked about the rest.
+        if meter is not None and cdr.direction == OUTBOUND and cdr.carrier:
+            meter.bill(cdr)
         if self.store.submit(InsertCdr(cdr)):
             self.queued += 1
         else:

@@ -84,8 +84,9 @@ class Store(Queries, AccountingQueries):
         return self._writer.start()
 
     def submit(self, op: WriteOp) -> bool:
-        """Queue a write without waiting. False (and counted) when the queue is full."""
-        return self._writer.submit(op)
+        """Queue a write without waiting. False (and counted) when the queue is full or the
+        store is closing. (Straight to the writer's compiled list: one interpreted frame.)"""
+        return self._writer.pending.submit(op)
 
     async def flush(self) -> None:
         """Wait until every op submitted so far is committed (or failed and counted)."""

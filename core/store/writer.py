@@ -1,8 +1,9 @@
 """The batching writer: the SIP hot path's writes reach the disk without the hot path waiting.
 
-`Writer.submit(op)` puts an op into a bounded queue that one task commits in batches about
-every 100 ms; a commit per row costs 300-800 µs, a batched row ~10 µs. When the queue is full
-the op is dropped and counted, never awaited.
+`Writer.submit(op)` puts an op into a bounded list (`PendingWrites`, compiled: core/store/
+pending.py) that one task commits in batches about every 100 ms; a commit per row costs
+300-800 µs, a batched row ~10 µs. When the list is full the op is dropped and counted, never
+awaited.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import aiosqlite
 
 from core.store.ops import WriteOp
+from core.store.pending import PendingWrites
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +52,15 @@ class Writer:
         self._transaction = transaction
         self._path = path
         self._batch_interval = batch_interval
-        self._queue: asyncio.Queue[WriteOp] = asyncio.Queue(maxsize=queue_size)
-        self._wake = asyncio.Event()
+        # What the SIP path submits to (Store.submit goes straight to it).
+        self.pending = PendingWrites(queue_size)
+        self._ready = asyncio.Event()  # an op arrived while the task waited for one
+        self._wake = asyncio.Event()  # flush: cut the interval between batches short
+        self._progress = asyncio.Event()  # a batch finished (flush counts them)
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
         self._committed = 0
-        self._dropped = 0
         self._failed = 0
+        self._done = 0  # ops taken and finished (committed, failed or lost with their batch)
 
     def start(self) -> asyncio.Task[None]:
         """Start the task that commits submitted ops in batches; idempotent."""
@@ -66,34 +70,28 @@ class Writer:
 
     def submit(self, op: WriteOp) -> bool:
         """Queue a write without waiting. False (and counted) when the queue is full."""
-        if self._closing:
-            self._dropped += 1
-            return False
-        try:
-            self._queue.put_nowait(op)
-        except asyncio.QueueFull:
-            self._dropped += 1
-            return False
-        return True
+        return self.pending.submit(op)
 
     async def flush(self) -> None:
         """Wait until every op submitted so far is committed (or failed and counted)."""
+        target = self.pending.accepted
         if self._task is None or self._task.done():
-            batch = self._drain_queue()
+            batch = self.pending.take()
             if batch:
                 try:
                     await self._apply(batch)
                 finally:
-                    for _ in batch:
-                        self._queue.task_done()
+                    self._done += len(batch)
             return
-        self._wake.set()
-        await self._queue.join()
+        while self._done < target:
+            self._progress.clear()
+            self._wake.set()
+            await self._progress.wait()
 
     async def close(self) -> None:
         """Commit what is queued, then refuse (and count) further ops and stop the task."""
         await self.flush()
-        self._closing = True
+        self.pending.closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -103,25 +101,21 @@ class Writer:
     @property
     def stats(self) -> WriterStats:
         return WriterStats(
-            pending=self._queue.qsize(),
+            pending=len(self.pending),
             committed=self._committed,
-            dropped=self._dropped,
+            dropped=self.pending.dropped,
             failed=self._failed,
         )
 
-    def _drain_queue(self) -> list[WriteOp]:
-        batch: list[WriteOp] = []
-        while True:
-            try:
-                batch.append(self._queue.get_nowait())
-            except asyncio.QueueEmpty:
-                return batch
-
     async def _write_loop(self) -> None:
+        pending = self.pending
         while True:
-            first = await self._queue.get()
+            while not len(pending):
+                self._ready.clear()
+                pending.wake_on_submit(self._ready.set)
+                await self._ready.wait()
             self._wake.clear()
-            batch = [first, *self._drain_queue()]
+            batch = pending.take()
             try:
                 await self._apply(batch)
             except Exception:
@@ -129,11 +123,11 @@ class Writer:
                 logger.exception("%s: writer failed on a batch of %d", self._path, len(batch))
                 self._failed += len(batch)
             finally:
-                for _ in batch:
-                    self._queue.task_done()
+                self._done += len(batch)
+                self._progress.set()
             # Not held while waiting for the next op: a batch can be the whole queue (10,000
             # bindings' rows after a burst of registrations).
-            del first, batch
+            del batch
             # Let ops accumulate for one interval: one commit per interval at most, while
             # the first op after a quiet spell is still written at once. flush() cuts it short.
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancel that races
