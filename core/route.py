@@ -331,13 +331,15 @@ class Route:
             return result.username
         if result.counts_as_failure:
             self.security.auth_failed(ip, result.claimed_user or "", request.user_agent or "", now)
-        challenge = result.challenge
-        if challenge is not None:
+        answer = result.answer
+        if answer is not None:
             # The first challenge of a request without credentials is not cached: answering
             # its retransmission with a new nonce is as good (a stateless 401, as Kamailio
             # sends), and a flood of fresh REGISTERs would otherwise fill the reply cache.
             # A failed answer is cached, so its retransmission is not counted twice.
-            self.outbox.send_response(challenge, flow, request, cache=result.failure is not None)
+            # Already bytes (the authenticator writes its answers straight from the request).
+            cache = result.failure is not None
+            self.outbox.send_answer(answer, result.status, flow, request, cache=cache)
         return None
 
     def _refused_in_clear(self, request: Request, username: str, flow: Flow, now: float) -> bool:

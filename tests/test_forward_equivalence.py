@@ -286,9 +286,12 @@ def test_answers_go_where_they_went_and_are_cached_as_they_were() -> None:
 # -- the whole forwarding side on the wire ----------------------------------------------------
 # tests/support/forward_transcript.py's digest as the code before issue 21 gave it (main
 # 058a010): `cd <tree> && PYTHONPATH=. python -c 'import sys; sys.path.insert(0, "tests/support");
-# import forward_transcript as t; print(t.digest(t.transcript()))'`.
+# import forward_transcript as t; print(t.digest(t.transcript()))'`. Since the local To-tag
+# became a seeded CRC-32 (core/outbox.py, issue 21) the 25 482s carry other tag values: the
+# two transcripts, with `;tag=pbx...` masked, were compared datagram by datagram and are the
+# same (was aeec021770e78731a361e6d4fd75f7d8fdfade24903c71a27215c11648b020d7).
 TRANSCRIPT_DATAGRAMS = 665
-TRANSCRIPT_DIGEST = "aeec021770e78731a361e6d4fd75f7d8fdfade24903c71a27215c11648b020d7"
+TRANSCRIPT_DIGEST = "6e6ced0f8fd7056fe7bd58a797862bbf75197910bef48c0bb1d5613279d46524"
 
 
 def test_forwarded_relayed_and_refused_datagrams_are_byte_for_byte_the_same() -> None:

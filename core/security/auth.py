@@ -2,8 +2,8 @@
 
 The route calls `DigestAuthenticator.check(request, now, proxy=...)` for every request that
 is not from a carrier, and gets back an `AuthResult`: either the authenticated username, or a
-complete 401/407 to send as is plus the reason (for the security log and the brute-force
-counters, never for the wire).
+complete 401/407 to send as is (already written as bytes) plus the reason (for the security
+log and the brute-force counters, never for the wire).
 
 What the answer must not reveal (DESIGN.md "Unknown user and wrong password get the same
 answer"): an unknown user is verified against a dummy HA1 so both cost one digest, and both
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from core.settings import AuthSettings
-from core.sip import Request, Response, SipParseError, SipUri, Uri, make_response, new_tag
+from core.sip import Request, Response, SipParseError, SipUri, Uri, new_tag
 from core.sip.bounded import make_room
 from core.sip.digest import (
     Credentials,
@@ -42,6 +42,8 @@ from core.sip.digest import (
 )
 from core.sip.fields import format_auth
 from core.sip.headers import check_line
+from core.sip.message import answer_tail, response_bytes
+from core.sip.parser import parse_message
 from core.sip.uri import parse_uri
 
 # (ha1_md5, ha1_sha256) of an enabled user of the realm, or None.
@@ -58,8 +60,14 @@ _HA1_INDEX_BY_ALGORITHM: Final = {"MD5": 0, "MD5-SESS": 0, "SHA-256": 1, "SHA-25
 # peer's text, so long ones are not kept.
 _HA2_CACHE_SIZE: Final = 4_096
 _HA2_URI_LENGTH: Final = 256
-_WWW_AUTHENTICATE: Final = ("www-authenticate", "WWW-Authenticate")
-_PROXY_AUTHENTICATE: Final = ("proxy-authenticate", "Proxy-Authenticate")
+_WWW_AUTHENTICATE: Final = "WWW-Authenticate"
+_PROXY_AUTHENTICATE: Final = "Proxy-Authenticate"
+# Stands for the nonce while a challenge's header lines are pre-printed: split out again, it
+# leaves the text either side. Never in the printed lines: a realm holds no LF (check_line),
+# and the lines' own LFs each follow a CR.
+_NONCE_SLOT: Final = "\n\n"
+# The end of an answer with no header of our own: Content-Length and the blank line.
+_BARE_TAIL: Final = answer_tail([])
 # Bound once: compiled, `hmac.compare_digest` is a module attribute look-up per call.
 _COMPARE_DIGEST: Final = hmac.compare_digest
 
@@ -82,8 +90,10 @@ class AuthFailure(enum.StrEnum):
 class AuthResult:
     """The verdict on one request.
 
-    Exactly one of `username` (authenticated) and `challenge` (the 401/407 to send as is) is
-    set. `failure` is None for a success and for a first request that carried no credentials;
+    Exactly one of `username` (authenticated) and `answer` (the 401/407, or the 400 to
+    credentials that break the grammar, written as the bytes to send; `status` its status
+    code, 0 when there is none) is set. `failure` is None for a success and for a first
+    request that carried no credentials;
     `counts_as_failure` tells the brute-force counters whether to count it (a stale nonce with
     the right password is a phone doing its job, not an attack). `claimed_user` is the
     username the client gave, whether or not it exists.
@@ -92,7 +102,8 @@ class AuthResult:
     # One per request: the __init__ is written out because a frozen dataclass's generated
     # one costs ten times as much per object. Never changed once built.
     username: str | None
-    challenge: Response | None
+    answer: bytes | None
+    status: int
     failure: AuthFailure | None
     claimed_user: str | None
     counts_as_failure: bool
@@ -100,13 +111,15 @@ class AuthResult:
     def __init__(
         self,
         username: str | None = None,
-        challenge: Response | None = None,
+        answer: bytes | None = None,
+        status: int = 0,
         failure: AuthFailure | None = None,
         claimed_user: str | None = None,
         counts_as_failure: bool = False,
     ) -> None:
         self.username = username
-        self.challenge = challenge
+        self.answer = answer
+        self.status = status
         self.failure = failure
         self.claimed_user = claimed_user
         self.counts_as_failure = counts_as_failure
@@ -114,6 +127,16 @@ class AuthResult:
     @property
     def authenticated(self) -> bool:
         return self.username is not None
+
+    @property
+    def challenge(self) -> Response | None:
+        """`answer` parsed back into a Response, for a caller that wants to read it (tests,
+        diagnostics): the route sends the bytes, and never builds this."""
+        if self.answer is None:
+            return None
+        message = parse_message(self.answer)
+        assert isinstance(message, Response)
+        return message
 
 
 class NonceCounts:
@@ -227,7 +250,7 @@ class DigestAuthenticator:
     __slots__ = (
         "_algorithms",
         "_allow_qopless",
-        "_challenge_parts",
+        "_challenge_tails",
         "_dummy_ha1s",
         "_ha2_cache",
         "_lookup",
@@ -262,22 +285,26 @@ class DigestAuthenticator:
             record = _Algorithm(algorithm)
             self._algorithms[algorithm.upper()] = self._algorithms[algorithm] = record
         # Same order as settings: RFC 8760 §2.4, the server's preferred algorithm first. Each
-        # challenge is pre-printed around its nonce, the only part that changes (checked for
-        # the header line once, here: the realm is configuration, the nonce base64).
+        # challenge's end (its header lines, Content-Length, the blank line) is pre-printed
+        # around its nonce, the only part that changes: a challenge joins the pieces with
+        # its nonce (base64: nothing in it needs quoting). The lines are checked once, here:
+        # the realm is configuration.
         realm_param = format_auth("Digest", [("realm", realm, True)])
-        # One set per (proxy, stale), indexed 2 * proxy + stale: the header's key and name and
-        # the text either side of the nonce, so a challenge only splices its nonce in.
-        parts = [
-            (f'{realm_param}, nonce="', f'", algorithm={algorithm}, qop="auth"')
+        values = [
+            f'{realm_param}, nonce="{_NONCE_SLOT}", algorithm={algorithm}, qop="auth"'
             for algorithm in offered
         ]
-        for before, after in parts:
-            check_line("WWW-Authenticate", before + after + ", stale=true")
-        self._challenge_parts: tuple[tuple[tuple[str, str, str, str], ...], ...] = tuple(
-            tuple((key, name, before, after + tail) for before, after in parts)
-            for key, name in (_WWW_AUTHENTICATE, _PROXY_AUTHENTICATE)
-            for tail in ("", ", stale=true")
-        )
+        # One per (proxy, stale), indexed 2 * proxy + stale.
+        tails: list[tuple[str, ...]] = []
+        for name in (_WWW_AUTHENTICATE, _PROXY_AUTHENTICATE):
+            for stale_tail in ("", ", stale=true"):
+                lines = [(name, value + stale_tail) for value in values]
+                for line_name, value in lines:
+                    check_line(line_name, value.replace(_NONCE_SLOT, ""))
+                pieces = tuple(answer_tail(_keyed(lines)).split(_NONCE_SLOT))
+                assert len(pieces) == len(lines) + 1  # one slot per line, nowhere else
+                tails.append(pieces)
+        self._challenge_tails: tuple[tuple[str, ...], ...] = tuple(tails)
         # HA2 by (algorithm, method, digest-uri): every phone's REGISTER hashes the same
         # "REGISTER:sip:<domain>". Bounded: emptied when full.
         self._ha2_cache: dict[tuple[str, str, str], str] = {}
@@ -297,15 +324,20 @@ class DigestAuthenticator:
         proxy: bool,
         stale: bool = False,
         tag: TagMaker | None = None,
-    ) -> Response:
+    ) -> bytes:
         """A 401 with WWW-Authenticate (proxy=False) or 407 with Proxy-Authenticate, one header
         per offered algorithm, all sharing one fresh nonce (RFC 3261 §22.1, §22.3). Its To-tag
-        is `tag(request)`, or a random one."""
-        nonce = self._nonces.make(now)  # base64: nothing in it needs quoting
-        parts = self._challenge_parts[(2 if proxy else 0) + (1 if stale else 0)]
-        lines = [(key, name, before + nonce + after) for key, name, before, after in parts]
+        is `tag(request)`, or a random one.
+
+        Written straight as the bytes `make_response(request, status, to_tag=...,
+        keyed=<the lines>).to_bytes()` gives (the request's Via, From, To, Call-ID and CSeq
+        lines, then ours), without building the Response: the pre-printed end joined with
+        the nonce, after the copied lines (`response_bytes`).
+        """
+        nonce = self._nonces.make(now)
+        tail = nonce.join(self._challenge_tails[(2 if proxy else 0) + (1 if stale else 0)])
         to_tag = new_tag() if tag is None else tag(request)
-        return make_response(request, 407 if proxy else 401, to_tag=to_tag, keyed=lines)
+        return response_bytes(request, 407 if proxy else 401, None, to_tag, tail)
 
     # -- verification ---------------------------------------------------------------------
     def check(
@@ -317,7 +349,10 @@ class DigestAuthenticator:
         request), or a random one."""
         values = request.headers.get_all("proxy-authorization" if proxy else "authorization")
         if not values:
-            return AuthResult(challenge=self.challenge(request, now, proxy=proxy, tag=tag))
+            return AuthResult(
+                answer=self.challenge(request, now, proxy=proxy, tag=tag),
+                status=407 if proxy else 401,
+            )
         credentials = self._ours(values)
         if credentials is None:
             # Credentials that break the grammar (RFC 7616 §3.4, RFC 3261 §25.1) are a bad
@@ -325,7 +360,8 @@ class DigestAuthenticator:
             header = "Proxy-Authorization" if proxy else "Authorization"
             to_tag = new_tag() if tag is None else tag(request)
             return AuthResult(
-                challenge=make_response(request, 400, f"Bad {header} header", to_tag=to_tag),
+                answer=response_bytes(request, 400, f"Bad {header} header", to_tag, _BARE_TAIL),
+                status=400,
                 failure=AuthFailure.MALFORMED,
                 counts_as_failure=True,
             )
@@ -439,7 +475,8 @@ class DigestAuthenticator:
         if nonce_state is NonceState.STALE:
             # RFC 7616 §3.3: right password, old nonce → stale=true and the phone retries.
             return AuthResult(
-                challenge=self.challenge(request, now, proxy=proxy, stale=True, tag=tag),
+                answer=self.challenge(request, now, proxy=proxy, stale=True, tag=tag),
+                status=407 if proxy else 401,
                 failure=AuthFailure.STALE_NONCE,
                 claimed_user=username,
             )
@@ -468,11 +505,18 @@ class DigestAuthenticator:
         claimed_user: str | None,
     ) -> AuthResult:
         return AuthResult(
-            challenge=self.challenge(request, now, proxy=proxy, tag=tag),
+            answer=self.challenge(request, now, proxy=proxy, tag=tag),
+            status=407 if proxy else 401,
             failure=failure,
             claimed_user=claimed_user,
             counts_as_failure=True,
         )
+
+
+def _keyed(lines: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+    """`keyed_lines` without its check: the challenge's lines hold the nonce's placeholder
+    (LF LF), and are checked without it by the caller."""
+    return [(name.lower(), name, value) for name, value in lines]
 
 
 def _same_uri(uri_text: str, request_uri: Uri) -> bool:
