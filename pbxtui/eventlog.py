@@ -8,29 +8,45 @@ shows calls live and the CDRs keep them. Two lines per call (at answer and at en
 of the server's CPU at 300 calls/s, and journald rate-limits a service past 10,000 lines per
 30 s anyway.
 
-The listener itself (`EventLogger`, `describe`) runs for every event on the bus, so it lives
-in a compiled module, core/eventlines.py, with the record it builds; this one keeps the formats
-and the security log file.
+The listener itself (`EventLogger`, `describe`) runs for every event it is given, so it lives
+in a compiled module, core/eventlines.py; this one keeps the formats, the security log file and
+what the log subscribes to: only the events it writes a line for (`subscribe_event_log`). Every
+REGISTER refresh publishes a ContactRefreshed and every call a CallEvent per state; the bus
+(core/events.py) calls a listener only with what it asked for, so those cost no call here.
 """
 
 from __future__ import annotations
 
 import logging
 import logging.handlers
+from collections.abc import Callable
 from pathlib import Path
 
 from core.eventlines import EventLogger, describe
-from core.events import Event, SecurityEvent
+from core.events import (
+    CallEvent,
+    ContactExpired,
+    ContactRegistered,
+    ContactUnreachable,
+    ContactUnregistered,
+    Event,
+    EventBus,
+    SecurityEvent,
+    ServerEvent,
+)
 from core.security.seclog import format_log_line
 
 __all__ = [
     "JOURNAL_LOG_FORMAT",
+    "LOGGED_CALL_STATES",
+    "LOGGED_EVENTS",
     "LOG_FORMAT",
     "SECURITY_LOG_NAME",
     "EventLogger",
     "SecurityLogFile",
     "describe",
     "security_log_path",
+    "subscribe_event_log",
 ]
 
 SECURITY_LOG_NAME = "security.log"
@@ -71,3 +87,24 @@ class SecurityLogFile:
     def close(self) -> None:
         self._logger.removeHandler(self._handler)
         self._handler.close()
+
+
+# The event classes the log has a line for (SecurityEvent: bans and unbans too). Not among
+# them: ContactRefreshed (every refresh), SipTraffic (never on the feed) and the bare Event.
+LOGGED_EVENTS: tuple[type, ...] = (
+    ContactRegistered,
+    ContactUnregistered,
+    ContactExpired,
+    ContactUnreachable,
+    SecurityEvent,
+    CallEvent,
+    ServerEvent,
+)
+# A call's one line: when it ends or fails, not while it is trying, ringing or answered.
+LOGGED_CALL_STATES: tuple[str, ...] = ("ended", "failed")
+
+
+def subscribe_event_log(bus: EventBus, logger: logging.Logger) -> Callable[[], None]:
+    """Subscribe an `EventLogger` writing to `logger` to the events it logs; returns the
+    unsubscribe function."""
+    return bus.subscribe(EventLogger(logger), LOGGED_EVENTS, LOGGED_CALL_STATES)

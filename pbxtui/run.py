@@ -68,7 +68,7 @@ async def _headless(
     from core.control.client import ServiceRefused, ServiceUnavailable, running_service
     from core.control.server import ControlError
     from core.pbx import Pbx, StartError
-    from pbxtui.eventlog_filter import subscribe_event_log
+    from pbxtui.eventlog import subscribe_event_log
     from pbxtui.service import Service
 
     # Before binding anything: a second service on the same database is refused whole.

@@ -25,8 +25,7 @@ from core.events import (
     SourceBanned,
     SourceUnbanned,
 )
-from pbxtui.eventlog import EventLogger
-from pbxtui.eventlog_filter import LOGGED_CALL_STATES, LOGGED_EVENTS, subscribe_event_log
+from pbxtui.eventlog import LOGGED_CALL_STATES, LOGGED_EVENTS, EventLogger, subscribe_event_log
 
 CALL_STATES = ("trying", "ringing", "answered", "ended", "failed")
 SOURCE = ("192.0.2.10", 5060)
