@@ -588,3 +588,23 @@ def test_parse_cseq_matches_the_general_reading(text: str) -> None:
     from core.sip.fields import _parse_cseq_general
 
     assert _cseq_or_error(parse_cseq, text) == _cseq_or_error(_parse_cseq_general, text)
+    # Read again (a known value now, when the short path read it): the same answer.
+    assert _cseq_or_error(parse_cseq, text) == _cseq_or_error(_parse_cseq_general, text)
+
+
+def test_a_known_cseq_is_kept_bounded_and_only_from_the_short_path() -> None:
+    from core.sip import fields
+
+    fields._KNOWN_CSEQS.clear()
+    first = parse_cseq("7 REGISTER")
+    assert parse_cseq("7 REGISTER") is first == CSeq(7, "REGISTER")
+    assert parse_cseq("7  REGISTER") == first  # the general reading: read, not kept
+    assert list(fields._KNOWN_CSEQS) == ["7 REGISTER"]
+    with pytest.raises(SipParseError, match="Bad CSeq number"):
+        parse_cseq("4294967296 REGISTER")
+    with pytest.raises(SipParseError, match="Bad CSeq number"):
+        parse_cseq("4294967296 REGISTER")
+    for number in range(fields._KNOWN_CSEQS_LIMIT + 20):
+        parse_cseq(f"{number} INVITE")
+    assert len(fields._KNOWN_CSEQS) <= fields._KNOWN_CSEQS_LIMIT
+    assert f"{fields._KNOWN_CSEQS_LIMIT + 19} INVITE" in fields._KNOWN_CSEQS

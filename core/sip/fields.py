@@ -335,14 +335,29 @@ def parse_cseq(text: str) -> CSeq:
     number holds only digits and the method is a known token, so neither holds whitespace
     and splitting would have cut the same two words. Anything else, valid or not, is split.
     """
+    known = _KNOWN_CSEQS.get(text)
+    if known is not None:
+        return known
     space = text.find(" ")
     if space > 0:
         method = text[space + 1 :]
         if method in _COMMON_TOKENS:
             number = _small_int(text[:space], 10)
             if number is not None and number <= _MAX_CSEQ:
-                return CSeq(number, method)
+                cseq = CSeq(number, method)
+                make_room(_KNOWN_CSEQS, _KNOWN_CSEQS_LIMIT)
+                _KNOWN_CSEQS[text] = cseq
+                return cseq
     return _parse_cseq_general(text)
+
+
+# CSeq values read by the short path above, by their text: phones count from 1 (or a small
+# random start) and every one sends `1 REGISTER`, `2 REGISTER`, `1 INVITE`..., so most values
+# have been read before. Only the short path's own results are kept (at most ten digits and a
+# known method, so the keys are short), and a CSeq is never changed once built: a hit is what
+# reading the text again would make. Bounded like the other text caches.
+_KNOWN_CSEQS: Final[dict[str, CSeq]] = {}
+_KNOWN_CSEQS_LIMIT: Final = 4_096
 
 
 def _parse_cseq_general(text: str) -> CSeq:
