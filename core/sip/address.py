@@ -196,17 +196,17 @@ def common_name_addr(raw: str) -> NameAddr | None:
 def _tail_params(raw: str, gt: int) -> dict[str, str | None] | None:
     """The parameters after the `>` at `gt` when they are none or `;tag=` alone, else None.
 
-    The tail is read in place (no slice of it): empty, or `;tag=` with no further `;` and no
-    quote. A bounded find, as a compiled startswith given a start is a generic method call.
+    The tail is empty, or `;tag=` (a bounded find, as a compiled startswith given a start is
+    a generic method call) then a value with no `;` and no quote. The value is sliced once and
+    searched with `in` (compiled, a direct call, where each find with a start is a generic
+    one): `;tag=` itself holds neither character, so this is what finds from `gt + 2` said.
     """
     if gt + 1 == len(raw):
         return {}
-    if (
-        raw.find(";tag=", gt + 1, gt + 6) == gt + 1
-        and raw.find(";", gt + 2) < 0
-        and raw.find('"', gt + 6) < 0
-    ):
-        return {"tag": raw[gt + 6 :].strip()}  # what parse_params makes of a lone `tag=...`
+    if raw.find(";tag=", gt + 1, gt + 6) == gt + 1:
+        tag = raw[gt + 6 :]
+        if ";" not in tag and '"' not in tag:
+            return {"tag": tag.strip()}  # what parse_params makes of a lone `tag=...`
     return None
 
 
