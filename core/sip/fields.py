@@ -392,8 +392,25 @@ def parse_delta_seconds(text: str, reason: str = "Bad Expires") -> int:
 
 
 def parse_expires(text: str) -> int:
-    """The Expires header: delta-seconds (§20.19)."""
-    return parse_delta_seconds(text, "Bad Expires")
+    """The Expires header: delta-seconds (§20.19).
+
+    A phone asks for the same few periods every time (`3600`, `60`, `0`): a value already
+    read is looked up by its text. Only values that read without error and are short are
+    kept (an int is never changed, and the same text reads to the same number).
+    """
+    known = _KNOWN_EXPIRES.get(text)
+    if known is not None:
+        return known
+    seconds = parse_delta_seconds(text, "Bad Expires")
+    if len(text) <= _KNOWN_EXPIRES_LENGTH:
+        make_room(_KNOWN_EXPIRES, _KNOWN_EXPIRES_LIMIT)
+        _KNOWN_EXPIRES[text] = seconds
+    return seconds
+
+
+_KNOWN_EXPIRES: Final[dict[str, int]] = {}
+_KNOWN_EXPIRES_LIMIT: Final = 1_024
+_KNOWN_EXPIRES_LENGTH: Final = 16
 
 
 def parse_content_length(text: str) -> int:
