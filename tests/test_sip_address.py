@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.sip import NameAddr, SipParseError, SipUri, TelUri, parse_contacts, parse_name_addr
 
@@ -260,3 +262,105 @@ def test_common_shapes_take_the_short_path(text: str) -> None:
     from core.sip.address import common_name_addr
 
     assert common_name_addr(text) is not None
+
+
+# -- the known `<uri>` parts: a value read again, or another tag on a part already read -----------
+def _general(value: str) -> NameAddr:
+    from core.sip.address import _any_name_addr
+
+    raw = value.strip()
+    if not raw:
+        raise SipParseError("Empty address")
+    return _any_name_addr(raw)
+
+
+def _warm_outcomes(text: str) -> list[tuple[object, ...]]:
+    """`text` read cold, then again, then after its `<uri>` part (up to the first `>`) and
+    other tags on it were read: every reading, each to be the general one's."""
+    from core.sip import address
+
+    address._KNOWN_PARTS.clear()
+    outcomes = [_outcome(parse_name_addr, text), _outcome(parse_name_addr, text)]
+    stripped = text.strip()
+    first = stripped.find(">")
+    if first >= 0:
+        part = stripped[: first + 1]
+        for other in (part, part + ";tag=zz", part + ";tag=1;tag=2", part + "x"):
+            _outcome(parse_name_addr, other)
+        outcomes.append(_outcome(parse_name_addr, text))
+    return outcomes
+
+
+_PART_SHAPES = st.sampled_from(
+    ['"Alice" ', '"Alice"', '"A>b" ', '"A\\"b" ', '"" ', "Alice ", '"M\xfcller" ', "", ' "x" ']
+)
+_PART_URIS = st.sampled_from(
+    ["sip:a@pbx.test", "sips:a@pbx.test:5061", "sip:a b@x", "tel:+4930", "urn:x", "", "sip:a@[::1"]
+)
+_PART_TAILS = st.sampled_from(
+    ["", ";tag=1", ";tag=", ";TAG=1", ";tag=1;tag=2", ";tag=a b", ';tag="x"', " ;tag=1", "x", ";"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    _PART_SHAPES,
+    st.sampled_from(["<", ""]),
+    _PART_URIS,
+    st.sampled_from([">", ">>", ""]),
+    _PART_TAILS,
+)
+def test_known_parts_answer_as_the_general_reading(
+    display: str, opening: str, uri: str, closing: str, tail: str
+) -> None:
+    text = display + opening + uri + closing + tail
+    expected = _outcome(_general, text)
+    outcomes = _warm_outcomes(text)
+    assert outcomes == [expected] * len(outcomes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='<>"; =tagsip:@x\\\xfc', max_size=30))
+def test_known_parts_answer_as_the_general_reading_on_any_text(text: str) -> None:
+    expected = _outcome(_general, text)
+    outcomes = _warm_outcomes(text)
+    assert outcomes == [expected] * len(outcomes)
+
+
+@pytest.mark.parametrize("text", SAME_AS_GENERAL)
+def test_known_parts_on_the_listed_shapes(text: str) -> None:
+    expected = _outcome(_general, text)
+    outcomes = _warm_outcomes(text)
+    assert outcomes == [expected] * len(outcomes)
+
+
+def test_a_known_part_is_kept_and_reused() -> None:
+    """The short cut is taken (not only harmless): a part read once is kept, a value that is
+    the part alone comes back as the kept address, a new tag on it reuses its URI."""
+    from core.sip import address
+
+    address._KNOWN_PARTS.clear()
+    first = parse_name_addr('"Alice" <sip:alice@pbx.test>;tag=1')
+    assert '"Alice" <sip:alice@pbx.test>' in address._KNOWN_PARTS
+    second = parse_name_addr('"Alice" <sip:alice@pbx.test>;tag=2')
+    assert second.uri is first.uri and second.tag == "2" and second.display_name == "Alice"
+    bare = parse_name_addr('"Alice" <sip:alice@pbx.test>')
+    assert bare is address._KNOWN_PARTS['"Alice" <sip:alice@pbx.test>']
+    assert bare.params == {} and str(bare) == '"Alice" <sip:alice@pbx.test>'
+    with pytest.raises(SipParseError):
+        parse_name_addr('"Alice" <sip:alice@pbx.test>;tag=1;;')
+    assert parse_name_addr('"A>b" <sip:a@pbx.test>').display_name == "A>b"
+    assert '"A>b" <sip:a@pbx.test>' not in address._KNOWN_PARTS  # `>` in the name: not kept
+
+
+def test_known_parts_stay_bounded() -> None:
+    from core.sip import address
+
+    address._KNOWN_PARTS.clear()
+    for number in range(address._KNOWN_PARTS_LIMIT + 50):
+        parse_name_addr(f"<sip:u{number}@pbx.test>;tag=1")
+    assert len(address._KNOWN_PARTS) <= address._KNOWN_PARTS_LIMIT
+    assert f"<sip:u{address._KNOWN_PARTS_LIMIT + 49}@pbx.test>" in address._KNOWN_PARTS
+    long = "<sip:" + "u" * address._KNOWN_PART_LENGTH + "@pbx.test>"
+    assert parse_name_addr(long) == _general(long)
+    assert long not in address._KNOWN_PARTS

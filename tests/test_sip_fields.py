@@ -588,3 +588,65 @@ def test_parse_cseq_matches_the_general_reading(text: str) -> None:
     from core.sip.fields import _parse_cseq_general
 
     assert _cseq_or_error(parse_cseq, text) == _cseq_or_error(_parse_cseq_general, text)
+    # Read again (a known value now, when the short path read it): the same answer.
+    assert _cseq_or_error(parse_cseq, text) == _cseq_or_error(_parse_cseq_general, text)
+
+
+def test_a_known_cseq_is_kept_bounded_and_only_from_the_short_path() -> None:
+    from core.sip import fields
+
+    fields._KNOWN_CSEQS.clear()
+    first = parse_cseq("7 REGISTER")
+    assert parse_cseq("7 REGISTER") is first == CSeq(7, "REGISTER")
+    assert parse_cseq("7  REGISTER") == first  # the general reading: read, not kept
+    assert list(fields._KNOWN_CSEQS) == ["7 REGISTER"]
+    with pytest.raises(SipParseError, match="Bad CSeq number"):
+        parse_cseq("4294967296 REGISTER")
+    with pytest.raises(SipParseError, match="Bad CSeq number"):
+        parse_cseq("4294967296 REGISTER")
+    for number in range(fields._KNOWN_CSEQS_LIMIT + 20):
+        parse_cseq(f"{number} INVITE")
+    assert len(fields._KNOWN_CSEQS) <= fields._KNOWN_CSEQS_LIMIT
+    assert f"{fields._KNOWN_CSEQS_LIMIT + 19} INVITE" in fields._KNOWN_CSEQS
+
+
+def _expires_or_error(text: str, parse: Callable[[str], int]) -> tuple[object, ...]:
+    try:
+        return ("ok", parse(text))
+    except SipParseError as error:
+        return ("error", error.status, error.reason)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    st.one_of(
+        st.integers(0, 2**40).map(str),
+        st.text(alphabet=" 0123456789\t-+x\u0663\xb2", max_size=20),
+    )
+)
+def test_parse_expires_reads_a_known_text_as_the_first_time(text: str) -> None:
+    from core.sip import fields
+
+    def reference(value: str) -> int:
+        return parse_delta_seconds(value, "Bad Expires")
+
+    fields._KNOWN_EXPIRES.clear()
+    expected = _expires_or_error(text, reference)
+    assert _expires_or_error(text, parse_expires) == expected  # cold
+    assert _expires_or_error(text, parse_expires) == expected  # known now, if it read
+
+
+def test_known_expires_are_kept_bounded_and_never_an_error() -> None:
+    from core.sip import fields
+
+    fields._KNOWN_EXPIRES.clear()
+    assert parse_expires("3600") == 3600 and "3600" in fields._KNOWN_EXPIRES
+    for _ in range(2):
+        with pytest.raises(SipParseError, match="Bad Expires"):
+            parse_expires("1h")
+    assert "1h" not in fields._KNOWN_EXPIRES
+    assert parse_expires("0" * 50 + "60") == 60
+    assert "0" * 50 + "60" not in fields._KNOWN_EXPIRES  # long: read each time
+    for number in range(fields._KNOWN_EXPIRES_LIMIT + 10):
+        assert parse_expires(str(number)) == number
+    assert len(fields._KNOWN_EXPIRES) <= fields._KNOWN_EXPIRES_LIMIT

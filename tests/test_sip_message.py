@@ -293,3 +293,44 @@ def test_new_tag_and_branch() -> None:
     assert len(tags) == 50 and all(re.fullmatch(r"[0-9a-f]{12}", tag) for tag in tags)
     branch = new_branch()
     assert branch.startswith("z9hG4bK") and len(branch) == 23 and branch != new_branch()
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [],
+        [""],
+        [" "],
+        [","],
+        ["*"],
+        ["*", "<sip:a@x>"],
+        ["<sip:a@x>", "<sip:b@x>;expires=60"],
+        ["<sip:a@x>, <sip:b@x>"],
+        ["<sip:a@x"],
+    ],
+)
+def test_contacts_read_as_the_parsed_values(lines: list[str]) -> None:
+    """The view walks the lines once: what it answers (twice, cached) is what parsing every
+    element gives, [] when there is none, the same error when one is malformed."""
+    from core.sip import parse_contacts
+
+    def reference(request: Request) -> object:
+        values = request.headers.values("contact")
+        try:
+            return parse_contacts(values) if values else []
+        except SipParseError as error:
+            return ("error", error.reason)
+
+    def view(request: Request) -> object:
+        try:
+            return request.contacts
+        except SipParseError as error:
+            return ("error", error.reason)
+
+    request = invite()
+    request.headers.remove("contact")
+    for value in lines:
+        request.headers.add("Contact", value)
+    expected = reference(request)
+    assert view(request) == expected
+    assert view(request) == expected

@@ -7,7 +7,9 @@ different things: without angle brackets the parameters belong to the header, no
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Final
 
+from core.sip.bounded import make_room
 from core.sip.errors import SipParseError
 from core.sip.fields import parse_delta_seconds, read_quoted
 from core.sip.uri import Uri, format_params, params_hash, parse_params, parse_uri
@@ -124,6 +126,21 @@ def _any_name_addr(raw: str) -> NameAddr:
     return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
 
 
+# The `<uri>` or `"Name" <uri>` part of common-shaped values already read, by its text up to
+# and including the `>`: the URI parsed and the display name. Phones send the same From and To
+# addresses (and Contact) request after request, differing only in the tag, so a value whose
+# part before the first `>` is known skips the reading of that part (finds, slices, the URI
+# look-up). Only parts that `common_name_addr` read in full are kept, and only those whose
+# `>` is the first in the value (a quoted name holding `>` is read the long way each time),
+# so a hit stands for exactly what that reading would make of the same text. Bounded.
+#
+# A value that is that part alone (To and Contact, most often) is answered with the kept
+# NameAddr itself: equal to a fresh reading, and shared like any cached view (never changed).
+_KNOWN_PARTS: Final[dict[str, NameAddr]] = {}
+_KNOWN_PARTS_LIMIT: Final = 4_096
+_KNOWN_PART_LENGTH: Final = 200
+
+
 def common_name_addr(raw: str) -> NameAddr | None:
     """`<uri>` or `"Name" <uri>` with no parameters, or `tag=` alone, read with a few finds
     (what phones send in From, To and Contact); None for any other shape, which
@@ -134,6 +151,21 @@ def common_name_addr(raw: str) -> NameAddr | None:
     `raw` is stripped and not empty. A quoted name is taken as it stands only when it holds
     no backslash (no quoted-pair to unescape), so its closing quote is the next `"`.
     """
+    first = raw.find(">")
+    if first < 0:
+        return None  # every shape read here has its `>`
+    if first < _KNOWN_PART_LENGTH:
+        # The whole value when it ends at the `>` (a To or Contact without parameters): a
+        # look-up of the value itself, no slice of it.
+        whole = first + 1 == len(raw)
+        known = _KNOWN_PARTS.get(raw if whole else raw[: first + 1])
+        if known is not None:
+            if whole:
+                return known
+            params = _tail_params(raw, first)
+            if params is None:
+                return None
+            return NameAddr(uri=known.uri, display_name=known.display_name, params=params, raw=raw)
     display: str | None = None
     if raw[0] == '"':
         close = raw.find('"', 1)
@@ -150,21 +182,32 @@ def common_name_addr(raw: str) -> NameAddr | None:
     gt = raw.find(">", lt)
     if gt < 0:
         return None
-    # The tail after `>` is read in place (no slice of it): empty, or `;tag=` with no
-    # further `;` and no quote. A bounded find, as a compiled startswith given a start is a
-    # generic method call.
-    if gt + 1 == len(raw):
-        params: dict[str, str | None] = {}
-    elif (
-        raw.find(";tag=", gt + 1, gt + 6) == gt + 1
-        and raw.find(";", gt + 2) < 0
-        and raw.find('"', gt + 6) < 0
-    ):
-        params = {"tag": raw[gt + 6 :].strip()}  # what parse_params makes of a lone `tag=...`
-    else:
+    params = _tail_params(raw, gt)
+    if params is None:
         return None
     uri = parse_uri(raw[lt + 1 : gt].strip())
+    if gt == first and first < _KNOWN_PART_LENGTH:
+        part = raw if gt + 1 == len(raw) else raw[: gt + 1]
+        make_room(_KNOWN_PARTS, _KNOWN_PARTS_LIMIT)
+        _KNOWN_PARTS[part] = NameAddr(uri=uri, display_name=display, params={}, raw=part)
     return NameAddr(uri=uri, display_name=display, params=params, raw=raw)
+
+
+def _tail_params(raw: str, gt: int) -> dict[str, str | None] | None:
+    """The parameters after the `>` at `gt` when they are none or `;tag=` alone, else None.
+
+    The tail is empty, or `;tag=` (a bounded find, as a compiled startswith given a start is
+    a generic method call) then a value with no `;` and no quote. The value is sliced once and
+    searched with `in` (compiled, a direct call, where each find with a start is a generic
+    one): `;tag=` itself holds neither character, so this is what finds from `gt + 2` said.
+    """
+    if gt + 1 == len(raw):
+        return {}
+    if raw.find(";tag=", gt + 1, gt + 6) == gt + 1:
+        tag = raw[gt + 6 :]
+        if ";" not in tag and '"' not in tag:
+            return {"tag": tag.strip()}  # what parse_params makes of a lone `tag=...`
+    return None
 
 
 def _is_display_prefix(text: str) -> bool:

@@ -335,14 +335,29 @@ def parse_cseq(text: str) -> CSeq:
     number holds only digits and the method is a known token, so neither holds whitespace
     and splitting would have cut the same two words. Anything else, valid or not, is split.
     """
+    known = _KNOWN_CSEQS.get(text)
+    if known is not None:
+        return known
     space = text.find(" ")
     if space > 0:
         method = text[space + 1 :]
         if method in _COMMON_TOKENS:
             number = _small_int(text[:space], 10)
             if number is not None and number <= _MAX_CSEQ:
-                return CSeq(number, method)
+                cseq = CSeq(number, method)
+                make_room(_KNOWN_CSEQS, _KNOWN_CSEQS_LIMIT)
+                _KNOWN_CSEQS[text] = cseq
+                return cseq
     return _parse_cseq_general(text)
+
+
+# CSeq values read by the short path above, by their text: phones count from 1 (or a small
+# random start) and every one sends `1 REGISTER`, `2 REGISTER`, `1 INVITE`..., so most values
+# have been read before. Only the short path's own results are kept (at most ten digits and a
+# known method, so the keys are short), and a CSeq is never changed once built: a hit is what
+# reading the text again would make. Bounded like the other text caches.
+_KNOWN_CSEQS: Final[dict[str, CSeq]] = {}
+_KNOWN_CSEQS_LIMIT: Final = 4_096
 
 
 def _parse_cseq_general(text: str) -> CSeq:
@@ -377,8 +392,25 @@ def parse_delta_seconds(text: str, reason: str = "Bad Expires") -> int:
 
 
 def parse_expires(text: str) -> int:
-    """The Expires header: delta-seconds (§20.19)."""
-    return parse_delta_seconds(text, "Bad Expires")
+    """The Expires header: delta-seconds (§20.19).
+
+    A phone asks for the same few periods every time (`3600`, `60`, `0`): a value already
+    read is looked up by its text. Only values that read without error and are short are
+    kept (an int is never changed, and the same text reads to the same number).
+    """
+    known = _KNOWN_EXPIRES.get(text)
+    if known is not None:
+        return known
+    seconds = parse_delta_seconds(text, "Bad Expires")
+    if len(text) <= _KNOWN_EXPIRES_LENGTH:
+        make_room(_KNOWN_EXPIRES, _KNOWN_EXPIRES_LIMIT)
+        _KNOWN_EXPIRES[text] = seconds
+    return seconds
+
+
+_KNOWN_EXPIRES: Final[dict[str, int]] = {}
+_KNOWN_EXPIRES_LIMIT: Final = 1_024
+_KNOWN_EXPIRES_LENGTH: Final = 16
 
 
 def parse_content_length(text: str) -> int:

@@ -191,10 +191,13 @@ class Message:
         headers = self.headers
         cached: tuple[list[NameAddr] | None] | None = headers.cached_view("contact")
         if cached is None:
-            if headers.get("contact") is None:
+            # One walk of the lines (`values`), not a `get` first to see whether there is any:
+            # no element at all reads as [] either way.
+            values = headers.values("contact")
+            if not values:
                 headers.keep_view("contact", None)
                 return []
-            cached = (parse_contacts(headers.values("contact")),)
+            cached = (parse_contacts(values),)
             headers.keep_view("contact", cached)
         contacts = cached[0]
         return None if contacts is None else list(contacts)
