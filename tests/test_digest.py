@@ -209,6 +209,18 @@ HEADERS = [
     "Digest a",
     "Digest ",
     "Digest  ",
+    # Short or near-miss names at the end, and spaces beyond ASCII around a bare value.
+    "Digest nc",
+    "Digest n",
+    "Digest u=1",
+    "Digest re=1",
+    "Digest r",
+    "Digest usernam=1, uri=2, urix=3",
+    "Digest responses=1, realms=2, nonces=3, ncs=4",
+    "Digest nc=\u00a0",
+    "Digest algorithm=MD5\u2003",
+    "Digest qop=\u0085auth",
+    "Digest qop=auth\x1f, nc=1",
 ]
 
 
@@ -747,3 +759,92 @@ def test_inspect_gives_the_time_stamp_of_our_nonces() -> None:
         NonceState.INVALID,
         0,
     )
+
+
+# What phones send, varied: every parameter of an answer, in any order, quoted or bare as
+# phones differ, with the values they carry (SHA-256 and -sess, odd qop, non-ASCII users).
+_PHONE_PARAMS: dict[str, list[str]] = {
+    "username": ["alice", "1001", "jürgen", "a, b=c", 'a\\"b', ""],
+    "realm": ["pbx.test", "other.test", ""],
+    "nonce": ["AAABkmQ0Zb8Yv7Ww3K+f/a1Q==", "n"],
+    "uri": ["sip:pbx.test", "sip:[2001:db8::1]:5060;transport=udp", "sip:1002@pbx.test"],
+    "response": ["6629fae49393a05397450978507c4ef1", "0123", "é"],
+    "algorithm": ["MD5", "SHA-256", "MD5-sess", "SHA-256-sess", "md5"],
+    "cnonce": ["0a4f113b", "c,d", ""],
+    "qop": ["auth", "AUTH", "auth-int", "auth,auth-int"],
+    "nc": ["00000001", "0000000a", "1", "00000001 "],
+    "opaque": ["5ccc069c403ebaf9f0171e9517f40e41"],
+}
+_ALWAYS_QUOTED = {"username", "realm", "nonce", "uri", "response", "cnonce", "opaque"}
+
+
+@st.composite
+def _phone_header(draw: st.DrawFn) -> tuple[str, bool]:
+    """(an Authorization value, whether it is in the shape the fast path must take)."""
+    names = draw(st.permutations(list(_PHONE_PARAMS)))
+    names = names[: draw(st.integers(min_value=1, max_value=len(names)))]  # missing ones
+    common = True
+    parts = []
+    for name in names:
+        value = draw(st.sampled_from(_PHONE_PARAMS[name]))
+        quoted = name in _ALWAYS_QUOTED or draw(st.booleans())
+        if quoted:
+            common = common and "\\" not in value and '"' not in value
+            value = f'"{value}"'
+        elif any(c in value for c in ', "\\'):
+            common = False
+        spelled = name if draw(st.integers(0, 9)) else name.upper()
+        common = common and spelled == name
+        parts.append(f"{spelled}={value}")
+    separator = draw(st.sampled_from([", ", ",", ", ", ",  ", " , "]))
+    common = common and separator in (", ", ",")
+    text = "Digest " + separator.join(parts)
+    mutation = draw(st.sampled_from(["none", "none", "repeat", "truncate", "space", "tail"]))
+    if mutation == "repeat":  # a parameter given twice: malformed
+        text += separator + parts[draw(st.integers(0, len(parts) - 1))]
+        common = False
+    elif mutation == "truncate":
+        text = text[: draw(st.integers(0, len(text)))]
+        common = False
+    elif mutation == "space":  # odd whitespace somewhere
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.sampled_from([" ", "\t", "  ", "\r\n "])) + text[at:]
+        common = False
+    elif mutation == "tail":
+        text += draw(st.sampled_from([",", ", ", " ", ",,"]))
+        common = False
+    return text, common
+
+
+@given(_phone_header())
+def test_fast_parser_agrees_on_what_phones_send(case: tuple[str, bool]) -> None:
+    text, common = case
+    _agrees(text)
+    if common:  # the usual shapes must not fall back to the slow reader
+        assert _common_credentials(text) is not None
+
+
+@given(st.permutations(["username", "realm", "nonce", "uri", "response", "cnonce", "opaque"]))
+def test_every_order_of_a_quoted_answer_takes_the_fast_path(names: list[str]) -> None:
+    text = "Digest " + ", ".join(f'{name}="{_PHONE_PARAMS[name][0]}"' for name in names)
+    text += ", algorithm=SHA-256-sess, qop=auth, nc=00000001"
+    fast = _common_credentials(text)
+    assert fast is not None and fast == _reference(text)
+    assert (fast.algorithm, fast.qop, fast.nc) == ("SHA-256-sess", "auth", "00000001")
+
+
+def test_verifier_response_matches_compute_response() -> None:
+    ha1_value = ha1("alice", "pbx.test", "secret")
+    for algorithm, sha256, sess in (
+        ("MD5", False, False),
+        ("SHA-256", True, False),
+        ("MD5-sess", False, True),
+        ("SHA-256-sess", True, True),
+    ):
+        ha2 = request_ha2("REGISTER", "sip:pbx.test", algorithm)
+        for qop, nc in ((None, None), ("auth", "0000000a")):
+            expected = compute_response(
+                ha1_value, "REGISTER", "sip:pbx.test", "nönce", algorithm, qop, nc, "c"
+            )
+            got = verifier_response(ha1_value, ha2, "nönce", sha256, sess, nc, "c")
+            assert got == expected
