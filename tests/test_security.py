@@ -209,11 +209,15 @@ def test_verdicts_place_by_place_are_the_joined_search(seed: int, extra: list[st
             user_agent, display = f"{user_agent} sip", f"Scan {display}"
         user = rng.choice(["100", "sipvicious", "smap", "scan", _scanner_text(rng, ["iwar"])])
         user = "".join(c for c in user if c.isascii() and (c.isalnum() or c in ".-_")) or "u"
+        if rng.random() < 0.2:  # the display name is the user
+            display = user
         from_value = rng.choice(
             [f'"{display}" <sip:{user}@1.1.1.1>;tag=x', f"<sip:{user}@1.1.1.1>;tag=y",
              f"sip:{user}@1.1.1.1", f"{display.split(' ')[0] or 'a'} <sip:{user}@h>",
              "<sip:broken@1.1.1.1", f"<tel:+1{rng.randint(0, 9)}>"]
         )  # fmt: skip
+        if requests and rng.random() < 0.3:  # a fleet: the User-Agent of the one before
+            user_agent = requests[-1].user_agent or ""
         ua_line = "" if rng.random() < 0.1 else f"User-Agent: {user_agent}\r\n"
         data = (
             "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.66;branch=z9hG4bK1"

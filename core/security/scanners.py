@@ -13,9 +13,9 @@ positive here means a silent drop and a ban of a paying customer's phone.
 All patterns compile into one regex, so a text costs one `search` whatever the list length.
 The three places are the User-Agent, the From display name and the From user, in that order:
 the first pattern found, searching them in turn, is the verdict. Phones repeat the same texts
-on every request, so what each text contains is remembered per text: a repeat costs a dict
-look-up per place (strings the parser has just cut, hashed as they are), not a joined key
-built, a lower-casing and a search.
+on every request, so what a text contains is remembered per text: a repeat costs a compare
+with the last User-Agent (a fleet shares one) and one dict look-up for the From's display
+name and user, not a lower-casing and a search.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ VERDICT_KEY_LENGTH: Final = 256
 
 
 class ScannerMatcher:
-    __slots__ = ("_apart", "_regex", "_verdicts", "patterns")
+    __slots__ = ("_apart", "_last_agent", "_last_agent_found", "_regex", "_verdicts", "patterns")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         cleaned = sorted({p.strip().lower() for p in patterns if p.strip()})
@@ -57,6 +57,9 @@ class ScannerMatcher:
         # Places searched one by one (`match_request`): exact unless a pattern holds a
         # newline, the character the joint search puts between them.
         self._apart = all("\n" not in pattern for pattern in cleaned)
+        # The last User-Agent searched (or remembered) and what it contains.
+        self._last_agent = ""
+        self._last_agent_found = ""
 
     def match(self, text: str | None) -> str | None:
         """The pattern `text` contains as a word (lower case), or None."""
@@ -76,7 +79,14 @@ class ScannerMatcher:
         # no pattern holding a newline, the first match in the three joined by newlines (as
         # `_joint_verdict` searches them) is the first match of the first place having one.
         if user_agent:
-            found = self._found(user_agent)
+            # A fleet's phones share one User-Agent: the last one seen is compared (a memcmp)
+            # before any look-up, which would hash the text just cut from the request.
+            if user_agent == self._last_agent:
+                found = self._last_agent_found
+            else:
+                found = self._found(user_agent)
+                self._last_agent = user_agent
+                self._last_agent_found = found
             if found:
                 return f'user-agent "{found}"'
         try:
@@ -85,17 +95,20 @@ class ScannerMatcher:
             return None  # the sanity check answers a broken From
         if sender is None:
             return None
-        display = sender.display_name
-        if display:
-            found = self._found(display)
-            if found:
-                return f'from "{found}"'
-        user = sender.uri.user
-        if user:
-            found = self._found(user)
-            if found:
-                return f'from "{found}"'
-        return None
+        display = sender.display_name or ""
+        user = sender.uri.user or ""
+        # Display name then user, as one text (one look-up): its first match is the display
+        # name's, else the user's. Most phones give just one of them, or the same text twice.
+        if not display or display == user:
+            text = user
+        elif not user:
+            text = display
+        else:
+            text = f"{display}\n{user}"
+        if not text:
+            return None
+        found = self._found(text)
+        return f'from "{found}"' if found else None
 
     def _found(self, text: str) -> str:
         """The pattern `text` contains as a word, "" for none: remembered per text."""
