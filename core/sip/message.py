@@ -411,25 +411,29 @@ def response_bytes(
     to_value: str | None = None
     call_id: str | None = None
     cseq: str | None = None
-    for index in range(len(keys)):
-        key = keys[index]
-        if key == "via":
-            vias += 1
-            if via is None:
-                via = values[index]
-        elif key == "from":
-            if from_value is None:
-                from_value = values[index]
-        elif key == "to":
-            if to_value is None:
+    for index, key in enumerate(keys):
+        # By length first: most lines (Contact, Max-Forwards, User-Agent, ...) are then
+        # passed over without a string compare.
+        size = len(key)
+        if size == 3:
+            if key == "via":
+                vias += 1
+                if via is None:
+                    via = values[index]
+        elif size == 4:
+            if key == "from":
+                if from_value is None:
+                    from_value = values[index]
+            elif key == "cseq" and cseq is None:
+                cseq = values[index]
+        elif size == 2:
+            if key == "to" and to_value is None:
                 to_value = values[index]
-        elif key == "call-id":
-            if call_id is None:
-                call_id = values[index]
-        elif key == "cseq" and cseq is None:
-            cseq = values[index]
+        elif size == 7 and key == "call-id" and call_id is None:
+            call_id = values[index]
     if (
         vias == 1
+        and via is not None
         and from_value is not None
         and to_value is not None
         and call_id is not None
