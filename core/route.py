@@ -27,7 +27,7 @@ from typing import Protocol
 from core.events import EventBus, SecurityEvent, SipTraffic
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
-from core.outbox import Outbox
+from core.outbox import Outbox, may_be_local_tag
 from core.proxy.decisions import Refuse, ToUser
 from core.registrar.registrar import Registrar
 from core.security.auth import DigestAuthenticator
@@ -309,8 +309,12 @@ class Route:
         self.proxy.route_to_user(request, None, flow, now)
 
     def _in_dialog(self, request: Request, flow: Flow, now: float) -> None:
-        if request.method == "ACK" and request.to_tag == self.outbox.local_tag(request):
-            return  # the ACK of a final response we generated ourselves (§17.2.1): absorbed
+        if request.method == "ACK":
+            to_tag = request.to_tag
+            # Our tags are "pbx" and digits (Outbox.local_tag): a dialog's ACK, carrying the
+            # callee's tag, is told apart without computing ours.
+            if may_be_local_tag(to_tag) and to_tag == self.outbox.local_tag(request):
+                return  # the ACK of a final answer we built ourselves (§17.2.1): absorbed
         self.proxy.in_dialog(request, flow, now)
 
     def _cancel(self, request: Request, flow: Flow, now: float) -> None:

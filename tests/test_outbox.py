@@ -4,6 +4,7 @@ make_response would serialise, with the same deterministic To-tag and reply cach
 from __future__ import annotations
 
 import hashlib
+import random
 import zlib
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from core.events import EventBus
 from core.net.flow import Flow
 from core.net.identity import ServerIdentity
-from core.outbox import Outbox
+from core.outbox import Outbox, may_be_local_tag
 from core.settings import ListenAddress
 from core.sip import Request, parse_message
 from core.sip.message import keyed_lines, make_response
@@ -55,6 +56,26 @@ def test_local_tag_is_the_seeded_crc_of_call_id_and_from_tag(outbox: Outbox) -> 
     expected = f"pbx{zlib.crc32(b'c1@x|ab', seed)}"
     assert outbox.local_tag(request()) == expected
     assert outbox.local_tag(request()) == expected  # nothing kept between calls
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_every_local_tag_may_be_ours_and_a_callees_may_not(outbox: Outbox, seed: int) -> None:
+    """The route compares an ACK's To-tag with ours only when `may_be_local_tag` says it
+    could be one: it must say so of every tag `local_tag` makes (else the ACK of our own
+    407 would be relayed), whatever the Call-ID and From (broken ones included)."""
+    rng = random.Random(seed)
+    for _ in range(200):
+        call_id = "".join(rng.choice("abc123@.-") for _ in range(rng.randint(1, 40)))
+        from_line = rng.choice(
+            [f"f: <sip:100@pbx.test>;tag={rng.getrandbits(40):x}", "f: <sip:100@pbx.test",
+             "f: <sip:100@pbx.test>", f"From: \"A\" <sip:a@b>;tag={rng.random()}"]
+        )  # fmt: skip
+        data = OPTIONS.replace(b"i: c1@x", f"i: {call_id}".encode()).replace(
+            b"f: <sip:100@pbx.test>;tag=ab", from_line.encode()
+        )
+        assert may_be_local_tag(outbox.local_tag(request(data)))
+    for tag in (None, "", "a8f3c2", "1928374", "pb", "PBX123", "pbx12345678901", "xpbx1"):
+        assert not may_be_local_tag(tag)
 
 
 @pytest.mark.parametrize(

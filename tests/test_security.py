@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import timeit
 
 import pytest
@@ -14,7 +15,7 @@ from core.security.scanners import ScannerMatcher
 from core.security.seclog import security_log_listener
 from core.security.verdict import CONTINUE, Drop
 from core.settings import ListenAddress, SecuritySettings
-from core.sip import Request, parse_message
+from core.sip import Request, SipParseError, parse_message
 
 SCANNER_IP = "203.0.113.66"
 
@@ -157,6 +158,79 @@ def test_remembered_verdict_is_the_searched_one(user_agent: str | None, from_val
         )
         == first
     )
+
+
+def _joined_verdict(matcher: ScannerMatcher, request: Request) -> str | None:
+    """The verdict as one search over the User-Agent, display name and From user joined by
+    newlines (the matcher before it searched them one by one), uncached."""
+    user_agent = request.user_agent or ""
+    try:
+        sender = request.from_addr
+    except SipParseError:
+        sender = None
+    display = (sender.display_name or "") if sender else ""
+    user = (sender.uri.user or "") if sender else ""
+    pattern = matcher.match(f"{user_agent}\n{display}\n{user}")
+    if pattern is None:
+        return None
+    where = "user-agent" if matcher.match(user_agent) == pattern else "from"
+    return f'{where} "{pattern}"'
+
+
+def _scanner_text(rng: random.Random, signatures: list[str]) -> str:
+    """A few words: scanner signatures (any case, glued or not to letters and digits),
+    ordinary words, punctuation, letters that lower-case oddly, bytes that were not UTF-8."""
+    pieces = [*signatures, "sip", "scan", "Yealink", "SIP-T46S", "Bitsmapper", "Siwar", "1001",
+              "x", "9", "\u0130", "\u03a3", "\u00e9", "\udce9", "Σcan"]  # fmt: skip
+    words = []
+    for _ in range(rng.randint(0, 3)):
+        word = rng.choice(pieces)
+        word = rng.choice([word, word.upper(), word.title()])
+        glue = rng.choice(["", "", "a", "7", "-", "/", " ", "_"])
+        words.append(rng.choice([glue + word, word + glue, word]))
+    return rng.choice([" ", "", "/", "."]).join(words)
+
+
+@pytest.mark.parametrize("seed", range(30))
+@pytest.mark.parametrize("extra", [[], ["sip\nscan"], ["x"]])
+def test_verdicts_place_by_place_are_the_joined_search(seed: int, extra: list[str]) -> None:
+    """Searched place by place and remembered per text, the verdicts (first request and
+    repeats) are those of one search over the three places joined."""
+    rng = random.Random(seed)
+    signatures = [*SecuritySettings().scanner_user_agents, "smap", "iwar"]
+    # A pattern holding a newline ("sip\nscan": a User-Agent ending in "sip" and a display
+    # name starting with "scan") can only match across places: searched as one text then.
+    matcher = ScannerMatcher([*signatures, *extra])
+    requests: list[Request] = []
+    for _ in range(40):
+        user_agent = _scanner_text(rng, signatures)
+        display = _scanner_text(rng, signatures).replace('"', "")
+        if rng.random() < 0.2:  # "sip" at the end of one place, "scan" at the start of the next
+            user_agent, display = f"{user_agent} sip", f"Scan {display}"
+        user = rng.choice(["100", "sipvicious", "smap", "scan", _scanner_text(rng, ["iwar"])])
+        user = "".join(c for c in user if c.isascii() and (c.isalnum() or c in ".-_")) or "u"
+        if rng.random() < 0.2:  # the display name is the user
+            display = user
+        from_value = rng.choice(
+            [f'"{display}" <sip:{user}@1.1.1.1>;tag=x', f"<sip:{user}@1.1.1.1>;tag=y",
+             f"sip:{user}@1.1.1.1", f"{display.split(' ')[0] or 'a'} <sip:{user}@h>",
+             "<sip:broken@1.1.1.1", f"<tel:+1{rng.randint(0, 9)}>"]
+        )  # fmt: skip
+        if requests and rng.random() < 0.3:  # a fleet: the User-Agent of the one before
+            user_agent = requests[-1].user_agent or ""
+        ua_line = "" if rng.random() < 0.1 else f"User-Agent: {user_agent}\r\n"
+        data = (
+            "OPTIONS sip:100@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 203.0.113.66;branch=z9hG4bK1"
+            f"\r\nTo: <sip:100@1.1.1.1>\r\nFrom: {from_value}\r\n{ua_line}Call-ID: 1\r\n"
+            "CSeq: 1 OPTIONS\r\n\r\n"
+        ).encode("utf-8", "surrogateescape")
+        request = parse_message(data)
+        assert isinstance(request, Request)
+        requests.append(request)
+    verdicts = [_joined_verdict(matcher, request) for request in requests]
+    assert any(verdicts) and not all(verdicts)
+    for _ in range(2):  # first searched, then remembered
+        assert [matcher.match_request(request) for request in requests] == verdicts
 
 
 def test_remembered_verdicts_stay_bounded() -> None:

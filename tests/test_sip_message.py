@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -334,3 +335,73 @@ def test_contacts_read_as_the_parsed_values(lines: list[str]) -> None:
     expected = reference(request)
     assert view(request) == expected
     assert view(request) == expected
+
+
+def _generated_request(rng: random.Random) -> bytes:
+    """A request with the copied lines in any order, repeated, compact, oddly spaced, some
+    missing, some with bytes that are not UTF-8."""
+
+    def pick(*names: str) -> str:
+        return rng.choice(names)
+
+    odd = [b"\xe9", b"\xff\xfe", "\u00e9".encode(), b""]
+    displays = ("", "Al ", '"A, b" ', '"q\\"x" ')
+    lines: list[bytes] = []
+    for index in range(rng.choice([0, 1, 1, 1, 2, 3])):
+        lines.append(
+            f"{pick('Via', 'v', 'VIA')}:{pick('', ' ', '   ')}SIP/2.0/UDP h{index};"
+            f"branch=z9hG4bK{index}{pick('', ';rport', ', SIP/2.0/TCP x;branch=z9hG4bKq')}".encode()
+        )
+    tagged_to = pick("", ";tag=9", ";TAG=x", " ;", ";")
+    makers = [
+        lambda: (
+            f"{pick('From', 'f', 'fRoM')}: {pick(*displays)}<sip:a@x>;"
+            f"tag={rng.randint(1, 99)}".encode()
+            + rng.choice(odd)
+        ),
+        lambda: (
+            f"{pick('To', 't')}:{pick(' ', '')}<sip:b{rng.randint(1, 9)}@x>{tagged_to}".encode()
+        ),
+        lambda: (
+            f"{pick('Call-ID', 'i', 'call-id')}: {pick('c@d', '  q  ', 'x')}".encode()
+            + rng.choice(odd)
+        ),
+        lambda: f"CSeq: {rng.randint(1, 9)} {pick('OPTIONS', 'REGISTER', 'INVITE')}".encode(),
+        lambda: f"Timestamp: {rng.randint(1, 9)}".encode(),
+        lambda: b"User-Agent: ua" + rng.choice(odd),
+        lambda: b"Max-Forwards: 70",
+    ]
+    for make in makers:
+        # Each copy written afresh: a repeated line differs from the first.
+        for _ in range(rng.choice([0, 1, 1, 1, 1, 2])):
+            lines.append(make())
+    rng.shuffle(lines)
+    return b"OPTIONS sip:x SIP/2.0\r\n" + b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_response_bytes_are_make_response_to_bytes_over_generated_requests(seed: int) -> None:
+    """Written in one piece or the general way, errors included, the bytes are those of
+    make_response(...).to_bytes() for any request that parses."""
+    rng = random.Random(seed)
+    for _ in range(60):
+        try:
+            request = parse_message(_generated_request(rng))
+        except SipParseError:
+            continue
+        assert isinstance(request, Request)
+        status = rng.choice([100, 180, 200, 200, 401, 407, 486, 99, 999])
+        reason = rng.choice([None, None, "Fine", "R\u00e9"])
+        to_tag = rng.choice([None, "", "pbx12345", "a\udce9", "t\r\nX: y"])
+        keyed = keyed_lines(rng.choice([[], [("Server", "pbxtui")], [("Allow", "A, B")]]))
+        try:
+            expected: bytes | type = make_response(
+                request, status, reason, to_tag=to_tag, keyed=keyed
+            ).to_bytes()
+        except ValueError:
+            expected = ValueError
+        try:
+            got: bytes | type = response_bytes(request, status, reason, to_tag, answer_tail(keyed))
+        except ValueError:
+            got = ValueError
+        assert got == expected

@@ -7,6 +7,8 @@ can ask for them as often as it likes. Every view raises only SipParseError.
 
 from __future__ import annotations
 
+from typing import Final
+
 from core.sip.address import NameAddr, parse_contacts, parse_name_addr
 from core.sip.entropy import random_hex
 from core.sip.errors import SipParseError
@@ -402,36 +404,104 @@ def response_bytes(
     bodiless answer, `tail` being `answer_tail(keyed)`: the same bytes, written straight from
     the request's header values without building a Headers store or a Response."""
     source = request.headers
-    if reason is None:
-        reason = REASON_PHRASES.get(status, "Unknown")
-    vias = source.get_all("via")
-    from_value = source.get("from")
-    to_value = source.get("to")
-    call_id = source.get("call-id")
-    cseq = source.get("cseq")
+    # One walk over the store's own keys and values (not a get() per header, each walking
+    # the keys again): the lines copied, the first of each but every Via.
+    keys = source._keys
+    values = source._values
+    via: str | None = None
+    vias = 0
+    from_value: str | None = None
+    to_value: str | None = None
+    call_id: str | None = None
+    cseq: str | None = None
+    for index, key in enumerate(keys):
+        # By length first: most lines (Contact, Max-Forwards, User-Agent, ...) are then
+        # passed over without a string compare.
+        size = len(key)
+        if size == 3:
+            if key == "via":
+                vias += 1
+                if via is None:
+                    via = values[index]
+        elif size == 4:
+            if key == "from":
+                if from_value is None:
+                    from_value = values[index]
+            elif key == "cseq" and cseq is None:
+                cseq = values[index]
+        elif size == 2:
+            if key == "to" and to_value is None:
+                to_value = values[index]
+        elif size == 7 and key == "call-id" and call_id is None:
+            call_id = values[index]
     if (
-        len(vias) == 1
+        vias == 1
+        and via is not None
         and from_value is not None
         and to_value is not None
         and call_id is not None
         and cseq is not None
         and status != 100
     ):
-        # What nearly every request gives: written in one piece.
-        to_value = _tagged_to(request, to_value, status, to_tag)
-        return (
-            f"SIP/2.0 {status} {reason}\r\nVia: {vias[0]}\r\nFrom: {from_value}\r\n"
-            f"To: {to_value}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\n{tail}"
-        ).encode("utf-8", "surrogateescape")
+        # What nearly every request gives: written in one piece, the status line and the
+        # Via name pre-printed per status, the To-tag written in place (`_tagged_to`).
+        if reason is None:
+            head = _STATUS_HEADS.get(status)
+            if head is None:
+                head = f"SIP/2.0 {status} {REASON_PHRASES.get(status, 'Unknown')}\r\nVia: "
+                if len(_STATUS_HEADS) < _STATUS_HEADS_LIMIT:
+                    _STATUS_HEADS[status] = head
+        else:
+            head = f"SIP/2.0 {status} {reason}\r\nVia: "
+        tag_part = ""
+        tag = ""
+        if to_tag and status > 100 and not _has_tag(request):
+            if "\r" in to_tag or "\n" in to_tag:
+                # A stored value holds no CR or LF: only the tag (the caller's text) can.
+                check_line("To", f"{to_value};tag={to_tag}")
+            to_value = to_value.rstrip(" ;")
+            tag_part = ";tag="
+            tag = to_tag
+        text = (
+            f"{head}{via}\r\nFrom: {from_value}\r\nTo: {to_value}{tag_part}{tag}\r\n"
+            f"Call-ID: {call_id}\r\nCSeq: {cseq}\r\n{tail}"
+        )
+    else:
+        text = _response_text(request, status, reason, to_tag, tail)
+    try:
+        # Strict UTF-8, the encoder's shortest way in; a lone surrogate (a byte of the
+        # request that was not UTF-8) takes the general one.
+        return text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+# The status line and Via name of `response_bytes`, per status answered with its standard
+# reason phrase: a handful of statuses in practice, bounded as the status is the caller's.
+_STATUS_HEADS: Final[dict[int, str]] = {}
+_STATUS_HEADS_LIMIT: Final = 64
+
+
+def _response_text(
+    request: Request, status: int, reason: str | None, to_tag: str | None, tail: str
+) -> str:
+    """`response_bytes` as text, for any request: several Vias, a missing line, a 100."""
+    source = request.headers
+    if reason is None:
+        reason = REASON_PHRASES.get(status, "Unknown")
     parts = [f"SIP/2.0 {status} {reason}\r\n"]
-    for value in vias:
+    for value in source.get_all("via"):
         parts.append(f"Via: {value}\r\n")
+    from_value = source.get("from")
     if from_value is not None:
         parts.append(f"From: {from_value}\r\n")
+    to_value = source.get("to")
     if to_value is not None:
         parts.append(f"To: {_tagged_to(request, to_value, status, to_tag)}\r\n")
+    call_id = source.get("call-id")
     if call_id is not None:
         parts.append(f"Call-ID: {call_id}\r\n")
+    cseq = source.get("cseq")
     if cseq is not None:
         parts.append(f"CSeq: {cseq}\r\n")
     if status == 100:
@@ -439,7 +509,7 @@ def response_bytes(
         if timestamp is not None:
             parts.append(f"Timestamp: {timestamp}\r\n")
     parts.append(tail)
-    return "".join(parts).encode("utf-8", "surrogateescape")
+    return "".join(parts)
 
 
 def keyed_lines(extra: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
