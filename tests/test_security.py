@@ -6,6 +6,7 @@ import random
 import timeit
 
 import pytest
+from support.scanner_verdict import joined_verdict
 
 from core.events import EventBus, SecurityEvent, ServerEvent, SourceBanned
 from core.net.flow import Flow
@@ -15,7 +16,7 @@ from core.security.scanners import ScannerMatcher
 from core.security.seclog import security_log_listener
 from core.security.verdict import CONTINUE, Drop
 from core.settings import ListenAddress, SecuritySettings
-from core.sip import Request, SipParseError, parse_message
+from core.sip import Request, parse_message
 
 SCANNER_IP = "203.0.113.66"
 
@@ -160,23 +161,6 @@ def test_remembered_verdict_is_the_searched_one(user_agent: str | None, from_val
     )
 
 
-def _joined_verdict(matcher: ScannerMatcher, request: Request) -> str | None:
-    """The verdict as one search over the User-Agent, display name and From user joined by
-    newlines (the matcher before it searched them one by one), uncached."""
-    user_agent = request.user_agent or ""
-    try:
-        sender = request.from_addr
-    except SipParseError:
-        sender = None
-    display = (sender.display_name or "") if sender else ""
-    user = (sender.uri.user or "") if sender else ""
-    pattern = matcher.match(f"{user_agent}\n{display}\n{user}")
-    if pattern is None:
-        return None
-    where = "user-agent" if matcher.match(user_agent) == pattern else "from"
-    return f'{where} "{pattern}"'
-
-
 def _scanner_text(rng: random.Random, signatures: list[str]) -> str:
     """A few words: scanner signatures (any case, glued or not to letters and digits),
     ordinary words, punctuation, letters that lower-case oddly, bytes that were not UTF-8."""
@@ -227,7 +211,7 @@ def test_verdicts_place_by_place_are_the_joined_search(seed: int, extra: list[st
         request = parse_message(data)
         assert isinstance(request, Request)
         requests.append(request)
-    verdicts = [_joined_verdict(matcher, request) for request in requests]
+    verdicts = [joined_verdict(matcher, request) for request in requests]
     assert any(verdicts) and not all(verdicts)
     for _ in range(2):  # first searched, then remembered
         assert [matcher.match_request(request) for request in requests] == verdicts
